@@ -1,0 +1,271 @@
+//! API keys (generation, hashing, constant-time verification), the role matrix, and the
+//! optional per-key rate limit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use perimeter_store::{Principal, RoleBinding, Store};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Prefix of every API key id; a secret is `<id>_<random>`.
+pub const KEY_PREFIX: &str = "PRMTR";
+
+/// A fresh key: (id, secret). The id is `PRMTR_<16 hex>`; the secret adds 43 base64url chars
+/// (256 bits of entropy), so a plain SHA-256 of it is a sound stored verifier.
+pub fn generate_key() -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let mut idb = [0u8; 8];
+    rng.fill_bytes(&mut idb);
+    let id = format!("{KEY_PREFIX}_{}", hex(&idb));
+    let mut sb = [0u8; 32];
+    rng.fill_bytes(&mut sb);
+    use base64::Engine;
+    let secret = format!(
+        "{id}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sb)
+    );
+    (id, secret)
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The key id a secret claims to belong to, if it has the secret's shape.
+pub fn key_id_of(secret: &str) -> Option<&str> {
+    let mut parts = secret.splitn(3, '_');
+    let (p, r, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if p != KEY_PREFIX || r.len() != 16 {
+        return None;
+    }
+    Some(&secret[..p.len() + 1 + r.len()])
+}
+
+/// The key id under which a secret is stored: the id it carries, or for a secret of another
+/// shape (an operator-chosen `PERIMETER_ADMIN_API_KEY`) an id derived from its hash.
+pub fn key_id_for(secret: &str) -> String {
+    match key_id_of(secret) {
+        Some(id) => id.to_string(),
+        None => format!("{KEY_PREFIX}_{}", &hash_secret(secret)[..16]),
+    }
+}
+
+/// Verify a presented secret: look the key up by its id, compare hashes in constant time.
+pub async fn authenticate(store: &Store, secret: &str) -> ApiResult<Principal> {
+    let invalid = || ApiError::unauthenticated("invalid API key");
+    if secret.is_empty() || secret.len() > 512 {
+        return Err(invalid());
+    }
+    let id = key_id_for(secret);
+    let (stored, principal) = store.key_for_auth(&id).await?.ok_or_else(invalid)?;
+    let presented = hash_secret(secret);
+    if bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+        Ok(principal)
+    } else {
+        Err(invalid())
+    }
+}
+
+pub const ORG_ADMIN: &str = "ORG_ADMIN";
+pub const CLUSTER_ADMIN: &str = "CLUSTER_ADMIN";
+pub const CLUSTER_OPERATOR_WRITER: &str = "CLUSTER_OPERATOR_WRITER";
+pub const CLUSTER_DEVELOPER: &str = "CLUSTER_DEVELOPER";
+pub const CLUSTER_CREATOR: &str = "CLUSTER_CREATOR";
+pub const PLATFORM_OPERATOR: &str = "PLATFORM_OPERATOR";
+
+/// Every role name a binding may carry.
+pub const ROLES: &[&str] = &[
+    ORG_ADMIN,
+    CLUSTER_ADMIN,
+    CLUSTER_OPERATOR_WRITER,
+    CLUSTER_DEVELOPER,
+    CLUSTER_CREATOR,
+    PLATFORM_OPERATOR,
+];
+
+/// What an operation needs (the role matrix of the API contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// list/get clusters
+    ReadCluster,
+    /// create cluster (organization scope)
+    CreateCluster,
+    UpdateCluster,
+    DeleteCluster,
+    /// get allowlist, list/get egress rules, trusted owners, ingress services/connections, egress-check
+    ReadNetworking,
+    /// list/get egress private endpoints
+    ReadEndpoints,
+    /// change allowlist, egress rules, traffic policy, egress private endpoints, private endpoint services/connections
+    WriteNetworking,
+    /// add/delete trusted owners
+    TrustedOwners,
+    /// create/edit/delete operator-managed rules
+    OperatorRules,
+    /// service accounts, api keys, roles, audit log (organization scope)
+    Identity,
+    /// endpoint services of the local provider (organization scope)
+    EndpointServices,
+}
+
+impl Need {
+    pub fn roles(self) -> &'static [&'static str] {
+        use Need::*;
+        match self {
+            ReadCluster => &[
+                ORG_ADMIN,
+                CLUSTER_ADMIN,
+                CLUSTER_OPERATOR_WRITER,
+                CLUSTER_DEVELOPER,
+            ],
+            CreateCluster => &[CLUSTER_ADMIN, CLUSTER_CREATOR],
+            UpdateCluster => &[CLUSTER_ADMIN, CLUSTER_OPERATOR_WRITER],
+            DeleteCluster => &[CLUSTER_ADMIN],
+            ReadNetworking => &[CLUSTER_ADMIN, CLUSTER_OPERATOR_WRITER, CLUSTER_DEVELOPER],
+            ReadEndpoints | WriteNetworking => &[CLUSTER_ADMIN, CLUSTER_OPERATOR_WRITER],
+            TrustedOwners => &[CLUSTER_ADMIN],
+            OperatorRules => &[PLATFORM_OPERATOR],
+            Identity => &[ORG_ADMIN],
+            EndpointServices => &[ORG_ADMIN, CLUSTER_ADMIN],
+        }
+    }
+
+    /// Needs that only an organization-scope binding satisfies.
+    fn org_only(self) -> bool {
+        matches!(
+            self,
+            Need::CreateCluster | Need::Identity | Need::EndpointServices
+        )
+    }
+}
+
+/// Does `p` hold a role of `need` covering `cluster` (or the organization)?
+pub fn allowed(p: &Principal, need: Need, cluster: Option<&str>) -> bool {
+    p.roles.iter().any(|b| covers(b, need, cluster))
+}
+
+fn covers(b: &RoleBinding, need: Need, cluster: Option<&str>) -> bool {
+    if !need.roles().contains(&b.role.as_str()) {
+        return false;
+    }
+    match b.resource_type.as_str() {
+        "ORGANIZATION" => true,
+        "CLUSTER" => !need.org_only() && cluster.is_some_and(|c| c == b.resource_id),
+        _ => false,
+    }
+}
+
+/// 403 unless allowed, naming the roles that would be.
+pub fn require(p: &Principal, need: Need, cluster: Option<&str>) -> ApiResult<()> {
+    if allowed(p, need, cluster) {
+        return Ok(());
+    }
+    let scope = match cluster {
+        Some(c) if !need.org_only() => format!("on cluster {c} or the organization"),
+        _ => "on the organization".to_string(),
+    };
+    Err(ApiError::forbidden(format!(
+        "service account {} lacks a required role: one of {} {scope}",
+        p.service_account_name,
+        need.roles().join(", ")
+    )))
+}
+
+/// Clusters a principal may read: None means all.
+pub fn readable_clusters(p: &Principal) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
+    for b in &p.roles {
+        if Need::ReadCluster.roles().contains(&b.role.as_str()) {
+            if b.resource_type == "ORGANIZATION" {
+                return None;
+            }
+            ids.push(b.resource_id.clone());
+        }
+    }
+    Some(ids)
+}
+
+/// Per-key fixed one-second windows. Hand-written (a dozen lines) rather than a rate-limit
+/// crate: the contract only asks for N per second per key with a Retry-After.
+pub struct RateLimiter {
+    per_second: u32,
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32) -> Self {
+        RateLimiter {
+            per_second,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ok, or Err(seconds to wait).
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() > 100_000 {
+            w.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 1);
+        }
+        let entry = w.entry(key.to_string()).or_insert((now, 0));
+        if now.duration_since(entry.0).as_secs() >= 1 {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.per_second {
+            return Err(1);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_carry_their_key_id() {
+        let (id, secret) = generate_key();
+        assert_eq!(key_id_of(&secret), Some(id.as_str()));
+        assert!(secret.len() > 60);
+        assert_eq!(key_id_of("nope"), None);
+        assert_eq!(key_id_of("PRMTR_short_x"), None);
+    }
+
+    #[test]
+    fn cluster_scope_does_not_grant_organization_needs() {
+        let p = Principal {
+            key_id: "k".into(),
+            service_account_id: "s".into(),
+            service_account_name: "n".into(),
+            roles: vec![RoleBinding {
+                role: CLUSTER_ADMIN.into(),
+                resource_type: "CLUSTER".into(),
+                resource_id: "c1".into(),
+            }],
+        };
+        assert!(allowed(&p, Need::WriteNetworking, Some("c1")));
+        assert!(!allowed(&p, Need::WriteNetworking, Some("c2")));
+        assert!(!allowed(&p, Need::CreateCluster, None));
+        assert!(!allowed(&p, Need::EndpointServices, None));
+    }
+
+    #[test]
+    fn rate_limiter_refuses_beyond_the_budget() {
+        let l = RateLimiter::new(2);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        assert_eq!(l.check("a"), Err(1));
+        assert!(l.check("b").is_ok());
+    }
+}

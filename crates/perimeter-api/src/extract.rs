@@ -1,0 +1,257 @@
+//! Extractors: JSON bodies with field-naming errors, API key authentication, pagination.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use perimeter_store::{PageRequest, Principal};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth;
+use crate::error::{ApiError, ApiResult, Code};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// A JSON body whose errors name the offending field (unknown keys included) in the API's shape.
+/// An empty body reads as `{}` so that routes whose fields are all optional accept none.
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::invalid("body", format!("could not read the request body: {e}"))
+            })?;
+        if bytes.len() > MAX_BODY {
+            return Err(ApiError::invalid(
+                "body",
+                format!("request body larger than {MAX_BODY} bytes"),
+            ));
+        }
+        parse_json(if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        })
+        .map(AppJson)
+    }
+}
+
+/// Parse JSON, turning serde's message into an error on the field it concerns.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let msg = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        let prefix = if path == "." {
+            String::new()
+        } else {
+            format!("{path}.")
+        };
+        let named = |marker: &str| {
+            msg.strip_prefix(marker)
+                .and_then(|rest| rest.split('`').next())
+                .map(|k| format!("{prefix}{k}"))
+        };
+        let field = named("unknown field `")
+            .or_else(|| named("missing field `"))
+            .unwrap_or_else(|| {
+                if path == "." {
+                    "body".to_string()
+                } else {
+                    path.clone()
+                }
+            });
+        let message = if msg.starts_with("unknown field") {
+            format!("{field}: unknown field; {msg}")
+        } else {
+            format!("{field}: {msg}")
+        };
+        ApiError::invalid(field, message)
+    })
+}
+
+/// The authenticated caller.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(
+                    "missing Authorization header; send Authorization: Bearer <api key secret>",
+                )
+            })?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthenticated("Authorization header must be Bearer <api key secret>")
+            })?;
+        let principal = auth::authenticate(&state.store, secret).await?;
+        if let Some(limiter) = &state.rate_limiter {
+            if let Err(retry) = limiter.check(&principal.key_id) {
+                let mut e = ApiError::new(
+                    Code::ResourceExhausted,
+                    "rate limit exceeded for this API key; retry later",
+                );
+                e.retry_after = Some(retry);
+                return Err(e);
+            }
+        }
+        Ok(Auth(principal))
+    }
+}
+
+/// Pagination query parameters (compat).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Opaque token from a previous response's `next_page` or `previous_page`.
+    #[serde(rename = "pagination.page")]
+    #[param(rename = "pagination.page")]
+    pub page: Option<String>,
+    /// Page size, default 100, at most 500.
+    #[serde(rename = "pagination.limit")]
+    #[param(rename = "pagination.limit")]
+    pub limit: Option<String>,
+    /// `ASC` (default) or `DESC`.
+    #[serde(rename = "pagination.sort_order")]
+    #[param(rename = "pagination.sort_order")]
+    pub sort_order: Option<String>,
+    /// Accepted for compatibility; reads are always current.
+    #[serde(rename = "pagination.as_of_time")]
+    #[param(rename = "pagination.as_of_time")]
+    pub as_of_time: Option<String>,
+}
+
+/// `KeysetPaginationResponse`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Pagination {
+    pub next_page: String,
+    pub previous_page: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Token {
+    /// "a": after key, "b": before key.
+    d: String,
+    k: String,
+}
+
+impl PageQuery {
+    pub fn to_request(&self) -> ApiResult<PageRequest> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => 100,
+            Some(s) => match s.parse::<u32>() {
+                Ok(n @ 1..=500) => n,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "pagination.limit",
+                        format!("pagination.limit must be a whole number from 1 to 500, got {s:?}"),
+                    ));
+                }
+            },
+        };
+        let descending = match self.sort_order.as_deref() {
+            None | Some("") | Some("ASC") => false,
+            Some("DESC") => true,
+            Some(o) => {
+                return Err(ApiError::invalid(
+                    "pagination.sort_order",
+                    format!("pagination.sort_order must be ASC or DESC, got {o:?}"),
+                ));
+            }
+        };
+        let mut req = PageRequest {
+            limit,
+            descending,
+            ..Default::default()
+        };
+        if let Some(tok) = self.page.as_deref().filter(|t| !t.is_empty()) {
+            let bad = || {
+                ApiError::invalid(
+                    "pagination.page",
+                    "pagination.page is not a token this server issued; pass next_page or previous_page from a previous response",
+                )
+            };
+            let raw = URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+            let t: Token = serde_json::from_slice(&raw).map_err(|_| bad())?;
+            match t.d.as_str() {
+                "a" => req.after = Some(t.k),
+                "b" => req.before = Some(t.k),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(req)
+    }
+}
+
+fn token(d: &str, k: &str) -> String {
+    URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&Token {
+            d: d.into(),
+            k: k.into(),
+        })
+        .expect("plain data"),
+    )
+}
+
+/// The `pagination` value of a list response: null when everything fit on one page.
+pub fn pagination<T>(page: &perimeter_store::Page<T>) -> Option<Pagination> {
+    if !page.more_after && !page.more_before {
+        return None;
+    }
+    let next_page = match (&page.last_key, page.more_after) {
+        (Some(k), true) => token("a", k),
+        _ => String::new(),
+    };
+    let previous_page = match (&page.first_key, page.more_before) {
+        (Some(k), true) => token("b", k),
+        _ => String::new(),
+    };
+    Some(Pagination {
+        next_page,
+        previous_page,
+    })
+}
+
+/// Check that a path id is a UUID.
+pub fn uuid_param(field: &str, value: &str) -> ApiResult<()> {
+    uuid::Uuid::parse_str(value)
+        .map(|_| ())
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a UUID, got {value:?}")))
+}
+
+/// A body key that repeats a path parameter (the docs' examples send `cluster_id`, `rule_id`,
+/// `endpoint_id` in bodies): accepted when equal, refused otherwise.
+pub fn agrees(field: &str, body: &Option<String>, path: &str) -> ApiResult<()> {
+    match body {
+        Some(v) if v != path => Err(ApiError::invalid(
+            field,
+            format!("{field} in the body ({v}) disagrees with the path ({path})"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,254 @@
+//! Perimeter's control plane API: routes, authentication and roles, the error shape, the
+//! OpenAPI document, and the reconciler that drives asynchronous states.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod reconcile;
+mod routes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use perimeter_store::{AuditEntry, Principal, Store};
+use serde::Serialize;
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use auth::{generate_key, hash_secret};
+pub use error::{ApiError, ApiResult, Code};
+
+/// The API version answered in `Cc-Version` for `latest` or no header.
+pub const API_VERSION: &str = "2024-09-16";
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Wakes the reconciler after a change that it should act on.
+    pub reconcile: Arc<Notify>,
+    pub rate_limiter: Option<Arc<auth::RateLimiter>>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn new(store: Store) -> Self {
+        AppState {
+            store,
+            reconcile: Arc::new(Notify::new()),
+            rate_limiter: None,
+            metrics: None,
+        }
+    }
+
+    pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {
+        self.rate_limiter = per_second
+            .filter(|n| *n > 0)
+            .map(|n| Arc::new(auth::RateLimiter::new(n)));
+        self
+    }
+
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Perimeter control plane API",
+        description = "Egress rules, traffic policy, private endpoints and IP allowlists, in the shapes of the CockroachDB Cloud API (compat) with Perimeter's extensions (ext).",
+        version = "2024-09-16"
+    ),
+    components(schemas(error::Status)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new::<
+            _,
+            _,
+            &str,
+        >("bearer", [])]);
+    }
+}
+
+/// The router and the OpenAPI document built from the same route list.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts();
+    let doc_json = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                Code::InvalidArgument,
+                "method not allowed on this route; see /api/v1/openapi.json",
+            )
+        })
+        .layer(middleware::from_fn(cc_version))
+        .layer(middleware::from_fn(observe))
+        .with_state(state);
+    (router, doc)
+}
+
+/// The application router.
+pub fn app(state: AppState) -> Router {
+    router_and_doc(state).0
+}
+
+/// The OpenAPI document alone.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts()
+        .1
+}
+
+static CC_VERSION: HeaderName = HeaderName::from_static("cc-version");
+static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Validate and echo `Cc-Version` (a date `YYYY-MM-DD` or `latest`).
+async fn cc_version(req: Request, next: Next) -> Response {
+    let version = match req.headers().get(&CC_VERSION) {
+        None => API_VERSION.to_string(),
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok("latest") => API_VERSION.to_string(),
+            Ok(d) if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok() && d.len() == 10 => {
+                d.to_string()
+            }
+            _ => return ApiError::invalid("Cc-Version", "invalid Cc-Version.").into_response(),
+        },
+    };
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        resp.headers_mut().insert(CC_VERSION.clone(), v);
+    }
+    resp
+}
+
+/// Request id (taken from `x-request-id` or generated), request metrics, and access log.
+async fn observe(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let mut resp = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("perimeter_api_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!("perimeter_api_request_duration_seconds", "method" => method.clone(), "route" => route.clone()).record(elapsed.as_secs_f64());
+    tracing::debug!(target: "perimeter::access", request_id = %id, %method, %route, %status, elapsed_ms = elapsed.as_secs_f64() * 1000.0);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
+    }
+    resp
+}
+
+/// Build an audit entry for an API change by `p`, with secrets in the payload redacted.
+pub(crate) fn audit(p: &Principal, action: &str, payload: &impl Serialize) -> AuditEntry {
+    let mut v = serde_json::to_value(payload).unwrap_or(serde_json::Value::Null);
+    redact(&mut v);
+    AuditEntry::api(action, &p.service_account_name, v.to_string())
+}
+
+/// Replace the value of every key that names a secret with "[REDACTED]".
+pub fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                if ["secret", "token", "password", "credential", "private_key"]
+                    .iter()
+                    .any(|s| k.contains(s))
+                {
+                    *val = serde_json::Value::String("[REDACTED]".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// Serve `/metrics` text from the installed recorder.
+pub(crate) async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+}
+
+/// How long the reconciler waits between scans when nothing wakes it.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Install the process-wide Prometheus recorder; its handle renders `/metrics`.
+pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+}
+
+/// Serve the API on `listener` until `shutdown` resolves, then drain in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

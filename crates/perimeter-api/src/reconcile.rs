@@ -1,0 +1,255 @@
+//! The reconciler: drives every asynchronous state from observation.
+//!
+//! Work is claimed through leases in the store, one conditional update per item, so any number
+//! of `perimeter serve` replicas on one database never drive one operation twice; every step is
+//! also conditional on the state it starts from, so a step taken on stale data writes nothing.
+//!
+//! Egress private endpoints on the `local` provider:
+//! 1. `PENDING`, no connection yet: no service of that name in the region -> `FAILED`; a service
+//!    that accepts the cluster's account (no acceptance required, or auto-accepted) -> connection
+//!    `AVAILABLE`, endpoint stays `PENDING` until its forwarder listens; otherwise connection and
+//!    endpoint `PENDING_ACCEPTANCE` with the service's deadline.
+//! 2. `PENDING_ACCEPTANCE`: accepted -> `PENDING` (forwarder next); rejected -> `REJECTED`;
+//!    deadline passed -> `EXPIRED`.
+//! 3. `DELETING`: connection `DELETED`, endpoint gone.
+//!
+//! The forwarder is part of the gateway; until a gateway reports one listening, an accepted
+//! endpoint honestly stays `PENDING`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use perimeter_store::{EndpointWork, Store, StoreError};
+use tokio::sync::Notify;
+
+/// What to do with an item after one reconcile step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Look again after this long (or sooner, when something wakes the reconciler).
+    Requeue(Duration),
+    /// Nothing more to do until something changes.
+    Await,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// Identity written into leases; unique per process.
+    pub holder: String,
+    /// How long a claim is held before another replica may take it over.
+    pub lease: Duration,
+    /// Longest sleep between scans.
+    pub interval: Duration,
+    /// Items claimed per scan.
+    pub batch: u32,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        ReconcilerConfig {
+            holder: format!("serve-{}", uuid::Uuid::new_v4()),
+            lease: Duration::from_secs(30),
+            interval: crate::RECONCILE_INTERVAL,
+            batch: 64,
+        }
+    }
+}
+
+pub struct Reconciler {
+    store: Store,
+    wake: Arc<Notify>,
+    cfg: ReconcilerConfig,
+}
+
+impl Reconciler {
+    pub fn new(store: Store, wake: Arc<Notify>, cfg: ReconcilerConfig) -> Self {
+        Reconciler { store, wake, cfg }
+    }
+
+    /// Run until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut failures = 0u32;
+        loop {
+            let next = match self.pass().await {
+                Ok(wait) => {
+                    failures = 0;
+                    wait
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = error_policy(&e, failures);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "reconcile pass failed");
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    /// One pass over claimable work; returns how long to sleep before the next.
+    pub async fn pass(&self) -> Result<Duration, StoreError> {
+        let until = perimeter_store::ts(
+            chrono::Utc::now() + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default(),
+        );
+        let ids = self
+            .store
+            .claim_endpoints(&self.cfg.holder, &until, self.cfg.batch)
+            .await?;
+        let mut next = self.cfg.interval;
+        for id in ids {
+            let result = match self.store.endpoint_work(&id).await? {
+                Some(work) => reconcile_endpoint(&self.store, &self.cfg.holder, &work).await,
+                None => Ok(Action::Await),
+            };
+            self.store.release_endpoint(&self.cfg.holder, &id).await?;
+            match result? {
+                Action::Requeue(d) => next = next.min(d),
+                Action::Await => {}
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// Backoff after a failed pass: doubling from 250 ms to 30 s.
+pub fn error_policy(_e: &StoreError, failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(30))
+}
+
+/// Take one step on one endpoint. Idempotent: every write is conditional on the state read.
+pub async fn reconcile_endpoint(
+    store: &Store,
+    holder: &str,
+    w: &EndpointWork,
+) -> Result<Action, StoreError> {
+    let ep = &w.endpoint;
+    let now = chrono::Utc::now();
+    match (ep.state.as_str(), &w.connection) {
+        ("PENDING", None) => {
+            let Some(service) = &w.service else {
+                let reason = format!(
+                    "no endpoint service named {} in region {}",
+                    ep.target_service_identifier, ep.region
+                );
+                store
+                    .transition_endpoint(holder, ep, "FAILED", &reason, None, None)
+                    .await?;
+                return Ok(Action::Await);
+            };
+            let accepted = !service.acceptance_required
+                || service.auto_accept_accounts.contains(&w.cluster_account_id);
+            if accepted {
+                let reason =
+                    "accepted by the endpoint service; waiting for the gateway's forwarder";
+                store
+                    .transition_endpoint(
+                        holder,
+                        ep,
+                        "PENDING",
+                        reason,
+                        Some((service, &w.cluster_account_id, "AVAILABLE", None)),
+                        None,
+                    )
+                    .await?;
+                Ok(Action::Await)
+            } else {
+                let deadline = now + chrono::Duration::seconds(service.acceptance_timeout_seconds);
+                let reason = "waiting for the endpoint service's owner to accept the connection";
+                store
+                    .transition_endpoint(
+                        holder,
+                        ep,
+                        "PENDING_ACCEPTANCE",
+                        reason,
+                        Some((
+                            service,
+                            &w.cluster_account_id,
+                            "PENDING_ACCEPTANCE",
+                            Some(perimeter_store::ts(deadline)),
+                        )),
+                        None,
+                    )
+                    .await?;
+                Ok(Action::Requeue(Duration::from_secs(
+                    service.acceptance_timeout_seconds.max(0) as u64,
+                )))
+            }
+        }
+        // Accepted; the forwarder belongs to a gateway, which reports it. Nothing to do here.
+        ("PENDING", Some(_)) => Ok(Action::Await),
+        ("PENDING_ACCEPTANCE", Some(c)) => match c.status.as_str() {
+            "AVAILABLE" => {
+                let reason =
+                    "accepted by the endpoint service's owner; waiting for the gateway's forwarder";
+                store
+                    .transition_endpoint(holder, ep, "PENDING", reason, None, None)
+                    .await?;
+                Ok(Action::Await)
+            }
+            "REJECTED" => {
+                store
+                    .transition_endpoint(
+                        holder,
+                        ep,
+                        "REJECTED",
+                        "rejected by the endpoint service's owner",
+                        None,
+                        None,
+                    )
+                    .await?;
+                Ok(Action::Await)
+            }
+            _ => {
+                let deadline = c
+                    .expires_at
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc));
+                match deadline {
+                    Some(d) if d > now => {
+                        Ok(Action::Requeue((d - now).to_std().unwrap_or_default()))
+                    }
+                    _ => {
+                        store
+                            .transition_endpoint(
+                                holder,
+                                ep,
+                                "EXPIRED",
+                                "not accepted before the service's deadline",
+                                None,
+                                Some("EXPIRED"),
+                            )
+                            .await?;
+                        Ok(Action::Await)
+                    }
+                }
+            }
+        },
+        // A connection can only be missing here if its service was removed under it.
+        ("PENDING_ACCEPTANCE", None) => {
+            store
+                .transition_endpoint(
+                    holder,
+                    ep,
+                    "FAILED",
+                    "the endpoint service was removed",
+                    None,
+                    None,
+                )
+                .await?;
+            Ok(Action::Await)
+        }
+        ("DELETING", _) => {
+            let status = w.connection.as_ref().map(|_| "DELETED");
+            store
+                .transition_endpoint(holder, ep, "GONE", "deleted", None, status)
+                .await?;
+            Ok(Action::Await)
+        }
+        _ => Ok(Action::Await),
+    }
+}

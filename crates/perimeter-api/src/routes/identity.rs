@@ -1,0 +1,472 @@
+//! Service accounts, API keys, role bindings, and the audit log.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use perimeter_store::{AuditQuery, RoleBinding};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Need, ROLES, generate_key, hash_secret, require};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, Auth, PageQuery, pagination, uuid_param};
+use crate::model::{
+    ApiKey, BuiltInRole, CreateApiKeyResponse, GetAllRolesForUserResponse, ListApiKeysResponse,
+    ListAuditLogsResponse, ListServiceAccountsResponse, ServiceAccount,
+};
+use crate::{AppState, audit};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_service_accounts, create_service_account))
+        .routes(routes!(
+            get_service_account,
+            update_service_account,
+            delete_service_account
+        ))
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(get_api_key, update_api_key, delete_api_key))
+        .routes(routes!(get_roles, set_roles))
+        .routes(routes!(list_audit_logs))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceAccountRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub roles: Vec<BuiltInRole>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateServiceAccountSpecification {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    pub name: String,
+    pub service_account_id: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiKeySpecification {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRolesForUserRequest {
+    pub roles: Vec<BuiltInRole>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApiKeysQuery {
+    /// Only the keys of this service account.
+    #[serde(default)]
+    pub service_account_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQueryParams {
+    /// RFC 3339 timestamp to start from (inclusive).
+    #[serde(default)]
+    pub starting_from: Option<String>,
+    /// `ASC` (default) or `DESC`.
+    #[serde(default)]
+    pub sort_order: Option<String>,
+    /// At most 1000 (default 200).
+    #[serde(default)]
+    pub limit: Option<String>,
+}
+
+fn validate_label(field: &str, v: &str, max: usize) -> ApiResult<()> {
+    if v.trim().is_empty() || v.len() > max || v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be 1-{max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse bindings: known role names, ORGANIZATION (no id) or CLUSTER (UUID id) scope.
+fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
+    roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if !ROLES.contains(&r.name.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("roles[{i}].name"),
+                    format!(
+                        "roles[{i}].name: {:?} is not a role; use one of {}",
+                        r.name,
+                        ROLES.join(", ")
+                    ),
+                ));
+            }
+            let id = match (r.resource.resource_type.as_str(), r.resource.id.as_deref()) {
+                ("ORGANIZATION", _) => String::new(),
+                ("CLUSTER", Some(id)) => {
+                    uuid_param(&format!("roles[{i}].resource.id"), id)?;
+                    id.to_string()
+                }
+                ("CLUSTER", None) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.id"),
+                        "a CLUSTER binding needs the cluster id",
+                    ));
+                }
+                (t, _) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.type"),
+                        format!("resource type {t:?} must be ORGANIZATION or CLUSTER"),
+                    ));
+                }
+            };
+            Ok(RoleBinding {
+                role: r.name.clone(),
+                resource_type: r.resource.resource_type.clone(),
+                resource_id: id,
+            })
+        })
+        .collect()
+}
+
+/// Create a service account with its role bindings.
+#[utoipa::path(post, path = "/api/v1/service-accounts", tag = "Identity", request_body = CreateServiceAccountRequest,
+    responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
+async fn create_service_account(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    AppJson(req): AppJson<CreateServiceAccountRequest>,
+) -> ApiResult<Json<ServiceAccount>> {
+    validate_label("name", &req.name, 128)?;
+    if req.description.len() > 1024 {
+        return Err(ApiError::invalid(
+            "description",
+            "description must be at most 1024 characters",
+        ));
+    }
+    let roles = bindings(&req.roles)?;
+    require(&p, Need::Identity, None)?;
+    let sa = st
+        .store
+        .create_service_account(
+            &req.name,
+            &req.description,
+            &p.service_account_name,
+            &roles,
+            &audit(&p, "AUDIT_LOG_ACTION_CREATE_SERVICE_ACCOUNT", &req),
+        )
+        .await?;
+    Ok(Json(sa.into()))
+}
+
+/// List service accounts.
+#[utoipa::path(get, path = "/api/v1/service-accounts", tag = "Identity", params(PageQuery),
+    responses((status = 200, body = ListServiceAccountsResponse), (status = "default", body = crate::error::Status)))]
+async fn list_service_accounts(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Json<ListServiceAccountsResponse>> {
+    let req = pq.to_request()?;
+    require(&p, Need::Identity, None)?;
+    let page = st.store.list_service_accounts(&req).await?;
+    let pagination = pagination(&page);
+    Ok(Json(ListServiceAccountsResponse {
+        service_accounts: page.items.into_iter().map(Into::into).collect(),
+        pagination,
+    }))
+}
+
+/// Get a service account.
+#[utoipa::path(get, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
+    responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
+async fn get_service_account(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ServiceAccount>> {
+    uuid_param("id", &id)?;
+    require(&p, Need::Identity, None)?;
+    Ok(Json(st.store.get_service_account(&id).await?.into()))
+}
+
+/// Rename or re-describe a service account.
+#[utoipa::path(patch, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
+    request_body = UpdateServiceAccountSpecification,
+    responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
+async fn update_service_account(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<UpdateServiceAccountSpecification>,
+) -> ApiResult<Json<ServiceAccount>> {
+    uuid_param("id", &id)?;
+    if let Some(n) = &req.name {
+        validate_label("name", n, 128)?;
+    }
+    require(&p, Need::Identity, None)?;
+    let sa = st
+        .store
+        .update_service_account(
+            &id,
+            req.name.as_deref(),
+            req.description.as_deref(),
+            &audit(&p, "AUDIT_LOG_ACTION_UPDATE_SERVICE_ACCOUNT", &req),
+        )
+        .await?;
+    Ok(Json(sa.into()))
+}
+
+/// Delete a service account with its keys.
+#[utoipa::path(delete, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
+    responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
+async fn delete_service_account(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ServiceAccount>> {
+    uuid_param("id", &id)?;
+    require(&p, Need::Identity, None)?;
+    if id == p.service_account_id {
+        return Err(ApiError::precondition(
+            "id",
+            "a service account cannot delete itself; use another admin account",
+        ));
+    }
+    let payload = serde_json::json!({"id": id});
+    Ok(Json(
+        st.store
+            .delete_service_account(
+                &id,
+                &audit(&p, "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT", &payload),
+            )
+            .await?
+            .into(),
+    ))
+}
+
+/// Create an API key; the secret is shown only in this answer.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "Identity", request_body = CreateApiKeyRequest,
+    responses((status = 200, body = CreateApiKeyResponse), (status = "default", body = crate::error::Status)))]
+async fn create_api_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    AppJson(req): AppJson<CreateApiKeyRequest>,
+) -> ApiResult<Json<CreateApiKeyResponse>> {
+    validate_label("name", &req.name, 128)?;
+    uuid_param("service_account_id", &req.service_account_id)?;
+    require(&p, Need::Identity, None)?;
+    let (id, secret) = generate_key();
+    let key = st
+        .store
+        .create_api_key(
+            &id,
+            &req.service_account_id,
+            &req.name,
+            &hash_secret(&secret),
+            &audit(&p, "AUDIT_LOG_ACTION_CREATE_API_KEY", &(&req, &id)),
+        )
+        .await?;
+    Ok(Json(CreateApiKeyResponse {
+        api_key: key.into(),
+        secret,
+    }))
+}
+
+/// List API keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "Identity", params(ApiKeysQuery, PageQuery),
+    responses((status = 200, body = ListApiKeysResponse), (status = "default", body = crate::error::Status)))]
+async fn list_api_keys(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<ApiKeysQuery>,
+    Query(pq): Query<PageQuery>,
+) -> ApiResult<Json<ListApiKeysResponse>> {
+    if let Some(sa) = &q.service_account_id {
+        uuid_param("service_account_id", sa)?;
+    }
+    let req = pq.to_request()?;
+    require(&p, Need::Identity, None)?;
+    let page = st
+        .store
+        .list_api_keys(q.service_account_id.as_deref(), &req)
+        .await?;
+    let pagination = pagination(&page);
+    Ok(Json(ListApiKeysResponse {
+        api_keys: page.items.into_iter().map(Into::into).collect(),
+        pagination,
+    }))
+}
+
+/// Get an API key.
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
+async fn get_api_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKey>> {
+    require(&p, Need::Identity, None)?;
+    Ok(Json(st.store.get_api_key(&id).await?.into()))
+}
+
+/// Rename an API key.
+#[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)), request_body = UpdateApiKeySpecification,
+    responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
+async fn update_api_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<UpdateApiKeySpecification>,
+) -> ApiResult<Json<ApiKey>> {
+    validate_label("name", &req.name, 128)?;
+    require(&p, Need::Identity, None)?;
+    Ok(Json(
+        st.store
+            .rename_api_key(
+                &id,
+                &req.name,
+                &audit(&p, "AUDIT_LOG_ACTION_UPDATE_API_KEY", &(&id, &req)),
+            )
+            .await?
+            .into(),
+    ))
+}
+
+/// Delete (revoke) an API key at once.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
+async fn delete_api_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKey>> {
+    require(&p, Need::Identity, None)?;
+    let payload = serde_json::json!({"id": id});
+    Ok(Json(
+        st.store
+            .delete_api_key(&id, &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload))
+            .await?
+            .into(),
+    ))
+}
+
+/// A service account's role bindings.
+#[utoipa::path(get, path = "/api/v1/roles/{user_id}", tag = "Identity", params(("user_id" = String, Path)),
+    responses((status = 200, body = GetAllRolesForUserResponse), (status = "default", body = crate::error::Status)))]
+async fn get_roles(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<GetAllRolesForUserResponse>> {
+    uuid_param("user_id", &user_id)?;
+    require(&p, Need::Identity, None)?;
+    let sa = st.store.get_service_account(&user_id).await?;
+    Ok(Json(GetAllRolesForUserResponse {
+        roles: sa.roles.iter().map(BuiltInRole::from).collect(),
+        group_roles: vec![],
+    }))
+}
+
+/// Replace a service account's role bindings.
+#[utoipa::path(put, path = "/api/v1/roles/{user_id}", tag = "Identity", params(("user_id" = String, Path)), request_body = SetRolesForUserRequest,
+    responses((status = 200, body = GetAllRolesForUserResponse), (status = "default", body = crate::error::Status)))]
+async fn set_roles(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(user_id): Path<String>,
+    AppJson(req): AppJson<SetRolesForUserRequest>,
+) -> ApiResult<Json<GetAllRolesForUserResponse>> {
+    uuid_param("user_id", &user_id)?;
+    crate::extract::agrees("user_id", &req.user_id, &user_id)?;
+    let roles = bindings(&req.roles)?;
+    require(&p, Need::Identity, None)?;
+    let sa = st
+        .store
+        .set_roles(
+            &user_id,
+            &roles,
+            &audit(&p, "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE", &(&user_id, &req)),
+        )
+        .await?;
+    Ok(Json(GetAllRolesForUserResponse {
+        roles: sa.roles.iter().map(BuiltInRole::from).collect(),
+        group_roles: vec![],
+    }))
+}
+
+/// The audit log: every accepted change, secrets redacted.
+#[utoipa::path(get, path = "/api/v1/auditlogevents", tag = "Audit", params(AuditQueryParams),
+    responses((status = 200, body = ListAuditLogsResponse), (status = "default", body = crate::error::Status)))]
+async fn list_audit_logs(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Query(q): Query<AuditQueryParams>,
+) -> ApiResult<Json<ListAuditLogsResponse>> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 200,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n @ 1..=1000) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be a whole number from 1 to 1000, got {s:?}"),
+                ));
+            }
+        },
+    };
+    let descending = match q.sort_order.as_deref() {
+        None | Some("") | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(o) => {
+            return Err(ApiError::invalid(
+                "sort_order",
+                format!("sort_order must be ASC or DESC, got {o:?}"),
+            ));
+        }
+    };
+    let starting_from = match q.starting_from.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(perimeter_store::ts(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "starting_from",
+                        format!("starting_from must be an RFC 3339 timestamp, got {s:?}"),
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        )),
+    };
+    require(&p, Need::Identity, None)?;
+    let (entries, next) = st
+        .store
+        .list_audit(&AuditQuery {
+            starting_from,
+            descending,
+            limit,
+        })
+        .await?;
+    Ok(Json(ListAuditLogsResponse {
+        entries: entries.into_iter().map(Into::into).collect(),
+        next_starting_from: next,
+    }))
+}

@@ -1,0 +1,24 @@
+//! One router per resource, merged with their OpenAPI paths.
+
+mod allowlist;
+mod clusters;
+mod egress;
+mod endpoints;
+mod identity;
+mod ingress;
+mod meta;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(clusters::router())
+        .merge(allowlist::router())
+        .merge(egress::router())
+        .merge(endpoints::router())
+        .merge(ingress::router())
+        .merge(identity::router())
+        .merge(meta::router())
+}

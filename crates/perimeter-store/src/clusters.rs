@@ -1,0 +1,373 @@
+//! Clusters and their regions, and the cluster lock that serialises networking changes.
+
+use std::collections::BTreeMap;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use crate::audit::{AuditEntry, record};
+use crate::model::{Cluster, Region, flag, int, json, opt_text, text, to_json};
+use crate::page::{Page, PageRequest, fetch_page};
+use crate::{Ctx, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct NewCluster {
+    pub name: String,
+    pub provider: String,
+    pub plan: String,
+    pub account_id: String,
+    pub network_visibility: String,
+    pub egress_policy: String,
+    pub labels: BTreeMap<String, String>,
+    pub hardware: serde_json::Value,
+    pub cockroach_version: String,
+    pub creator_id: String,
+    /// Region name and node count, in the order given.
+    pub regions: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterUpdate {
+    /// The complete new set of regions, when it changes.
+    pub regions: Option<Vec<(String, i64)>>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub plan: Option<String>,
+    pub hardware: Option<serde_json::Value>,
+}
+
+impl Store {
+    pub async fn create_cluster(&self, c: &NewCluster, audit: &AuditEntry) -> Result<Cluster> {
+        let mut tx = self.begin().await?;
+        let taken: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM clusters WHERE name = $1 AND deleted_at IS NULL")
+                .bind(&c.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("checking cluster names")?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict {
+                field: "name".into(),
+                message: format!("a cluster named {:?} already exists", c.name),
+            });
+        }
+        let id = crate::new_id();
+        let now = crate::now();
+        sqlx::query(
+            "INSERT INTO clusters (id, name, provider, plan, account_id, state, network_visibility, egress_policy, \
+             egress_policy_updating, allowlist_propagating, policy_version, labels, hardware, cockroach_version, creator_id, created_at, updated_at, deleted_at, sort_key) \
+             VALUES ($1, $2, $3, $4, $5, 'CREATED', $6, $7, 0, 0, 1, $8, $9, $10, $11, $12, $12, NULL, $13)",
+        )
+        .bind(&id)
+        .bind(&c.name)
+        .bind(&c.provider)
+        .bind(&c.plan)
+        .bind(&c.account_id)
+        .bind(&c.network_visibility)
+        .bind(&c.egress_policy)
+        .bind(to_json(&c.labels))
+        .bind(to_json(&c.hardware))
+        .bind(&c.cockroach_version)
+        .bind(&c.creator_id)
+        .bind(&now)
+        .bind(crate::time_sort_key(&now, &id))
+        .execute(&mut *tx)
+        .await
+        .ctx("creating a cluster")?;
+        write_regions(&mut tx, &id, &c.regions).await?;
+        let audit = audit.clone().for_cluster(&id, &c.name);
+        record(&mut tx, &audit).await?;
+        let cluster = load_cluster(&mut tx, &id).await?;
+        tx.commit().await.ctx("committing a cluster")?;
+        Ok(cluster)
+    }
+
+    /// A cluster, deleted or not.
+    pub async fn get_cluster(&self, id: &str) -> Result<Cluster> {
+        let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
+        load_cluster(&mut conn, id).await
+    }
+
+    /// A cluster that is not deleted: 404 otherwise, saying which.
+    pub async fn get_live_cluster(&self, id: &str) -> Result<Cluster> {
+        let c = self.get_cluster(id).await?;
+        if c.is_deleted() {
+            return Err(StoreError::NotFound(format!("cluster {id} is deleted")));
+        }
+        Ok(c)
+    }
+
+    pub async fn list_clusters(
+        &self,
+        show_inactive: bool,
+        page: &PageRequest,
+    ) -> Result<Page<Cluster>> {
+        let sql = if show_inactive {
+            "SELECT * FROM clusters WHERE 1 = 1"
+        } else {
+            "SELECT * FROM clusters WHERE deleted_at IS NULL"
+        };
+        let rows = fetch_page(&self.read, sql, vec![], "sort_key", page).await?;
+        let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
+        let mut items = Vec::with_capacity(rows.items.len());
+        for r in &rows.items {
+            let regions = load_regions(&mut conn, &text(r, "id")?).await?;
+            items.push(cluster_from_row(r, regions)?);
+        }
+        Ok(rows.with_items(items))
+    }
+
+    /// Apply a PATCH. Removing a region that holds egress private endpoints is refused, naming them.
+    pub async fn update_cluster(
+        &self,
+        id: &str,
+        u: &ClusterUpdate,
+        audit: &AuditEntry,
+    ) -> Result<Cluster> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, id).await?;
+        if let Some(regions) = &u.regions {
+            for old in &cluster.regions {
+                if regions.iter().any(|(n, _)| n == &old.name) {
+                    continue;
+                }
+                let eps: Vec<(String,)> = sqlx::query_as(
+                    "SELECT id FROM egress_endpoints WHERE cluster_id = $1 AND region = $2 ORDER BY id",
+                )
+                .bind(id)
+                .bind(&old.name)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("checking endpoints of a region")?;
+                if !eps.is_empty() {
+                    let ids: Vec<String> = eps.into_iter().map(|(i,)| i).collect();
+                    return Err(StoreError::Precondition {
+                        field: "dedicated.region_nodes".into(),
+                        message: format!(
+                            "region {} still holds egress private endpoints ({}); delete them before removing the region",
+                            old.name,
+                            ids.join(", ")
+                        ),
+                    });
+                }
+            }
+            sqlx::query("DELETE FROM cluster_regions WHERE cluster_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("replacing regions")?;
+            write_regions(&mut tx, id, regions).await?;
+        }
+        let labels = u.labels.as_ref().unwrap_or(&cluster.labels);
+        let hardware = u.hardware.as_ref().unwrap_or(&cluster.hardware);
+        let plan = u.plan.as_deref().unwrap_or(&cluster.plan);
+        sqlx::query("UPDATE clusters SET labels = $1, hardware = $2, plan = $3, updated_at = $4 WHERE id = $5")
+            .bind(to_json(labels))
+            .bind(to_json(hardware))
+            .bind(plan)
+            .bind(crate::now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("updating a cluster")?;
+        record(&mut tx, &audit.clone().for_cluster(id, &cluster.name)).await?;
+        let cluster = load_cluster(&mut tx, id).await?;
+        tx.commit().await.ctx("committing a cluster update")?;
+        Ok(cluster)
+    }
+
+    /// Delete a cluster: it stays readable with state `DELETED`; its endpoints, rules, allowlist
+    /// and ingress records are removed in the same transaction.
+    pub async fn delete_cluster(&self, id: &str, audit: &AuditEntry) -> Result<Cluster> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, id).await?;
+        sqlx::query(
+            "UPDATE endpoint_connections SET status = 'DELETED', updated_at = $1 \
+             WHERE egress_private_endpoint_id IN (SELECT id FROM egress_endpoints WHERE cluster_id = $2)",
+        )
+        .bind(crate::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("closing endpoint connections")?;
+        for table in [
+            "egress_endpoints",
+            "egress_rules",
+            "allowlist_entries",
+            "ingress_endpoint_services",
+            "ingress_endpoint_connections",
+            "trusted_owners",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE cluster_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("deleting a cluster's resources")?;
+        }
+        let now = crate::now();
+        sqlx::query(
+            "UPDATE clusters SET state = 'DELETED', deleted_at = $1, updated_at = $1 WHERE id = $2",
+        )
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("deleting a cluster")?;
+        record(&mut tx, &audit.clone().for_cluster(id, &cluster.name)).await?;
+        let cluster = load_cluster(&mut tx, id).await?;
+        tx.commit().await.ctx("committing a cluster deletion")?;
+        Ok(cluster)
+    }
+
+    /// Set the egress traffic policy: the cluster reads `UPDATING` until every gateway applied it.
+    pub async fn set_egress_policy(
+        &self,
+        id: &str,
+        policy: &str,
+        audit: &AuditEntry,
+    ) -> Result<Cluster> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, id).await?;
+        sqlx::query("UPDATE clusters SET egress_policy = $1, egress_policy_updating = 1, updated_at = $2 WHERE id = $3")
+            .bind(policy)
+            .bind(crate::now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("setting the egress traffic policy")?;
+        record(&mut tx, &audit.clone().for_cluster(id, &cluster.name)).await?;
+        let cluster = load_cluster(&mut tx, id).await?;
+        tx.commit()
+            .await
+            .ctx("committing the egress traffic policy")?;
+        Ok(cluster)
+    }
+}
+
+/// Take a live cluster's row for this transaction (serialising concurrent changes of it on
+/// PostgreSQL), bump its policy version, and return it. 404 if missing or deleted.
+pub(crate) async fn touch_live_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
+    let n = sqlx::query("UPDATE clusters SET policy_version = policy_version + 1 WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .ctx("locking a cluster row")?
+        .rows_affected();
+    let cluster = load_cluster(conn, id).await?;
+    if n == 0 || cluster.is_deleted() {
+        return Err(StoreError::NotFound(format!("cluster {id} is deleted")));
+    }
+    Ok(cluster)
+}
+
+/// [`touch_live_cluster`], then refuse with `Locked` when a networking operation is in flight.
+pub(crate) async fn lock_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
+    let cluster = touch_live_cluster(conn, id).await?;
+    if let Some(reason) = lock_reason(conn, &cluster).await? {
+        return Err(StoreError::Locked(reason));
+    }
+    Ok(cluster)
+}
+
+/// Why the cluster is locked, if it is: an egress traffic policy change still propagating, an
+/// egress private endpoint being created or deleted, or its domain names being updated.
+pub(crate) async fn lock_reason(
+    conn: &mut AnyConnection,
+    cluster: &Cluster,
+) -> Result<Option<String>> {
+    if cluster.egress_policy_updating {
+        return Ok(Some(format!(
+            "cluster is locked: egress traffic policy of cluster {} is being updated to {}",
+            cluster.id, cluster.egress_policy
+        )));
+    }
+    let row = sqlx::query(
+        "SELECT id, state, domain_names_state FROM egress_endpoints \
+         WHERE cluster_id = $1 AND (state IN ('PENDING', 'DELETING') OR domain_names_state = 'PENDING') \
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(&cluster.id)
+    .fetch_optional(conn)
+    .await
+    .ctx("checking the cluster lock")?;
+    let Some(row) = row else { return Ok(None) };
+    let (ep, state) = (text(&row, "id")?, text(&row, "state")?);
+    let what = match state.as_str() {
+        "PENDING" => "is being created",
+        "DELETING" => "is being deleted",
+        _ => "is having its domain names updated",
+    };
+    Ok(Some(format!(
+        "cluster is locked: egress private endpoint {ep} {what}"
+    )))
+}
+
+async fn write_regions(
+    conn: &mut AnyConnection,
+    id: &str,
+    regions: &[(String, i64)],
+) -> Result<()> {
+    for (i, (name, nodes)) in regions.iter().enumerate() {
+        sqlx::query("INSERT INTO cluster_regions (cluster_id, name, node_count, position) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(name)
+            .bind(*nodes)
+            .bind(i as i64)
+            .execute(&mut *conn)
+            .await
+            .ctx("writing regions")?;
+    }
+    Ok(())
+}
+
+async fn load_regions(conn: &mut AnyConnection, id: &str) -> Result<Vec<Region>> {
+    let rows = sqlx::query(
+        "SELECT name, node_count FROM cluster_regions WHERE cluster_id = $1 ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await
+    .ctx("reading regions")?;
+    rows.iter()
+        .map(|r| {
+            Ok(Region {
+                name: text(r, "name")?,
+                node_count: int(r, "node_count")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn load_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
+    let row = sqlx::query("SELECT * FROM clusters WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .ctx("reading a cluster")?
+        .ok_or_else(|| StoreError::NotFound(format!("cluster {id} not found")))?;
+    let regions = load_regions(conn, id).await?;
+    cluster_from_row(&row, regions)
+}
+
+fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
+    Ok(Cluster {
+        id: text(r, "id")?,
+        name: text(r, "name")?,
+        provider: text(r, "provider")?,
+        plan: text(r, "plan")?,
+        account_id: text(r, "account_id")?,
+        state: text(r, "state")?,
+        network_visibility: text(r, "network_visibility")?,
+        egress_policy: text(r, "egress_policy")?,
+        egress_policy_updating: flag(r, "egress_policy_updating")?,
+        allowlist_propagating: flag(r, "allowlist_propagating")?,
+        policy_version: int(r, "policy_version")?,
+        labels: json(r, "labels")?,
+        hardware: json(r, "hardware")?,
+        cockroach_version: text(r, "cockroach_version")?,
+        creator_id: text(r, "creator_id")?,
+        created_at: text(r, "created_at")?,
+        updated_at: text(r, "updated_at")?,
+        deleted_at: opt_text(r, "deleted_at")?,
+        regions,
+    })
+}

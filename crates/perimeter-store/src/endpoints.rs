@@ -1,0 +1,621 @@
+//! Egress private endpoints, the `local` provider's endpoint services and their connections,
+//! and the lease-guarded primitives the reconciler drives them with.
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use crate::audit::{AuditEntry, record};
+use crate::clusters::{lock_cluster, lock_reason, touch_live_cluster};
+use crate::model::{
+    EgressEndpoint, EndpointConnection, EndpointService, flag, int, json, opt_text, text, to_json,
+};
+use crate::page::{Arg, Page, PageRequest, fetch_page};
+use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
+
+#[derive(Debug, Clone)]
+pub struct NewEndpointService {
+    pub service_name: String,
+    pub region: String,
+    pub backends: Vec<String>,
+    pub acceptance_required: bool,
+    pub auto_accept_accounts: Vec<String>,
+    pub acceptance_timeout_seconds: i64,
+}
+
+/// What the reconciler needs to take one step on an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointWork {
+    pub endpoint: EgressEndpoint,
+    pub cluster_account_id: String,
+    pub connection: Option<EndpointConnection>,
+    /// The service named by the endpoint's identifier in its region, if one is registered.
+    pub service: Option<EndpointService>,
+}
+
+const ENDPOINT_ACTOR: &str = "perimeter-reconciler";
+
+impl Store {
+    pub async fn create_endpoint(
+        &self,
+        cluster_id: &str,
+        region: &str,
+        identifier: &str,
+        target_type: &str,
+        audit: &AuditEntry,
+    ) -> Result<EgressEndpoint> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        if !cluster.regions.iter().any(|r| r.name == region) {
+            let names: Vec<&str> = cluster.regions.iter().map(|r| r.name.as_str()).collect();
+            return Err(StoreError::Precondition {
+                field: "region".into(),
+                message: format!(
+                    "cluster {cluster_id} has no region {region}; its regions are {}",
+                    names.join(", ")
+                ),
+            });
+        }
+        let id = crate::new_id();
+        let now = crate::now();
+        sqlx::query(
+            "INSERT INTO egress_endpoints (id, cluster_id, region, target_service_identifier, target_service_type, endpoint_connection_id, \
+             endpoint_address, state, state_reason, domain_names, domain_names_state, created_at, updated_at, sort_key, lease_holder, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, '', '', 'PENDING', '', '[]', 'EMPTY', $6, $6, $7, NULL, NULL)",
+        )
+        .bind(&id)
+        .bind(cluster_id)
+        .bind(region)
+        .bind(identifier)
+        .bind(target_type)
+        .bind(&now)
+        .bind(crate::time_sort_key(&now, &id))
+        .execute(&mut *tx)
+        .await
+        .ctx("creating an egress private endpoint")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let ep = load_endpoint(&mut tx, cluster_id, &id).await?;
+        tx.commit()
+            .await
+            .ctx("committing an egress private endpoint")?;
+        Ok(ep)
+    }
+
+    pub async fn get_endpoint(&self, cluster_id: &str, id: &str) -> Result<EgressEndpoint> {
+        let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
+        load_endpoint(&mut conn, cluster_id, id).await
+    }
+
+    pub async fn list_endpoints(
+        &self,
+        cluster_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<EgressEndpoint>> {
+        let rows = fetch_page(
+            &self.read,
+            "SELECT * FROM egress_endpoints WHERE cluster_id = $1",
+            vec![Arg::Text(cluster_id.to_string())],
+            "sort_key",
+            page,
+        )
+        .await?;
+        let items = rows
+            .items
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows.with_items(items))
+    }
+
+    /// Start deleting an endpoint. Allowed while the cluster is locked by this very endpoint
+    /// (that cancels its creation); refused while another operation holds the lock.
+    pub async fn delete_endpoint(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<EgressEndpoint> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let ep = load_endpoint(&mut tx, cluster_id, id).await?;
+        if ep.state == "DELETING" {
+            return Ok(ep);
+        }
+        if let Some(reason) = lock_reason(&mut tx, &cluster).await? {
+            if !reason.contains(id) {
+                return Err(StoreError::Locked(reason));
+            }
+        }
+        sqlx::query(
+            "UPDATE egress_endpoints SET state = 'DELETING', updated_at = $1 WHERE id = $2",
+        )
+        .bind(crate::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("deleting an egress private endpoint")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let ep = load_endpoint(&mut tx, cluster_id, id).await?;
+        tx.commit().await.ctx("committing an endpoint deletion")?;
+        Ok(ep)
+    }
+
+    /// Replace an `AVAILABLE` endpoint's domain names; they read `PENDING` until the cluster's
+    /// gateways serve them.
+    pub async fn set_domain_names(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        names: &[String],
+        audit: &AuditEntry,
+    ) -> Result<EgressEndpoint> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let ep = load_endpoint(&mut tx, cluster_id, id).await?;
+        if ep.state != "AVAILABLE" {
+            return Err(StoreError::Precondition {
+                field: "domain_names".into(),
+                message: format!(
+                    "egress private endpoint {id} is {}; domain names can be set only while it is AVAILABLE",
+                    ep.state
+                ),
+            });
+        }
+        let state = if names.is_empty() { "EMPTY" } else { "PENDING" };
+        sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3 WHERE id = $4")
+            .bind(to_json(&names))
+            .bind(state)
+            .bind(crate::now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("setting domain names")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let ep = load_endpoint(&mut tx, cluster_id, id).await?;
+        tx.commit().await.ctx("committing domain names")?;
+        Ok(ep)
+    }
+
+    // ---- endpoint services (the service owner's side) ---------------------------------------
+
+    pub async fn create_endpoint_service(
+        &self,
+        s: &NewEndpointService,
+        audit: &AuditEntry,
+    ) -> Result<EndpointService> {
+        let mut tx = self.begin().await?;
+        let id = crate::new_id();
+        let now = crate::now();
+        sqlx::query(
+            "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(&s.service_name)
+        .bind(&s.region)
+        .bind(to_json(&s.backends))
+        .bind(s.acceptance_required as i64)
+        .bind(to_json(&s.auto_accept_accounts))
+        .bind(s.acceptance_timeout_seconds)
+        .bind(&now)
+        .bind(crate::time_sort_key(&now, &id))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict {
+                    field: "service_name".into(),
+                    message: format!("an endpoint service named {:?} already exists", s.service_name),
+                }
+            } else {
+                StoreError::Database { context: "creating an endpoint service", source: e }
+            }
+        })?;
+        record(&mut tx, audit).await?;
+        tx.commit().await.ctx("committing an endpoint service")?;
+        self.get_endpoint_service(&id).await
+    }
+
+    pub async fn get_endpoint_service(&self, id: &str) -> Result<EndpointService> {
+        let row = sqlx::query("SELECT * FROM endpoint_services WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .ctx("reading an endpoint service")?
+            .ok_or_else(|| StoreError::NotFound(format!("endpoint service {id} not found")))?;
+        service_from_row(&row)
+    }
+
+    pub async fn list_endpoint_services(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<EndpointService>> {
+        let rows = fetch_page(
+            &self.read,
+            "SELECT * FROM endpoint_services WHERE 1 = 1",
+            vec![],
+            "sort_key",
+            page,
+        )
+        .await?;
+        let items = rows
+            .items
+            .iter()
+            .map(service_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows.with_items(items))
+    }
+
+    /// Delete a service that no live endpoint uses; otherwise name the endpoints in the way.
+    pub async fn delete_endpoint_service(
+        &self,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<EndpointService> {
+        let service = self.get_endpoint_service(id).await?;
+        let mut tx = self.begin().await?;
+        let live: Vec<(String,)> = sqlx::query_as(
+            "SELECT egress_private_endpoint_id FROM endpoint_connections WHERE service_id = $1 \
+             AND status IN ('PENDING_ACCEPTANCE', 'AVAILABLE') ORDER BY created_at",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("checking endpoint connections")?;
+        if !live.is_empty() {
+            let ids: Vec<String> = live.into_iter().map(|(i,)| i).collect();
+            return Err(StoreError::Precondition {
+                field: "id".into(),
+                message: format!(
+                    "endpoint service {id} still has connections from egress private endpoints {}; delete or reject them first",
+                    ids.join(", ")
+                ),
+            });
+        }
+        sqlx::query("DELETE FROM endpoint_connections WHERE service_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting endpoint connections")?;
+        sqlx::query("DELETE FROM endpoint_services WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting an endpoint service")?;
+        record(&mut tx, audit).await?;
+        tx.commit()
+            .await
+            .ctx("committing an endpoint service deletion")?;
+        Ok(service)
+    }
+
+    pub async fn list_connections(
+        &self,
+        service_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<EndpointConnection>> {
+        self.get_endpoint_service(service_id).await?;
+        let rows = fetch_page(
+            &self.read,
+            "SELECT * FROM endpoint_connections WHERE service_id = $1",
+            vec![Arg::Text(service_id.to_string())],
+            "sort_key",
+            page,
+        )
+        .await?;
+        let items = rows
+            .items
+            .iter()
+            .map(connection_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows.with_items(items))
+    }
+
+    /// The service owner accepts (`AVAILABLE`) or rejects (`REJECTED`) a connection that waits
+    /// for acceptance.
+    pub async fn decide_connection(
+        &self,
+        service_id: &str,
+        connection_id: &str,
+        status: &str,
+        audit: &AuditEntry,
+    ) -> Result<EndpointConnection> {
+        let mut tx = self.begin().await?;
+        let row =
+            sqlx::query("SELECT * FROM endpoint_connections WHERE id = $1 AND service_id = $2")
+                .bind(connection_id)
+                .bind(service_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .ctx("reading an endpoint connection")?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "connection {connection_id} not found on endpoint service {service_id}"
+                    ))
+                })?;
+        let conn = connection_from_row(&row)?;
+        if conn.status != "PENDING_ACCEPTANCE" {
+            return Err(StoreError::Precondition {
+                field: "connection_id".into(),
+                message: format!(
+                    "connection {connection_id} is {}; only a connection in PENDING_ACCEPTANCE can be accepted or rejected",
+                    conn.status
+                ),
+            });
+        }
+        sqlx::query("UPDATE endpoint_connections SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'PENDING_ACCEPTANCE'")
+            .bind(status)
+            .bind(crate::now())
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deciding an endpoint connection")?;
+        record(&mut tx, &audit.clone().for_cluster(&conn.cluster_id, "")).await?;
+        let row = sqlx::query("SELECT * FROM endpoint_connections WHERE id = $1")
+            .bind(connection_id)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("reading an endpoint connection")?;
+        tx.commit().await.ctx("committing an endpoint connection")?;
+        connection_from_row(&row)
+    }
+
+    // ---- reconciler primitives ---------------------------------------------------------------
+
+    /// Claim up to `limit` endpoints that need driving (`PENDING`, `PENDING_ACCEPTANCE`,
+    /// `DELETING`) and whose lease is free or expired. Each claim is one conditional update, so
+    /// two replicas never hold the same endpoint.
+    pub async fn claim_endpoints(
+        &self,
+        holder: &str,
+        lease_until: &str,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let now = crate::now();
+        let candidates: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM egress_endpoints WHERE state IN ('PENDING', 'PENDING_ACCEPTANCE', 'DELETING') \
+             AND (lease_until IS NULL OR lease_until < $1 OR lease_holder = $2) ORDER BY updated_at LIMIT $3",
+        )
+        .bind(&now)
+        .bind(holder)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .ctx("finding endpoint work")?;
+        let mut claimed = Vec::new();
+        for (id,) in candidates {
+            let n = sqlx::query(
+                "UPDATE egress_endpoints SET lease_holder = $1, lease_until = $2 \
+                 WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_holder = $1)",
+            )
+            .bind(holder)
+            .bind(lease_until)
+            .bind(&id)
+            .bind(&now)
+            .execute(&self.write)
+            .await
+            .ctx("claiming an endpoint lease")?
+            .rows_affected();
+            if n == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok(claimed)
+    }
+
+    pub async fn release_endpoint(&self, holder: &str, id: &str) -> Result<()> {
+        sqlx::query("UPDATE egress_endpoints SET lease_holder = NULL, lease_until = NULL WHERE id = $1 AND lease_holder = $2")
+            .bind(id)
+            .bind(holder)
+            .execute(&self.write)
+            .await
+            .ctx("releasing an endpoint lease")?;
+        Ok(())
+    }
+
+    /// Everything the reconciler reads for one endpoint, or None if it is gone.
+    pub async fn endpoint_work(&self, id: &str) -> Result<Option<EndpointWork>> {
+        let Some(row) = sqlx::query("SELECT * FROM egress_endpoints WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .ctx("reading endpoint work")?
+        else {
+            return Ok(None);
+        };
+        let endpoint = endpoint_from_row(&row)?;
+        let (account,): (String,) = sqlx::query_as("SELECT account_id FROM clusters WHERE id = $1")
+            .bind(&endpoint.cluster_id)
+            .fetch_one(&self.read)
+            .await
+            .ctx("reading a cluster account")?;
+        let connection =
+            sqlx::query("SELECT * FROM endpoint_connections WHERE egress_private_endpoint_id = $1")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .ctx("reading an endpoint connection")?
+                .map(|r| connection_from_row(&r))
+                .transpose()?;
+        let service =
+            sqlx::query("SELECT * FROM endpoint_services WHERE service_name = $1 AND region = $2")
+                .bind(&endpoint.target_service_identifier)
+                .bind(&endpoint.region)
+                .fetch_optional(&self.read)
+                .await
+                .ctx("looking up an endpoint service")?
+                .map(|r| service_from_row(&r))
+                .transpose()?;
+        Ok(Some(EndpointWork {
+            endpoint,
+            cluster_account_id: account,
+            connection,
+            service,
+        }))
+    }
+
+    /// Move an endpoint from `from` to `to` if `holder` still holds its lease and it is still in
+    /// `from`; optionally open its connection to `service` with `connection_status` (and the
+    /// acceptance deadline), or set the status of its existing connection. Returns false when
+    /// the endpoint changed under us (nothing written). Records an internal audit entry.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transition_endpoint(
+        &self,
+        holder: &str,
+        ep: &EgressEndpoint,
+        to: &str,
+        reason: &str,
+        open_connection: Option<(&EndpointService, &str, &str, Option<String>)>,
+        connection_status: Option<&str>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let now = crate::now();
+        let mut connection_id = ep.endpoint_connection_id.clone();
+        if let Some((service, account, status, expires_at)) = open_connection {
+            connection_id = format!("pe-{}", &crate::new_id().replace('-', "")[..17]);
+            sqlx::query(
+                "INSERT INTO endpoint_connections (id, service_id, cluster_id, account_id, egress_private_endpoint_id, status, expires_at, created_at, updated_at, sort_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+            )
+            .bind(&connection_id)
+            .bind(&service.id)
+            .bind(&ep.cluster_id)
+            .bind(account)
+            .bind(&ep.id)
+            .bind(status)
+            .bind(expires_at)
+            .bind(&now)
+            .bind(crate::time_sort_key(&now, &connection_id))
+            .execute(&mut *tx)
+            .await
+            .ctx("opening an endpoint connection")?;
+        }
+        let n = if to == "GONE" {
+            sqlx::query(
+                "DELETE FROM egress_endpoints WHERE id = $1 AND state = $2 AND lease_holder = $3",
+            )
+            .bind(&ep.id)
+            .bind(&ep.state)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .ctx("removing an egress private endpoint")?
+            .rows_affected()
+        } else {
+            sqlx::query(
+                "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, updated_at = $4 \
+                 WHERE id = $5 AND state = $6 AND lease_holder = $7",
+            )
+            .bind(to)
+            .bind(reason)
+            .bind(&connection_id)
+            .bind(&now)
+            .bind(&ep.id)
+            .bind(&ep.state)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .ctx("moving an egress private endpoint")?
+            .rows_affected()
+        };
+        if n != 1 {
+            tx.rollback().await.ctx("abandoning a stale transition")?;
+            return Ok(false);
+        }
+        if let Some(status) = connection_status {
+            sqlx::query("UPDATE endpoint_connections SET status = $1, updated_at = $2 WHERE egress_private_endpoint_id = $3")
+                .bind(status)
+                .bind(&now)
+                .bind(&ep.id)
+                .execute(&mut *tx)
+                .await
+                .ctx("updating an endpoint connection")?;
+        }
+        let payload = serde_json::json!({
+            "egress_private_endpoint_id": ep.id, "from": ep.state, "to": to, "reason": reason, "driven_by": holder,
+        });
+        let audit = AuditEntry::internal(
+            "AUDIT_LOG_ACTION_EGRESS_PRIVATE_ENDPOINT_STATE_CHANGE",
+            ENDPOINT_ACTOR,
+            payload.to_string(),
+        )
+        .for_cluster(&ep.cluster_id, "");
+        record(&mut tx, &audit).await?;
+        tx.commit().await.ctx("committing an endpoint transition")?;
+        Ok(true)
+    }
+}
+
+async fn load_endpoint(
+    conn: &mut AnyConnection,
+    cluster_id: &str,
+    id: &str,
+) -> Result<EgressEndpoint> {
+    let row = sqlx::query("SELECT * FROM egress_endpoints WHERE id = $1 AND cluster_id = $2")
+        .bind(id)
+        .bind(cluster_id)
+        .fetch_optional(conn)
+        .await
+        .ctx("reading an egress private endpoint")?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "egress private endpoint {id} not found in cluster {cluster_id}"
+            ))
+        })?;
+    endpoint_from_row(&row)
+}
+
+fn endpoint_from_row(r: &AnyRow) -> Result<EgressEndpoint> {
+    Ok(EgressEndpoint {
+        id: text(r, "id")?,
+        cluster_id: text(r, "cluster_id")?,
+        region: text(r, "region")?,
+        target_service_identifier: text(r, "target_service_identifier")?,
+        target_service_type: text(r, "target_service_type")?,
+        endpoint_connection_id: text(r, "endpoint_connection_id")?,
+        endpoint_address: text(r, "endpoint_address")?,
+        state: text(r, "state")?,
+        state_reason: text(r, "state_reason")?,
+        domain_names: json(r, "domain_names")?,
+        domain_names_state: text(r, "domain_names_state")?,
+        created_at: text(r, "created_at")?,
+        updated_at: text(r, "updated_at")?,
+    })
+}
+
+fn service_from_row(r: &AnyRow) -> Result<EndpointService> {
+    Ok(EndpointService {
+        id: text(r, "id")?,
+        service_name: text(r, "service_name")?,
+        region: text(r, "region")?,
+        backends: json(r, "backends")?,
+        acceptance_required: flag(r, "acceptance_required")?,
+        auto_accept_accounts: json(r, "auto_accept_accounts")?,
+        acceptance_timeout_seconds: int(r, "acceptance_timeout_seconds")?,
+        created_at: text(r, "created_at")?,
+    })
+}
+
+fn connection_from_row(r: &AnyRow) -> Result<EndpointConnection> {
+    Ok(EndpointConnection {
+        id: text(r, "id")?,
+        service_id: text(r, "service_id")?,
+        cluster_id: text(r, "cluster_id")?,
+        account_id: text(r, "account_id")?,
+        egress_private_endpoint_id: text(r, "egress_private_endpoint_id")?,
+        status: text(r, "status")?,
+        expires_at: opt_text(r, "expires_at")?,
+        created_at: text(r, "created_at")?,
+    })
+}

@@ -1,0 +1,495 @@
+//! The ingress side: IP allowlist, ingress private endpoint services and connections, and the
+//! owners trusted to connect privately.
+
+use sqlx::any::AnyRow;
+
+use crate::audit::{AuditEntry, record};
+use crate::clusters::{lock_cluster, touch_live_cluster};
+use crate::model::{
+    AllowlistEntry, IngressConnection, IngressService, TrustedOwner, flag, int, text,
+};
+use crate::page::{Arg, Page, PageRequest, fetch_page};
+use crate::{Ctx, Result, Store, StoreError};
+
+/// How an allowlist write treats an existing entry with the same CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// POST: 409 if it exists.
+    CreateOnly,
+    /// PUT: create or replace.
+    CreateOrReplace,
+    /// PATCH: 404 if it does not exist.
+    UpdateOnly,
+}
+
+impl Store {
+    pub async fn list_allowlist(
+        &self,
+        cluster_id: &str,
+        page: &PageRequest,
+    ) -> Result<(Page<AllowlistEntry>, bool)> {
+        let cluster = self.get_live_cluster(cluster_id).await?;
+        let rows = fetch_page(
+            &self.read,
+            "SELECT * FROM allowlist_entries WHERE cluster_id = $1",
+            vec![Arg::Text(cluster_id.to_string())],
+            "sort_key",
+            page,
+        )
+        .await?;
+        let items = rows
+            .items
+            .iter()
+            .map(allowlist_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((rows.with_items(items), cluster.allowlist_propagating))
+    }
+
+    pub async fn get_allowlist_entry(
+        &self,
+        cluster_id: &str,
+        cidr_ip: &str,
+        cidr_mask: i64,
+    ) -> Result<Option<AllowlistEntry>> {
+        sqlx::query("SELECT * FROM allowlist_entries WHERE cluster_id = $1 AND cidr_ip = $2 AND cidr_mask = $3")
+            .bind(cluster_id)
+            .bind(cidr_ip)
+            .bind(cidr_mask)
+            .fetch_optional(&self.read)
+            .await
+            .ctx("reading an allowlist entry")?
+            .map(|r| allowlist_from_row(&r))
+            .transpose()
+    }
+
+    pub async fn write_allowlist(
+        &self,
+        cluster_id: &str,
+        e: &AllowlistEntry,
+        mode: Upsert,
+        audit: &AuditEntry,
+    ) -> Result<AllowlistEntry> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM allowlist_entries WHERE cluster_id = $1 AND cidr_ip = $2 AND cidr_mask = $3",
+        )
+        .bind(cluster_id)
+        .bind(&e.cidr_ip)
+        .bind(e.cidr_mask)
+        .fetch_optional(&mut *tx)
+        .await
+        .ctx("reading an allowlist entry")?;
+        let cidr = format!("{}/{}", e.cidr_ip, e.cidr_mask);
+        match (mode, exists.is_some()) {
+            (Upsert::CreateOnly, true) => {
+                return Err(StoreError::Conflict {
+                    field: "cidr_ip".into(),
+                    message: format!(
+                        "allowlist entry {cidr} already exists; use PUT or PATCH to change it"
+                    ),
+                });
+            }
+            (Upsert::UpdateOnly, false) => {
+                return Err(StoreError::NotFound(format!(
+                    "allowlist entry {cidr} not found in cluster {cluster_id}"
+                )));
+            }
+            _ => {}
+        }
+        if exists.is_some() {
+            sqlx::query("UPDATE allowlist_entries SET name = $1, sql_access = $2, ui_access = $3 WHERE cluster_id = $4 AND cidr_ip = $5 AND cidr_mask = $6")
+                .bind(&e.name)
+                .bind(e.sql as i64)
+                .bind(e.ui as i64)
+                .bind(cluster_id)
+                .bind(&e.cidr_ip)
+                .bind(e.cidr_mask)
+                .execute(&mut *tx)
+                .await
+                .ctx("updating an allowlist entry")?;
+        } else {
+            sqlx::query(
+                "INSERT INTO allowlist_entries (cluster_id, cidr_ip, cidr_mask, name, sql_access, ui_access, sort_key, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(cluster_id)
+            .bind(&e.cidr_ip)
+            .bind(e.cidr_mask)
+            .bind(&e.name)
+            .bind(e.sql as i64)
+            .bind(e.ui as i64)
+            .bind(allowlist_sort_key(&e.cidr_ip, e.cidr_mask))
+            .bind(crate::now())
+            .execute(&mut *tx)
+            .await
+            .ctx("adding an allowlist entry")?;
+        }
+        mark_allowlist_propagating(&mut tx, cluster_id).await?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit().await.ctx("committing an allowlist entry")?;
+        Ok(e.clone())
+    }
+
+    pub async fn delete_allowlist(
+        &self,
+        cluster_id: &str,
+        cidr_ip: &str,
+        cidr_mask: i64,
+        audit: &AuditEntry,
+    ) -> Result<AllowlistEntry> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let row = sqlx::query("SELECT * FROM allowlist_entries WHERE cluster_id = $1 AND cidr_ip = $2 AND cidr_mask = $3")
+            .bind(cluster_id)
+            .bind(cidr_ip)
+            .bind(cidr_mask)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx("reading an allowlist entry")?
+            .ok_or_else(|| StoreError::NotFound(format!("allowlist entry {cidr_ip}/{cidr_mask} not found in cluster {cluster_id}")))?;
+        let entry = allowlist_from_row(&row)?;
+        sqlx::query("DELETE FROM allowlist_entries WHERE cluster_id = $1 AND cidr_ip = $2 AND cidr_mask = $3")
+            .bind(cluster_id)
+            .bind(cidr_ip)
+            .bind(cidr_mask)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting an allowlist entry")?;
+        mark_allowlist_propagating(&mut tx, cluster_id).await?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit().await.ctx("committing an allowlist deletion")?;
+        Ok(entry)
+    }
+
+    // ---- ingress private endpoints ------------------------------------------------------------
+
+    pub async fn list_ingress_services(&self, cluster_id: &str) -> Result<Vec<IngressService>> {
+        self.get_live_cluster(cluster_id).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 ORDER BY region",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.read)
+        .await
+        .ctx("listing private endpoint services")?;
+        rows.iter().map(ingress_service_from_row).collect()
+    }
+
+    /// Create the cluster's ingress private endpoint service in every region that lacks one.
+    /// They read `CREATING` until the cluster's ingress listener serves them.
+    pub async fn create_ingress_services(
+        &self,
+        cluster_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<Vec<IngressService>> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        for r in &cluster.regions {
+            let svc_id = format!("pes-{}", &crate::new_id().replace('-', "")[..17]);
+            sqlx::query(
+                "INSERT INTO ingress_endpoint_services (cluster_id, region, endpoint_service_id, service_name, status, created_at) \
+                 VALUES ($1, $2, $3, $4, 'CREATING', $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(cluster_id)
+            .bind(&r.name)
+            .bind(&svc_id)
+            .bind(format!("perimeter.ingress.{}.{}", r.name, svc_id))
+            .bind(crate::now())
+            .execute(&mut *tx)
+            .await
+            .ctx("creating private endpoint services")?;
+        }
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .ctx("committing private endpoint services")?;
+        self.list_ingress_services(cluster_id).await
+    }
+
+    pub async fn list_ingress_connections(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Vec<IngressConnection>> {
+        self.get_live_cluster(cluster_id).await?;
+        let rows = sqlx::query("SELECT * FROM ingress_endpoint_connections WHERE cluster_id = $1 ORDER BY created_at, endpoint_id")
+            .bind(cluster_id)
+            .fetch_all(&self.read)
+            .await
+            .ctx("listing private endpoint connections")?;
+        rows.iter().map(ingress_connection_from_row).collect()
+    }
+
+    /// Register a customer's endpoint with the cluster's ingress service. It reads
+    /// `STATUS_PENDING` until the ingress listener admits it.
+    pub async fn add_ingress_connection(
+        &self,
+        cluster_id: &str,
+        endpoint_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<IngressConnection> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let svc = sqlx::query("SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 ORDER BY region LIMIT 1")
+            .bind(cluster_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx("reading private endpoint services")?
+            .ok_or_else(|| StoreError::Precondition {
+                field: "endpoint_id".into(),
+                message: format!(
+                    "cluster {cluster_id} has no private endpoint service; create one with POST .../networking/private-endpoint-services first"
+                ),
+            })?;
+        let svc = ingress_service_from_row(&svc)?;
+        let n = sqlx::query(
+            "INSERT INTO ingress_endpoint_connections (cluster_id, endpoint_id, region, endpoint_service_id, service_name, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'STATUS_PENDING', $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(cluster_id)
+        .bind(endpoint_id)
+        .bind(&svc.region)
+        .bind(&svc.endpoint_service_id)
+        .bind(&svc.service_name)
+        .bind(crate::now())
+        .execute(&mut *tx)
+        .await
+        .ctx("adding a private endpoint connection")?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict {
+                field: "endpoint_id".into(),
+                message: format!(
+                    "endpoint {endpoint_id} is already connected to cluster {cluster_id}"
+                ),
+            });
+        }
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .ctx("committing a private endpoint connection")?;
+        Ok(IngressConnection {
+            endpoint_id: endpoint_id.to_string(),
+            region: svc.region,
+            endpoint_service_id: svc.endpoint_service_id,
+            service_name: svc.service_name,
+            status: "STATUS_PENDING".into(),
+        })
+    }
+
+    pub async fn delete_ingress_connection(
+        &self,
+        cluster_id: &str,
+        endpoint_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let n = sqlx::query(
+            "DELETE FROM ingress_endpoint_connections WHERE cluster_id = $1 AND endpoint_id = $2",
+        )
+        .bind(cluster_id)
+        .bind(endpoint_id)
+        .execute(&mut *tx)
+        .await
+        .ctx("deleting a private endpoint connection")?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "private endpoint connection {endpoint_id} not found in cluster {cluster_id}"
+            )));
+        }
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .ctx("committing a private endpoint connection deletion")
+    }
+
+    pub async fn list_trusted_owners(&self, cluster_id: &str) -> Result<Vec<TrustedOwner>> {
+        self.get_live_cluster(cluster_id).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM trusted_owners WHERE cluster_id = $1 ORDER BY created_at, id",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.read)
+        .await
+        .ctx("listing trusted owners")?;
+        rows.iter().map(owner_from_row).collect()
+    }
+
+    pub async fn get_trusted_owner(&self, cluster_id: &str, id: &str) -> Result<TrustedOwner> {
+        self.get_live_cluster(cluster_id).await?;
+        let row = sqlx::query("SELECT * FROM trusted_owners WHERE cluster_id = $1 AND id = $2")
+            .bind(cluster_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .ctx("reading a trusted owner")?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "trusted owner {id} not found in cluster {cluster_id}"
+                ))
+            })?;
+        owner_from_row(&row)
+    }
+
+    pub async fn add_trusted_owner(
+        &self,
+        cluster_id: &str,
+        owner_type: &str,
+        external: &str,
+        audit: &AuditEntry,
+    ) -> Result<TrustedOwner> {
+        let mut tx = self.begin().await?;
+        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let id = crate::new_id();
+        let n = sqlx::query(
+            "INSERT INTO trusted_owners (id, cluster_id, owner_type, external_owner_id, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id)
+        .bind(cluster_id)
+        .bind(owner_type)
+        .bind(external)
+        .bind(crate::now())
+        .execute(&mut *tx)
+        .await
+        .ctx("adding a trusted owner")?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict {
+                field: "external_owner_id".into(),
+                message: format!(
+                    "{owner_type} {external} is already a trusted owner of cluster {cluster_id}"
+                ),
+            });
+        }
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let row = sqlx::query("SELECT * FROM trusted_owners WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("reading a trusted owner")?;
+        tx.commit().await.ctx("committing a trusted owner")?;
+        owner_from_row(&row)
+    }
+
+    pub async fn remove_trusted_owner(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<TrustedOwner> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let row = sqlx::query("SELECT * FROM trusted_owners WHERE cluster_id = $1 AND id = $2")
+            .bind(cluster_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx("reading a trusted owner")?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "trusted owner {id} not found in cluster {cluster_id}"
+                ))
+            })?;
+        let owner = owner_from_row(&row)?;
+        sqlx::query("DELETE FROM trusted_owners WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("removing a trusted owner")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .ctx("committing a trusted owner removal")?;
+        Ok(owner)
+    }
+}
+
+async fn mark_allowlist_propagating(
+    conn: &mut sqlx::AnyConnection,
+    cluster_id: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE clusters SET allowlist_propagating = 1 WHERE id = $1")
+        .bind(cluster_id)
+        .execute(conn)
+        .await
+        .ctx("marking the allowlist as propagating")?;
+    Ok(())
+}
+
+/// Sort allowlist entries by address family, then address numerically, then mask.
+fn allowlist_sort_key(ip: &str, mask: i64) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => format!("4/{:08x}/{mask:03}", u32::from(a)),
+        Ok(std::net::IpAddr::V6(a)) => format!("6/{:032x}/{mask:03}", u128::from(a)),
+        Err(_) => format!("x/{ip}/{mask:03}"),
+    }
+}
+
+fn allowlist_from_row(r: &AnyRow) -> Result<AllowlistEntry> {
+    Ok(AllowlistEntry {
+        cidr_ip: text(r, "cidr_ip")?,
+        cidr_mask: int(r, "cidr_mask")?,
+        name: text(r, "name")?,
+        sql: flag(r, "sql_access")?,
+        ui: flag(r, "ui_access")?,
+    })
+}
+
+fn ingress_service_from_row(r: &AnyRow) -> Result<IngressService> {
+    Ok(IngressService {
+        region: text(r, "region")?,
+        endpoint_service_id: text(r, "endpoint_service_id")?,
+        service_name: text(r, "service_name")?,
+        status: text(r, "status")?,
+    })
+}
+
+fn ingress_connection_from_row(r: &AnyRow) -> Result<IngressConnection> {
+    Ok(IngressConnection {
+        endpoint_id: text(r, "endpoint_id")?,
+        region: text(r, "region")?,
+        endpoint_service_id: text(r, "endpoint_service_id")?,
+        service_name: text(r, "service_name")?,
+        status: text(r, "status")?,
+    })
+}
+
+fn owner_from_row(r: &AnyRow) -> Result<TrustedOwner> {
+    Ok(TrustedOwner {
+        id: text(r, "id")?,
+        cluster_id: text(r, "cluster_id")?,
+        owner_type: text(r, "owner_type")?,
+        external_owner_id: text(r, "external_owner_id")?,
+        created_at: text(r, "created_at")?,
+    })
+}

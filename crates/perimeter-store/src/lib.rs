@@ -1,0 +1,241 @@
+//! Perimeter's store: schema, migrations, typed queries, transactions and leases.
+//!
+//! One SQL dialect serves SQLite (the embedded default), PostgreSQL and CockroachDB: columns are
+//! `TEXT` or `BIGINT` only, booleans are 0/1, timestamps are fixed-width RFC 3339 UTC text so that
+//! they sort as text. Queries use `$n` placeholders, which all three accept.
+//!
+//! Every mutation runs in one transaction together with its audit entry, so an acknowledged change
+//! and its audit record are durable together. On SQLite all writes go through a single connection
+//! (SQLite has one writer anyway; this avoids busy errors) while reads use a pool in WAL mode.
+//! On PostgreSQL a mutation of a cluster's networking configuration first touches the cluster row,
+//! which serialises concurrent changes of one cluster and makes the lock check race-free.
+
+mod audit;
+mod clusters;
+mod endpoints;
+mod idempotency;
+mod identity;
+mod ingress;
+mod model;
+mod page;
+mod rules;
+mod schema;
+
+pub use audit::{AuditEntry, AuditQuery};
+pub use clusters::{ClusterUpdate, NewCluster};
+pub use endpoints::{EndpointWork, NewEndpointService};
+pub use ingress::Upsert;
+pub use model::*;
+pub use page::{Page, PageRequest};
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+
+/// Errors of the store. `Conflict`, `NotFound`, `Locked` and `Precondition` are expected outcomes
+/// that the API maps to its error shape; `Database` is an internal failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique constraint: the message names the resource and the field.
+    #[error("{message}")]
+    Conflict { field: String, message: String },
+    /// The cluster has a networking operation in flight.
+    #[error("{0}")]
+    Locked(String),
+    /// The request is valid but the current state forbids it; `field` names the culprit.
+    #[error("{message}")]
+    Precondition { field: String, message: String },
+    #[error("database error while {context}: {source}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) trait Ctx<T> {
+    fn ctx(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> Ctx<T> for std::result::Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Database { context, source })
+    }
+}
+
+/// Which database the store speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite durability. `Full` fsyncs every commit (an acknowledged change survives power loss);
+/// `Normal` survives process crashes (kill -9) but not power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
+/// The store: a read pool and a write pool (the same pool on PostgreSQL).
+#[derive(Clone, Debug)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Open (creating if needed) the embedded SQLite store at `<data_dir>/perimeter.db` and
+    /// apply migrations.
+    pub async fn open_sqlite(data_dir: &Path, durability: Durability) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let path = data_dir.join("perimeter.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        let opts = AnyConnectOptions::from_str(&url)
+            .ctx("parsing the SQLite path")?
+            .disable_statement_logging();
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |c, _| sqlite_setup(c, sync))
+            .connect_with(opts.clone())
+            .await
+            .ctx("opening the SQLite database")?;
+        let store_for_migrate = Store {
+            read: write.clone(),
+            write: write.clone(),
+            backend: Backend::Sqlite,
+        };
+        schema::migrate(&store_for_migrate).await?;
+        let readers = std::thread::available_parallelism()
+            .map(|n| n.get() as u32 * 2)
+            .unwrap_or(4)
+            .clamp(4, 16);
+        let read = AnyPoolOptions::new()
+            .max_connections(readers)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |c, _| sqlite_setup(c, sync))
+            .connect_with(opts)
+            .await
+            .ctx("opening the SQLite read pool")?;
+        Ok(Store {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Connect to PostgreSQL (or CockroachDB) at `url` and apply migrations.
+    pub async fn open_postgres(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let opts = AnyConnectOptions::from_str(url)
+            .ctx("parsing the database URL")?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .ctx("connecting to PostgreSQL")?;
+        let store = Store {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+        };
+        schema::migrate(&store).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Cheap liveness probe of the database.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .ctx("pinging the database")?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.write.begin().await.ctx("starting a transaction")
+    }
+}
+
+type SetupFuture<'c> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = sqlx::Result<()>> + Send + 'c>>;
+
+/// Per-connection SQLite settings: WAL, the chosen durability, foreign keys, a busy timeout.
+fn sqlite_setup<'c>(conn: &'c mut sqlx::AnyConnection, sync: &'static str) -> SetupFuture<'c> {
+    use sqlx::Executor;
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        let sync_sql = if sync == "FULL" {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        conn.execute(sync_sql).await?;
+        conn.execute("PRAGMA foreign_keys = ON").await?;
+        conn.execute("PRAGMA busy_timeout = 10000").await?;
+        Ok(())
+    })
+}
+
+/// Current time in the store's timestamp format.
+pub fn now() -> String {
+    ts(chrono::Utc::now())
+}
+
+/// Format a time as the store's fixed-width RFC 3339 text (microseconds, `Z`).
+pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A sort key that orders by creation time, then id: unique and stable.
+pub(crate) fn time_sort_key(created_at: &str, id: &str) -> String {
+    format!("{created_at}/{id}")
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL 23505; SQLite 2067 (SQLITE_CONSTRAINT_UNIQUE) / 1555 (PRIMARYKEY).
+            code == "23505"
+                || code == "2067"
+                || code == "1555"
+                || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,237 @@
+//! Rows as the store returns them. Enum-like columns are kept as the API's own strings (the
+//! store validates nothing: the API parses at the boundary before anything reaches here).
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleBinding {
+    pub role: String,
+    /// `ORGANIZATION` or `CLUSTER`.
+    pub resource_type: String,
+    /// Empty for organization scope.
+    pub resource_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceAccount {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub creator_name: String,
+    pub created_at: String,
+    pub roles: Vec<RoleBinding>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub service_account_id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// What an authenticated key may do: its account and the account's bindings.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub service_account_id: String,
+    pub service_account_name: String,
+    pub roles: Vec<RoleBinding>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub node_count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub id: String,
+    pub name: String,
+    pub provider: String,
+    pub plan: String,
+    pub account_id: String,
+    pub state: String,
+    pub network_visibility: String,
+    /// The configured egress policy: `ALLOW_ALL`, `DEFAULT_DENY` or `REPORT_ONLY`.
+    pub egress_policy: String,
+    /// True while gateways have not all applied `egress_policy`.
+    pub egress_policy_updating: bool,
+    /// True while gateways have not all applied the latest allowlist change.
+    pub allowlist_propagating: bool,
+    pub policy_version: i64,
+    pub labels: BTreeMap<String, String>,
+    pub hardware: serde_json::Value,
+    pub cockroach_version: String,
+    pub creator_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deleted_at: Option<String>,
+    pub regions: Vec<Region>,
+}
+
+impl Cluster {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EgressRule {
+    pub id: String,
+    pub cluster_id: String,
+    pub name: String,
+    pub rule_type: String,
+    pub destination: String,
+    pub description: String,
+    pub state: String,
+    pub crl_managed: bool,
+    pub ports: Vec<u16>,
+    pub paths: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The validated content of an egress rule, for creates and edits.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub rule_type: String,
+    pub destination: String,
+    pub description: String,
+    pub ports: Vec<u16>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowlistEntry {
+    pub cidr_ip: String,
+    pub cidr_mask: i64,
+    pub name: String,
+    pub sql: bool,
+    pub ui: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EgressEndpoint {
+    pub id: String,
+    pub cluster_id: String,
+    pub region: String,
+    pub target_service_identifier: String,
+    pub target_service_type: String,
+    pub endpoint_connection_id: String,
+    pub endpoint_address: String,
+    pub state: String,
+    /// Why the endpoint is in its state (ext; e.g. "no endpoint service named ... in us-east-1").
+    pub state_reason: String,
+    pub domain_names: Vec<String>,
+    pub domain_names_state: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointService {
+    pub id: String,
+    pub service_name: String,
+    pub region: String,
+    pub backends: Vec<String>,
+    pub acceptance_required: bool,
+    pub auto_accept_accounts: Vec<String>,
+    pub acceptance_timeout_seconds: i64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConnection {
+    pub id: String,
+    pub service_id: String,
+    pub cluster_id: String,
+    pub account_id: String,
+    pub egress_private_endpoint_id: String,
+    pub status: String,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressService {
+    pub region: String,
+    pub endpoint_service_id: String,
+    pub service_name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressConnection {
+    pub endpoint_id: String,
+    pub region: String,
+    pub endpoint_service_id: String,
+    pub service_name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustedOwner {
+    pub id: String,
+    pub cluster_id: String,
+    pub owner_type: String,
+    pub external_owner_id: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: String,
+    pub created_at: String,
+    pub action: String,
+    pub cluster_id: String,
+    pub cluster_name: String,
+    pub service_account_name: String,
+    pub source: String,
+    pub payload: String,
+    pub error: String,
+}
+
+// ---- row decoding -------------------------------------------------------------------------
+
+pub(crate) fn text(row: &AnyRow, col: &str) -> Result<String> {
+    row.try_get::<String, _>(col).map_err(|e| corrupt(col, e))
+}
+
+pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>> {
+    row.try_get::<Option<String>, _>(col)
+        .map_err(|e| corrupt(col, e))
+}
+
+pub(crate) fn int(row: &AnyRow, col: &str) -> Result<i64> {
+    row.try_get::<i64, _>(col).map_err(|e| corrupt(col, e))
+}
+
+pub(crate) fn flag(row: &AnyRow, col: &str) -> Result<bool> {
+    Ok(int(row, col)? != 0)
+}
+
+pub(crate) fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T> {
+    let raw = text(row, col)?;
+    serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt {
+        table: "row",
+        detail: format!("column {col}: {e}"),
+    })
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serialising plain data cannot fail")
+}
+
+fn corrupt(col: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt {
+        table: "row",
+        detail: format!("column {col}: {e}"),
+    }
+}

@@ -1,0 +1,219 @@
+//! Egress rules. Rule changes neither take nor wait for the cluster lock: each rule has its own
+//! state machine, and the newest change of a rule wins.
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use crate::audit::{AuditEntry, record};
+use crate::clusters::touch_live_cluster;
+use crate::model::{EgressRule, RuleSpec, flag, json, text, to_json};
+use crate::page::{Arg, Page, PageRequest, fetch_page};
+use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
+
+impl Store {
+    pub async fn create_rule(
+        &self,
+        cluster_id: &str,
+        name: &str,
+        spec: &RuleSpec,
+        crl_managed: bool,
+        audit: &AuditEntry,
+    ) -> Result<EgressRule> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let id = crate::new_id();
+        let now = crate::now();
+        sqlx::query(
+            "INSERT INTO egress_rules (id, cluster_id, name, rule_type, destination, description, state, crl_managed, ports, paths, policy_version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING_CREATION', $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&id)
+        .bind(cluster_id)
+        .bind(name)
+        .bind(&spec.rule_type)
+        .bind(&spec.destination)
+        .bind(&spec.description)
+        .bind(crl_managed as i64)
+        .bind(to_json(&spec.ports))
+        .bind(to_json(&spec.paths))
+        .bind(cluster.policy_version)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict {
+                    field: "name".into(),
+                    message: format!("an egress rule named {name:?} already exists in cluster {cluster_id}"),
+                }
+            } else {
+                StoreError::Database { context: "creating an egress rule", source: e }
+            }
+        })?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let rule = load_rule(&mut tx, cluster_id, &id).await?;
+        tx.commit().await.ctx("committing an egress rule")?;
+        Ok(rule)
+    }
+
+    pub async fn get_rule(&self, cluster_id: &str, id: &str) -> Result<EgressRule> {
+        let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
+        load_rule(&mut conn, cluster_id, id).await
+    }
+
+    /// Rules of a cluster sorted by name.
+    pub async fn list_rules(
+        &self,
+        cluster_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<EgressRule>> {
+        let rows = fetch_page(
+            &self.read,
+            "SELECT * FROM egress_rules WHERE cluster_id = $1",
+            vec![Arg::Text(cluster_id.to_string())],
+            "name",
+            page,
+        )
+        .await?;
+        let items = rows
+            .items
+            .iter()
+            .map(rule_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rows.with_items(items))
+    }
+
+    /// Every rule of a cluster (for compiling its policy).
+    pub async fn all_rules(&self, cluster_id: &str) -> Result<Vec<EgressRule>> {
+        let rows = sqlx::query("SELECT * FROM egress_rules WHERE cluster_id = $1 ORDER BY name")
+            .bind(cluster_id)
+            .fetch_all(&self.read)
+            .await
+            .ctx("listing egress rules")?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    /// Replace a rule's content. A rule not yet created anywhere stays `PENDING_CREATION`;
+    /// otherwise it becomes `PENDING_UPDATE`.
+    pub async fn edit_rule(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        spec: &RuleSpec,
+        audit: &AuditEntry,
+    ) -> Result<EgressRule> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let cur = load_rule(&mut tx, cluster_id, id).await?;
+        if cur.state == "PENDING_DELETION" {
+            return Err(StoreError::Precondition {
+                field: "rule_id".into(),
+                message: format!("egress rule {id} is being deleted"),
+            });
+        }
+        let state = if cur.state == "PENDING_CREATION" || cur.state == "CREATION_FAILED" {
+            "PENDING_CREATION"
+        } else {
+            "PENDING_UPDATE"
+        };
+        sqlx::query(
+            "UPDATE egress_rules SET rule_type = $1, destination = $2, description = $3, ports = $4, paths = $5, \
+             state = $6, policy_version = $7, updated_at = $8 WHERE id = $9",
+        )
+        .bind(&spec.rule_type)
+        .bind(&spec.destination)
+        .bind(&spec.description)
+        .bind(to_json(&spec.ports))
+        .bind(to_json(&spec.paths))
+        .bind(state)
+        .bind(cluster.policy_version)
+        .bind(crate::now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("editing an egress rule")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let rule = load_rule(&mut tx, cluster_id, id).await?;
+        tx.commit().await.ctx("committing an egress rule edit")?;
+        Ok(rule)
+    }
+
+    /// Start deleting a rule. The returned rule reads `PENDING_DELETION`. A rule that no gateway
+    /// ever applied (still `PENDING_CREATION` or `CREATION_FAILED`) has nothing to withdraw and is
+    /// removed at once; any other stays until every gateway applied a snapshot without it.
+    pub async fn delete_rule(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<EgressRule> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let mut rule = load_rule(&mut tx, cluster_id, id).await?;
+        if rule.state == "PENDING_CREATION" || rule.state == "CREATION_FAILED" {
+            sqlx::query("DELETE FROM egress_rules WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("deleting an egress rule")?;
+        } else {
+            sqlx::query("UPDATE egress_rules SET state = 'PENDING_DELETION', policy_version = $1, updated_at = $2 WHERE id = $3")
+                .bind(cluster.policy_version)
+                .bind(crate::now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("deleting an egress rule")?;
+        }
+        rule.state = "PENDING_DELETION".into();
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit()
+            .await
+            .ctx("committing an egress rule deletion")?;
+        Ok(rule)
+    }
+}
+
+async fn load_rule(conn: &mut AnyConnection, cluster_id: &str, id: &str) -> Result<EgressRule> {
+    let row = sqlx::query("SELECT * FROM egress_rules WHERE id = $1 AND cluster_id = $2")
+        .bind(id)
+        .bind(cluster_id)
+        .fetch_optional(conn)
+        .await
+        .ctx("reading an egress rule")?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "egress rule {id} not found in cluster {cluster_id}"
+            ))
+        })?;
+    rule_from_row(&row)
+}
+
+fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
+    Ok(EgressRule {
+        id: text(r, "id")?,
+        cluster_id: text(r, "cluster_id")?,
+        name: text(r, "name")?,
+        rule_type: text(r, "rule_type")?,
+        destination: text(r, "destination")?,
+        description: text(r, "description")?,
+        state: text(r, "state")?,
+        crl_managed: flag(r, "crl_managed")?,
+        ports: json(r, "ports")?,
+        paths: json(r, "paths")?,
+        created_at: text(r, "created_at")?,
+        updated_at: text(r, "updated_at")?,
+    })
+}

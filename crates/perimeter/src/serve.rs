@@ -1,0 +1,239 @@
+//! `perimeter serve`: open the store, bootstrap the admin, run the API and the reconciler, and
+//! shut down cleanly on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
+use perimeter_api::{AppState, auth};
+use perimeter_store::{Durability, RoleBinding, Store};
+use tokio::sync::watch;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the REST API.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "PERIMETER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite store and the bootstrap admin key.
+    #[arg(long, default_value = "./perimeter-data", env = "PERIMETER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Use PostgreSQL (or CockroachDB) instead of the embedded store: postgres://user@host:port/db
+    #[arg(long, env = "PERIMETER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// SQLite durability: `full` fsyncs every commit; `normal` survives crashes but not power loss.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
+    /// Requests per second allowed per API key (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit_per_key: u32,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PERIMETER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Longest pause of the reconciler between scans, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub reconcile_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERIMETER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    init_tracing(args.log_format);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let store = match &args.database_url {
+        Some(url) => Store::open_postgres(url)
+            .await
+            .context("opening the PostgreSQL store")?,
+        None => {
+            let durability = match args.durability {
+                DurabilityArg::Full => Durability::Full,
+                DurabilityArg::Normal => Durability::Normal,
+            };
+            Store::open_sqlite(&args.data_dir, durability)
+                .await
+                .context("opening the SQLite store")?
+        }
+    };
+    let where_ = match &args.database_url {
+        Some(_) => "PostgreSQL".to_string(),
+        None => format!("SQLite at {}", args.data_dir.join("perimeter.db").display()),
+    };
+    tracing::info!(store = %where_, "store ready");
+    bootstrap(&store, &args.data_dir).await?;
+
+    let metrics = perimeter_api::install_metrics().context("installing the metrics recorder")?;
+    let state = AppState::new(store.clone())
+        .with_rate_limit(Some(args.rate_limit_per_key))
+        .with_metrics(metrics);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reconciler = Reconciler::new(
+        store.clone(),
+        state.reconcile.clone(),
+        ReconcilerConfig {
+            interval: Duration::from_millis(args.reconcile_interval_ms.max(10)),
+            ..Default::default()
+        },
+    );
+    let mut rx = stop_rx.clone();
+    let reconcile_task = tokio::spawn(reconciler.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the API listener on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "control plane listening on http://{addr}");
+    eprintln!("perimeter: control plane listening on http://{addr}");
+
+    let mut rx = stop_rx.clone();
+    let server_task = tokio::spawn(perimeter_api::serve(listener, state, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), server_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "API server task failed"),
+        Err(_) => tracing::warn!("API server did not drain within 10 s"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), reconcile_task).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// On an empty store create the `admin` service account (ORG_ADMIN, CLUSTER_ADMIN and
+/// PLATFORM_OPERATOR at organization scope) with one API key: `$PERIMETER_ADMIN_API_KEY` when set,
+/// else a generated secret written once to `<data-dir>/admin-api-key` (mode 0600).
+async fn bootstrap(store: &Store, data_dir: &Path) -> Result<()> {
+    let env_secret = std::env::var("PERIMETER_ADMIN_API_KEY")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if !store.is_empty().await? {
+        if env_secret.is_some() {
+            tracing::info!(
+                "PERIMETER_ADMIN_API_KEY is ignored: the store already has its admin; the stored key keeps working"
+            );
+        }
+        return Ok(());
+    }
+    let (secret, from_env) = match env_secret {
+        Some(s) => {
+            if s.len() < 16 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                anyhow::bail!(
+                    "PERIMETER_ADMIN_API_KEY must be at least 16 characters without spaces"
+                );
+            }
+            (s, true)
+        }
+        None => (auth::generate_key().1, false),
+    };
+    let key_id = auth::key_id_for(&secret);
+    let roles: Vec<RoleBinding> = [
+        auth::ORG_ADMIN,
+        auth::CLUSTER_ADMIN,
+        auth::PLATFORM_OPERATOR,
+    ]
+    .iter()
+    .map(|r| RoleBinding {
+        role: r.to_string(),
+        resource_type: "ORGANIZATION".into(),
+        resource_id: String::new(),
+    })
+    .collect();
+    let path = data_dir.join("admin-api-key");
+    if !from_env {
+        write_secret_file(&path, &secret)?;
+    }
+    if !store
+        .bootstrap_admin(&roles, &key_id, &auth::hash_secret(&secret))
+        .await?
+    {
+        // Another replica bootstrapped first.
+        if !from_env {
+            let _ = std::fs::remove_file(&path);
+        }
+        return Ok(());
+    }
+    if from_env {
+        eprintln!(
+            "perimeter: created service account admin with the API key from PERIMETER_ADMIN_API_KEY"
+        );
+    } else {
+        eprintln!(
+            "perimeter: created service account admin; its API key is in {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}
