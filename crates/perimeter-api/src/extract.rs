@@ -65,7 +65,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
                 .and_then(|rest| rest.split('`').next())
                 .map(|k| format!("{prefix}{k}"))
         };
-        let field = named("unknown field `")
+        // For an unknown key the path already ends with it; for a missing one it names the parent.
+        let unknown = msg
+            .starts_with("unknown field `")
+            .then(|| {
+                if path == "." {
+                    named("unknown field `")
+                } else {
+                    Some(path.clone())
+                }
+            })
+            .flatten();
+        let field = unknown
             .or_else(|| named("missing field `"))
             .unwrap_or_else(|| {
                 if path == "." {

@@ -157,7 +157,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<EgressEndpoint> {
         let mut tx = self.begin().await?;
-        let cluster = lock_cluster(&mut tx, cluster_id).await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
         let ep = load_endpoint(&mut tx, cluster_id, id).await?;
         if ep.state != "AVAILABLE" {
             return Err(StoreError::Precondition {
@@ -167,6 +167,9 @@ impl Store {
                     ep.state
                 ),
             });
+        }
+        if let Some(reason) = lock_reason(&mut tx, &cluster).await? {
+            return Err(StoreError::Locked(reason));
         }
         let state = if names.is_empty() { "EMPTY" } else { "PENDING" };
         sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3 WHERE id = $4")

@@ -10,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, require};
+use crate::auth::{Need, allowed, require};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AppJson, Auth, PageQuery, agrees, pagination, uuid_param};
 use crate::model::{Empty, GetEgressRuleResponse, ListEgressRulesResponse, RuleResponse};
 use crate::{AppState, audit};
+use perimeter_store::Principal;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -167,6 +168,28 @@ async fn replay(
     }
 }
 
+/// Editing or deleting a rule needs a customer writer role, or PLATFORM_OPERATOR (whose rules
+/// only it may change); which one applies is known once the rule is read.
+fn require_rule_writer(p: &Principal, cluster_id: &str) -> ApiResult<()> {
+    if allowed(p, Need::OperatorRules, Some(cluster_id)) {
+        return Ok(());
+    }
+    require(p, Need::WriteNetworking, Some(cluster_id))
+}
+
+fn require_for_rule(p: &Principal, cluster_id: &str, rule: &StoreRule) -> ApiResult<()> {
+    if rule.crl_managed {
+        require(p, Need::OperatorRules, Some(cluster_id)).map_err(|e| {
+            ApiError::forbidden(format!(
+                "egress rule {:?} is operator-managed (crl_managed); {}",
+                rule.name, e.message
+            ))
+        })
+    } else {
+        require(p, Need::WriteNetworking, Some(cluster_id))
+    }
+}
+
 fn to_rule_response(rule: StoreRule, warnings: Vec<String>) -> RuleResponse {
     RuleResponse {
         rule: rule.into(),
@@ -298,9 +321,10 @@ async fn edit_rule(
     if let Some(d) = &req.description {
         validate_description(d)?;
     }
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
+    require_rule_writer(&p, &cluster_id)?;
     st.store.get_live_cluster(&cluster_id).await?;
     let cur = st.store.get_rule(&cluster_id, &rule_id).await?;
+    require_for_rule(&p, &cluster_id, &cur)?;
     if let Some(n) = &req.name {
         if n != &cur.name {
             return Err(ApiError::invalid(
@@ -334,14 +358,6 @@ async fn edit_rule(
         ports: Some(&ports),
         paths: Some(&paths),
     })?;
-    if cur.crl_managed {
-        require(&p, Need::OperatorRules, Some(&cluster_id)).map_err(|e| {
-            ApiError::forbidden(format!(
-                "egress rule {:?} is operator-managed (crl_managed); {}",
-                cur.name, e.message
-            ))
-        })?;
-    }
     let spec = RuleSpec {
         rule_type: v.rule_type.as_str().to_string(),
         destination: v.destination,
@@ -374,7 +390,7 @@ async fn delete_rule(
 ) -> ApiResult<Json<RuleResponse>> {
     uuid_param("cluster_id", &cluster_id)?;
     uuid_param("rule_id", &rule_id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
+    require_rule_writer(&p, &cluster_id)?;
     st.store.get_live_cluster(&cluster_id).await?;
     let scope = format!("delete-rule/{cluster_id}/{rule_id}");
     let replayed = replay(&st, &scope, q.idempotency_key.as_deref(), &rule_id).await?;
@@ -389,14 +405,7 @@ async fn delete_rule(
         }
     }
     let cur = st.store.get_rule(&cluster_id, &rule_id).await?;
-    if cur.crl_managed {
-        require(&p, Need::OperatorRules, Some(&cluster_id)).map_err(|e| {
-            ApiError::forbidden(format!(
-                "egress rule {:?} is operator-managed (crl_managed); {}",
-                cur.name, e.message
-            ))
-        })?;
-    }
+    require_for_rule(&p, &cluster_id, &cur)?;
     let payload = serde_json::json!({"rule_id": rule_id, "name": cur.name});
     let rule = st
         .store

@@ -1,0 +1,1359 @@
+//! The control plane API through a real socket, on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn rule(name: &str, dest: &str) -> Value {
+    json!({"name": name, "type": "FQDN", "destination": dest, "ports": [443], "description": "test"})
+}
+
+fn field_of(v: &Value) -> String {
+    v["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .map(|d| {
+            d["field_violations"][0]["field"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Assert a 400 naming `field`, with `needle` in the message.
+async fn expect_invalid(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    body: Value,
+    field: &str,
+    needle: &str,
+) {
+    let (st, v) = s.admin(method.clone(), path, Some(body.clone())).await;
+    assert_eq!(st, 400, "{method} {path} {body} should be 400: {v}");
+    assert!(
+        v["code"] == 3 || v["code"] == 9,
+        "INVALID_ARGUMENT or FAILED_PRECONDITION: {v}"
+    );
+    assert_eq!(field_of(&v), field, "field of {v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should contain {needle:?}"
+    );
+}
+
+async fn clusters_happy_path(s: &TestServer) {
+    let v = s
+        .ok(
+            Method::POST,
+            "/api/v1/clusters",
+            Some(json!({"name": "orders-db", "provider": "AWS", "plan": "ADVANCED",
+                "spec": {"dedicated": {"region_nodes": {"us-east-1": 3, "us-west-2": 3}, "hardware": {"machine_spec": {"num_virtual_cpus": 8}, "storage_gib": 300},
+                "restrict_egress_traffic": true, "network_visibility": "PRIVATE"}, "labels": {"team": "payments"}}})),
+        )
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["state"], "CREATED");
+    assert_eq!(
+        v["egress_traffic_policy"], "DEFAULT_DENY",
+        "restrict_egress_traffic starts default-deny"
+    );
+    assert_eq!(v["network_visibility"], "PRIVATE");
+    assert_eq!(v["cloud_provider"], "AWS");
+    assert_eq!(v["regions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["config"]["dedicated"]["num_virtual_cpus"], 8);
+    assert!(v["account_id"].as_str().unwrap().len() >= 12);
+    assert_eq!(v["deleted_at"], Value::Null);
+    for key in [
+        "upgrade_status",
+        "operation_status",
+        "cidr_range",
+        "is_customer_cloud_account",
+        "creator_id",
+        "created_at",
+    ] {
+        assert!(v.get(key).is_some(), "cluster lacks {key}: {v}");
+    }
+    let got = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{id}"), None)
+        .await;
+    assert_eq!(got["name"], "orders-db");
+    let list = s.ok(Method::GET, "/api/v1/clusters", None).await;
+    assert_eq!(list["clusters"].as_array().unwrap().len(), 1);
+    assert_eq!(list["pagination"], Value::Null);
+    let patched = s
+        .ok(Method::PATCH, &format!("/api/v1/clusters/{id}"), Some(json!({"dedicated": {"region_nodes": {"us-east-1": 5}}, "labels": {"team": "risk"}})))
+        .await;
+    assert_eq!(patched["regions"].as_array().unwrap().len(), 1);
+    assert_eq!(patched["regions"][0]["node_count"], 5);
+    assert_eq!(patched["labels"]["team"], "risk");
+    let del = s
+        .ok(Method::DELETE, &format!("/api/v1/clusters/{id}"), None)
+        .await;
+    assert_eq!(del["state"], "DELETED");
+    let got = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{id}"), None)
+        .await;
+    assert_eq!(got["state"], "DELETED");
+    assert!(got["deleted_at"].is_string());
+    let list = s.ok(Method::GET, "/api/v1/clusters", None).await;
+    assert_eq!(
+        list["clusters"].as_array().unwrap().len(),
+        0,
+        "deleted clusters are hidden"
+    );
+    let list = s
+        .ok(Method::GET, "/api/v1/clusters?show_inactive=true", None)
+        .await;
+    assert_eq!(list["clusters"].as_array().unwrap().len(), 1);
+    let (st, v) = s
+        .admin(
+            Method::GET,
+            &format!("/api/v1/clusters/{id}/networking/egress-rules"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    assert!(v["message"].as_str().unwrap().contains("is deleted"), "{v}");
+}
+
+async fn egress_rules_happy_path(s: &TestServer) {
+    let c = s
+        .create_cluster("rules-cluster", json!({"us-east-1": 3}))
+        .await;
+    let base = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    // The docs' request, with the body's extra cluster_id.
+    let v = s
+        .ok(
+            Method::POST,
+            &base,
+            Some(json!({"cluster_id": c, "name": "roach-buckets", "type": "FQDN", "destination": "Storage.GoogleAPIs.com.", "ports": [443, 80], "description": "egress for GCP storage buckets"})),
+        )
+        .await;
+    let r = &v["Rule"];
+    assert_eq!(r["state"], "PENDING_CREATION");
+    assert_eq!(
+        r["destination"], "storage.googleapis.com",
+        "destinations are stored normalised"
+    );
+    assert_eq!(
+        r["ports"],
+        json!([443, 80]),
+        "ports keep the client's order"
+    );
+    assert_eq!(r["crl_managed"], false);
+    assert!(
+        v["warnings"].as_array().unwrap()[0]
+            .as_str()
+            .unwrap()
+            .contains("*.storage.googleapis.com")
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    let all_ports = s.ok(Method::POST, &base, Some(json!({"name": "kafka", "type": "CIDR", "destination": "198.51.100.0/24", "description": "brokers"}))).await;
+    assert_eq!(all_ports["Rule"]["ports"], json!([]));
+    assert!(
+        all_ports["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("every port"),
+        "{all_ports}"
+    );
+    let got = s.ok(Method::GET, &format!("{base}/{id}"), None).await;
+    assert_eq!(
+        got["rule"]["name"], "roach-buckets",
+        "GET answers with lower-case rule"
+    );
+    let list = s.ok(Method::GET, &base, None).await;
+    let names: Vec<&str> = list["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kafka", "roach-buckets"], "sorted by name");
+    assert_eq!(list["pagination"], Value::Null);
+    let edited = s
+        .ok(
+            Method::PATCH,
+            &format!("{base}/{id}"),
+            Some(json!({"cluster_id": c, "rule_id": id, "ports": [443], "paths": ["/bucket/*"]})),
+        )
+        .await;
+    assert_eq!(edited["Rule"]["ports"], json!([443]));
+    assert_eq!(edited["Rule"]["paths"], json!(["/bucket/*"]));
+    assert_eq!(
+        edited["Rule"]["state"], "PENDING_CREATION",
+        "never applied, so still pending creation"
+    );
+    let del = s
+        .ok(
+            Method::DELETE,
+            &format!("{base}/{id}?idempotency_key=del-1"),
+            None,
+        )
+        .await;
+    assert_eq!(del["Rule"]["state"], "PENDING_DELETION");
+    let again = s
+        .ok(
+            Method::DELETE,
+            &format!("{base}/{id}?idempotency_key=del-1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        again["Rule"]["id"], id,
+        "a repeated idempotency key answers again"
+    );
+    let (st, _) = s.admin(Method::GET, &format!("{base}/{id}"), None).await;
+    assert_eq!(st, 404, "a rule no gateway applied is gone at once");
+    // Idempotent create.
+    let body = json!({"name": "idem", "type": "FQDN", "destination": "idem.example.com", "ports": [443], "description": "", "idempotency_key": "k1"});
+    let a = s.ok(Method::POST, &base, Some(body.clone())).await;
+    let b = s.ok(Method::POST, &base, Some(body)).await;
+    assert_eq!(a["Rule"]["id"], b["Rule"]["id"]);
+    let (st, v) = s
+        .admin(Method::POST, &base, Some(json!({"name": "idem2", "type": "FQDN", "destination": "x.example.com", "ports": [443], "description": "", "idempotency_key": "k1"})))
+        .await;
+    assert_eq!(st, 409, "{v}");
+}
+
+async fn traffic_policy(s: &TestServer) {
+    let c = s
+        .create_cluster("policy-cluster", json!({"us-east-1": 3}))
+        .await;
+    let p = format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy");
+    let v = s
+        .ok(Method::POST, &p, Some(json!({"allow_all": false})))
+        .await;
+    assert_eq!(v, json!({}));
+    let cl = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    assert_eq!(
+        cl["egress_traffic_policy"], "UPDATING",
+        "no gateway has applied it: UPDATING is the truth"
+    );
+    expect_invalid(
+        s,
+        Method::POST,
+        &p,
+        json!({"allow_all": true, "report_only": true}),
+        "report_only",
+        "allow_all: false",
+    )
+    .await;
+    expect_invalid(s, Method::POST, &p, json!({}), "allow_all", "missing field").await;
+    // A locked cluster refuses another change with 409 / code 10 / "lock".
+    let (st, v) = s
+        .admin(Method::POST, &p, Some(json!({"allow_all": true})))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["code"], 10);
+    assert!(v["message"].as_str().unwrap().contains("lock"), "{v}");
+    // ...but an invalid request is a 400 even then.
+    expect_invalid(
+        s,
+        Method::POST,
+        &p,
+        json!({"allow_all": "yes"}),
+        "allow_all",
+        "invalid type",
+    )
+    .await;
+    // Rules are independent of the lock.
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/egress-rules"),
+        Some(rule("while-locked", "a.example.com")),
+    )
+    .await;
+    // Report-only on another cluster.
+    let c2 = s
+        .create_cluster("policy-two", json!({"us-east-1": 1}))
+        .await;
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c2}/networking/egress-rules/egress-traffic-policy"),
+        Some(json!({"allow_all": false, "report_only": true})),
+    )
+    .await;
+}
+
+async fn allowlist_happy_path(s: &TestServer) {
+    let c = s
+        .create_cluster("allow-cluster", json!({"us-east-1": 3}))
+        .await;
+    let base = format!("/api/v1/clusters/{c}/networking/allowlist");
+    let e = s.ok(Method::POST, &base, Some(json!({"cidr_ip": "192.168.1.0", "cidr_mask": 24, "name": "office", "sql": true, "ui": false}))).await;
+    assert_eq!(
+        e,
+        json!({"cidr_ip": "192.168.1.0", "cidr_mask": 24, "name": "office", "sql": true, "ui": false})
+    );
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            &base,
+            Some(json!({"cidr_ip": "192.168.1.0", "cidr_mask": 24, "sql": true, "ui": false})),
+        )
+        .await;
+    assert_eq!(st, 409, "duplicate entry: {v}");
+    s.ok(
+        Method::PUT,
+        &format!("{base}/10.0.0.0/8"),
+        Some(json!({"name": "vpn", "sql": true, "ui": true})),
+    )
+    .await;
+    let patched = s
+        .ok(
+            Method::PATCH,
+            &format!("{base}/10.0.0.0/8"),
+            Some(json!({"ui": false})),
+        )
+        .await;
+    assert_eq!(patched["name"], "vpn", "PATCH keeps what it does not name");
+    assert_eq!(patched["ui"], false);
+    let (st, _) = s
+        .admin(
+            Method::PATCH,
+            &format!("{base}/172.16.0.0/12"),
+            Some(json!({"sql": true, "ui": true})),
+        )
+        .await;
+    assert_eq!(st, 404, "PATCH of a missing entry");
+    let list = s.ok(Method::GET, &base, None).await;
+    assert_eq!(list["allowlist"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        list["propagating"], true,
+        "no gateway applied the change yet"
+    );
+    assert_eq!(list["allowlist"][0]["cidr_ip"], "10.0.0.0", "numeric order");
+    let del = s
+        .ok(Method::DELETE, &format!("{base}/192.168.1.0/24"), None)
+        .await;
+    assert_eq!(del["name"], "office");
+    expect_invalid(
+        s,
+        Method::POST,
+        &base,
+        json!({"cidr_ip": "192.168.1.1", "cidr_mask": 24, "sql": true, "ui": false}),
+        "cidr_ip",
+        "192.168.1.0/24",
+    )
+    .await;
+}
+
+async fn endpoints_and_services(s: &TestServer) {
+    let c = s
+        .create_cluster("ep-cluster", json!({"us-east-1": 3}))
+        .await;
+    let cluster = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    let account = cluster["account_id"].as_str().unwrap().to_string();
+    let base = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
+    // Auto-accepted: the connection is AVAILABLE at once; the endpoint stays PENDING until a
+    // gateway's forwarder listens.
+    let svc = s
+        .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-example", "region": "us-east-1",
+            "backends": ["127.0.0.1:9092"], "acceptance_required": true, "auto_accept_accounts": [account]})))
+        .await;
+    let svc_id = svc["id"].as_str().unwrap().to_string();
+    let ep = s
+        .ok(Method::POST, &base, Some(json!({"cluster_id": c, "region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-example", "target_service_type": "PRIVATE_SERVICE"})))
+        .await;
+    assert_eq!(ep["state"], "PENDING");
+    assert_eq!(ep["endpoint_connection_id"], "");
+    assert_eq!(ep["endpoint_address"], "");
+    assert_eq!(ep["domain_names"], json!([]));
+    assert_eq!(ep["domain_names_state"], "EMPTY");
+    let id = ep["id"].as_str().unwrap().to_string();
+    let conns = s
+        .wait_for(
+            &format!("/api/v1/endpoint-services/{svc_id}/connections"),
+            10,
+            "the auto-accepted connection",
+            |v| v["connections"].as_array().is_some_and(|a| a.len() == 1),
+        )
+        .await;
+    assert_eq!(conns["connections"][0]["status"], "AVAILABLE");
+    assert_eq!(conns["connections"][0]["account_id"], account.as_str());
+    let got = s.ok(Method::GET, &format!("{base}/{id}"), None).await;
+    assert_eq!(got["state"], "PENDING", "no forwarder yet");
+    assert!(
+        got["endpoint_connection_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("pe-")
+    );
+    let list = s.ok(Method::GET, &base, None).await;
+    assert_eq!(
+        list["egress_private_endpoints"].as_array().unwrap().len(),
+        1
+    );
+    // Domain names need AVAILABLE.
+    expect_invalid(
+        s,
+        Method::PATCH,
+        &format!("{base}/{id}"),
+        json!({"domain_names": ["*.us-east-1.aws.confluent.cloud"]}),
+        "domain_names",
+        "AVAILABLE",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::PATCH,
+        &format!("{base}/{id}/domain-names"),
+        json!({"cluster_id": c, "endpoint_id": id, "domain_names": ["kafka.example.com"]}),
+        "domain_names",
+        "AVAILABLE",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::PATCH,
+        &format!("{base}/{id}"),
+        json!({"domain_names": ["*.com"]}),
+        "domain_names[0]",
+        "com",
+    )
+    .await;
+    // The endpoint holds the cluster lock while PENDING; deleting it is still allowed.
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            &format!("/api/v1/clusters/{c}/networking/allowlist"),
+            Some(json!({"cidr_ip": "10.0.0.0", "cidr_mask": 8, "sql": true, "ui": true})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains(&id),
+        "the lock names the operation: {v}"
+    );
+    let (st, v) = s
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/endpoint-services/{svc_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 400, "a service in use cannot be deleted: {v}");
+    assert_eq!(
+        s.ok(Method::DELETE, &format!("{base}/{id}"), None).await,
+        json!({})
+    );
+    s.wait_for(&base, 10, "the endpoint to be gone", |v| {
+        v["egress_private_endpoints"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    })
+    .await;
+    let conns = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/endpoint-services/{svc_id}/connections"),
+            None,
+        )
+        .await;
+    assert_eq!(conns["connections"][0]["status"], "DELETED");
+    let got = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/endpoint-services/{svc_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        got["service_name"],
+        "com.amazonaws.vpce.us-east-1.vpce-svc-example"
+    );
+    let list = s.ok(Method::GET, "/api/v1/endpoint-services", None).await;
+    assert_eq!(list["endpoint_services"].as_array().unwrap().len(), 1);
+    s.ok(
+        Method::DELETE,
+        &format!("/api/v1/endpoint-services/{svc_id}"),
+        None,
+    )
+    .await;
+}
+
+/// PENDING -> PENDING_ACCEPTANCE -> (accept) PENDING; (reject) REJECTED; (deadline) EXPIRED;
+/// unknown service -> FAILED.
+async fn endpoint_state_transitions(s: &TestServer) {
+    let svc = s
+        .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-guarded", "region": "us-east-1",
+            "backends": ["127.0.0.1:9093"], "acceptance_required": true})))
+        .await;
+    let svc_id = svc["id"].as_str().unwrap().to_string();
+    let short = s
+        .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-short", "region": "us-east-1",
+            "backends": ["127.0.0.1:9094"], "acceptance_required": true, "acceptance_timeout_seconds": 1})))
+        .await;
+    let short_id = short["id"].as_str().unwrap().to_string();
+    let mut eps = Vec::new();
+    for (i, target) in [
+        "vpce-svc-guarded",
+        "vpce-svc-guarded",
+        "vpce-svc-short",
+        "vpce-svc-nobody",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let c = s
+            .create_cluster(&format!("states-{i}x"), json!({"us-east-1": 1}))
+            .await;
+        let ep = s
+            .ok(
+                Method::POST,
+                &format!("/api/v1/clusters/{c}/networking/egress-private-endpoints"),
+                Some(json!({"region": "us-east-1", "target_service_identifier": format!("com.amazonaws.vpce.us-east-1.{target}"), "target_service_type": "PRIVATE_SERVICE"})),
+            )
+            .await;
+        eps.push(format!(
+            "/api/v1/clusters/{c}/networking/egress-private-endpoints/{}",
+            ep["id"].as_str().unwrap()
+        ));
+    }
+    for p in &eps[..3] {
+        s.wait_for(p, 10, "PENDING_ACCEPTANCE", |v| {
+            v["state"] == "PENDING_ACCEPTANCE"
+        })
+        .await;
+    }
+    let failed = s
+        .wait_for(&eps[3], 10, "FAILED for an unknown service", |v| {
+            v["state"] == "FAILED"
+        })
+        .await;
+    assert_eq!(failed["state"], "FAILED");
+    // PENDING_ACCEPTANCE does not hold the cluster lock.
+    let c0 = eps[0].split('/').nth(4).unwrap();
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c0}/networking/allowlist"),
+        Some(json!({"cidr_ip": "10.0.0.0", "cidr_mask": 8, "sql": true, "ui": true})),
+    )
+    .await;
+    let conns = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/endpoint-services/{svc_id}/connections"),
+            None,
+        )
+        .await;
+    let conns = conns["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    let conn_of = |ep_path: &str| {
+        let ep_id = ep_path.rsplit('/').next().unwrap();
+        conns
+            .iter()
+            .find(|c| c["egress_private_endpoint_id"] == ep_id)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, r) = (conn_of(&eps[0]), conn_of(&eps[1]));
+    let acc = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/endpoint-services/{svc_id}/connections/{a}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(acc["status"], "AVAILABLE");
+    let rej = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/endpoint-services/{svc_id}/connections/{r}/reject"),
+            None,
+        )
+        .await;
+    assert_eq!(rej["status"], "REJECTED");
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            &format!("/api/v1/endpoint-services/{svc_id}/connections/{r}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 400, "a decided connection cannot be decided again: {v}");
+    s.wait_for(&eps[0], 10, "accepted -> PENDING (forwarder next)", |v| {
+        v["state"] == "PENDING"
+    })
+    .await;
+    s.wait_for(&eps[1], 10, "REJECTED", |v| v["state"] == "REJECTED")
+        .await;
+    s.wait_for(&eps[2], 10, "EXPIRED after the 1 s deadline", |v| {
+        v["state"] == "EXPIRED"
+    })
+    .await;
+    let sc = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/endpoint-services/{short_id}/connections"),
+            None,
+        )
+        .await;
+    assert_eq!(sc["connections"][0]["status"], "EXPIRED");
+}
+
+async fn ingress_private_endpoints(s: &TestServer) {
+    let c = s
+        .create_cluster("ingress-cl", json!({"us-east-1": 1, "eu-west-1": 1}))
+        .await;
+    let base = format!("/api/v1/clusters/{c}/networking");
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            &format!("{base}/private-endpoint-connections"),
+            Some(json!({"endpoint_id": "vpce-0a1b2c"})),
+        )
+        .await;
+    assert_eq!(st, 400, "no service yet: {v}");
+    let svcs = s
+        .ok(
+            Method::POST,
+            &format!("{base}/private-endpoint-services"),
+            None,
+        )
+        .await;
+    assert_eq!(svcs["services"].as_array().unwrap().len(), 2);
+    assert_eq!(svcs["services"][0]["status"], "CREATING");
+    assert_eq!(svcs["services"][0]["cloud_provider"], "AWS");
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("{base}/private-endpoint-services"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["services"].as_array().unwrap().len(), 2);
+    let conn = s
+        .ok(
+            Method::POST,
+            &format!("{base}/private-endpoint-connections"),
+            Some(json!({"cluster_id": c, "endpoint_id": "vpce-0a1b2c"})),
+        )
+        .await;
+    assert_eq!(conn["endpoint_id"], "vpce-0a1b2c");
+    let conns = s
+        .ok(
+            Method::GET,
+            &format!("{base}/private-endpoint-connections"),
+            None,
+        )
+        .await;
+    assert_eq!(conns["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.ok(
+            Method::DELETE,
+            &format!("{base}/private-endpoint-connections/vpce-0a1b2c"),
+            None
+        )
+        .await,
+        json!({})
+    );
+    let o = s
+        .ok(
+            Method::POST,
+            &format!("{base}/private-endpoint-trusted-owners"),
+            Some(json!({"type": "AWS_ACCOUNT_ID", "external_owner_id": "123456789012"})),
+        )
+        .await;
+    let oid = o["trusted_owner"]["id"].as_str().unwrap().to_string();
+    assert_eq!(o["trusted_owner"]["cluster_id"], c.as_str());
+    let (st, _) = s
+        .admin(
+            Method::POST,
+            &format!("{base}/private-endpoint-trusted-owners"),
+            Some(json!({"type": "AWS_ACCOUNT_ID", "external_owner_id": "123456789012"})),
+        )
+        .await;
+    assert_eq!(st, 409);
+    expect_invalid(
+        s,
+        Method::POST,
+        &format!("{base}/private-endpoint-trusted-owners"),
+        json!({"type": "AWS_ACCOUNT_ID", "external_owner_id": "12"}),
+        "external_owner_id",
+        "12-digit",
+    )
+    .await;
+    let all = s
+        .ok(
+            Method::GET,
+            &format!("{base}/private-endpoint-trusted-owners"),
+            None,
+        )
+        .await;
+    assert_eq!(all["trusted_owners"].as_array().unwrap().len(), 1);
+    let one = s
+        .ok(
+            Method::GET,
+            &format!("{base}/private-endpoint-trusted-owners/{oid}"),
+            None,
+        )
+        .await;
+    assert_eq!(one["trusted_owner"]["external_owner_id"], "123456789012");
+    let gone = s
+        .ok(
+            Method::DELETE,
+            &format!("{base}/private-endpoint-trusted-owners/{oid}"),
+            None,
+        )
+        .await;
+    assert_eq!(gone["trusted_owner"]["id"], oid.as_str());
+}
+
+async fn identity_and_audit(s: &TestServer) {
+    let (sa, key) = s
+        .key_with(
+            "ci-bot",
+            json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "ORGANIZATION"}}]),
+        )
+        .await;
+    let got = s
+        .ok(Method::GET, &format!("/api/v1/service-accounts/{sa}"), None)
+        .await;
+    assert_eq!(
+        got["roles"],
+        json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "ORGANIZATION"}}])
+    );
+    assert_eq!(got["creator_name"], "admin");
+    let list = s.ok(Method::GET, "/api/v1/service-accounts", None).await;
+    assert_eq!(list["service_accounts"].as_array().unwrap().len(), 2);
+    s.ok(
+        Method::PATCH,
+        &format!("/api/v1/service-accounts/{sa}"),
+        Some(json!({"description": "deploys"})),
+    )
+    .await;
+    let roles = s
+        .ok(
+            Method::PUT,
+            &format!("/api/v1/roles/{sa}"),
+            Some(
+                json!({"roles": [{"name": "CLUSTER_ADMIN", "resource": {"type": "ORGANIZATION"}}]}),
+            ),
+        )
+        .await;
+    assert_eq!(roles["roles"][0]["name"], "CLUSTER_ADMIN");
+    let roles = s
+        .ok(Method::GET, &format!("/api/v1/roles/{sa}"), None)
+        .await;
+    assert_eq!(roles["roles"].as_array().unwrap().len(), 1);
+    expect_invalid(
+        s,
+        Method::PUT,
+        &format!("/api/v1/roles/{sa}"),
+        json!({"roles": [{"name": "GOD", "resource": {"type": "ORGANIZATION"}}]}),
+        "roles[0].name",
+        "not a role",
+    )
+    .await;
+    let keys = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/api-keys?service_account_id={sa}"),
+            None,
+        )
+        .await;
+    let key_id = keys["api_keys"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        key.starts_with(&key_id),
+        "the secret begins with its key id"
+    );
+    assert!(
+        keys.to_string().find(&key).is_none(),
+        "secrets are never listed"
+    );
+    s.ok(
+        Method::PATCH,
+        &format!("/api/v1/api-keys/{key_id}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
+    assert_eq!(
+        s.ok(Method::GET, &format!("/api/v1/api-keys/{key_id}"), None)
+            .await["name"],
+        "renamed"
+    );
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/clusters", Some(&key), None)
+        .await;
+    assert_eq!(st, 200);
+    s.ok(Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None)
+        .await;
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/clusters", Some(&key), None)
+        .await;
+    assert_eq!(st, 401, "a deleted key stops working at once");
+    s.ok(
+        Method::DELETE,
+        &format!("/api/v1/service-accounts/{sa}"),
+        None,
+    )
+    .await;
+    // Audit: every change above is there, and no secret is.
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "AUDIT_LOG_ACTION_CREATE_SERVICE_ACCOUNT",
+        "AUDIT_LOG_ACTION_CREATE_API_KEY",
+        "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE",
+        "AUDIT_LOG_ACTION_DELETE_API_KEY",
+        "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT",
+        "AUDIT_LOG_ACTION_UPDATE_API_KEY",
+    ] {
+        assert!(actions.contains(&a), "audit lacks {a}: {actions:?}");
+    }
+    let text = audit.to_string();
+    assert!(
+        !text.contains(&key) && !text.contains(&s.admin),
+        "the audit log holds no secret"
+    );
+    let page = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=2", None)
+        .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    let next = page["next_starting_from"].as_str().unwrap();
+    let page2 = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/auditlogevents?limit=2&starting_from={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(page2["entries"][0]["created_at"], next);
+    let desc = s
+        .ok(
+            Method::GET,
+            "/api/v1/auditlogevents?sort_order=DESC&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        desc["entries"][0]["action"],
+        "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT"
+    );
+}
+
+async fn authentication(s: &TestServer) {
+    let (st, v) = s.call(Method::GET, "/api/v1/clusters", None, None).await;
+    assert_eq!((st, v["code"].clone()), (401, json!(16)));
+    let (st, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/clusters",
+            Some("PRMTR_0123456789abcdef_wrongwrongwrongwrongwrongwrongwrongwrong"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 401);
+    let mut forged = s.admin.clone();
+    forged.pop();
+    forged.push(if s.admin.ends_with('A') { 'B' } else { 'A' });
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/clusters", Some(&forged), None)
+        .await;
+    assert_eq!(st, 401, "a secret differing in one character");
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/clusters", Some("garbage"), None)
+        .await;
+    assert_eq!(st, 401);
+    let resp = s
+        .http
+        .get(s.url("/api/v1/clusters"))
+        .header("Authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // 401 comes before validation.
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/clusters",
+            None,
+            Some(json!({"bogus": 1})),
+        )
+        .await;
+    assert_eq!(st, 401);
+    // No auth on these.
+    let (st, v) = s.call(Method::GET, "/health", None, None).await;
+    assert_eq!((st, v), (200, json!({"status": "ok"})));
+    let (st, _) = s.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(st, 200);
+    let (st, v) = s
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(st, 200);
+    assert!(v["paths"].as_object().unwrap().len() > 20);
+    // Cc-Version is validated and echoed.
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("Cc-Version", "2022-09-20")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cc-version"], "2022-09-20");
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("Cc-Version", "latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cc-version"], "2024-09-16");
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("Cc-Version", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "invalid Cc-Version.");
+}
+
+async fn validation_errors(s: &TestServer) {
+    let c = s
+        .create_cluster("valid-cluster", json!({"us-east-1": 3, "us-west-2": 1}))
+        .await;
+    let rules = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    let mk = |t: &str, d: &str| json!({"name": "x", "type": t, "destination": d, "ports": [443], "description": ""});
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        mk("CIDR", "10.0.0.1/8"),
+        "destination",
+        "use 10.0.0.0/8",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        mk("FQDN", "*.com"),
+        "destination",
+        "com",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        mk("FQDN", "*.co.uk"),
+        "destination",
+        "co.uk",
+    )
+    .await;
+    expect_invalid(s, Method::POST, &rules, mk("FQDN", "*"), "destination", "*").await;
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        mk("FQDN", "10.1.2.3"),
+        "destination",
+        "CIDR",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        mk("DNS", "a.example.com"),
+        "type",
+        "FQDN",
+    )
+    .await;
+    let mut bad_ports = mk("FQDN", "a.example.com");
+    bad_ports["ports"] = json!([443, 70000]);
+    expect_invalid(s, Method::POST, &rules, bad_ports, "ports[1]", "65535").await;
+    let mut zero = mk("FQDN", "a.example.com");
+    zero["ports"] = json!([0]);
+    expect_invalid(s, Method::POST, &rules, zero, "ports[0]", "65535").await;
+    let mut cidr_paths = mk("CIDR", "10.0.0.0/8");
+    cidr_paths["paths"] = json!(["/a"]);
+    expect_invalid(s, Method::POST, &rules, cidr_paths, "paths", "CIDR").await;
+    expect_invalid(s, Method::POST, &rules, json!({"name": "x", "type": "FQDN", "destination": "a.example.com", "ports": [443], "colour": "red"}), "colour", "unknown field").await;
+    expect_invalid(s, Method::POST, &rules, json!({"cluster_id": uuid::Uuid::new_v4().to_string(), "name": "x", "type": "FQDN", "destination": "a.example.com", "ports": [443]}), "cluster_id", "disagrees").await;
+    expect_invalid(
+        s,
+        Method::POST,
+        &rules,
+        json!({"name": "", "type": "FQDN", "destination": "a.example.com", "ports": [443]}),
+        "name",
+        "name",
+    )
+    .await;
+    let (st, v) = s
+        .admin(Method::POST, &rules, Some(json!("not an object")))
+        .await;
+    assert_eq!(field_of(&v), "body");
+    assert_eq!(st, 400, "{v}");
+    let raw = s
+        .http
+        .post(s.url(&rules))
+        .bearer_auth(&s.admin)
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400, "truncated JSON");
+    // Duplicate name.
+    s.ok(Method::POST, &rules, Some(mk("FQDN", "a.example.com")))
+        .await;
+    let (st, v) = s
+        .admin(Method::POST, &rules, Some(mk("FQDN", "b.example.com")))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["code"], 6);
+    assert_eq!(field_of(&v), "name");
+    // Name cannot change.
+    let list = s.ok(Method::GET, &rules, None).await;
+    let rid = list["rules"][0]["id"].as_str().unwrap();
+    expect_invalid(
+        s,
+        Method::PATCH,
+        &format!("{rules}/{rid}"),
+        json!({"name": "other"}),
+        "name",
+        "cannot change",
+    )
+    .await;
+    // Regions per provider; name rules.
+    let mkc = |name: &str, provider: &str, region: &str| json!({"name": name, "provider": provider, "spec": {"dedicated": {"region_nodes": {region: 3}}}});
+    expect_invalid(
+        s,
+        Method::POST,
+        "/api/v1/clusters",
+        mkc("good-name", "AWS", "us-east1"),
+        "spec.dedicated.region_nodes.us-east1",
+        "GCP",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        "/api/v1/clusters",
+        mkc("good-name", "GCP", "us-east-1"),
+        "spec.dedicated.region_nodes.us-east-1",
+        "AWS",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        "/api/v1/clusters",
+        mkc("Bad_Name", "AWS", "us-east-1"),
+        "name",
+        "",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        "/api/v1/clusters",
+        mkc("short", "AWS", "us-east-1"),
+        "name",
+        "",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::POST,
+        "/api/v1/clusters",
+        mkc("good-name", "IBM", "us-east-1"),
+        "provider",
+        "AWS, GCP or AZURE",
+    )
+    .await;
+    // Endpoint targets: region inside the identifier must match `region`; region must be the cluster's.
+    let eps = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-west-2.vpce-svc-example", "target_service_type": "PRIVATE_SERVICE"}), "region", "us-west-2").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "projects/p/regions/us-east1/serviceAttachments/s", "target_service_type": "PRIVATE_SERVICE"}), "target_service_identifier", "").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-x", "target_service_type": "TELEPATHY"}), "target_service_type", "PRIVATE_SERVICE").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "eu-west-1", "target_service_identifier": "com.amazonaws.vpce.eu-west-1.vpce-svc-x", "target_service_type": "PRIVATE_SERVICE"}), "region", "has no region").await;
+    // Removing a region that holds an endpoint.
+    let ep = s.ok(Method::POST, &eps, Some(json!({"region": "us-west-2", "target_service_identifier": "com.amazonaws.us-west-2.logs", "target_service_type": "PRIVATE_SERVICE"}))).await;
+    let ep_id = ep["id"].as_str().unwrap().to_string();
+    s.wait_for(
+        &format!("{eps}/{ep_id}"),
+        10,
+        "FAILED (no such service)",
+        |v| v["state"] == "FAILED",
+    )
+    .await;
+    let (st, v) = s
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/clusters/{c}"),
+            Some(json!({"dedicated": {"region_nodes": {"us-east-1": 3}}})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains(&ep_id),
+        "names the endpoint: {v}"
+    );
+    // Pagination parameters.
+    expect_invalid(
+        s,
+        Method::GET,
+        &format!("{rules}?pagination.limit=0"),
+        Value::Null,
+        "pagination.limit",
+        "1 to 500",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::GET,
+        &format!("{rules}?pagination.limit=501"),
+        Value::Null,
+        "pagination.limit",
+        "1 to 500",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::GET,
+        &format!("{rules}?pagination.sort_order=UP"),
+        Value::Null,
+        "pagination.sort_order",
+        "ASC",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::GET,
+        &format!("{rules}?pagination.page=forged"),
+        Value::Null,
+        "pagination.page",
+        "token",
+    )
+    .await;
+    expect_invalid(
+        s,
+        Method::GET,
+        "/api/v1/clusters/not-a-uuid",
+        Value::Null,
+        "cluster_id",
+        "UUID",
+    )
+    .await;
+    // Unknown clusters and rules.
+    let (st, _) = s
+        .admin(
+            Method::GET,
+            &format!("/api/v1/clusters/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .admin(
+            Method::GET,
+            &format!("{rules}/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+}
+
+/// Seven rules, three per page: pages of 3, 3, 1, forward and back, in both orders.
+async fn pagination_three_pages(s: &TestServer) {
+    let c = s
+        .create_cluster("page-cluster", json!({"us-east-1": 1}))
+        .await;
+    let base = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    for i in (0..7).rev() {
+        s.ok(
+            Method::POST,
+            &base,
+            Some(rule(&format!("rule-{i}"), &format!("h{i}.example.com"))),
+        )
+        .await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let p1 = s
+        .ok(Method::GET, &format!("{base}?pagination.limit=3"), None)
+        .await;
+    assert_eq!(names(&p1), ["rule-0", "rule-1", "rule-2"]);
+    assert_eq!(p1["pagination"]["previous_page"], "");
+    let t1 = p1["pagination"]["next_page"].as_str().unwrap();
+    assert!(!t1.is_empty());
+    let p2 = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.page={t1}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&p2), ["rule-3", "rule-4", "rule-5"]);
+    let t2 = p2["pagination"]["next_page"].as_str().unwrap();
+    let p3 = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.page={t2}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&p3), ["rule-6"]);
+    assert_eq!(p3["pagination"]["next_page"], "", "the last page says so");
+    let back = p3["pagination"]["previous_page"].as_str().unwrap();
+    let p2b = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.page={back}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&p2b), ["rule-3", "rule-4", "rule-5"]);
+    let back = p2b["pagination"]["previous_page"].as_str().unwrap();
+    let p1b = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.page={back}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&p1b), ["rule-0", "rule-1", "rule-2"]);
+    let d1 = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.sort_order=DESC"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&d1), ["rule-6", "rule-5", "rule-4"]);
+    let t = d1["pagination"]["next_page"].as_str().unwrap();
+    let d2 = s
+        .ok(
+            Method::GET,
+            &format!("{base}?pagination.limit=3&pagination.sort_order=DESC&pagination.page={t}"),
+            None,
+        )
+        .await;
+    assert_eq!(names(&d2), ["rule-3", "rule-2", "rule-1"]);
+    let all = s.ok(Method::GET, &base, None).await;
+    assert_eq!(all["rules"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        all["pagination"],
+        Value::Null,
+        "one page: pagination is null"
+    );
+}
+
+/// Concurrent changes of one cluster: exactly one takes the lock; the others get 409 "lock".
+async fn lock_conflict(s: &TestServer) {
+    let c = s
+        .create_cluster("lock-cluster", json!({"us-east-1": 1}))
+        .await;
+    let path = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
+    // A service that accepts at once: the winning endpoint stays PENDING (no forwarder yet) and
+    // holds the lock for the whole race.
+    s.ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-lock", "region": "us-east-1", "backends": ["127.0.0.1:9095"]}))).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let http = s.http.clone();
+        let url = s.url(&path);
+        let key = s.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-lock", "target_service_type": "PRIVATE_SERVICE"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            200 => ok += 1,
+            409 => {
+                assert_eq!(v["code"], 10, "{v}");
+                assert!(v["message"].as_str().unwrap().contains("lock"), "{v}");
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one concurrent create wins the lock");
+    // Deleting it ends the operation and frees the cluster.
+    let list = s.ok(Method::GET, &path, None).await;
+    let ep = list["egress_private_endpoints"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(Method::DELETE, &format!("{path}/{ep}"), None).await;
+    s.wait_for(&path, 10, "the endpoint to be gone", |v| {
+        v["egress_private_endpoints"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    })
+    .await;
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/allowlist"),
+        Some(json!({"cidr_ip": "10.0.0.0", "cidr_mask": 8, "sql": true, "ui": true})),
+    )
+    .await;
+    // Concurrent traffic-policy changes: one wins.
+    let p = format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy");
+    let (a, b) = tokio::join!(
+        s.admin(Method::POST, &p, Some(json!({"allow_all": false}))),
+        s.admin(
+            Method::POST,
+            &p,
+            Some(json!({"allow_all": false, "report_only": true}))
+        )
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+}
+
+on_both_backends!(
+    clusters_happy_path,
+    egress_rules_happy_path,
+    traffic_policy,
+    allowlist_happy_path,
+    endpoints_and_services,
+    endpoint_state_transitions,
+    ingress_private_endpoints,
+    identity_and_audit,
+    authentication,
+    validation_errors,
+    pagination_three_pages,
+    lock_conflict,
+);
