@@ -97,23 +97,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts();
-    let doc_json = Arc::new(
-        doc.to_pretty_json()
-            .expect("the OpenAPI document serialises"),
-    );
     let router = router
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc_json.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        doc.as_str().to_owned(),
-                    )
-                }
-            }),
-        )
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

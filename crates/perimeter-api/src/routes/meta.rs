@@ -1,4 +1,4 @@
-//! Unauthenticated endpoints: health and metrics.
+//! Unauthenticated endpoints: health, metrics and the OpenAPI document.
 
 use axum::Json;
 use axum::extract::State;
@@ -15,6 +15,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -41,4 +42,20 @@ async fn health(State(st): State<AppState>) -> ApiResult<Json<Health>> {
 #[utoipa::path(get, path = "/metrics", tag = "Other", security(()), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(state: State<AppState>) -> impl IntoResponse {
     crate::metrics_text(state).await
+}
+
+/// This document: the OpenAPI 3 description of every route, generated from the code.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "Other", security(()),
+    responses((status = 200, content_type = "application/json", body = Object)))]
+async fn openapi_json() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        crate::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|_| "{}".into())
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
 }
