@@ -149,6 +149,20 @@ impl Store {
         let opts = AnyConnectOptions::from_str(url)
             .ctx("parsing the database URL")?
             .disable_statement_logging();
+        // One direct attempt first, so that a wrong URL or a server that is down fails at once
+        // with its own error instead of after the pool's acquire timeout.
+        use sqlx::Connection;
+        let probe = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::AnyConnection::connect_with(&opts),
+        )
+        .await
+        .map_err(|_| StoreError::Database {
+            context: "connecting to PostgreSQL",
+            source: sqlx::Error::PoolTimedOut,
+        })?
+        .ctx("connecting to PostgreSQL")?;
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))

@@ -1,0 +1,233 @@
+//! `perimeter clusters create|list|get|delete`.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{Failure, view};
+use super::output::{Table, emit, emit_list, or_dash};
+use super::{Connection, Output, Paging};
+
+#[derive(Debug, Args)]
+pub struct ClustersArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    cmd: ClustersCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClustersCmd {
+    /// Create a cluster, e.g. `clusters create my-cluster --provider AWS --region us-east-1=3`.
+    Create {
+        /// 6-20 characters of a-z, 0-9 and '-', not starting or ending with '-'.
+        name: String,
+        /// Cloud provider; it decides how region names are spelled.
+        #[arg(long, value_enum, ignore_case = true)]
+        provider: Provider,
+        /// A region and its node count, NAME=NODES (repeat for more regions), e.g. us-east-1=3.
+        #[arg(long = "region", value_name = "NAME=NODES", required = true, value_parser = parse_region)]
+        regions: Vec<(String, u32)>,
+        /// Plan (default ADVANCED).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Start with egress traffic policy DEFAULT_DENY instead of ALLOW_ALL.
+        #[arg(long)]
+        restrict_egress: bool,
+        /// Network visibility PRIVATE instead of PUBLIC.
+        #[arg(long)]
+        private: bool,
+    },
+    /// List clusters.
+    List {
+        /// Include deleted clusters.
+        #[arg(long)]
+        show_inactive: bool,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Show a cluster and its regions (with each region's egress proxy address).
+    Get {
+        /// Cluster id or name.
+        cluster: String,
+    },
+    /// Delete a cluster with its egress endpoints, egress rules and allowlist.
+    Delete {
+        /// Cluster id or name.
+        cluster: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum Provider {
+    Aws,
+    Gcp,
+    Azure,
+}
+
+impl Provider {
+    fn as_str(self) -> &'static str {
+        match self {
+            Provider::Aws => "AWS",
+            Provider::Gcp => "GCP",
+            Provider::Azure => "AZURE",
+        }
+    }
+}
+
+fn parse_region(s: &str) -> Result<(String, u32), String> {
+    let (name, nodes) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=NODES, e.g. us-east-1=3"))?;
+    let nodes = nodes
+        .parse::<u32>()
+        .map_err(|_| format!("{nodes:?} in {s:?} is not a node count, e.g. us-east-1=3"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?} has no region name, e.g. us-east-1=3"));
+    }
+    Ok((name.to_string(), nodes))
+}
+
+/// The fields of a cluster the tables show.
+#[derive(Deserialize)]
+pub(super) struct ClusterView {
+    pub id: String,
+    pub name: String,
+    cloud_provider: String,
+    state: String,
+    pub egress_traffic_policy: String,
+    network_visibility: String,
+    regions: Vec<RegionView>,
+}
+
+#[derive(Deserialize)]
+struct RegionView {
+    name: String,
+    node_count: i64,
+    #[serde(default)]
+    egress_proxy_address: String,
+    sql_dns: String,
+}
+
+fn clusters_table(clusters: &[Value]) -> Result<Table, Failure> {
+    let mut t = Table::new(&[
+        "NAME",
+        "PROVIDER",
+        "REGIONS",
+        "STATE",
+        "EGRESS_POLICY",
+        "VISIBILITY",
+        "ID",
+    ]);
+    for c in clusters {
+        let c: ClusterView = view(c, "cluster")?;
+        let regions = c
+            .regions
+            .iter()
+            .map(|r| format!("{}={}", r.name, r.node_count))
+            .collect::<Vec<_>>()
+            .join(",");
+        t.row(vec![
+            c.name,
+            c.cloud_provider,
+            regions,
+            c.state,
+            c.egress_traffic_policy,
+            c.network_visibility,
+            c.id,
+        ]);
+    }
+    Ok(t)
+}
+
+/// One cluster, then its regions.
+fn cluster_detail(cluster: &Value) -> Result<String, Failure> {
+    let c: ClusterView = view(cluster, "cluster")?;
+    let mut regions = Table::new(&["REGION", "NODES", "EGRESS_PROXY", "SQL_DNS"]);
+    for r in &c.regions {
+        regions.row(vec![
+            r.name.clone(),
+            r.node_count.to_string(),
+            or_dash(&r.egress_proxy_address),
+            r.sql_dns.clone(),
+        ]);
+    }
+    Ok(format!(
+        "{}\n{}",
+        clusters_table(std::slice::from_ref(cluster))?.render(),
+        regions.render()
+    ))
+}
+
+pub async fn run(args: ClustersArgs) -> Result<(), Failure> {
+    let api = args.conn.connect()?;
+    let output = args.conn.output;
+    match args.cmd {
+        ClustersCmd::Create {
+            name,
+            provider,
+            regions,
+            plan,
+            restrict_egress,
+            private,
+        } => {
+            let region_nodes: BTreeMap<String, u32> = regions.into_iter().collect();
+            let mut dedicated = json!({ "region_nodes": region_nodes });
+            if restrict_egress {
+                dedicated["restrict_egress_traffic"] = json!(true);
+            }
+            if private {
+                dedicated["network_visibility"] = json!("PRIVATE");
+            }
+            let mut body = json!({
+                "name": name,
+                "provider": provider.as_str(),
+                "spec": { "dedicated": dedicated },
+            });
+            if let Some(plan) = plan {
+                body["plan"] = json!(plan);
+            }
+            let cluster = api.post(&["clusters"], &body).await?;
+            emit(output, &cluster, || cluster_detail(&cluster))
+        }
+        ClustersCmd::List {
+            show_inactive,
+            paging,
+        } => {
+            let query: &[(&str, &str)] = if show_inactive {
+                &[("show_inactive", "true")]
+            } else {
+                &[]
+            };
+            let (clusters, _) = api
+                .list(&["clusters"], "clusters", paging.page_size, query)
+                .await?;
+            emit_list(output, clusters, clusters_table)
+        }
+        ClustersCmd::Get { cluster } => {
+            let id = api.cluster_id(&cluster).await?;
+            let cluster = api.get(&["clusters", &id]).await?;
+            emit(output, &cluster, || cluster_detail(&cluster))
+        }
+        ClustersCmd::Delete { cluster } => {
+            let id = api.cluster_id(&cluster).await?;
+            let cluster = api.delete(&["clusters", &id]).await?;
+            emit(output, &cluster, || {
+                Ok(clusters_table(std::slice::from_ref(&cluster))?.render())
+            })
+        }
+    }
+}
+
+/// Output shared with `egress-policy get`.
+pub(super) fn policy_table(output: Output, cluster: &Value) -> Result<(), Failure> {
+    emit(output, cluster, || {
+        let c: ClusterView = view(cluster, "cluster")?;
+        let mut t = Table::new(&["CLUSTER", "EGRESS_POLICY", "ID"]);
+        t.row(vec![c.name, c.egress_traffic_policy, c.id]);
+        Ok(t.render())
+    })
+}

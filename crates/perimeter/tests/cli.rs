@@ -1,0 +1,575 @@
+//! End to end: `perimeter serve` on loopback with a fresh data dir, driven by the client
+//! subcommands of the same binary through PERIMETER_URL and PERIMETER_API_KEY.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+mod common;
+
+use common::BIN;
+
+/// `perimeter serve` (see common) with the admin key, and the directory CLI runs start in.
+struct Server {
+    _serve: common::Server,
+    url: String,
+    key: String,
+    /// Holds `perimeter-data/` (the store and the admin key); CLI runs start here.
+    dir: TempDir,
+}
+
+/// What a CLI run printed and how it ended.
+#[derive(Debug)]
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    #[track_caller]
+    fn ok(self) -> Outcome {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn failed(self, code: i32) -> Outcome {
+        assert_eq!(self.code, code, "wrong exit status: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let serve = common::Server::start(
+            &dir.path().join("perimeter-data"),
+            &[],
+            &[("PERIMETER_LOG", "warn")],
+        );
+        let (url, key) = (serve.url(), serve.admin_key_file());
+        Server {
+            _serve: serve,
+            url,
+            key,
+            dir,
+        }
+    }
+
+    /// Run the CLI against this server.
+    fn cli(&self, args: &[&str]) -> Outcome {
+        self.cli_with(args, |_| {})
+    }
+
+    /// Run the CLI with the environment adjusted by `env` (after URL and key are set).
+    fn cli_with(&self, args: &[&str], env: impl FnOnce(&mut Command)) -> Outcome {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("PERIMETER_URL", &self.url)
+            .env("PERIMETER_API_KEY", &self.key)
+            .stdin(Stdio::null());
+        env(&mut cmd);
+        run(cmd)
+    }
+}
+
+fn run(mut cmd: Command) -> Outcome {
+    let out = cmd.output().expect("run perimeter");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect()
+}
+
+/// The cell of `row` in the column whose header is `column` (columns are aligned).
+fn cell<'a>(header: &str, row: &'a str, column: &str) -> &'a str {
+    let start = header.find(column).expect("column in header");
+    row[start..].split_whitespace().next().unwrap_or("")
+}
+
+#[test]
+fn clusters_rules_and_traffic_policy() {
+    let srv = Server::start();
+    let created = srv
+        .cli(&[
+            "clusters",
+            "create",
+            "cli-rules",
+            "--provider",
+            "aws",
+            "--region",
+            "us-east-1=3",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let cluster_id = created["id"].as_str().expect("cluster id").to_string();
+    assert_eq!(created["name"], "cli-rules");
+    assert_eq!(created["regions"][0]["node_count"], 3);
+    let listed = srv.cli(&["clusters", "list"]).ok().stdout;
+    assert!(listed.starts_with("NAME "), "{listed}");
+    assert!(listed.contains("cli-rules") && listed.contains(&cluster_id));
+    let got = srv
+        .cli(&["clusters", "get", "cli-rules", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(got["id"], cluster_id.as_str());
+
+    // Without --port the CLI refuses: a rule without ports would allow every port.
+    let refused = srv
+        .cli(&[
+            "egress-rules",
+            "add",
+            "cli-rules",
+            "--name",
+            "web",
+            "--type",
+            "FQDN",
+            "--destination",
+            "api.example.com",
+        ])
+        .failed(2);
+    assert!(
+        refused.stderr.contains("--port") && refused.stderr.contains("--all-ports"),
+        "{refused:#?}"
+    );
+
+    let web = srv
+        .cli(&[
+            "egress-rules",
+            "add",
+            "cli-rules",
+            "--name",
+            "web",
+            "--type",
+            "FQDN",
+            "--destination",
+            "api.example.com",
+            "--port",
+            "443",
+            "--port",
+            "80",
+            "--path",
+            "/v1/*",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(web["Rule"]["ports"], serde_json::json!([443, 80]));
+    assert_eq!(web["Rule"]["paths"], serde_json::json!(["/v1/*"]));
+    let web_id = web["Rule"]["id"].as_str().expect("rule id").to_string();
+
+    let every = srv
+        .cli(&[
+            "egress-rules",
+            "add",
+            &cluster_id,
+            "--name",
+            "every-port",
+            "--type",
+            "fqdn",
+            "--destination",
+            "*.example.org",
+            "--all-ports",
+            "--output",
+            "json",
+        ])
+        .ok();
+    assert_eq!(every.json()["Rule"]["ports"], serde_json::json!([]));
+    assert!(
+        every.stderr.contains("warning:") && every.stderr.contains("every port"),
+        "the API's all-ports warning goes to stderr: {every:#?}"
+    );
+    srv.cli(&[
+        "egress-rules",
+        "add",
+        "cli-rules",
+        "--name",
+        "db-net",
+        "--type",
+        "CIDR",
+        "--destination",
+        "10.0.0.0/8",
+        "--port",
+        "5432",
+    ])
+    .ok();
+
+    // Table: header, one aligned row per rule, sorted by name.
+    let table = srv.cli(&["egress-rules", "list", "cli-rules"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let header = lines[0];
+    for column in ["NAME", "TYPE", "DESTINATION", "PORTS", "STATE", "ID"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert_eq!(cell(header, lines[1], "NAME"), "db-net");
+    assert_eq!(cell(header, lines[1], "TYPE"), "CIDR");
+    assert_eq!(cell(header, lines[2], "PORTS"), "all");
+    assert_eq!(cell(header, lines[3], "PORTS"), "443,80");
+    assert_eq!(cell(header, lines[3], "ID"), web_id);
+
+    // JSON, one rule per page: the CLI follows pagination to the end.
+    let all = srv
+        .cli(&[
+            "egress-rules",
+            "list",
+            "cli-rules",
+            "--output",
+            "json",
+            "--page-size",
+            "1",
+        ])
+        .ok()
+        .json();
+    assert_eq!(names(&all), ["db-net", "every-port", "web"]);
+
+    // Edit by name keeps what is not given.
+    let edited = srv
+        .cli(&[
+            "egress-rules",
+            "edit",
+            "cli-rules",
+            "web",
+            "--port",
+            "8443",
+            "--description",
+            "partner API",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(edited["Rule"]["ports"], serde_json::json!([8443]));
+    let got = srv
+        .cli(&[
+            "egress-rules",
+            "get",
+            "cli-rules",
+            &web_id,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(got["rule"]["ports"], serde_json::json!([8443]));
+    assert_eq!(got["rule"]["paths"], serde_json::json!(["/v1/*"]));
+    assert_eq!(got["rule"]["description"], "partner API");
+    srv.cli(&["egress-rules", "edit", "cli-rules", "web"])
+        .failed(2);
+
+    let deleted = srv
+        .cli(&[
+            "egress-rules",
+            "delete",
+            "cli-rules",
+            "db-net",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(deleted["Rule"]["name"], "db-net");
+    assert_eq!(deleted["Rule"]["state"], "PENDING_DELETION");
+    let missing = srv
+        .cli(&["egress-rules", "delete", "cli-rules", "no-such-rule"])
+        .failed(1);
+    assert!(
+        missing.stderr.contains("no egress rule named"),
+        "{missing:#?}"
+    );
+
+    // A validation error: exit 1, the API's message and the field it names.
+    let invalid = srv
+        .cli(&[
+            "egress-rules",
+            "add",
+            "cli-rules",
+            "--name",
+            "too-wide",
+            "--type",
+            "FQDN",
+            "--destination",
+            "*.com",
+            "--port",
+            "443",
+        ])
+        .failed(1);
+    assert!(invalid.stderr.starts_with("error: "), "{invalid:#?}");
+    assert!(
+        invalid.stderr.contains("field: destination"),
+        "{invalid:#?}"
+    );
+
+    // Exactly one policy flag.
+    srv.cli(&["egress-policy", "set", "cli-rules"]).failed(2);
+    srv.cli(&[
+        "egress-policy",
+        "set",
+        "cli-rules",
+        "--allow-all",
+        "--report-only",
+    ])
+    .failed(2);
+    srv.cli(&["egress-policy", "set", "cli-rules", "--default-deny"])
+        .ok();
+    // The policy reads UPDATING until every gateway of the cluster applied it.
+    let policy = srv
+        .cli(&["egress-policy", "get", "cli-rules", "--output", "json"])
+        .ok()
+        .json();
+    let policy = policy["egress_traffic_policy"].as_str().expect("policy");
+    assert!(
+        ["UPDATING", "DEFAULT_DENY"].contains(&policy),
+        "policy {policy}"
+    );
+
+    srv.cli(&["clusters", "delete", "cli-rules"]).ok();
+    srv.cli(&["clusters", "get", "cli-rules"]).failed(1);
+}
+
+#[test]
+fn allowlist_and_egress_endpoints() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-endpoints",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=3",
+        "--private",
+    ])
+    .ok();
+
+    // Allowlist first: a PENDING endpoint locks the cluster.
+    let office = srv
+        .cli(&[
+            "allowlist",
+            "add",
+            "cli-endpoints",
+            "192.168.1.0/24",
+            "--name",
+            "office",
+            "--sql",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(office["cidr_ip"], "192.168.1.0");
+    assert_eq!(office["cidr_mask"], 24);
+    assert_eq!(office["sql"], true);
+    assert_eq!(office["ui"], false);
+    srv.cli(&[
+        "allowlist",
+        "add",
+        "cli-endpoints",
+        "10.0.0.0/8",
+        "--sql",
+        "--ui",
+    ])
+    .ok();
+    srv.cli(&["allowlist", "add", "cli-endpoints", "172.16.0.0/12"])
+        .failed(2);
+    let host_bits = srv
+        .cli(&["allowlist", "add", "cli-endpoints", "10.1.2.3/8", "--sql"])
+        .failed(1);
+    assert!(
+        host_bits.stderr.contains("field: cidr_ip"),
+        "{host_bits:#?}"
+    );
+    let table = srv.cli(&["allowlist", "list", "cli-endpoints"]).ok().stdout;
+    assert!(table.starts_with("CIDR "), "{table}");
+    assert!(table.contains("192.168.1.0/24") && table.contains("office"));
+    srv.cli(&["allowlist", "delete", "cli-endpoints", "10.0.0.0/8"])
+        .ok();
+    let left = srv
+        .cli(&["allowlist", "list", "cli-endpoints", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    assert_eq!(left[0]["name"], "office");
+
+    let ep = srv
+        .cli(&[
+            "egress-endpoints",
+            "create",
+            "cli-endpoints",
+            "--region",
+            "us-east-1",
+            "--target",
+            "com.amazonaws.vpce.us-east-1.vpce-svc-example",
+            "--type",
+            "PRIVATE_SERVICE",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let ep_id = ep["id"].as_str().expect("endpoint id").to_string();
+    assert_eq!(ep["state"], "PENDING");
+    assert_eq!(ep["target_service_type"], "PRIVATE_SERVICE");
+
+    let listed = srv
+        .cli(&[
+            "egress-endpoints",
+            "list",
+            "cli-endpoints",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(listed[0]["id"], ep_id.as_str());
+    let table = srv
+        .cli(&["egress-endpoints", "list", "cli-endpoints"])
+        .ok()
+        .stdout;
+    assert!(
+        table.starts_with("ID ") && table.contains(&ep_id),
+        "{table}"
+    );
+    let got = srv
+        .cli(&[
+            "egress-endpoints",
+            "get",
+            "cli-endpoints",
+            &ep_id,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        got["target_service_identifier"],
+        "com.amazonaws.vpce.us-east-1.vpce-svc-example"
+    );
+
+    // No endpoint service of that name is registered, so the endpoint never becomes
+    // AVAILABLE and the API refuses domain names: the CLI reports that refusal.
+    let domains = srv
+        .cli(&[
+            "egress-endpoints",
+            "set-domains",
+            "cli-endpoints",
+            &ep_id,
+            "kafka.example.com",
+        ])
+        .failed(1);
+    assert!(domains.stderr.starts_with("error: "), "{domains:#?}");
+
+    srv.cli(&["egress-endpoints", "delete", "cli-endpoints", &ep_id])
+        .ok();
+    let after = srv
+        .cli(&[
+            "egress-endpoints",
+            "list",
+            "cli-endpoints",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let states: Vec<&str> = after
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    assert!(
+        states.iter().all(|s| *s == "DELETING"),
+        "deleted endpoint shows {states:?}"
+    );
+}
+
+#[test]
+fn errors_keys_and_exit_status() {
+    let srv = Server::start();
+
+    // The API's validation error names the field.
+    let bad_name = srv
+        .cli(&[
+            "clusters",
+            "create",
+            "Not_A_Name",
+            "--provider",
+            "AWS",
+            "--region",
+            "us-east-1=3",
+        ])
+        .failed(1);
+    assert!(bad_name.stderr.contains("field: name"), "{bad_name:#?}");
+    let unknown = srv
+        .cli(&["egress-rules", "list", "no-such-cluster"])
+        .failed(1);
+    assert!(
+        unknown
+            .stderr
+            .contains("no cluster is named \"no-such-cluster\""),
+        "{unknown:#?}"
+    );
+
+    // Nothing listens on a port just released: exit 2 naming the URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let closed_url = format!("http://{closed}");
+    let unreachable = srv
+        .cli(&["clusters", "list", "--url", &closed_url])
+        .failed(2);
+    assert!(unreachable.stderr.contains(&closed_url), "{unreachable:#?}");
+    srv.cli(&["clusters", "list", "--url", "https://127.0.0.1:1"])
+        .failed(2);
+
+    // A wrong key: 401, exit 1, and the key itself is never printed.
+    let wrong_key = "cli-test-wrong-key-0123456789";
+    let denied = srv.cli_with(&["clusters", "list"], |c| {
+        c.env("PERIMETER_API_KEY", wrong_key);
+    });
+    let denied = denied.failed(1);
+    assert!(
+        !denied.stderr.contains(wrong_key) && !denied.stdout.contains(wrong_key),
+        "{denied:#?}"
+    );
+    let help = srv.cli_with(&["clusters", "list", "--help"], |c| {
+        c.env("PERIMETER_API_KEY", wrong_key);
+    });
+    let help = help.ok();
+    assert!(!help.stdout.contains(wrong_key), "{}", help.stdout);
+    assert!(help.stdout.contains("admin-api-key"), "{}", help.stdout);
+
+    // Without a key, ./perimeter-data/admin-api-key is used (the CLI runs in the server's dir).
+    srv.cli_with(&["clusters", "list"], |c| {
+        c.env_remove("PERIMETER_API_KEY");
+    })
+    .ok();
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let no_key = srv.cli_with(&["clusters", "list"], |c| {
+        c.env_remove("PERIMETER_API_KEY")
+            .current_dir(elsewhere.path());
+    });
+    let no_key = no_key.failed(2);
+    assert!(no_key.stderr.contains("PERIMETER_API_KEY"), "{no_key:#?}");
+}

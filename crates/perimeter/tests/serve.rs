@@ -1,0 +1,261 @@
+//! `perimeter serve` as a process: bootstrap, restart, SIGTERM, kill -9, PostgreSQL.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, curl, json};
+
+fn create_cluster(url: &str, key: &str, name: &str) -> String {
+    let auth = format!("Authorization: Bearer {key}");
+    let body = format!(
+        r#"{{"name":"{name}","provider":"AWS","spec":{{"dedicated":{{"region_nodes":{{"us-east-1":3}}}}}}}}"#
+    );
+    let (st, b) = curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        &format!("{url}/api/v1/clusters"),
+        "-d",
+        &body,
+    ]);
+    assert_eq!(st, 200, "{b}");
+    json(&b)["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn restart_keeps_data_and_the_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[], &[]);
+    assert!(
+        s.log_text().contains("its API key is in"),
+        "announces the key file: {}",
+        s.log_text()
+    );
+    assert!(s.log_text().contains(&format!("listening on {}", s.url)));
+    let key = s.admin_key_file();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin-api-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+    let c = create_cluster(&s.url(), &key, "keep-me-1");
+    let auth = format!("Authorization: Bearer {key}");
+    let (st, b) = curl(&[
+        "-H",
+        &auth,
+        "-X",
+        "POST",
+        &format!("{}/api/v1/clusters/{c}/networking/egress-rules", s.url()),
+        "-d",
+        r#"{"name":"keep","type":"FQDN","destination":"keep.example.com","ports":[443],"description":"survives restarts"}"#,
+    ]);
+    assert_eq!(st, 200, "{b}");
+    let status = s.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends with exit code 0, got {status:?}"
+    );
+    // A second start ignores PERIMETER_ADMIN_API_KEY, keeps the stored key, and has the data.
+    let s = Server::start(
+        dir.path(),
+        &[],
+        &[("PERIMETER_ADMIN_API_KEY", "an-operator-chosen-secret-123")],
+    );
+    assert!(
+        s.log_text().contains("ignored"),
+        "says the variable is ignored: {}",
+        s.log_text()
+    );
+    let (st, b) = curl(&[
+        "-H",
+        &auth,
+        &format!("{}/api/v1/clusters/{c}/networking/egress-rules", s.url()),
+    ]);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(json(&b)["rules"][0]["destination"], "keep.example.com");
+    let (st, _) = curl(&[
+        "-H",
+        "Authorization: Bearer an-operator-chosen-secret-123",
+        &format!("{}/api/v1/clusters", s.url()),
+    ]);
+    assert_eq!(st, 401, "the ignored variable grants nothing");
+    let log = s.log_text();
+    assert!(s.terminate().success(), "{log}");
+}
+
+#[test]
+fn admin_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[],
+        &[("PERIMETER_ADMIN_API_KEY", "an-operator-chosen-secret-123")],
+    );
+    assert!(
+        !dir.path().join("admin-api-key").exists(),
+        "no key file when the key comes from the environment"
+    );
+    let (st, b) = curl(&[
+        "-H",
+        "Authorization: Bearer an-operator-chosen-secret-123",
+        &format!("{}/api/v1/clusters", s.url()),
+    ]);
+    assert_eq!(st, 200, "{b}");
+    let (st, _) = curl(&[
+        "-H",
+        "Authorization: Bearer an-operator-chosen-secret-124",
+        &format!("{}/api/v1/clusters", s.url()),
+    ]);
+    assert_eq!(st, 401);
+}
+
+/// Writers run while the server is killed with SIGKILL; after a restart every change that was
+/// acknowledged (200) is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[], &[]);
+    let key = s.admin_key_file();
+    let url = s.url();
+    let c = create_cluster(&url, &key, "crash-test");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop_at = Instant::now() + Duration::from_millis(1500);
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (acked, url, key, c) = (acked.clone(), url.clone(), key.clone(), c.clone());
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            for i in 0..100_000 {
+                let name = format!("w{w}-{i:05}");
+                let body = serde_json::json!({"name": name, "type": "FQDN", "destination": format!("{name}.example.com"), "ports": [443], "description": ""});
+                match http.post(format!("{url}/api/v1/clusters/{c}/networking/egress-rules")).bearer_auth(&key).json(&body).send().await {
+                    Ok(r) if r.status().as_u16() == 200 => {
+                        acked.lock().unwrap().insert(name);
+                    }
+                    Ok(r) => panic!("unexpected status {}", r.status()),
+                    Err(_) => return, // the server is gone
+                }
+                if Instant::now() > stop_at + Duration::from_secs(5) {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.kill9();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "the writers got only {} acknowledgements before the kill",
+        acked.len()
+    );
+    let s = Server::start(dir.path(), &[], &[]);
+    let http = reqwest::Client::new();
+    let mut present = BTreeSet::new();
+    let mut page = String::new();
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{}/api/v1/clusters/{c}/networking/egress-rules?pagination.limit=500&pagination.page={page}", s.url()))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for r in v["rules"].as_array().unwrap() {
+            present.insert(r["name"].as_str().unwrap().to_string());
+        }
+        match v["pagination"]["next_page"].as_str() {
+            Some(t) if !t.is_empty() => page = t.to_string(),
+            _ => break,
+        }
+    }
+    let lost: Vec<_> = acked.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rules lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    eprintln!(
+        "{} acknowledged, {} present after kill -9 and restart",
+        acked.len(),
+        present.len()
+    );
+}
+
+#[test]
+fn serve_on_postgresql_keeps_data_across_restarts() {
+    let db = format!("perimeter_e2e_{}", std::process::id());
+    let admin = std::env::var("PERIMETER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let base = admin.rsplit_once('/').unwrap().0.to_string();
+    let psql = |sql: &str| {
+        std::process::Command::new("psql")
+            .args([admin.as_str(), "-qc", sql])
+            .output()
+            .expect("psql")
+    };
+    let out = psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    assert!(
+        out.status.success(),
+        "PostgreSQL is needed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
+    let url = format!("{base}/{db}");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--database-url", &url], &[]);
+    assert!(s.log_text().contains("PostgreSQL"), "{}", s.log_text());
+    let key = s.admin_key_file();
+    let c = create_cluster(&s.url(), &key, "pg-cluster");
+    assert!(s.terminate().success());
+    let s = Server::start(dir.path(), &["--database-url", &url], &[]);
+    let (st, b) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        &format!("{}/api/v1/clusters/{c}", s.url()),
+    ]);
+    assert_eq!(st, 200, "{b}");
+    assert!(s.terminate().success());
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+#[test]
+fn bad_flags_fail_with_a_message() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PostgreSQL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
