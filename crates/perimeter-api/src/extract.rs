@@ -121,15 +121,15 @@ impl FromRequestParts<AppState> for Auth {
                 ApiError::unauthenticated("Authorization header must be Bearer <api key secret>")
             })?;
         let principal = auth::authenticate(&state.store, secret).await?;
-        if let Some(limiter) = &state.rate_limiter {
-            if let Err(retry) = limiter.check(&principal.key_id) {
-                let mut e = ApiError::new(
-                    Code::ResourceExhausted,
-                    "rate limit exceeded for this API key; retry later",
-                );
-                e.retry_after = Some(retry);
-                return Err(e);
-            }
+        if let Some(limiter) = &state.rate_limiter
+            && let Err(retry) = limiter.check(&principal.key_id)
+        {
+            let mut e = ApiError::new(
+                Code::ResourceExhausted,
+                "rate limit exceeded for this API key; retry later",
+            );
+            e.retry_after = Some(retry);
+            return Err(e);
         }
         Ok(Auth(principal))
     }

@@ -39,8 +39,7 @@ async fn every_documented_route_is_routed() {
                 .replace("{cluster_id}", "7d0f3c2a-1234-4cde-9a11-9f2c9d7a1b23")
                 .replace("{cidr_mask}", "24")
                 .replace("{cidr_ip}", "192.168.1.0")
-                .replace('{', "")
-                .replace('}', "");
+                .replace(['{', '}'], "");
             let req = Request::builder()
                 .method(m.to_uppercase().as_str())
                 .uri(&concrete)

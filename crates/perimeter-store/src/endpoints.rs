@@ -124,10 +124,10 @@ impl Store {
         if ep.state == "DELETING" {
             return Ok(ep);
         }
-        if let Some(reason) = lock_reason(&mut tx, &cluster).await? {
-            if !reason.contains(id) {
-                return Err(StoreError::Locked(reason));
-            }
+        if let Some(reason) = lock_reason(&mut tx, &cluster).await?
+            && !reason.contains(id)
+        {
+            return Err(StoreError::Locked(reason));
         }
         sqlx::query(
             "UPDATE egress_endpoints SET state = 'DELETING', updated_at = $1 WHERE id = $2",

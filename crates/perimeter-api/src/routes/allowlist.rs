@@ -146,13 +146,13 @@ async fn write(
         )
     })?;
     let (ip, mask_n) = validate_cidr(ip, mask_n)?;
-    if let Some(b) = &req.cidr_ip {
-        if b != &ip {
-            return Err(ApiError::invalid(
-                "cidr_ip",
-                format!("cidr_ip in the body ({b}) disagrees with the path ({ip})"),
-            ));
-        }
+    if let Some(b) = &req.cidr_ip
+        && b != &ip
+    {
+        return Err(ApiError::invalid(
+            "cidr_ip",
+            format!("cidr_ip in the body ({b}) disagrees with the path ({ip})"),
+        ));
     }
     if req.cidr_mask.is_some_and(|m| m != mask_n) {
         return Err(ApiError::invalid(

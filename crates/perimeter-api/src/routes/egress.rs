@@ -127,10 +127,11 @@ fn validate_description(d: &str) -> ApiResult<()> {
 fn ordered_ports(given: Option<&[i64]>, validated: &[u16]) -> Vec<u16> {
     let mut out: Vec<u16> = Vec::with_capacity(validated.len());
     for p in given.unwrap_or_default() {
-        if let Ok(p) = u16::try_from(*p) {
-            if validated.contains(&p) && !out.contains(&p) {
-                out.push(p);
-            }
+        if let Ok(p) = u16::try_from(*p)
+            && validated.contains(&p)
+            && !out.contains(&p)
+        {
+            out.push(p);
         }
     }
     out
@@ -229,12 +230,12 @@ async fn add_rule(
     )?;
     let scope = format!("add-rule/{cluster_id}");
     let replayed = replay(&st, &scope, req.idempotency_key.as_deref(), &req).await?;
-    if let Some((_, resp)) = &replayed {
-        if !resp.is_empty() {
-            return Ok(Json(
-                serde_json::from_str(resp).map_err(ApiError::internal)?,
-            ));
-        }
+    if let Some((_, resp)) = &replayed
+        && !resp.is_empty()
+    {
+        return Ok(Json(
+            serde_json::from_str(resp).map_err(ApiError::internal)?,
+        ));
     }
     let spec = RuleSpec {
         rule_type: v.rule_type.as_str().to_string(),
@@ -325,16 +326,16 @@ async fn edit_rule(
     st.store.get_live_cluster(&cluster_id).await?;
     let cur = st.store.get_rule(&cluster_id, &rule_id).await?;
     require_for_rule(&p, &cluster_id, &cur)?;
-    if let Some(n) = &req.name {
-        if n != &cur.name {
-            return Err(ApiError::invalid(
-                "name",
-                format!(
-                    "name cannot change (rule is named {:?}); create a new rule instead",
-                    cur.name
-                ),
-            ));
-        }
+    if let Some(n) = &req.name
+        && n != &cur.name
+    {
+        return Err(ApiError::invalid(
+            "name",
+            format!(
+                "name cannot change (rule is named {:?}); create a new rule instead",
+                cur.name
+            ),
+        ));
     }
     let rule_type = req
         .rule_type
@@ -394,15 +395,15 @@ async fn delete_rule(
     st.store.get_live_cluster(&cluster_id).await?;
     let scope = format!("delete-rule/{cluster_id}/{rule_id}");
     let replayed = replay(&st, &scope, q.idempotency_key.as_deref(), &rule_id).await?;
-    if let Some((_, resp)) = &replayed {
-        if !resp.is_empty() {
-            let rule: crate::model::EgressRule =
-                serde_json::from_str(resp).map_err(ApiError::internal)?;
-            return Ok(Json(RuleResponse {
-                rule,
-                warnings: vec![],
-            }));
-        }
+    if let Some((_, resp)) = &replayed
+        && !resp.is_empty()
+    {
+        let rule: crate::model::EgressRule =
+            serde_json::from_str(resp).map_err(ApiError::internal)?;
+        return Ok(Json(RuleResponse {
+            rule,
+            warnings: vec![],
+        }));
     }
     let cur = st.store.get_rule(&cluster_id, &rule_id).await?;
     require_for_rule(&p, &cluster_id, &cur)?;
@@ -456,7 +457,8 @@ async fn set_traffic_policy(
     if replayed.as_ref().is_some_and(|(_, r)| !r.is_empty()) {
         return Ok(Json(Empty {}));
     }
-    if !(cur.egress_policy == policy && !cur.egress_policy_updating) {
+    // Setting the policy it already has (and has applied) changes nothing and locks nothing.
+    if cur.egress_policy != policy || cur.egress_policy_updating {
         st.store
             .set_egress_policy(
                 &cluster_id,

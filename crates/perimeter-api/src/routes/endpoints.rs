@@ -277,13 +277,13 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
             ));
         }
     }
-    if let Some(t) = req.acceptance_timeout_seconds {
-        if !(1..=90 * 24 * 3600).contains(&t) {
-            return Err(ApiError::invalid(
-                "acceptance_timeout_seconds",
-                "acceptance_timeout_seconds must be 1 to 7776000 (90 days)",
-            ));
-        }
+    if let Some(t) = req.acceptance_timeout_seconds
+        && !(1..=90 * 24 * 3600).contains(&t)
+    {
+        return Err(ApiError::invalid(
+            "acceptance_timeout_seconds",
+            "acceptance_timeout_seconds must be 1 to 7776000 (90 days)",
+        ));
     }
     Ok(())
 }
