@@ -60,6 +60,41 @@ pub fn key_id_for(secret: &str) -> String {
     }
 }
 
+/// Prefix of gateway tokens: `PRGW.<gateway id>.<secret>`.
+pub const GATEWAY_TOKEN_PREFIX: &str = "PRGW";
+
+/// A fresh token for gateway `id` (256 bits of secret).
+pub fn generate_gateway_token(id: &str) -> String {
+    let mut sb = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut sb);
+    use base64::Engine;
+    format!(
+        "{GATEWAY_TOKEN_PREFIX}.{id}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sb)
+    )
+}
+
+/// Verify a gateway token; returns the gateway id.
+pub async fn authenticate_gateway(store: &Store, token: &str) -> ApiResult<String> {
+    let invalid = || ApiError::unauthenticated("invalid gateway token");
+    let mut parts = token.splitn(3, '.');
+    let (prefix, id, _) = (
+        parts.next(),
+        parts.next(),
+        parts.next().ok_or_else(invalid)?,
+    );
+    if prefix != Some(GATEWAY_TOKEN_PREFIX) || token.len() > 256 {
+        return Err(invalid());
+    }
+    let id = id.ok_or_else(invalid)?;
+    let stored = store.gateway_token_hash(id).await?.ok_or_else(invalid)?;
+    if bool::from(hash_secret(token).as_bytes().ct_eq(stored.as_bytes())) {
+        Ok(id.to_string())
+    } else {
+        Err(invalid())
+    }
+}
+
 /// Verify a presented secret: look the key up by its id, compare hashes in constant time.
 pub async fn authenticate(store: &Store, secret: &str) -> ApiResult<Principal> {
     let invalid = || ApiError::unauthenticated("invalid API key");

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod model;
+pub mod publish;
 pub mod reconcile;
 mod routes;
 
@@ -35,8 +36,12 @@ pub struct AppState {
     pub store: Store,
     /// Wakes the reconciler after a change that it should act on.
     pub reconcile: Arc<Notify>,
+    /// Bumped on every networking change made through this process: wakes snapshot long-polls.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
     pub rate_limiter: Option<Arc<auth::RateLimiter>>,
     pub metrics: Option<PrometheusHandle>,
+    /// Compiled snapshots for what-if queries.
+    pub snapshots: publish::SnapshotCache,
 }
 
 impl AppState {
@@ -44,9 +49,17 @@ impl AppState {
         AppState {
             store,
             reconcile: Arc::new(Notify::new()),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
             rate_limiter: None,
             metrics: None,
+            snapshots: publish::SnapshotCache::default(),
         }
+    }
+
+    /// A change was committed: wake the reconciler and every waiting snapshot long-poll.
+    pub fn changed(&self) {
+        self.reconcile.notify_one();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {

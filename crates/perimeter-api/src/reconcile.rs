@@ -15,6 +15,13 @@
 //!
 //! The forwarder is part of the gateway; until a gateway reports one listening, an accepted
 //! endpoint honestly stays `PENDING`.
+//!
+//! Propagation (rules, traffic policy, allowlist), from gateways' acknowledgements: every change
+//! carries the snapshot version it was made at. Among the cluster's *live* gateways (seen within
+//! the liveness window): all applied that version -> `ACTIVE` (a deleted rule is removed, the
+//! policy leaves `UPDATING`, the allowlist stops `propagating`); past the propagation deadline
+//! with some applied and others not -> `INCONSISTENT`; failed everywhere it was tried and
+//! applied nowhere -> `*_FAILED`. With no live gateway nothing is observed and nothing moves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,11 @@ pub struct ReconcilerConfig {
     pub interval: Duration,
     /// Items claimed per scan.
     pub batch: u32,
+    /// How long a change may take to reach every live gateway before partial application
+    /// reads `INCONSISTENT`.
+    pub propagation_deadline: Duration,
+    /// How long after its last request a gateway still counts as live.
+    pub gateway_liveness: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -50,6 +62,8 @@ impl Default for ReconcilerConfig {
             lease: Duration::from_secs(30),
             interval: crate::RECONCILE_INTERVAL,
             batch: 64,
+            propagation_deadline: Duration::from_secs(30),
+            gateway_liveness: crate::routes::GATEWAY_LIVENESS,
         }
     }
 }
@@ -100,6 +114,9 @@ impl Reconciler {
             .claim_endpoints(&self.cfg.holder, &until, self.cfg.batch)
             .await?;
         let mut next = self.cfg.interval;
+        for cluster in self.store.clusters_propagating().await? {
+            settle_cluster(&self.store, &cluster, &self.cfg).await?;
+        }
         for id in ids {
             let result = match self.store.endpoint_work(&id).await? {
                 Some(work) => reconcile_endpoint(&self.store, &self.cfg.holder, &work).await,
@@ -252,4 +269,84 @@ pub async fn reconcile_endpoint(
         }
         _ => Ok(Action::Await),
     }
+}
+
+/// Turn the live gateways' acknowledgements into the states of a cluster's rules, traffic
+/// policy and allowlist. Every write is conditional on the state and version it read.
+pub async fn settle_cluster(
+    store: &Store,
+    cluster_id: &str,
+    cfg: &ReconcilerConfig,
+) -> Result<(), StoreError> {
+    let now = chrono::Utc::now();
+    let cutoff = perimeter_store::ts(
+        now - chrono::Duration::from_std(cfg.gateway_liveness).unwrap_or_default(),
+    );
+    let live: Vec<_> = store
+        .list_gateways(cluster_id)
+        .await?
+        .into_iter()
+        .filter(|g| {
+            g.last_seen_at
+                .as_deref()
+                .is_some_and(|t| t >= cutoff.as_str())
+        })
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let all_applied = |v: i64| live.iter().all(|g| g.applied_version >= v);
+    let any_applied = |v: i64| live.iter().any(|g| g.applied_version >= v);
+    let any_failed = |v: i64| {
+        live.iter()
+            .any(|g| g.failed_version >= v && g.applied_version < v)
+    };
+    let past_deadline = |changed_at: &str| {
+        let deadline = perimeter_store::ts(
+            now - chrono::Duration::from_std(cfg.propagation_deadline).unwrap_or_default(),
+        );
+        !changed_at.is_empty() && changed_at < deadline.as_str()
+    };
+    for rule in store.pending_rules(cluster_id).await? {
+        let v = rule.version;
+        let deleting = rule.state == "PENDING_DELETION";
+        let to = if all_applied(v) {
+            if deleting { "GONE" } else { "ACTIVE" }
+        } else if any_failed(v) && !any_applied(v) {
+            match rule.state.as_str() {
+                "PENDING_CREATION" => "CREATION_FAILED",
+                "PENDING_DELETION" => "DELETION_FAILED",
+                _ => "UPDATE_FAILED",
+            }
+        } else if !deleting
+            && rule.state != "INCONSISTENT"
+            && any_applied(v)
+            && past_deadline(&rule.updated_at)
+        {
+            "INCONSISTENT"
+        } else {
+            continue;
+        };
+        if store.settle_rule(&rule.id, &rule.state, v, to).await? {
+            tracing::info!(cluster = %cluster_id, rule = %rule.name, from = %rule.state, to, version = v, "egress rule state observed");
+        }
+    }
+    let cluster = store.get_cluster(cluster_id).await?;
+    if cluster.egress_policy_updating {
+        let v = cluster.egress_policy_version;
+        if all_applied(v) {
+            store.settle_policy(cluster_id, v, false).await?;
+        } else if any_failed(v)
+            && !any_applied(v)
+            && past_deadline(&cluster.egress_policy_changed_at)
+        {
+            store.settle_policy(cluster_id, v, true).await?;
+        }
+    }
+    if cluster.allowlist_propagating && all_applied(cluster.allowlist_version) {
+        store
+            .settle_allowlist(cluster_id, cluster.allowlist_version)
+            .await?;
+    }
+    Ok(())
 }

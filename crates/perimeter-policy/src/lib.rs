@@ -1,6 +1,8 @@
 //! Pure policy model of Perimeter: hostnames, host patterns, CIDRs, IP literals, ports, paths,
 //! and validation of the values the API accepts (egress rules, regions, private endpoint targets,
-//! cluster names, private endpoint domain names).
+//! cluster names, private endpoint domain names); the policy document the control plane
+//! publishes, its compiled [`Snapshot`], and egress decisions ([`Snapshot::decide_target`],
+//! [`Snapshot::decide_address`], [`Snapshot::check`]).
 //!
 //! Every security-relevant string is parsed once, at the boundary, into a newtype that cannot be
 //! wrong ([`Hostname`], [`HostPattern`], [`Cidr`], [`PathPattern`]). Validation failures that reach
@@ -28,20 +30,31 @@ macro_rules! serde_as_string {
 }
 pub(crate) use serde_as_string;
 
+mod addr_class;
 mod cluster;
+mod decide;
+mod document;
 mod endpoint;
 mod error;
 pub mod fuzzing;
 mod host_pattern;
 mod hostname;
 mod ip;
+mod name_index;
 mod path;
 mod port;
+mod prefix_table;
 mod psl;
 mod region;
 mod rule;
+mod snapshot;
 
+pub use addr_class::{AddrClass, classify};
 pub use cluster::validate_cluster_name;
+pub use decide::{Decision, Destination, Reason, RuleRef, TargetDecision, Verdict};
+pub use document::{
+    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy, TrafficPolicyError,
+};
 pub use endpoint::{
     MAX_DOMAIN_NAMES, MAX_TARGET_IDENTIFIER_LEN, TargetServiceType, TargetServiceTypeError,
     validate_domain_names, validate_endpoint_target,
@@ -58,3 +71,4 @@ pub use rule::{
     MAX_DESTINATION_LEN, MAX_PATH_LEN, MAX_PATHS, RuleInput, RuleType, RuleTypeError,
     ValidatedRule, validate_rule,
 };
+pub use snapshot::{CompileError, Endpoint, Snapshot, compile};

@@ -227,10 +227,13 @@ impl Store {
     ) -> Result<Cluster> {
         let mut tx = self.begin().await?;
         let cluster = lock_cluster(&mut tx, id).await?;
-        sqlx::query("UPDATE clusters SET egress_policy = $1, egress_policy_updating = 1, updated_at = $2 WHERE id = $3")
-            .bind(policy)
-            .bind(crate::now())
-            .bind(id)
+        sqlx::query(
+            "UPDATE clusters SET egress_policy = $1, egress_policy_updating = 1, egress_policy_version = policy_version, \
+             egress_policy_changed_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(policy)
+        .bind(crate::now())
+        .bind(id)
             .execute(&mut *tx)
             .await
             .ctx("setting the egress traffic policy")?;
@@ -359,7 +362,11 @@ fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
         network_visibility: text(r, "network_visibility")?,
         egress_policy: text(r, "egress_policy")?,
         egress_policy_updating: flag(r, "egress_policy_updating")?,
+        egress_policy_version: int(r, "egress_policy_version")?,
+        egress_policy_changed_at: text(r, "egress_policy_changed_at")?,
         allowlist_propagating: flag(r, "allowlist_propagating")?,
+        allowlist_version: int(r, "allowlist_version")?,
+        allowlist_changed_at: text(r, "allowlist_changed_at")?,
         policy_version: int(r, "policy_version")?,
         labels: json(r, "labels")?,
         hardware: json(r, "hardware")?,

@@ -579,7 +579,7 @@ async fn load_endpoint(
     endpoint_from_row(&row)
 }
 
-fn endpoint_from_row(r: &AnyRow) -> Result<EgressEndpoint> {
+pub(crate) fn endpoint_from_row(r: &AnyRow) -> Result<EgressEndpoint> {
     Ok(EgressEndpoint {
         id: text(r, "id")?,
         cluster_id: text(r, "cluster_id")?,

@@ -438,8 +438,11 @@ async fn mark_allowlist_propagating(
     conn: &mut sqlx::AnyConnection,
     cluster_id: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE clusters SET allowlist_propagating = 1 WHERE id = $1")
-        .bind(cluster_id)
+    sqlx::query(
+        "UPDATE clusters SET allowlist_propagating = 1, allowlist_version = policy_version, allowlist_changed_at = $2 WHERE id = $1",
+    )
+    .bind(cluster_id)
+    .bind(crate::now())
         .execute(conn)
         .await
         .ctx("marking the allowlist as propagating")?;

@@ -13,6 +13,7 @@
 mod audit;
 mod clusters;
 mod endpoints;
+mod gateways;
 mod idempotency;
 mod identity;
 mod ingress;
@@ -24,6 +25,7 @@ mod schema;
 pub use audit::{AuditEntry, AuditQuery};
 pub use clusters::{ClusterUpdate, NewCluster};
 pub use endpoints::{EndpointWork, NewEndpointService};
+pub use gateways::{DecisionQuery, PolicyInputs};
 pub use ingress::Upsert;
 pub use model::*;
 pub use page::{Page, PageRequest};

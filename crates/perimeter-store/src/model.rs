@@ -63,8 +63,13 @@ pub struct Cluster {
     pub egress_policy: String,
     /// True while gateways have not all applied `egress_policy`.
     pub egress_policy_updating: bool,
+    /// Snapshot version that carried the last traffic policy change, and when it was made.
+    pub egress_policy_version: i64,
+    pub egress_policy_changed_at: String,
     /// True while gateways have not all applied the latest allowlist change.
     pub allowlist_propagating: bool,
+    pub allowlist_version: i64,
+    pub allowlist_changed_at: String,
     pub policy_version: i64,
     pub labels: BTreeMap<String, String>,
     pub hardware: serde_json::Value,
@@ -94,6 +99,8 @@ pub struct EgressRule {
     pub crl_managed: bool,
     pub ports: Vec<u16>,
     pub paths: Vec<String>,
+    /// Snapshot version that carried the rule's last change.
+    pub version: i64,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -234,4 +241,35 @@ fn corrupt(col: &str, e: sqlx::Error) -> StoreError {
         table: "row",
         detail: format!("column {col}: {e}"),
     }
+}
+
+/// A registered gateway and what it last acknowledged.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub id: String,
+    pub cluster_id: String,
+    pub region: String,
+    pub name: String,
+    pub created_at: String,
+    pub last_seen_at: Option<String>,
+    /// Highest snapshot version it applied (0: none).
+    pub applied_version: i64,
+    /// Latest version it failed to apply, with the error.
+    pub failed_version: i64,
+    pub last_error: String,
+}
+
+/// Aggregated decisions a gateway saw, pushed to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionAggregate {
+    pub destination: String,
+    pub port: i64,
+    /// `ALLOWED`, `DENIED` or `WOULD_DENY`.
+    pub verdict: String,
+    pub rule_name: String,
+    pub reason: String,
+    pub count: i64,
+    pub bytes: i64,
+    pub first_seen: String,
+    pub last_seen: String,
 }

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::{AuditEntry, record};
 use crate::clusters::touch_live_cluster;
-use crate::model::{EgressRule, RuleSpec, flag, json, text, to_json};
+use crate::model::{EgressRule, RuleSpec, flag, int, json, text, to_json};
 use crate::page::{Arg, Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
@@ -201,7 +201,7 @@ async fn load_rule(conn: &mut AnyConnection, cluster_id: &str, id: &str) -> Resu
     rule_from_row(&row)
 }
 
-fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
+pub(crate) fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
     Ok(EgressRule {
         id: text(r, "id")?,
         cluster_id: text(r, "cluster_id")?,
@@ -213,6 +213,7 @@ fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
         crl_managed: flag(r, "crl_managed")?,
         ports: json(r, "ports")?,
         paths: json(r, "paths")?,
+        version: int(r, "policy_version")?,
         created_at: text(r, "created_at")?,
         updated_at: text(r, "updated_at")?,
     })

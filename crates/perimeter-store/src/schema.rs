@@ -4,8 +4,14 @@
 use crate::{Backend, Ctx, Result, Store, StoreError};
 
 /// (version, description, SQL). Append only; never edit a migration that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "gateways",
+        include_str!("../migrations/0002_gateways.sql"),
+    ),
+];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {
     sqlx::query(

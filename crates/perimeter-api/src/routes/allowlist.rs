@@ -124,7 +124,7 @@ async fn add_allowlist(
             &audit(&p, "AUDIT_LOG_ACTION_ADD_IP_ALLOWLIST", &req),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(e.into()))
 }
 
@@ -199,7 +199,7 @@ async fn write(
             ),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(e.into())
 }
 
@@ -270,6 +270,6 @@ async fn delete_allowlist(
             &audit(&p, "AUDIT_LOG_ACTION_DELETE_IP_ALLOWLIST", &payload),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(e.into()))
 }

@@ -436,6 +436,6 @@ async fn delete_cluster(
             ),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(c.into()))
 }

@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_rules, add_rule))
         .routes(routes!(get_rule, edit_rule, delete_rule))
         .routes(routes!(set_traffic_policy))
+        .routes(routes!(egress_check))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -261,7 +262,7 @@ async fn add_rule(
             .remember_response(&scope, key, &hash, &body.to_string())
             .await?;
     }
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(body))
 }
 
@@ -375,7 +376,7 @@ async fn edit_rule(
             &audit(&p, "AUDIT_LOG_ACTION_EDIT_EGRESS_RULE", &req),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(to_rule_response(rule, v.warnings)))
 }
 
@@ -423,7 +424,7 @@ async fn delete_rule(
             .remember_response(&scope, key, &hash, &stored)
             .await?;
     }
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(resp))
 }
 
@@ -470,6 +471,112 @@ async fn set_traffic_policy(
     if let (Some((hash, _)), Some(key)) = (replayed, req.idempotency_key.as_deref()) {
         st.store.remember_response(&scope, key, &hash, "{}").await?;
     }
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(Empty {}))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressCheckRequest {
+    /// A host name, or a canonical IP literal (IPv6 with or without brackets).
+    pub destination: String,
+    pub port: u16,
+    /// The request path, for path rules; without it a destination that only path rules allow
+    /// is denied with the reason that a path is needed.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EgressCheckResponse {
+    /// Whether the cluster's gateways allow it now.
+    pub allowed: bool,
+    pub would_allow_under_default_deny: bool,
+    /// The rule that decided, if a rule did.
+    pub rule: Option<crate::model::EgressRule>,
+    /// Stable reason name, e.g. `allowed_by_rule`, `no_rule_for_destination`, `special_address`.
+    pub reason: String,
+    pub warnings: Vec<String>,
+    pub snapshot_version: u64,
+}
+
+/// What-if: the verdict the cluster's gateways give under the newest compiled snapshot,
+/// computed by the same code they run.
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/egress-check", tag = "Egress rules",
+    params(("cluster_id" = String, Path)), request_body = EgressCheckRequest,
+    responses((status = 200, body = EgressCheckResponse), (status = "default", body = crate::error::Status)))]
+async fn egress_check(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(cluster_id): Path<String>,
+    AppJson(req): AppJson<EgressCheckRequest>,
+) -> ApiResult<Json<EgressCheckResponse>> {
+    use perimeter_policy::{
+        Destination, Hostname, TrafficPolicy, normalize_path, parse_ip_literal,
+    };
+    uuid_param("cluster_id", &cluster_id)?;
+    if req.port == 0 {
+        return Err(ApiError::invalid("port", "port must be 1 to 65535"));
+    }
+    let raw = req.destination.trim();
+    let bracketless = raw
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(raw);
+    let looks_ip = bracketless.contains(':')
+        || bracketless
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == 'x' || c == 'X');
+    let (name, ip) = if looks_ip {
+        let ip = parse_ip_literal(bracketless)
+            .map_err(|e| ApiError::invalid("destination", format!("destination: {e}")))?;
+        (None, Some(ip))
+    } else {
+        let h: Hostname = raw
+            .parse()
+            .map_err(|e| ApiError::invalid("destination", format!("destination: {e}")))?;
+        (Some(h), None)
+    };
+    let path = match req.path.as_deref() {
+        None => None,
+        Some(p) => {
+            Some(normalize_path(p).map_err(|e| ApiError::invalid("path", format!("path: {e}")))?)
+        }
+    };
+    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
+    st.store.get_live_cluster(&cluster_id).await?;
+    let dest = || match (&name, ip) {
+        (Some(h), _) => Destination::Name(h),
+        (None, Some(ip)) => Destination::Ip(ip),
+        (None, None) => unreachable!("one of the two was parsed above"),
+    };
+    let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+    let decision = snap.check(dest(), req.port, path.as_deref());
+    let strict = st
+        .snapshots
+        .current(&st.store, &cluster_id, Some(TrafficPolicy::DefaultDeny))
+        .await?;
+    let strict_decision = strict.check(dest(), req.port, path.as_deref());
+    let allowed = decision.is_allowed();
+    let rule = match decision.rule() {
+        Some(r) => st
+            .store
+            .get_rule(&cluster_id, &r.id)
+            .await
+            .ok()
+            .map(Into::into),
+        None => None,
+    };
+    let mut warnings = Vec::new();
+    if name.is_some() && !allowed && decision.rule().is_none() {
+        warnings.push("a CIDR rule covering the addresses this name resolves to would also allow it; the gateways decide on the resolved address".into());
+    }
+    Ok(Json(EgressCheckResponse {
+        allowed,
+        would_allow_under_default_deny: strict_decision.is_allowed(),
+        rule,
+        reason: decision.reason().as_str().to_string(),
+        warnings,
+        snapshot_version: snap.version(),
+    }))
 }

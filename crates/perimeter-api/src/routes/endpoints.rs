@@ -107,7 +107,7 @@ async fn create_endpoint(
             &audit(&p, "AUDIT_LOG_ACTION_CREATE_EGRESS_PRIVATE_ENDPOINT", &req),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(ep.into()))
 }
 
@@ -177,7 +177,7 @@ async fn set_domains(
             ),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(ep)
 }
 
@@ -235,7 +235,7 @@ async fn delete_endpoint(
             ),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(Empty {}))
 }
 
@@ -315,7 +315,7 @@ async fn create_service(
             &audit(&p, "AUDIT_LOG_ACTION_CREATE_ENDPOINT_SERVICE", &req),
         )
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(Json(s.into()))
 }
 
@@ -407,7 +407,7 @@ async fn decide(
         .store
         .decide_connection(id, conn, status, &audit(p, action, &payload))
         .await?;
-    st.reconcile.notify_one();
+    st.changed();
     Ok(c.into())
 }
 

@@ -4,6 +4,7 @@ mod allowlist;
 mod clusters;
 mod egress;
 mod endpoints;
+mod gateways;
 mod identity;
 mod ingress;
 mod meta;
@@ -11,6 +12,8 @@ mod meta;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+
+pub use gateways::GATEWAY_LIVENESS;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -20,5 +23,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(endpoints::router())
         .merge(ingress::router())
         .merge(identity::router())
+        .merge(gateways::router())
         .merge(meta::router())
 }

@@ -105,6 +105,7 @@ impl TestServer {
             state.reconcile.clone(),
             ReconcilerConfig {
                 interval: Duration::from_millis(50),
+                propagation_deadline: Duration::from_secs(1),
                 ..Default::default()
             },
         );

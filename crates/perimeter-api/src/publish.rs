@@ -1,0 +1,97 @@
+//! The snapshot publisher: a cluster's policy document, built from the store at the version it
+//! carries, and a small cache of compiled snapshots for what-if queries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use perimeter_policy::{
+    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot, TrafficPolicy,
+};
+use perimeter_store::{PolicyInputs, Store};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The document gateways apply for a cluster, as of its current version.
+pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
+    let c = &inputs.cluster;
+    // A policy the gateways cannot read (an `ERROR` left by a failed change) fails closed.
+    let traffic_policy = c
+        .egress_policy
+        .parse::<TrafficPolicy>()
+        .unwrap_or(TrafficPolicy::DefaultDeny);
+    let rules = inputs
+        .rules
+        .iter()
+        .map(|r| {
+            Ok(RuleDoc {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                rule_type: r.rule_type.parse().map_err(ApiError::internal)?,
+                destination: r.destination.clone(),
+                ports: r.ports.clone(),
+                paths: r.paths.clone(),
+                crl_managed: r.crl_managed,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let private_endpoints = inputs
+        .endpoints
+        .iter()
+        .map(|(e, backends)| EndpointDoc {
+            id: e.id.clone(),
+            endpoint_address: e.endpoint_address.clone(),
+            domain_names: e.domain_names.clone(),
+            backends: backends.clone(),
+        })
+        .collect();
+    Ok(PolicyDocument {
+        format: POLICY_FORMAT,
+        version: c.policy_version.max(0) as u64,
+        cluster_id: c.id.clone(),
+        traffic_policy,
+        rules,
+        private_endpoints,
+    })
+}
+
+/// (cluster, version, forced traffic policy).
+type CacheKey = (String, u64, Option<TrafficPolicy>);
+
+/// Compiled snapshots by (cluster, version, forced policy), for egress-check.
+#[derive(Default, Clone)]
+pub struct SnapshotCache {
+    inner: Arc<Mutex<HashMap<CacheKey, Arc<Snapshot>>>>,
+}
+
+impl SnapshotCache {
+    /// The cluster's current snapshot, compiled by the same code the gateways run; with
+    /// `policy` set, as if the cluster had that traffic policy.
+    pub async fn current(
+        &self,
+        store: &Store,
+        cluster_id: &str,
+        policy: Option<TrafficPolicy>,
+    ) -> ApiResult<Arc<Snapshot>> {
+        let inputs = store.policy_inputs(cluster_id).await?;
+        let mut doc = document(&inputs)?;
+        let key = (cluster_id.to_string(), doc.version, policy);
+        if let Some(s) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(s.clone());
+        }
+        if let Some(p) = policy {
+            doc.traffic_policy = p;
+        }
+        let snap = Arc::new(perimeter_policy::compile(&doc).map_err(ApiError::internal)?);
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 64 {
+            map.clear();
+        }
+        map.insert(key, snap.clone());
+        Ok(snap)
+    }
+}

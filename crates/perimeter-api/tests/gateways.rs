@@ -1,0 +1,502 @@
+//! The control plane's side of gateways: tokens, the snapshot long-poll, and acknowledgements
+//! turned into rule, policy and allowlist states. Gateways are played here by HTTP clients
+//! speaking the gateway protocol; the gateway process has its own end-to-end tests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Gw {
+    token: String,
+    id: String,
+    version: u64,
+}
+
+async fn register(s: &TestServer, cluster: &str, name: &str) -> Gw {
+    let v = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/clusters/{cluster}/gateways"),
+            Some(json!({"region": "us-east-1", "name": name})),
+        )
+        .await;
+    Gw {
+        token: v["token"].as_str().unwrap().to_string(),
+        id: v["gateway"]["id"].as_str().unwrap().to_string(),
+        version: 0,
+    }
+}
+
+/// Long-poll for a newer snapshot (bounded), apply it, acknowledge it.
+async fn sync(s: &TestServer, g: &mut Gw) -> Value {
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/gateway/snapshot?after_version={}&wait_seconds=5",
+                g.version
+            ),
+            Some(&g.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let doc = v["document"].clone();
+    assert!(doc.is_object(), "a newer snapshot was expected: {v}");
+    let version = doc["version"].as_u64().unwrap();
+    assert!(version > g.version);
+    let (st, a) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/ack",
+            Some(&g.token),
+            Some(json!({"version": version, "applied": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["applied_version"], version);
+    g.version = version;
+    doc
+}
+
+async fn rule_state(s: &TestServer, cluster: &str, id: &str) -> String {
+    let (st, v) = s
+        .admin(
+            Method::GET,
+            &format!("/api/v1/clusters/{cluster}/networking/egress-rules/{id}"),
+            None,
+        )
+        .await;
+    if st == 404 {
+        return "GONE".into();
+    }
+    v["rule"]["state"].as_str().unwrap().to_string()
+}
+
+async fn wait_state(s: &TestServer, cluster: &str, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = rule_state(s, cluster, id).await;
+        if st == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rule {id} stayed {st}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn propagation_to_states(s: &TestServer) {
+    let c = s
+        .create_cluster("gw-cluster", json!({"us-east-1": 3}))
+        .await;
+    let mut g1 = register(s, &c, "gw-1").await;
+    let mut g2 = register(s, &c, "gw-2").await;
+    let doc = sync(s, &mut g1).await;
+    assert_eq!(doc["traffic_policy"], "ALLOW_ALL");
+    assert_eq!(doc["cluster_id"], c.as_str());
+    sync(s, &mut g2).await;
+    let base = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    let r = s.ok(Method::POST, &base, Some(json!({"name": "s3", "type": "FQDN", "destination": "*.s3.amazonaws.example", "ports": [443], "description": ""}))).await;
+    let rid = r["Rule"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r["Rule"]["state"], "PENDING_CREATION");
+    let doc = sync(s, &mut g1).await;
+    assert_eq!(doc["rules"][0]["destination"], "*.s3.amazonaws.example");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        rule_state(s, &c, &rid).await,
+        "PENDING_CREATION",
+        "one of two gateways applied it"
+    );
+    sync(s, &mut g2).await;
+    wait_state(s, &c, &rid, "ACTIVE").await;
+    // The traffic policy and the allowlist settle the same way.
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy"),
+        Some(json!({"allow_all": false})),
+    )
+    .await;
+    let doc = sync(s, &mut g1).await;
+    assert_eq!(doc["traffic_policy"], "DEFAULT_DENY");
+    sync(s, &mut g2).await;
+    s.wait_for(
+        &format!("/api/v1/clusters/{c}"),
+        10,
+        "the policy to settle",
+        |v| v["egress_traffic_policy"] == "DEFAULT_DENY",
+    )
+    .await;
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/allowlist"),
+        Some(json!({"cidr_ip": "203.0.113.0", "cidr_mask": 24, "sql": true, "ui": false})),
+    )
+    .await;
+    sync(s, &mut g1).await;
+    sync(s, &mut g2).await;
+    s.wait_for(
+        &format!("/api/v1/clusters/{c}/networking/allowlist"),
+        10,
+        "the allowlist to stop propagating",
+        |v| v["propagating"] == false,
+    )
+    .await;
+    // One gateway stops acknowledging: a new rule stays pending, then INCONSISTENT past the deadline.
+    let r2 = s.ok(Method::POST, &base, Some(json!({"name": "kafka", "type": "CIDR", "destination": "198.51.100.0/24", "ports": [9092], "description": ""}))).await;
+    let r2id = r2["Rule"]["id"].as_str().unwrap().to_string();
+    sync(s, &mut g1).await;
+    assert_eq!(rule_state(s, &c, &r2id).await, "PENDING_CREATION");
+    wait_state(s, &c, &r2id, "INCONSISTENT").await;
+    // The laggard catches up: ACTIVE.
+    sync(s, &mut g2).await;
+    wait_state(s, &c, &r2id, "ACTIVE").await;
+    // Deletion of an applied rule waits for every gateway, then the rule is gone.
+    let d = s.ok(Method::DELETE, &format!("{base}/{rid}"), None).await;
+    assert_eq!(d["Rule"]["state"], "PENDING_DELETION");
+    let doc = sync(s, &mut g1).await;
+    assert!(
+        doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["id"] != rid.as_str()),
+        "a rule being deleted is not in new snapshots"
+    );
+    assert_eq!(rule_state(s, &c, &rid).await, "PENDING_DELETION");
+    sync(s, &mut g2).await;
+    wait_state(s, &c, &rid, "GONE").await;
+    // What the control plane knows of each gateway.
+    let list = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}/gateways"), None)
+        .await;
+    let gws = list["gateways"].as_array().unwrap();
+    assert_eq!(gws.len(), 2);
+    assert!(
+        gws.iter()
+            .all(|g| g["live"] == true && g["applied_version"].as_u64().unwrap() == g1.version)
+    );
+    // A failed application is reported with its error, and only goes forward.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/ack",
+            Some(&g1.token),
+            Some(json!({"version": g1.version + 1, "applied": false, "error": "disk full"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["last_error"], "disk full");
+    assert_eq!(v["applied_version"], g1.version);
+    let _ = g2.id;
+}
+
+async fn long_poll_and_tokens(s: &TestServer) {
+    let c = s
+        .create_cluster("poll-cluster", json!({"us-east-1": 1}))
+        .await;
+    let mut g = register(s, &c, "poller").await;
+    sync(s, &mut g).await;
+    // Nothing newer: the wait ends with document null.
+    let t = Instant::now();
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/gateway/snapshot?after_version={}&wait_seconds=1",
+                g.version
+            ),
+            Some(&g.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["document"], Value::Null);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // A change wakes a waiting poll at once.
+    let poll = {
+        let http = s.http.clone();
+        let url = s.url(&format!(
+            "/api/v1/gateway/snapshot?after_version={}&wait_seconds=20",
+            g.version
+        ));
+        let token = g.token.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let v: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (t.elapsed(), v)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.ok(Method::POST, &format!("/api/v1/clusters/{c}/networking/egress-rules"), Some(json!({"name": "wake", "type": "FQDN", "destination": "wake.example.com", "ports": [443], "description": ""}))).await;
+    let (elapsed, v) = poll.await.unwrap();
+    assert!(v["document"].is_object(), "{v}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "the change woke the poll after {elapsed:?}"
+    );
+    // Tokens are not API keys and API keys are not tokens.
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/clusters", Some(&g.token), None)
+        .await;
+    assert_eq!(st, 401);
+    let (st, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/gateway/snapshot",
+            Some(&s.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 401);
+    let mut forged = g.token.clone();
+    forged.push('x');
+    let (st, _) = s
+        .call(Method::GET, "/api/v1/gateway/snapshot", Some(&forged), None)
+        .await;
+    assert_eq!(st, 401);
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/ack",
+            Some(&g.token),
+            Some(json!({"version": 1, "applied": false})),
+        )
+        .await;
+    assert_eq!(st, 400, "a failure must say why");
+    // Deregistering revokes the token.
+    s.ok(
+        Method::DELETE,
+        &format!("/api/v1/clusters/{c}/gateways/{}", g.id),
+        None,
+    )
+    .await;
+    let (st, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/gateway/snapshot",
+            Some(&g.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            &format!("/api/v1/clusters/{c}/gateways"),
+            Some(json!({"region": "eu-west-1", "name": "x"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+}
+
+async fn decisions_are_aggregated(s: &TestServer) {
+    let c = s
+        .create_cluster("dec-cluster", json!({"us-east-1": 1}))
+        .await;
+    let g = register(s, &c, "counter").await;
+    let push = |count: u64, last: &str| {
+        json!({"decisions": [
+            {"destination": "api.example.com", "port": 443, "verdict": "WOULD_DENY", "reason": "no_rule_for_destination", "count": count, "bytes": 10 * count, "first_seen": "2026-11-23T10:00:00.000000Z", "last_seen": last},
+            {"destination": "s3.example.com", "port": 443, "verdict": "ALLOWED", "rule_name": "s3", "reason": "allowed_by_rule", "count": 1, "bytes": 5, "first_seen": "2026-11-23T10:00:00.000000Z", "last_seen": last},
+        ]})
+    };
+    for (n, last) in [
+        (3, "2026-11-23T10:01:00.000000Z"),
+        (4, "2026-11-23T10:02:00.000000Z"),
+    ] {
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/gateway/decisions",
+                Some(&g.token),
+                Some(push(n, last)),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let v = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/clusters/{c}/networking/egress-decisions?verdict=WOULD_DENY"),
+            None,
+        )
+        .await;
+    let d = v["decisions"].as_array().unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["count"], 7);
+    assert_eq!(d[0]["bytes"], 70);
+    assert_eq!(d[0]["last_seen"], "2026-11-23T10:02:00.000000Z");
+    let all = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/clusters/{c}/networking/egress-decisions"),
+            None,
+        )
+        .await;
+    assert_eq!(all["decisions"].as_array().unwrap().len(), 2);
+    let (st, _) = s
+        .admin(
+            Method::GET,
+            &format!("/api/v1/clusters/{c}/networking/egress-decisions?verdict=MAYBE"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 400);
+}
+
+async fn egress_check_answers(s: &TestServer) {
+    let c = s
+        .create_cluster("check-cluster", json!({"us-east-1": 1}))
+        .await;
+    let rules = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    let check = format!("/api/v1/clusters/{c}/networking/egress-check");
+    for body in [
+        json!({"name": "exact", "type": "FQDN", "destination": "api.example.com", "ports": [443], "description": ""}),
+        json!({"name": "wild", "type": "FQDN", "destination": "*.storage.example.com", "ports": [443], "description": ""}),
+        json!({"name": "paths", "type": "FQDN", "destination": "repo.example.com", "ports": [80, 443], "paths": ["/releases/*"], "description": ""}),
+        json!({"name": "brokers", "type": "CIDR", "destination": "198.51.100.0/24", "ports": [9092], "description": ""}),
+    ] {
+        s.ok(Method::POST, &rules, Some(body)).await;
+    }
+    let ask = |dest: &str, port: u16, path: Option<&str>| {
+        let mut b = json!({"destination": dest, "port": port});
+        if let Some(p) = path {
+            b["path"] = json!(p);
+        }
+        b
+    };
+    // Under ALLOW_ALL (the default): allowed, but would default-deny allow it?
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("unknown.example.org", 443, None)),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["would_allow_under_default_deny"], false, "{v}");
+    // The address guard holds under ALLOW_ALL.
+    let v = s
+        .ok(Method::POST, &check, Some(ask("169.254.169.254", 80, None)))
+        .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("special_address")
+            || v["reason"].as_str().unwrap().contains("metadata"),
+        "{v}"
+    );
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy"),
+        Some(json!({"allow_all": false})),
+    )
+    .await;
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("API.Example.COM.", 443, None)),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["rule"]["name"], "exact");
+    assert_eq!(v["reason"], "allowed_by_rule");
+    assert!(v["snapshot_version"].as_u64().unwrap() > 0);
+    let v = s
+        .ok(Method::POST, &check, Some(ask("api.example.com", 80, None)))
+        .await;
+    assert_eq!(v["allowed"], false, "wrong port: {v}");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("eu.storage.example.com", 443, None)),
+        )
+        .await;
+    assert_eq!(v["rule"]["name"], "wild");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("storage.example.com", 443, None)),
+        )
+        .await;
+    assert_eq!(
+        v["allowed"], false,
+        "a wildcard does not cover its apex: {v}"
+    );
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("repo.example.com", 443, None)),
+        )
+        .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reason"], "path_needs_tls_inspection");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask(
+                "repo.example.com",
+                80,
+                Some("/releases/v1/../v2/app.tgz"),
+            )),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "normalised path under the prefix: {v}");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("repo.example.com", 80, Some("/releases/../admin"))),
+        )
+        .await;
+    assert_eq!(
+        v["allowed"], false,
+        "dot-segments climbing out of the prefix: {v}"
+    );
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", 9092, None)))
+        .await;
+    assert_eq!(v["rule"]["name"], "brokers");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("127.0.0.1", 443, None)))
+        .await;
+    assert_eq!(v["allowed"], false);
+    let (st, v) = s
+        .admin(Method::POST, &check, Some(ask("0177.0.0.1", 443, None)))
+        .await;
+    assert_eq!(st, 400, "non-canonical IP spelling: {v}");
+    let (st, _) = s
+        .admin(Method::POST, &check, Some(ask("2130706433", 443, None)))
+        .await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .admin(Method::POST, &check, Some(ask("api.example.com", 0, None)))
+        .await;
+    assert_eq!(st, 400);
+}
+
+on_both_backends!(
+    propagation_to_states,
+    long_poll_and_tokens,
+    decisions_are_aggregated,
+    egress_check_answers
+);

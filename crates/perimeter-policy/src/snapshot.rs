@@ -1,0 +1,651 @@
+//! The compiled policy snapshot: a [`PolicyDocument`] validated once and indexed for decisions.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipnet::IpNet;
+
+use crate::decide::RuleRef;
+use crate::document::{EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy};
+use crate::error::quote;
+use crate::name_index::NameIndex;
+use crate::prefix_table::{PrefixItem, PrefixTable};
+use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, validate_rule};
+
+/// A document that cannot be compiled: which rule (or private endpoint), which field, and why.
+/// A gateway that gets one keeps enforcing its last-known-good snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{field}: {message}", .rule_id.as_deref().map(|id| format!("rule {} ", quote(id))).unwrap_or_default())]
+pub struct CompileError {
+    /// Id of the offending rule, or of the private endpoint for `private_endpoints[..]` fields;
+    /// `None` for document-level fields (`format`).
+    pub rule_id: Option<String>,
+    /// JSON path in the document: `format`, `rules[3].destination`, `rules[3].ports[0]`,
+    /// `private_endpoints[1].domain_names[0]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl CompileError {
+    fn new(rule_id: Option<&str>, field: String, message: impl Into<String>) -> Self {
+        Self {
+            rule_id: rule_id.map(str::to_owned),
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A range of the snapshot's rules: the rules of one name or prefix are contiguous, operator
+/// rules first, then in document order.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    #[inline]
+    pub(crate) fn of(self, rules: &[CompiledRule]) -> &[CompiledRule] {
+        let start = self.start as usize;
+        rules
+            .get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default()
+    }
+
+    /// Move the rules `list` (indices into `parsed`) to the end of `rules`, operator rules
+    /// first, then in document order.
+    fn push(
+        rules: &mut Vec<CompiledRule>,
+        parsed: &mut [Option<CompiledRule>],
+        mut list: Vec<u32>,
+    ) -> Self {
+        list.sort_by_key(|&i| {
+            let operator = parsed[i as usize].as_ref().is_some_and(|r| r.operator);
+            (!operator, i)
+        });
+        let start = rules.len() as u32;
+        rules.extend(list.iter().filter_map(|&i| parsed[i as usize].take()));
+        Span {
+            start,
+            len: rules.len() as u32 - start,
+        }
+    }
+}
+
+/// The ports of a rule, inline when there are few (no pointer to chase on the decision path).
+#[derive(Debug)]
+enum PortList {
+    All,
+    Few { len: u8, ports: [u16; 6] },
+    Many(Box<[u16]>),
+}
+
+impl PortList {
+    /// From sorted, deduplicated ports; empty means every port.
+    fn new(ports: Vec<u16>) -> Self {
+        match ports.len() {
+            0 => PortList::All,
+            len @ 1..=6 => {
+                let mut inline = [0; 6];
+                inline[..len].copy_from_slice(&ports);
+                PortList::Few {
+                    len: len as u8,
+                    ports: inline,
+                }
+            }
+            _ => PortList::Many(ports.into_boxed_slice()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        match self {
+            PortList::All => &[],
+            PortList::Few { len, ports } => ports.get(..usize::from(*len)).unwrap_or_default(),
+            PortList::Many(ports) => ports,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, port: u16) -> bool {
+        match self {
+            PortList::All => true,
+            PortList::Few { len, ports } => {
+                ports.iter().take(usize::from(*len)).any(|&p| p == port)
+            }
+            PortList::Many(ports) => ports.binary_search(&port).is_ok(),
+        }
+    }
+}
+
+/// One rule, as the decision path needs it.
+pub(crate) struct CompiledRule {
+    pub(crate) rule: RuleRef,
+    ports: PortList,
+    /// Empty means every path.
+    pub(crate) paths: Box<[PathPattern]>,
+    pub(crate) operator: bool,
+}
+
+impl CompiledRule {
+    #[inline]
+    pub(crate) fn allows_port(&self, port: u16) -> bool {
+        self.ports.contains(port)
+    }
+}
+
+/// Rules of one name: those of the exact pattern `name`, and those of `*.name`.
+#[derive(Default)]
+pub(crate) struct NameEntry {
+    pub(crate) exact: Span,
+    pub(crate) wildcard: Span,
+}
+
+/// Private endpoints naming one name: exactly (a domain name or the endpoint address) or as
+/// `*.name`.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct EndpointEntry {
+    pub(crate) exact: Option<u32>,
+    pub(crate) wildcard: Option<u32>,
+}
+
+/// CIDR prefixes to their rules, IPv4 and IPv6.
+pub(crate) struct CidrIndex {
+    pub(crate) v4: PrefixTable<u32, Span>,
+    pub(crate) v6: PrefixTable<u128, Span>,
+}
+
+impl CidrIndex {
+    fn empty() -> Self {
+        Self {
+            v4: PrefixTable::build(Vec::new()),
+            v6: PrefixTable::build(Vec::new()),
+        }
+    }
+
+    fn build(
+        by_prefix: HashMap<IpNet, Vec<u32>>,
+        rules: &mut Vec<CompiledRule>,
+        parsed: &mut [Option<CompiledRule>],
+    ) -> Self {
+        let mut v4_items = Vec::new();
+        let mut v6_items = Vec::new();
+        for (net, list) in by_prefix {
+            let value = Span::push(rules, parsed, list);
+            match net {
+                IpNet::V4(net) => v4_items.push(PrefixItem {
+                    first: u32::from(net.network()),
+                    last: u32::from(net.broadcast()),
+                    len: net.prefix_len(),
+                    value,
+                }),
+                IpNet::V6(net) => v6_items.push(PrefixItem {
+                    first: u128::from(net.network()),
+                    last: u128::from(net.broadcast()),
+                    len: net.prefix_len(),
+                    value,
+                }),
+            }
+        }
+        Self {
+            v4: PrefixTable::build(v4_items),
+            v6: PrefixTable::build(v6_items),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.v4.len() == 0 && self.v6.len() == 0
+    }
+}
+
+/// Every port some CIDR rule allows.
+pub(crate) struct PortSet {
+    all: bool,
+    bits: Box<[u64; 1024]>,
+}
+
+impl PortSet {
+    fn new() -> Self {
+        Self {
+            all: false,
+            bits: Box::new([0; 1024]),
+        }
+    }
+
+    fn insert_all(&mut self, ports: &[u16]) {
+        if ports.is_empty() {
+            self.all = true;
+        }
+        for &port in ports {
+            self.bits[usize::from(port / 64)] |= 1 << (port % 64);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, port: u16) -> bool {
+        self.all
+            || self
+                .bits
+                .get(usize::from(port / 64))
+                .is_some_and(|bits| bits & (1 << (port % 64)) != 0)
+    }
+}
+
+/// A private endpoint of the snapshot: where names routed to it go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    id: Arc<str>,
+    endpoint_address: Option<Hostname>,
+    domain_names: Vec<HostPattern>,
+    backends: Vec<String>,
+}
+
+impl Endpoint {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The endpoint's own DNS name, if it has one.
+    pub fn endpoint_address(&self) -> Option<&Hostname> {
+        self.endpoint_address.as_ref()
+    }
+
+    pub fn domain_names(&self) -> &[HostPattern] {
+        &self.domain_names
+    }
+
+    /// `host:port` of the endpoint service's backends.
+    pub fn backends(&self) -> &[String] {
+        &self.backends
+    }
+}
+
+static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A compiled, immutable egress policy: [`compile`]d once from a [`PolicyDocument`], then shared
+/// (`Arc<Snapshot>`) by every connection of a gateway and replaced whole, never mutated.
+///
+/// Decisions ([`Snapshot::decide_target`], [`Snapshot::decide_address`], [`Snapshot::check`])
+/// use hash indexes of names and binary-searched prefix tables: no scan over the rules, no
+/// allocation, no panic.
+pub struct Snapshot {
+    /// Tells decisions of this snapshot from those of another (a `TargetDecision` is only
+    /// valid with the snapshot that made it).
+    pub(crate) instance: u64,
+    /// `false` only for [`Snapshot::empty_deny`].
+    pub(crate) installed: bool,
+    version: u64,
+    cluster_id: String,
+    pub(crate) traffic_policy: TrafficPolicy,
+    /// Grouped by name or prefix (see [`Span`]).
+    pub(crate) rules: Vec<CompiledRule>,
+    /// FQDN patterns of operator rules (few: probed first, cache-hot).
+    pub(crate) operator_names: NameIndex<NameEntry>,
+    /// FQDN patterns of customer rules.
+    pub(crate) names: NameIndex<NameEntry>,
+    /// CIDRs of operator rules (few: probed first, cache-hot).
+    pub(crate) operator_cidrs: CidrIndex,
+    /// CIDRs of customer rules.
+    pub(crate) cidrs: CidrIndex,
+    pub(crate) cidr_ports: PortSet,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) endpoint_names: NameIndex<EndpointEntry>,
+}
+
+impl Snapshot {
+    /// The snapshot of a gateway that has no policy yet: every decision is a deny with reason
+    /// `no_snapshot`.
+    pub fn empty_deny() -> Self {
+        Self {
+            instance: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
+            installed: false,
+            version: 0,
+            cluster_id: String::new(),
+            traffic_policy: TrafficPolicy::DefaultDeny,
+            rules: Vec::new(),
+            operator_names: NameIndex::new(),
+            names: NameIndex::new(),
+            operator_cidrs: CidrIndex::empty(),
+            cidrs: CidrIndex::empty(),
+            cidr_ports: PortSet::new(),
+            endpoints: Vec::new(),
+            endpoint_names: NameIndex::new(),
+        }
+    }
+
+    /// The document version this snapshot was compiled from (0 for [`Snapshot::empty_deny`]).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The traffic policy (`DEFAULT_DENY` for [`Snapshot::empty_deny`], which denies everything
+    /// anyway).
+    pub fn traffic_policy(&self) -> TrafficPolicy {
+        self.traffic_policy
+    }
+
+    /// Whether this snapshot was compiled from a document (not [`Snapshot::empty_deny`]).
+    pub fn is_installed(&self) -> bool {
+        self.installed
+    }
+
+    /// Number of rules, customer and operator.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The private endpoint with this id.
+    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| &*e.id == id)
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("installed", &self.installed)
+            .field("version", &self.version)
+            .field("cluster_id", &self.cluster_id)
+            .field("traffic_policy", &self.traffic_policy)
+            .field("rules", &self.rules.len())
+            .field("names", &self.names.len())
+            .field("operator_names", &self.operator_names.len())
+            .field("v4_prefixes", &self.cidrs.v4.len())
+            .field("v6_prefixes", &self.cidrs.v6.len())
+            .field(
+                "operator_prefixes",
+                &(self.operator_cidrs.v4.len() + self.operator_cidrs.v6.len()),
+            )
+            .field("endpoints", &self.endpoints.len())
+            .finish()
+    }
+}
+
+/// Compile a policy document into a [`Snapshot`]: check the format, re-validate every rule with
+/// the parsers the API uses ([`validate_rule`]) and every private endpoint, and build the
+/// indexes. Errors name the rule (or endpoint) id and the field.
+///
+/// Rule and endpoint ids must be non-empty and unique (each among its kind), and no two private
+/// endpoints may claim the same name: routing would be ambiguous.
+pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
+    if doc.format != POLICY_FORMAT {
+        return Err(CompileError::new(
+            None,
+            "format".to_owned(),
+            format!(
+                "policy document format {} is not known to this gateway (it compiles format {POLICY_FORMAT}); upgrade the gateway",
+                doc.format
+            ),
+        ));
+    }
+    if u32::try_from(doc.rules.len()).is_err()
+        || u32::try_from(doc.private_endpoints.len()).is_err()
+    {
+        return Err(CompileError::new(
+            None,
+            "rules".to_owned(),
+            "too many rules or private endpoints",
+        ));
+    }
+
+    let mut parsed = Vec::with_capacity(doc.rules.len());
+    let mut patterns = Vec::with_capacity(doc.rules.len());
+    let mut ids = HashSet::with_capacity(doc.rules.len());
+    for (i, rule) in doc.rules.iter().enumerate() {
+        let (compiled, destination) = compile_rule(i, rule)?;
+        if !ids.insert(rule.id.as_str()) {
+            return Err(CompileError::new(
+                Some(&rule.id),
+                format!("rules[{i}].id"),
+                format!("rule id {} appears more than once", quote(&rule.id)),
+            ));
+        }
+        parsed.push(compiled);
+        patterns.push(destination);
+    }
+
+    // FQDN patterns by name (operator and customer apart); CIDRs by prefix.
+    let mut by_name: [HashMap<&Hostname, ExactAndWildcard>; 2] = Default::default();
+    let mut by_prefix: [HashMap<IpNet, Vec<u32>>; 2] = Default::default();
+    let mut cidr_ports = PortSet::new();
+    for (i, (destination, rule)) in patterns.iter().zip(&parsed).enumerate() {
+        let index = i as u32;
+        let names = &mut by_name[usize::from(rule.operator)];
+        match destination {
+            Destination::Pattern(HostPattern::Exact(name)) => {
+                names.entry(name).or_default().0.push(index)
+            }
+            Destination::Pattern(HostPattern::Wildcard(suffix)) => {
+                names.entry(suffix).or_default().1.push(index)
+            }
+            Destination::Cidr(cidr) => {
+                by_prefix[usize::from(rule.operator)]
+                    .entry(cidr.net())
+                    .or_default()
+                    .push(index);
+                cidr_ports.insert_all(rule.ports.as_slice());
+            }
+        }
+    }
+
+    let mut parsed: Vec<Option<CompiledRule>> = parsed.into_iter().map(Some).collect();
+    let mut rules = Vec::with_capacity(parsed.len());
+    let [customer, operator] = by_name;
+    let mut index_names = |by_name: HashMap<&Hostname, ExactAndWildcard>| {
+        let mut names = NameIndex::with_capacity(by_name.len());
+        for (name, (exact, wildcard)) in by_name {
+            let entry = NameEntry {
+                exact: Span::push(&mut rules, &mut parsed, exact),
+                wildcard: Span::push(&mut rules, &mut parsed, wildcard),
+            };
+            *names.entry(name.as_str(), NameEntry::default) = entry;
+        }
+        names.finish();
+        names
+    };
+    let operator_names = index_names(operator);
+    let names = index_names(customer);
+
+    let [customer, operator] = by_prefix;
+    let operator_cidrs = CidrIndex::build(operator, &mut rules, &mut parsed);
+    let cidrs = CidrIndex::build(customer, &mut rules, &mut parsed);
+
+    let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
+
+    Ok(Snapshot {
+        instance: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
+        installed: true,
+        version: doc.version,
+        cluster_id: doc.cluster_id.clone(),
+        traffic_policy: doc.traffic_policy,
+        rules,
+        operator_names,
+        names,
+        operator_cidrs,
+        cidrs,
+        cidr_ports,
+        endpoints,
+        endpoint_names,
+    })
+}
+
+/// Indices of the rules of an exact pattern and of its wildcard twin.
+type ExactAndWildcard = (Vec<u32>, Vec<u32>);
+
+enum Destination {
+    Pattern(HostPattern),
+    Cidr(Cidr),
+}
+
+fn compile_rule(i: usize, rule: &RuleDoc) -> Result<(CompiledRule, Destination), CompileError> {
+    let err = |field: &str, message: String| {
+        CompileError::new(Some(&rule.id), format!("rules[{i}].{field}"), message)
+    };
+    if rule.id.is_empty() {
+        return Err(err("id", "rule id is empty".to_owned()));
+    }
+    let ports: Vec<i64> = rule.ports.iter().map(|&p| i64::from(p)).collect();
+    let valid = validate_rule(&RuleInput {
+        rule_type: rule.rule_type.as_str(),
+        destination: &rule.destination,
+        ports: Some(&ports),
+        paths: Some(&rule.paths),
+    })
+    .map_err(|e| {
+        // The API calls the field "type"; the document "rule_type".
+        let field = if e.field == "type" {
+            "rule_type"
+        } else {
+            &e.field
+        };
+        err(field, e.message.clone())
+    })?;
+    let destination = match valid.rule_type {
+        RuleType::Fqdn => valid
+            .destination
+            .parse()
+            .map(Destination::Pattern)
+            .map_err(|e: crate::HostPatternError| err("destination", e.to_string()))?,
+        RuleType::Cidr => valid
+            .destination
+            .parse()
+            .map(Destination::Cidr)
+            .map_err(|e: crate::CidrError| err("destination", e.to_string()))?,
+    };
+    let paths = valid
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            p.parse::<PathPattern>()
+                .map_err(|e| err(&format!("paths[{j}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let compiled = CompiledRule {
+        rule: RuleRef {
+            id: Arc::from(rule.id.as_str()),
+            name: Arc::from(rule.name.as_str()),
+        },
+        ports: PortList::new(valid.ports),
+        paths: paths.into_boxed_slice(),
+        operator: rule.crl_managed,
+    };
+    Ok((compiled, destination))
+}
+
+fn compile_endpoints(
+    docs: &[EndpointDoc],
+) -> Result<(Vec<Endpoint>, NameIndex<EndpointEntry>), CompileError> {
+    let mut endpoints = Vec::with_capacity(docs.len());
+    let mut names: NameIndex<EndpointEntry> = NameIndex::new();
+    let mut ids = HashSet::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let index = i as u32;
+        let err = |field: String, message: String| {
+            CompileError::new(
+                Some(&doc.id),
+                format!("private_endpoints[{i}].{field}"),
+                message,
+            )
+        };
+        if doc.id.is_empty() {
+            return Err(err(
+                "id".to_owned(),
+                "private endpoint id is empty".to_owned(),
+            ));
+        }
+        if !ids.insert(doc.id.as_str()) {
+            return Err(err(
+                "id".to_owned(),
+                format!(
+                    "private endpoint id {} appears more than once",
+                    quote(&doc.id)
+                ),
+            ));
+        }
+        let mut claim = |pattern: &HostPattern, field: String| {
+            let entry = names.entry(pattern.hostname().as_str(), EndpointEntry::default);
+            let slot = if pattern.is_wildcard() {
+                &mut entry.wildcard
+            } else {
+                &mut entry.exact
+            };
+            match *slot {
+                Some(other) if other != index => Err(err(
+                    field,
+                    format!(
+                        "{pattern} is already routed to private endpoint {}; a name can be routed to one endpoint only",
+                        quote(&docs[other as usize].id)
+                    ),
+                )),
+                _ => {
+                    *slot = Some(index);
+                    Ok(())
+                }
+            }
+        };
+        let endpoint_address = if doc.endpoint_address.is_empty() {
+            None
+        } else {
+            let name: Hostname =
+                doc.endpoint_address
+                    .parse()
+                    .map_err(|e: crate::HostnameError| {
+                        err("endpoint_address".to_owned(), e.to_string())
+                    })?;
+            claim(
+                &HostPattern::Exact(name.clone()),
+                "endpoint_address".to_owned(),
+            )?;
+            Some(name)
+        };
+        let mut domain_names = Vec::with_capacity(doc.domain_names.len());
+        for (j, raw) in doc.domain_names.iter().enumerate() {
+            let field = format!("domain_names[{j}]");
+            let pattern: HostPattern = raw
+                .parse()
+                .map_err(|e: crate::HostPatternError| err(field.clone(), e.to_string()))?;
+            claim(&pattern, field)?;
+            domain_names.push(pattern);
+        }
+        for (j, backend) in doc.backends.iter().enumerate() {
+            let ok = backend.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !ok {
+                return Err(err(
+                    format!("backends[{j}]"),
+                    format!(
+                        "backend {} is not host:port with a port 1-65535",
+                        quote(backend)
+                    ),
+                ));
+            }
+        }
+        endpoints.push(Endpoint {
+            id: Arc::from(doc.id.as_str()),
+            endpoint_address,
+            domain_names,
+            backends: doc.backends.clone(),
+        });
+    }
+    names.finish();
+    Ok((endpoints, names))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+use super::*;
+use crate::decide::tests::{document, endpoint, rule};
+
+fn compile_err(doc: &PolicyDocument) -> CompileError {
+    match compile(doc) {
+        Ok(snapshot) => panic!("compiled: {snapshot:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn compile_errors_name_the_rule_and_field() {
+    let good = || rule("ok", "api.example.com", &[443], &[]);
+    let mut cidr_with_paths = rule("r-cidr", "10.0.0.0/8", &[443], &[]);
+    cidr_with_paths.paths = vec!["/v1/*".to_owned()];
+    let mut fqdn_typed_cidr = rule("r-type", "10.0.0.0/8", &[443], &[]);
+    fqdn_typed_cidr.rule_type = RuleType::Fqdn;
+    let cases: Vec<(&str, RuleDoc, &str, &str, &str)> = vec![
+        (
+            "bad hostname",
+            rule("r-bad", "exa mple.com", &[443], &[]),
+            "r-bad",
+            "rules[1].destination",
+            "not allowed in a hostname",
+        ),
+        (
+            "wildcard over public suffix",
+            rule("r-psl", "*.co.uk", &[443], &[]),
+            "r-psl",
+            "rules[1].destination",
+            "public suffix",
+        ),
+        (
+            "host bits",
+            rule("r-bits", "10.0.0.1/8", &[443], &[]),
+            "r-bits",
+            "rules[1].destination",
+            "use 10.0.0.0/8",
+        ),
+        (
+            "port zero",
+            rule("r-port", "api.example.com", &[443, 0], &[]),
+            "r-port",
+            "rules[1].ports[1]",
+            "out of range",
+        ),
+        (
+            "bad path",
+            rule("r-path", "api.example.com", &[443], &["/a/*/b"]),
+            "r-path",
+            "rules[1].paths[0]",
+            "'*'",
+        ),
+        (
+            "cidr with paths",
+            cidr_with_paths,
+            "r-cidr",
+            "rules[1].paths",
+            "CIDR rules carry no paths",
+        ),
+        (
+            "fqdn typed cidr",
+            fqdn_typed_cidr,
+            "r-type",
+            "rules[1].destination",
+            "use type CIDR",
+        ),
+        (
+            "empty id",
+            rule("", "api.example.com", &[443], &[]),
+            "",
+            "rules[1].id",
+            "empty",
+        ),
+        (
+            "duplicate id",
+            rule("ok", "www.example.com", &[443], &[]),
+            "ok",
+            "rules[1].id",
+            "more than once",
+        ),
+    ];
+    for (name, bad, id, field, message) in cases {
+        let doc = document(TrafficPolicy::DefaultDeny, vec![good(), bad], Vec::new());
+        let err = compile_err(&doc);
+        assert_eq!(err.rule_id.as_deref(), Some(id), "{name}: {err}");
+        assert_eq!(err.field, field, "{name}: {err}");
+        assert!(err.message.contains(message), "{name}: {err}");
+        assert!(err.to_string().contains(field), "{name}: {err}");
+    }
+}
+
+#[test]
+fn compile_errors_of_endpoints_and_document() {
+    let mut doc = document(TrafficPolicy::DefaultDeny, Vec::new(), Vec::new());
+    doc.format = 2;
+    let err = compile_err(&doc);
+    assert_eq!((err.rule_id, err.field.as_str()), (None, "format"));
+
+    let cases: Vec<(&str, Vec<EndpointDoc>, &str, &str, &str)> = vec![
+        (
+            "bad domain",
+            vec![endpoint("pe-1", "", &["ok.example.com", "*.com"])],
+            "pe-1",
+            "private_endpoints[0].domain_names[1]",
+            "public suffix",
+        ),
+        (
+            "bad address",
+            vec![endpoint("pe-1", "not a name", &[])],
+            "pe-1",
+            "private_endpoints[0].endpoint_address",
+            "not allowed",
+        ),
+        (
+            "name claimed twice",
+            vec![
+                endpoint("pe-1", "", &["*.kafka.example.com"]),
+                endpoint("pe-2", "", &["*.Kafka.example.com."]),
+            ],
+            "pe-2",
+            "private_endpoints[1].domain_names[0]",
+            "already routed to private endpoint \"pe-1\"",
+        ),
+        (
+            "address claimed by a domain",
+            vec![
+                endpoint("pe-1", "", &["a.example.com"]),
+                endpoint("pe-2", "a.example.com", &[]),
+            ],
+            "pe-2",
+            "private_endpoints[1].endpoint_address",
+            "already routed",
+        ),
+        (
+            "duplicate id",
+            vec![endpoint("pe-1", "", &[]), endpoint("pe-1", "", &[])],
+            "pe-1",
+            "private_endpoints[1].id",
+            "more than once",
+        ),
+        (
+            "bad backend",
+            vec![EndpointDoc {
+                backends: vec!["10.0.0.1".to_owned()],
+                ..endpoint("pe-1", "", &[])
+            }],
+            "pe-1",
+            "private_endpoints[0].backends[0]",
+            "host:port",
+        ),
+    ];
+    for (name, endpoints, id, field, message) in cases {
+        let doc = document(TrafficPolicy::DefaultDeny, Vec::new(), endpoints);
+        let err = compile_err(&doc);
+        assert_eq!(err.rule_id.as_deref(), Some(id), "{name}: {err}");
+        assert_eq!(err.field, field, "{name}: {err}");
+        assert!(err.message.contains(message), "{name}: {err}");
+    }
+    // The same endpoint may name a name twice, exactly and as a wildcard.
+    let doc = document(
+        TrafficPolicy::DefaultDeny,
+        Vec::new(),
+        vec![endpoint(
+            "pe-1",
+            "a.example.com",
+            &["a.example.com", "*.a.example.com", "*.a.example.com"],
+        )],
+    );
+    assert!(compile(&doc).is_ok());
+}
+
+#[test]
+fn wire_format_is_plain_json() {
+    let doc = document(
+        TrafficPolicy::ReportOnly,
+        vec![rule("r-1", "*.example.com", &[443], &["/v1/*"])],
+        vec![endpoint("pe-1", "pe.example.com", &["*.kafka.example.com"])],
+    );
+    let json = serde_json::to_value(&doc).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "format": 1,
+            "version": 7,
+            "cluster_id": "cluster-1",
+            "traffic_policy": "REPORT_ONLY",
+            "rules": [{
+                "id": "r-1",
+                "name": "name of r-1",
+                "rule_type": "FQDN",
+                "destination": "*.example.com",
+                "ports": [443],
+                "paths": ["/v1/*"],
+                "crl_managed": false,
+            }],
+            "private_endpoints": [{
+                "id": "pe-1",
+                "endpoint_address": "pe.example.com",
+                "domain_names": ["*.kafka.example.com"],
+                "backends": ["10.9.9.9:9092"],
+            }],
+        })
+    );
+    let back: PolicyDocument = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, doc);
+
+    for policy in ["ALLOW_ALL", "DEFAULT_DENY", "REPORT_ONLY"] {
+        let mut json = json.clone();
+        json["traffic_policy"] = policy.into();
+        let doc: PolicyDocument = serde_json::from_value(json).unwrap();
+        assert_eq!(doc.traffic_policy.as_str(), policy);
+    }
+    let mut unknown_policy = json.clone();
+    unknown_policy["traffic_policy"] = "allow_all".into();
+    let err = serde_json::from_value::<PolicyDocument>(unknown_policy).unwrap_err();
+    assert!(err.to_string().contains("not known"), "{err}");
+    let mut unknown_field = json.clone();
+    unknown_field["rules"][0]["deny"] = true.into();
+    assert!(serde_json::from_value::<PolicyDocument>(unknown_field).is_err());
+    let mut bad_port = json;
+    bad_port["rules"][0]["ports"] = serde_json::json!([70000]);
+    assert!(serde_json::from_value::<PolicyDocument>(bad_port).is_err());
+}
+
+#[test]
+fn port_set() {
+    let mut set = PortSet::new();
+    assert!(!set.contains(443));
+    set.insert_all(&[1, 443, 65535]);
+    assert!(set.contains(1) && set.contains(443) && set.contains(65535));
+    assert!(!set.contains(0) && !set.contains(444) && !set.contains(65534));
+    set.insert_all(&[]);
+    assert!(set.contains(8080));
+}

@@ -1,0 +1,406 @@
+//! Gateways: registration, token verification data, acknowledgements of applied snapshot
+//! versions, the inputs of a cluster's policy document, propagation primitives the reconciler
+//! uses to turn acknowledgements into states, and decision aggregates.
+
+use sqlx::any::AnyRow;
+
+use crate::audit::{AuditEntry, record};
+use crate::clusters::touch_live_cluster;
+use crate::model::{
+    Cluster, DecisionAggregate, EgressEndpoint, EgressRule, Gateway, int, opt_text, text,
+};
+use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
+
+/// Everything a cluster's policy document is compiled from.
+#[derive(Debug, Clone)]
+pub struct PolicyInputs {
+    pub cluster: Cluster,
+    /// Rules in force: every rule but those being deleted.
+    pub rules: Vec<EgressRule>,
+    /// Endpoints whose traffic the gateways route (accepted or available), with the backends
+    /// of their service.
+    pub endpoints: Vec<(EgressEndpoint, Vec<String>)>,
+}
+
+/// A decision aggregate filter.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionQuery {
+    pub verdict: Option<String>,
+    pub since: Option<String>,
+    pub limit: u32,
+}
+
+impl Store {
+    pub async fn create_gateway(
+        &self,
+        cluster_id: &str,
+        region: &str,
+        name: &str,
+        id: &str,
+        token_hash: &str,
+        audit: &AuditEntry,
+    ) -> Result<Gateway> {
+        let mut tx = self.begin().await?;
+        let cluster = crate::clusters::load_cluster(&mut tx, cluster_id).await?;
+        if cluster.is_deleted() {
+            return Err(StoreError::NotFound(format!(
+                "cluster {cluster_id} is deleted"
+            )));
+        }
+        if !cluster.regions.iter().any(|r| r.name == region) {
+            let names: Vec<&str> = cluster.regions.iter().map(|r| r.name.as_str()).collect();
+            return Err(StoreError::Precondition {
+                field: "region".into(),
+                message: format!(
+                    "cluster {cluster_id} has no region {region}; its regions are {}",
+                    names.join(", ")
+                ),
+            });
+        }
+        let now = crate::now();
+        sqlx::query(
+            "INSERT INTO gateways (id, cluster_id, region, name, token_hash, created_at, last_seen_at, applied_version, failed_version, last_error, sort_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, 0, 0, '', $7)",
+        )
+        .bind(id)
+        .bind(cluster_id)
+        .bind(region)
+        .bind(name)
+        .bind(token_hash)
+        .bind(&now)
+        .bind(crate::time_sort_key(&now, id))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict { field: "name".into(), message: format!("cluster {cluster_id} already has a gateway named {name:?}") }
+            } else {
+                StoreError::Database { context: "registering a gateway", source: e }
+            }
+        })?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit().await.ctx("committing a gateway")?;
+        self.get_gateway(id).await
+    }
+
+    pub async fn get_gateway(&self, id: &str) -> Result<Gateway> {
+        let row = sqlx::query("SELECT * FROM gateways WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .ctx("reading a gateway")?
+            .ok_or_else(|| StoreError::NotFound(format!("gateway {id} not found")))?;
+        gateway_from_row(&row)
+    }
+
+    pub async fn list_gateways(&self, cluster_id: &str) -> Result<Vec<Gateway>> {
+        let rows =
+            sqlx::query("SELECT * FROM gateways WHERE cluster_id = $1 ORDER BY region, name")
+                .bind(cluster_id)
+                .fetch_all(&self.read)
+                .await
+                .ctx("listing gateways")?;
+        rows.iter().map(gateway_from_row).collect()
+    }
+
+    pub async fn delete_gateway(
+        &self,
+        cluster_id: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<Gateway> {
+        let gw = self.get_gateway(id).await?;
+        if gw.cluster_id != cluster_id {
+            return Err(StoreError::NotFound(format!(
+                "gateway {id} not found in cluster {cluster_id}"
+            )));
+        }
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        sqlx::query("DELETE FROM gateways WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting a gateway")?;
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        tx.commit().await.ctx("committing a gateway deletion")?;
+        Ok(gw)
+    }
+
+    /// The stored token hash of gateway `id`, for constant-time comparison by the caller.
+    pub async fn gateway_token_hash(&self, id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT token_hash FROM gateways WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .ctx("authenticating a gateway")?;
+        Ok(row.map(|(h,)| h))
+    }
+
+    /// Note that the gateway was seen now.
+    pub async fn touch_gateway(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE gateways SET last_seen_at = $1 WHERE id = $2")
+            .bind(crate::now())
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .ctx("recording a gateway heartbeat")?;
+        Ok(())
+    }
+
+    /// Record an acknowledgement: applied versions only move forward; a failure is kept with its
+    /// error until a later version applies.
+    pub async fn ack_gateway(
+        &self,
+        id: &str,
+        version: i64,
+        applied: bool,
+        error: &str,
+    ) -> Result<Gateway> {
+        let now = crate::now();
+        let q = if applied {
+            sqlx::query(
+                "UPDATE gateways SET applied_version = CASE WHEN applied_version < $1 THEN $1 ELSE applied_version END, \
+                 last_error = CASE WHEN failed_version <= $1 THEN '' ELSE last_error END, last_seen_at = $2 WHERE id = $3",
+            )
+        } else {
+            sqlx::query(
+                "UPDATE gateways SET failed_version = $1, last_error = $4, last_seen_at = $2 WHERE id = $3",
+            )
+        };
+        let mut q = q.bind(version).bind(&now).bind(id);
+        if !applied {
+            q = q.bind(error);
+        }
+        q.execute(&self.write)
+            .await
+            .ctx("recording a gateway acknowledgement")?;
+        self.get_gateway(id).await
+    }
+
+    /// The current version of a cluster's policy (bumped by every networking change).
+    pub async fn policy_version(&self, cluster_id: &str) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT policy_version FROM clusters WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(cluster_id)
+        .fetch_optional(&self.write)
+        .await
+        .ctx("reading a policy version")?;
+        Ok(row.map(|(v,)| v))
+    }
+
+    /// The inputs of a cluster's policy document, read in one transaction so that they agree
+    /// with the version they carry.
+    pub async fn policy_inputs(&self, cluster_id: &str) -> Result<PolicyInputs> {
+        let mut tx = self.write.begin().await.ctx("starting a read")?;
+        let cluster = crate::clusters::load_cluster(&mut tx, cluster_id).await?;
+        let rules = sqlx::query("SELECT * FROM egress_rules WHERE cluster_id = $1 AND state <> 'PENDING_DELETION' ORDER BY name")
+            .bind(cluster_id)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx("reading rules for a snapshot")?
+            .iter()
+            .map(crate::rules::rule_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT e.*, s.backends AS service_backends FROM egress_endpoints e \
+             JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
+             JOIN endpoint_services s ON s.id = c.service_id \
+             WHERE e.cluster_id = $1 AND e.state IN ('PENDING', 'AVAILABLE') AND c.status = 'AVAILABLE' ORDER BY e.created_at",
+        )
+        .bind(cluster_id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("reading endpoints for a snapshot")?;
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for r in &rows {
+            endpoints.push((
+                crate::endpoints::endpoint_from_row(r)?,
+                crate::model::json(r, "service_backends")?,
+            ));
+        }
+        tx.commit().await.ctx("ending a read")?;
+        Ok(PolicyInputs {
+            cluster,
+            rules,
+            endpoints,
+        })
+    }
+
+    /// Clusters with a change not yet observed everywhere (rules, policy or allowlist pending).
+    pub async fn clusters_propagating(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM clusters WHERE deleted_at IS NULL AND (egress_policy_updating = 1 OR allowlist_propagating = 1) \
+             UNION SELECT DISTINCT cluster_id FROM egress_rules \
+             WHERE state IN ('PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'INCONSISTENT')",
+        )
+        .fetch_all(&self.read)
+        .await
+        .ctx("finding propagating clusters")?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Move a rule to `to` if it is still in `from` at `version`; `GONE` removes it.
+    pub async fn settle_rule(&self, id: &str, from: &str, version: i64, to: &str) -> Result<bool> {
+        let n = if to == "GONE" {
+            sqlx::query("DELETE FROM egress_rules WHERE id = $1 AND state = $2 AND policy_version = $3")
+                .bind(id)
+                .bind(from)
+                .bind(version)
+                .execute(&self.write)
+                .await
+        } else {
+            sqlx::query("UPDATE egress_rules SET state = $4 WHERE id = $1 AND state = $2 AND policy_version = $3")
+                .bind(id)
+                .bind(from)
+                .bind(version)
+                .bind(to)
+                .execute(&self.write)
+                .await
+        }
+        .ctx("settling an egress rule")?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// End `UPDATING` of the traffic policy changed at `version` (optionally as `ERROR`).
+    pub async fn settle_policy(&self, cluster_id: &str, version: i64, error: bool) -> Result<bool> {
+        let sql = if error {
+            "UPDATE clusters SET egress_policy_updating = 0, egress_policy = 'ERROR' WHERE id = $1 AND egress_policy_version = $2 AND egress_policy_updating = 1"
+        } else {
+            "UPDATE clusters SET egress_policy_updating = 0 WHERE id = $1 AND egress_policy_version = $2 AND egress_policy_updating = 1"
+        };
+        let n = sqlx::query(sql)
+            .bind(cluster_id)
+            .bind(version)
+            .execute(&self.write)
+            .await
+            .ctx("settling the traffic policy")?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// End `propagating` of the allowlist changed at `version`.
+    pub async fn settle_allowlist(&self, cluster_id: &str, version: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE clusters SET allowlist_propagating = 0 WHERE id = $1 AND allowlist_version = $2 AND allowlist_propagating = 1")
+            .bind(cluster_id)
+            .bind(version)
+            .execute(&self.write)
+            .await
+            .ctx("settling the allowlist")?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Rules of a cluster whose state is not settled.
+    pub async fn pending_rules(&self, cluster_id: &str) -> Result<Vec<EgressRule>> {
+        sqlx::query(
+            "SELECT * FROM egress_rules WHERE cluster_id = $1 AND state IN ('PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'INCONSISTENT')",
+        )
+        .bind(cluster_id)
+        .fetch_all(&self.read)
+        .await
+        .ctx("reading pending rules")?
+        .iter()
+        .map(crate::rules::rule_from_row)
+        .collect()
+    }
+
+    /// Add a gateway's decision counts to the cluster's aggregates.
+    pub async fn record_decisions(
+        &self,
+        cluster_id: &str,
+        items: &[DecisionAggregate],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for d in items {
+            sqlx::query(
+                "INSERT INTO egress_decisions (cluster_id, destination, port, verdict, rule_name, reason, count, bytes, first_seen, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (cluster_id, destination, port, verdict, rule_name, reason) DO UPDATE SET \
+                 count = egress_decisions.count + excluded.count, bytes = egress_decisions.bytes + excluded.bytes, \
+                 first_seen = CASE WHEN excluded.first_seen < egress_decisions.first_seen THEN excluded.first_seen ELSE egress_decisions.first_seen END, \
+                 last_seen = CASE WHEN excluded.last_seen > egress_decisions.last_seen THEN excluded.last_seen ELSE egress_decisions.last_seen END",
+            )
+            .bind(cluster_id)
+            .bind(&d.destination)
+            .bind(d.port)
+            .bind(&d.verdict)
+            .bind(&d.rule_name)
+            .bind(&d.reason)
+            .bind(d.count)
+            .bind(d.bytes)
+            .bind(&d.first_seen)
+            .bind(&d.last_seen)
+            .execute(&mut *tx)
+            .await
+            .ctx("recording decisions")?;
+        }
+        tx.commit().await.ctx("committing decisions")
+    }
+
+    pub async fn list_decisions(
+        &self,
+        cluster_id: &str,
+        q: &DecisionQuery,
+    ) -> Result<Vec<DecisionAggregate>> {
+        let mut sql = "SELECT * FROM egress_decisions WHERE cluster_id = $1".to_string();
+        let mut args = vec![crate::page::Arg::Text(cluster_id.to_string())];
+        if let Some(v) = &q.verdict {
+            args.push(crate::page::Arg::Text(v.clone()));
+            sql.push_str(&format!(" AND verdict = ${}", args.len()));
+        }
+        if let Some(s) = &q.since {
+            args.push(crate::page::Arg::Text(s.clone()));
+            sql.push_str(&format!(" AND last_seen >= ${}", args.len()));
+        }
+        args.push(crate::page::Arg::Int(q.limit.clamp(1, 1000) as i64));
+        sql.push_str(&format!(
+            " ORDER BY count DESC, destination LIMIT ${}",
+            args.len()
+        ));
+        let rows = crate::page::bind_all(sqlx::query(&sql), &args)
+            .fetch_all(&self.read)
+            .await
+            .ctx("listing decisions")?;
+        rows.iter()
+            .map(|r| {
+                Ok(DecisionAggregate {
+                    destination: text(r, "destination")?,
+                    port: int(r, "port")?,
+                    verdict: text(r, "verdict")?,
+                    rule_name: text(r, "rule_name")?,
+                    reason: text(r, "reason")?,
+                    count: int(r, "count")?,
+                    bytes: int(r, "bytes")?,
+                    first_seen: text(r, "first_seen")?,
+                    last_seen: text(r, "last_seen")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn gateway_from_row(r: &AnyRow) -> Result<Gateway> {
+    Ok(Gateway {
+        id: text(r, "id")?,
+        cluster_id: text(r, "cluster_id")?,
+        region: text(r, "region")?,
+        name: text(r, "name")?,
+        created_at: text(r, "created_at")?,
+        last_seen_at: opt_text(r, "last_seen_at")?,
+        applied_version: int(r, "applied_version")?,
+        failed_version: int(r, "failed_version")?,
+        last_error: text(r, "last_error")?,
+    })
+}
