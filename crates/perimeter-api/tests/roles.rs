@@ -142,6 +142,31 @@ fn table() -> Vec<Route> {
             WRITE_NET,
         ),
         r(
+            M::POST,
+            "/api/v1/clusters/{c}/networking/egress-check",
+            Some(json!({"destination": "a.example.com", "port": 443})),
+            READ_NET,
+        ),
+        r(
+            M::GET,
+            "/api/v1/clusters/{c}/networking/egress-decisions",
+            None,
+            READ_NET,
+        ),
+        r(
+            M::POST,
+            "/api/v1/clusters/{c}/gateways",
+            Some(json!({"region": "us-east-1", "name": "gw"})),
+            WRITE_NET,
+        ),
+        r(M::GET, "/api/v1/clusters/{c}/gateways", None, READ_NET),
+        r(
+            M::DELETE,
+            "/api/v1/clusters/{c}/gateways/{x}",
+            None,
+            WRITE_NET,
+        ),
+        r(
             M::GET,
             "/api/v1/clusters/{c}/networking/egress-private-endpoints",
             None,
