@@ -20,6 +20,7 @@ fn reconciler(store: &Store, holder: &str) -> Reconciler {
             lease: Duration::from_secs(30),
             interval: Duration::from_millis(10),
             batch: 3,
+            ..Default::default()
         },
     )
 }
@@ -229,5 +230,25 @@ async fn expired_leases_are_taken_over() {
         "taken over after expiry"
     );
     a.close().await;
+    common::drop_pg_database(&db).await;
+}
+
+/// Replicas starting together on an empty database: exactly one applies each migration, all
+/// of them start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once() {
+    let (url, db) = common::fresh_pg_database().await;
+    let (a, b, c) = tokio::join!(
+        Store::open_postgres(&url),
+        Store::open_postgres(&url),
+        Store::open_postgres(&url)
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert!(
+        a.is_empty().await.unwrap() && b.is_empty().await.unwrap() && c.is_empty().await.unwrap()
+    );
+    for s in [a, b, c] {
+        s.close().await;
+    }
     common::drop_pg_database(&db).await;
 }

@@ -1,7 +1,7 @@
 //! Embedded migrations, applied in order on start. Each runs in its own transaction together with
 //! the row that records it, so a crash mid-migration leaves the schema at the previous version.
 
-use crate::{Backend, Ctx, Result, Store, StoreError};
+use crate::{Ctx, Result, Store, StoreError};
 
 /// (version, description, SQL). Append only; never edit a migration that has shipped.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -14,28 +14,46 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
-    )
-    .execute(&store.write)
-    .await
-    .ctx("creating schema_migrations")?;
+    // Concurrent CREATE TABLE IF NOT EXISTS can collide in PostgreSQL's catalog (unique
+    // violation on pg_type) when replicas start together; the loser retries and finds it.
+    let mut attempt = 0;
+    loop {
+        let r = sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .execute(&store.write)
+        .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if attempt < 5 && crate::is_unique_violation(&e) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(source) => {
+                return Err(StoreError::Database {
+                    context: "creating schema_migrations",
+                    source,
+                });
+            }
+        }
+    }
     for &(version, description, sql) in MIGRATIONS {
         let mut tx = store.begin().await?;
-        if store.backend == Backend::Postgres {
-            // Two replicas starting together: the second waits here until the first commits.
-            sqlx::query("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .ctx("locking schema_migrations")?;
-        }
-        let done: Option<(i64,)> =
-            sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .ctx("reading schema_migrations")?;
-        if done.is_some() {
+        // Claim the migration by inserting its row first. A second replica starting at the same
+        // moment blocks on that row (PostgreSQL) or gets a retryable conflict (CockroachDB) and
+        // then finds it taken; SQLite has a single writer. Portable across all three, unlike
+        // LOCK TABLE or advisory locks.
+        let claimed = sqlx::query(
+            "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(version)
+        .bind(description)
+        .bind(crate::now())
+        .execute(&mut *tx)
+        .await
+        .ctx("claiming a migration")?
+        .rows_affected();
+        if claimed == 0 {
             tx.rollback().await.ctx("ending a migration check")?;
             continue;
         }
@@ -48,15 +66,6 @@ pub(crate) async fn migrate(store: &Store) -> Result<()> {
                     source,
                 })?;
         }
-        sqlx::query(
-            "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(version)
-        .bind(description)
-        .bind(crate::now())
-        .execute(&mut *tx)
-        .await
-        .ctx("recording a migration")?;
         tx.commit().await.ctx("committing a migration")?;
         tracing::info!(version, description, "applied store migration");
     }
