@@ -12,9 +12,12 @@
 //! Environment:
 //! - `PERIMETER_BENCH_SECONDS`: measurement time of each phase (default 5).
 //! - `PERIMETER_BENCH_PHASES`: comma-separated subset of `list,get,create,create-normal`
-//!   (default all), e.g. to profile one phase.
+//!   (default all), e.g. to profile one phase; `diag` adds a breakdown of where a read's time
+//!   goes (HTTP without the store, and the store calls of a list made in process).
 //! - `PERIMETER_BENCH_DIR`: directory for the databases (default the system temp dir).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use perimeter_api::auth::{CLUSTER_ADMIN, ORG_ADMIN, PLATFORM_OPERATOR};
 use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
 use perimeter_api::{AppState, generate_key, hash_secret};
-use perimeter_store::{Durability, RoleBinding, Store};
+use perimeter_store::{Durability, PageRequest, RoleBinding, Store};
 
 const CLIENTS: usize = 32;
 const PRELOADED_RULES: usize = 50;
@@ -54,9 +57,9 @@ fn main() -> Result<(), BoxError> {
         .filter(|s| !s.is_empty())
         .collect();
     for p in &phases {
-        if !["list", "get", "create", "create-normal"].contains(&p.as_str()) {
+        if !["list", "get", "create", "create-normal", "diag"].contains(&p.as_str()) {
             return Err(format!(
-                "PERIMETER_BENCH_PHASES: unknown phase {p:?}; use list,get,create,create-normal"
+                "PERIMETER_BENCH_PHASES: unknown phase {p:?}; use list,get,create,create-normal,diag"
             )
             .into());
         }
@@ -85,7 +88,7 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     let mut results: Vec<(String, Stats)> = Vec::new();
 
-    if want("list") || want("get") || want("create") {
+    if want("list") || want("get") || want("create") || want("diag") {
         let srv = Server::start(&base_dir, Durability::Full, metrics.clone())?;
         let fx = clients.block_on(setup(&srv))?;
         println!(
@@ -112,6 +115,17 @@ fn main() -> Result<(), BoxError> {
             let s = clients.block_on(run_phase(&srv, &fx, Op::Create, measure));
             print_row("create egress rule [FULL]", &s);
             results.push(("create FULL".into(), s));
+        }
+        if want("diag") {
+            println!();
+            println!("diagnosis: where a read's time goes ({CLIENTS} concurrent callers each)");
+            print_header();
+            for (name, s) in clients.block_on(diagnose(&srv, &fx, measure)) {
+                print_row(&name, &s);
+                if let Some(e) = &s.first_error {
+                    println!("  first error: {e}");
+                }
+            }
         }
         srv.stop();
     }
@@ -150,6 +164,17 @@ fn main() -> Result<(), BoxError> {
             println!("{name}: {rps:.0} req/s, p99 {p99:.1} ms (no target for writes)");
         }
     }
+    let noisy: Vec<&str> = results
+        .iter()
+        .filter(|(_, s)| s.cpu.is_some_and(|(own, host)| host - own > 0.10))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !noisy.is_empty() {
+        println!(
+            "note: other processes used more than 10% of the host's CPU during {}: those figures are pessimistic",
+            noisy.join(", ")
+        );
+    }
     let full = results.iter().find(|(n, _)| n == "create FULL");
     let normal = results.iter().find(|(n, _)| n == "create NORMAL");
     if let (Some((_, f)), Some((_, n))) = (full, normal) {
@@ -170,6 +195,9 @@ fn main() -> Result<(), BoxError> {
 struct Server {
     base: String,
     secret: String,
+    key_id: String,
+    /// The server's store, for calling it in process (diagnosis).
+    store: Store,
     db_path: String,
     stop: tokio::sync::watch::Sender<bool>,
     thread: std::thread::JoinHandle<()>,
@@ -188,7 +216,8 @@ impl Server {
         let data_dir = dir.path().to_path_buf();
         let db_path = data_dir.join("perimeter.db").display().to_string();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(String, String), String>>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<(String, String, String, Store), String>>();
         let thread = std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
@@ -223,10 +252,10 @@ impl Server {
                         }
                         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                         let addr = listener.local_addr()?;
-                        Ok((store, listener, format!("http://{addr}"), secret))
+                        Ok((store, listener, format!("http://{addr}"), id, secret))
                     }
                     .await;
-                    let (store, listener, base, secret) = match started {
+                    let (store, listener, base, key_id, secret) = match started {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("starting the server: {e}")));
@@ -249,7 +278,7 @@ impl Server {
                     let server = tokio::spawn(perimeter_api::serve(listener, state, async move {
                         let _ = rx.wait_for(|s| *s).await;
                     }));
-                    let _ = ready_tx.send(Ok((base, secret)));
+                    let _ = ready_tx.send(Ok((base, key_id, secret, store.clone())));
                     match server.await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => eprintln!("bench: server ended with an error: {e}"),
@@ -259,12 +288,14 @@ impl Server {
                     store.close().await;
                 });
             })?;
-        let (base, secret) = ready_rx
+        let (base, key_id, secret, store) = ready_rx
             .recv()
             .map_err(|_| "the server thread ended before it was ready")??;
         Ok(Server {
             base,
             secret,
+            key_id,
+            store,
             db_path,
             stop,
             thread,
@@ -372,6 +403,10 @@ struct Stats {
     errors: u64,
     elapsed: Duration,
     first_error: Option<String>,
+    /// CPU used by this process and by the whole host during the measurement, as fractions of
+    /// all cores (Linux only): a host much busier than this process means other load on the
+    /// machine skewed the figures.
+    cpu: Option<(f64, f64)>,
 }
 
 impl Stats {
@@ -393,105 +428,110 @@ impl Stats {
     }
 }
 
-#[derive(Default)]
-struct TaskResult {
-    lat: Vec<u64>,
-    errors: u64,
-    first_error: Option<String>,
+/// One request (or store call): Ok, or Err(what went wrong).
+type Call = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// A client: makes its next call each time it is invoked.
+type Worker = Box<dyn FnMut() -> Call + Send>;
+
+/// A client over its own keep-alive connection sending `op`.
+fn http_worker(srv: &Server, fx: &Fixture, op: Op) -> Result<Worker, BoxError> {
+    let c = client()?;
+    let auth = format!("Bearer {}", srv.secret);
+    let url = match op {
+        Op::Get => format!("{}/api/v1/clusters/{}", srv.base, fx.cluster_id),
+        Op::List | Op::Create => format!(
+            "{}/api/v1/clusters/{}/networking/egress-rules",
+            srv.base, fx.cluster_id
+        ),
+    };
+    let next_rule = fx.next_rule.clone();
+    Ok(Box::new(move || {
+        let req = match op {
+            Op::List | Op::Get => c.get(&url),
+            Op::Create => {
+                let n = next_rule.fetch_add(1, Ordering::Relaxed);
+                c.post(&url)
+                    .header("content-type", "application/json")
+                    .body(format!(
+                        r#"{{"name":"r-{n}","type":"FQDN","destination":"h{n}.example.com","ports":[443],"description":"bench"}}"#
+                    ))
+            }
+        };
+        let req = req.header("authorization", &auth);
+        Box::pin(send(req, 200))
+    }))
+}
+
+/// Send, read the whole body, and check the status.
+async fn send(req: reqwest::RequestBuilder, expect: u16) -> Result<(), String> {
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if status.as_u16() == expect {
+        Ok(())
+    } else {
+        Err(format!("{status} {}", String::from_utf8_lossy(&body)))
+    }
 }
 
 async fn run_phase(srv: &Server, fx: &Fixture, op: Op, measure: Duration) -> Stats {
-    let start = Instant::now();
-    let measure_from = start + WARMUP;
-    let until = measure_from + measure;
-    let auth = Arc::new(format!("Bearer {}", srv.secret));
-    let url = Arc::new(match op {
-        Op::List => format!(
-            "{}/api/v1/clusters/{}/networking/egress-rules",
-            srv.base, fx.cluster_id
-        ),
-        Op::Get => format!("{}/api/v1/clusters/{}", srv.base, fx.cluster_id),
-        Op::Create => format!(
-            "{}/api/v1/clusters/{}/networking/egress-rules",
-            srv.base, fx.cluster_id
-        ),
-    });
-    let mut tasks = Vec::with_capacity(CLIENTS);
+    let mut workers = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
-        let (auth, url, next_rule) = (auth.clone(), url.clone(), fx.next_rule.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut out = TaskResult {
-                lat: Vec::with_capacity(16 * 1024),
-                ..Default::default()
-            };
-            let c = match client() {
-                Ok(c) => c,
-                Err(e) => {
-                    out.errors += 1;
-                    out.first_error = Some(format!("building a client: {e}"));
-                    return out;
-                }
-            };
-            loop {
-                let sent = Instant::now();
-                if sent >= until {
-                    break;
-                }
-                let req = match op {
-                    Op::List | Op::Get => c.get(url.as_str()),
-                    Op::Create => {
-                        let n = next_rule.fetch_add(1, Ordering::Relaxed);
-                        c.post(url.as_str())
-                            .header("content-type", "application/json")
-                            .body(format!(
-                                r#"{{"name":"r-{n}","type":"FQDN","destination":"h{n}.example.com","ports":[443],"description":"bench"}}"#
-                            ))
-                    }
+        match http_worker(srv, fx, op) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                return Stats {
+                    errors: 1,
+                    first_error: Some(format!("building a client: {e}")),
+                    ..Default::default()
                 };
-                let result = async {
-                    let resp = req.header("authorization", auth.as_str()).send().await?;
-                    let status = resp.status();
-                    let body = resp.bytes().await?;
-                    Ok::<_, reqwest::Error>((status, body))
-                }
-                .await;
-                let took = sent.elapsed();
-                let measured = sent >= measure_from;
-                match result {
-                    Ok((status, body)) => {
-                        if measured {
-                            out.lat.push(took.as_nanos() as u64);
-                        }
-                        if status != 200 {
-                            if measured {
-                                out.errors += 1;
-                            }
-                            out.first_error.get_or_insert_with(|| {
-                                format!("{status} {}", String::from_utf8_lossy(&body))
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        if measured {
-                            out.errors += 1;
-                        }
-                        out.first_error.get_or_insert_with(|| e.to_string());
-                        // Do not spin on a dead server.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
             }
-            out
-        }));
+        }
     }
+    run_load(workers, measure).await
+}
+
+/// Run every worker concurrently, each call after the previous one: a warm-up, then a timed
+/// measurement of every call started within it.
+async fn run_load(workers: Vec<Worker>, measure: Duration) -> Stats {
+    let measure_from = Instant::now() + WARMUP;
+    let until = measure_from + measure;
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut next| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(16 * 1024);
+                let (mut errors, mut first_error) = (0u64, None);
+                loop {
+                    let sent = Instant::now();
+                    if sent >= until {
+                        break;
+                    }
+                    let result = next().await;
+                    let took = sent.elapsed();
+                    let measured = sent >= measure_from;
+                    if measured {
+                        lat.push(took.as_nanos() as u64);
+                    }
+                    if let Err(e) = result {
+                        errors += u64::from(measured);
+                        first_error.get_or_insert(e);
+                    }
+                }
+                (lat, errors, first_error)
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = CpuSample::take();
     let mut stats = Stats::default();
     for t in tasks {
         match t.await {
-            Ok(r) => {
-                stats.lat.extend(r.lat);
-                stats.errors += r.errors;
+            Ok((lat, errors, first_error)) => {
+                stats.lat.extend(lat);
+                stats.errors += errors;
                 if stats.first_error.is_none() {
-                    stats.first_error = r.first_error;
+                    stats.first_error = first_error;
                 }
             }
             Err(e) => {
@@ -501,8 +541,125 @@ async fn run_phase(srv: &Server, fx: &Fixture, op: Op, measure: Duration) -> Sta
         }
     }
     stats.elapsed = measure_from.elapsed();
+    stats.cpu = cpu_from
+        .zip(CpuSample::take())
+        .map(|(a, b)| a.share_until(&b));
     stats.lat.sort_unstable();
     stats
+}
+
+/// Process and host CPU time from `/proc`, in clock ticks.
+struct CpuSample {
+    process: u64,
+    host_busy: u64,
+    host_total: u64,
+}
+
+impl CpuSample {
+    fn take() -> Option<CpuSample> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let host = std::fs::read_to_string("/proc/stat").ok()?;
+        let t: Vec<u64> = host
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let total: u64 = t.iter().take(8).sum();
+        let idle = t.get(3)? + t.get(4)?;
+        Some(CpuSample {
+            process: f.iter().sum(),
+            host_busy: total - idle,
+            host_total: total,
+        })
+    }
+
+    /// (process, host) CPU use between `self` and `later`, as fractions of all cores.
+    fn share_until(&self, later: &CpuSample) -> (f64, f64) {
+        let total = later.host_total.saturating_sub(self.host_total).max(1) as f64;
+        (
+            later.process.saturating_sub(self.process) as f64 / total,
+            later.host_busy.saturating_sub(self.host_busy) as f64 / total,
+        )
+    }
+}
+
+/// Where the time of a read goes: the HTTP stack without the store, then the store calls a
+/// list request makes, each called directly (in process, no HTTP) by 32 concurrent tasks.
+async fn diagnose(srv: &Server, fx: &Fixture, measure: Duration) -> Vec<(String, Stats)> {
+    let mut out = Vec::new();
+    let http = |path: &'static str, expect: u16| {
+        let mut ws: Vec<Worker> = Vec::new();
+        for _ in 0..CLIENTS {
+            let c = client().expect("building a client");
+            let url = format!("{}{path}", srv.base);
+            ws.push(Box::new(move || Box::pin(send(c.get(&url), expect))));
+        }
+        ws
+    };
+    out.push((
+        "http, no store (404 route)".to_string(),
+        run_load(http("/api/v1/no-such-route", 404), measure).await,
+    ));
+    out.push((
+        "http /health (SELECT 1)".to_string(),
+        run_load(http("/health", 200), measure).await,
+    ));
+    type StoreCall = fn(Store, Arc<(String, String)>) -> Call;
+    let calls: [(&str, StoreCall); 4] = [
+        ("store ping (SELECT 1)", |s, _| {
+            Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
+        }),
+        ("store key_for_auth (2 queries)", |s, a| {
+            Box::pin(async move {
+                match s.key_for_auth(&a.0).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("key not found".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        }),
+        ("store get_live_cluster (2 q.)", |s, a| {
+            Box::pin(async move {
+                s.get_live_cluster(&a.1)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+        ("store list_rules (50 rows)", |s, a| {
+            Box::pin(async move {
+                let page = PageRequest {
+                    limit: 100,
+                    ..Default::default()
+                };
+                s.list_rules(&a.1, &page)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    ];
+    let args = Arc::new((srv.key_id.clone(), fx.cluster_id.clone()));
+    for (name, call) in calls {
+        let ws: Vec<Worker> = (0..CLIENTS)
+            .map(|_| {
+                let (store, args) = (srv.store.clone(), args.clone());
+                Box::new(move || call(store.clone(), args.clone())) as Worker
+            })
+            .collect();
+        out.push((name.to_string(), run_load(ws, measure).await));
+    }
+    out
 }
 
 fn ms(ns: u64) -> f64 {
@@ -511,14 +668,14 @@ fn ms(ns: u64) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<30} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
+        "{:<30} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}  cpu bench/host",
         "phase", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms"
     );
 }
 
 fn print_row(name: &str, s: &Stats) {
     println!(
-        "{:<30} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2}",
+        "{:<30} {:>9} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2}  {}",
         name,
         s.requests(),
         s.errors,
@@ -526,5 +683,9 @@ fn print_row(name: &str, s: &Stats) {
         ms(s.pct(0.50)),
         ms(s.pct(0.99)),
         ms(s.lat.last().copied().unwrap_or(0)),
+        s.cpu.map_or_else(
+            || "n/a".to_string(),
+            |(own, host)| format!("{:.0}%/{:.0}%", own * 100.0, host * 100.0)
+        ),
     );
 }

@@ -7,10 +7,12 @@
 
 mod allowlist;
 mod api;
+mod check;
 mod clusters;
 mod egress_endpoints;
 mod egress_policy;
 mod egress_rules;
+mod gateways;
 mod output;
 
 use std::io::Write;
@@ -46,6 +48,12 @@ pub enum ClientCommand {
     /// Add, list and delete entries of a cluster's IP allowlist.
     #[command(after_help = EXIT_STATUS_HELP)]
     Allowlist(allowlist::AllowlistArgs),
+    /// What the cluster's gateways would decide for a destination (egress-check).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Check(check::CheckArgs),
+    /// Register, list and deregister the gateways that enforce a cluster's policy.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Gateways(gateways::GatewaysArgs),
 }
 
 /// How to reach the API; accepted by every client command, before or after its subcommand.
@@ -142,6 +150,8 @@ pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
         ClientCommand::EgressPolicy(a) => egress_policy::run(a).await,
         ClientCommand::EgressEndpoints(a) => egress_endpoints::run(a).await,
         ClientCommand::Allowlist(a) => allowlist::run(a).await,
+        ClientCommand::Check(a) => check::run(a).await,
+        ClientCommand::Gateways(a) => gateways::run(a).await,
     };
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),

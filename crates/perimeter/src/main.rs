@@ -2,6 +2,7 @@
 //! API for people who would rather not hand-write JSON.
 
 mod client;
+mod gateway;
 mod serve;
 
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the control plane (REST API, store, reconciler).
     Serve(serve::ServeArgs),
+    /// Run a gateway (data plane): the egress proxy, enforcing the policy pulled from the
+    /// control plane.
+    Gateway(gateway::GatewayArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
             Command::Client(cmd) => client::run(cmd).await,
         }
     });

@@ -573,3 +573,101 @@ fn errors_keys_and_exit_status() {
     let no_key = no_key.failed(2);
     assert!(no_key.stderr.contains("PERIMETER_API_KEY"), "{no_key:#?}");
 }
+
+#[test]
+fn check_and_gateways() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-check",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    srv.cli(&[
+        "egress-rules",
+        "add",
+        "cli-check",
+        "--name",
+        "api",
+        "--type",
+        "FQDN",
+        "--destination",
+        "api.example.com",
+        "--port",
+        "443",
+    ])
+    .ok();
+    srv.cli(&["egress-policy", "set", "cli-check", "--default-deny"])
+        .ok();
+    let yes = srv
+        .cli(&[
+            "check",
+            "cli-check",
+            "API.example.com",
+            "--port",
+            "443",
+            "--output",
+            "json",
+        ])
+        .ok();
+    assert_eq!(yes.json()["allowed"], true, "{yes:#?}");
+    assert_eq!(yes.json()["rule"]["name"], "api");
+    let no = srv
+        .cli(&["check", "cli-check", "other.example.com", "--port", "443"])
+        .ok();
+    assert!(
+        no.stdout.contains("false") && no.stdout.contains("no_rule_for_destination"),
+        "{no:#?}"
+    );
+    let bad = srv
+        .cli(&["check", "cli-check", "0177.0.0.1", "--port", "443"])
+        .failed(1);
+    assert!(bad.stderr.contains("destination"), "{bad:#?}");
+    // A gateway's token, shown once on the last line; then the list.
+    let created = srv
+        .cli(&[
+            "gateways",
+            "create",
+            "cli-check",
+            "--region",
+            "us-east-1",
+            "--name",
+            "edge-1",
+        ])
+        .ok();
+    let token = created
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(token.starts_with("PRGW."), "{created:#?}");
+    let list = srv
+        .cli(&["gateways", "list", "cli-check", "--output", "json"])
+        .ok();
+    let gws = list.json();
+    assert_eq!(gws[0]["name"], "edge-1");
+    assert_eq!(gws[0]["live"], false, "not seen yet");
+    let id = gws[0]["id"].as_str().unwrap().to_string();
+    srv.cli(&["gateways", "delete", "cli-check", &id]).ok();
+    let list = srv
+        .cli(&["gateways", "list", "cli-check", "--output", "json"])
+        .ok();
+    assert_eq!(list.json(), serde_json::json!([]));
+    let wrong = srv
+        .cli(&[
+            "gateways",
+            "create",
+            "cli-check",
+            "--region",
+            "eu-west-1",
+            "--name",
+            "x",
+        ])
+        .failed(1);
+    assert!(wrong.stderr.contains("region"), "{wrong:#?}");
+}

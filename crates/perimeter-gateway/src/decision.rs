@@ -1,0 +1,407 @@
+//! One decision, one event: every connection (CONNECT tunnel) and every forwarded request ends
+//! in exactly one [`DecisionEvent`], emitted as a tracing event with target
+//! [`DECISION_TARGET`], counted in `perimeter_egress_decisions_total` and
+//! `perimeter_egress_bytes_total`, and folded into a bounded [`DecisionAggregator`] that a task
+//! pushes to the control plane (`POST /api/v1/gateway/decisions`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Tracing target of decision events.
+pub const DECISION_TARGET: &str = "perimeter::decision";
+
+/// Most distinct aggregates kept between two pushes; past it new keys are dropped and counted in
+/// `perimeter_egress_decision_aggregates_dropped_total`.
+pub const MAX_AGGREGATES: usize = 10_000;
+
+/// The outcome of a connection or request as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventVerdict {
+    /// Allowed by the policy and relayed (or attempted).
+    Allowed,
+    /// Allowed under `REPORT_ONLY`; `DEFAULT_DENY` would have refused it.
+    WouldDeny,
+    /// Refused: by the policy (403), or because the request was malformed or inconsistent
+    /// (400), or closed after the tunnel was established (SNI/Host mismatch, policy revoked).
+    Denied,
+    /// The policy allowed it but the upstream failed (DNS, connect, timeout).
+    Failed,
+}
+
+impl EventVerdict {
+    /// Stable lower-case label (logs, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventVerdict::Allowed => "allowed",
+            EventVerdict::WouldDeny => "would_deny",
+            EventVerdict::Denied => "denied",
+            EventVerdict::Failed => "failed",
+        }
+    }
+
+    /// The control plane's verdict: `ALLOWED`, `DENIED` or `WOULD_DENY`. An upstream failure
+    /// is reported as `DENIED` (the connection did not go through) with its reason.
+    pub fn wire(self) -> &'static str {
+        match self {
+            EventVerdict::Allowed => "ALLOWED",
+            EventVerdict::WouldDeny => "WOULD_DENY",
+            EventVerdict::Denied | EventVerdict::Failed => "DENIED",
+        }
+    }
+}
+
+/// What the gateway decided about one connection or request, and what went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionEvent {
+    pub cluster: String,
+    pub region: String,
+    /// The client's address.
+    pub source: Option<SocketAddr>,
+    /// The destination as normalised (hostname or canonical IP), or as received when it could
+    /// not be parsed.
+    pub destination: String,
+    pub port: u16,
+    /// TLS SNI or HTTP Host seen from the client, if any.
+    pub sni_or_host: Option<String>,
+    /// Normalised request path, when seen.
+    pub path: Option<String>,
+    pub verdict: EventVerdict,
+    /// Name of the rule that allowed.
+    pub rule: Option<String>,
+    /// Stable reason: a policy reason (`allowed_by_rule`, `no_rule_for_destination`,
+    /// `special_address`...), or a gateway reason (`sni_mismatch`, `dns_nxdomain`...). Under
+    /// `REPORT_ONLY` with verdict `WouldDeny`, the reason `DEFAULT_DENY` would have given.
+    pub reason: String,
+    /// Client to upstream.
+    pub bytes_up: u64,
+    /// Upstream to client.
+    pub bytes_down: u64,
+    pub duration: Duration,
+}
+
+impl DecisionEvent {
+    /// Log it (target [`DECISION_TARGET`]) and count it.
+    pub fn emit(&self) {
+        tracing::info!(
+            target: DECISION_TARGET,
+            cluster = %self.cluster,
+            region = %self.region,
+            source = %self.source.map(|s| s.to_string()).unwrap_or_default(),
+            destination = %self.destination,
+            port = self.port,
+            sni_or_host = self.sni_or_host.as_deref().unwrap_or(""),
+            path = self.path.as_deref().unwrap_or(""),
+            verdict = self.verdict.as_str(),
+            rule = self.rule.as_deref().unwrap_or(""),
+            reason = %self.reason,
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            duration_ms = self.duration.as_millis() as u64,
+            "egress decision"
+        );
+        metrics::counter!(
+            "perimeter_egress_decisions_total",
+            "cluster" => self.cluster.clone(),
+            "region" => self.region.clone(),
+            "verdict" => self.verdict.as_str(),
+            "reason" => self.reason.clone(),
+        )
+        .increment(1);
+        for (direction, n) in [("up", self.bytes_up), ("down", self.bytes_down)] {
+            if n > 0 {
+                metrics::counter!(
+                    "perimeter_egress_bytes_total",
+                    "cluster" => self.cluster.clone(),
+                    "region" => self.region.clone(),
+                    "direction" => direction,
+                )
+                .increment(n);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AggKey {
+    destination: String,
+    port: u16,
+    verdict: &'static str,
+    rule_name: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone)]
+struct AggValue {
+    count: u64,
+    bytes: u64,
+    first_seen: String,
+    last_seen: String,
+}
+
+/// One aggregate as the control plane takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionCount {
+    pub destination: String,
+    pub port: u16,
+    pub verdict: &'static str,
+    pub rule_name: String,
+    pub reason: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// Decision counts since the last push, keyed (destination, port, verdict, rule, reason), at
+/// most `max` keys.
+#[derive(Debug)]
+pub struct DecisionAggregator {
+    max: usize,
+    map: Mutex<HashMap<AggKey, AggValue>>,
+}
+
+impl Default for DecisionAggregator {
+    fn default() -> Self {
+        Self::new(MAX_AGGREGATES)
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl DecisionAggregator {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Fold one event in.
+    pub fn record(&self, e: &DecisionEvent) {
+        let key = AggKey {
+            destination: e.destination.chars().take(300).collect(),
+            port: e.port,
+            verdict: e.verdict.wire(),
+            rule_name: e.rule.clone().unwrap_or_default(),
+            reason: e.reason.clone(),
+        };
+        let now = now_rfc3339();
+        let bytes = e.bytes_up.saturating_add(e.bytes_down);
+        self.add(key, 1, bytes, &now, &now);
+    }
+
+    fn add(&self, key: AggKey, count: u64, bytes: u64, first: &str, last: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let full = map.len() >= self.max;
+        match map.get_mut(&key) {
+            Some(v) => {
+                v.count = v.count.saturating_add(count);
+                v.bytes = v.bytes.saturating_add(bytes);
+                if last > v.last_seen.as_str() {
+                    v.last_seen = last.to_string();
+                }
+                if first < v.first_seen.as_str() {
+                    v.first_seen = first.to_string();
+                }
+            }
+            None if full => {
+                metrics::counter!("perimeter_egress_decision_aggregates_dropped_total")
+                    .increment(1);
+            }
+            None => {
+                map.insert(
+                    key,
+                    AggValue {
+                        count,
+                        bytes,
+                        first_seen: first.to_string(),
+                        last_seen: last.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Take everything counted so far.
+    pub fn drain(&self) -> Vec<DecisionCount> {
+        let map = std::mem::take(&mut *self.map.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut out: Vec<DecisionCount> = map
+            .into_iter()
+            .map(|(k, v)| DecisionCount {
+                destination: k.destination,
+                port: k.port,
+                verdict: k.verdict,
+                rule_name: k.rule_name,
+                reason: k.reason,
+                count: v.count,
+                bytes: v.bytes,
+                first_seen: v.first_seen,
+                last_seen: v.last_seen,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.destination, a.port).cmp(&(&b.destination, b.port)));
+        out
+    }
+
+    /// Put back what could not be pushed (bounded like everything else).
+    pub fn restore(&self, counts: Vec<DecisionCount>) {
+        for c in counts {
+            let key = AggKey {
+                destination: c.destination,
+                port: c.port,
+                verdict: c.verdict,
+                rule_name: c.rule_name,
+                reason: c.reason,
+            };
+            self.add(key, c.count, c.bytes, &c.first_seen, &c.last_seen);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where decision events go: the log, the metrics, the aggregator. Labels `cluster` and
+/// `region` are filled in here.
+#[derive(Debug)]
+pub struct DecisionSink {
+    pub region: String,
+    pub aggregator: DecisionAggregator,
+}
+
+impl DecisionSink {
+    pub fn new(region: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            region: region.into(),
+            aggregator: DecisionAggregator::default(),
+        })
+    }
+
+    pub fn record(&self, event: &DecisionEvent) {
+        event.emit();
+        self.aggregator.record(event);
+    }
+}
+
+/// Where and how to push aggregates.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub control_plane: String,
+    pub token: String,
+    pub interval: Duration,
+}
+
+/// Push the aggregates every `interval` until `shutdown`, then once more (bounded).
+pub async fn push_loop(
+    sink: Arc<DecisionSink>,
+    cfg: PushConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client for decision pushes");
+            return;
+        }
+    };
+    let url = format!(
+        "{}/api/v1/gateway/decisions",
+        cfg.control_plane.trim_end_matches('/')
+    );
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = &mut shutdown => true,
+            _ = tick.tick() => false,
+        };
+        let counts = sink.aggregator.drain();
+        if !counts.is_empty() {
+            let body = serde_json::json!({ "decisions": counts });
+            let sent = http
+                .post(&url)
+                .bearer_auth(&cfg.token)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    // A refusal of the content will not get better by retrying it.
+                    tracing::warn!(
+                        status = r.status().as_u16(),
+                        "control plane refused decision counts; dropping them"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "control plane unreachable; keeping decision counts for the next push");
+                    sink.aggregator.restore(counts);
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(dest: &str, verdict: EventVerdict, up: u64) -> DecisionEvent {
+        DecisionEvent {
+            cluster: "c".into(),
+            region: "r".into(),
+            source: None,
+            destination: dest.into(),
+            port: 443,
+            sni_or_host: None,
+            path: None,
+            verdict,
+            rule: Some("rule".into()),
+            reason: "allowed_by_rule".into(),
+            bytes_up: up,
+            bytes_down: 1,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn aggregates_by_key_and_stays_bounded() {
+        let agg = DecisionAggregator::new(2);
+        agg.record(&event("a.example.com", EventVerdict::Allowed, 10));
+        agg.record(&event("a.example.com", EventVerdict::Allowed, 5));
+        agg.record(&event("a.example.com", EventVerdict::WouldDeny, 0));
+        agg.record(&event("b.example.com", EventVerdict::Allowed, 0));
+        let out = agg.drain();
+        assert_eq!(out.len(), 2, "the third key is dropped: {out:?}");
+        let allowed = out.iter().find(|c| c.verdict == "ALLOWED").unwrap();
+        assert_eq!((allowed.count, allowed.bytes), (2, 17));
+        assert!(agg.is_empty());
+        agg.restore(out);
+        assert_eq!(agg.len(), 2);
+    }
+
+    #[test]
+    fn failures_are_reported_as_denied() {
+        assert_eq!(EventVerdict::Failed.wire(), "DENIED");
+        assert_eq!(EventVerdict::WouldDeny.wire(), "WOULD_DENY");
+    }
+}

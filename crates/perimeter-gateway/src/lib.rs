@@ -1,0 +1,41 @@
+//! Data plane of Perimeter: the egress gateway.
+//!
+//! The gateway is where the egress policy is enforced. It is planned as:
+//!
+//! - **listeners**: an explicit HTTP proxy (`CONNECT host:port` tunnels and absolute-form
+//!   `http://` requests, for clients configured with `HTTPS_PROXY`/`HTTP_PROXY`) and a
+//!   transparent listener for redirected connections, which takes the destination from the TLS
+//!   SNI or the HTTP Host and checks it against the original destination address;
+//! - **policy sync**: the current compiled snapshot held as a `watch` of `Arc<Snapshot>`,
+//!   pulled from the control plane and kept on disk as last-known-good, so a gateway without a
+//!   policy denies everything and one that loses the control plane never falls open;
+//! - **decision events**: one structured event and one metric per decision.
+//!
+//! Not built yet: the listeners, sync and decision events. What this crate has today are the
+//! self-contained pieces they will stand on, each tested on its own:
+//!
+//! - [`tls::client_hello`]: an incremental, bounded ClientHello parser for SNI and ALPN;
+//! - [`http_head`]: HTTP/1.x request heads for the proxy, with limits, unambiguous framing,
+//!   destinations parsed into normalised hosts, and Host-header consistency;
+//! - [`dns`]: the only name resolution the gateway does (configured servers, hosts file);
+//! - [`original_dst`]: the pre-NAT destination of a redirected connection;
+//! - [`error`]: [`GatewayError`], which says who caused a failure and picks the status and the
+//!   `x-perimeter-error` reason.
+//!
+//! The gateway depends on `perimeter-policy` only, never on the store or the API.
+
+pub mod decision;
+pub mod dns;
+pub mod error;
+pub mod fuzzing;
+pub mod http_head;
+pub mod listen;
+pub mod original_dst;
+pub mod sync;
+pub mod tls;
+
+pub use dns::{DnsError, Resolver, ResolverConfig};
+pub use error::{ErrorKind, GatewayError, Party};
+pub use http_head::{HeadError, HeadLimits, RequestHead, parse_request_head};
+pub use original_dst::original_dst;
+pub use tls::{ClientHello, InvalidHello, parse_client_hello};

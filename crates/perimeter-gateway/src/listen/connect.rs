@@ -1,0 +1,969 @@
+//! The explicit proxy: `CONNECT host:port` tunnels and absolute-form plain HTTP
+//! (`GET http://host/path`), for workloads that use the gateway as `HTTPS_PROXY`/`HTTP_PROXY`.
+//!
+//! Every connection (tunnel) and every forwarded request is decided once:
+//!
+//! 1. The named destination is parsed ([`Target`]): hostnames normalised, IP literals only in
+//!    canonical spellings (else 400); a Host header must agree with it (else 400).
+//! 2. [`Snapshot::decide_target`] with the normalised path when the gateway sees one (plain
+//!    HTTP); a deny is 403 with `x-perimeter-error: <reason>`.
+//! 3. Names are resolved by the gateway's own [`Resolver`](crate::dns::Resolver) (the client
+//!    never chooses the address): a DNS failure is 502, a timeout 504, never a policy deny.
+//! 4. [`Snapshot::decide_address`] per address in order (the address guard); the first allowed
+//!    address is dialled (timeout 504, refusal 502). No allowed address: 403 with the reason of
+//!    the first.
+//! 5. CONNECT: `200`, then the client's first bytes are checked before anything is relayed: a
+//!    TLS ClientHello's SNI must equal the CONNECT name (for an IP literal, a name the policy
+//!    allows for that address and port), plaintext HTTP must carry a Host equal to the name.
+//!    On a mismatch the tunnel is closed and the decision event says why. While relaying, a new
+//!    snapshot that no longer allows the target and address closes the tunnel.
+//! 6. Absolute-form HTTP: forwarded in origin-form (normalised path, original query) over the
+//!    dialled connection; the response is streamed back; the client connection stays alive.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use perimeter_policy::{
+    Decision, Destination, Hostname, Reason, Snapshot, TargetDecision, Verdict, normalize_path,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ProxyContext;
+use super::relay::{Activity, Counted};
+use super::target::{Target, TargetHost};
+use crate::decision::{DecisionEvent, EventVerdict};
+use crate::dns::DnsError;
+use crate::tls::{ClientHello, parse_client_hello};
+
+/// Body of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+const X_PERIMETER_ERROR: &str = "x-perimeter-error";
+
+/// Serve the explicit proxy on `listener` until `shutdown` resolves. Connections in flight are
+/// left to finish on their own (tunnels end with their clients or the idle timeout).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: ProxyContext,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(ctx.clone(), stream, peer, permit));
+            }
+            Err(_) => {
+                metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
+                tokio::spawn(overloaded(stream));
+            }
+        }
+    }
+}
+
+/// Answer 503 to a connection over the limit, without parsing anything it sends.
+async fn overloaded(mut stream: TcpStream) {
+    let body = "the gateway is serving as many connections as it may; retry later\n";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\n{X_PERIMETER_ERROR}: gateway_overloaded\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Drain briefly so the client reads the answer instead of a reset.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+async fn serve_connection(
+    ctx: ProxyContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let permit = Arc::new(permit);
+    let limits = ctx.limits.clone();
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, peer, permit, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// The request a client sent to the proxy.
+async fn handle(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return handle_connect(ctx, peer, permit, req).await;
+    }
+    if req.uri().scheme().is_some() {
+        return handle_forward(ctx, peer, req).await;
+    }
+    let draft = Draft::new(&ctx, peer, String::from("-"), 0);
+    draft.refuse(Refusal::client(
+        "origin_form_to_proxy",
+        "this is an egress proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port, e.g. through HTTP_PROXY / HTTPS_PROXY",
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals and decision events
+
+/// Why a request was refused: status, stable reason (`x-perimeter-error`) and a sentence.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    reason: Cow<'static, str>,
+    message: String,
+    verdict: EventVerdict,
+}
+
+impl Refusal {
+    /// A malformed or inconsistent request: 400.
+    fn client(reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason: reason.into(),
+            message: message.into(),
+            verdict: EventVerdict::Denied,
+        }
+    }
+
+    /// A policy denial: 403.
+    fn policy(reason: Reason) -> Self {
+        let message = match reason.addr_class() {
+            Some(class) => format!("{} ({class})", reason.description()),
+            None => reason.description().to_string(),
+        };
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.as_str().into(),
+            message,
+            verdict: EventVerdict::Denied,
+        }
+    }
+
+    /// An upstream failure: 502, or 504 for a timeout.
+    fn upstream(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            verdict: EventVerdict::Failed,
+        }
+    }
+}
+
+/// What is known of a connection or request so far; finished exactly once as a
+/// [`DecisionEvent`].
+struct Draft {
+    sink: Arc<crate::decision::DecisionSink>,
+    cluster: String,
+    source: SocketAddr,
+    destination: String,
+    port: u16,
+    sni_or_host: Option<String>,
+    path: Option<String>,
+    rule: Option<String>,
+    started: Instant,
+}
+
+impl Draft {
+    fn new(ctx: &ProxyContext, source: SocketAddr, destination: String, port: u16) -> Self {
+        Self {
+            sink: ctx.sink.clone(),
+            cluster: ctx.snapshots.borrow().cluster_id().to_string(),
+            source,
+            destination,
+            port,
+            sni_or_host: None,
+            path: None,
+            rule: None,
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(self, verdict: EventVerdict, reason: impl Into<String>, up: u64, down: u64) {
+        let event = DecisionEvent {
+            cluster: self.cluster,
+            region: self.sink.region.clone(),
+            source: Some(self.source),
+            destination: self.destination,
+            port: self.port,
+            sni_or_host: self.sni_or_host,
+            path: self.path,
+            verdict,
+            rule: self.rule,
+            reason: reason.into(),
+            bytes_up: up,
+            bytes_down: down,
+            duration: self.started.elapsed(),
+        };
+        self.sink.record(&event);
+    }
+
+    /// Record the refusal and build its response.
+    fn refuse(self, r: Refusal) -> Response<ProxyBody> {
+        let response = refusal_response(&r);
+        self.finish(r.verdict, r.reason, 0, 0);
+        response
+    }
+}
+
+fn refusal_response(r: &Refusal) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(format!("{}\n", r.message)));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&r.reason) {
+        h.insert(X_PERIMETER_ERROR, v);
+    }
+    resp
+}
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+/// The allowing side of a decision as recorded: `WouldDeny` under `REPORT_ONLY` when
+/// `DEFAULT_DENY` would have refused.
+fn allowed_outcome(d: &Decision) -> (EventVerdict, &'static str) {
+    match d.would_deny() {
+        Some(w) => (EventVerdict::WouldDeny, w.as_str()),
+        None => (EventVerdict::Allowed, d.reason().as_str()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decide, resolve, guard, dial
+
+/// An upstream connection the policy allows.
+struct Dialled {
+    stream: TcpStream,
+    addr: SocketAddr,
+    decision: Decision,
+}
+
+async fn resolve_and_dial(
+    ctx: &ProxyContext,
+    snap: &Snapshot,
+    target: &Target,
+    path: Option<&str>,
+) -> Result<Dialled, Refusal> {
+    let decided = snap.decide_target(target.destination(), target.port, path);
+    if let Some(d) = decided.final_decision() {
+        match d.verdict() {
+            Verdict::Deny => return Err(Refusal::policy(d.reason())),
+            // Private endpoints are not served by this listener yet: a later issue adds the
+            // forwarders. Refuse rather than resolve the name on the public path.
+            Verdict::PrivateEndpoint { .. } => {
+                return Err(Refusal::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "private_endpoint_not_served",
+                    "the destination is routed to a private endpoint, which this gateway does not serve yet",
+                ));
+            }
+            Verdict::Allow => {}
+        }
+    }
+    let addrs: Vec<IpAddr> = match &target.host {
+        TargetHost::Ip(ip) => vec![*ip],
+        TargetHost::Name(name) => ctx
+            .resolver
+            .resolve(name)
+            .await
+            .map_err(|e| dns_refusal(name, &e))?,
+    };
+    let own = |a: IpAddr| ctx.is_own(a);
+    let mut first_deny: Option<Reason> = None;
+    let mut chosen: Option<(IpAddr, Decision)> = None;
+    for addr in &addrs {
+        let d = snap.decide_address(&decided, *addr, target.port, &own);
+        match d.verdict() {
+            Verdict::Allow => {
+                chosen = Some((*addr, d));
+                break;
+            }
+            Verdict::PrivateEndpoint { .. } => {
+                return Err(Refusal::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    "private_endpoint_not_served",
+                    "the destination is routed to a private endpoint, which this gateway does not serve yet",
+                ));
+            }
+            Verdict::Deny => {
+                first_deny.get_or_insert(d.reason());
+            }
+        }
+    }
+    let Some((ip, decision)) = chosen else {
+        return Err(match first_deny {
+            Some(reason) => Refusal::policy(reason),
+            None => Refusal::upstream(
+                StatusCode::BAD_GATEWAY,
+                "dns_no_addresses",
+                format!("{} resolves to no address", target.host),
+            ),
+        });
+    };
+    let addr = SocketAddr::new(ip, target.port);
+    match tokio::time::timeout(ctx.limits.connect_timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(Refusal::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_connect_timeout",
+            format!(
+                "connecting to {addr} timed out after {:?}",
+                ctx.limits.connect_timeout
+            ),
+        )),
+        Ok(Err(e)) => Err(Refusal::upstream(
+            StatusCode::BAD_GATEWAY,
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "upstream_connect_refused"
+            } else {
+                "upstream_connect_failed"
+            },
+            format!("while connecting to upstream {addr}: {e}"),
+        )),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(Dialled {
+                stream,
+                addr,
+                decision,
+            })
+        }
+    }
+}
+
+fn dns_refusal(name: &Hostname, e: &DnsError) -> Refusal {
+    let (status, reason) = match e {
+        DnsError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "dns_timeout"),
+        DnsError::NotFound { .. } => (StatusCode::BAD_GATEWAY, "dns_nxdomain"),
+        DnsError::NoRecords { .. } => (StatusCode::BAD_GATEWAY, "dns_no_records"),
+        DnsError::ServerFailure { .. } => (StatusCode::BAD_GATEWAY, "dns_failure"),
+    };
+    Refusal::upstream(
+        status,
+        reason,
+        format!("while resolving upstream {name}: {e}"),
+    )
+}
+
+/// Whether `snap` still allows a connection to `target` dialled at `addr`.
+fn still_allowed(
+    ctx: &ProxyContext,
+    snap: &Snapshot,
+    target: &Target,
+    addr: IpAddr,
+) -> Result<(), Reason> {
+    let decided: TargetDecision = snap.decide_target(target.destination(), target.port, None);
+    let d = snap.decide_address(&decided, addr, target.port, &|a| ctx.is_own(a));
+    match d.verdict() {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny => Err(d.reason()),
+        Verdict::PrivateEndpoint { .. } => Err(Reason::PrivateEndpoint),
+    }
+}
+
+/// Whether a Host header agrees with `target`; a Host without a port agrees on the port.
+fn host_agrees(value: &HeaderValue, target: &Target) -> Result<(), Refusal> {
+    let text = value
+        .to_str()
+        .map_err(|_| Refusal::client("host_mismatch", "the Host header is not ASCII"))?;
+    let (host, port) = Target::parse_host_header(text).map_err(|e| {
+        Refusal::client(
+            "host_mismatch",
+            format!("the Host header {text:?} is not valid: {e}"),
+        )
+    })?;
+    if host != target.host || port.is_some_and(|p| p != target.port) {
+        return Err(Refusal::client(
+            "host_mismatch",
+            format!("the Host header {text:?} does not name the requested {target}"),
+        ));
+    }
+    Ok(())
+}
+
+fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Refusal> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Refusal::client(
+            "multiple_host_headers",
+            "more than one Host header",
+        ));
+    }
+    Ok(first)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CONNECT
+
+async fn handle_connect(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let mut draft = Draft::new(
+        &ctx,
+        peer,
+        authority.clone().unwrap_or_else(|| "-".into()),
+        0,
+    );
+    let Some(authority) = authority else {
+        return draft.refuse(Refusal::client(
+            "invalid_authority",
+            "CONNECT needs host:port",
+        ));
+    };
+    let target = match Target::parse_authority(&authority, None) {
+        Ok(t) => t,
+        Err(e) => return draft.refuse(Refusal::client(e.reason, e.message)),
+    };
+    draft.destination = target.host.to_string();
+    draft.port = target.port;
+    match single_host(req.headers()) {
+        Err(r) => return draft.refuse(r),
+        Ok(Some(h)) => {
+            if let Err(r) = host_agrees(h, &target) {
+                return draft.refuse(r);
+            }
+        }
+        Ok(None) => {}
+    }
+    let snap = ctx.snapshots.borrow().clone();
+    draft.cluster = snap.cluster_id().to_string();
+    let dialled = match resolve_and_dial(&ctx, &snap, &target, None).await {
+        Ok(d) => d,
+        Err(r) => return draft.refuse(r),
+    };
+    draft.rule = dialled.decision.rule().map(|r| r.name.to_string());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => tunnel(ctx, snap, draft, target, dialled, TokioIo::new(upgraded)).await,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
+                let (verdict, reason) = allowed_outcome(&dialled.decision);
+                draft.finish(verdict, reason, 0, 0);
+            }
+        }
+    });
+    Response::new(empty())
+}
+
+/// What the client's first bytes in a tunnel are.
+#[derive(Debug, PartialEq, Eq)]
+enum FirstBytes {
+    NeedMore,
+    /// A TLS ClientHello and its SNI, if it has one.
+    Tls(Option<String>),
+    /// A plaintext HTTP request head and its Host, if it has one.
+    Http(Option<String>),
+    /// Neither TLS nor HTTP: nothing to check.
+    Other,
+    /// Refused: the stable reason.
+    Invalid(&'static str),
+}
+
+fn classify_first_bytes(buf: &[u8], max: usize) -> FirstBytes {
+    if buf.is_empty() {
+        return FirstBytes::NeedMore;
+    }
+    match parse_client_hello(buf) {
+        ClientHello::Parsed { sni, .. } => return FirstBytes::Tls(sni.map(|s| s.to_string())),
+        ClientHello::NeedMore(_) if buf.len() >= max => {
+            return FirstBytes::Invalid("client_hello_too_large");
+        }
+        ClientHello::NeedMore(_) => return FirstBytes::NeedMore,
+        ClientHello::Invalid(why) => return FirstBytes::Invalid(why.as_str()),
+        ClientHello::NotTls => {}
+    }
+    // An HTTP request starts with an upper-case method token and a space.
+    let method_len = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    match buf.get(method_len) {
+        None if method_len < 20 => return FirstBytes::NeedMore,
+        Some(b' ') if method_len > 0 => {}
+        _ => return FirstBytes::Other,
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut head = httparse::Request::new(&mut headers);
+    match head.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {
+            let mut hosts = head
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("host"));
+            let host = hosts
+                .next()
+                .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            if hosts.next().is_some() {
+                return FirstBytes::Invalid("multiple_host_headers");
+            }
+            FirstBytes::Http(host)
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= max => {
+            FirstBytes::Invalid("request_head_too_large")
+        }
+        Ok(httparse::Status::Partial) => FirstBytes::NeedMore,
+        Err(_) => FirstBytes::Invalid("invalid_http_request"),
+    }
+}
+
+/// Check the client's first bytes against the CONNECT target. `Err` is the stable reason the
+/// tunnel is closed with.
+fn check_first_bytes(
+    ctx: &ProxyContext,
+    snap: &Snapshot,
+    target: &Target,
+    dialled: IpAddr,
+    first: &FirstBytes,
+) -> Result<(), &'static str> {
+    // A name the policy allows for the dialled address and port (CONNECT to an IP literal).
+    let name_allowed_here = |name: &Hostname| {
+        let decided = snap.decide_target(Destination::Name(name), target.port, None);
+        let d = snap.decide_address(&decided, dialled, target.port, &|a| ctx.is_own(a));
+        *d.verdict() == Verdict::Allow
+    };
+    match (first, &target.host) {
+        (FirstBytes::NeedMore, _) => Err("incomplete_first_bytes"),
+        (FirstBytes::Invalid(reason), _) => Err(reason),
+        (FirstBytes::Other, _) => Ok(()),
+        (FirstBytes::Tls(None), TargetHost::Name(_)) => Err("sni_missing"),
+        (FirstBytes::Tls(None), TargetHost::Ip(_)) => Ok(()),
+        (FirstBytes::Tls(Some(sni)), host) => {
+            let Ok(sni) = sni.parse::<Hostname>() else {
+                return Err("invalid_sni");
+            };
+            match host {
+                TargetHost::Name(name) if *name == sni => Ok(()),
+                TargetHost::Name(_) => Err("sni_mismatch"),
+                TargetHost::Ip(_) if name_allowed_here(&sni) => Ok(()),
+                TargetHost::Ip(_) => Err("sni_not_allowed"),
+            }
+        }
+        (FirstBytes::Http(None), TargetHost::Name(_)) => Err("host_missing"),
+        (FirstBytes::Http(None), TargetHost::Ip(_)) => Ok(()),
+        (FirstBytes::Http(Some(value)), _) => {
+            let Ok((host, port)) = Target::parse_host_header(value) else {
+                return Err("host_mismatch");
+            };
+            if port.is_some_and(|p| p != target.port) {
+                return Err("host_mismatch");
+            }
+            match (&target.host, &host) {
+                (a, b) if a == b => Ok(()),
+                (TargetHost::Ip(_), TargetHost::Name(name)) if name_allowed_here(name) => Ok(()),
+                _ => Err("host_mismatch"),
+            }
+        }
+    }
+}
+
+async fn tunnel(
+    ctx: ProxyContext,
+    snap: Arc<Snapshot>,
+    mut draft: Draft,
+    target: Target,
+    dialled: Dialled,
+    mut client: TokioIo<hyper::upgrade::Upgraded>,
+) {
+    let Dialled {
+        stream,
+        addr,
+        decision,
+    } = dialled;
+    let (verdict, reason) = allowed_outcome(&decision);
+    let activity = Activity::new();
+    let mut upstream = Counted::new(stream, activity.clone());
+
+    // The client's first bytes, checked before anything is relayed either way.
+    let max = ctx.limits.max_header_bytes.max(8192);
+    let mut buf = Vec::with_capacity(4096);
+    let read = tokio::time::timeout(ctx.limits.first_bytes_timeout, async {
+        loop {
+            let first = classify_first_bytes(&buf, max);
+            if first != FirstBytes::NeedMore {
+                return Ok::<_, std::io::Error>(first);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(FirstBytes::NeedMore);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let first = match read {
+        Err(_) => {
+            tracing::info!(destination = %target, "closing tunnel: the client sent nothing to check in time");
+            return draft.finish(EventVerdict::Denied, "first_bytes_timeout", 0, 0);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(destination = %target, error = %e, "client failed before its first bytes");
+            return draft.finish(verdict, reason, 0, 0);
+        }
+        Ok(Ok(FirstBytes::NeedMore)) if buf.is_empty() => {
+            // The client closed without sending anything.
+            return draft.finish(verdict, reason, 0, 0);
+        }
+        Ok(Ok(first)) => first,
+    };
+    draft.sni_or_host = match &first {
+        FirstBytes::Tls(sni) => sni.clone(),
+        FirstBytes::Http(host) => host.clone(),
+        _ => None,
+    };
+    if let Err(why) = check_first_bytes(&ctx, &snap, &target, addr.ip(), &first) {
+        tracing::info!(destination = %target, sni_or_host = draft.sni_or_host.as_deref().unwrap_or(""), reason = why, "closing tunnel: the client's first bytes disagree with the CONNECT target");
+        return draft.finish(EventVerdict::Denied, why, 0, 0);
+    }
+    let mut outcome: (EventVerdict, Cow<'static, str>) = (verdict, reason.into());
+    if upstream.write_all(&buf).await.is_err() {
+        return draft.finish(outcome.0, outcome.1, activity.up(), activity.down());
+    }
+    drop(buf);
+
+    let mut snapshots = ctx.snapshots.clone();
+    let mut watching = true;
+    let idle = ctx.limits.idle_timeout;
+    let mut tick =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                if let Err(e) = r {
+                    tracing::debug!(destination = %target, error = %e, "tunnel ended with an error");
+                }
+                break;
+            }
+            changed = snapshots.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let now = snapshots.borrow_and_update().clone();
+                if let Err(why) = still_allowed(&ctx, &now, &target, addr.ip()) {
+                    tracing::info!(destination = %target, address = %addr, version = now.version(), reason = why.as_str(), "closing tunnel: the new policy no longer allows it");
+                    outcome = (EventVerdict::Denied, "policy_revoked".into());
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                if activity.idle_for() >= idle {
+                    tracing::debug!(destination = %target, "closing idle tunnel");
+                    break;
+                }
+            }
+        }
+    }
+    draft.finish(outcome.0, outcome.1, activity.up(), activity.down());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Absolute-form HTTP
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 section 7.6.1, plus the proxy's own).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+async fn handle_forward(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let uri = req.uri().clone();
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let mut draft = Draft::new(&ctx, peer, authority.clone(), 0);
+    if uri.scheme_str() != Some("http") {
+        return draft.refuse(Refusal::client(
+            "unsupported_scheme",
+            "only http:// is forwarded in absolute form; use CONNECT (HTTPS_PROXY) for https://",
+        ));
+    }
+    let target = match Target::parse_authority(&authority, Some(80)) {
+        Ok(t) => t,
+        Err(e) => return draft.refuse(Refusal::client(e.reason, e.message)),
+    };
+    draft.destination = target.host.to_string();
+    draft.port = target.port;
+    let host_header = match single_host(req.headers()) {
+        Err(r) => return draft.refuse(r),
+        Ok(h) => h.cloned(),
+    };
+    if let Some(h) = &host_header {
+        draft.sni_or_host = h.to_str().ok().map(str::to_string);
+        // A port-less Host names the scheme's default port.
+        let agrees = Target::parse_host_header(h.to_str().unwrap_or(""))
+            .map(|(host, port)| host == target.host && port.unwrap_or(80) == target.port)
+            .unwrap_or(false);
+        if !agrees {
+            return draft.refuse(Refusal::client(
+                "host_mismatch",
+                format!("the Host header does not agree with the request URI's authority {target}"),
+            ));
+        }
+    }
+    let path = match normalize_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return draft.refuse(Refusal::client("invalid_path", e.to_string())),
+    };
+    draft.path = Some(path.clone());
+    let snap = ctx.snapshots.borrow().clone();
+    draft.cluster = snap.cluster_id().to_string();
+    let dialled = match resolve_and_dial(&ctx, &snap, &target, Some(&path)).await {
+        Ok(d) => d,
+        Err(r) => return draft.refuse(r),
+    };
+    draft.rule = dialled.decision.rule().map(|r| r.name.to_string());
+    let (verdict, reason) = allowed_outcome(&dialled.decision);
+    let activity = Activity::new();
+    let io = TokioIo::new(Counted::new(dialled.stream, activity.clone()));
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
+        Ok(x) => x,
+        Err(e) => {
+            return draft.refuse(Refusal::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("while talking to upstream {}: {e}", dialled.addr),
+            ));
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    let origin_form = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    parts.uri = match origin_form.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            return draft.refuse(Refusal::client(
+                "invalid_path",
+                "the request path cannot be forwarded",
+            ));
+        }
+    };
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if host_header.is_none() {
+        let host = if target.port == 80 {
+            match &target.host {
+                TargetHost::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+                h => h.to_string(),
+            }
+        } else {
+            target.to_string()
+        };
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let upstream_req = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(
+        ctx.limits.response_head_timeout,
+        sender.send_request(upstream_req),
+    )
+    .await;
+    let response = match sent {
+        Err(_) => {
+            return draft.refuse(Refusal::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "upstream {} did not answer within {:?}",
+                    dialled.addr, ctx.limits.response_head_timeout
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
+            return draft.refuse(Refusal::upstream(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!("while forwarding to upstream {}: {e}", dialled.addr),
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = EventBody {
+        inner: body,
+        finish: Some(Box::new(move || {
+            draft.finish(verdict, reason, activity.up(), activity.down())
+        })),
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+/// A response body that finishes its request's decision event when it ends or is dropped.
+struct EventBody {
+    inner: Incoming,
+    finish: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl EventBody {
+    fn done(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f();
+        }
+    }
+}
+
+impl Body for EventBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.done();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_are_classified() {
+        let max = 16 * 1024;
+        assert_eq!(classify_first_bytes(b"", max), FirstBytes::NeedMore);
+        assert_eq!(classify_first_bytes(b"GE", max), FirstBytes::NeedMore);
+        assert_eq!(
+            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n", max),
+            FirstBytes::NeedMore
+        );
+        assert_eq!(
+            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n", max),
+            FirstBytes::Http(Some("a.example.com".into()))
+        );
+        assert_eq!(
+            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", max),
+            FirstBytes::Invalid("multiple_host_headers")
+        );
+        assert_eq!(classify_first_bytes(b"hello raw\n", max), FirstBytes::Other);
+        assert_eq!(
+            classify_first_bytes(b"GET /\x01 HTTP/1.1\r\n\r\n", max),
+            FirstBytes::Invalid("invalid_http_request")
+        );
+    }
+}

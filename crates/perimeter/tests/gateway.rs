@@ -1,0 +1,570 @@
+//! End to end: `perimeter serve` + `perimeter gateway` as real processes, driven with curl and
+//! raw sockets through the explicit proxy, against loopback upstreams made here. Loopback is a
+//! special address, so the allowed upstream is named by a CIDR rule `127.0.0.0/8` on its port.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, curl, json};
+use serde_json::{Value, json};
+
+/// A running `perimeter gateway`, killed on drop.
+struct Gateway {
+    child: Child,
+    proxy: String,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(
+        dir: &Path,
+        control_plane: &str,
+        token: &str,
+        state_dir: &Path,
+        hosts: &Path,
+        dns: &str,
+    ) -> Gateway {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = dir.join(format!(
+            "gateway-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "gateway",
+                "--control-plane",
+                control_plane,
+                "--token",
+                token,
+                "--listen",
+                "127.0.0.1:0",
+                "--region",
+                "us-east-1",
+            ])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--hosts-file")
+            .arg(hosts)
+            .args([
+                "--dns-server",
+                dns,
+                "--dns-timeout-ms",
+                "1000",
+                "--poll-wait-seconds",
+                "2",
+                "--decisions-push-ms",
+                "300",
+            ])
+            .env_remove("PERIMETER_CONTROL_PLANE")
+            .env_remove("PERIMETER_GATEWAY_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawning perimeter gateway");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let proxy = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("perimeter: gateway listening on ").nth(1))
+            {
+                break addr.trim().to_string();
+            }
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                panic!("perimeter gateway did not announce its address; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Gateway { child, proxy, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(
+                    st.success(),
+                    "gateway exited with {st}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny HTTP/1.1 upstream on 127.0.0.1:0 answering `upstream-ok <path>` and closing.
+fn http_upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = format!("upstream-ok {path}\n");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// A DNS server on 127.0.0.1:0 that answers NXDOMAIN to everything.
+fn nxdomain_dns() -> String {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let mut reply = buf[..n].to_vec();
+            reply[2] = 0x80 | (reply[2] & 0x79); // QR, keep opcode and RD
+            reply[3] = 0x80 | 3; // RA, NXDOMAIN
+            for b in &mut reply[6..12] {
+                *b = 0; // no answer, authority or additional records
+            }
+            // Keep only the question section.
+            let mut end = 12;
+            while end < reply.len() && reply[end] != 0 {
+                end += 1 + reply[end] as usize;
+            }
+            reply.truncate((end + 5).min(reply.len()));
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
+    addr
+}
+
+/// Send `request` raw to the proxy; returns what came back before it closed (10 s at most).
+fn raw(proxy: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// curl through the proxy: (status, response headers and body).
+fn via(proxy: &str, extra: &[&str], url: &str) -> (u16, String) {
+    let mut args = vec!["-i", "-x", proxy];
+    args.extend_from_slice(extra);
+    args.push(url);
+    curl(&args)
+}
+
+fn api(s: &Server, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+    let url = format!("{}{path}", s.url);
+    let auth = format!("Authorization: Bearer {key}");
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+    ];
+    let text;
+    if let Some(b) = body {
+        text = b.to_string();
+        args.extend(["-d", text.as_str()]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+fn ok(s: &Server, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (st, b) = api(s, key, method, path, body);
+    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
+    json(&b)
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn header_value(resp: &str, name: &str) -> Option<String> {
+    resp.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    hosts: PathBuf,
+    dns: String,
+    up: u16,
+    other: u16,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 allowed.test.example other.test.example\n",
+    )
+    .unwrap();
+    Setup {
+        hosts,
+        dns: nxdomain_dns(),
+        up: http_upstream(),
+        other: http_upstream(),
+        dir,
+    }
+}
+
+fn cluster_with_gateway(s: &Server, key: &str, name: &str) -> (String, String) {
+    let c = ok(
+        s,
+        key,
+        "POST",
+        "/api/v1/clusters",
+        Some(
+            json!({"name": name, "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}}),
+        ),
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    let g = ok(
+        s,
+        key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/gateways"),
+        Some(json!({"region": "us-east-1", "name": "gw-1"})),
+    );
+    (cid, g["token"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn default_deny_enforced_live_and_from_last_known_good() {
+    let t = setup();
+    let s = Server::start(&t.dir.path().join("cp"), &[], &[]);
+    let key = s.admin_key_file();
+    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-deny");
+    ok(
+        &s,
+        &key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/networking/egress-rules/egress-traffic-policy"),
+        Some(json!({"allow_all": false})),
+    );
+    let rule = ok(
+        &s,
+        &key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/networking/egress-rules"),
+        Some(
+            json!({"name": "loopback-upstream", "type": "CIDR", "destination": "127.0.0.0/8", "ports": [t.up], "description": "test upstream"}),
+        ),
+    );
+    let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
+
+    let state = t.dir.path().join("gw-state");
+    let gw = Gateway::start(t.dir.path(), &s.url, &token, &state, &t.hosts, &t.dns);
+    let p = gw.proxy.clone();
+    let allowed = format!("http://allowed.test.example:{}/hello", t.up);
+
+    // The rule reads ACTIVE once the gateway applied and acknowledged it.
+    wait_until("the rule to become ACTIVE", 30, || {
+        let (_, b) = api(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cid}/networking/egress-rules/{rid}"),
+            None,
+        );
+        serde_json::from_str::<Value>(&b)
+            .ok()
+            .is_some_and(|v| v["rule"]["state"] == "ACTIVE")
+    });
+
+    let check_enforced = |p: &str, what: &str| {
+        // Absolute-form HTTP to the allowed upstream.
+        let (st, body) = via(p, &[], &allowed);
+        assert_eq!(st, 200, "{what}: absolute-form {body}");
+        assert!(body.contains("upstream-ok /hello"), "{what}: {body}");
+        // The same through a CONNECT tunnel.
+        let (st, body) = via(
+            p,
+            &["-p"],
+            &format!("http://allowed.test.example:{}/tunnel", t.up),
+        );
+        assert_eq!(st, 200, "{what}: CONNECT {body}");
+        assert!(body.contains("upstream-ok /tunnel"), "{what}: {body}");
+        // No rule for that port: 403 with the reason.
+        let (st, body) = via(p, &[], &format!("http://other.test.example:{}/", t.other));
+        assert_eq!(st, 403, "{what}: {body}");
+        assert_eq!(
+            header_value(&body, "x-perimeter-error").as_deref(),
+            Some("no_rule_for_destination"),
+            "{what}: {body}"
+        );
+        let (st, body) = via(
+            p,
+            &["-p"],
+            &format!("http://other.test.example:{}/", t.other),
+        );
+        assert_ne!(st, 200, "{what}: CONNECT without a rule: {body}");
+    };
+    wait_until("the gateway to enforce the rule", 30, || {
+        via(&p, &[], &allowed).0 == 200
+    });
+    check_enforced(&p, "live");
+
+    // Non-canonical IP literals: 400, never reinterpreted.
+    for (req, what) in [
+        (
+            format!(
+                "GET http://2130706433:{0}/ HTTP/1.1\r\nHost: 2130706433:{0}\r\nConnection: close\r\n\r\n",
+                t.up
+            ),
+            "decimal",
+        ),
+        (
+            format!(
+                "CONNECT 0177.0.0.1:{0} HTTP/1.1\r\nHost: 0177.0.0.1:{0}\r\n\r\n",
+                t.up
+            ),
+            "octal",
+        ),
+        (
+            format!(
+                "GET http://127.1:{0}/ HTTP/1.1\r\nHost: 127.1:{0}\r\nConnection: close\r\n\r\n",
+                t.up
+            ),
+            "short",
+        ),
+    ] {
+        let resp = raw(&p, &req);
+        assert!(resp.starts_with("HTTP/1.1 400"), "{what}: {resp}");
+        assert_eq!(
+            header_value(&resp, "x-perimeter-error").as_deref(),
+            Some("non_canonical_ip"),
+            "{what}: {resp}"
+        );
+    }
+    // The canonical literal is allowed by the CIDR rule.
+    let (st, body) = via(&p, &[], &format!("http://127.0.0.1:{}/lit", t.up));
+    assert_eq!(st, 200, "{body}");
+
+    // An unresolvable name is an upstream failure (502), not a policy deny.
+    let (st, body) = via(&p, &[], &format!("http://nxdomain.test.example:{}/", t.up));
+    assert_eq!(st, 502, "{body}");
+    assert_eq!(
+        header_value(&body, "x-perimeter-error").as_deref(),
+        Some("dns_nxdomain"),
+        "{body}"
+    );
+
+    // CONNECT whose Host header names another host: 400.
+    let resp = raw(
+        &p,
+        &format!(
+            "CONNECT allowed.test.example:{0} HTTP/1.1\r\nHost: evil.test.example:{0}\r\n\r\n",
+            t.up
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(
+        header_value(&resp, "x-perimeter-error").as_deref(),
+        Some("host_mismatch")
+    );
+    // Absolute-form whose Host disagrees with the URI: 400.
+    let resp = raw(
+        &p,
+        &format!(
+            "GET http://allowed.test.example:{0}/ HTTP/1.1\r\nHost: evil.test.example:{0}\r\nConnection: close\r\n\r\n",
+            t.up
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // A tunnel whose inner Host names another host is closed before anything reaches upstream.
+    let resp = raw(
+        &p,
+        &format!(
+            "CONNECT allowed.test.example:{0} HTTP/1.1\r\nHost: allowed.test.example:{0}\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test.example\r\n\r\n",
+            t.up
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp.contains("upstream-ok"),
+        "the mismatched request reached upstream: {resp}"
+    );
+    // Origin-form requests to the proxy itself: 400 with a clear message.
+    let resp = raw(&p, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        resp.starts_with("HTTP/1.1 400") && resp.contains("egress proxy"),
+        "{resp}"
+    );
+
+    // Decisions reach the control plane.
+    wait_until("decision counts to be pushed", 20, || {
+        let (_, b) = api(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cid}/networking/egress-decisions?verdict=DENIED"),
+            None,
+        );
+        serde_json::from_str::<Value>(&b).ok().is_some_and(|v| {
+            v["decisions"].as_array().is_some_and(|d| {
+                d.iter().any(|d| {
+                    d["destination"] == "other.test.example"
+                        && d["reason"] == "no_rule_for_destination"
+                })
+            })
+        })
+    });
+
+    // The control plane goes away: the gateway keeps enforcing.
+    s.kill9();
+    check_enforced(&p, "control plane down");
+
+    // A restarted gateway without the control plane enforces its last-known-good policy.
+    gw.terminate();
+    let dead_cp = format!("http://{}", {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    });
+    let gw = Gateway::start(t.dir.path(), &dead_cp, &token, &state, &t.hosts, &t.dns);
+    check_enforced(&gw.proxy, "restarted from last-known-good");
+    assert!(
+        gw.log_text().contains("last-known-good"),
+        "{}",
+        gw.log_text()
+    );
+
+    // A fresh gateway with no state and no control plane denies everything.
+    let fresh = Gateway::start(
+        t.dir.path(),
+        &dead_cp,
+        &token,
+        &t.dir.path().join("empty-state"),
+        &t.hosts,
+        &t.dns,
+    );
+    let (st, body) = via(&fresh.proxy, &[], &allowed);
+    assert_eq!(st, 403, "{body}");
+    assert_eq!(
+        header_value(&body, "x-perimeter-error").as_deref(),
+        Some("no_snapshot"),
+        "{body}"
+    );
+    let (st, _) = via(&fresh.proxy, &["-p"], &allowed);
+    assert_ne!(st, 200);
+}
+
+#[test]
+fn allow_all_still_guards_special_addresses() {
+    let t = setup();
+    let s = Server::start(&t.dir.path().join("cp"), &[], &[]);
+    let key = s.admin_key_file();
+    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-allow");
+    let gw = Gateway::start(
+        t.dir.path(),
+        &s.url,
+        &token,
+        &t.dir.path().join("gw-state"),
+        &t.hosts,
+        &t.dns,
+    );
+    wait_until("the gateway to apply a snapshot", 30, || {
+        let (_, b) = api(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cid}/gateways"),
+            None,
+        );
+        serde_json::from_str::<Value>(&b)
+            .ok()
+            .is_some_and(|v| v["gateways"][0]["applied_version"].as_i64().unwrap_or(0) > 0)
+    });
+    let c = ok(&s, &key, "GET", &format!("/api/v1/clusters/{cid}"), None);
+    assert_eq!(c["egress_traffic_policy"], "ALLOW_ALL");
+    // Loopback without a CIDR rule naming it: refused under ALLOW_ALL too.
+    let (st, body) = via(
+        &gw.proxy,
+        &[],
+        &format!("http://allowed.test.example:{}/", t.up),
+    );
+    assert_eq!(st, 403, "{body}");
+    assert_eq!(
+        header_value(&body, "x-perimeter-error").as_deref(),
+        Some("special_address"),
+        "{body}"
+    );
+    let resp = raw(
+        &gw.proxy,
+        &format!(
+            "CONNECT allowed.test.example:{0} HTTP/1.1\r\nHost: allowed.test.example:{0}\r\n\r\n",
+            t.up
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert_eq!(
+        header_value(&resp, "x-perimeter-error").as_deref(),
+        Some("special_address"),
+        "{resp}"
+    );
+    let (st, body) = via(&gw.proxy, &[], &format!("http://127.0.0.1:{}/", t.up));
+    assert_eq!(st, 403, "{body}");
+    gw.terminate();
+}
