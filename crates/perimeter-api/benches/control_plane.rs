@@ -28,6 +28,10 @@ use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
 use perimeter_api::{AppState, generate_key, hash_secret};
 use perimeter_store::{Durability, PageRequest, RoleBinding, Store};
 
+/// The allocator the `perimeter` binary uses, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLIENTS: usize = 32;
 const PRELOADED_RULES: usize = 50;
 const WARMUP: Duration = Duration::from_secs(1);

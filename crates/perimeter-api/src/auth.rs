@@ -95,14 +95,65 @@ pub async fn authenticate_gateway(store: &Store, token: &str) -> ApiResult<Strin
     }
 }
 
-/// Verify a presented secret: look the key up by its id, compare hashes in constant time.
-pub async fn authenticate(store: &Store, secret: &str) -> ApiResult<Principal> {
+/// Recently verified keys: (stored hash, principal, when read). Entries live `PRINCIPAL_TTL`;
+/// every identity change made through this process clears the cache at once, so a key deleted
+/// here stops working at once, and one deleted through another replica within the TTL.
+#[derive(Default)]
+pub struct PrincipalCache {
+    entries: Mutex<HashMap<String, (String, Principal, Instant)>>,
+}
+
+/// How long a verified key is trusted without reading the store again.
+pub const PRINCIPAL_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl PrincipalCache {
+    fn get(&self, id: &str) -> Option<(String, Principal)> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id)
+            .filter(|(_, _, at)| at.elapsed() < PRINCIPAL_TTL)
+            .map(|(h, p, _)| (h.clone(), p.clone()))
+    }
+
+    fn put(&self, id: &str, hash: &str, p: &Principal) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(
+            id.to_string(),
+            (hash.to_string(), p.clone(), Instant::now()),
+        );
+    }
+
+    /// Forget every verified key (after a change of keys, accounts or roles).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Verify a presented secret: look the key up by its id (cached briefly), compare hashes in
+/// constant time.
+pub async fn authenticate(
+    store: &Store,
+    cache: &PrincipalCache,
+    secret: &str,
+) -> ApiResult<Principal> {
     let invalid = || ApiError::unauthenticated("invalid API key");
     if secret.is_empty() || secret.len() > 512 {
         return Err(invalid());
     }
     let id = key_id_for(secret);
-    let (stored, principal) = store.key_for_auth(&id).await?.ok_or_else(invalid)?;
+    let (stored, principal) = match cache.get(&id) {
+        Some(hit) => hit,
+        None => {
+            let (stored, principal) = store.key_for_auth(&id).await?.ok_or_else(invalid)?;
+            cache.put(&id, &stored, &principal);
+            (stored, principal)
+        }
+    };
     let presented = hash_secret(secret);
     if bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
         Ok(principal)

@@ -120,7 +120,7 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthenticated("Authorization header must be Bearer <api key secret>")
             })?;
-        let principal = auth::authenticate(&state.store, secret).await?;
+        let principal = auth::authenticate(&state.store, &state.principals, secret).await?;
         if let Some(limiter) = &state.rate_limiter
             && let Err(retry) = limiter.check(&principal.key_id)
         {

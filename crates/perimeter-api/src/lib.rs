@@ -42,6 +42,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Compiled snapshots for what-if queries.
     pub snapshots: publish::SnapshotCache,
+    /// Recently verified API keys.
+    pub principals: Arc<auth::PrincipalCache>,
+    /// Serialized rule-list pages by cluster, valid for one rules epoch.
+    pub rule_pages: Arc<ReadCache>,
 }
 
 impl AppState {
@@ -53,6 +57,8 @@ impl AppState {
             rate_limiter: None,
             metrics: None,
             snapshots: publish::SnapshotCache::default(),
+            principals: Arc::default(),
+            rule_pages: Arc::default(),
         }
     }
 
@@ -185,6 +191,29 @@ async fn observe(req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
     }
     resp
+}
+
+/// Serialized answers keyed by request, each valid for one epoch of what it was read from.
+#[derive(Default)]
+pub struct ReadCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (i64, axum::body::Bytes)>>,
+}
+
+impl ReadCache {
+    pub fn get(&self, key: &str, epoch: i64) -> Option<axum::body::Bytes> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub fn put(&self, key: String, epoch: i64, body: axum::body::Bytes) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(key, (epoch, body));
+    }
 }
 
 /// Build an audit entry for an API change by `p`, with secrets in the payload redacted.

@@ -21,6 +21,8 @@ ALTER TABLE clusters ADD COLUMN egress_policy_version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE clusters ADD COLUMN egress_policy_changed_at TEXT NOT NULL DEFAULT '';
 ALTER TABLE clusters ADD COLUMN allowlist_version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE clusters ADD COLUMN allowlist_changed_at TEXT NOT NULL DEFAULT '';
+-- Bumped with every change of a cluster's rules (content or state): keys read caches.
+ALTER TABLE clusters ADD COLUMN rules_epoch BIGINT NOT NULL DEFAULT 0;
 
 CREATE TABLE egress_decisions (
     cluster_id TEXT NOT NULL REFERENCES clusters(id) ON DELETE CASCADE,

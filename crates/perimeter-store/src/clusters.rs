@@ -87,6 +87,22 @@ impl Store {
         load_cluster(&mut conn, id).await
     }
 
+    /// The epoch of a live cluster's rules (one indexed read): changes whenever any of its
+    /// rules changes, in content or state. 404 for a missing or deleted cluster.
+    pub async fn rules_epoch(&self, id: &str) -> Result<i64> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT rules_epoch, deleted_at FROM clusters WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .ctx("reading a cluster's rules epoch")?;
+        match row {
+            None => Err(StoreError::NotFound(format!("cluster {id} not found"))),
+            Some((_, Some(_))) => Err(StoreError::NotFound(format!("cluster {id} is deleted"))),
+            Some((epoch, None)) => Ok(epoch),
+        }
+    }
+
     /// A cluster that is not deleted: 404 otherwise, saying which.
     pub async fn get_live_cluster(&self, id: &str) -> Result<Cluster> {
         let c = self.get_cluster(id).await?;
@@ -249,7 +265,7 @@ impl Store {
 /// Take a live cluster's row for this transaction (serialising concurrent changes of it on
 /// PostgreSQL), bump its policy version, and return it. 404 if missing or deleted.
 pub(crate) async fn touch_live_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
-    let n = sqlx::query("UPDATE clusters SET policy_version = policy_version + 1 WHERE id = $1 AND deleted_at IS NULL")
+    let n = sqlx::query("UPDATE clusters SET policy_version = policy_version + 1, rules_epoch = rules_epoch + 1 WHERE id = $1 AND deleted_at IS NULL")
         .bind(id)
         .execute(&mut *conn)
         .await
@@ -341,14 +357,28 @@ async fn load_regions(conn: &mut AnyConnection, id: &str) -> Result<Vec<Region>>
 }
 
 pub(crate) async fn load_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
-    let row = sqlx::query("SELECT * FROM clusters WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .ctx("reading a cluster")?
+    // One round trip: the cluster's columns repeat on each of its region rows.
+    let rows = sqlx::query(
+        "SELECT c.*, r.name AS region_name, r.node_count AS region_nodes FROM clusters c \
+         LEFT JOIN cluster_regions r ON r.cluster_id = c.id WHERE c.id = $1 ORDER BY r.position",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .ctx("reading a cluster")?;
+    let first = rows
+        .first()
         .ok_or_else(|| StoreError::NotFound(format!("cluster {id} not found")))?;
-    let regions = load_regions(conn, id).await?;
-    cluster_from_row(&row, regions)
+    let mut regions = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(name) = opt_text(r, "region_name")? {
+            regions.push(Region {
+                name,
+                node_count: int(r, "region_nodes")?,
+            });
+        }
+    }
+    cluster_from_row(first, regions)
 }
 
 fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {

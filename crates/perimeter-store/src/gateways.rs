@@ -250,14 +250,21 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Move a rule to `to` if it is still in `from` at `version`; `GONE` removes it.
+    /// Move a rule to `to` if it is still in `from` at `version`; `GONE` removes it. Bumps the
+    /// cluster's rules epoch in the same transaction.
     pub async fn settle_rule(&self, id: &str, from: &str, version: i64, to: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE clusters SET rules_epoch = rules_epoch + 1 WHERE id = (SELECT cluster_id FROM egress_rules WHERE id = $1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("bumping the rules epoch")?;
         let n = if to == "GONE" {
             sqlx::query("DELETE FROM egress_rules WHERE id = $1 AND state = $2 AND policy_version = $3")
                 .bind(id)
                 .bind(from)
                 .bind(version)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await
         } else {
             sqlx::query("UPDATE egress_rules SET state = $4 WHERE id = $1 AND state = $2 AND policy_version = $3")
@@ -265,11 +272,16 @@ impl Store {
                 .bind(from)
                 .bind(version)
                 .bind(to)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await
         }
         .ctx("settling an egress rule")?
         .rows_affected();
+        if n == 1 {
+            tx.commit().await.ctx("committing a rule state")?;
+        } else {
+            tx.rollback().await.ctx("abandoning a stale rule state")?;
+        }
         Ok(n == 1)
     }
 

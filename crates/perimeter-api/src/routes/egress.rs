@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
 use perimeter_policy::{RuleInput, validate_rule};
 use perimeter_store::{EgressRule as StoreRule, RuleSpec};
 use serde::{Deserialize, Serialize};
@@ -275,17 +276,37 @@ async fn list_rules(
     Auth(p): Auth,
     Path(cluster_id): Path<String>,
     Query(pq): Query<PageQuery>,
-) -> ApiResult<Json<ListEgressRulesResponse>> {
+) -> ApiResult<axum::response::Response> {
     uuid_param("cluster_id", &cluster_id)?;
     let req = pq.to_request()?;
     require(&p, Need::ReadNetworking, Some(&cluster_id))?;
-    st.store.get_live_cluster(&cluster_id).await?;
-    let page = st.store.list_rules(&cluster_id, &req).await?;
-    let pagination = pagination(&page);
-    Ok(Json(ListEgressRulesResponse {
-        rules: page.items.into_iter().map(Into::into).collect(),
-        pagination,
-    }))
+    // One indexed read tells whether the cluster is live and whether a cached page is current:
+    // the epoch changes in the same transaction as any change of the cluster's rules.
+    let epoch = st.store.rules_epoch(&cluster_id).await?;
+    let key = format!(
+        "{cluster_id}|{:?}|{:?}|{}|{}",
+        req.after, req.before, req.limit, req.descending
+    );
+    let body = match st.rule_pages.get(&key, epoch) {
+        Some(body) => body,
+        None => {
+            let page = st.store.list_rules(&cluster_id, &req).await?;
+            let pagination = pagination(&page);
+            let resp = ListEgressRulesResponse {
+                rules: page.items.into_iter().map(Into::into).collect(),
+                pagination,
+            };
+            let body =
+                axum::body::Bytes::from(serde_json::to_vec(&resp).map_err(ApiError::internal)?);
+            st.rule_pages.put(key, epoch, body.clone());
+            body
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// Get one egress rule (answers with the lower-case key `rule`).

@@ -232,6 +232,7 @@ async fn update_service_account(
             &audit(&p, "AUDIT_LOG_ACTION_UPDATE_SERVICE_ACCOUNT", &req),
         )
         .await?;
+    st.principals.clear();
     Ok(Json(sa.into()))
 }
 
@@ -252,15 +253,16 @@ async fn delete_service_account(
         ));
     }
     let payload = serde_json::json!({"id": id});
-    Ok(Json(
-        st.store
-            .delete_service_account(
-                &id,
-                &audit(&p, "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT", &payload),
-            )
-            .await?
-            .into(),
-    ))
+    let gone = st
+        .store
+        .delete_service_account(
+            &id,
+            &audit(&p, "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT", &payload),
+        )
+        .await?;
+    // After the delete: a request racing it cannot leave its keys cached.
+    st.principals.clear();
+    Ok(Json(gone.into()))
 }
 
 /// Create an API key; the secret is shown only in this answer.
@@ -361,12 +363,13 @@ async fn delete_api_key(
 ) -> ApiResult<Json<ApiKey>> {
     require(&p, Need::Identity, None)?;
     let payload = serde_json::json!({"id": id});
-    Ok(Json(
-        st.store
-            .delete_api_key(&id, &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload))
-            .await?
-            .into(),
-    ))
+    let gone = st
+        .store
+        .delete_api_key(&id, &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload))
+        .await?;
+    // After the delete: a request racing it cannot leave the key cached.
+    st.principals.clear();
+    Ok(Json(gone.into()))
 }
 
 /// A service account's role bindings.
@@ -407,6 +410,7 @@ async fn set_roles(
             &audit(&p, "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE", &(&user_id, &req)),
         )
         .await?;
+    st.principals.clear();
     Ok(Json(GetAllRolesForUserResponse {
         roles: sa.roles.iter().map(BuiltInRole::from).collect(),
         group_roles: vec![],
