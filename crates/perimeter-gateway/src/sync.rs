@@ -89,6 +89,23 @@ pub fn persist(state_dir: &Path, doc: &PolicyDocument) -> Result<(), SyncError> 
     Ok(())
 }
 
+/// The response if it is a 200, else the control plane's refusal with its body.
+async fn ok_or_refused(
+    resp: reqwest::Response,
+    context: &'static str,
+) -> Result<reqwest::Response, SyncError> {
+    let status = resp.status().as_u16();
+    if status == 200 {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    Err(SyncError::Refused {
+        status,
+        context,
+        body,
+    })
+}
+
 /// The running sync: a receiver of the current snapshot, swapped atomically on every version.
 pub struct PolicySync {
     cfg: SyncConfig,
@@ -173,15 +190,7 @@ impl PolicySync {
                 url: url.clone(),
                 source,
             })?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(SyncError::Refused {
-                status,
-                context: "fetching a snapshot",
-                body,
-            });
-        }
+        let resp = ok_or_refused(resp, "fetching a snapshot").await?;
         let answer: SnapshotAnswer =
             resp.json().await.map_err(|source| SyncError::Unreachable {
                 url: url.clone(),
@@ -240,15 +249,7 @@ impl PolicySync {
                 url: url.clone(),
                 source,
             })?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(SyncError::Refused {
-                status,
-                context: "acknowledging a snapshot",
-                body,
-            });
-        }
+        ok_or_refused(resp, "acknowledging a snapshot").await?;
         Ok(())
     }
 }

@@ -262,6 +262,22 @@ impl Store {
     }
 }
 
+/// Refuse a region the cluster does not have, naming the ones it has.
+pub(crate) fn require_region(cluster: &Cluster, region: &str) -> Result<()> {
+    if cluster.regions.iter().any(|r| r.name == region) {
+        return Ok(());
+    }
+    let names: Vec<&str> = cluster.regions.iter().map(|r| r.name.as_str()).collect();
+    Err(StoreError::Precondition {
+        field: "region".into(),
+        message: format!(
+            "cluster {} has no region {region}; its regions are {}",
+            cluster.id,
+            names.join(", ")
+        ),
+    })
+}
+
 /// Take a live cluster's row for this transaction (serialising concurrent changes of it on
 /// PostgreSQL), bump its policy version, and return it. 404 if missing or deleted.
 pub(crate) async fn touch_live_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {

@@ -45,16 +45,7 @@ impl Store {
     ) -> Result<EgressEndpoint> {
         let mut tx = self.begin().await?;
         let cluster = lock_cluster(&mut tx, cluster_id).await?;
-        if !cluster.regions.iter().any(|r| r.name == region) {
-            let names: Vec<&str> = cluster.regions.iter().map(|r| r.name.as_str()).collect();
-            return Err(StoreError::Precondition {
-                field: "region".into(),
-                message: format!(
-                    "cluster {cluster_id} has no region {region}; its regions are {}",
-                    names.join(", ")
-                ),
-            });
-        }
+        crate::clusters::require_region(&cluster, region)?;
         let id = crate::new_id();
         let now = crate::now();
         sqlx::query(

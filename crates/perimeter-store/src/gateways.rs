@@ -47,16 +47,7 @@ impl Store {
                 "cluster {cluster_id} is deleted"
             )));
         }
-        if !cluster.regions.iter().any(|r| r.name == region) {
-            let names: Vec<&str> = cluster.regions.iter().map(|r| r.name.as_str()).collect();
-            return Err(StoreError::Precondition {
-                field: "region".into(),
-                message: format!(
-                    "cluster {cluster_id} has no region {region}; its regions are {}",
-                    names.join(", ")
-                ),
-            });
-        }
+        crate::clusters::require_region(&cluster, region)?;
         let now = crate::now();
         sqlx::query(
             "INSERT INTO gateways (id, cluster_id, region, name, token_hash, created_at, last_seen_at, applied_version, failed_version, last_error, sort_key) \

@@ -3,6 +3,7 @@
 
 mod client;
 mod gateway;
+mod process;
 mod serve;
 
 use std::process::ExitCode;
