@@ -94,6 +94,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })
 }
 
+/// The credential of `Authorization: Bearer <credential>`, or a 401 saying what to send.
+pub fn bearer<'a>(parts: &'a Parts, what: &str) -> Result<&'a str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthenticated(format!(
+                "missing Authorization header; send Authorization: Bearer <{what}>"
+            ))
+        })?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthenticated(format!("Authorization header must be Bearer <{what}>"))
+        })
+}
+
 /// The authenticated caller.
 pub struct Auth(pub Principal);
 
@@ -101,25 +124,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "missing Authorization header; send Authorization: Bearer <api key secret>",
-                )
-            })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthenticated("Authorization header must be Bearer <api key secret>")
-            })?;
+        let secret = bearer(parts, "api key secret")?;
         let principal = auth::authenticate(&state.store, &state.principals, secret).await?;
         if let Some(limiter) = &state.rate_limiter
             && let Err(retry) = limiter.check(&principal.key_id)

@@ -11,6 +11,23 @@ use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
 use perimeter_store::{AuditEntry, AuditQuery, NewCluster, NewEndpointService, Store};
 use tokio::sync::Notify;
 
+/// A one-region AWS cluster to hang endpoints on.
+fn new_cluster(name: impl Into<String>, account_id: impl Into<String>) -> NewCluster {
+    NewCluster {
+        name: name.into(),
+        provider: "AWS".into(),
+        plan: "ADVANCED".into(),
+        account_id: account_id.into(),
+        network_visibility: "PUBLIC".into(),
+        egress_policy: "ALLOW_ALL".into(),
+        labels: Default::default(),
+        hardware: serde_json::json!({}),
+        cockroach_version: "v25.2".into(),
+        creator_id: "test".into(),
+        regions: vec![("us-east-1".into(), 1)],
+    }
+}
+
 fn reconciler(store: &Store, holder: &str) -> Reconciler {
     Reconciler::new(
         store.clone(),
@@ -49,19 +66,7 @@ async fn two_replicas_never_drive_one_operation_twice() {
     for i in 0..N {
         let c = a
             .create_cluster(
-                &NewCluster {
-                    name: format!("replica-{i:03}"),
-                    provider: "AWS".into(),
-                    plan: "ADVANCED".into(),
-                    account_id: format!("{:012}", i),
-                    network_visibility: "PUBLIC".into(),
-                    egress_policy: "ALLOW_ALL".into(),
-                    labels: Default::default(),
-                    hardware: serde_json::json!({}),
-                    cockroach_version: "v25.2".into(),
-                    creator_id: "test".into(),
-                    regions: vec![("us-east-1".into(), 1)],
-                },
+                &new_cluster(format!("replica-{i:03}"), format!("{:012}", i)),
                 &audit,
             )
             .await
@@ -172,22 +177,7 @@ async fn expired_leases_are_taken_over() {
     let a = Store::open_postgres(&url).await.unwrap();
     let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
     let c = a
-        .create_cluster(
-            &NewCluster {
-                name: "lease-take".into(),
-                provider: "AWS".into(),
-                plan: "ADVANCED".into(),
-                account_id: "000000000001".into(),
-                network_visibility: "PUBLIC".into(),
-                egress_policy: "ALLOW_ALL".into(),
-                labels: Default::default(),
-                hardware: serde_json::json!({}),
-                cockroach_version: "v25.2".into(),
-                creator_id: "test".into(),
-                regions: vec![("us-east-1".into(), 1)],
-            },
-            &audit,
-        )
+        .create_cluster(&new_cluster("lease-take", "000000000001"), &audit)
         .await
         .unwrap();
     let ep = a

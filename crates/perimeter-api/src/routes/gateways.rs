@@ -177,14 +177,7 @@ impl FromRequestParts<AppState> for GatewayAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthenticated("missing Authorization: Bearer <gateway token>")
-            })?;
+        let token = crate::extract::bearer(parts, "gateway token")?;
         let id = authenticate_gateway(&state.store, token.trim()).await?;
         state.store.touch_gateway(&id).await?;
         Ok(GatewayAuth(state.store.get_gateway(&id).await?))
