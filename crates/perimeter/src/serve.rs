@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Longest pause of the reconciler between scans, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub reconcile_interval_ms: u64,
+    /// How long a change may take to reach every live gateway before a rule applied by only
+    /// some of them reads INCONSISTENT, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub propagation_deadline_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,6 +86,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         state.reconcile.clone(),
         ReconcilerConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms.max(10)),
+            propagation_deadline: Duration::from_secs(args.propagation_deadline_seconds),
             ..Default::default()
         },
     );
