@@ -1180,6 +1180,11 @@ async fn validation_errors(s: &TestServer) {
     assert_eq!(st, 404);
 }
 
+/// GET `base?query` as admin, expecting 200.
+async fn page(s: &TestServer, base: &str, query: &str) -> Value {
+    s.ok(Method::GET, &format!("{base}?{query}"), None).await
+}
+
 /// Seven rules, three per page: pages of 3, 3, 1, forward and back, in both orders.
 async fn pagination_three_pages(s: &TestServer) {
     let c = s
@@ -1209,58 +1214,52 @@ async fn pagination_three_pages(s: &TestServer) {
     assert_eq!(p1["pagination"]["previous_page"], "");
     let t1 = p1["pagination"]["next_page"].as_str().unwrap();
     assert!(!t1.is_empty());
-    let p2 = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.page={t1}"),
-            None,
-        )
-        .await;
+    let p2 = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.page={t1}"),
+    )
+    .await;
     assert_eq!(names(&p2), ["rule-3", "rule-4", "rule-5"]);
     let t2 = p2["pagination"]["next_page"].as_str().unwrap();
-    let p3 = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.page={t2}"),
-            None,
-        )
-        .await;
+    let p3 = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.page={t2}"),
+    )
+    .await;
     assert_eq!(names(&p3), ["rule-6"]);
     assert_eq!(p3["pagination"]["next_page"], "", "the last page says so");
     let back = p3["pagination"]["previous_page"].as_str().unwrap();
-    let p2b = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.page={back}"),
-            None,
-        )
-        .await;
+    let p2b = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.page={back}"),
+    )
+    .await;
     assert_eq!(names(&p2b), ["rule-3", "rule-4", "rule-5"]);
     let back = p2b["pagination"]["previous_page"].as_str().unwrap();
-    let p1b = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.page={back}"),
-            None,
-        )
-        .await;
+    let p1b = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.page={back}"),
+    )
+    .await;
     assert_eq!(names(&p1b), ["rule-0", "rule-1", "rule-2"]);
-    let d1 = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.sort_order=DESC"),
-            None,
-        )
-        .await;
+    let d1 = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.sort_order=DESC"),
+    )
+    .await;
     assert_eq!(names(&d1), ["rule-6", "rule-5", "rule-4"]);
     let t = d1["pagination"]["next_page"].as_str().unwrap();
-    let d2 = s
-        .ok(
-            Method::GET,
-            &format!("{base}?pagination.limit=3&pagination.sort_order=DESC&pagination.page={t}"),
-            None,
-        )
-        .await;
+    let d2 = page(
+        s,
+        &base,
+        &format!("pagination.limit=3&pagination.sort_order=DESC&pagination.page={t}"),
+    )
+    .await;
     assert_eq!(names(&d2), ["rule-3", "rule-2", "rule-1"]);
     let all = s.ok(Method::GET, &base, None).await;
     assert_eq!(all["rules"].as_array().unwrap().len(), 7);
