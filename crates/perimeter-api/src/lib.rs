@@ -9,6 +9,7 @@ pub mod publish;
 pub mod reconcile;
 mod routes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,81 @@ pub struct AppState {
     pub principals: Arc<auth::PrincipalCache>,
     /// Serialized rule-list pages by cluster, valid for one rules epoch.
     pub rule_pages: Arc<ReadCache>,
+    /// Where this process's embedded gateways listen (empty with `--no-embedded-gateways`).
+    pub embedded: EmbeddedGateways,
+}
+
+/// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
+pub const EMBEDDED_GATEWAY_PREFIX: &str = "embedded-";
+
+/// The proxy addresses of the embedded gateways this process runs, by cluster and region, as
+/// observed: an entry exists only while its listener is bound.
+#[derive(Clone, Default)]
+pub struct EmbeddedGateways {
+    addrs: Arc<std::sync::RwLock<HashMap<(String, String), String>>>,
+    /// Whether this process runs embedded gateways at all.
+    enabled: Arc<std::sync::atomic::AtomicBool>,
+    started: Arc<Notify>,
+}
+
+impl EmbeddedGateways {
+    /// This process runs embedded gateways: cluster creation waits (briefly) for them.
+    pub fn enable(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When embedded gateways run, wait up to two seconds for every region of `c` to have one,
+    /// so that a new cluster's answer carries its proxy addresses.
+    pub async fn wait_for_regions(&self, c: &perimeter_store::Cluster) {
+        if !self.enabled.load(std::sync::atomic::Ordering::Relaxed) || c.is_deleted() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let started = self.started.notified();
+            if c.regions.iter().all(|r| self.get(&c.id, &r.name).is_some()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, started).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn set(&self, cluster_id: &str, region: &str, address: String) {
+        self.addrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((cluster_id.to_string(), region.to_string()), address);
+        self.started.notify_waiters();
+    }
+
+    pub fn remove(&self, cluster_id: &str, region: &str) {
+        self.addrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(cluster_id.to_string(), region.to_string()));
+    }
+
+    pub fn get(&self, cluster_id: &str, region: &str) -> Option<String> {
+        self.addrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(cluster_id.to_string(), region.to_string()))
+            .cloned()
+    }
+
+    /// A cluster as the API shows it, with its regions' embedded proxy addresses.
+    pub fn view(&self, c: perimeter_store::Cluster) -> model::Cluster {
+        let mut view = model::Cluster::from(c);
+        for r in &mut view.regions {
+            if let Some(a) = self.get(&view.id, &r.name) {
+                r.egress_proxy_address = a;
+            }
+        }
+        view
+    }
 }
 
 impl AppState {
@@ -59,6 +135,7 @@ impl AppState {
             snapshots: publish::SnapshotCache::default(),
             principals: Arc::default(),
             rule_pages: Arc::default(),
+            embedded: EmbeddedGateways::default(),
         }
     }
 

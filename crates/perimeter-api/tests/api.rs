@@ -1249,7 +1249,7 @@ async fn pagination_three_pages(s: &TestServer) {
     let d1 = page(
         s,
         &base,
-        &format!("pagination.limit=3&pagination.sort_order=DESC"),
+        "pagination.limit=3&pagination.sort_order=DESC",
     )
     .await;
     assert_eq!(names(&d1), ["rule-6", "rule-5", "rule-4"]);

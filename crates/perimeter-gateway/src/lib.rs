@@ -1,18 +1,20 @@
 //! Data plane of Perimeter: the egress gateway.
 //!
-//! The gateway is where the egress policy is enforced. It is planned as:
+//! The gateway is where the egress policy is enforced:
 //!
-//! - **listeners**: an explicit HTTP proxy (`CONNECT host:port` tunnels and absolute-form
+//! - **listeners** ([`listen`]): an explicit HTTP proxy (`CONNECT host:port` tunnels and absolute-form
 //!   `http://` requests, for clients configured with `HTTPS_PROXY`/`HTTP_PROXY`) and a
 //!   transparent listener for redirected connections, which takes the destination from the TLS
 //!   SNI or the HTTP Host and checks it against the original destination address;
-//! - **policy sync**: the current compiled snapshot held as a `watch` of `Arc<Snapshot>`,
+//! - **policy sync** ([`sync`]): the current compiled snapshot held as a `watch` of `Arc<Snapshot>`,
 //!   pulled from the control plane and kept on disk as last-known-good, so a gateway without a
 //!   policy denies everything and one that loses the control plane never falls open;
-//! - **decision events**: one structured event and one metric per decision.
+//! - **decision events** ([`decision`]): one structured event and one metric per decision,
+//!   and aggregates pushed to the control plane;
+//! - [`runtime`]: one gateway's tasks started and stopped together, as `perimeter gateway` runs
+//!   one and `perimeter serve` runs one per cluster region.
 //!
-//! Not built yet: the listeners, sync and decision events. What this crate has today are the
-//! self-contained pieces they will stand on, each tested on its own:
+//! The pieces they stand on, each tested on its own:
 //!
 //! - [`tls::client_hello`]: an incremental, bounded ClientHello parser for SNI and ALPN;
 //! - [`http_head`]: HTTP/1.x request heads for the proxy, with limits, unambiguous framing,
@@ -31,6 +33,7 @@ pub mod fuzzing;
 pub mod http_head;
 pub mod listen;
 pub mod original_dst;
+pub mod runtime;
 pub mod sync;
 pub mod tls;
 

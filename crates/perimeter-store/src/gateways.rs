@@ -228,6 +228,70 @@ impl Store {
         })
     }
 
+    /// Every region of every cluster that is not deleted, as `(cluster id, region)`: where
+    /// `perimeter serve` runs its embedded gateways.
+    pub async fn live_cluster_regions(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.cluster_id, r.name FROM cluster_regions r JOIN clusters c ON c.id = r.cluster_id \
+             WHERE c.deleted_at IS NULL ORDER BY r.cluster_id, r.position",
+        )
+        .fetch_all(&self.read)
+        .await
+        .ctx("listing cluster regions")?;
+        Ok(rows)
+    }
+
+    /// The gateway `name` of a cluster region, registered with no usable token when missing.
+    /// Used by embedded gateways, which keep no secret at rest: they re-key with
+    /// [`Store::set_gateway_token_hash`] at every start.
+    pub async fn ensure_gateway(
+        &self,
+        cluster_id: &str,
+        region: &str,
+        name: &str,
+        new_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<Gateway> {
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM gateways WHERE cluster_id = $1 AND name = $2")
+                .bind(cluster_id)
+                .bind(name)
+                .fetch_optional(&self.write)
+                .await
+                .ctx("finding a gateway")?;
+        match existing {
+            Some((id,)) => self.get_gateway(&id).await,
+            // An empty hash matches no token.
+            None => {
+                self.create_gateway(cluster_id, region, name, new_id, "", audit)
+                    .await
+            }
+        }
+    }
+
+    /// Give gateway `id` a new token hash; its old token stops working.
+    pub async fn set_gateway_token_hash(&self, id: &str, token_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE gateways SET token_hash = $1 WHERE id = $2")
+            .bind(token_hash)
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .ctx("re-keying a gateway")?;
+        Ok(())
+    }
+
+    /// Remove the gateway `name` of a cluster, if any (an embedded gateway whose region went
+    /// away). No audit entry: the change that removed the region has one.
+    pub async fn remove_gateway_named(&self, cluster_id: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM gateways WHERE cluster_id = $1 AND name = $2")
+            .bind(cluster_id)
+            .bind(name)
+            .execute(&self.write)
+            .await
+            .ctx("removing a gateway")?;
+        Ok(())
+    }
+
     /// Clusters with a change not yet observed everywhere (rules, policy or allowlist pending).
     pub async fn clusters_propagating(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(

@@ -1,6 +1,15 @@
-//! What `serve` and `gateway` share as processes: logging and shutdown signals.
+//! What `serve` and `gateway` share as processes: logging, shutdown signals, and the flags of
+//! gateways (name resolution, limits).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::ValueEnum;
+use perimeter_gateway::dns::{Resolver, ResolverConfig};
+use perimeter_gateway::listen::GatewayLimits;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -12,8 +21,12 @@ pub enum LogFormat {
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERIMETER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // Colours only for a terminal: a log file or journal gets plain lines (and a gateway's
+    // decision line per connection is cheaper to write).
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -40,5 +53,78 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Name resolution of gateways, on `gateway` and on `serve` (for its embedded gateways).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    /// DNS server (ip or ip:port) the gateways resolve with; repeat for several. Default: the
+    /// system's (resolv.conf).
+    #[arg(long = "dns-server")]
+    pub dns_servers: Vec<String>,
+    /// A hosts file of static name-to-address entries, consulted before DNS.
+    #[arg(long)]
+    pub hosts_file: Option<PathBuf>,
+    /// Longest DNS resolution, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub dns_timeout_ms: u64,
+}
+
+impl DnsArgs {
+    pub fn resolver(&self) -> Result<Arc<Resolver>> {
+        let servers = self
+            .dns_servers
+            .iter()
+            .map(|s| parse_dns_server(s))
+            .collect::<Result<Vec<_>>>()?;
+        let resolver = Resolver::new(ResolverConfig {
+            servers,
+            hosts_file: self.hosts_file.clone(),
+            timeout: Duration::from_millis(self.dns_timeout_ms.max(1)),
+        })
+        .context("setting up the DNS resolver")?;
+        Ok(Arc::new(resolver))
+    }
+}
+
+fn parse_dns_server(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: std::net::IpAddr = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .with_context(|| format!("--dns-server {s:?}: give an IP address or ip:port"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+/// Limits of gateways facing untrusted workloads, on `gateway` and on `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Idle timeout of tunnels, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_seconds: u64,
+    /// Most client connections served at once, per gateway.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request head, in seconds (slowloris).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// Largest request head, in bytes (at least 8192).
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> GatewayLimits {
+        GatewayLimits {
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds.max(1)),
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
+            max_header_bytes: self.max_header_bytes.max(8192),
+            ..GatewayLimits::default()
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::process::{LogFormat, init_tracing, shutdown_signal};
+use crate::embedded::{self, EmbeddedConfig};
+use crate::process::{DnsArgs, LimitArgs, LogFormat, init_tracing, shutdown_signal};
 use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
 use perimeter_api::{AppState, auth};
 use perimeter_store::{Durability, RoleBinding, Store};
@@ -42,6 +43,15 @@ pub struct ServeArgs {
     /// some of them reads INCONSISTENT, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub propagation_deadline_seconds: u64,
+    /// Run no gateways in this process (deployments that run `perimeter gateway` processes).
+    /// By default one gateway per region of every cluster listens on loopback; its address is
+    /// the region's `egress_proxy_address`.
+    #[arg(long)]
+    pub no_embedded_gateways: bool,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    #[command(flatten)]
+    pub gateway_limits: LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,6 +84,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     tracing::info!(store = %where_, "store ready");
     bootstrap(&store, &args.data_dir).await?;
+    let resolver = args.dns.resolver()?;
 
     let metrics = perimeter_api::install_metrics().context("installing the metrics recorder")?;
     let state = AppState::new(store.clone())
@@ -102,6 +113,25 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     tracing::info!(%addr, "control plane listening on http://{addr}");
     eprintln!("perimeter: control plane listening on http://{addr}");
 
+    // Embedded gateways stop before the API, so their last decision push still lands.
+    let (embedded_stop, embedded_stop_rx) = watch::channel(false);
+    let embedded_task = if args.no_embedded_gateways {
+        None
+    } else {
+        state.embedded.enable();
+        Some(tokio::spawn(embedded::supervise(
+            state.clone(),
+            EmbeddedConfig {
+                api: addr,
+                data_dir: args.data_dir.clone(),
+                resolver,
+                limits: args.gateway_limits.limits(),
+                scan_interval: Duration::from_secs(1),
+            },
+            embedded_stop_rx,
+        )))
+    };
+
     let mut rx = stop_rx.clone();
     let server_task = tokio::spawn(perimeter_api::serve(listener, state, async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -109,6 +139,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = embedded_stop.send(true);
+    if let Some(t) = embedded_task {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(10), server_task).await {
         Ok(Ok(Ok(()))) => {}

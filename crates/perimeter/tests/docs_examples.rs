@@ -192,9 +192,33 @@ curl --request POST \
         &env,
     );
     assert_eq!(json(&out)["Rule"]["state"], "PENDING_DELETION");
-    // The cluster shows the policy change in flight.
-    let c = d.api("GET", &format!("/api/v1/clusters/{cluster}"), None);
-    assert_eq!(c["egress_traffic_policy"], "UPDATING");
+    // The policy change shows UPDATING until the region's embedded gateway applied it, then
+    // the new policy; the deleted rule is gone once applied.
+    let settled = |d: &Docs| {
+        let c = d.api("GET", &format!("/api/v1/clusters/{cluster}"), None);
+        let policy = c["egress_traffic_policy"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            ["UPDATING", "DEFAULT_DENY"].contains(&policy.as_str()),
+            "{policy}"
+        );
+        let rules = d.api(
+            "GET",
+            &format!("/api/v1/clusters/{cluster}/networking/egress-rules"),
+            None,
+        );
+        policy == "DEFAULT_DENY" && rules["rules"].as_array().is_some_and(|r| r.len() == 1)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !settled(&d) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changes never settled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

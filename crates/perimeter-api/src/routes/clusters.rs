@@ -317,7 +317,9 @@ async fn create_cluster(
         .store
         .create_cluster(&new, &audit(&p, "AUDIT_LOG_ACTION_CREATE_CLUSTER", &req))
         .await?;
-    Ok(Json(c.into()))
+    st.changed();
+    st.embedded.wait_for_regions(&c).await;
+    Ok(Json(st.embedded.view(c)))
 }
 
 /// List clusters.
@@ -350,7 +352,7 @@ async fn list_clusters(
         .items
         .into_iter()
         .filter(|c| visible.as_ref().is_none_or(|v| v.contains(&c.id)))
-        .map(Cluster::from)
+        .map(|c| st.embedded.view(c))
         .collect();
     Ok(Json(ListClustersResponse {
         clusters,
@@ -368,7 +370,7 @@ async fn get_cluster(
 ) -> ApiResult<Json<Cluster>> {
     uuid_param("cluster_id", &id)?;
     require(&p, Need::ReadCluster, Some(&id))?;
-    Ok(Json(st.store.get_cluster(&id).await?.into()))
+    Ok(Json(st.embedded.view(st.store.get_cluster(&id).await?)))
 }
 
 /// Update a cluster's regions, labels, plan or hardware.
@@ -412,7 +414,9 @@ async fn update_cluster(
             &audit(&p, "AUDIT_LOG_ACTION_UPDATE_CLUSTER", &req),
         )
         .await?;
-    Ok(Json(c.into()))
+    st.changed();
+    st.embedded.wait_for_regions(&c).await;
+    Ok(Json(st.embedded.view(c)))
 }
 
 /// Delete a cluster with its endpoints, rules and allowlist.
@@ -437,5 +441,5 @@ async fn delete_cluster(
         )
         .await?;
     st.changed();
-    Ok(Json(c.into()))
+    Ok(Json(st.embedded.view(c)))
 }

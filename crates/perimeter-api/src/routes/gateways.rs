@@ -196,6 +196,15 @@ fn validate_name(name: &str) -> ApiResult<()> {
             "name must be 1-63 characters of letters, digits, '-', '.' or '_'",
         ));
     }
+    if name.starts_with(crate::EMBEDDED_GATEWAY_PREFIX) {
+        return Err(ApiError::invalid(
+            "name",
+            format!(
+                "names starting with {:?} are reserved for the gateways `perimeter serve` runs itself",
+                crate::EMBEDDED_GATEWAY_PREFIX
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
@@ -44,12 +44,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::head::{FirstHead, HostField, Prefixed};
 use super::ProxyContext;
-use super::relay::{Activity, Counted};
+use super::relay::{Activity, Counted, RelayEnd, relay, relay_stream};
 use super::target::{Target, TargetHost};
 use crate::decision::{DecisionEvent, EventVerdict};
 use crate::dns::DnsError;
 use crate::tls::{ClientHello, parse_client_hello};
+
+mod head;
 
 /// Body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -64,6 +67,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
+    // instead of one per connection (checked on the first connection).
+    let mut nodelay = NoDelay::new(&listener);
+    let http = http1_builder(&ctx.limits);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -78,10 +85,16 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
+        nodelay.apply(&stream);
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                tokio::spawn(serve_connection(ctx.clone(), stream, peer, permit));
+                tokio::spawn(serve_connection(
+                    ctx.clone(),
+                    http.clone(),
+                    stream,
+                    peer,
+                    permit,
+                ));
             }
             Err(_) => {
                 metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
@@ -109,25 +122,100 @@ async fn overloaded(mut stream: TcpStream) {
     .await;
 }
 
+/// TCP_NODELAY for accepted sockets: set once on the listener, and per socket only if the
+/// first accepted one did not inherit it.
+pub(super) struct NoDelay {
+    inherited: Option<bool>,
+}
+
+impl NoDelay {
+    pub(super) fn new(listener: &TcpListener) -> Self {
+        let set =
+            nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        Self {
+            inherited: if set.is_ok() { None } else { Some(false) },
+        }
+    }
+
+    pub(super) fn apply(&mut self, stream: &TcpStream) {
+        let inherited = *self
+            .inherited
+            .get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = stream.set_nodelay(true);
+        }
+    }
+}
+
+/// The HTTP/1 server settings of the proxy's connections, built once per listener.
+fn http1_builder(limits: &super::GatewayLimits) -> Arc<hyper::server::conn::http1::Builder> {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    Arc::new(b)
+}
+
 async fn serve_connection(
     ctx: ProxyContext,
-    stream: TcpStream,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    mut stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
+    // The first request head is read here: a plain CONNECT is served without hyper (its
+    // tunnel runs in this task, on the socket); anything else goes to hyper with every byte.
+    let max = ctx.limits.max_header_bytes.max(8192);
+    let first = tokio::time::timeout(
+        ctx.limits.header_read_timeout,
+        head::read_first_head(&mut stream, max),
+    )
+    .await;
+    let prefix = match first {
+        Err(_) => {
+            tracing::debug!(%peer, "no complete request head in time; closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client connection failed before a request head");
+            return;
+        }
+        Ok(Ok(FirstHead::Closed)) => return,
+        Ok(Ok(FirstHead::Other(bytes))) => bytes,
+        Ok(Ok(FirstHead::Connect {
+            authority,
+            host,
+            rest,
+        })) => match admit_connect(&ctx, peer, Some(&authority), host).await {
+            Ok(admitted) => {
+                if let Err(e) = stream.write_all(head::ESTABLISHED).await {
+                    tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
+                    return admitted.abandon();
+                }
+                return admitted
+                    .tunnel(ctx, TunnelClient::Socket(stream), rest)
+                    .await;
+            }
+            Err((draft, r)) => {
+                let answer = head::refusal_bytes(r.status, &r.reason, &r.message);
+                draft.finish(r.verdict, r.reason, 0, 0);
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+                // Keep-alive: whatever the client sends next is hyper's.
+                rest
+            }
+        },
+    };
     let permit = Arc::new(permit);
-    let limits = ctx.limits.clone();
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         let permit = permit.clone();
         async move { Ok::<_, Infallible>(handle(ctx, peer, permit, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc)
+    let conn = http
+        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -159,16 +247,16 @@ async fn handle(
 
 /// Why a request was refused: status, stable reason (`x-perimeter-error`) and a sentence.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    reason: Cow<'static, str>,
-    message: String,
-    verdict: EventVerdict,
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) reason: Cow<'static, str>,
+    pub(super) message: String,
+    pub(super) verdict: EventVerdict,
 }
 
 impl Refusal {
     /// A malformed or inconsistent request: 400.
-    fn client(reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub(super) fn client(reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             reason: reason.into(),
@@ -191,6 +279,16 @@ impl Refusal {
         }
     }
 
+    /// A refusal of the gateway's own (not a policy rule's): 403.
+    fn policy_with(reason: &'static str, message: String) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+            message,
+            verdict: EventVerdict::Denied,
+        }
+    }
+
     /// An upstream failure: 502, or 504 for a timeout.
     fn upstream(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -204,23 +302,39 @@ impl Refusal {
 
 /// What is known of a connection or request so far; finished exactly once as a
 /// [`DecisionEvent`].
-struct Draft {
-    sink: Arc<crate::decision::DecisionSink>,
-    cluster: String,
-    source: SocketAddr,
-    destination: String,
-    port: u16,
-    sni_or_host: Option<String>,
-    path: Option<String>,
-    rule: Option<String>,
-    started: Instant,
+pub(super) struct Draft {
+    pub(super) sink: Arc<crate::decision::DecisionSink>,
+    pub(super) cluster: String,
+    pub(super) source: SocketAddr,
+    pub(super) destination: String,
+    pub(super) port: u16,
+    pub(super) sni_or_host: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) rule: Option<String>,
+    pub(super) started: Instant,
 }
 
 impl Draft {
-    fn new(ctx: &ProxyContext, source: SocketAddr, destination: String, port: u16) -> Self {
+    pub(super) fn new(
+        ctx: &ProxyContext,
+        source: SocketAddr,
+        destination: String,
+        port: u16,
+    ) -> Self {
+        Self::for_snapshot(ctx, &ctx.snapshots.borrow(), source, destination, port)
+    }
+
+    /// A draft for a decision taken on `snap`.
+    fn for_snapshot(
+        ctx: &ProxyContext,
+        snap: &Snapshot,
+        source: SocketAddr,
+        destination: String,
+        port: u16,
+    ) -> Self {
         Self {
             sink: ctx.sink.clone(),
-            cluster: ctx.snapshots.borrow().cluster_id().to_string(),
+            cluster: snap.cluster_id().to_string(),
             source,
             destination,
             port,
@@ -231,7 +345,13 @@ impl Draft {
         }
     }
 
-    fn finish(self, verdict: EventVerdict, reason: impl Into<String>, up: u64, down: u64) {
+    pub(super) fn finish(
+        self,
+        verdict: EventVerdict,
+        reason: impl Into<String>,
+        up: u64,
+        down: u64,
+    ) {
         let event = DecisionEvent {
             cluster: self.cluster,
             region: self.sink.region.clone(),
@@ -251,14 +371,14 @@ impl Draft {
     }
 
     /// Record the refusal and build its response.
-    fn refuse(self, r: Refusal) -> Response<ProxyBody> {
+    pub(super) fn refuse(self, r: Refusal) -> Response<ProxyBody> {
         let response = refusal_response(&r);
         self.finish(r.verdict, r.reason, 0, 0);
         response
     }
 }
 
-fn refusal_response(r: &Refusal) -> Response<ProxyBody> {
+pub(super) fn refusal_response(r: &Refusal) -> Response<ProxyBody> {
     let mut resp = Response::new(full(format!("{}\n", r.message)));
     *resp.status_mut() = r.status;
     let h = resp.headers_mut();
@@ -284,7 +404,7 @@ fn empty() -> ProxyBody {
 
 /// The allowing side of a decision as recorded: `WouldDeny` under `REPORT_ONLY` when
 /// `DEFAULT_DENY` would have refused.
-fn allowed_outcome(d: &Decision) -> (EventVerdict, &'static str) {
+pub(super) fn allowed_outcome(d: &Decision) -> (EventVerdict, &'static str) {
     match d.would_deny() {
         Some(w) => (EventVerdict::WouldDeny, w.as_str()),
         None => (EventVerdict::Allowed, d.reason().as_str()),
@@ -295,17 +415,21 @@ fn allowed_outcome(d: &Decision) -> (EventVerdict, &'static str) {
 // Decide, resolve, guard, dial
 
 /// An upstream connection the policy allows.
-struct Dialled {
-    stream: TcpStream,
-    addr: SocketAddr,
-    decision: Decision,
+pub(super) struct Dialled {
+    pub(super) stream: TcpStream,
+    pub(super) addr: SocketAddr,
+    pub(super) decision: Decision,
 }
 
-async fn resolve_and_dial(
+/// Decide `target`, resolve it, guard each address and dial the first allowed one. With `pin`
+/// (the transparent listener: the address the client dialled), that address is the only
+/// candidate, and it must be among the addresses the gateway resolves for the name.
+pub(super) async fn resolve_and_dial(
     ctx: &ProxyContext,
     snap: &Snapshot,
     target: &Target,
     path: Option<&str>,
+    pin: Option<IpAddr>,
 ) -> Result<Dialled, Refusal> {
     let decided = snap.decide_target(target.destination(), target.port, path);
     if let Some(d) = decided.final_decision() {
@@ -330,6 +454,19 @@ async fn resolve_and_dial(
             .resolve(name)
             .await
             .map_err(|e| dns_refusal(name, &e))?,
+    };
+    let addrs = match pin {
+        None => addrs,
+        Some(ip) if addrs.contains(&ip) => vec![ip],
+        Some(ip) => {
+            return Err(Refusal::policy_with(
+                "original_destination_mismatch",
+                format!(
+                    "the connection was addressed to {ip}, which is not among the addresses the gateway resolves for {}",
+                    target.host
+                ),
+            ));
+        }
     };
     let own = |a: IpAddr| ctx.is_own(a);
     let mut first_deny: Option<Reason> = None;
@@ -424,10 +561,12 @@ fn still_allowed(
 }
 
 /// Whether a Host header agrees with `target`; a Host without a port agrees on the port.
-fn host_agrees(value: &HeaderValue, target: &Target) -> Result<(), Refusal> {
-    let text = value
-        .to_str()
-        .map_err(|_| Refusal::client("host_mismatch", "the Host header is not ASCII"))?;
+fn host_agrees(value: &[u8], target: &Target) -> Result<(), Refusal> {
+    // Visible ASCII, as `HeaderValue::to_str` takes it.
+    let text = std::str::from_utf8(value)
+        .ok()
+        .filter(|t| t.bytes().all(|b| b == b'\t' || (32..127).contains(&b)))
+        .ok_or_else(|| Refusal::client("host_mismatch", "the Host header is not ASCII"))?;
     let (host, port) = Target::parse_host_header(text).map_err(|e| {
         Refusal::client(
             "host_mismatch",
@@ -443,7 +582,7 @@ fn host_agrees(value: &HeaderValue, target: &Target) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Refusal> {
+pub(super) fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Refusal> {
     let mut all = headers.get_all(header::HOST).iter();
     let first = all.next();
     if all.next().is_some() {
@@ -465,58 +604,113 @@ async fn handle_connect(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
-    let mut draft = Draft::new(
-        &ctx,
-        peer,
-        authority.clone().unwrap_or_else(|| "-".into()),
-        0,
-    );
-    let Some(authority) = authority else {
-        return draft.refuse(Refusal::client(
-            "invalid_authority",
-            "CONNECT needs host:port",
-        ));
+    let host = match single_host(req.headers()) {
+        Err(_) => HostField::Many,
+        Ok(None) => HostField::None,
+        Ok(Some(v)) => HostField::One(Bytes::copy_from_slice(v.as_bytes())),
     };
-    let target = match Target::parse_authority(&authority, None) {
-        Ok(t) => t,
-        Err(e) => return draft.refuse(Refusal::client(e.reason, e.message)),
+    let admitted = match admit_connect(&ctx, peer, authority.as_deref(), host).await {
+        Ok(a) => a,
+        Err((draft, r)) => return draft.refuse(r),
     };
-    draft.destination = target.host.to_string();
-    draft.port = target.port;
-    match single_host(req.headers()) {
-        Err(r) => return draft.refuse(r),
-        Ok(Some(h)) => {
-            if let Err(r) = host_agrees(h, &target) {
-                return draft.refuse(r);
-            }
-        }
-        Ok(None) => {}
-    }
-    let snap = ctx.snapshots.borrow().clone();
-    draft.cluster = snap.cluster_id().to_string();
-    let dialled = match resolve_and_dial(&ctx, &snap, &target, None).await {
-        Ok(d) => d,
-        Err(r) => return draft.refuse(r),
-    };
-    draft.rule = dialled.decision.rule().map(|r| r.name.to_string());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _permit = permit;
         match on_upgrade.await {
-            Ok(upgraded) => tunnel(ctx, snap, draft, target, dialled, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => {
+                let (client, already) = TunnelClient::from_upgraded(upgraded);
+                admitted.tunnel(ctx, client, already).await
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
-                let (verdict, reason) = allowed_outcome(&dialled.decision);
-                draft.finish(verdict, reason, 0, 0);
+                admitted.abandon();
             }
         }
     });
     Response::new(empty())
 }
 
+/// A CONNECT the policy admits, its upstream dialled; the tunnel opens once the client has
+/// the `200`.
+struct Admitted {
+    snap: Arc<Snapshot>,
+    draft: Draft,
+    target: Target,
+    dialled: Dialled,
+}
+
+/// Decide a CONNECT (`authority` is its request target, `host` its Host header) and dial the
+/// upstream: the one decision of both the hyper path and the fast path of [`head`]. A refusal
+/// comes with the draft of its decision event.
+async fn admit_connect(
+    ctx: &ProxyContext,
+    peer: SocketAddr,
+    authority: Option<&str>,
+    host: HostField,
+) -> Result<Admitted, (Draft, Refusal)> {
+    let snap = ctx.snapshots.borrow().clone();
+    let mut draft = Draft::for_snapshot(ctx, &snap, peer, authority.unwrap_or("-").to_string(), 0);
+    let Some(authority) = authority else {
+        return Err((
+            draft,
+            Refusal::client("invalid_authority", "CONNECT needs host:port"),
+        ));
+    };
+    let target = match Target::parse_authority(authority, None) {
+        Ok(t) => t,
+        Err(e) => return Err((draft, Refusal::client(e.reason, e.message))),
+    };
+    draft.destination = target.host.to_string();
+    draft.port = target.port;
+    let host_checked = match &host {
+        HostField::None => Ok(()),
+        HostField::One(value) => host_agrees(value, &target),
+        HostField::Many => Err(Refusal::client(
+            "multiple_host_headers",
+            "more than one Host header",
+        )),
+    };
+    if let Err(r) = host_checked {
+        return Err((draft, r));
+    }
+    let dialled = match resolve_and_dial(ctx, &snap, &target, None, None).await {
+        Ok(d) => d,
+        Err(r) => return Err((draft, r)),
+    };
+    draft.rule = dialled.decision.rule().map(|r| r.name.to_string());
+    Ok(Admitted {
+        snap,
+        draft,
+        target,
+        dialled,
+    })
+}
+
+impl Admitted {
+    /// The client left before the tunnel opened: the decision stands, nothing moved.
+    fn abandon(self) {
+        let (verdict, reason) = allowed_outcome(&self.dialled.decision);
+        self.draft.finish(verdict, reason, 0, 0);
+    }
+
+    /// Check the client's first bytes (after `already`), then relay.
+    async fn tunnel(self, ctx: ProxyContext, client: TunnelClient, already: Bytes) {
+        tunnel(
+            ctx,
+            self.snap,
+            self.draft,
+            self.target,
+            self.dialled,
+            client,
+            already,
+        )
+        .await
+    }
+}
+
 /// What the client's first bytes in a tunnel are.
 #[derive(Debug, PartialEq, Eq)]
-enum FirstBytes {
+pub(super) enum FirstBytes {
     NeedMore,
     /// A TLS ClientHello and its SNI, if it has one.
     Tls(Option<String>),
@@ -574,7 +768,7 @@ fn classify_first_bytes(buf: &[u8], max: usize) -> FirstBytes {
 
 /// Check the client's first bytes against the CONNECT target. `Err` is the stable reason the
 /// tunnel is closed with.
-fn check_first_bytes(
+pub(super) fn check_first_bytes(
     ctx: &ProxyContext,
     snap: &Snapshot,
     target: &Target,
@@ -622,55 +816,126 @@ fn check_first_bytes(
     }
 }
 
+/// The client's side of an established tunnel: the socket itself when hyper hands it back (so
+/// the relay can splice), else hyper's upgraded stream.
+pub(super) enum TunnelClient {
+    Socket(TcpStream),
+    Stream(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl TunnelClient {
+    /// The client and the bytes hyper read past the CONNECT head, which come first.
+    fn from_upgraded(upgraded: hyper::upgrade::Upgraded) -> (Self, Bytes) {
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return (TunnelClient::Socket(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+            Ok(parts) => {
+                // hyper read its buffer before what is left of the prefix.
+                let Prefixed { prefix, inner } = parts.io.into_inner();
+                let already = match (parts.read_buf.is_empty(), prefix.is_empty()) {
+                    (_, true) => parts.read_buf,
+                    (true, false) => prefix,
+                    (false, false) => [parts.read_buf, prefix].concat().into(),
+                };
+                (TunnelClient::Socket(inner), already)
+            }
+            Err(upgraded) => (TunnelClient::Stream(TokioIo::new(upgraded)), Bytes::new()),
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            TunnelClient::Socket(s) => s.read_buf(buf).await,
+            TunnelClient::Stream(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+/// Read the client's first bytes (after `already`, what hyper read) until they can be judged.
+pub(super) async fn read_first_bytes(
+    client: &mut TunnelClient,
+    already: Bytes,
+    max: usize,
+) -> (std::io::Result<FirstBytes>, BytesMut) {
+    let mut buf = BytesMut::with_capacity(already.len().max(4096));
+    buf.extend_from_slice(&already);
+    loop {
+        let first = classify_first_bytes(&buf, max);
+        if first != FirstBytes::NeedMore {
+            return (Ok(first), buf);
+        }
+        buf.reserve(4096);
+        match client.read_buf(&mut buf).await {
+            Ok(0) => return (Ok(FirstBytes::NeedMore), buf),
+            Ok(_) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+}
+
+/// Resolves, with why, once a snapshot other than `admitted` no longer allows the tunnel.
+pub(super) async fn revoked(
+    ctx: &ProxyContext,
+    admitted: &Arc<Snapshot>,
+    target: &Target,
+    addr: SocketAddr,
+) -> String {
+    let mut snapshots = ctx.snapshots.clone();
+    // A snapshot may have come between the decision and now: judge it too.
+    let mut current = snapshots.borrow_and_update().clone();
+    loop {
+        if !Arc::ptr_eq(&current, admitted)
+            && let Err(why) = still_allowed(ctx, &current, target, addr.ip())
+        {
+            return format!("policy version {}: {}", current.version(), why.as_str());
+        }
+        if snapshots.changed().await.is_err() {
+            // No more snapshots will come: the current one stands.
+            return std::future::pending().await;
+        }
+        current = snapshots.borrow_and_update().clone();
+    }
+}
+
 async fn tunnel(
     ctx: ProxyContext,
     snap: Arc<Snapshot>,
     mut draft: Draft,
     target: Target,
     dialled: Dialled,
-    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    mut client: TunnelClient,
+    already: Bytes,
 ) {
     let Dialled {
-        stream,
+        stream: upstream,
         addr,
         decision,
     } = dialled;
     let (verdict, reason) = allowed_outcome(&decision);
-    let activity = Activity::new();
-    let mut upstream = Counted::new(stream, activity.clone());
 
     // The client's first bytes, checked before anything is relayed either way.
     let max = ctx.limits.max_header_bytes.max(8192);
-    let mut buf = Vec::with_capacity(4096);
-    let read = tokio::time::timeout(ctx.limits.first_bytes_timeout, async {
-        loop {
-            let first = classify_first_bytes(&buf, max);
-            if first != FirstBytes::NeedMore {
-                return Ok::<_, std::io::Error>(first);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(FirstBytes::NeedMore);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
+    let read = tokio::time::timeout(
+        ctx.limits.first_bytes_timeout,
+        read_first_bytes(&mut client, already, max),
+    )
     .await;
-    let first = match read {
+    let (first, buf) = match read {
         Err(_) => {
             tracing::info!(destination = %target, "closing tunnel: the client sent nothing to check in time");
             return draft.finish(EventVerdict::Denied, "first_bytes_timeout", 0, 0);
         }
-        Ok(Err(e)) => {
+        Ok((Err(e), _)) => {
             tracing::debug!(destination = %target, error = %e, "client failed before its first bytes");
             return draft.finish(verdict, reason, 0, 0);
         }
-        Ok(Ok(FirstBytes::NeedMore)) if buf.is_empty() => {
+        Ok((Ok(FirstBytes::NeedMore), buf)) if buf.is_empty() => {
             // The client closed without sending anything.
             return draft.finish(verdict, reason, 0, 0);
         }
-        Ok(Ok(first)) => first,
+        Ok((Ok(first), buf)) => (first, buf),
     };
     draft.sni_or_host = match &first {
         FirstBytes::Tls(sni) => sni.clone(),
@@ -681,49 +946,35 @@ async fn tunnel(
         tracing::info!(destination = %target, sni_or_host = draft.sni_or_host.as_deref().unwrap_or(""), reason = why, "closing tunnel: the client's first bytes disagree with the CONNECT target");
         return draft.finish(EventVerdict::Denied, why, 0, 0);
     }
-    let mut outcome: (EventVerdict, Cow<'static, str>) = (verdict, reason.into());
-    if upstream.write_all(&buf).await.is_err() {
-        return draft.finish(outcome.0, outcome.1, activity.up(), activity.down());
-    }
-    drop(buf);
 
-    let mut snapshots = ctx.snapshots.clone();
-    let mut watching = true;
+    let activity = Activity::new();
     let idle = ctx.limits.idle_timeout;
-    let mut tick =
-        tokio::time::interval((idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(5)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    tokio::pin!(copy);
-    loop {
-        tokio::select! {
-            r = &mut copy => {
-                if let Err(e) = r {
-                    tracing::debug!(destination = %target, error = %e, "tunnel ended with an error");
-                }
-                break;
-            }
-            changed = snapshots.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                let now = snapshots.borrow_and_update().clone();
-                if let Err(why) = still_allowed(&ctx, &now, &target, addr.ip()) {
-                    tracing::info!(destination = %target, address = %addr, version = now.version(), reason = why.as_str(), "closing tunnel: the new policy no longer allows it");
-                    outcome = (EventVerdict::Denied, "policy_revoked".into());
-                    break;
-                }
-            }
-            _ = tick.tick() => {
-                if activity.idle_for() >= idle {
-                    tracing::debug!(destination = %target, "closing idle tunnel");
-                    break;
-                }
-            }
+    let stop = revoked(&ctx, &snap, &target, addr);
+    let pending = buf.freeze();
+    let end = match client {
+        TunnelClient::Socket(client) => {
+            relay(client, upstream, pending, activity.clone(), idle, stop).await
         }
-    }
-    draft.finish(outcome.0, outcome.1, activity.up(), activity.down());
+        TunnelClient::Stream(client) => {
+            relay_stream(client, upstream, pending, activity.clone(), idle, stop).await
+        }
+    };
+    let (verdict, reason) = match end {
+        RelayEnd::Closed => (verdict, reason),
+        RelayEnd::Failed { direction, error } => {
+            tracing::debug!(destination = %target, direction = direction.as_str(), error = %error, "tunnel ended with an error");
+            (verdict, reason)
+        }
+        RelayEnd::Idle => {
+            tracing::debug!(destination = %target, "closed idle tunnel");
+            (verdict, reason)
+        }
+        RelayEnd::Stopped(why) => {
+            tracing::info!(destination = %target, address = %addr, reason = %why, "closing tunnel: the new policy no longer allows it");
+            (EventVerdict::Denied, "policy_revoked")
+        }
+    };
+    draft.finish(verdict, reason, activity.up(), activity.down());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -781,6 +1032,22 @@ async fn handle_forward(
     };
     draft.destination = target.host.to_string();
     draft.port = target.port;
+    forward(ctx, draft, req, target, 80, None).await
+}
+
+/// Forward one plain-HTTP request to `target`: the Host header must agree with it (a port-less
+/// Host names `default_port`), the path is normalised and decided with the target, the
+/// upstream is dialled (at `pin` only, for the transparent listener) and the response streamed
+/// back.
+pub(super) async fn forward(
+    ctx: ProxyContext,
+    mut draft: Draft,
+    req: Request<Incoming>,
+    target: Target,
+    default_port: u16,
+    pin: Option<IpAddr>,
+) -> Response<ProxyBody> {
+    let uri = req.uri().clone();
     let host_header = match single_host(req.headers()) {
         Err(r) => return draft.refuse(r),
         Ok(h) => h.cloned(),
@@ -789,12 +1056,12 @@ async fn handle_forward(
         draft.sni_or_host = h.to_str().ok().map(str::to_string);
         // A port-less Host names the scheme's default port.
         let agrees = Target::parse_host_header(h.to_str().unwrap_or(""))
-            .map(|(host, port)| host == target.host && port.unwrap_or(80) == target.port)
+            .map(|(host, port)| host == target.host && port.unwrap_or(default_port) == target.port)
             .unwrap_or(false);
         if !agrees {
             return draft.refuse(Refusal::client(
                 "host_mismatch",
-                format!("the Host header does not agree with the request URI's authority {target}"),
+                format!("the Host header does not agree with the request's destination {target}"),
             ));
         }
     }
@@ -805,7 +1072,7 @@ async fn handle_forward(
     draft.path = Some(path.clone());
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
-    let dialled = match resolve_and_dial(&ctx, &snap, &target, Some(&path)).await {
+    let dialled = match resolve_and_dial(&ctx, &snap, &target, Some(&path), pin).await {
         Ok(d) => d,
         Err(r) => return draft.refuse(r),
     };

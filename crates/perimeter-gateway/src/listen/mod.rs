@@ -1,9 +1,11 @@
 //! Listeners of the data plane. [`connect`]: the explicit HTTP proxy (CONNECT and absolute-form
-//! plain HTTP) that workloads use through `HTTPS_PROXY` / `HTTP_PROXY`.
+//! plain HTTP) that workloads use through `HTTPS_PROXY` / `HTTP_PROXY`; [`transparent`]:
+//! connections redirected by the host's firewall, judged by their SNI or Host.
 
 pub mod connect;
 mod relay;
 mod target;
+pub mod transparent;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use crate::dns::Resolver;
 
 pub use connect::serve;
 pub use target::{Target, TargetHost};
+pub use transparent::serve_transparent;
 
 /// Limits of a listener. The defaults are safe for a gateway facing untrusted workloads.
 #[derive(Debug, Clone)]

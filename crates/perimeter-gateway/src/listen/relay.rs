@@ -1,13 +1,26 @@
-//! Byte counting and activity tracking for relayed streams.
+//! Relaying an admitted connection: [`relay`] moves bytes both ways between a client and its
+//! upstream until both sides closed, one failed, the tunnel idled out or `stop` (a policy
+//! revocation) resolved; [`Activity`] counts the bytes and the time of the last one.
+//!
+//! Between two TCP sockets, each direction starts with plain reads and writes through a small
+//! buffer (a short request and reply never pays for more) and, once a read fills that buffer,
+//! switches to `splice(2)` through a pipe of its own, so bulk data moves from socket to socket
+//! inside the kernel without being copied through the gateway. A client stream that is not a
+//! plain socket goes through [`relay_stream`], which copies.
 
+use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Bytes each way and the time of the last byte, shared by both halves of a relay.
 #[derive(Debug)]
@@ -19,12 +32,21 @@ pub(crate) struct Activity {
     last: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
     /// Client to upstream.
     Up,
     /// Upstream to client.
     Down,
+}
+
+impl Direction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "client to upstream",
+            Direction::Down => "upstream to client",
+        }
+    }
 }
 
 impl Activity {
@@ -113,3 +135,288 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The relay
+
+/// How a relay ended. The byte counts are in the [`Activity`] it was given.
+#[derive(Debug)]
+pub(crate) enum RelayEnd {
+    /// Both sides closed their sending halves (each end of stream was passed on).
+    Closed,
+    /// A socket failed (reset, broken pipe ...) while moving bytes in `direction`.
+    Failed {
+        direction: Direction,
+        error: io::Error,
+    },
+    /// No byte either way for the idle timeout.
+    Idle,
+    /// `stop` resolved first; its answer says why.
+    Stopped(String),
+}
+
+/// Size of the buffer each direction starts with; a read that fills it switches that direction
+/// to `splice(2)`.
+const SMALL_BUF: usize = 8 * 1024;
+
+/// Capacity asked for each direction's pipe (the kernel may grant less; the default is 64 KiB).
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// Relay between `client` and `upstream` until both closed, one failed, nothing moved for
+/// `idle`, or `stop` resolved. `pending_up` (client bytes already read, such as the checked
+/// ClientHello) is sent upstream before anything else from the client. End of stream from one
+/// side is passed on as a half-close (`shutdown(SHUT_WR)`) of the other; the other direction
+/// keeps going. Both sockets are closed when this returns.
+///
+/// Shared by the listeners: the CONNECT tunnel and the transparent listener.
+pub(crate) async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    pending_up: Bytes,
+    activity: Arc<Activity>,
+    idle: Duration,
+    stop: impl Future<Output = String>,
+) -> RelayEnd {
+    // Directions that reached their end of stream.
+    let ended = AtomicU8::new(0);
+    let transfer = async {
+        let up = async {
+            write_all(&upstream, &pending_up, Direction::Up, &activity)
+                .await
+                .map_err(|error| (Direction::Up, error))?;
+            pump(&client, &upstream, Direction::Up, &activity, &ended).await
+        };
+        let down = pump(&upstream, &client, Direction::Down, &activity, &ended);
+        tokio::try_join!(up, down).map(|_| ())
+    };
+    supervise(transfer, &activity, idle, stop).await
+}
+
+/// [`relay`] for a client stream that is not a plain socket (copies through user space).
+pub(crate) async fn relay_stream<C>(
+    mut client: C,
+    upstream: TcpStream,
+    pending_up: Bytes,
+    activity: Arc<Activity>,
+    idle: Duration,
+    stop: impl Future<Output = String>,
+) -> RelayEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut upstream = Counted::new(upstream, activity.clone());
+    let transfer = async {
+        upstream
+            .write_all(&pending_up)
+            .await
+            .map_err(|error| (Direction::Up, error))?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream)
+            .await
+            // copy_bidirectional does not say which side failed.
+            .map_err(|error| (Direction::Up, error))
+            .map(|_| ())
+    };
+    supervise(transfer, &activity, idle, stop).await
+}
+
+/// Drive `transfer` while watching the idle timeout and `stop`.
+async fn supervise(
+    transfer: impl Future<Output = Result<(), (Direction, io::Error)>>,
+    activity: &Activity,
+    idle: Duration,
+    stop: impl Future<Output = String>,
+) -> RelayEnd {
+    tokio::pin!(transfer, stop);
+    // One timer, pushed back to `idle` after the last byte whenever it fires early.
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            r = &mut transfer => return match r {
+                Ok(()) => RelayEnd::Closed,
+                Err((direction, error)) => RelayEnd::Failed { direction, error },
+            },
+            why = &mut stop => return RelayEnd::Stopped(why),
+            _ = &mut sleep => {
+                let quiet = activity.idle_for();
+                if quiet >= idle {
+                    return RelayEnd::Idle;
+                }
+                sleep.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+            }
+        }
+    }
+}
+
+/// Move bytes from `src` to `dst` until `src` ends (then half-close `dst`) or fails.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    dir: Direction,
+    activity: &Activity,
+    ended: &AtomicU8,
+) -> Result<(), (Direction, io::Error)> {
+    let err = |e| (dir, e);
+    let eof = || pass_end_on(dst, ended).map_err(err);
+    // On the heap, uninitialised: a tunnel that never sends does not pay for it, and the
+    // relay's future stays small.
+    let mut buf: Vec<u8> = Vec::new();
+    // Short exchanges: plain reads and writes until one read fills the buffer.
+    loop {
+        let n = read(src, &mut buf).await.map_err(err)?;
+        if n == 0 {
+            return eof();
+        }
+        write_all(dst, &buf, dir, activity).await.map_err(err)?;
+        if n >= SMALL_BUF {
+            break;
+        }
+    }
+    // Bulk: socket to pipe to socket inside the kernel. Without a pipe (out of descriptors),
+    // keep copying.
+    match Pipe::new() {
+        Ok(pipe) => {
+            drop(buf);
+            pipe.pump(src, dst, dir, activity, ended).await.map_err(err)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipe for splice; relaying by copy");
+            loop {
+                let n = read(src, &mut buf).await.map_err(err)?;
+                if n == 0 {
+                    return eof();
+                }
+                write_all(dst, &buf, dir, activity).await.map_err(err)?;
+            }
+        }
+    }
+}
+
+/// Read what `src` has (at most [`SMALL_BUF`] bytes) into `buf`, replacing its contents.
+async fn read(src: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    buf.reserve_exact(SMALL_BUF);
+    loop {
+        src.readable().await?;
+        // `try_read_buf` fills the spare capacity, which is exactly SMALL_BUF.
+        match src.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn write_all(
+    dst: &TcpStream,
+    mut data: &[u8],
+    dir: Direction,
+    activity: &Activity,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(data) {
+            Ok(n) => {
+                activity.add(dir, n as u64);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Pass `src`'s end of stream on to `dst`. The first direction to end half-closes its
+/// destination; the second needs no `shutdown(2)`: the relay returns and closing the socket
+/// sends the FIN (its receive side is drained, so the close is graceful).
+fn pass_end_on(dst: &TcpStream, ended: &AtomicU8) -> io::Result<()> {
+    if ended.fetch_add(1, Ordering::AcqRel) == 0 {
+        shutdown_write(dst)
+    } else {
+        Ok(())
+    }
+}
+
+/// Pass an end of stream on: no more bytes will be sent to `dst`.
+fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
+    match nix::sys::socket::shutdown(dst.as_raw_fd(), nix::sys::socket::Shutdown::Write) {
+        // The peer is gone already: nothing left to tell it.
+        Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One direction's pipe for `splice(2)`.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        // A larger pipe means fewer splices per byte; the kernel may refuse (per-user pipe
+        // limits), and then the default capacity does.
+        let _ = fcntl(write.as_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
+        let capacity = fcntl(write.as_fd(), FcntlArg::F_GETPIPE_SZ)
+            .ok()
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(64 * 1024);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+
+    /// Fill the pipe from `src` when it is empty, then drain it into `dst` completely. Filling
+    /// only an empty pipe keeps `EAGAIN` unambiguous: from the socket into an empty pipe it
+    /// can only mean "no data", and from a non-empty pipe into the socket only "socket full",
+    /// which is what tokio's readiness needs to be told.
+    async fn pump(
+        &self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        dir: Direction,
+        activity: &Activity,
+        ended: &AtomicU8,
+    ) -> io::Result<()> {
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        loop {
+            let mut in_pipe = loop {
+                src.readable().await?;
+                match src.try_io(Interest::READABLE, || {
+                    splice(src, None, &self.write, None, self.capacity, flags)
+                        .map_err(io::Error::from)
+                }) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            if in_pipe == 0 {
+                return pass_end_on(dst, ended);
+            }
+            while in_pipe > 0 {
+                dst.writable().await?;
+                match dst.try_io(Interest::WRITABLE, || {
+                    splice(&self.read, None, dst, None, in_pipe, flags).map_err(io::Error::from)
+                }) {
+                    Ok(n) => {
+                        activity.add(dir, n as u64);
+                        in_pipe -= n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

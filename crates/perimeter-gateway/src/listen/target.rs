@@ -146,10 +146,11 @@ fn parse_port(p: &str) -> Result<u16, TargetError> {
     let bad = || {
         TargetError::new(
             "invalid_port",
-            format!("port {p:?} is not a number from 1 to 65535"),
+            format!("port {p:?} is not a number from 1 to 65535 without leading zeros"),
         )
     };
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    // Leading zeros are refused, not read: `0080` is no canonical spelling of 80.
+    if p.is_empty() || p.len() > 5 || p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     match p.parse::<u16>() {
@@ -208,6 +209,7 @@ mod tests {
             ("example.com:0", "invalid_port"),
             ("example.com:65536", "invalid_port"),
             ("example.com:+80", "invalid_port"),
+            ("example.com:0080", "invalid_port"),
             ("user@example.com:80", "invalid_authority"),
             ("2001:db8::1:80", "invalid_authority"),
             ("exa_mple.com:80", "invalid_hostname"),

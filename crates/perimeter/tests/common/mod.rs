@@ -147,3 +147,221 @@ pub fn curl(args: &[&str]) -> (u16, String) {
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the gateway end-to-end tests (tests/gateway.rs has its own older copies).
+
+/// Whether `perimeter serve --help` lists `flag` (for flags that land while tests are written).
+pub fn serve_supports(flag: &str) -> bool {
+    static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HELP.get_or_init(|| {
+        let out = Command::new(BIN)
+            .args(["serve", "--help"])
+            .output()
+            .expect("perimeter serve --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .contains(flag)
+}
+
+/// A running `perimeter gateway` (explicit proxy on 127.0.0.1:0), killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    /// `127.0.0.1:<port>` of the explicit proxy, as the gateway announced it.
+    pub proxy: String,
+    /// The transparent listener's address, when the gateway runs one.
+    pub transparent: Option<String>,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Start `perimeter gateway` for `region` with a hosts file and a DNS server (never the
+    /// system's: tests must not ask the machine's resolver); wait (30 s at most) until it
+    /// announces its proxy address.
+    pub fn start(
+        dir: &Path,
+        control_plane: &str,
+        token: &str,
+        region: &str,
+        state_dir: &Path,
+        hosts: &Path,
+        dns: &str,
+    ) -> Gateway {
+        Self::start_with(
+            dir,
+            control_plane,
+            token,
+            region,
+            state_dir,
+            hosts,
+            dns,
+            &[],
+        )
+    }
+
+    /// [`Gateway::start`] with further flags (e.g. `--transparent-listen`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        dir: &Path,
+        control_plane: &str,
+        token: &str,
+        region: &str,
+        state_dir: &Path,
+        hosts: &Path,
+        dns: &str,
+        extra: &[&str],
+    ) -> Gateway {
+        std::fs::create_dir_all(dir).unwrap();
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = dir.join(format!("gateway-{}-{n}.log", std::process::id()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "gateway",
+                "--control-plane",
+                control_plane,
+                "--token",
+                token,
+            ])
+            .args(["--listen", "127.0.0.1:0", "--region", region])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--hosts-file")
+            .arg(hosts)
+            .args(["--dns-server", dns, "--dns-timeout-ms", "1000"])
+            .args(["--poll-wait-seconds", "2", "--decisions-push-ms", "300"])
+            .args(extra)
+            .env_remove("PERIMETER_CONTROL_PLANE")
+            .env_remove("PERIMETER_GATEWAY_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawning perimeter gateway");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let proxy = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("perimeter: gateway listening on ").nth(1))
+            {
+                break addr.trim().to_string();
+            }
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("perimeter gateway did not announce its address; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let transparent = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.split("perimeter: gateway transparent listener on ")
+                    .nth(1)
+            })
+            .map(|a| a.trim().to_string());
+        Gateway {
+            child,
+            proxy,
+            transparent,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(
+                    st.success(),
+                    "gateway exited with {st}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An API call with the admin key: (status, body).
+pub fn api(
+    s: &Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, String) {
+    let url = format!("{}{path}", s.url);
+    let auth = format!("Authorization: Bearer {key}");
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+    ];
+    let text;
+    if let Some(b) = body {
+        text = b.to_string();
+        args.extend(["-d", text.as_str()]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+/// An API call that must succeed; its JSON body.
+pub fn ok(
+    s: &Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (st, b) = api(s, key, method, path, body);
+    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
+    json(&b)
+}
+
+/// Poll `f` every 100 ms until it holds; panic after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the first header `name` in a response's text (case-insensitive name).
+pub fn header_value(resp: &str, name: &str) -> Option<String> {
+    resp.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}

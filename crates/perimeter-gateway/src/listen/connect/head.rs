@@ -1,0 +1,269 @@
+//! The first request head of a client connection, read without hyper. A plain CONNECT (the
+//! common case: HTTP/1.1, an authority-form target, no body framing, no `Connection`,
+//! `Upgrade` or `Expect` header) is decided and answered by the proxy itself, and its tunnel
+//! starts on the socket; everything else goes to hyper together with the bytes read, so hyper
+//! sees the connection exactly as the client sent it. Both paths decide a CONNECT with the same
+//! function ([`super::admit_connect`]).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Most header fields the fast path parses; a head with more goes to hyper (its own limit).
+const MAX_HEADERS: usize = 64;
+
+/// The Host header fields of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum HostField {
+    None,
+    One(Bytes),
+    Many,
+}
+
+/// What the first bytes of a connection turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FirstHead {
+    /// A plain CONNECT: its request target, its Host, and the bytes after its head (the start
+    /// of the tunnel, if the client did not wait for the answer).
+    Connect {
+        authority: String,
+        host: HostField,
+        rest: Bytes,
+    },
+    /// Anything else, hyper's to serve: every byte read so far.
+    Other(Bytes),
+    /// The client closed before a complete head.
+    Closed,
+}
+
+/// Read until the first request head is complete (or clearly not a plain CONNECT, or `max`
+/// bytes came without a complete head: hyper answers that one).
+pub(super) async fn read_first_head(stream: &mut TcpStream, max: usize) -> io::Result<FirstHead> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(FirstHead::Closed);
+        }
+        if let Some(head) = classify(&mut buf, max) {
+            return Ok(head);
+        }
+    }
+}
+
+/// `None` while more bytes are needed.
+fn classify(buf: &mut BytesMut, max: usize) -> Option<FirstHead> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < max => return None,
+        // Too large, too many headers, malformed: hyper answers as it always does.
+        Ok(httparse::Status::Partial) | Err(_) => {
+            return Some(FirstHead::Other(std::mem::take(buf).freeze()));
+        }
+    };
+    let plain_connect = req.method == Some("CONNECT")
+        && req.version == Some(1)
+        && !req.headers.iter().any(|h| {
+            [
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "upgrade",
+                "expect",
+            ]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+        });
+    let authority = req
+        .path
+        .filter(|p| plain_connect && p.parse::<http::uri::Authority>().is_ok())
+        .map(str::to_string);
+    let Some(authority) = authority else {
+        return Some(FirstHead::Other(std::mem::take(buf).freeze()));
+    };
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let host = match (hosts.next(), hosts.next()) {
+        (None, _) => HostField::None,
+        (Some(h), None) => HostField::One(Bytes::copy_from_slice(h.value)),
+        (Some(_), Some(_)) => HostField::Many,
+    };
+    let rest = buf.split_off(len).freeze();
+    Some(FirstHead::Connect {
+        authority,
+        host,
+        rest,
+    })
+}
+
+/// The response head that opens a tunnel.
+pub(super) const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
+
+/// A refusal as bytes on the wire, as hyper would have sent the same response.
+pub(super) fn refusal_bytes(status: http::StatusCode, reason: &str, message: &str) -> Vec<u8> {
+    let body_len = message.len() + 1;
+    let mut out = Vec::with_capacity(160 + body_len);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
+    if http::HeaderValue::from_str(reason).is_ok() {
+        out.extend_from_slice(super::X_PERIMETER_ERROR.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body_len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(message.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// A stream that yields `prefix` before reading from `inner`: bytes read to classify a
+/// connection, handed back to the HTTP server.
+pub(in crate::listen) struct Prefixed<S> {
+    pub(in crate::listen) prefix: Bytes,
+    pub(in crate::listen) inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(in crate::listen) fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8]) -> Option<FirstHead> {
+        classify(&mut BytesMut::from(bytes), 16 * 1024)
+    }
+
+    #[test]
+    fn plain_connect_is_taken_with_what_follows_its_head() {
+        assert_eq!(
+            head(b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\nProxy-Connection: keep-alive\r\n\r\n\x16\x03\x01"),
+            Some(FirstHead::Connect {
+                authority: "a.example.com:443".into(),
+                host: HostField::One(Bytes::from_static(b"a.example.com:443")),
+                rest: Bytes::from_static(b"\x16\x03\x01"),
+            })
+        );
+        assert_eq!(
+            head(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n"),
+            Some(FirstHead::Connect {
+                authority: "127.0.0.1:80".into(),
+                host: HostField::Many,
+                rest: Bytes::new(),
+            })
+        );
+        assert_eq!(
+            head(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n"),
+            Some(FirstHead::Connect {
+                authority: "127.0.0.1:80".into(),
+                host: HostField::None,
+                rest: Bytes::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper_whole() {
+        for other in [
+            &b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\n\r\nrest"[..],
+            b"CONNECT a.example.com:443 HTTP/1.0\r\n\r\n",
+            b"CONNECT a.example.com:443 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"CONNECT a.example.com:443 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"CONNECT a.example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"CONNECT http://a.example.com/ HTTP/1.1\r\n\r\n",
+            b"CONNECT /path HTTP/1.1\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                head(other),
+                Some(FirstHead::Other(Bytes::copy_from_slice(other))),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert_eq!(head(b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a"), None);
+        let big = [b"CONNECT a:1 HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(
+            classify(&mut BytesMut::from(&big[..]), 64),
+            Some(FirstHead::Other(Bytes::from(big.clone())))
+        );
+    }
+
+    #[test]
+    fn refusals_read_like_hyper_s() {
+        let r = refusal_bytes(
+            http::StatusCode::FORBIDDEN,
+            "no_rule_for_destination",
+            "no rule",
+        );
+        assert_eq!(
+            String::from_utf8(r).unwrap(),
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: no_rule_for_destination\r\ncontent-length: 8\r\n\r\nno rule\n"
+        );
+    }
+}

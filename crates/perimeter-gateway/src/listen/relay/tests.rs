@@ -1,0 +1,290 @@
+//! The relay over real loopback sockets: exact bytes both ways (small exchanges and bulk that
+//! goes through splice), the pending bytes first, half-close, the idle timeout and `stop`.
+
+use std::future::pending;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::{Activity, RelayEnd, relay, relay_stream};
+
+/// A connected pair on loopback: (the relay's end, the test's end).
+async fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (mine, _) = l.accept().await.unwrap();
+    (mine, peer)
+}
+
+/// Deterministic bytes that differ between offsets and seeds.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Write `out` then half-close; read to the end meanwhile; returns what was read.
+fn exchange(peer: TcpStream, out: Vec<u8>) -> JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        let (mut r, mut w) = peer.into_split();
+        let writer = tokio::spawn(async move {
+            w.write_all(&out).await.unwrap();
+            w.shutdown().await.unwrap();
+            w
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        drop(writer.await.unwrap());
+        got
+    })
+}
+
+fn never() -> impl std::future::Future<Output = String> {
+    pending::<String>()
+}
+
+async fn bytes_both_ways(up_len: usize, down_len: usize) {
+    let (client, client_peer) = pair().await;
+    let (upstream, upstream_peer) = pair().await;
+    let first = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let up = data(up_len, 1);
+    let down = data(down_len, 2);
+    let activity = Activity::new();
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        first.clone(),
+        activity.clone(),
+        Duration::from_secs(30),
+        never(),
+    ));
+    let at_client = exchange(client_peer, up.clone());
+    let at_upstream = exchange(upstream_peer, down.clone());
+    let at_upstream = within("upstream's bytes", at_upstream).await.unwrap();
+    let at_client = within("client's bytes", at_client).await.unwrap();
+    let end = within("the relay to end", relayed).await.unwrap();
+
+    let mut want_up = first.to_vec();
+    want_up.extend_from_slice(&up);
+    assert_eq!(at_upstream.len(), want_up.len(), "bytes upstream");
+    assert!(at_upstream == want_up, "upstream got other bytes");
+    assert_eq!(at_client.len(), down.len(), "bytes to the client");
+    assert!(at_client == down, "the client got other bytes");
+    assert!(matches!(end, RelayEnd::Closed), "{end:?}");
+    assert_eq!(activity.up(), want_up.len() as u64);
+    assert_eq!(activity.down(), down.len() as u64);
+}
+
+#[tokio::test]
+async fn small_exchange_is_exact() {
+    bytes_both_ways(100, 300).await;
+}
+
+#[tokio::test]
+async fn nothing_but_pending_bytes() {
+    bytes_both_ways(0, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_both_ways_is_exact() {
+    // Large enough to fill the first buffer and go through the pipes, several times over.
+    bytes_both_ways(8 * 1024 * 1024 + 17, 5 * 1024 * 1024 + 3).await;
+}
+
+#[tokio::test]
+async fn half_close_is_passed_on_and_the_other_way_keeps_going() {
+    let (client, mut client_peer) = pair().await;
+    let (upstream, mut upstream_peer) = pair().await;
+    let activity = Activity::new();
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        activity.clone(),
+        Duration::from_secs(30),
+        never(),
+    ));
+    client_peer.write_all(b"request").await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    // The upstream sees the request and then the end of it ...
+    let mut got = Vec::new();
+    within(
+        "the end of the request",
+        upstream_peer.read_to_end(&mut got),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, b"request");
+    // ... and can still answer, in two writes, the second one bulk.
+    let reply = data(300 * 1024, 3);
+    upstream_peer.write_all(b"reply:").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!relayed.is_finished(), "the relay ended on a half-close");
+    upstream_peer.write_all(&reply).await.unwrap();
+    upstream_peer.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within("the reply", client_peer.read_to_end(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back[..6], b"reply:");
+    assert!(back[6..] == reply[..], "the reply differs");
+    let end = within("the relay to end", relayed).await.unwrap();
+    assert!(matches!(end, RelayEnd::Closed), "{end:?}");
+    assert_eq!(
+        (activity.up(), activity.down()),
+        (7, 6 + reply.len() as u64)
+    );
+}
+
+#[tokio::test]
+async fn idle_tunnel_is_closed_after_the_last_byte_plus_the_timeout() {
+    let (client, mut client_peer) = pair().await;
+    let (upstream, mut upstream_peer) = pair().await;
+    let idle = Duration::from_millis(300);
+    let started = Instant::now();
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        idle,
+        never(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client_peer.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    upstream_peer.read_exact(&mut one).await.unwrap();
+    let end = within("the idle timeout", relayed).await.unwrap();
+    let took = started.elapsed();
+    assert!(matches!(end, RelayEnd::Idle), "{end:?}");
+    assert!(
+        took >= Duration::from_millis(480),
+        "closed {took:?} after the start, less than the timeout after the last byte"
+    );
+    // Both sides see the tunnel closed.
+    let mut rest = Vec::new();
+    let n = within(
+        "the client to see the close",
+        client_peer.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(n.map(|n| n == 0).unwrap_or(true));
+    let n = within(
+        "the upstream to see the close",
+        upstream_peer.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(n.map(|n| n == 0).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn stop_closes_the_tunnel_and_says_why() {
+    let (client, mut client_peer) = pair().await;
+    let (upstream, mut upstream_peer) = pair().await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let stop = async move { rx.await.unwrap_or_default() };
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        Duration::from_secs(30),
+        stop,
+    ));
+    client_peer.write_all(b"ping").await.unwrap();
+    let mut four = [0u8; 4];
+    within("ping", upstream_peer.read_exact(&mut four))
+        .await
+        .unwrap();
+    upstream_peer.write_all(b"pong").await.unwrap();
+    within("pong", client_peer.read_exact(&mut four))
+        .await
+        .unwrap();
+    assert_eq!(&four, b"pong");
+    tx.send("policy version 7 no longer allows it".into())
+        .unwrap();
+    match within("the relay to stop", relayed).await.unwrap() {
+        RelayEnd::Stopped(why) => assert_eq!(why, "policy version 7 no longer allows it"),
+        other => panic!("{other:?}"),
+    }
+    let mut rest = Vec::new();
+    let n = within(
+        "the client to see the close",
+        client_peer.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(n.map(|n| n == 0).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn a_reset_is_a_failure() {
+    let (client, client_peer) = pair().await;
+    let (upstream, _upstream_peer) = pair().await;
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        Duration::from_secs(30),
+        never(),
+    ));
+    // SO_LINGER 0: close sends a reset.
+    let std = client_peer.into_std().unwrap();
+    socket_linger_zero(&std);
+    drop(std);
+    let end = within("the relay to end", relayed).await.unwrap();
+    assert!(matches!(end, RelayEnd::Failed { .. }), "{end:?}");
+}
+
+fn socket_linger_zero(s: &std::net::TcpStream) {
+    nix::sys::socket::setsockopt(
+        s,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_that_is_not_a_socket_is_copied() {
+    let (client, mut client_peer) = tokio::io::duplex(64 * 1024);
+    let (upstream, upstream_peer) = pair().await;
+    let activity = Activity::new();
+    let relayed = tokio::spawn(relay_stream(
+        client,
+        upstream,
+        Bytes::from_static(b"first:"),
+        activity.clone(),
+        Duration::from_secs(30),
+        never(),
+    ));
+    let down = data(200 * 1024, 4);
+    let at_upstream = exchange(upstream_peer, down.clone());
+    let up = data(100 * 1024, 5);
+    client_peer.write_all(&up).await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within("the download", client_peer.read_to_end(&mut back))
+        .await
+        .unwrap();
+    let got = within("the upload", at_upstream).await.unwrap();
+    assert_eq!(&got[..6], b"first:");
+    assert!(got[6..] == up[..]);
+    assert!(back == down);
+    let end = within("the relay to end", relayed).await.unwrap();
+    assert!(matches!(end, RelayEnd::Closed), "{end:?}");
+    assert_eq!(activity.up(), 6 + up.len() as u64);
+    assert_eq!(activity.down(), down.len() as u64);
+}

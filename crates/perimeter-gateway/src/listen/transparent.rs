@@ -1,0 +1,342 @@
+//! The transparent listener: connections that the host's firewall redirected to the gateway
+//! (`iptables -t nat ... -j REDIRECT`), from workloads that know nothing of a proxy.
+//!
+//! The destination is what the client's first bytes name, never just the address it dialled:
+//!
+//! 1. The original destination comes from `SO_ORIGINAL_DST`; a connection that was not
+//!    redirected (it names the listener itself) is refused.
+//! 2. The client's first bytes are read (bounded in size and time) before anything is dialled.
+//!    - A TLS ClientHello with an SNI: the SNI is the destination. It is decided with the
+//!      original port, resolved by the gateway, and the original destination address must be
+//!      among its addresses (else `original_destination_mismatch`); only that address is
+//!      dialled, after the address guard. Then the bytes are relayed.
+//!    - A plaintext HTTP request: served request by request as the explicit proxy's
+//!      absolute-form requests are, with the Host header as the destination (its port, when
+//!      given, must be the original port) and the same pinning to the original address, so
+//!      path rules hold for every request of a keep-alive connection.
+//!    - Anything else (TLS without SNI, another protocol): the original address is the
+//!      destination, allowed only as an IP destination (a CIDR rule, or ALLOW_ALL for an
+//!      ordinary address).
+//! 3. A refusal closes the connection (plaintext HTTP gets the explicit proxy's 403/400/502
+//!    answer first); the decision event says why.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ProxyContext;
+use super::connect::{
+    Draft, FirstBytes, Refusal, TunnelClient, allowed_outcome, forward, read_first_bytes,
+    resolve_and_dial, revoked,
+};
+use super::relay::{Activity, RelayEnd, relay};
+use super::target::{Target, TargetHost};
+use crate::decision::EventVerdict;
+use crate::original_dst::original_dst;
+
+/// Serve redirected connections on `listener` until `shutdown` resolves.
+pub async fn serve_transparent(
+    listener: TcpListener,
+    ctx: ProxyContext,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the transparent listener");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_redirected(ctx.clone(), stream, peer, permit));
+            }
+            Err(_) => {
+                // No answer is possible without knowing the protocol: close at once.
+                metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
+                drop(stream);
+            }
+        }
+    }
+}
+
+async fn serve_redirected(
+    ctx: ProxyContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut draft = Draft::new(&ctx, peer, "-".to_string(), 0);
+    let original = match original_dst(&stream) {
+        Ok(a) if Some(a) != stream.local_addr().ok() => a,
+        Ok(_) | Err(_) => {
+            tracing::info!(%peer, "refusing a connection to the transparent listener that no firewall rule redirected");
+            return draft.finish(EventVerdict::Denied, "not_redirected", 0, 0);
+        }
+    };
+    // Unwrap an IPv4 client of a dual-stack socket.
+    let original = SocketAddr::new(original.ip().to_canonical(), original.port());
+    draft.destination = original.ip().to_string();
+    draft.port = original.port();
+
+    let max = ctx.limits.max_header_bytes.max(8192);
+    let mut client = TunnelClient::Socket(stream);
+    let read = tokio::time::timeout(
+        ctx.limits.first_bytes_timeout,
+        read_first_bytes(&mut client, Bytes::new(), max),
+    )
+    .await;
+    let (first, buf) = match read {
+        Err(_) => {
+            tracing::info!(%peer, %original, "closing redirected connection: the client sent nothing to check in time");
+            return draft.finish(EventVerdict::Denied, "first_bytes_timeout", 0, 0);
+        }
+        Ok((Err(e), _)) => {
+            tracing::debug!(%peer, error = %e, "redirected client failed before its first bytes");
+            return draft.finish(EventVerdict::Denied, "client_closed", 0, 0);
+        }
+        Ok((Ok(FirstBytes::NeedMore), buf)) if buf.is_empty() => {
+            return draft.finish(EventVerdict::Denied, "client_closed", 0, 0);
+        }
+        Ok((Ok(FirstBytes::NeedMore), _)) => {
+            return draft.finish(EventVerdict::Denied, "incomplete_first_bytes", 0, 0);
+        }
+        Ok((Ok(FirstBytes::Invalid(why)), _)) => {
+            return draft.finish(EventVerdict::Denied, why, 0, 0);
+        }
+        Ok((Ok(first), buf)) => (first, buf.freeze()),
+    };
+    let TunnelClient::Socket(stream) = client else {
+        unreachable!("the transparent listener's client is always a socket")
+    };
+    match first {
+        FirstBytes::Http(_) => serve_http(ctx, stream, buf, peer, original, permit).await,
+        FirstBytes::Tls(Some(sni)) => {
+            draft.sni_or_host = Some(sni.clone());
+            let target = match sni.parse() {
+                Ok(name) => Target {
+                    host: TargetHost::Name(name),
+                    port: original.port(),
+                },
+                Err(_) => return draft.finish(EventVerdict::Denied, "invalid_sni", 0, 0),
+            };
+            relay_to(ctx, draft, target, original, stream, buf).await;
+        }
+        FirstBytes::Tls(None) | FirstBytes::Other => {
+            let target = Target {
+                host: TargetHost::Ip(original.ip()),
+                port: original.port(),
+            };
+            relay_to(ctx, draft, target, original, stream, buf).await;
+        }
+        FirstBytes::NeedMore | FirstBytes::Invalid(_) => unreachable!("handled above"),
+    }
+}
+
+/// Decide, dial the original address and relay (TLS with SNI, or an IP destination).
+async fn relay_to(
+    ctx: ProxyContext,
+    mut draft: Draft,
+    target: Target,
+    original: SocketAddr,
+    client: TcpStream,
+    first: Bytes,
+) {
+    draft.destination = target.host.to_string();
+    let snap = ctx.snapshots.borrow().clone();
+    draft.cluster = snap.cluster_id().to_string();
+    let dialled = match resolve_and_dial(&ctx, &snap, &target, None, Some(original.ip())).await {
+        Ok(d) => d,
+        Err(r) => {
+            tracing::info!(source = %draft.source, destination = %target, %original, reason = %r.reason, "refusing redirected connection: {}", r.message);
+            return draft.finish(r.verdict, r.reason, 0, 0);
+        }
+    };
+    draft.rule = dialled.decision.rule().map(|r| r.name.to_string());
+    let (verdict, reason) = allowed_outcome(&dialled.decision);
+    let addr = dialled.addr;
+    let activity = Activity::new();
+    let stop = revoked(&ctx, &snap, &target, addr);
+    let end = relay(
+        client,
+        dialled.stream,
+        first,
+        activity.clone(),
+        ctx.limits.idle_timeout,
+        stop,
+    )
+    .await;
+    let (verdict, reason) = match end {
+        RelayEnd::Stopped(why) => {
+            tracing::info!(destination = %target, address = %addr, reason = %why, "closing redirected connection: the new policy no longer allows it");
+            (EventVerdict::Denied, "policy_revoked")
+        }
+        _ => (verdict, reason),
+    };
+    draft.finish(verdict, reason, activity.up(), activity.down());
+}
+
+/// Plaintext HTTP: every request is decided on its Host (and path), pinned to the original
+/// address.
+async fn serve_http(
+    ctx: ProxyContext,
+    stream: TcpStream,
+    first: Bytes,
+    peer: SocketAddr,
+    original: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let permit = Arc::new(permit);
+    let limits = ctx.limits.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        let _permit = permit.clone();
+        async move { Ok::<_, Infallible>(handle_request(ctx, peer, original, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(Prefixed::new(first, stream)), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "redirected HTTP connection ended with an error");
+    }
+}
+
+async fn handle_request(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    original: SocketAddr,
+    req: Request<Incoming>,
+) -> http::Response<super::connect::ProxyBody> {
+    let mut draft = Draft::new(&ctx, peer, original.ip().to_string(), original.port());
+    let host = match super::connect::single_host(req.headers()) {
+        Err(r) => return draft.refuse(r),
+        Ok(h) => h.and_then(|v| v.to_str().ok()).map(str::to_string),
+    };
+    // The destination: the Host's name (or literal) at the original port; without a Host, the
+    // original address.
+    let target = match &host {
+        None => Target {
+            host: TargetHost::Ip(original.ip()),
+            port: original.port(),
+        },
+        Some(value) => match Target::parse_host_header(value) {
+            Ok((host, port)) if port.is_none_or(|p| p == original.port()) => Target {
+                host,
+                port: original.port(),
+            },
+            Ok(_) => {
+                return draft.refuse(Refusal::client(
+                    "host_mismatch",
+                    format!(
+                        "the Host header {value:?} names a port other than the one dialled ({})",
+                        original.port()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return draft.refuse(Refusal::client(
+                    "host_mismatch",
+                    format!("the Host header {value:?} is not valid: {e}"),
+                ));
+            }
+        },
+    };
+    draft.destination = target.host.to_string();
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return draft.refuse(Refusal::client(
+            "absolute_form_to_transparent",
+            "requests redirected to the gateway are sent in origin-form (GET /path)",
+        ));
+    }
+    let port = target.port;
+    forward(ctx, draft, req, target, port, Some(original.ip())).await
+}
+
+/// A stream that yields `prefix` before reading from `inner` (bytes read to classify a
+/// connection, handed back to the HTTP server).
+struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn prefixed_yields_the_prefix_then_the_stream() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.unwrap();
+        drop(a);
+        let mut p = Prefixed::new(Bytes::from_static(b"hello"), b);
+        let mut out = String::new();
+        p.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+}

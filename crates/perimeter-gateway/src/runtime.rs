@@ -1,0 +1,153 @@
+//! One running gateway: policy sync, the listeners and the decision push, started together and
+//! stopped together. `perimeter gateway` runs one; `perimeter serve` runs one per cluster region.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::decision::{DecisionSink, PushConfig, push_loop};
+use crate::dns::Resolver;
+use crate::listen::{self, GatewayLimits, ProxyContext};
+use crate::sync::{PolicySync, SyncConfig};
+
+/// What a gateway needs besides its listeners.
+#[derive(Clone)]
+pub struct GatewaySpec {
+    /// Base URL of the control plane, e.g. `http://127.0.0.1:8080`.
+    pub control_plane: String,
+    /// The gateway's token (`PRGW.<id>.<secret>`).
+    pub token: String,
+    /// Region label of metrics and decision events.
+    pub region: String,
+    /// Directory of the last-known-good policy.
+    pub state_dir: PathBuf,
+    pub resolver: Arc<Resolver>,
+    pub limits: GatewayLimits,
+    /// Longest long-poll wait asked of the control plane.
+    pub poll_wait: Duration,
+    /// How often decision counts are pushed.
+    pub push_interval: Duration,
+}
+
+/// The listeners of one gateway.
+pub struct Listeners {
+    /// The explicit proxy (`HTTPS_PROXY` / `HTTP_PROXY`).
+    pub proxy: TcpListener,
+    /// The transparent listener, for connections the host's firewall redirects.
+    pub transparent: Option<TcpListener>,
+    /// Further addresses of this process that the address guard must treat as the gateway's
+    /// own (a metrics listener, the control plane's API of `perimeter serve`).
+    pub also_own: Vec<SocketAddr>,
+}
+
+/// A started gateway; dropping it does not stop it, [`RunningGateway::stop`] does.
+pub struct RunningGateway {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    proxy_addr: SocketAddr,
+}
+
+impl RunningGateway {
+    /// Start syncing and serving. The first policy is the last-known-good one in the state
+    /// directory, or none (deny everything) until the control plane answers.
+    pub fn start(spec: GatewaySpec, listeners: Listeners) -> std::io::Result<Self> {
+        let proxy_addr = listeners.proxy.local_addr()?;
+        let mut bound = vec![proxy_addr];
+        if let Some(t) = &listeners.transparent {
+            bound.push(t.local_addr()?);
+        }
+        bound.extend(listeners.also_own.iter().copied());
+
+        let (sync, snapshots) = PolicySync::new(SyncConfig {
+            control_plane: spec.control_plane.clone(),
+            token: spec.token.clone(),
+            state_dir: spec.state_dir.clone(),
+            wait: spec
+                .poll_wait
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        });
+        let sink = DecisionSink::new(spec.region.clone());
+        let ctx = ProxyContext {
+            snapshots,
+            resolver: spec.resolver.clone(),
+            limits: spec.limits.clone(),
+            sink: sink.clone(),
+            own_addrs: Arc::new(listen::own_addresses(&bound)),
+        };
+
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = vec![
+            ("policy sync", tokio::spawn(sync.run(stopped()))),
+            (
+                "decision push",
+                tokio::spawn(push_loop(
+                    sink,
+                    PushConfig {
+                        control_plane: spec.control_plane.clone(),
+                        token: spec.token.clone(),
+                        interval: spec.push_interval.max(Duration::from_millis(100)),
+                    },
+                    stopped(),
+                )),
+            ),
+            (
+                "proxy listener",
+                tokio::spawn(logged(
+                    "proxy listener",
+                    listen::serve(listeners.proxy, ctx.clone(), stopped()),
+                )),
+            ),
+        ];
+        if let Some(t) = listeners.transparent {
+            tasks.push((
+                "transparent listener",
+                tokio::spawn(logged(
+                    "transparent listener",
+                    listen::serve_transparent(t, ctx, stopped()),
+                )),
+            ));
+        }
+        Ok(Self {
+            stop,
+            tasks,
+            proxy_addr,
+        })
+    }
+
+    /// Where the explicit proxy listens.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// Stop every task: listeners first, then the sync, then a last push of decision counts.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (what, task) in self.tasks {
+            // The push makes one last attempt, bounded by its own HTTP timeout.
+            if tokio::time::timeout(Duration::from_secs(12), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = what, "gateway task did not stop in time");
+            }
+        }
+    }
+}
+
+/// Run a listener, logging how it ended if it failed.
+async fn logged(what: &'static str, f: impl std::future::Future<Output = std::io::Result<()>>) {
+    if let Err(e) = f.await {
+        tracing::error!(listener = what, error = %e, "listener failed");
+    }
+}
