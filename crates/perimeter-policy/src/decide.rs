@@ -37,14 +37,15 @@
 //! a CIDR rule for the address; then document order.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::addr_class::classify;
 use crate::document::TrafficPolicy;
-use crate::name_index::NameIndex;
-use crate::name_index::wildcard_suffixes;
-use crate::snapshot::{CidrIndex, Endpoint, NameEntry, Snapshot, Span};
+use crate::name_index::{NameIndex, NameProbe};
+use crate::snapshot::{CidrIndex, CompiledRule, Endpoint, NameEntry, Rules, Snapshot};
 use crate::{AddrClass, Hostname, ipv4_behind};
 
 /// What the client asked to reach.
@@ -56,11 +57,47 @@ pub enum Destination<'a> {
     Ip(IpAddr),
 }
 
-/// The rule that decided.
+/// The rule that decided: a handle on the snapshot's compiled rule (cloning it costs one
+/// reference count), read through its [`RuleMeta`] (`rule.id`, `rule.name`).
+#[derive(Clone)]
+pub struct RuleRef(pub(crate) Arc<CompiledRule>);
+
+/// What names a rule in decisions, logs and answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RuleRef {
-    pub id: Arc<str>,
-    pub name: Arc<str>,
+pub struct RuleMeta {
+    pub id: Box<str>,
+    pub name: Box<str>,
+}
+
+impl Deref for RuleRef {
+    type Target = RuleMeta;
+
+    fn deref(&self) -> &RuleMeta {
+        self.0.meta()
+    }
+}
+
+impl PartialEq for RuleRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || **self == **other
+    }
+}
+
+impl Eq for RuleRef {}
+
+impl Hash for RuleRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl fmt::Debug for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleRef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// The outcome of a decision.
@@ -300,7 +337,12 @@ enum TargetState {
         deny: Reason,
     },
     /// An IP literal, judged at step 2 (the gateway's own addresses are known only there).
-    Ip { addr: IpAddr },
+    /// `allowed`: under `DEFAULT_DENY`, the port and the CIDR rule that allows the literal on
+    /// it (whatever the address class), as step 1 found it.
+    Ip {
+        addr: IpAddr,
+        allowed: Option<(u16, Allowance)>,
+    },
 }
 
 /// Step 1 of a decision: the target as the client named it. Pass it to
@@ -390,9 +432,15 @@ impl Snapshot {
             TargetState::Name { allow, deny } => {
                 self.address_decision(allow.as_ref(), Some(*deny), addr, port, own)
             }
-            TargetState::Ip { addr: literal } if *literal == addr => {
-                self.address_decision(None, None, addr, port, own)
-            }
+            TargetState::Ip {
+                addr: literal,
+                allowed,
+            } if *literal == addr => match allowed {
+                Some((on, allowance)) if *on == port => {
+                    Decision::allow_rule(&allowance.rule, allowance.operator)
+                }
+                _ => self.address_decision(None, None, addr, port, own),
+            },
             TargetState::Ip { .. } => Decision::deny(Reason::AddressNotTarget),
         }
     }
@@ -412,7 +460,7 @@ impl Snapshot {
             TargetState::Name { allow: None, deny } => {
                 Decision::allow_policy(self.traffic_policy, *deny)
             }
-            TargetState::Ip { addr } => self.decide_address(&target, *addr, port, &|_| false),
+            TargetState::Ip { addr, .. } => self.decide_address(&target, *addr, port, &|_| false),
         }
     }
 
@@ -423,46 +471,64 @@ impl Snapshot {
         let default_deny = self.traffic_policy == TrafficPolicy::DefaultDeny;
         match dest {
             Destination::Name(name) => {
-                let name = name.as_str();
-                let found = self.match_name(name, port, path);
-                if let Some(rule) = found.operator {
-                    return TargetState::Name {
-                        allow: Some(Allowance {
-                            rule: rule.clone(),
-                            operator: true,
-                        }),
-                        deny: Reason::NoRuleForDestination,
-                    };
-                }
-                if let Some(endpoint) = self.match_endpoint(name) {
-                    return TargetState::Final(Decision::private_endpoint(endpoint));
-                }
-                let deny = found.deny_reason(path);
-                if found.customer.is_none() && default_deny && !self.cidr_ports.contains(port) {
-                    return TargetState::Final(Decision::deny(deny));
-                }
-                TargetState::Name {
-                    allow: found.customer.map(|rule| Allowance {
-                        rule: rule.clone(),
-                        operator: false,
-                    }),
-                    deny,
-                }
+                NameProbe::with(name, |name| self.name_state(name, port, path, default_deny))
             }
             Destination::Ip(addr) => {
+                let mut allowed = None;
                 if default_deny {
                     let judged = ipv4_behind(addr);
                     let operator = self.match_cidr(&self.operator_cidrs, judged, port);
-                    let customer = self.match_cidr(&self.cidrs, judged, port);
-                    if operator.allow.is_none() && customer.allow.is_none() {
-                        return TargetState::Final(Decision::deny(literal_deny_reason(
-                            classify(judged),
-                            operator.covered || customer.covered,
-                        )));
-                    }
+                    let (rule, operator) = match operator.allow {
+                        Some(rule) => (rule, true),
+                        None => {
+                            let customer = self.match_cidr(&self.cidrs, judged, port);
+                            let Some(rule) = customer.allow else {
+                                return TargetState::Final(Decision::deny(literal_deny_reason(
+                                    classify(judged),
+                                    operator.covered || customer.covered,
+                                )));
+                            };
+                            (rule, false)
+                        }
+                    };
+                    let rule = rule.clone();
+                    allowed = Some((port, Allowance { rule, operator }));
                 }
-                TargetState::Ip { addr }
+                TargetState::Ip { addr, allowed }
             }
+        }
+    }
+
+    fn name_state(
+        &self,
+        name: &NameProbe<'_>,
+        port: u16,
+        path: Option<&str>,
+        default_deny: bool,
+    ) -> TargetState {
+        let found = self.match_name(name, port, path);
+        if let Some(rule) = found.operator {
+            return TargetState::Name {
+                allow: Some(Allowance {
+                    rule: rule.clone(),
+                    operator: true,
+                }),
+                deny: Reason::NoRuleForDestination,
+            };
+        }
+        if let Some(endpoint) = self.match_endpoint(name) {
+            return TargetState::Final(Decision::private_endpoint(endpoint));
+        }
+        let deny = found.deny_reason(path);
+        if found.customer.is_none() && default_deny && !self.cidr_ports.contains(port) {
+            return TargetState::Final(Decision::deny(deny));
+        }
+        TargetState::Name {
+            allow: found.customer.map(|rule| Allowance {
+                rule: rule.clone(),
+                operator: false,
+            }),
+            deny,
         }
     }
 
@@ -519,7 +585,7 @@ impl Snapshot {
     /// others did not allow. Operator patterns are probed first (a small index), then the
     /// customer ones; in each, the name itself, then each wildcard suffix, longest first, until
     /// a rule allows.
-    fn match_name(&self, name: &str, port: u16, path: Option<&str>) -> NameMatch<'_> {
+    fn match_name(&self, name: &NameProbe<'_>, port: u16, path: Option<&str>) -> NameMatch<'_> {
         let mut found = NameMatch {
             operator: None,
             customer: None,
@@ -537,59 +603,61 @@ impl Snapshot {
     fn scan_index<'s>(
         &'s self,
         index: &'s NameIndex<NameEntry>,
-        name: &str,
+        name: &NameProbe<'_>,
         port: u16,
         path: Option<&str>,
         found: &mut NameMatch<'s>,
     ) {
-        if index.is_empty() {
+        if !index.may_match(name) {
             return;
         }
-        if let Some(entry) = index.get(name) {
-            self.scan_rules(entry.exact, port, path, found);
+        if let Some(entry) = name.full().and_then(|name| index.get(name)) {
+            self.scan_rules(&entry.exact, port, path, found);
         }
-        for suffix in wildcard_suffixes(name) {
+        for suffix in name.wildcard_suffixes() {
             if found.operator.is_some() || found.customer.is_some() {
                 return;
             }
             if let Some(entry) = index.get(suffix) {
-                self.scan_rules(entry.wildcard, port, path, found);
+                self.scan_rules(&entry.wildcard, port, path, found);
             }
         }
     }
 
     fn scan_rules<'s>(
         &'s self,
-        span: Span,
+        rules: &'s Rules,
         port: u16,
         path: Option<&str>,
         found: &mut NameMatch<'s>,
     ) {
-        for rule in span.of(&self.rules) {
+        for handle in rules.iter(&self.rules) {
+            let rule = &handle.0;
             if !rule.allows_port(port) {
                 found.port_miss = true;
                 continue;
             }
-            if !rule.paths.is_empty() {
+            let paths = rule.paths();
+            if !paths.is_empty() {
                 match path {
                     None => {
                         found.needs_tls = true;
                         continue;
                     }
-                    Some(path) if !rule.paths.iter().any(|p| p.matches(path)) => {
+                    Some(path) if !paths.iter().any(|p| p.matches(path)) => {
                         found.path_miss = true;
                         continue;
                     }
                     Some(_) => {}
                 }
             }
-            let slot = if rule.operator {
+            let slot = if rule.operator() {
                 &mut found.operator
             } else {
                 &mut found.customer
             };
             if slot.is_none() {
-                *slot = Some(&rule.rule);
+                *slot = Some(handle);
             }
             return;
         }
@@ -597,16 +665,16 @@ impl Snapshot {
 
     /// The private endpoint a name is routed to: an exact name before wildcards, a longer
     /// wildcard suffix before a shorter one.
-    fn match_endpoint(&self, name: &str) -> Option<&Endpoint> {
-        if self.endpoint_names.is_empty() {
+    fn match_endpoint(&self, name: &NameProbe<'_>) -> Option<&Endpoint> {
+        if !self.endpoint_names.may_match(name) {
             return None;
         }
-        let index = self
-            .endpoint_names
-            .get(name)
+        let index = name
+            .full()
+            .and_then(|name| self.endpoint_names.get(name))
             .and_then(|entry| entry.exact)
             .or_else(|| {
-                wildcard_suffixes(name).find_map(|suffix| {
+                name.wildcard_suffixes().find_map(|suffix| {
                     self.endpoint_names
                         .get(suffix)
                         .and_then(|entry| entry.wildcard)
@@ -625,13 +693,11 @@ impl Snapshot {
         if index.is_empty() {
             return found;
         }
-        let mut scan = |span: &Span| {
+        let mut scan = |rules: &'s Rules| {
             found.covered = true;
-            found.allow = span
-                .of(&self.rules)
-                .iter()
-                .find(|rule| rule.allows_port(port))
-                .map(|rule| &rule.rule);
+            found.allow = rules
+                .iter(&self.rules)
+                .find(|rule| rule.0.allows_port(port));
             found.allow.is_some()
         };
         match addr {

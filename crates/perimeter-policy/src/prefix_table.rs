@@ -1,18 +1,27 @@
 //! Longest-prefix match over a set of CIDR prefixes, by binary search.
 //!
 //! Prefixes either nest or are disjoint, so the address space splits into elementary intervals,
-//! each with one innermost covering prefix (or none). The table holds the sorted interval
-//! starts; a lookup is one binary search, then a walk from the innermost prefix out through its
-//! parents: longest prefix first, as specificity wants.
+//! each with one innermost covering prefix (or none). The table holds the sorted intervals,
+//! each with its innermost prefix; a lookup is one binary search, then a walk from the innermost
+//! prefix out through its parents: longest prefix first, as specificity wants.
+//!
+//! The binary search is short: a bucket table, indexed by the address bits just below those all
+//! interval starts share, gives the few intervals that start in the address's bucket.
 
 /// An address as an integer: `u32` for IPv4, `u128` for IPv6.
 pub(crate) trait PrefixKey: Copy + Ord {
     fn succ(self) -> Option<Self>;
+    fn wide(self) -> u128;
 }
 
 impl PrefixKey for u32 {
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
+    }
+
+    #[inline]
+    fn wide(self) -> u128 {
+        u128::from(self)
     }
 }
 
@@ -20,7 +29,15 @@ impl PrefixKey for u128 {
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
     }
+
+    #[inline]
+    fn wide(self) -> u128 {
+        self
+    }
 }
+
+/// Most buckets (as a power of two) of a table: 256 KiB of bucket bounds.
+const MAX_BUCKET_BITS: u32 = 16;
 
 const NONE: u32 = u32::MAX;
 
@@ -29,10 +46,22 @@ pub(crate) struct PrefixNode<V> {
     pub(crate) value: V,
 }
 
+/// An elementary interval: from `start` to the next interval's start, `node` is the innermost
+/// covering prefix ([`NONE`] for none).
+#[derive(Debug, Clone, Copy)]
+struct Interval<K> {
+    start: K,
+    node: u32,
+}
+
 pub(crate) struct PrefixTable<K, V> {
-    starts: Vec<K>,
-    innermost: Vec<u32>,
+    intervals: Vec<Interval<K>>,
     nodes: Vec<PrefixNode<V>>,
+    /// `buckets[b]..buckets[b + 1]`: the intervals whose start `s` has
+    /// `(s >> shift) - base == b`.
+    buckets: Box<[u32]>,
+    shift: u32,
+    base: u128,
 }
 
 /// One prefix to index: its first and last address, its length, and its value.
@@ -49,9 +78,11 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
         // Enclosing prefixes before the prefixes they contain.
         items.sort_by(|a, b| a.first.cmp(&b.first).then(a.len.cmp(&b.len)));
         let mut table = Self {
-            starts: Vec::with_capacity(items.len() * 2),
-            innermost: Vec::with_capacity(items.len() * 2),
+            intervals: Vec::with_capacity(items.len() * 2),
             nodes: Vec::with_capacity(items.len()),
+            buckets: Box::new([]),
+            shift: 0,
+            base: 0,
         };
         // Open prefixes, outermost first, with their last address.
         let mut open: Vec<(u32, K)> = Vec::new();
@@ -67,9 +98,63 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
             open.push((node, item.last));
         }
         table.close_before(&mut open, None);
-        table.starts.shrink_to_fit();
-        table.innermost.shrink_to_fit();
+        table.intervals.shrink_to_fit();
+        table.bucket();
         table
+    }
+
+    /// Build the bucket table: about one bucket per interval, over the bits below those that
+    /// the first and last interval start share.
+    fn bucket(&mut self) {
+        let (Some(first), Some(last)) = (self.intervals.first(), self.intervals.last()) else {
+            return;
+        };
+        let (first, last) = (first.start.wide(), last.start.wide());
+        let bits = self
+            .intervals
+            .len()
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(MAX_BUCKET_BITS);
+        let mut shift = 0;
+        while shift < 127 && (last >> shift) - (first >> shift) >= 1 << bits {
+            shift += 1;
+        }
+        let base = first >> shift;
+        let count = ((last >> shift) - base) as usize + 1;
+        let intervals = &self.intervals;
+        self.buckets = (0..=count)
+            .map(|b| {
+                intervals.partition_point(|i| (((i.start.wide() >> shift) - base) as usize) < b)
+                    as u32
+            })
+            .collect();
+        self.shift = shift;
+        self.base = base;
+    }
+
+    /// The number of intervals that start at or below `key`.
+    #[inline]
+    fn rank(&self, key: K) -> usize {
+        let high = key.wide() >> self.shift;
+        let Some(b) = high.checked_sub(self.base) else {
+            return 0; // Below the first start.
+        };
+        let b = usize::try_from(b).unwrap_or(usize::MAX);
+        match (
+            self.buckets.get(b),
+            b.checked_add(1).and_then(|c| self.buckets.get(c)),
+        ) {
+            (Some(&lo), Some(&hi)) => {
+                let (lo, hi) = (lo as usize, hi as usize);
+                lo + self
+                    .intervals
+                    .get(lo..hi)
+                    .map_or(0, |bucket| bucket.partition_point(|i| i.start <= key))
+            }
+            // Past the last bucket: above the last start (or no intervals at all).
+            _ => self.intervals.len(),
+        }
     }
 
     /// Close every open prefix that ends before `next` (all of them for `None`): from the
@@ -88,13 +173,9 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
     }
 
     fn emit(&mut self, start: K, node: u32) {
-        if self.starts.last() == Some(&start) {
-            if let Some(last) = self.innermost.last_mut() {
-                *last = node;
-            }
-        } else {
-            self.starts.push(start);
-            self.innermost.push(node);
+        match self.intervals.last_mut() {
+            Some(last) if last.start == start => last.node = node,
+            _ => self.intervals.push(Interval { start, node }),
         }
     }
 
@@ -105,12 +186,12 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
     /// The values of the prefixes covering `key`, longest prefix first.
     #[inline]
     pub(crate) fn covering(&self, key: K) -> Covering<'_, K, V> {
-        let at = self.starts.partition_point(|&start| start <= key);
+        let at = self.rank(key);
+        debug_assert_eq!(at, self.intervals.partition_point(|i| i.start <= key));
         let node = at
             .checked_sub(1)
-            .and_then(|i| self.innermost.get(i))
-            .copied()
-            .unwrap_or(NONE);
+            .and_then(|i| self.intervals.get(i))
+            .map_or(NONE, |i| i.node);
         Covering { table: self, node }
     }
 }
@@ -179,6 +260,69 @@ mod tests {
         assert_eq!(lookup(&table, [192, 0, 2, 1]), ["192.0.2.1/32"]);
         assert_eq!(lookup(&table, [192, 0, 2, 2]), Vec::<&str>::new());
         assert_eq!(lookup(&table, [255, 255, 255, 255]), ["bcast"]);
+    }
+
+    #[test]
+    fn buckets_agree_with_binary_search() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed
+        };
+        for n in [0usize, 1, 2, 3, 17, 300, 5000] {
+            // IPv4 over the whole space.
+            let items: Vec<_> = (0..n)
+                .map(|_| {
+                    let len = (next() % 33) as u8;
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    let first = (next() >> 32) as u32 & mask;
+                    (first, len)
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|(first, len)| {
+                    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                    PrefixItem {
+                        first,
+                        last: first | !mask,
+                        len,
+                        value: (),
+                    }
+                })
+                .collect();
+            let table = PrefixTable::build(items);
+            let starts: Vec<u32> = table.intervals.iter().map(|i| i.start).collect();
+            let mut probes = starts.clone();
+            probes.extend(starts.iter().map(|s| s.wrapping_sub(1)));
+            probes.extend((0..1000).map(|_| (next() >> 32) as u32));
+            probes.extend([0, u32::MAX]);
+            for key in probes {
+                let want = starts.partition_point(|&s| s <= key);
+                assert_eq!(table.rank(key), want, "n {n} key {key:#x}");
+            }
+            // IPv6 in a narrow range, as real allocations are.
+            let items: Vec<_> = (0..n as u128)
+                .map(|i| {
+                    let first = (0x2400_u128 << 112) | (i << 64);
+                    PrefixItem {
+                        first,
+                        last: first | u128::from(u64::MAX),
+                        len: 64,
+                        value: (),
+                    }
+                })
+                .collect();
+            let table = PrefixTable::build(items);
+            let starts: Vec<u128> = table.intervals.iter().map(|i| i.start).collect();
+            let mut probes = starts.clone();
+            probes.extend(starts.iter().map(|s| s.wrapping_sub(1)));
+            probes.extend((0..1000).map(|_| (0x2400_u128 << 112) | u128::from(next()) << 56));
+            probes.extend([0, u128::MAX]);
+            for key in probes {
+                let want = starts.partition_point(|&s| s <= key);
+                assert_eq!(table.rank(key), want, "n {n} key {key:#x}");
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 
-use crate::decide::RuleRef;
+use crate::decide::{RuleMeta, RuleRef};
 use crate::document::{EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy};
 use crate::error::quote;
 use crate::name_index::NameIndex;
@@ -38,109 +38,195 @@ impl CompileError {
     }
 }
 
-/// A range of the snapshot's rules: the rules of one name or prefix are contiguous, operator
-/// rules first, then in document order.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Span {
+/// The rules of one name or prefix, operator rules first, then in document order: the first
+/// inline (most lists have one rule, which then costs no further lookup), the others a range of
+/// the snapshot's rule table.
+#[derive(Default)]
+pub(crate) struct Rules {
+    first: Option<RuleRef>,
     start: u32,
     len: u32,
 }
 
-impl Span {
-    #[inline]
-    pub(crate) fn of(self, rules: &[CompiledRule]) -> &[CompiledRule] {
-        let start = self.start as usize;
-        rules
-            .get(start..start.saturating_add(self.len as usize))
-            .unwrap_or_default()
+impl Rules {
+    pub(crate) fn first(&self) -> Option<&RuleRef> {
+        self.first.as_ref()
     }
 
-    /// Move the rules `list` (indices into `parsed`) to the end of `rules`, operator rules
-    /// first, then in document order.
-    fn push(
-        rules: &mut Vec<CompiledRule>,
-        parsed: &mut [Option<CompiledRule>],
-        mut list: Vec<u32>,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn iter<'a>(&'a self, table: &'a [RuleRef]) -> impl Iterator<Item = &'a RuleRef> {
+        let start = self.start as usize;
+        let rest = table
+            .get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default();
+        self.first.iter().chain(rest)
+    }
+
+    /// The rules `list` (indices into `parsed`), operator rules first, then in document order;
+    /// all but the first appended to `table`.
+    fn new(table: &mut Vec<RuleRef>, parsed: &[RuleRef], mut list: Vec<u32>) -> Self {
         list.sort_by_key(|&i| {
-            let operator = parsed[i as usize].as_ref().is_some_and(|r| r.operator);
+            let operator = parsed.get(i as usize).is_some_and(|r| r.0.operator());
             (!operator, i)
         });
-        let start = rules.len() as u32;
-        rules.extend(list.iter().filter_map(|&i| parsed[i as usize].take()));
-        Span {
+        let mut rules = list.iter().filter_map(|&i| parsed.get(i as usize).cloned());
+        let first = rules.next();
+        let start = table.len() as u32;
+        table.extend(rules);
+        Rules {
+            first,
             start,
-            len: rules.len() as u32 - start,
+            len: table.len() as u32 - start,
         }
     }
 }
 
-/// The ports of a rule, inline when there are few (no pointer to chase on the decision path).
+/// Ports a rule keeps inline.
+const INLINE_PORTS: usize = 7;
+/// [`RuleHead::count`] of a rule for every port.
+const ALL_PORTS: u8 = u8::MAX;
+/// [`RuleHead::count`] of a rule with more ports than fit inline.
+const MANY_PORTS: u8 = u8::MAX - 1;
+const OPERATOR: u8 = 1;
+const PATHS: u8 = 2;
+
+/// What the decision path reads of a rule, in 16 bytes: its ports when there are few, and
+/// flags.
+#[derive(Debug, Clone, Copy)]
+struct RuleHead {
+    /// The inline ports, sorted; the lanes past `count` repeat the first port.
+    ports: [u16; INLINE_PORTS],
+    /// Inline ports, or [`ALL_PORTS`] or [`MANY_PORTS`].
+    count: u8,
+    /// [`OPERATOR`], [`PATHS`].
+    flags: u8,
+}
+
+/// What the decision path reads of a rule only now and then: its name, and what few rules
+/// have (many ports, paths).
 #[derive(Debug)]
-enum PortList {
-    All,
-    Few { len: u8, ports: [u16; 6] },
-    Many(Box<[u16]>),
+struct RuleCold {
+    meta: RuleMeta,
+    extra: Option<Box<RuleExtra>>,
 }
 
-impl PortList {
-    /// From sorted, deduplicated ports; empty means every port.
-    fn new(ports: Vec<u16>) -> Self {
-        match ports.len() {
-            0 => PortList::All,
-            len @ 1..=6 => {
-                let mut inline = [0; 6];
-                inline[..len].copy_from_slice(&ports);
-                PortList::Few {
-                    len: len as u8,
-                    ports: inline,
-                }
-            }
-            _ => PortList::Many(ports.into_boxed_slice()),
-        }
-    }
-
-    fn as_slice(&self) -> &[u16] {
-        match self {
-            PortList::All => &[],
-            PortList::Few { len, ports } => ports.get(..usize::from(*len)).unwrap_or_default(),
-            PortList::Many(ports) => ports,
-        }
-    }
-
-    #[inline]
-    fn contains(&self, port: u16) -> bool {
-        match self {
-            PortList::All => true,
-            PortList::Few { len, ports } => {
-                ports.iter().take(usize::from(*len)).any(|&p| p == port)
-            }
-            PortList::Many(ports) => ports.binary_search(&port).is_ok(),
-        }
-    }
-}
-
-/// One rule, as the decision path needs it.
-pub(crate) struct CompiledRule {
-    pub(crate) rule: RuleRef,
-    ports: PortList,
+#[derive(Debug)]
+struct RuleExtra {
+    /// Sorted, when more than [`INLINE_PORTS`].
+    ports: Box<[u16]>,
     /// Empty means every path.
-    pub(crate) paths: Box<[PathPattern]>,
-    pub(crate) operator: bool,
+    paths: Box<[PathPattern]>,
+}
+
+/// One rule, as the decision path needs it; shared as a [`RuleRef`] (one allocation and one
+/// reference count per rule), which decisions that name the rule hold. Small (24 bytes): the
+/// head comes right after the reference count, and the rules lie close together.
+#[repr(C)]
+pub(crate) struct CompiledRule {
+    head: RuleHead,
+    cold: Box<RuleCold>,
 }
 
 impl CompiledRule {
+    /// From sorted, deduplicated ports (empty means every port) and path patterns.
+    fn new(ports: Vec<u16>, paths: Vec<PathPattern>, operator: bool, meta: RuleMeta) -> Self {
+        let mut head = RuleHead {
+            ports: [ports.first().copied().unwrap_or(0); INLINE_PORTS],
+            count: ALL_PORTS,
+            flags: if operator { OPERATOR } else { 0 },
+        };
+        if !paths.is_empty() {
+            head.flags |= PATHS;
+        }
+        let mut many = Vec::new();
+        match ports.len() {
+            0 => {}
+            len @ 1..=INLINE_PORTS => {
+                head.ports[..len].copy_from_slice(&ports);
+                head.count = len as u8;
+            }
+            _ => {
+                head.count = MANY_PORTS;
+                many = ports;
+            }
+        }
+        let extra = (!many.is_empty() || !paths.is_empty()).then(|| {
+            Box::new(RuleExtra {
+                ports: many.into_boxed_slice(),
+                paths: paths.into_boxed_slice(),
+            })
+        });
+        Self {
+            head,
+            cold: Box::new(RuleCold { meta, extra }),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn meta(&self) -> &RuleMeta {
+        &self.cold.meta
+    }
+
+    fn extra(&self) -> Option<&RuleExtra> {
+        self.cold.extra.as_deref()
+    }
+
+    /// Load the head and throw it away, so that its cache line is on its way when the rule
+    /// is read for real. (A load the compiler must keep, for want of a safe prefetch.)
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        std::hint::black_box(self.head.count);
+    }
+
+    #[inline]
+    pub(crate) fn operator(&self) -> bool {
+        self.head.flags & OPERATOR != 0
+    }
+
+    /// The rule's path patterns; empty means every path.
+    #[inline]
+    pub(crate) fn paths(&self) -> &[PathPattern] {
+        if self.head.flags & PATHS == 0 {
+            return &[];
+        }
+        self.extra().map_or(&[], |extra| &extra.paths)
+    }
+
+    /// The rule's ports, sorted; empty means every port.
+    fn ports(&self) -> &[u16] {
+        match self.head.count {
+            ALL_PORTS => &[],
+            MANY_PORTS => self.extra().map_or(&[], |extra| &extra.ports),
+            count => self
+                .head
+                .ports
+                .get(..usize::from(count))
+                .unwrap_or_default(),
+        }
+    }
+
     #[inline]
     pub(crate) fn allows_port(&self, port: u16) -> bool {
-        self.ports.contains(port)
+        match self.head.count {
+            ALL_PORTS => true,
+            MANY_PORTS => self
+                .extra()
+                .is_some_and(|extra| extra.ports.binary_search(&port).is_ok()),
+            // Every lane holds one of the rule's ports.
+            _ => self
+                .head
+                .ports
+                .iter()
+                .fold(false, |hit, &p| hit | (p == port)),
+        }
     }
 }
 
 /// Rules of one name: those of the exact pattern `name`, and those of `*.name`.
 #[derive(Default)]
 pub(crate) struct NameEntry {
-    pub(crate) exact: Span,
-    pub(crate) wildcard: Span,
+    pub(crate) exact: Rules,
+    pub(crate) wildcard: Rules,
 }
 
 /// Private endpoints naming one name: exactly (a domain name or the endpoint address) or as
@@ -153,8 +239,8 @@ pub(crate) struct EndpointEntry {
 
 /// CIDR prefixes to their rules, IPv4 and IPv6.
 pub(crate) struct CidrIndex {
-    pub(crate) v4: PrefixTable<u32, Span>,
-    pub(crate) v6: PrefixTable<u128, Span>,
+    pub(crate) v4: PrefixTable<u32, Rules>,
+    pub(crate) v6: PrefixTable<u128, Rules>,
 }
 
 impl CidrIndex {
@@ -167,13 +253,13 @@ impl CidrIndex {
 
     fn build(
         by_prefix: HashMap<IpNet, Vec<u32>>,
-        rules: &mut Vec<CompiledRule>,
-        parsed: &mut [Option<CompiledRule>],
+        rules: &mut Vec<RuleRef>,
+        parsed: &[RuleRef],
     ) -> Self {
         let mut v4_items = Vec::new();
         let mut v6_items = Vec::new();
         for (net, list) in by_prefix {
-            let value = Span::push(rules, parsed, list);
+            let value = Rules::new(rules, parsed, list);
             match net {
                 IpNet::V4(net) => v4_items.push(PrefixItem {
                     first: u32::from(net.network()),
@@ -283,8 +369,9 @@ pub struct Snapshot {
     version: u64,
     cluster_id: String,
     pub(crate) traffic_policy: TrafficPolicy,
-    /// Grouped by name or prefix (see [`Span`]).
-    pub(crate) rules: Vec<CompiledRule>,
+    /// The rules of names and prefixes past their first (see [`Rules`]).
+    pub(crate) rules: Box<[RuleRef]>,
+    rule_count: usize,
     /// FQDN patterns of operator rules (few: probed first, cache-hot).
     pub(crate) operator_names: NameIndex<NameEntry>,
     /// FQDN patterns of customer rules.
@@ -308,7 +395,8 @@ impl Snapshot {
             version: 0,
             cluster_id: String::new(),
             traffic_policy: TrafficPolicy::DefaultDeny,
-            rules: Vec::new(),
+            rules: Box::new([]),
+            rule_count: 0,
             operator_names: NameIndex::new(),
             names: NameIndex::new(),
             operator_cidrs: CidrIndex::empty(),
@@ -341,7 +429,7 @@ impl Snapshot {
 
     /// Number of rules, customer and operator.
     pub fn rule_count(&self) -> usize {
-        self.rules.len()
+        self.rule_count
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {
@@ -361,7 +449,7 @@ impl fmt::Debug for Snapshot {
             .field("version", &self.version)
             .field("cluster_id", &self.cluster_id)
             .field("traffic_policy", &self.traffic_policy)
-            .field("rules", &self.rules.len())
+            .field("rules", &self.rule_count)
             .field("names", &self.names.len())
             .field("operator_names", &self.operator_names.len())
             .field("v4_prefixes", &self.cidrs.v4.len())
@@ -417,6 +505,12 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         parsed.push(compiled);
         patterns.push(destination);
     }
+    // Allocated together, after the parsing garbage: the rules the decision path reads lie
+    // close in memory.
+    let parsed: Vec<RuleRef> = parsed
+        .into_iter()
+        .map(|rule| RuleRef(Arc::new(rule)))
+        .collect();
 
     // FQDN patterns by name (operator and customer apart); CIDRs by prefix.
     let mut by_name: [HashMap<&Hostname, ExactAndWildcard>; 2] = Default::default();
@@ -424,7 +518,8 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
     let mut cidr_ports = PortSet::new();
     for (i, (destination, rule)) in patterns.iter().zip(&parsed).enumerate() {
         let index = i as u32;
-        let names = &mut by_name[usize::from(rule.operator)];
+        let rule = &rule.0;
+        let names = &mut by_name[usize::from(rule.operator())];
         match destination {
             Destination::Pattern(HostPattern::Exact(name)) => {
                 names.entry(name).or_default().0.push(index)
@@ -433,36 +528,38 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
                 names.entry(suffix).or_default().1.push(index)
             }
             Destination::Cidr(cidr) => {
-                by_prefix[usize::from(rule.operator)]
+                by_prefix[usize::from(rule.operator())]
                     .entry(cidr.net())
                     .or_default()
                     .push(index);
-                cidr_ports.insert_all(rule.ports.as_slice());
+                cidr_ports.insert_all(rule.ports());
             }
         }
     }
 
-    let mut parsed: Vec<Option<CompiledRule>> = parsed.into_iter().map(Some).collect();
-    let mut rules = Vec::with_capacity(parsed.len());
+    let mut rules = Vec::new();
     let [customer, operator] = by_name;
     let mut index_names = |by_name: HashMap<&Hostname, ExactAndWildcard>| {
-        let mut names = NameIndex::with_capacity(by_name.len());
-        for (name, (exact, wildcard)) in by_name {
-            let entry = NameEntry {
-                exact: Span::push(&mut rules, &mut parsed, exact),
-                wildcard: Span::push(&mut rules, &mut parsed, wildcard),
-            };
-            *names.entry(name.as_str(), NameEntry::default) = entry;
-        }
-        names.finish();
-        names
+        let entries: Vec<(&str, NameEntry)> = by_name
+            .into_iter()
+            .map(|(name, (exact, wildcard))| {
+                let entry = NameEntry {
+                    exact: Rules::new(&mut rules, &parsed, exact),
+                    wildcard: Rules::new(&mut rules, &parsed, wildcard),
+                };
+                (name.as_str(), entry)
+            })
+            .collect();
+        NameIndex::build(entries)
     };
-    let operator_names = index_names(operator);
-    let names = index_names(customer);
+    let operator_names = index_names(operator).with_tail_filter();
+    // The customer index is large: a hit's record and rule are both likely cache misses.
+    let names = index_names(customer)
+        .with_hints(|entry| entry.exact.first().or(entry.wildcard.first()).cloned());
 
     let [customer, operator] = by_prefix;
-    let operator_cidrs = CidrIndex::build(operator, &mut rules, &mut parsed);
-    let cidrs = CidrIndex::build(customer, &mut rules, &mut parsed);
+    let operator_cidrs = CidrIndex::build(operator, &mut rules, &parsed);
+    let cidrs = CidrIndex::build(customer, &mut rules, &parsed);
 
     let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
 
@@ -472,7 +569,8 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         version: doc.version,
         cluster_id: doc.cluster_id.clone(),
         traffic_policy: doc.traffic_policy,
-        rules,
+        rules: rules.into_boxed_slice(),
+        rule_count: doc.rules.len(),
         operator_names,
         names,
         operator_cidrs,
@@ -535,15 +633,15 @@ fn compile_rule(i: usize, rule: &RuleDoc) -> Result<(CompiledRule, Destination),
                 .map_err(|e| err(&format!("paths[{j}]"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let compiled = CompiledRule {
-        rule: RuleRef {
-            id: Arc::from(rule.id.as_str()),
-            name: Arc::from(rule.name.as_str()),
+    let compiled = CompiledRule::new(
+        valid.ports,
+        paths,
+        rule.crl_managed,
+        RuleMeta {
+            id: Box::from(rule.id.as_str()),
+            name: Box::from(rule.name.as_str()),
         },
-        ports: PortList::new(valid.ports),
-        paths: paths.into_boxed_slice(),
-        operator: rule.crl_managed,
-    };
+    );
     Ok((compiled, destination))
 }
 
@@ -551,7 +649,7 @@ fn compile_endpoints(
     docs: &[EndpointDoc],
 ) -> Result<(Vec<Endpoint>, NameIndex<EndpointEntry>), CompileError> {
     let mut endpoints = Vec::with_capacity(docs.len());
-    let mut names: NameIndex<EndpointEntry> = NameIndex::new();
+    let mut names: HashMap<String, EndpointEntry> = HashMap::new();
     let mut ids = HashSet::with_capacity(docs.len());
     for (i, doc) in docs.iter().enumerate() {
         let index = i as u32;
@@ -578,7 +676,9 @@ fn compile_endpoints(
             ));
         }
         let mut claim = |pattern: &HostPattern, field: String| {
-            let entry = names.entry(pattern.hostname().as_str(), EndpointEntry::default);
+            let entry = names
+                .entry(pattern.hostname().as_str().to_owned())
+                .or_default();
             let slot = if pattern.is_wildcard() {
                 &mut entry.wildcard
             } else {
@@ -643,7 +743,8 @@ fn compile_endpoints(
             backends: doc.backends.clone(),
         });
     }
-    names.finish();
+    let names = NameIndex::build(names.iter().map(|(name, entry)| (name.as_str(), *entry)))
+        .with_tail_filter();
     Ok((endpoints, names))
 }
 

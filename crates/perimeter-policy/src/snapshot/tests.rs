@@ -233,3 +233,69 @@ fn port_set() {
     set.insert_all(&[]);
     assert!(set.contains(8080));
 }
+
+#[test]
+fn rule_ports_inline_and_many() {
+    // Inline up to INLINE_PORTS (the spare lanes repeat a port), then sorted out of line.
+    for n in [1, 2, INLINE_PORTS - 1, INLINE_PORTS, INLINE_PORTS + 1, 100] {
+        let ports: Vec<u16> = (0..n).map(|i| 1000 + 3 * i as u16).collect();
+        let meta = RuleMeta {
+            id: "r".into(),
+            name: "n".into(),
+        };
+        let rule = CompiledRule::new(ports.clone(), Vec::new(), false, meta);
+        assert_eq!(rule.ports(), ports.as_slice(), "{n} ports");
+        for port in 990..1000 + 3 * n as u16 + 3 {
+            assert_eq!(
+                rule.allows_port(port),
+                ports.contains(&port),
+                "{n} ports, {port}"
+            );
+        }
+        assert!(!rule.allows_port(0), "{n} ports: port 0 is no rule's");
+        assert!(rule.paths().is_empty() && !rule.operator());
+    }
+    let meta = RuleMeta {
+        id: "r".into(),
+        name: "n".into(),
+    };
+    let paths = vec!["/v1/*".parse().unwrap()];
+    let all = CompiledRule::new(Vec::new(), paths, true, meta);
+    assert!(all.ports().is_empty());
+    assert!(all.allows_port(0) && all.allows_port(1) && all.allows_port(65535));
+    assert_eq!(all.paths().len(), 1);
+    assert!(all.operator());
+}
+
+#[test]
+fn rules_keep_operator_rules_first_then_document_order() {
+    let doc = document(
+        TrafficPolicy::DefaultDeny,
+        vec![
+            rule("r0", "api.example.com", &[80], &[]),
+            rule("r1", "api.example.com", &[443], &[]),
+            rule("r2", "api.example.com", &[443], &[]),
+            rule("r3", "api.example.com", &[8443], &[]),
+        ],
+        vec![],
+    );
+    let snapshot = compile(&doc).unwrap();
+    assert_eq!(snapshot.rule_count(), 4);
+    let name: Hostname = "api.example.com".parse().unwrap();
+    let check = |port| {
+        let got = snapshot.check(crate::Destination::Name(&name), port, None);
+        got.rule().map(|r| r.id.to_string())
+    };
+    assert_eq!(check(80).as_deref(), Some("r0"));
+    assert_eq!(check(443).as_deref(), Some("r1"), "first in document order");
+    assert_eq!(check(8443).as_deref(), Some("r3"));
+    assert_eq!(check(22), None);
+}
+
+#[test]
+fn compiled_rules_are_small() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<RuleHead>(), 16);
+    assert_eq!(size_of::<CompiledRule>(), 24);
+    assert_eq!(size_of::<RuleRef>(), 8);
+}
