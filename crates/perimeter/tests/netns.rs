@@ -1390,6 +1390,26 @@ fn default_deny_allows_only_allowed_test_and_refuses_every_trick() {
     );
     assert!(!ok_ && !out.contains("upstream "), "homograph SNI: {out}");
 
+    // --- Plaintext HTTP in a tunnel: every request must name the CONNECT target, not only
+    // the first (else one tunnel fronts for any virtual host at the address).
+    let resp = raw_all(
+        p,
+        b"CONNECT dns.allowed.test:80 HTTP/1.1\r\nHost: dns.allowed.test:80\r\n\r\n\
+          GET /in-tunnel HTTP/1.1\r\nHost: dns.allowed.test\r\n\r\n\
+          GET /fronted HTTP/1.1\r\nHost: denied.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
+    assert!(
+        resp.contains("path=/in-tunnel host=dns.allowed.test"),
+        "{resp}"
+    );
+    assert!(
+        resp.contains("HTTP/1.1 400 ") && resp.contains("x-perimeter-error: host_mismatch"),
+        "the fronted request: {resp}"
+    );
+    assert!(!resp.contains("path=/fronted"), "{resp}");
+    served.push("/in-tunnel");
+
     // --- What the upstreams saw: the allowed HTTP upstream served exactly the allowed
     // requests (never /secret in any spelling), nothing reached denied.test or the private
     // upstream, and no request named the homograph.

@@ -52,7 +52,7 @@ use crate::decision::{DecisionEvent, EventVerdict};
 use crate::dns::DnsError;
 use crate::tls::{ClientHello, parse_client_hello};
 
-mod head;
+pub(super) mod head;
 
 /// Body of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -914,6 +914,7 @@ async fn tunnel(
         decision,
     } = dialled;
     let (verdict, reason) = allowed_outcome(&decision);
+    let draft_peer = draft.source;
 
     // The client's first bytes, checked before anything is relayed either way.
     let max = ctx.limits.max_header_bytes.max(8192);
@@ -945,6 +946,27 @@ async fn tunnel(
     if let Err(why) = check_first_bytes(&ctx, &snap, &target, addr.ip(), &first) {
         tracing::info!(destination = %target, sni_or_host = draft.sni_or_host.as_deref().unwrap_or(""), reason = why, "closing tunnel: the client's first bytes disagree with the CONNECT target");
         return draft.finish(EventVerdict::Denied, why, 0, 0);
+    }
+
+    // Plaintext HTTP in a tunnel to a name: every request of the connection, not only the
+    // first, must name the CONNECT target (else one tunnel fronts for any virtual host at
+    // that address), and path rules hold per request. Served as the transparent listener
+    // serves redirected HTTP, pinned to the address admitted here.
+    if let (FirstBytes::Http(_), TargetHost::Name(_)) = (&first, &target.host) {
+        drop(upstream);
+        draft.finish(verdict, reason, 0, 0);
+        let pin = SocketAddr::new(addr.ip(), target.port);
+        let peer = draft_peer;
+        let first = buf.freeze();
+        match client {
+            TunnelClient::Socket(c) => {
+                super::transparent::serve_http(ctx, c, first, peer, pin, Some(target)).await
+            }
+            TunnelClient::Stream(c) => {
+                super::transparent::serve_http(ctx, c, first, peer, pin, Some(target)).await
+            }
+        }
+        return;
     }
 
     let activity = Activity::new();

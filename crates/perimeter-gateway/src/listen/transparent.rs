@@ -24,21 +24,20 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyContext;
+use super::connect::head::Prefixed;
 use super::connect::{
     Draft, FirstBytes, Refusal, TunnelClient, allowed_outcome, forward, read_first_bytes,
     resolve_and_dial, revoked,
@@ -86,7 +85,8 @@ async fn serve_redirected(
     ctx: ProxyContext,
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    // Held until the connection ends: it is one of `max_connections`.
+    _permit: OwnedSemaphorePermit,
 ) {
     let mut draft = Draft::new(&ctx, peer, "-".to_string(), 0);
     let original = match original_dst(&stream) {
@@ -132,7 +132,7 @@ async fn serve_redirected(
         unreachable!("the transparent listener's client is always a socket")
     };
     match first {
-        FirstBytes::Http(_) => serve_http(ctx, stream, buf, peer, original, permit).await,
+        FirstBytes::Http(_) => serve_http(ctx, stream, buf, peer, original, None).await,
         FirstBytes::Tls(Some(sni)) => {
             draft.sni_or_host = Some(sni.clone());
             let target = match sni.parse() {
@@ -199,30 +199,41 @@ async fn relay_to(
 }
 
 /// Plaintext HTTP: every request is decided on its Host (and path), pinned to the original
-/// address.
-async fn serve_http(
+/// address. With `expect` (plaintext HTTP in a CONNECT tunnel), every request must name that
+/// target instead.
+pub(super) async fn serve_http<T>(
     ctx: ProxyContext,
-    stream: TcpStream,
+    io: T,
     first: Bytes,
     peer: SocketAddr,
     original: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) {
-    let permit = Arc::new(permit);
+    expect: Option<Target>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = ctx.limits.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        let _permit = permit.clone();
-        async move { Ok::<_, Infallible>(handle_request(ctx, peer, original, req).await) }
+        let expect = expect.clone();
+        async move {
+            Ok::<_, Infallible>(match expect {
+                Some(target) => {
+                    let draft = Draft::new(&ctx, peer, target.host.to_string(), target.port);
+                    let port = target.port;
+                    forward(ctx, draft, req, target, port, Some(original.ip())).await
+                }
+                None => handle_request(ctx, peer, original, req).await,
+            })
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true)
-        .serve_connection(TokioIo::new(Prefixed::new(first, stream)), svc);
+        .serve_connection(TokioIo::new(Prefixed::new(first, io)), svc);
     if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "redirected HTTP connection ended with an error");
+        tracing::debug!(%peer, error = %e, "plaintext HTTP connection ended with an error");
     }
 }
 
@@ -275,68 +286,4 @@ async fn handle_request(
     }
     let port = target.port;
     forward(ctx, draft, req, target, port, Some(original.ip())).await
-}
-
-/// A stream that yields `prefix` before reading from `inner` (bytes read to classify a
-/// connection, handed back to the HTTP server).
-struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.has_remaining() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn prefixed_yields_the_prefix_then_the_stream() {
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(b" world").await.unwrap();
-        drop(a);
-        let mut p = Prefixed::new(Bytes::from_static(b"hello"), b);
-        let mut out = String::new();
-        p.read_to_string(&mut out).await.unwrap();
-        assert_eq!(out, "hello world");
-    }
 }
