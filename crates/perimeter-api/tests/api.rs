@@ -1246,12 +1246,7 @@ async fn pagination_three_pages(s: &TestServer) {
     )
     .await;
     assert_eq!(names(&p1b), ["rule-0", "rule-1", "rule-2"]);
-    let d1 = page(
-        s,
-        &base,
-        "pagination.limit=3&pagination.sort_order=DESC",
-    )
-    .await;
+    let d1 = page(s, &base, "pagination.limit=3&pagination.sort_order=DESC").await;
     assert_eq!(names(&d1), ["rule-6", "rule-5", "rule-4"]);
     let t = d1["pagination"]["next_page"].as_str().unwrap();
     let d2 = page(

@@ -90,7 +90,7 @@ impl DecisionEvent {
             target: DECISION_TARGET,
             cluster = %self.cluster,
             region = %self.region,
-            source = %self.source.map(|s| s.to_string()).unwrap_or_default(),
+            source = %OptionalAddr(self.source),
             destination = %self.destination,
             port = self.port,
             sni_or_host = self.sni_or_host.as_deref().unwrap_or(""),
@@ -121,6 +121,18 @@ impl DecisionEvent {
                 )
                 .increment(n);
             }
+        }
+    }
+}
+
+/// An optional address as a log field: the address, or nothing.
+struct OptionalAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for OptionalAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => Ok(()),
         }
     }
 }

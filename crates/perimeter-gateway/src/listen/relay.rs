@@ -3,10 +3,11 @@
 //! revocation) resolved; [`Activity`] counts the bytes and the time of the last one.
 //!
 //! Between two TCP sockets, each direction starts with plain reads and writes through a small
-//! buffer (a short request and reply never pays for more) and, once a read fills that buffer,
-//! switches to `splice(2)` through a pipe of its own, so bulk data moves from socket to socket
-//! inside the kernel without being copied through the gateway. A client stream that is not a
-//! plain socket goes through [`relay_stream`], which copies.
+//! buffer that doubles on every full read (a short request and reply never pays for more: no
+//! pipe, no large buffer) and, once a read fills its largest size, switches to `splice(2)`
+//! through a pipe of its own, so bulk data moves from socket to socket inside the kernel
+//! without being copied through the gateway. A client stream that is not a plain socket goes
+//! through [`relay_stream`], which copies.
 
 use std::future::Future;
 use std::io;
@@ -155,9 +156,11 @@ pub(crate) enum RelayEnd {
     Stopped(String),
 }
 
-/// Size of the buffer each direction starts with; a read that fills it switches that direction
-/// to `splice(2)`.
-const SMALL_BUF: usize = 8 * 1024;
+/// Size of the buffer each direction starts with; a read that fills it doubles it.
+const FIRST_BUF: usize = 2 * 1024;
+
+/// Largest buffer of a direction; a read that fills it switches that direction to `splice(2)`.
+const SMALL_BUF: usize = 16 * 1024;
 
 /// Capacity asked for each direction's pipe (the kernel may grant less; the default is 64 KiB).
 const PIPE_SIZE: usize = 1024 * 1024;
@@ -258,18 +261,25 @@ async fn pump(
 ) -> Result<(), (Direction, io::Error)> {
     let err = |e| (dir, e);
     let eof = || pass_end_on(dst, ended).map_err(err);
-    // On the heap, uninitialised: a tunnel that never sends does not pay for it, and the
+    // On the heap, uninitialised, small at first: a short exchange pays for little, and the
     // relay's future stays small.
     let mut buf: Vec<u8> = Vec::new();
-    // Short exchanges: plain reads and writes until one read fills the buffer.
+    let mut size = FIRST_BUF;
+    // Short exchanges: plain reads and writes until one read fills the largest buffer.
     loop {
-        let n = read(src, &mut buf).await.map_err(err)?;
+        let (n, last) = read(src, &mut buf, size).await.map_err(err)?;
         if n == 0 {
             return eof();
         }
         write_all(dst, &buf, dir, activity).await.map_err(err)?;
-        if n >= SMALL_BUF {
-            break;
+        if last {
+            return eof();
+        }
+        if n >= size {
+            if size >= SMALL_BUF {
+                break;
+            }
+            size *= 2;
         }
     }
     // Bulk: socket to pipe to socket inside the kernel. Without a pipe (out of descriptors),
@@ -282,26 +292,35 @@ async fn pump(
         Err(e) => {
             tracing::debug!(error = %e, "no pipe for splice; relaying by copy");
             loop {
-                let n = read(src, &mut buf).await.map_err(err)?;
+                let (n, last) = read(src, &mut buf, size).await.map_err(err)?;
                 if n == 0 {
                     return eof();
                 }
                 write_all(dst, &buf, dir, activity).await.map_err(err)?;
+                if last {
+                    return eof();
+                }
             }
         }
     }
 }
 
-/// Read what `src` has (at most [`SMALL_BUF`] bytes) into `buf`, replacing its contents.
-async fn read(src: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Read what `src` has (at most `size` bytes) into `buf`, replacing its contents. The flag
+/// says these were the last bytes: the peer had already sent its FIN (`EPOLLRDHUP`) and the
+/// read drained the queue, so the next read could only return the end of stream; not doing
+/// it saves a system call per tunnel whose upstream answers and closes.
+async fn read(src: &TcpStream, buf: &mut Vec<u8>, size: usize) -> io::Result<(usize, bool)> {
     buf.clear();
-    buf.reserve_exact(SMALL_BUF);
+    if buf.capacity() != size {
+        *buf = Vec::with_capacity(size);
+    }
     loop {
-        src.readable().await?;
-        // `try_read_buf` fills the spare capacity, which is exactly SMALL_BUF.
+        let ready = src.ready(Interest::READABLE).await?;
+        // `try_read_buf` fills the spare capacity: `size` bytes.
         match src.try_read_buf(buf) {
+            Ok(n) => return Ok((n, n > 0 && n < size && ready.is_read_closed())),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return r,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -1,0 +1,297 @@
+//! The first request head: what takes the fast path and what goes to hyper, and the proxy
+//! end to end over loopback on both paths (a CONNECT answered without hyper, with bytes sent
+//! before the answer; a refusal followed by a CONNECT on the same connection, which hyper
+//! serves and whose tunnel still relays through the socket; a head that never completes).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use perimeter_policy::{POLICY_FORMAT, PolicyDocument, RuleDoc, RuleType, TrafficPolicy};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::*;
+use crate::decision::DecisionSink;
+use crate::dns::{Resolver, ResolverConfig};
+use crate::listen::{GatewayLimits, ProxyContext};
+
+fn head(bytes: &[u8]) -> Option<FirstHead> {
+    classify(&mut BytesMut::from(bytes), 16 * 1024)
+}
+
+#[test]
+fn plain_connect_is_taken_with_what_follows_its_head() {
+    assert_eq!(
+        head(b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\nProxy-Connection: keep-alive\r\n\r\n\x16\x03\x01"),
+        Some(FirstHead::Connect {
+            authority: "a.example.com:443".into(),
+            host: HostField::One(Bytes::from_static(b"a.example.com:443")),
+            rest: Bytes::from_static(b"\x16\x03\x01"),
+        })
+    );
+    assert_eq!(
+        head(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n"),
+        Some(FirstHead::Connect {
+            authority: "127.0.0.1:80".into(),
+            host: HostField::Many,
+            rest: Bytes::new(),
+        })
+    );
+    assert_eq!(
+        head(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n"),
+        Some(FirstHead::Connect {
+            authority: "127.0.0.1:80".into(),
+            host: HostField::None,
+            rest: Bytes::new(),
+        })
+    );
+}
+
+#[test]
+fn everything_else_goes_to_hyper_whole() {
+    for other in [
+        &b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\n\r\nrest"[..],
+        b"CONNECT a.example.com:443 HTTP/1.0\r\n\r\n",
+        b"CONNECT a.example.com:443 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"CONNECT a.example.com:443 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"CONNECT a.example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"CONNECT http://a.example.com/ HTTP/1.1\r\n\r\n",
+        b"CONNECT /path HTTP/1.1\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+    ] {
+        assert_eq!(
+            head(other),
+            Some(FirstHead::Other(Bytes::copy_from_slice(other))),
+            "{:?}",
+            String::from_utf8_lossy(other)
+        );
+    }
+    assert_eq!(head(b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a"), None);
+    let big = [b"CONNECT a:1 HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 100]].concat();
+    assert_eq!(
+        classify(&mut BytesMut::from(&big[..]), 64),
+        Some(FirstHead::Other(Bytes::from(big.clone())))
+    );
+}
+
+#[test]
+fn refusals_read_like_hyper_s() {
+    let r = refusal_bytes(
+        http::StatusCode::FORBIDDEN,
+        "no_rule_for_destination",
+        "no rule",
+    );
+    assert_eq!(
+        String::from_utf8(r).unwrap(),
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: no_rule_for_destination\r\ncontent-length: 8\r\n\r\nno rule\n"
+    );
+}
+
+/// An upstream on loopback that echoes everything until the client's end of stream.
+async fn echo_upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// The explicit proxy on 127.0.0.1:0 under DEFAULT_DENY with one CIDR rule: 127.0.0.0/8 on
+/// `port`.
+async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
+    let doc = PolicyDocument {
+        format: POLICY_FORMAT,
+        version: 1,
+        cluster_id: "c-1".into(),
+        traffic_policy: TrafficPolicy::DefaultDeny,
+        rules: vec![RuleDoc {
+            id: "r-1".into(),
+            name: "loopback".into(),
+            rule_type: RuleType::Cidr,
+            destination: "127.0.0.0/8".into(),
+            ports: vec![port],
+            paths: vec![],
+            crl_managed: false,
+        }],
+        private_endpoints: vec![],
+    };
+    let snap = perimeter_policy::compile(&doc).unwrap();
+    let (tx, snapshots) = watch::channel(Arc::new(snap));
+    let resolver = Resolver::new(ResolverConfig {
+        servers: vec!["127.0.0.1:9".parse().unwrap()],
+        hosts_file: None,
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let ctx = ProxyContext {
+        snapshots,
+        resolver: Arc::new(resolver),
+        limits,
+        sink: DecisionSink::new("test"),
+        own_addrs: Arc::new(HashSet::new()),
+    };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _keep = tx;
+        super::super::serve(l, ctx, std::future::pending()).await
+    });
+    addr
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// Read one response (head and content-length body) off `s`; returns the head and the body.
+async fn response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[end..].to_vec();
+    while body.len() < len {
+        let mut chunk = [0u8; 1024];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (head, body)
+}
+
+/// Write `data`, half-close, read everything back.
+async fn echo_through(mut s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let (mut r, mut w) = s.split();
+    let send = async {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let recv = r.read_to_end(&mut back);
+    let (_, got) = tokio::join!(send, recv);
+    got.unwrap();
+    back
+}
+
+#[tokio::test]
+async fn a_plain_connect_is_answered_without_hyper_and_its_early_bytes_go_first() {
+    let port = echo_upstream().await;
+    let p = proxy(port, GatewayLimits::default()).await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    // The CONNECT and the tunnel's first bytes in one write.
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nhello raw\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; ESTABLISHED.len()];
+    within("the 200", s.read_exact(&mut head)).await.unwrap();
+    assert_eq!(head, ESTABLISHED);
+    let more: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let back = within("the echo", echo_through(s, more.clone())).await;
+    assert_eq!(&back[..10], b"hello raw\n");
+    assert!(back[10..] == more[..], "the echo differs");
+}
+
+#[tokio::test]
+async fn after_a_refusal_the_connection_is_hyper_s_and_its_tunnel_still_relays() {
+    let port = echo_upstream().await;
+    let p = proxy(port, GatewayLimits::default()).await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    // Loopback, but no rule for port 1: refused on the fast path; the connection stays open.
+    s.write_all(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = within("the refusal", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    assert!(
+        head.contains("x-perimeter-error: special_address"),
+        "{head}"
+    );
+    assert!(!body.is_empty());
+    // A non-canonical spelling: 400 with its reason, on the same connection (hyper now).
+    s.write_all(b"CONNECT 0177.0.0.1:80 HTTP/1.1\r\nHost: 0177.0.0.1:80\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = within("the 400", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(
+        head.contains("x-perimeter-error: non_canonical_ip"),
+        "{head}"
+    );
+    // Then an allowed CONNECT, served by hyper; bulk goes through the socket.
+    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = within("the 200", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let back = within("the echo", echo_through(s, data.clone())).await;
+    assert!(back == data, "the echo differs ({} bytes back)", back.len());
+}
+
+#[tokio::test]
+async fn a_head_that_never_completes_is_closed_after_the_header_timeout() {
+    let port = echo_upstream().await;
+    let limits = GatewayLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..GatewayLimits::default()
+    };
+    let p = proxy(port, limits).await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = within("the close", s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut nodelay = super::super::NoDelay::new(&l);
+    let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    nodelay.apply(&s);
+    assert!(s.nodelay().unwrap());
+    assert_eq!(
+        nodelay.inherited,
+        Some(true),
+        "Linux passes TCP_NODELAY from a listener on to the sockets it accepts"
+    );
+}
