@@ -6,121 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use common::{BIN, Server, curl, json};
+use common::{Gateway, Server, api, curl, header_value, ok, wait_until};
 use serde_json::{Value, json};
-
-/// A running `perimeter gateway`, killed on drop.
-struct Gateway {
-    child: Child,
-    proxy: String,
-    log: PathBuf,
-}
-
-impl Gateway {
-    fn start(
-        dir: &Path,
-        control_plane: &str,
-        token: &str,
-        state_dir: &Path,
-        hosts: &Path,
-        dns: &str,
-    ) -> Gateway {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = dir.join(format!(
-            "gateway-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let logf = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(BIN)
-            .args([
-                "gateway",
-                "--control-plane",
-                control_plane,
-                "--token",
-                token,
-                "--listen",
-                "127.0.0.1:0",
-                "--region",
-                "us-east-1",
-            ])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--hosts-file")
-            .arg(hosts)
-            .args([
-                "--dns-server",
-                dns,
-                "--dns-timeout-ms",
-                "1000",
-                "--poll-wait-seconds",
-                "2",
-                "--decisions-push-ms",
-                "300",
-            ])
-            .env_remove("PERIMETER_CONTROL_PLANE")
-            .env_remove("PERIMETER_GATEWAY_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawning perimeter gateway");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let proxy = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text
-                .lines()
-                .find_map(|l| l.split("perimeter: gateway listening on ").nth(1))
-            {
-                break addr.trim().to_string();
-            }
-            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-                let _ = child.kill();
-                panic!("perimeter gateway did not announce its address; log:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Gateway { child, proxy, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(
-                    st.success(),
-                    "gateway exited with {st}; log:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not stop within 20 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A tiny HTTP/1.1 upstream on 127.0.0.1:0 answering `upstream-ok <path>` and closing.
 fn http_upstream() -> u16 {
@@ -199,52 +89,6 @@ fn via(proxy: &str, extra: &[&str], url: &str) -> (u16, String) {
     curl(&args)
 }
 
-fn api(s: &Server, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    let url = format!("{}{path}", s.url);
-    let auth = format!("Authorization: Bearer {key}");
-    let mut args = vec![
-        "-X",
-        method,
-        "-H",
-        &auth,
-        "-H",
-        "content-type: application/json",
-    ];
-    let text;
-    if let Some(b) = body {
-        text = b.to_string();
-        args.extend(["-d", text.as_str()]);
-    }
-    args.push(&url);
-    curl(&args)
-}
-
-fn ok(s: &Server, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (st, b) = api(s, key, method, path, body);
-    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
-    json(&b)
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn header_value(resp: &str, name: &str) -> Option<String> {
-    resp.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     hosts: PathBuf,
@@ -294,7 +138,8 @@ fn cluster_with_gateway(s: &Server, key: &str, name: &str) -> (String, String) {
 #[test]
 fn default_deny_enforced_live_and_from_last_known_good() {
     let t = setup();
-    let s = Server::start(&t.dir.path().join("cp"), &[], &[]);
+    // Only the gateway under test acknowledges: the embedded ones are off.
+    let s = Server::start(&t.dir.path().join("cp"), &["--no-embedded-gateways"], &[]);
     let key = s.admin_key_file();
     let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-deny");
     ok(
@@ -316,7 +161,15 @@ fn default_deny_enforced_live_and_from_last_known_good() {
     let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
 
     let state = t.dir.path().join("gw-state");
-    let gw = Gateway::start(t.dir.path(), &s.url, &token, &state, &t.hosts, &t.dns);
+    let gw = Gateway::start(
+        t.dir.path(),
+        &s.url,
+        &token,
+        "us-east-1",
+        &state,
+        &t.hosts,
+        &t.dns,
+    );
     let p = gw.proxy.clone();
     let allowed = format!("http://allowed.test.example:{}/hello", t.up);
 
@@ -483,7 +336,15 @@ fn default_deny_enforced_live_and_from_last_known_good() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     });
-    let gw = Gateway::start(t.dir.path(), &dead_cp, &token, &state, &t.hosts, &t.dns);
+    let gw = Gateway::start(
+        t.dir.path(),
+        &dead_cp,
+        &token,
+        "us-east-1",
+        &state,
+        &t.hosts,
+        &t.dns,
+    );
     check_enforced(&gw.proxy, "restarted from last-known-good");
     assert!(
         gw.log_text().contains("last-known-good"),
@@ -496,6 +357,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
         t.dir.path(),
         &dead_cp,
         &token,
+        "us-east-1",
         &t.dir.path().join("empty-state"),
         &t.hosts,
         &t.dns,
@@ -514,13 +376,15 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 #[test]
 fn allow_all_still_guards_special_addresses() {
     let t = setup();
-    let s = Server::start(&t.dir.path().join("cp"), &[], &[]);
+    // Only the gateway under test acknowledges: the embedded ones are off.
+    let s = Server::start(&t.dir.path().join("cp"), &["--no-embedded-gateways"], &[]);
     let key = s.admin_key_file();
     let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-allow");
     let gw = Gateway::start(
         t.dir.path(),
         &s.url,
         &token,
+        "us-east-1",
         &t.dir.path().join("gw-state"),
         &t.hosts,
         &t.dns,

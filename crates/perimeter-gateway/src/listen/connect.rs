@@ -75,15 +75,7 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            a = super::accept(&listener, "proxy") => a,
         };
         nodelay.apply(&stream);
         match slots.clone().try_acquire_owned() {

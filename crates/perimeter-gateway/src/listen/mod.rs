@@ -74,6 +74,23 @@ impl ProxyContext {
     }
 }
 
+/// The next connection on `listener`. Accept errors (EMFILE and friends) are logged and
+/// retried after a pause instead of spinning. Cancel-safe.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &'static str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The gateway's own addresses for a listener bound to `listen`: that address, or every
 /// interface address when it is unspecified (0.0.0.0 / ::).
 pub fn own_addresses(listen: &[SocketAddr]) -> HashSet<IpAddr> {

@@ -25,7 +25,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -58,14 +57,7 @@ pub async fn serve_transparent(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the transparent listener");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            a = super::accept(&listener, "transparent") => a,
         };
         let _ = stream.set_nodelay(true);
         match slots.clone().try_acquire_owned() {
