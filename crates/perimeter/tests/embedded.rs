@@ -5,41 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Server, api, curl, header_value, json, ok, wait_until};
+use common::{Server, api, curl, header_value, http_upstream, json, ok, wait_until};
 use serde_json::{Value, json};
-
-/// An HTTP upstream on 127.0.0.1 answering every request with `hello from upstream`.
-fn upstream() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = "hello from upstream\n";
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
-}
 
 fn proxy_addresses(cluster: &Value) -> Vec<(String, String)> {
     cluster["regions"]
@@ -127,7 +97,7 @@ fn embedded_gateways_enforce_and_settle_rules() {
     assert_eq!(names, ["embedded-eu-west-1", "embedded-us-east-1"]);
 
     // Deny by default: nothing passes yet, loopback least of all.
-    let port = upstream();
+    let port = http_upstream();
     let url = format!("http://127.0.0.1:{port}/");
     let (st, _) = curl(&["-x", &format!("http://{proxy}"), &url]);
     assert_eq!(st, 403);
@@ -151,7 +121,7 @@ fn embedded_gateways_enforce_and_settle_rules() {
         let (st, body) = curl(&["-x", &format!("http://{p}"), &url]);
         assert_eq!(
             (st, body.as_str()),
-            (200, "hello from upstream\n"),
+            (200, "upstream-ok /\n"),
             "{region}"
         );
     }
