@@ -254,11 +254,17 @@ struct Bulk {
     bytes: u64,
     secs: f64,
     proxy_cpu: f64,
+    /// This process (client and sink).
+    bench_cpu: f64,
+    /// Share of the machine's CPU time that was busy, 0..1.
+    busy: f64,
 }
 
 /// Upload `total` bytes through `via` to the bulk sink.
 fn bulk(via: Via, sink: SocketAddr, total: u64, proxy: Option<&Proc>) -> Bulk {
     let cpu0 = proxy.map(Proc::cpu_seconds).unwrap_or(0.0);
+    let bench0 = cpu_seconds(std::process::id());
+    let ticks0 = machine_ticks();
     let start = Instant::now();
     let mut s = TcpStream::connect(match via {
         Via::Direct => sink,
@@ -292,6 +298,8 @@ fn bulk(via: Via, sink: SocketAddr, total: u64, proxy: Option<&Proc>) -> Bulk {
         bytes: got,
         secs,
         proxy_cpu: proxy.map(Proc::cpu_seconds).unwrap_or(0.0) - cpu0,
+        bench_cpu: cpu_seconds(std::process::id()) - bench0,
+        busy: busy_since(ticks0),
     }
 }
 
@@ -322,6 +330,12 @@ fn machine_ticks() -> (u64, u64) {
     // idle and iowait are the 4th and 5th fields.
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
+}
+
+/// Share of the machine's CPU time that was busy since `ticks0` ([`machine_ticks`]), 0..1.
+fn busy_since(ticks0: (u64, u64)) -> f64 {
+    let t = machine_ticks();
+    (t.0 - ticks0.0) as f64 / ((t.1 - ticks0.1).max(1)) as f64
 }
 
 /// One tunnel: (CONNECT,) request, reply, close.
@@ -465,10 +479,7 @@ fn tunnels(via: Via, sinks: &[SocketAddr], secs: f64, max: u64, proxy: Option<&P
         secs,
         proxy_cpu: proxy.map(Proc::cpu_seconds).unwrap_or(0.0) - cpu0,
         bench_cpu: cpu_seconds(std::process::id()) - bench0,
-        busy: {
-            let t = machine_ticks();
-            (t.0 - ticks0.0) as f64 / ((t.1 - ticks0.1).max(1)) as f64
-        },
+        busy: busy_since(ticks0),
         first_error,
     }
 }
@@ -843,6 +854,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Figures {
     bulk_mibs: Vec<f64>,
     cpu_per_gib: Vec<f64>,
+    bench_cpu_per_gib: Vec<f64>,
+    bulk_busy: Vec<f64>,
     tunnels_per_s: Vec<f64>,
     cpu_us_per_tunnel: Vec<f64>,
     bench_us_per_tunnel: Vec<f64>,
@@ -902,12 +915,25 @@ fn report(figs: &[(&str, &Figures)], set: Setting, changes: &[Duration], change_
          per run, tunnels: {CLIENTS} clients x {} s; medians of {} rounds",
         set.cores, set.rules, set.bulk_mib, set.tunnel_secs, set.rounds
     );
+    // The host's TCP congestion control: with `bbr` (paced in TCP without the fq qdisc), the
+    // gateway relays bulk towards a loopback peer with `cubic` instead (see relay.rs).
+    let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    println!("host TCP congestion control: {cc}");
     println!(
         "{:<34}{:>12}{:>12}{:>12}",
         "", "direct", "perimeter", "squid"
     );
     row("bulk MiB/s (one tunnel)", 0, &|f| &f.bulk_mibs, false);
     row("proxy CPU s per GiB", 3, &|f| &f.cpu_per_gib, true);
+    row(
+        "client+sink CPU s per GiB",
+        3,
+        &|f| &f.bench_cpu_per_gib,
+        false,
+    );
+    row("machine busy % (bulk)", 0, &|f| &f.bulk_busy, false);
     row("tunnels/s (32 clients)", 0, &|f| &f.tunnels_per_s, false);
     row(
         "proxy CPU us per tunnel",
@@ -1125,6 +1151,8 @@ fn main() {
                 fig.bulk_mibs
                     .push(b.bytes as f64 / (1 << 20) as f64 / b.secs);
                 fig.cpu_per_gib.push(b.proxy_cpu / gib);
+                fig.bench_cpu_per_gib.push(b.bench_cpu / gib);
+                fig.bulk_busy.push(b.busy * 100.0);
             }
         }
         for &i in order.iter().filter(|_| tunnel_secs > 0.0) {

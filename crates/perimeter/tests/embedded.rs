@@ -119,11 +119,7 @@ fn embedded_gateways_enforce_and_settle_rules() {
     });
     for (region, p) in &addrs {
         let (st, body) = curl(&["-x", &format!("http://{p}"), &url]);
-        assert_eq!(
-            (st, body.as_str()),
-            (200, "upstream-ok /\n"),
-            "{region}"
-        );
+        assert_eq!((st, body.as_str()), (200, "upstream-ok /\n"), "{region}");
     }
     // Loopback not named by the rule stays refused, with the reason.
     let out = std::process::Command::new("curl")

@@ -287,6 +287,7 @@ async fn pump(
     match Pipe::new() {
         Ok(pipe) => {
             drop(buf);
+            unpaced_on_loopback(dst);
             pipe.pump(src, dst, dir, activity, ended).await.map_err(err)
         }
         Err(e) => {
@@ -362,6 +363,32 @@ fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
         // The peer is gone already: nothing left to tell it.
         Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Congestion control that paces its sends, and the one used instead towards a loopback peer.
+const PACING_CONGESTION_CONTROL: &str = "bbr";
+const LOOPBACK_CONGESTION_CONTROL: &str = "cubic";
+
+/// A bulk direction sending to a peer on the same host (an embedded gateway's workloads, or a
+/// loopback upstream a CIDR rule admits) does not pace. BBR without the `fq` qdisc paces in
+/// TCP itself, with a timer per burst; on loopback there is no link to be fair to or queue to
+/// keep short, so the timers only cost CPU and leave gaps: relaying to a loopback peer ran at
+/// about two thirds of the rate it reaches unpaced, at 1.3x the CPU per byte (the gateway
+/// bench). Any other congestion control, and every peer off the host, is left as the host set
+/// it. Best effort: a host without `cubic` keeps its own.
+fn unpaced_on_loopback(dst: &TcpStream) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::TcpCongestion};
+    if !dst
+        .peer_addr()
+        .is_ok_and(|a| a.ip().to_canonical().is_loopback())
+    {
+        return;
+    }
+    let paced = getsockopt(dst, TcpCongestion)
+        .is_ok_and(|cc| cc.as_encoded_bytes() == PACING_CONGESTION_CONTROL.as_bytes());
+    if paced && let Err(e) = setsockopt(dst, TcpCongestion, &LOOPBACK_CONGESTION_CONTROL.into()) {
+        tracing::debug!(error = %e, "cannot turn pacing off towards a loopback peer");
     }
 }
 

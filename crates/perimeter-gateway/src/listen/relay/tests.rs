@@ -288,3 +288,34 @@ async fn a_stream_that_is_not_a_socket_is_copied() {
     assert_eq!(activity.up(), 6 + up.len() as u64);
     assert_eq!(activity.down(), down.len() as u64);
 }
+
+fn congestion_control(s: &TcpStream) -> std::io::Result<String> {
+    let cc = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::TcpCongestion)?;
+    Ok(cc.to_string_lossy().into_owned())
+}
+
+fn set_congestion_control(s: &TcpStream, name: &str) -> std::io::Result<()> {
+    nix::sys::socket::setsockopt(
+        s,
+        nix::sys::socket::sockopt::TcpCongestion,
+        &std::ffi::OsString::from(name),
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bulk_towards_a_loopback_peer_is_not_paced() {
+    let (mine, _peer) = pair().await;
+    if set_congestion_control(&mine, "bbr").is_err() {
+        eprintln!("skipped: this kernel offers no bbr");
+        return;
+    }
+    super::unpaced_on_loopback(&mine);
+    assert_eq!(congestion_control(&mine).unwrap(), "cubic");
+
+    // Any other choice of the host's is kept.
+    let (mine, _peer) = pair().await;
+    set_congestion_control(&mine, "reno").unwrap();
+    super::unpaced_on_loopback(&mine);
+    assert_eq!(congestion_control(&mine).unwrap(), "reno");
+}
