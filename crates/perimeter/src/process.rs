@@ -115,6 +115,10 @@ pub struct LimitArgs {
     /// Largest request head, in bytes (at least 8192).
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
+    /// Transparent listener: milliseconds of silence after which a client is taken to wait
+    /// for the server to speak first (SMTP, MySQL, FTP), and its original address is dialled.
+    #[arg(long, default_value_t = 1000)]
+    pub server_first_after_ms: u64,
 }
 
 impl LimitArgs {
@@ -124,6 +128,7 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             header_read_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             max_header_bytes: self.max_header_bytes.max(8192),
+            server_first_after: Duration::from_millis(self.server_first_after_ms),
             ..GatewayLimits::default()
         }
     }

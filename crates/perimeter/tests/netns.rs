@@ -345,6 +345,7 @@ impl Net {
         for addr in [self.a.allowed, self.a.denied, self.a.private] {
             specs.push(format!("http:{addr}:80"));
             specs.push(format!("tls:{addr}:443"));
+            specs.push(format!("greet:{addr}:25"));
         }
         if self.metadata {
             specs.push(format!("http:{METADATA}:80"));
@@ -557,11 +558,23 @@ def handle(conn, kind, local):
         except OSError:
             pass
 
+def greet(conn, local):
+    # A server that speaks first, as SMTP does: greets, then answers each line.
+    conn.settimeout(10)
+    conn.sendall(f"220 {local} ready\r\n".encode())
+    f = conn.makefile("rb")
+    for line in f:
+        log(kind="greet", local=local, line=line.decode("latin-1").rstrip("\r\n"))
+        conn.sendall(b"250 " + line)
+    conn.close()
+
 def accept_loop(srv, kind, local):
     while True:
         conn, peer = srv.accept()
         log(kind="accept", local=local, peer=f"{peer[0]}:{peer[1]}")
-        threading.Thread(target=handle, args=(conn, kind, local), daemon=True).start()
+        target = greet if kind == "greet" else handle
+        args = (conn, local) if kind == "greet" else (conn, kind, local)
+        threading.Thread(target=target, args=args, daemon=True).start()
 
 threads = []
 for spec in specs:
@@ -1902,11 +1915,40 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
     for body in [
         json!({"name": "allowed-tls", "type": "FQDN", "destination": "allowed.test", "ports": [443], "description": ""}),
         json!({"name": "allowed-api", "type": "FQDN", "destination": "allowed.test", "ports": [80], "paths": ["/api/*"], "description": ""}),
+        json!({"name": "allowed-smtp", "type": "CIDR", "destination": format!("{}/32", a.allowed), "ports": [25], "description": ""}),
     ] {
         let rule = add_rule(&s, &key, &cid, body);
         wait_rule_active(&s, &key, &cid, rule["id"].as_str().unwrap());
     }
     let _redirect = Redirect::new(&w.veth, tport);
+
+    // --- A server that speaks first: the client waits for its greeting. The address the
+    // workload dialled is judged as an IP destination (a CIDR rule here) once the client has
+    // been silent for a while; the greeting comes through, then the exchange.
+    let smtp = |addr: Ipv4Addr| {
+        let script = format!(
+            "import socket\n\
+             s = socket.create_connection(('{addr}', 25), timeout=8)\n\
+             f = s.makefile('rb')\n\
+             print(f.readline().decode().strip())\n\
+             s.sendall(b'EHLO workload.test\\r\\n')\n\
+             print(f.readline().decode().strip())\n"
+        );
+        let out = w.command("python3").args(["-c", &script]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = smtp(a.allowed);
+    assert_eq!(
+        said,
+        format!("220 {}:25 ready\n250 EHLO workload.test\n", a.allowed),
+        "server-first through the transparent listener"
+    );
+    // Without a CIDR rule for the address, the silent client is refused: no greeting.
+    let said = smtp(a.denied);
+    assert!(
+        said.trim().is_empty(),
+        "server-first to an address no rule allows: {said}"
+    );
     let cafile = net.cert.to_str().unwrap().to_string();
     let pin = |name: &str, port: u16, ip: Ipv4Addr| format!("{name}:{port}:{ip}");
 
@@ -2078,6 +2120,17 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
         "allowed upstream"
     );
     assert_eq!(net.events_at(a.denied), Vec::<Value>::new(), "denied.test");
+    let lines: Vec<String> = net
+        .events_at(a.allowed)
+        .iter()
+        .filter(|e| e["kind"] == "greet")
+        .map(|e| e["line"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["EHLO workload.test"],
+        "what the greeting server heard"
+    );
     assert_eq!(net.events_at(a.private), Vec::<Value>::new(), "private");
     let log = gw.log_text();
     for reason in [

@@ -12,7 +12,8 @@
 //! 4. [`Snapshot::decide_address`] per address in order (the address guard); the first allowed
 //!    address is dialled (timeout 504, refusal 502). No allowed address: 403 with the reason of
 //!    the first.
-//! 5. CONNECT: `200`, then the client's first bytes are checked before anything is relayed: a
+//! 5. CONNECT: `200`, then the client's first bytes are checked before they are relayed (what
+//!    the upstream sends first, as in SMTP or MySQL, is passed on meanwhile): a
 //!    TLS ClientHello's SNI must equal the CONNECT name (for an IP literal, a name the policy
 //!    allows for that address and port), plaintext HTTP must carry a Host equal to the name.
 //!    On a mismatch the tunnel is closed and the decision event says why. While relaying, a new
@@ -46,7 +47,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::head::{FirstHead, HostField, Prefixed};
 use super::ProxyContext;
-use super::relay::{Activity, Counted, RelayEnd, relay, relay_stream};
+use super::relay::{
+    Activity, Counted, Direction, RelayEnd, relay, relay_stream, shutdown_write, write_all,
+};
 use super::target::{Target, TargetHost};
 use crate::decision::{DecisionEvent, EventVerdict};
 use crate::dns::DnsError;
@@ -734,6 +737,15 @@ fn classify_first_bytes(buf: &[u8], max: usize) -> FirstBytes {
         Some(b' ') if method_len > 0 => {}
         _ => return FirstBytes::Other,
     }
+    // A request line names an HTTP version; a first line that does not is another protocol's
+    // command (SMTP `EHLO host`, Redis `SET k v`), not a request. Any spelling of `http/`
+    // counts: a lenient server could take the line for a request, so it is parsed, strictly,
+    // as one.
+    match buf.iter().position(|&b| b == b'\n') {
+        None if buf.len() < max => return FirstBytes::NeedMore,
+        Some(end) if !names_http_version(&buf[..end]) => return FirstBytes::Other,
+        _ => {}
+    }
     let mut headers = [httparse::EMPTY_HEADER; 100];
     let mut head = httparse::Request::new(&mut headers);
     match head.parse(buf) {
@@ -756,6 +768,10 @@ fn classify_first_bytes(buf: &[u8], max: usize) -> FirstBytes {
         Ok(httparse::Status::Partial) => FirstBytes::NeedMore,
         Err(_) => FirstBytes::Invalid("invalid_http_request"),
     }
+}
+
+fn names_http_version(line: &[u8]) -> bool {
+    line.windows(5).any(|w| w.eq_ignore_ascii_case(b"http/"))
 }
 
 /// Check the client's first bytes against the CONNECT target. `Err` is the stable reason the
@@ -845,24 +861,89 @@ impl TunnelClient {
     }
 }
 
-/// Read the client's first bytes (after `already`, what hyper read) until they can be judged.
+/// Read the client's first bytes into `buf` (which may hold some already) until they can be
+/// judged. `NeedMore` means the client closed first. Cancel-safe: what was read stays in `buf`.
 pub(super) async fn read_first_bytes(
     client: &mut TunnelClient,
-    already: Bytes,
+    buf: &mut BytesMut,
     max: usize,
-) -> (std::io::Result<FirstBytes>, BytesMut) {
-    let mut buf = BytesMut::with_capacity(already.len().max(4096));
-    buf.extend_from_slice(&already);
+) -> std::io::Result<FirstBytes> {
     loop {
-        let first = classify_first_bytes(&buf, max);
+        let first = classify_first_bytes(buf, max);
         if first != FirstBytes::NeedMore {
-            return (Ok(first), buf);
+            return Ok(first);
         }
         buf.reserve(4096);
-        match client.read_buf(&mut buf).await {
-            Ok(0) => return (Ok(FirstBytes::NeedMore), buf),
-            Ok(_) => {}
-            Err(e) => return (Err(e), buf),
+        if client.read_buf(buf).await? == 0 {
+            return Ok(FirstBytes::NeedMore);
+        }
+    }
+}
+
+/// How the opening of a relayed connection ended.
+pub(super) enum Opening {
+    /// The client's first bytes, judged (`NeedMore`: the client closed before they could be).
+    First(FirstBytes),
+    /// The client sent nothing that could be judged in time.
+    TimedOut,
+    Failed(Direction, std::io::Error),
+}
+
+/// Read the client's first bytes into `buf` until they can be judged, passing on to the client
+/// meanwhile whatever the upstream sends: protocols where the server speaks first (SMTP,
+/// MySQL, FTP) greet before the client says anything. Nothing goes upstream until the first
+/// bytes are judged. The client has the first-bytes timeout to start; once the upstream has
+/// spoken, the idle timeout since its last bytes.
+pub(super) async fn opening(
+    ctx: &ProxyContext,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    buf: &mut BytesMut,
+    activity: &Activity,
+) -> Opening {
+    let max = ctx.limits.max_header_bytes.max(8192);
+    let mut down: Vec<u8> = Vec::new();
+    let mut upstream_open = true;
+    let deadline = tokio::time::sleep(ctx.limits.first_bytes_timeout);
+    tokio::pin!(deadline);
+    loop {
+        let first = classify_first_bytes(buf, max);
+        if first != FirstBytes::NeedMore {
+            return Opening::First(first);
+        }
+        buf.reserve(4096);
+        tokio::select! {
+            biased;
+            r = client.readable() => match r.and_then(|()| client.try_read_buf(buf)) {
+                Ok(0) => return Opening::First(FirstBytes::NeedMore),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Opening::Failed(Direction::Up, e),
+            },
+            r = upstream.readable(), if upstream_open => {
+                if down.is_empty() {
+                    down = vec![0; 16 * 1024];
+                }
+                match r.and_then(|()| upstream.try_read(&mut down)) {
+                    Ok(0) => {
+                        // The upstream said all it will: pass its end of stream on.
+                        upstream_open = false;
+                        if let Err(e) = shutdown_write(client) {
+                            return Opening::Failed(Direction::Down, e);
+                        }
+                    }
+                    Ok(n) => {
+                        if let Err(e) = write_all(client, &down[..n], Direction::Down, activity).await {
+                            return Opening::Failed(Direction::Down, e);
+                        }
+                        let idle = tokio::time::Instant::now() + ctx.limits.idle_timeout;
+                        deadline.as_mut().reset(idle);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Opening::Failed(Direction::Down, e),
+                }
+            }
+            _ = &mut deadline => return Opening::TimedOut,
         }
     }
 }
@@ -907,28 +988,41 @@ async fn tunnel(
     } = dialled;
     let (verdict, reason) = allowed_outcome(&decision);
     let draft_peer = draft.source;
+    let activity = Activity::new();
 
-    // The client's first bytes, checked before anything is relayed either way.
-    let max = ctx.limits.max_header_bytes.max(8192);
-    let read = tokio::time::timeout(
-        ctx.limits.first_bytes_timeout,
-        read_first_bytes(&mut client, already, max),
-    )
-    .await;
-    let (first, buf) = match read {
-        Err(_) => {
+    // The client's first bytes, checked before anything is relayed upstream.
+    let mut buf = BytesMut::with_capacity(already.len().max(4096));
+    buf.extend_from_slice(&already);
+    let opened = match &mut client {
+        TunnelClient::Socket(c) => opening(&ctx, c, &upstream, &mut buf, &activity).await,
+        TunnelClient::Stream(_) => {
+            let max = ctx.limits.max_header_bytes.max(8192);
+            let read = tokio::time::timeout(
+                ctx.limits.first_bytes_timeout,
+                read_first_bytes(&mut client, &mut buf, max),
+            );
+            match read.await {
+                Err(_) => Opening::TimedOut,
+                Ok(Ok(first)) => Opening::First(first),
+                Ok(Err(e)) => Opening::Failed(Direction::Up, e),
+            }
+        }
+    };
+    let (up, down) = (activity.up(), activity.down());
+    let first = match opened {
+        Opening::TimedOut => {
             tracing::info!(destination = %target, "closing tunnel: the client sent nothing to check in time");
-            return draft.finish(EventVerdict::Denied, "first_bytes_timeout", 0, 0);
+            return draft.finish(EventVerdict::Denied, "first_bytes_timeout", up, down);
         }
-        Ok((Err(e), _)) => {
-            tracing::debug!(destination = %target, error = %e, "client failed before its first bytes");
-            return draft.finish(verdict, reason, 0, 0);
+        Opening::Failed(direction, e) => {
+            tracing::debug!(destination = %target, direction = direction.as_str(), error = %e, "tunnel failed before the client's first bytes");
+            return draft.finish(verdict, reason, up, down);
         }
-        Ok((Ok(FirstBytes::NeedMore), buf)) if buf.is_empty() => {
-            // The client closed without sending anything.
-            return draft.finish(verdict, reason, 0, 0);
+        // The client closed without sending anything.
+        Opening::First(FirstBytes::NeedMore) if buf.is_empty() => {
+            return draft.finish(verdict, reason, up, down);
         }
-        Ok((Ok(first), buf)) => (first, buf),
+        Opening::First(first) => first,
     };
     draft.sni_or_host = match &first {
         FirstBytes::Tls(sni) => sni.clone(),
@@ -937,7 +1031,7 @@ async fn tunnel(
     };
     if let Err(why) = check_first_bytes(&ctx, &snap, &target, addr.ip(), &first) {
         tracing::info!(destination = %target, sni_or_host = draft.sni_or_host.as_deref().unwrap_or(""), reason = why, "closing tunnel: the client's first bytes disagree with the CONNECT target");
-        return draft.finish(EventVerdict::Denied, why, 0, 0);
+        return draft.finish(EventVerdict::Denied, why, up, down);
     }
 
     // Plaintext HTTP in a tunnel to a name: every request of the connection, not only the
@@ -946,7 +1040,7 @@ async fn tunnel(
     // serves redirected HTTP, pinned to the address admitted here.
     if let (FirstBytes::Http(_), TargetHost::Name(_)) = (&first, &target.host) {
         drop(upstream);
-        draft.finish(verdict, reason, 0, 0);
+        draft.finish(verdict, reason, up, down);
         let pin = SocketAddr::new(addr.ip(), target.port);
         let peer = draft_peer;
         let first = buf.freeze();
@@ -961,7 +1055,6 @@ async fn tunnel(
         return;
     }
 
-    let activity = Activity::new();
     let idle = ctx.limits.idle_timeout;
     let stop = revoked(&ctx, &snap, &target, addr);
     let pending = buf.freeze();
@@ -1246,5 +1339,29 @@ mod tests {
             classify_first_bytes(b"GET /\x01 HTTP/1.1\r\n\r\n", max),
             FirstBytes::Invalid("invalid_http_request")
         );
+        // Other protocols' upper-case commands are not requests...
+        assert_eq!(classify_first_bytes(b"EHLO", max), FirstBytes::NeedMore);
+        assert_eq!(
+            classify_first_bytes(b"EHLO mail", max),
+            FirstBytes::NeedMore
+        );
+        assert_eq!(
+            classify_first_bytes(b"EHLO mail.example.com\r\n", max),
+            FirstBytes::Other
+        );
+        assert_eq!(classify_first_bytes(b"SET k v\r\n", max), FirstBytes::Other);
+        // ...but a line a lenient server could read as a request is held to HTTP's grammar.
+        for line in [
+            &b"GET / HTTP/1.1 \r\nHost: other.example\r\n\r\n"[..],
+            b"GET / http/1.1\r\nHost: other.example\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : other.example\r\n\r\n",
+        ] {
+            assert_eq!(
+                classify_first_bytes(line, max),
+                FirstBytes::Invalid("invalid_http_request"),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 }

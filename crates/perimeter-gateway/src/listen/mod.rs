@@ -39,6 +39,11 @@ pub struct GatewayLimits {
     /// Longest wait, after `200 Connection established`, for the client's first bytes (TLS
     /// ClientHello or HTTP request head), which are checked before anything is relayed.
     pub first_bytes_timeout: Duration,
+    /// Transparent listener: a client that has sent nothing this long after connecting is
+    /// taken to wait for the server to speak first (SMTP, MySQL, FTP). Its original address
+    /// is then decided as an IP destination and dialled, the server's greeting is passed on,
+    /// and the client's first bytes are still checked before they go upstream.
+    pub server_first_after: Duration,
     /// Longest wait for an upstream's response head to a forwarded request.
     pub response_head_timeout: Duration,
 }
@@ -52,6 +57,7 @@ impl Default for GatewayLimits {
             idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             first_bytes_timeout: Duration::from_secs(30),
+            server_first_after: Duration::from_secs(1),
             response_head_timeout: Duration::from_secs(60),
         }
     }

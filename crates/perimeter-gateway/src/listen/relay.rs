@@ -326,7 +326,7 @@ async fn read(src: &TcpStream, buf: &mut Vec<u8>, size: usize) -> io::Result<(us
     }
 }
 
-async fn write_all(
+pub(super) async fn write_all(
     dst: &TcpStream,
     mut data: &[u8],
     dir: Direction,
@@ -358,7 +358,7 @@ fn pass_end_on(dst: &TcpStream, ended: &AtomicU8) -> io::Result<()> {
 }
 
 /// Pass an end of stream on: no more bytes will be sent to `dst`.
-fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
+pub(super) fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
     match nix::sys::socket::shutdown(dst.as_raw_fd(), nix::sys::socket::Shutdown::Write) {
         // The peer is gone already: nothing left to tell it.
         Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),

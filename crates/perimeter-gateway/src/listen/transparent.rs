@@ -17,6 +17,10 @@
 //!    - Anything else (TLS without SNI, another protocol): the original address is the
 //!      destination, allowed only as an IP destination (a CIDR rule, or ALLOW_ALL for an
 //!      ordinary address).
+//!    - Nothing for `server_first_after` (a client waiting for the server's greeting: SMTP,
+//!      MySQL, FTP): the original address is decided as an IP destination and dialled; the
+//!      greeting is passed on and the client's first bytes are checked when they come, before
+//!      they go upstream.
 //! 3. A refusal closes the connection (plaintext HTTP gets the explicit proxy's 403/400/502
 //!    answer first); the decision event says why.
 
@@ -26,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -38,8 +42,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::ProxyContext;
 use super::connect::head::Prefixed;
 use super::connect::{
-    Draft, FirstBytes, Refusal, TunnelClient, allowed_outcome, forward, read_first_bytes,
-    resolve_and_dial, revoked,
+    Draft, FirstBytes, Opening, Refusal, TunnelClient, allowed_outcome, check_first_bytes, forward,
+    opening, read_first_bytes, resolve_and_dial, revoked,
 };
 use super::relay::{Activity, RelayEnd, relay};
 use super::target::{Target, TargetHost};
@@ -95,36 +99,48 @@ async fn serve_redirected(
 
     let max = ctx.limits.max_header_bytes.max(8192);
     let mut client = TunnelClient::Socket(stream);
-    let read = tokio::time::timeout(
-        ctx.limits.first_bytes_timeout,
-        read_first_bytes(&mut client, Bytes::new(), max),
-    )
-    .await;
-    let (first, buf) = match read {
+    let mut buf = BytesMut::with_capacity(4096);
+    // A client that says nothing at first may be waiting for the server to speak (SMTP,
+    // MySQL, FTP): past `server_first_after`, its original address is the destination.
+    let limits = &ctx.limits;
+    let grace = limits.server_first_after.min(limits.first_bytes_timeout);
+    let mut read = tokio::time::timeout(grace, read_first_bytes(&mut client, &mut buf, max)).await;
+    if read.is_err() && !buf.is_empty() {
+        let rest = limits.first_bytes_timeout.saturating_sub(grace);
+        read = tokio::time::timeout(rest, read_first_bytes(&mut client, &mut buf, max)).await;
+    }
+    let TunnelClient::Socket(stream) = client else {
+        unreachable!("the transparent listener's client is always a socket")
+    };
+    let first = match read {
+        Err(_) if buf.is_empty() => {
+            let target = Target {
+                host: TargetHost::Ip(original.ip()),
+                port: original.port(),
+            };
+            return relay_to(ctx, draft, target, original, stream, buf).await;
+        }
         Err(_) => {
             tracing::info!(%peer, %original, "closing redirected connection: the client sent nothing to check in time");
             return draft.finish(EventVerdict::Denied, "first_bytes_timeout", 0, 0);
         }
-        Ok((Err(e), _)) => {
+        Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "redirected client failed before its first bytes");
             return draft.finish(EventVerdict::Denied, "client_closed", 0, 0);
         }
-        Ok((Ok(FirstBytes::NeedMore), buf)) if buf.is_empty() => {
+        Ok(Ok(FirstBytes::NeedMore)) if buf.is_empty() => {
             return draft.finish(EventVerdict::Denied, "client_closed", 0, 0);
         }
-        Ok((Ok(FirstBytes::NeedMore), _)) => {
+        Ok(Ok(FirstBytes::NeedMore)) => {
             return draft.finish(EventVerdict::Denied, "incomplete_first_bytes", 0, 0);
         }
-        Ok((Ok(FirstBytes::Invalid(why)), _)) => {
+        Ok(Ok(FirstBytes::Invalid(why))) => {
             return draft.finish(EventVerdict::Denied, why, 0, 0);
         }
-        Ok((Ok(first), buf)) => (first, buf.freeze()),
-    };
-    let TunnelClient::Socket(stream) = client else {
-        unreachable!("the transparent listener's client is always a socket")
+        Ok(Ok(first)) => first,
     };
     match first {
-        FirstBytes::Http(_) => serve_http(ctx, stream, buf, peer, original, None).await,
+        FirstBytes::Http(_) => serve_http(ctx, stream, buf.freeze(), peer, original, None).await,
         FirstBytes::Tls(Some(sni)) => {
             draft.sni_or_host = Some(sni.clone());
             let target = match sni.parse() {
@@ -147,14 +163,17 @@ async fn serve_redirected(
     }
 }
 
-/// Decide, dial the original address and relay (TLS with SNI, or an IP destination).
+/// Decide, dial the original address and relay: TLS with an SNI, or an IP destination. With
+/// no first bytes yet (`first` empty: the client waits for the server), the client's first
+/// bytes are read once the upstream is dialled, while the upstream's greeting is passed on,
+/// and checked before they go upstream.
 async fn relay_to(
     ctx: ProxyContext,
     mut draft: Draft,
     target: Target,
     original: SocketAddr,
     client: TcpStream,
-    first: Bytes,
+    mut first: BytesMut,
 ) {
     draft.destination = target.host.to_string();
     let snap = ctx.snapshots.borrow().clone();
@@ -170,11 +189,42 @@ async fn relay_to(
     let (verdict, reason) = allowed_outcome(&dialled.decision);
     let addr = dialled.addr;
     let activity = Activity::new();
+    if first.is_empty() {
+        let opened = opening(&ctx, &client, &dialled.stream, &mut first, &activity).await;
+        let (up, down) = (activity.up(), activity.down());
+        let judged = match opened {
+            Opening::TimedOut => {
+                tracing::info!(source = %draft.source, %original, "closing redirected connection: the client sent nothing to check in time");
+                return draft.finish(EventVerdict::Denied, "first_bytes_timeout", up, down);
+            }
+            Opening::Failed(direction, e) => {
+                tracing::debug!(source = %draft.source, %original, direction = direction.as_str(), error = %e, "redirected connection failed before the client's first bytes");
+                return draft.finish(verdict, reason, up, down);
+            }
+            Opening::First(FirstBytes::NeedMore) if first.is_empty() => {
+                return draft.finish(verdict, reason, up, down);
+            }
+            // Plaintext HTTP after all, the server silent: served request by request.
+            Opening::First(FirstBytes::Http(_)) if down == 0 => {
+                drop(dialled);
+                let peer = draft.source;
+                return serve_http(ctx, client, first.freeze(), peer, original, None).await;
+            }
+            Opening::First(judged) => judged,
+        };
+        if let FirstBytes::Tls(sni) | FirstBytes::Http(sni) = &judged {
+            draft.sni_or_host.clone_from(sni);
+        }
+        if let Err(why) = check_first_bytes(&ctx, &snap, &target, addr.ip(), &judged) {
+            tracing::info!(source = %draft.source, %original, sni_or_host = draft.sni_or_host.as_deref().unwrap_or(""), reason = why, "closing redirected connection: the client's first bytes are not allowed at the address it dialled");
+            return draft.finish(EventVerdict::Denied, why, up, down);
+        }
+    }
     let stop = revoked(&ctx, &snap, &target, addr);
     let end = relay(
         client,
         dialled.stream,
-        first,
+        first.freeze(),
         activity.clone(),
         ctx.limits.idle_timeout,
         stop,

@@ -295,3 +295,131 @@ async fn accepted_sockets_inherit_nodelay_from_the_listener() {
         "Linux passes TCP_NODELAY from a listener on to the sockets it accepts"
     );
 }
+
+/// A server that speaks first, as SMTP does: greets, then answers each line of the client's
+/// with `250 <line>`. Every byte it received is sent on `got` when the client leaves.
+async fn greeting_upstream() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, got) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 upstream ready\r\n").await;
+                let mut all = Vec::new();
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while let Ok(1) = s.read(&mut byte).await {
+                    all.push(byte[0]);
+                    line.push(byte[0]);
+                    if byte[0] == b'\n' {
+                        let reply = [b"250 ".as_slice(), &line].concat();
+                        let _ = s.write_all(&reply).await;
+                        line.clear();
+                    }
+                }
+                let _ = tx.send(all);
+            });
+        }
+    });
+    (port, got)
+}
+
+async fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read(&mut byte).await.unwrap() == 1 {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_first_is_heard_and_the_client_is_still_checked() {
+    let (port, mut got) = greeting_upstream().await;
+    let limits = GatewayLimits {
+        first_bytes_timeout: Duration::from_millis(400),
+        ..GatewayLimits::default()
+    };
+    let p = proxy(port, limits).await;
+
+    // The greeting comes through before the client says anything, and the client may answer
+    // after the first-bytes timeout: the server's greeting started the exchange.
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; ESTABLISHED.len()];
+    within("the 200", s.read_exact(&mut head)).await.unwrap();
+    assert_eq!(
+        within("the greeting", read_line(&mut s)).await,
+        "220 upstream ready\r\n"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.write_all(b"EHLO client.example\r\n").await.unwrap();
+    assert_eq!(
+        within("the answer", read_line(&mut s)).await,
+        "250 EHLO client.example\r\n"
+    );
+    s.write_all(b"QUIT\r\n").await.unwrap();
+    assert_eq!(
+        within("the second answer", read_line(&mut s)).await,
+        "250 QUIT\r\n"
+    );
+    drop(s);
+    assert_eq!(
+        within("what the upstream got", got.recv()).await.unwrap(),
+        b"EHLO client.example\r\nQUIT\r\n"
+    );
+
+    // After the greeting, plaintext HTTP whose Host disagrees with the CONNECT target (another
+    // port) closes the tunnel, and nothing of it reaches the upstream.
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    within("the 200", s.read_exact(&mut head)).await.unwrap();
+    assert_eq!(
+        within("the greeting", read_line(&mut s)).await,
+        "220 upstream ready\r\n"
+    );
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    within("the close", s.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(
+        within("what the upstream got", got.recv()).await.unwrap(),
+        b""
+    );
+
+    // A silent client with a silent server still meets the first-bytes timeout.
+    let (quiet_port, quiet) = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (l.local_addr().unwrap().port(), l)
+    };
+    let p = proxy(
+        quiet_port,
+        GatewayLimits {
+            first_bytes_timeout: Duration::from_millis(300),
+            ..GatewayLimits::default()
+        },
+    )
+    .await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(format!("CONNECT 127.0.0.1:{quiet_port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    within("the 200", s.read_exact(&mut head)).await.unwrap();
+    let mut rest = Vec::new();
+    within("the timeout", s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    drop(quiet);
+}
