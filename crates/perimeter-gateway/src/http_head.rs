@@ -5,8 +5,8 @@
 //! head is complete. A complete head has been checked for everything the proxy relies on:
 //! limits, unambiguous line endings and body framing, a destination whose host is a normalised
 //! [`Hostname`] or a canonical IP literal, and (DESIGN "Consistency") a Host header that
-//! agrees with the request target. Every refusal is a [`HeadError`] with a stable reason; the
-//! proxy answers it with 400 through [`crate::GatewayError`].
+//! agrees with the request target. Every refusal is a [`HeadError`] with a stable reason, the
+//! `x-perimeter-error` value of the proxy's answer (400, or 431 for an oversized head).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -103,7 +103,7 @@ impl HeadError {
             Self::ConnectPortRequired => "connect_port_required",
             Self::UnbracketedIpv6 => "ipv6_brackets_required",
             Self::InvalidHostname(_) => "invalid_hostname",
-            Self::InvalidIpLiteral(_) => "invalid_ip_literal",
+            Self::InvalidIpLiteral(_) => "non_canonical_ip",
             Self::HostNotText => "invalid_host_header",
             Self::MissingHost => "missing_host",
             Self::DuplicateHost => "duplicate_host",

@@ -18,17 +18,18 @@
 //!
 //! - [`tls::client_hello`]: an incremental, bounded ClientHello parser for SNI and ALPN;
 //! - [`http_head`]: HTTP/1.x request heads for the proxy, with limits, unambiguous framing,
-//!   destinations parsed into normalised hosts, and Host-header consistency;
+//!   destinations parsed into normalised hosts, and Host-header consistency: the first head of
+//!   every proxy connection, and every host the listeners parse;
 //! - [`dns`]: the only name resolution the gateway does (configured servers, hosts file);
-//! - [`original_dst`]: the pre-NAT destination of a redirected connection;
-//! - [`error`]: [`GatewayError`], which says who caused a failure and picks the status and the
-//!   `x-perimeter-error` reason.
+//! - [`original_dst`]: the pre-NAT destination of a redirected connection.
+//!
+//! Refusals say who caused them: the listeners' `Refusal` carries the status (400 client, 403
+//! policy, 502/504 upstream), the decision verdict and the stable `x-perimeter-error` reason.
 //!
 //! The gateway depends on `perimeter-policy` only, never on the store or the API.
 
 pub mod decision;
 pub mod dns;
-pub mod error;
 pub mod fuzzing;
 pub mod http_head;
 pub mod listen;
@@ -38,7 +39,6 @@ pub mod sync;
 pub mod tls;
 
 pub use dns::{DnsError, Resolver, ResolverConfig};
-pub use error::{ErrorKind, GatewayError, Party};
 pub use http_head::{HeadError, HeadLimits, RequestHead, parse_request_head};
 pub use original_dst::original_dst;
 pub use tls::{ClientHello, InvalidHello, parse_client_hello};

@@ -1222,7 +1222,7 @@ fn default_deny_allows_only_allowed_test_and_refuses_every_trick() {
         "userinfo in the authority",
         &resp,
         400,
-        Some("invalid_authority"),
+        Some("userinfo_in_authority"),
     );
     let resp = raw(
         p,

@@ -100,16 +100,22 @@ pub async fn serve(
 }
 
 /// Answer 503 to a connection over the limit, without parsing anything it sends.
-async fn overloaded(mut stream: TcpStream) {
-    let body = "the gateway is serving as many connections as it may; retry later\n";
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\n{X_PERIMETER_ERROR}: gateway_overloaded\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+async fn overloaded(stream: TcpStream) {
+    let answer = head::refusal_bytes(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "gateway_overloaded",
+        "the gateway is serving as many connections as it may; retry later",
+        head::Then::Close,
     );
+    answer_and_close(stream, &answer).await;
+}
+
+/// Send a last answer and close, draining what the client still sends for a moment (at most
+/// 2 s) so that it reads the answer instead of a reset.
+async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
-        // Drain briefly so the client reads the answer instead of a reset.
         let mut sink = [0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<_, std::io::Error>(())
@@ -178,6 +184,17 @@ async fn serve_connection(
         }
         Ok(Ok(FirstHead::Closed)) => return,
         Ok(Ok(FirstHead::Other(bytes))) => bytes,
+        Ok(Ok(FirstHead::Refused(e))) => {
+            let draft = Draft::new(&ctx, peer, "-".to_string(), 0);
+            let answer = head::refusal_bytes(
+                head::refused_status(&e),
+                e.as_str(),
+                &e.to_string(),
+                head::Then::Close,
+            );
+            draft.finish(EventVerdict::Denied, e.as_str(), 0, 0);
+            return answer_and_close(stream, &answer).await;
+        }
         Ok(Ok(FirstHead::Connect {
             authority,
             host,
@@ -193,7 +210,8 @@ async fn serve_connection(
                     .await;
             }
             Err((draft, r)) => {
-                let answer = head::refusal_bytes(r.status, &r.reason, &r.message);
+                let answer =
+                    head::refusal_bytes(r.status, &r.reason, &r.message, head::Then::KeepAlive);
                 draft.finish(r.verdict, r.reason, 0, 0);
                 if stream.write_all(&answer).await.is_err() {
                     return;
@@ -648,7 +666,10 @@ async fn admit_connect(
     let Some(authority) = authority else {
         return Err((
             draft,
-            Refusal::client("invalid_authority", "CONNECT needs host:port"),
+            Refusal::client(
+                crate::http_head::HeadError::InvalidTarget("").as_str(),
+                "CONNECT needs host:port",
+            ),
         ));
     };
     let target = match Target::parse_authority(authority, None) {

@@ -6,7 +6,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use perimeter_policy::{Destination, Hostname, HostnameError, parse_ip_literal};
+use perimeter_policy::{Destination, Hostname};
+
+use crate::http_head::{HeadError, Host, HostHeader};
 
 /// A host as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,28 +74,43 @@ impl Target {
     /// Parse `host:port` (`[v6]:port` for IPv6). Without a port, `default_port` is used; when
     /// that is `None` a port is required (CONNECT).
     pub fn parse_authority(s: &str, default_port: Option<u16>) -> Result<Target, TargetError> {
-        let (host, port) = split_host_port(s)?;
-        let port = match (port, default_port) {
-            (Some(p), _) => parse_port(p)?,
-            (None, Some(d)) => d,
-            (None, None) => {
-                return Err(TargetError::new(
-                    "missing_port",
-                    format!("{s:?} has no port; CONNECT needs host:port, such as example.com:443"),
-                ));
-            }
-        };
-        Ok(Target {
-            host: parse_host(host)?,
-            port,
-        })
+        let (host, port) = parse_host_port(s)?;
+        match port.or(default_port) {
+            Some(port) => Ok(Target {
+                host: host.into(),
+                port,
+            }),
+            None => Err(TargetError::new(
+                HeadError::ConnectPortRequired.as_str(),
+                format!("{s:?} has no port; CONNECT needs host:port, such as example.com:443"),
+            )),
+        }
     }
 
     /// Parse a Host header value: `host[:port]`; returns the host and the port if one was given.
     pub fn parse_host_header(s: &str) -> Result<(TargetHost, Option<u16>), TargetError> {
-        let (host, port) = split_host_port(s.trim())?;
-        let port = port.map(parse_port).transpose()?;
-        Ok((parse_host(host)?, port))
+        let h = HostHeader::parse(s.as_bytes()).map_err(|e| TargetError::from_head(s, &e))?;
+        Ok((h.host.into(), h.port))
+    }
+}
+
+/// `host[:port]` by the request-head parser's rules (one parser of hosts for the gateway).
+fn parse_host_port(s: &str) -> Result<(Host, Option<u16>), TargetError> {
+    crate::http_head::parse_host_port(s).map_err(|e| TargetError::from_head(s, &e))
+}
+
+impl TargetError {
+    fn from_head(input: &str, e: &HeadError) -> Self {
+        Self::new(e.as_str(), format!("{input:?}: {e}"))
+    }
+}
+
+impl From<Host> for TargetHost {
+    fn from(h: Host) -> Self {
+        match h {
+            Host::Name(n) => TargetHost::Name(n),
+            Host::Ip(ip) => TargetHost::Ip(ip),
+        }
     }
 }
 
@@ -103,83 +120,6 @@ impl fmt::Display for Target {
             TargetHost::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]:{}", self.port),
             host => write!(f, "{host}:{}", self.port),
         }
-    }
-}
-
-fn split_host_port(s: &str) -> Result<(&str, Option<&str>), TargetError> {
-    if s.is_empty() {
-        return Err(TargetError::new("invalid_authority", "the host is empty"));
-    }
-    if s.contains('@') {
-        return Err(TargetError::new(
-            "invalid_authority",
-            "credentials in the authority (user@host) are not accepted",
-        ));
-    }
-    if s.starts_with('[') {
-        let end = s.find(']').ok_or_else(|| {
-            TargetError::new("invalid_authority", format!("{s:?}: unterminated '['"))
-        })?;
-        let (host, rest) = s.split_at(end + 1);
-        return match rest {
-            "" => Ok((host, None)),
-            _ => match rest.strip_prefix(':') {
-                Some(port) => Ok((host, Some(port))),
-                None => Err(TargetError::new(
-                    "invalid_authority",
-                    format!("{s:?}: expected ':port' after ']'"),
-                )),
-            },
-        };
-    }
-    match s.split_once(':') {
-        None => Ok((s, None)),
-        Some((_, rest)) if rest.contains(':') => Err(TargetError::new(
-            "invalid_authority",
-            format!("{s:?}: an IPv6 address must be bracketed, such as [2001:db8::1]:443"),
-        )),
-        Some((host, port)) => Ok((host, Some(port))),
-    }
-}
-
-fn parse_port(p: &str) -> Result<u16, TargetError> {
-    let bad = || {
-        TargetError::new(
-            "invalid_port",
-            format!("port {p:?} is not a number from 1 to 65535 without leading zeros"),
-        )
-    };
-    // Leading zeros are refused, not read: `0080` is no canonical spelling of 80.
-    if p.is_empty() || p.len() > 5 || p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad()),
-        Ok(port) => Ok(port),
-    }
-}
-
-fn parse_host(host: &str) -> Result<TargetHost, TargetError> {
-    if host.starts_with('[') {
-        return parse_ip_literal(host)
-            .map(TargetHost::Ip)
-            .map_err(|e| TargetError::new("non_canonical_ip", e.to_string()));
-    }
-    let ip_err = match parse_ip_literal(host) {
-        Ok(ip) => return Ok(TargetHost::Ip(ip)),
-        Err(e) => e,
-    };
-    match host.parse::<Hostname>() {
-        Ok(name) => Ok(TargetHost::Name(name)),
-        // Something that reads as a number: a non-canonical IP spelling. Say why as an IP.
-        Err(HostnameError::LooksLikeIp { .. }) => {
-            Err(TargetError::new("non_canonical_ip", ip_err.to_string()))
-        }
-        Err(e) if host.bytes().all(|b| b.is_ascii_digit()) => {
-            let _ = e;
-            Err(TargetError::new("non_canonical_ip", ip_err.to_string()))
-        }
-        Err(e) => Err(TargetError::new("invalid_hostname", e.to_string())),
     }
 }
 
@@ -205,13 +145,13 @@ mod tests {
             ("0x7f.0.0.1:80", "non_canonical_ip"),
             ("127.000.0.1:80", "non_canonical_ip"),
             ("[fe80::1%25eth0]:80", "non_canonical_ip"),
-            ("example.com", "missing_port"),
+            ("example.com", "connect_port_required"),
             ("example.com:0", "invalid_port"),
             ("example.com:65536", "invalid_port"),
             ("example.com:+80", "invalid_port"),
             ("example.com:0080", "invalid_port"),
-            ("user@example.com:80", "invalid_authority"),
-            ("2001:db8::1:80", "invalid_authority"),
+            ("user@example.com:80", "userinfo_in_authority"),
+            ("2001:db8::1:80", "ipv6_brackets_required"),
             ("exa_mple.com:80", "invalid_hostname"),
             ("localhost:80", "invalid_hostname"),
         ];

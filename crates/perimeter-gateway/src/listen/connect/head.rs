@@ -13,6 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::http_head::{HeadError, HeadLimits, parse_request_head};
+
 /// Most header fields the fast path parses; a head with more goes to hyper (its own limit).
 const MAX_HEADERS: usize = 64;
 
@@ -36,6 +38,9 @@ pub(super) enum FirstHead {
     },
     /// Anything else, hyper's to serve: every byte read so far.
     Other(Bytes),
+    /// A head whose framing or syntax is refused ([`refused_by_parser`]): answered with its
+    /// reason, then the connection is closed (nothing after it can be delimited).
+    Refused(HeadError),
     /// The client closed before a complete head.
     Closed,
 }
@@ -64,10 +69,9 @@ fn classify(buf: &mut BytesMut, max: usize) -> Option<FirstHead> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < max => return None,
-        // Too large, too many headers, malformed: hyper answers as it always does.
-        Ok(httparse::Status::Partial) | Err(_) => {
-            return Some(FirstHead::Other(std::mem::take(buf).freeze()));
-        }
+        // Too large, too many fields for this parser, malformed: the project's own parser says
+        // why, or hyper answers as it always does.
+        Ok(httparse::Status::Partial) | Err(_) => return Some(other(buf, max)),
     };
     let plain_connect = req.method == Some("CONNECT")
         && req.version == Some(1)
@@ -87,7 +91,7 @@ fn classify(buf: &mut BytesMut, max: usize) -> Option<FirstHead> {
         .filter(|p| plain_connect && p.parse::<http::uri::Authority>().is_ok())
         .map(str::to_string);
     let Some(authority) = authority else {
-        return Some(FirstHead::Other(std::mem::take(buf).freeze()));
+        return Some(other(buf, max));
     };
     let mut hosts = req
         .headers
@@ -106,11 +110,69 @@ fn classify(buf: &mut BytesMut, max: usize) -> Option<FirstHead> {
     })
 }
 
+/// A first head that is not a plain CONNECT: refused when the project's request-head parser
+/// ([`parse_request_head`]) refuses its framing or syntax, else hyper's. hyper would answer
+/// most of these itself, but without `x-perimeter-error`, and a request with both
+/// Content-Length and Transfer-Encoding it would serve (as chunked) instead of refusing it.
+/// Destination and Host problems are left to the handler, which names them as it does on
+/// every later request of the connection.
+fn other(buf: &mut BytesMut, max: usize) -> FirstHead {
+    let limits = HeadLimits {
+        max_head_bytes: max,
+        max_headers: MAX_PARSED_HEADERS,
+    };
+    match parse_request_head(buf, &limits) {
+        Err(e) if refused_by_parser(&e) => FirstHead::Refused(e),
+        _ => FirstHead::Other(std::mem::take(buf).freeze()),
+    }
+}
+
+/// Header fields hyper's server accepts, and so the parser of the first head.
+const MAX_PARSED_HEADERS: usize = 100;
+
+/// The parser's refusals that are about the head itself rather than its destination.
+fn refused_by_parser(e: &HeadError) -> bool {
+    matches!(
+        e,
+        HeadError::HeadTooLarge { .. }
+            | HeadError::TooManyHeaders { .. }
+            | HeadError::BareCr
+            | HeadError::ObsFold
+            | HeadError::Malformed(_)
+            | HeadError::AmbiguousFraming
+            | HeadError::ConflictingContentLength
+            | HeadError::InvalidContentLength
+            | HeadError::UnsupportedTransferEncoding
+    )
+}
+
+/// The status of a refused head: 431 for size, else 400.
+pub(super) fn refused_status(e: &HeadError) -> http::StatusCode {
+    match e {
+        HeadError::HeadTooLarge { .. } | HeadError::TooManyHeaders { .. } => {
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        }
+        _ => http::StatusCode::BAD_REQUEST,
+    }
+}
+
 /// The response head that opens a tunnel.
 pub(super) const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 
+/// Whether the connection stays open after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    KeepAlive,
+    Close,
+}
+
 /// A refusal as bytes on the wire, as hyper would have sent the same response.
-pub(super) fn refusal_bytes(status: http::StatusCode, reason: &str, message: &str) -> Vec<u8> {
+pub(super) fn refusal_bytes(
+    status: http::StatusCode,
+    reason: &str,
+    message: &str,
+    then: Then,
+) -> Vec<u8> {
     let body_len = message.len() + 1;
     let mut out = Vec::with_capacity(160 + body_len);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -126,6 +188,9 @@ pub(super) fn refusal_bytes(status: http::StatusCode, reason: &str, message: &st
     }
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body_len.to_string().as_bytes());
+    if then == Then::Close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(message.as_bytes());
     out.push(b'\n');

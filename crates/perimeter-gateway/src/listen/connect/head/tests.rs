@@ -60,7 +60,9 @@ fn everything_else_goes_to_hyper_whole() {
         b"CONNECT a.example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"CONNECT http://a.example.com/ HTTP/1.1\r\n\r\n",
         b"CONNECT /path HTTP/1.1\r\n\r\n",
-        b"GET /\x01 HTTP/1.1\r\n\r\n",
+        // Destination and Host problems are the handler's to name.
+        b"GET http://0177.0.0.1/ HTTP/1.1\r\nHost: 0177.0.0.1\r\n\r\n",
+        b"GET http://a.example.com/ HTTP/1.1\r\nHost: b.example.com\r\n\r\n",
     ] {
         assert_eq!(
             head(other),
@@ -70,11 +72,55 @@ fn everything_else_goes_to_hyper_whole() {
         );
     }
     assert_eq!(head(b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a"), None);
-    let big = [b"CONNECT a:1 HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 100]].concat();
-    assert_eq!(
-        classify(&mut BytesMut::from(&big[..]), 64),
-        Some(FirstHead::Other(Bytes::from(big.clone())))
-    );
+}
+
+#[test]
+fn heads_with_bad_framing_or_syntax_are_refused_with_the_parser_s_reason() {
+    for (bad, reason) in [
+        (
+            &b"POST http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            "ambiguous_framing",
+        ),
+        (
+            b"POST http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "ambiguous_framing",
+        ),
+        (
+            b"POST http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "conflicting_content_length",
+        ),
+        (
+            b"POST http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "unsupported_transfer_encoding",
+        ),
+        (b"GET /\x01 HTTP/1.1\r\n\r\n", "malformed_request"),
+        (
+            b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nX: a\rb\r\n\r\n",
+            "bare_cr",
+        ),
+    ] {
+        match head(bad) {
+            Some(FirstHead::Refused(e)) => {
+                assert_eq!(e.as_str(), reason, "{:?}", String::from_utf8_lossy(bad));
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bad)),
+        }
+    }
+    let big = [
+        b"GET http://a.example.com/ HTTP/1.1\r\nX: ".as_slice(),
+        &[b'a'; 100],
+    ]
+    .concat();
+    match classify(&mut BytesMut::from(&big[..]), 64) {
+        Some(FirstHead::Refused(e)) => {
+            assert_eq!(e.as_str(), "head_too_large");
+            assert_eq!(
+                refused_status(&e),
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -83,10 +129,21 @@ fn refusals_read_like_hyper_s() {
         http::StatusCode::FORBIDDEN,
         "no_rule_for_destination",
         "no rule",
+        Then::KeepAlive,
     );
     assert_eq!(
         String::from_utf8(r).unwrap(),
         "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: no_rule_for_destination\r\ncontent-length: 8\r\n\r\nno rule\n"
+    );
+    let r = refusal_bytes(
+        http::StatusCode::BAD_REQUEST,
+        "ambiguous_framing",
+        "both",
+        Then::Close,
+    );
+    assert_eq!(
+        String::from_utf8(r).unwrap(),
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: ambiguous_framing\r\ncontent-length: 5\r\nconnection: close\r\n\r\nboth\n"
     );
 }
 
@@ -422,4 +479,31 @@ async fn a_server_that_speaks_first_is_heard_and_the_client_is_still_checked() {
         .unwrap();
     assert!(rest.is_empty());
     drop(quiet);
+}
+
+#[tokio::test]
+async fn a_head_with_both_content_length_and_chunked_gets_400_and_the_connection_closes() {
+    let port = echo_upstream().await;
+    let p = proxy(port, GatewayLimits::default()).await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(
+        format!(
+            "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (head, body) = within("the refusal", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(
+        head.contains("x-perimeter-error: ambiguous_framing"),
+        "{head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("Content-Length and Transfer-Encoding"));
+    let mut rest = Vec::new();
+    within("the close", s.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
