@@ -917,7 +917,7 @@ pub(super) enum Opening {
 /// spoken, the idle timeout since its last bytes.
 pub(super) async fn opening(
     ctx: &ProxyContext,
-    client: &TcpStream,
+    client: &mut TcpStream,
     upstream: &TcpStream,
     buf: &mut BytesMut,
     activity: &Activity,
@@ -935,10 +935,11 @@ pub(super) async fn opening(
         buf.reserve(4096);
         tokio::select! {
             biased;
-            r = client.readable() => match r.and_then(|()| client.try_read_buf(buf)) {
+            // `read_buf` (cancel-safe) rather than `try_read_buf`: a short read clears the
+            // socket's readiness, so the relay's first read waits instead of trying in vain.
+            r = client.read_buf(buf) => match r {
                 Ok(0) => return Opening::First(FirstBytes::NeedMore),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Opening::Failed(Direction::Up, e),
             },
             r = upstream.readable(), if upstream_open => {

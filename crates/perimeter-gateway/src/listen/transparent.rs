@@ -172,7 +172,7 @@ async fn relay_to(
     mut draft: Draft,
     target: Target,
     original: SocketAddr,
-    client: TcpStream,
+    mut client: TcpStream,
     mut first: BytesMut,
 ) {
     draft.destination = target.host.to_string();
@@ -190,7 +190,7 @@ async fn relay_to(
     let addr = dialled.addr;
     let activity = Activity::new();
     if first.is_empty() {
-        let opened = opening(&ctx, &client, &dialled.stream, &mut first, &activity).await;
+        let opened = opening(&ctx, &mut client, &dialled.stream, &mut first, &activity).await;
         let (up, down) = (activity.up(), activity.down());
         let judged = match opened {
             Opening::TimedOut => {
