@@ -1342,36 +1342,40 @@ mod tests {
     #[test]
     fn first_bytes_are_classified() {
         let max = 16 * 1024;
-        assert_eq!(classify_first_bytes(b"", max), FirstBytes::NeedMore);
-        assert_eq!(classify_first_bytes(b"GE", max), FirstBytes::NeedMore);
-        assert_eq!(
-            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n", max),
-            FirstBytes::NeedMore
-        );
-        assert_eq!(
-            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n", max),
-            FirstBytes::Http(Some("a.example.com".into()))
-        );
-        assert_eq!(
-            classify_first_bytes(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", max),
-            FirstBytes::Invalid("multiple_host_headers")
-        );
-        assert_eq!(classify_first_bytes(b"hello raw\n", max), FirstBytes::Other);
-        assert_eq!(
-            classify_first_bytes(b"GET /\x01 HTTP/1.1\r\n\r\n", max),
-            FirstBytes::Invalid("invalid_http_request")
-        );
-        // Other protocols' upper-case commands are not requests...
-        assert_eq!(classify_first_bytes(b"EHLO", max), FirstBytes::NeedMore);
-        assert_eq!(
-            classify_first_bytes(b"EHLO mail", max),
-            FirstBytes::NeedMore
-        );
-        assert_eq!(
-            classify_first_bytes(b"EHLO mail.example.com\r\n", max),
-            FirstBytes::Other
-        );
-        assert_eq!(classify_first_bytes(b"SET k v\r\n", max), FirstBytes::Other);
+        let http = |h: &str| FirstBytes::Http(Some(h.into()));
+        for (bytes, want) in [
+            (&b""[..], FirstBytes::NeedMore),
+            (b"GE", FirstBytes::NeedMore),
+            (
+                b"GET / HTTP/1.1\r\nHost: a.example.com\r\n",
+                FirstBytes::NeedMore,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n",
+                http("a.example.com"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                FirstBytes::Invalid("multiple_host_headers"),
+            ),
+            (b"hello raw\n", FirstBytes::Other),
+            (
+                b"GET /\x01 HTTP/1.1\r\n\r\n",
+                FirstBytes::Invalid("invalid_http_request"),
+            ),
+            // Other protocols' upper-case commands are not requests...
+            (b"EHLO", FirstBytes::NeedMore),
+            (b"EHLO mail", FirstBytes::NeedMore),
+            (b"EHLO mail.example.com\r\n", FirstBytes::Other),
+            (b"SET k v\r\n", FirstBytes::Other),
+        ] {
+            assert_eq!(
+                classify_first_bytes(bytes, max),
+                want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
         // ...but a line a lenient server could read as a request is held to HTTP's grammar.
         for line in [
             &b"GET / HTTP/1.1 \r\nHost: other.example\r\n\r\n"[..],
