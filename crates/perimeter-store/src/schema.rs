@@ -14,8 +14,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {
-    // Concurrent CREATE TABLE IF NOT EXISTS can collide in PostgreSQL's catalog (unique
-    // violation on pg_type) when replicas start together; the loser retries and finds it.
+    // Concurrent CREATE TABLE IF NOT EXISTS can collide in PostgreSQL's catalog when replicas
+    // start together (a unique violation on pg_type, or "type ... already exists"); the loser
+    // retries and finds the table.
     let mut attempt = 0;
     loop {
         let r = sqlx::query(
@@ -25,7 +26,7 @@ pub(crate) async fn migrate(store: &Store) -> Result<()> {
         .await;
         match r {
             Ok(_) => break,
-            Err(e) if attempt < 5 && crate::is_unique_violation(&e) => {
+            Err(e) if attempt < 5 && lost_catalog_race(&e) => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
@@ -70,6 +71,17 @@ pub(crate) async fn migrate(store: &Store) -> Result<()> {
         tracing::info!(version, description, "applied store migration");
     }
     Ok(())
+}
+
+/// Whether creating a table failed only because another session created it at the same moment:
+/// a unique violation, or PostgreSQL's duplicate_object (42710, the table's row type) or
+/// duplicate_table (42P07).
+fn lost_catalog_race(e: &sqlx::Error) -> bool {
+    let duplicate = match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("42710" | "42P07")),
+        _ => false,
+    };
+    duplicate || crate::is_unique_violation(e)
 }
 
 /// Split a migration file into statements on `;` at line ends, dropping `--` comments.
