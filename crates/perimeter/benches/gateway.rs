@@ -20,7 +20,7 @@
 //! medians of the per-round ratios, which keeps a noisy neighbour from deciding a target.
 //!
 //! `cargo bench -p perimeter --bench gateway`. Environment: `BENCH_BULK_MIB` (default 4096; 0
-//! skips bulk), `BENCH_TUNNEL_SECS` (default 3; 0 skips tunnels), `BENCH_ROUNDS` (default 3),
+//! skips bulk), `BENCH_TUNNEL_SECS` (default 3; 0 skips tunnels), `BENCH_ROUNDS` (default 5),
 //! `BENCH_RULES` (default 10000), `BENCH_SQUID_ACCESS_LOG=0` (Squid without its access log).
 
 use std::io::{Read, Write};
@@ -1073,7 +1073,7 @@ fn main() {
     }
     let bulk_bytes = env_u64("BENCH_BULK_MIB", 4096) * 1024 * 1024;
     let tunnel_secs = env_u64("BENCH_TUNNEL_SECS", 3) as f64;
-    let rounds = env_u64("BENCH_ROUNDS", 3).max(1) as usize;
+    let rounds = env_u64("BENCH_ROUNDS", 5).max(1) as usize;
     let rules = env_u64("BENCH_RULES", 10_000);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
