@@ -10,10 +10,10 @@
 //!
 //! The gateway is the real binary (`perimeter serve` + `perimeter gateway`, separate processes)
 //! with 10,000 FQDN rules loaded besides the CIDR rule that admits the sinks, under
-//! DEFAULT_DENY. Squid (Debian package; installed with apt-get when missing and this runs as
-//! root) is a plain CONNECT proxy with no cache, a hosts file naming the loopback addresses
-//! (no reverse lookups), one worker, and its access log in the temporary directory, as the
-//! gateway writes its decision log. Client, sinks and proxy share the machine's cores, the same
+//! DEFAULT_DENY, on one worker thread (`--worker-threads 1`). Squid (Debian package; installed
+//! with apt-get when missing and this runs as root) is a plain CONNECT proxy with no cache, a
+//! hosts file naming the loopback addresses (no reverse lookups), one worker, and its access
+//! log in the temporary directory, as the gateway writes its decision log. Client, sinks and proxy share the machine's cores, the same
 //! way for all three. Every process started here is killed on exit; traffic stays on loopback.
 //!
 //! Each round measures the three side by side (in a turning order) and the ratios are the
@@ -667,6 +667,8 @@ fn start_perimeter(
     let mut cmd = Command::new(BIN);
     cmd.args(["gateway", "--control-plane", &api.base, "--token", &token])
         .args(["--listen", "127.0.0.1:0", "--region", "us-east-1"])
+        // One thread, as Squid runs one worker: the same CPU budget for both proxies.
+        .args(["--worker-threads", "1"])
         .arg("--state-dir")
         .arg(dir.join("gw-state"))
         .arg("--hosts-file")
@@ -911,8 +913,9 @@ fn report(figs: &[(&str, &Figures)], set: Setting, changes: &[Duration], change_
         };
     println!();
     println!(
-        "gateway bench: {} cores, {} FQDN rules + 1 CIDR rule (DEFAULT_DENY), bulk {} MiB upload \
-         per run, tunnels: {CLIENTS} clients x {} s; medians of {} rounds",
+        "gateway bench: {} cores, {} FQDN rules + 1 CIDR rule (DEFAULT_DENY), gateway and Squid \
+         on one worker each, bulk {} MiB upload per run, tunnels: {CLIENTS} clients x {} s; \
+         medians of {} rounds",
         set.cores, set.rules, set.bulk_mib, set.tunnel_secs, set.rounds
     );
     // The host's TCP congestion control: with `bbr` (paced in TCP without the fq qdisc), the

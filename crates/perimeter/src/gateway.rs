@@ -54,6 +54,11 @@ pub struct GatewayArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PERIMETER_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Threads that serve connections (and everything else of the gateway). Default: one per
+    /// CPU. One thread serves thousands of tunnels; on a host the gateway shares with its
+    /// workloads, fewer threads leave them more of the machine.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
