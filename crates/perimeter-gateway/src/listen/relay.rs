@@ -265,7 +265,10 @@ async fn pump(
     // relay's future stays small.
     let mut buf: Vec<u8> = Vec::new();
     let mut size = FIRST_BUF;
-    // Short exchanges: plain reads and writes until one read fills the largest buffer.
+    // Plain reads and writes until one read fills the largest buffer; then bulk moves from
+    // socket to pipe to socket inside the kernel. Without a pipe (out of descriptors), the
+    // copying goes on.
+    let mut splice = true;
     loop {
         let (n, last) = read(src, &mut buf, size).await.map_err(err)?;
         if n == 0 {
@@ -275,31 +278,21 @@ async fn pump(
         if last {
             return eof();
         }
-        if n >= size {
-            if size >= SMALL_BUF {
-                break;
-            }
+        if n < size {
+            continue;
+        }
+        if size < SMALL_BUF {
             size *= 2;
-        }
-    }
-    // Bulk: socket to pipe to socket inside the kernel. Without a pipe (out of descriptors),
-    // keep copying.
-    match Pipe::new() {
-        Ok(pipe) => {
-            drop(buf);
-            unpaced_on_loopback(dst);
-            pipe.pump(src, dst, dir, activity, ended).await.map_err(err)
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "no pipe for splice; relaying by copy");
-            loop {
-                let (n, last) = read(src, &mut buf, size).await.map_err(err)?;
-                if n == 0 {
-                    return eof();
+        } else if splice {
+            match Pipe::new() {
+                Ok(pipe) => {
+                    drop(buf);
+                    unpaced_on_loopback(dst);
+                    return pipe.pump(src, dst, dir, activity, ended).await.map_err(err);
                 }
-                write_all(dst, &buf, dir, activity).await.map_err(err)?;
-                if last {
-                    return eof();
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe for splice; relaying by copy");
+                    splice = false;
                 }
             }
         }
