@@ -106,7 +106,7 @@ impl HeadError {
             Self::InvalidIpLiteral(_) => "non_canonical_ip",
             Self::HostNotText => "invalid_host_header",
             Self::MissingHost => "missing_host",
-            Self::DuplicateHost => "duplicate_host",
+            Self::DuplicateHost => "multiple_host_headers",
             Self::HostMismatch => "host_mismatch",
             Self::AmbiguousFraming => "ambiguous_framing",
             Self::ConflictingContentLength => "conflicting_content_length",
@@ -290,6 +290,13 @@ pub fn parse_request_head(
         })
         .collect();
 
+    // RFC 9112 section 3.2: the request-target is ASCII. A name in another script is sent as
+    // A-labels (punycode); raw UTF-8 here is refused rather than guessed at.
+    if !path.is_ascii() {
+        return Err(HeadError::InvalidTarget(
+            "the request target is not ASCII; send a name in A-labels (punycode)",
+        ));
+    }
     let target = parse_target(method, path)?;
     let body = body_framing(&headers, minor_version)?;
 

@@ -77,7 +77,7 @@ impl RunningGateway {
             resolver: spec.resolver.clone(),
             limits: spec.limits.clone(),
             sink: sink.clone(),
-            own_addrs: Arc::new(listen::own_addresses(&bound)),
+            own: listen::OwnAddresses::watched(&bound),
         };
 
         let (stop, stop_rx) = watch::channel(false);

@@ -1,24 +1,54 @@
-//! Listeners of the data plane. [`connect`]: the explicit HTTP proxy (CONNECT and absolute-form
+//! Listeners of the data plane. [`proxy`]: the explicit HTTP proxy (CONNECT and absolute-form
 //! plain HTTP) that workloads use through `HTTPS_PROXY` / `HTTP_PROXY`; [`transparent`]:
 //! connections redirected by the host's firewall, judged by their SNI or Host.
+//!
+//! Every connection goes down one pipeline, one small module a step, each used by both
+//! listeners (no step imports a later one's caller):
+//!
+//! | step | module |
+//! |---|---|
+//! | accept | [`serve_loop`], [`proxy`], [`transparent`] |
+//! | read the target | `proxy::head`, [`target`], [`first_bytes`] (transparent) |
+//! | decide | [`decide`] |
+//! | resolve and pin the address | [`resolve`] (the guard: [`own`]) |
+//! | dial | [`dial`] |
+//! | first bytes | [`first_bytes`], checked by [`consistency`] |
+//! | tunnel or forward, with revocation | [`tunnel`], [`relay`], [`forward`], [`revoke`] |
+//!
+//! Every refusal is a [`refusal::Refusal`] (who caused it, why, a sentence), and every
+//! connection or request ends in one decision event ([`event`]).
 
-pub mod connect;
+mod consistency;
+mod decide;
+mod dial;
+mod event;
+mod first_bytes;
+mod forward;
+pub mod own;
+mod prefixed;
+pub mod proxy;
+pub mod refusal;
 mod relay;
+mod resolve;
+mod revoke;
 mod target;
 pub mod transparent;
+mod tunnel;
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use perimeter_policy::Snapshot;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::decision::DecisionSink;
 use crate::dns::Resolver;
 
-pub use connect::serve;
+pub use own::OwnAddresses;
+pub use proxy::serve;
+pub use refusal::{Party, Refusal, Why};
 pub use target::{Target, TargetHost};
 pub use transparent::serve_transparent;
 
@@ -63,68 +93,63 @@ impl Default for GatewayLimits {
     }
 }
 
-/// Everything a listener needs: the current policy, the resolver, limits and the decision sink.
+/// Everything a listener needs: the current policy, the resolver, limits, the decision sink
+/// and the host's own addresses.
 #[derive(Clone)]
 pub struct ProxyContext {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub resolver: Arc<Resolver>,
     pub limits: GatewayLimits,
     pub sink: Arc<DecisionSink>,
-    /// The gateway's own addresses: judged as special by the address guard.
-    pub own_addrs: Arc<HashSet<IpAddr>>,
+    /// The gateway host's own addresses: judged as special by the address guard.
+    pub own: OwnAddresses,
 }
 
-impl ProxyContext {
-    pub(crate) fn is_own(&self, addr: IpAddr) -> bool {
-        self.own_addrs.contains(&addr)
-    }
-}
-
-/// The next connection on `listener`. Accept errors (EMFILE and friends) are logged and
-/// retried after a pause instead of spinning. Cancel-safe.
-pub(crate) async fn accept(
-    listener: &tokio::net::TcpListener,
+/// The accept step of both listeners: take connections until `shutdown`, each with a slot of
+/// `max_connections` held for its life; a connection over the limit goes to `overloaded`.
+/// Accept errors (EMFILE and friends) are logged and retried after a pause instead of spinning.
+pub(crate) async fn serve_loop<Prep, Serve, Over>(
+    listener: TcpListener,
+    ctx: ProxyContext,
     what: &'static str,
-) -> (tokio::net::TcpStream, SocketAddr) {
+    shutdown: impl std::future::Future<Output = ()>,
+    mut prepare: Prep,
+    mut serve: Serve,
+    mut overloaded: Over,
+) -> std::io::Result<()>
+where
+    Prep: FnMut(&TcpStream),
+    Serve: FnMut(
+        ProxyContext,
+        TcpStream,
+        SocketAddr,
+        OwnedSemaphorePermit,
+    ) -> tokio::task::JoinHandle<()>,
+    Over: FnMut(TcpStream),
+{
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    tokio::pin!(shutdown);
     loop {
-        match listener.accept().await {
-            Ok(a) => return a,
-            Err(e) => {
-                tracing::warn!(listener = what, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// The gateway's own addresses for a listener bound to `listen`: that address, or every
-/// interface address when it is unspecified (0.0.0.0 / ::).
-pub fn own_addresses(listen: &[SocketAddr]) -> HashSet<IpAddr> {
-    let mut set = HashSet::new();
-    let mut any = false;
-    for a in listen {
-        if a.ip().is_unspecified() {
-            any = true;
-        } else {
-            set.insert(a.ip());
-        }
-    }
-    if any {
-        match nix::ifaddrs::getifaddrs() {
-            Ok(addrs) => {
-                for ifa in addrs {
-                    let Some(sa) = ifa.address else { continue };
-                    if let Some(v4) = sa.as_sockaddr_in() {
-                        set.insert(IpAddr::V4(v4.ip()));
-                    } else if let Some(v6) = sa.as_sockaddr_in6() {
-                        set.insert(IpAddr::V6(v6.ip()));
-                    }
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
+            },
+        };
+        prepare(&stream);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                serve(ctx.clone(), stream, peer, permit);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list interface addresses; the gateway's own addresses are judged by class only");
+            Err(_) => {
+                metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
+                overloaded(stream);
             }
         }
     }
-    set
 }

@@ -23,6 +23,8 @@ use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::revoke::{Revocation, Revoked};
+
 /// Bytes each way and the time of the last byte, shared by both halves of a relay.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -152,8 +154,20 @@ pub(crate) enum RelayEnd {
     },
     /// No byte either way for the idle timeout.
     Idle,
-    /// `stop` resolved first; its answer says why.
-    Stopped(String),
+    /// A newer policy no longer allows the connection.
+    Revoked(Revoked),
+}
+
+/// Why a direction stopped early.
+enum Stop {
+    Io(Direction, io::Error),
+    Revoked(Revoked),
+}
+
+impl From<(Direction, io::Error)> for Stop {
+    fn from((d, e): (Direction, io::Error)) -> Self {
+        Stop::Io(d, e)
+    }
 }
 
 /// Size of the buffer each direction starts with; a read that fills it doubles it.
@@ -166,10 +180,13 @@ const SMALL_BUF: usize = 16 * 1024;
 const PIPE_SIZE: usize = 1024 * 1024;
 
 /// Relay between `client` and `upstream` until both closed, one failed, nothing moved for
-/// `idle`, or `stop` resolved. `pending_up` (client bytes already read, such as the checked
-/// ClientHello) is sent upstream before anything else from the client. End of stream from one
-/// side is passed on as a half-close (`shutdown(SHUT_WR)`) of the other; the other direction
-/// keeps going. Both sockets are closed when this returns.
+/// `idle`, or the policy revoked the connection. `pending_up` (client bytes already read, such
+/// as the checked ClientHello) is sent upstream before anything else from the client. End of
+/// stream from one side is passed on as a half-close (`shutdown(SHUT_WR)`) of the other; the
+/// other direction keeps going. Both sockets are closed when this returns.
+///
+/// Every client byte is checked against `revocation` after it was read and before it is sent
+/// upstream: none read after a revoking snapshot was applied goes upstream.
 ///
 /// Shared by the listeners: the CONNECT tunnel and the transparent listener.
 pub(crate) async fn relay(
@@ -178,18 +195,29 @@ pub(crate) async fn relay(
     pending_up: Bytes,
     activity: Arc<Activity>,
     idle: Duration,
-    stop: impl Future<Output = String>,
+    revocation: Revocation,
 ) -> RelayEnd {
     // Directions that reached their end of stream.
     let ended = AtomicU8::new(0);
+    let stop = revocation.clone().revoked();
     let transfer = async {
         let up = async {
+            let mut revocation = revocation;
+            revocation.check().map_err(Stop::Revoked)?;
             write_all(&upstream, &pending_up, Direction::Up, &activity)
                 .await
                 .map_err(|error| (Direction::Up, error))?;
-            pump(&client, &upstream, Direction::Up, &activity, &ended).await
+            pump(
+                &client,
+                &upstream,
+                Direction::Up,
+                &activity,
+                &ended,
+                Some(&mut revocation),
+            )
+            .await
         };
-        let down = pump(&upstream, &client, Direction::Down, &activity, &ended);
+        let down = pump(&upstream, &client, Direction::Down, &activity, &ended, None);
         tokio::try_join!(up, down).map(|_| ())
     };
     supervise(transfer, &activity, idle, stop).await
@@ -202,21 +230,22 @@ pub(crate) async fn relay_stream<C>(
     pending_up: Bytes,
     activity: Arc<Activity>,
     idle: Duration,
-    stop: impl Future<Output = String>,
+    revocation: Revocation,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = Counted::new(upstream, activity.clone());
+    let stop = revocation.clone().revoked();
+    let mut upstream = Guarded::new(Counted::new(upstream, activity.clone()), revocation);
     let transfer = async {
+        upstream.check().map_err(Stop::Revoked)?;
         upstream
             .write_all(&pending_up)
             .await
-            .map_err(|error| (Direction::Up, error))?;
+            .map_err(|error| upstream.stop(error))?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream)
             .await
-            // copy_bidirectional does not say which side failed.
-            .map_err(|error| (Direction::Up, error))
+            .map_err(|error| upstream.stop(error))
             .map(|_| ())
     };
     supervise(transfer, &activity, idle, stop).await
@@ -224,10 +253,10 @@ where
 
 /// Drive `transfer` while watching the idle timeout and `stop`.
 async fn supervise(
-    transfer: impl Future<Output = Result<(), (Direction, io::Error)>>,
+    transfer: impl Future<Output = Result<(), Stop>>,
     activity: &Activity,
     idle: Duration,
-    stop: impl Future<Output = String>,
+    stop: impl Future<Output = Revoked>,
 ) -> RelayEnd {
     tokio::pin!(transfer, stop);
     // One timer, pushed back to `idle` after the last byte whenever it fires early.
@@ -237,9 +266,10 @@ async fn supervise(
         tokio::select! {
             r = &mut transfer => return match r {
                 Ok(()) => RelayEnd::Closed,
-                Err((direction, error)) => RelayEnd::Failed { direction, error },
+                Err(Stop::Io(direction, error)) => RelayEnd::Failed { direction, error },
+                Err(Stop::Revoked(why)) => RelayEnd::Revoked(why),
             },
-            why = &mut stop => return RelayEnd::Stopped(why),
+            why = &mut stop => return RelayEnd::Revoked(why),
             _ = &mut sleep => {
                 let quiet = activity.idle_for();
                 if quiet >= idle {
@@ -251,6 +281,66 @@ async fn supervise(
     }
 }
 
+/// An upstream writer that checks a [`Revocation`] before every write: once the policy revoked
+/// the connection, writes fail and nothing more goes upstream.
+pub(crate) struct Guarded<S> {
+    inner: S,
+    revocation: Revocation,
+}
+
+impl<S> Guarded<S> {
+    pub(crate) fn new(inner: S, revocation: Revocation) -> Self {
+        Self { inner, revocation }
+    }
+
+    pub(crate) fn check(&mut self) -> Result<(), Revoked> {
+        self.revocation.check()
+    }
+
+    /// What an error of a guarded transfer was: the revocation, or I/O.
+    fn stop(&mut self, error: io::Error) -> Stop {
+        match self.revocation.check() {
+            Err(r) => Stop::Revoked(r),
+            // copy_bidirectional does not say which side failed.
+            Ok(()) => Stop::Io(Direction::Up, error),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(r) = self.revocation.check() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                r.to_string(),
+            )));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Move bytes from `src` to `dst` until `src` ends (then half-close `dst`) or fails.
 async fn pump(
     src: &TcpStream,
@@ -258,8 +348,9 @@ async fn pump(
     dir: Direction,
     activity: &Activity,
     ended: &AtomicU8,
-) -> Result<(), (Direction, io::Error)> {
-    let err = |e| (dir, e);
+    mut revocation: Option<&mut Revocation>,
+) -> Result<(), Stop> {
+    let err = |e| Stop::Io(dir, e);
     let eof = || pass_end_on(dst, ended).map_err(err);
     // On the heap, uninitialised, small at first: a short exchange pays for little, and the
     // relay's future stays small.
@@ -273,6 +364,9 @@ async fn pump(
         let (n, last) = read(src, &mut buf, size).await.map_err(err)?;
         if n == 0 {
             return eof();
+        }
+        if let Some(r) = revocation.as_deref_mut() {
+            r.check().map_err(Stop::Revoked)?;
         }
         write_all(dst, &buf, dir, activity).await.map_err(err)?;
         if last {
@@ -288,7 +382,7 @@ async fn pump(
                 Ok(pipe) => {
                     drop(buf);
                     unpaced_on_loopback(dst);
-                    return pipe.pump(src, dst, dir, activity, ended).await.map_err(err);
+                    return pipe.pump(src, dst, dir, activity, ended, revocation).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "no pipe for splice; relaying by copy");
@@ -421,11 +515,13 @@ impl Pipe {
         dir: Direction,
         activity: &Activity,
         ended: &AtomicU8,
-    ) -> io::Result<()> {
+        mut revocation: Option<&mut Revocation>,
+    ) -> Result<(), Stop> {
+        let err = |e| Stop::Io(dir, e);
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         loop {
             let mut in_pipe = loop {
-                src.readable().await?;
+                src.readable().await.map_err(err)?;
                 match src.try_io(Interest::READABLE, || {
                     splice(src, None, &self.write, None, self.capacity, flags)
                         .map_err(io::Error::from)
@@ -433,14 +529,18 @@ impl Pipe {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(err(e)),
                 }
             };
             if in_pipe == 0 {
-                return pass_end_on(dst, ended);
+                return pass_end_on(dst, ended).map_err(err);
+            }
+            // What sits in the pipe is dropped, never sent, once the policy revoked.
+            if let Some(r) = revocation.as_deref_mut() {
+                r.check().map_err(Stop::Revoked)?;
             }
             while in_pipe > 0 {
-                dst.writable().await?;
+                dst.writable().await.map_err(err)?;
                 match dst.try_io(Interest::WRITABLE, || {
                     splice(&self.read, None, dst, None, in_pipe, flags).map_err(io::Error::from)
                 }) {
@@ -450,7 +550,7 @@ impl Pipe {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(err(e)),
                 }
             }
         }

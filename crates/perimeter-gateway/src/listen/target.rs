@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use perimeter_policy::{Destination, Hostname};
 
+use super::refusal::{Refusal, Why};
 use crate::http_head::{HeadError, Host, HostHeader};
 
 /// A host as the policy sees it.
@@ -33,20 +34,23 @@ pub struct Target {
     pub port: u16,
 }
 
-/// Why an authority or Host value was refused (400). `reason` is a stable snake_case name for
-/// `x-perimeter-error`.
+/// Why an authority or Host value was refused (400): the parser's error and a sentence that
+/// quotes the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetError {
-    pub reason: &'static str,
+    pub error: HeadError,
     pub message: String,
 }
 
 impl TargetError {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
+    /// The stable reason (`x-perimeter-error`).
+    pub fn reason(&self) -> &'static str {
+        Why::from(self.error.clone()).as_str()
+    }
+
+    /// The refusal to answer with.
+    pub fn refusal(&self) -> Refusal {
+        Refusal::new(self.error.clone().into(), self.message.clone())
     }
 }
 
@@ -80,10 +84,12 @@ impl Target {
                 host: host.into(),
                 port,
             }),
-            None => Err(TargetError::new(
-                HeadError::ConnectPortRequired.as_str(),
-                format!("{s:?} has no port; CONNECT needs host:port, such as example.com:443"),
-            )),
+            None => Err(TargetError {
+                error: HeadError::ConnectPortRequired,
+                message: format!(
+                    "{s:?} has no port; CONNECT needs host:port, such as example.com:443"
+                ),
+            }),
         }
     }
 
@@ -101,7 +107,10 @@ fn parse_host_port(s: &str) -> Result<(Host, Option<u16>), TargetError> {
 
 impl TargetError {
     fn from_head(input: &str, e: &HeadError) -> Self {
-        Self::new(e.as_str(), format!("{input:?}: {e}"))
+        Self {
+            error: e.clone(),
+            message: format!("{input:?}: {e}"),
+        }
     }
 }
 
@@ -157,7 +166,7 @@ mod tests {
         ];
         for (input, reason) in refused {
             let e = Target::parse_authority(input, None).unwrap_err();
-            assert_eq!(e.reason, reason, "{input}: {e}");
+            assert_eq!(e.reason(), reason, "{input}: {e}");
         }
         let t = Target::parse_authority("example.com", Some(80)).unwrap();
         assert_eq!(t.port, 80);

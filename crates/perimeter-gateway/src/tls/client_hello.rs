@@ -133,6 +133,36 @@ pub fn parse_client_hello(buf: &[u8]) -> ClientHello {
     }
 }
 
+/// An SSLv2 (or SSLv2-compatible) ClientHello is recognised by its whole header, never by its
+/// first byte alone, which half of all binary protocols share: a two-byte record header with
+/// the high bit set, message type 1 (CLIENT-HELLO), and version 0x0002 (SSL 2.0) or 0x03xx
+/// (an SSLv3/TLS client speaking the SSLv2-compatible format).
+fn sslv2_hello(buf: &[u8]) -> Result<Reassembled, InvalidHello> {
+    const HEADER: usize = 5;
+    if buf[0] & 0x80 == 0 {
+        return Ok(Reassembled::NotTls);
+    }
+    let seen = &buf[..buf.len().min(HEADER)];
+    let fits = |i: usize, ok: &dyn Fn(u8) -> bool| seen.get(i).is_none_or(|&b| ok(b));
+    let plausible = fits(2, &|b| b == SSLV2_CLIENT_HELLO)
+        && fits(3, &|b| b == 0 || b == 3)
+        && match (seen.get(3), seen.get(4)) {
+            (Some(0), Some(minor)) => *minor == 2,
+            (Some(3), Some(minor)) => *minor <= 4,
+            _ => true,
+        };
+    if !plausible {
+        Ok(Reassembled::NotTls)
+    } else if seen.len() < HEADER {
+        Ok(Reassembled::NeedMore(HEADER - seen.len()))
+    } else {
+        Err(InvalidHello::Sslv2Hello)
+    }
+}
+
+/// Message type of an SSLv2 CLIENT-HELLO.
+const SSLV2_CLIENT_HELLO: u8 = 1;
+
 enum Reassembled {
     NeedMore(usize),
     NotTls,
@@ -147,12 +177,7 @@ fn reassemble(buf: &[u8]) -> Result<Reassembled, InvalidHello> {
         return Ok(Reassembled::NeedMore(RECORD_HEADER_LEN));
     };
     if first != CONTENT_TYPE_HANDSHAKE {
-        // An SSLv2 record header has the high bit set; no text protocol starts that way.
-        return if first & 0x80 != 0 {
-            Err(InvalidHello::Sslv2Hello)
-        } else {
-            Ok(Reassembled::NotTls)
-        };
+        return sslv2_hello(buf);
     }
     let mut handshake: Vec<u8> = Vec::new();
     let mut pos = 0usize;

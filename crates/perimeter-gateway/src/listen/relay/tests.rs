@@ -1,15 +1,20 @@
 //! The relay over real loopback sockets: exact bytes both ways (small exchanges and bulk that
 //! goes through splice), the pending bytes first, half-close, the idle timeout and `stop`.
 
-use std::future::pending;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use perimeter_policy::{POLICY_FORMAT, PolicyDocument, RuleDoc, RuleType, Snapshot, TrafficPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Activity, RelayEnd, relay, relay_stream};
+use crate::listen::own::OwnAddresses;
+use crate::listen::revoke::Revocation;
+use crate::listen::target::{Target, TargetHost};
 
 /// A connected pair on loopback: (the relay's end, the test's end).
 async fn pair() -> (TcpStream, TcpStream) {
@@ -48,8 +53,72 @@ fn exchange(peer: TcpStream, out: Vec<u8>) -> JoinHandle<Vec<u8>> {
     })
 }
 
-fn never() -> impl std::future::Future<Output = String> {
-    pending::<String>()
+/// A policy for the relay's connections (127.0.0.1:1): allowed by a CIDR rule until
+/// [`Policy::revoke`] applies a version without it.
+struct Policy {
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+fn snapshot(version: u64, allow: bool) -> Snapshot {
+    let rules = if allow {
+        vec![RuleDoc {
+            id: "r-1".into(),
+            name: "loopback".into(),
+            rule_type: RuleType::Cidr,
+            destination: "127.0.0.0/8".into(),
+            ports: vec![],
+            paths: vec![],
+            crl_managed: false,
+        }]
+    } else {
+        vec![]
+    };
+    perimeter_policy::compile(&PolicyDocument {
+        format: POLICY_FORMAT,
+        version,
+        cluster_id: "c-1".into(),
+        traffic_policy: TrafficPolicy::DefaultDeny,
+        rules,
+        private_endpoints: vec![],
+    })
+    .unwrap()
+}
+
+impl Policy {
+    fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(Arc::new(snapshot(1, true))),
+        }
+    }
+
+    fn revocation(&self) -> Revocation {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        Revocation::watching(
+            self.tx.subscribe(),
+            OwnAddresses::fixed([]),
+            self.tx.borrow().clone(),
+            Target {
+                host: TargetHost::Ip(addr.ip()),
+                port: 1,
+            },
+            addr,
+            None,
+        )
+    }
+
+    /// Apply a version that still allows (a change that must not close anything).
+    fn change(&self, version: u64) {
+        self.tx.send_replace(Arc::new(snapshot(version, true)));
+    }
+
+    fn revoke(&self, version: u64) {
+        self.tx.send_replace(Arc::new(snapshot(version, false)));
+    }
+}
+
+/// A revocation that never fires: its policy is gone, so the snapshot in hand stands.
+fn never() -> Revocation {
+    Policy::new().revocation()
 }
 
 async fn bytes_both_ways(up_len: usize, down_len: usize) {
@@ -187,18 +256,17 @@ async fn idle_tunnel_is_closed_after_the_last_byte_plus_the_timeout() {
 }
 
 #[tokio::test]
-async fn stop_closes_the_tunnel_and_says_why() {
+async fn a_revoking_policy_closes_the_tunnel_and_nothing_read_after_it_goes_upstream() {
     let (client, mut client_peer) = pair().await;
     let (upstream, mut upstream_peer) = pair().await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    let stop = async move { rx.await.unwrap_or_default() };
+    let policy = Policy::new();
     let relayed = tokio::spawn(relay(
         client,
         upstream,
         Bytes::new(),
         Activity::new(),
         Duration::from_secs(30),
-        stop,
+        policy.revocation(),
     ));
     client_peer.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
@@ -210,19 +278,88 @@ async fn stop_closes_the_tunnel_and_says_why() {
         .await
         .unwrap();
     assert_eq!(&four, b"pong");
-    tx.send("policy version 7 no longer allows it".into())
+    // A change that still allows keeps the tunnel.
+    policy.change(2);
+    client_peer.write_all(b"more").await.unwrap();
+    within("more", upstream_peer.read_exact(&mut four))
+        .await
         .unwrap();
+    assert_eq!(&four, b"more");
+    // Revoked: bytes the client sends from now on never reach the upstream.
+    policy.revoke(3);
+    let _ = client_peer.write_all(b"AFTER-REVOKE").await;
     match within("the relay to stop", relayed).await.unwrap() {
-        RelayEnd::Stopped(why) => assert_eq!(why, "policy version 7 no longer allows it"),
+        RelayEnd::Revoked(why) => {
+            assert_eq!(why.version, 3);
+            assert_eq!(why.reason.as_str(), "special_address");
+        }
         other => panic!("{other:?}"),
     }
     let mut rest = Vec::new();
+    let _ = within(
+        "the upstream to see the close",
+        upstream_peer.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        rest.is_empty(),
+        "bytes after the revocation went upstream: {rest:?}"
+    );
     let n = within(
         "the client to see the close",
         client_peer.read_to_end(&mut rest),
     )
     .await;
     assert!(n.map(|n| n == 0).unwrap_or(true));
+}
+
+/// Bytes already read (and waiting in the relay) when the policy is revoked are not sent:
+/// the check sits between the read and the write, for the copying and the splicing paths.
+#[tokio::test]
+async fn bytes_in_flight_when_revoked_are_dropped_on_every_path() {
+    for bulk in [false, true] {
+        let (client, mut client_peer) = pair().await;
+        let (upstream, mut upstream_peer) = pair().await;
+        let policy = Policy::new();
+        let revocation = policy.revocation();
+        // Revoked before any byte was relayed, with the pending bytes and the first reads
+        // already queued: none of them may arrive.
+        let burst = if bulk {
+            data(4 * 1024 * 1024, 9)
+        } else {
+            b"small".to_vec()
+        };
+        let writer = tokio::spawn(async move {
+            let _ = client_peer.write_all(&burst).await;
+            client_peer
+        });
+        policy.revoke(2);
+        let end = within(
+            "the relay to stop",
+            relay(
+                client,
+                upstream,
+                Bytes::from_static(b"pending"),
+                Activity::new(),
+                Duration::from_secs(30),
+                revocation,
+            ),
+        )
+        .await;
+        assert!(matches!(end, RelayEnd::Revoked(_)), "{end:?}");
+        let mut got = Vec::new();
+        let _ = within(
+            "the upstream to see the close",
+            upstream_peer.read_to_end(&mut got),
+        )
+        .await;
+        assert!(
+            got.is_empty(),
+            "bulk={bulk}: {} bytes went upstream",
+            got.len()
+        );
+        drop(writer);
+    }
 }
 
 #[tokio::test]

@@ -494,3 +494,55 @@ proptest! {
         prop_assert_eq!(parse_client_hello(&longer), full);
     }
 }
+
+/// SSLv2 is recognised by its whole header; other bytes with the high bit set are another
+/// protocol (binary protocols through CONNECT must pass).
+#[test]
+fn sslv2_is_recognised_by_its_whole_header_only() {
+    for (name, bytes, want) in [
+        (
+            "ssl 2.0 hello",
+            &[0x80, 0x2e, 0x01, 0x00, 0x02][..],
+            ClientHello::Invalid(InvalidHello::Sslv2Hello),
+        ),
+        (
+            "tls 1.0 in sslv2 format",
+            &[0x80, 0x2e, 0x01, 0x03, 0x01, 0x00],
+            ClientHello::Invalid(InvalidHello::Sslv2Hello),
+        ),
+        (
+            "header so far",
+            &[0x80, 0x2e, 0x01],
+            ClientHello::NeedMore(2),
+        ),
+        ("one byte", &[0xff], ClientHello::NeedMore(4)),
+        (
+            "message type not 1",
+            &[0x80, 0x2e, 0x02, 0x03, 0x01],
+            ClientHello::NotTls,
+        ),
+        (
+            "version not 0x0002/0x03xx",
+            &[0x80, 0x2e, 0x01, 0x07, 0x01],
+            ClientHello::NotTls,
+        ),
+        (
+            "ssl 2.0 minor wrong",
+            &[0x80, 0x2e, 0x01, 0x00, 0x09],
+            ClientHello::NotTls,
+        ),
+        (
+            "0x03 minor past tls 1.3",
+            &[0x80, 0x2e, 0x01, 0x03, 0x09],
+            ClientHello::NotTls,
+        ),
+        (
+            "random binary",
+            &[0xc3, 0x11, 0x9a, 0x00, 0x42, 0x17],
+            ClientHello::NotTls,
+        ),
+        ("utf-8 text", "é ça".as_bytes(), ClientHello::NotTls),
+    ] {
+        assert_eq!(parse_client_hello(bytes), want, "{name}");
+    }
+}

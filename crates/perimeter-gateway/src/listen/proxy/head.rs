@@ -6,11 +6,9 @@
 //! function ([`super::admit_connect`]).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::http_head::{HeadError, HeadLimits, parse_request_head};
@@ -110,28 +108,46 @@ fn classify(buf: &mut BytesMut, max: usize) -> Option<FirstHead> {
     })
 }
 
-/// A first head that is not a plain CONNECT: refused when the project's request-head parser
-/// ([`parse_request_head`]) refuses its framing or syntax, else hyper's. hyper would answer
-/// most of these itself, but without `x-perimeter-error`, and a request with both
+/// A first head that is not a plain CONNECT: refused with the reason of the project's
+/// request-head parser ([`parse_request_head`]) when it refuses it, else hyper's, with every
+/// byte. hyper would answer many of these itself, but without `x-perimeter-error` (a target it
+/// cannot parse, such as a non-ASCII authority, gets a bare 400), and a request with both
 /// Content-Length and Transfer-Encoding it would serve (as chunked) instead of refusing it.
-/// Destination and Host problems are left to the handler, which names them as it does on
-/// every later request of the connection.
+/// Left to hyper, which serves them as it always did: bare LF line ends (the head is checked
+/// again with CRLF ends instead), and the Host of an origin-form request (the handler names
+/// such a request `origin_form_to_proxy`).
 fn other(buf: &mut BytesMut, max: usize) -> FirstHead {
     let limits = HeadLimits {
         max_head_bytes: max,
         max_headers: MAX_PARSED_HEADERS,
     };
-    match parse_request_head(buf, &limits) {
-        Err(e) if refused_by_parser(&e) => FirstHead::Refused(e),
+    let refused = match parse_request_head(buf, &limits) {
+        Err(HeadError::BareLf) => parse_request_head(&with_crlf(buf), &limits).err(),
+        r => r.err(),
+    };
+    match refused {
+        Some(e) if e != HeadError::BareLf && (!origin_form(buf) || about_the_head(&e)) => {
+            FirstHead::Refused(e)
+        }
         _ => FirstHead::Other(std::mem::take(buf).freeze()),
     }
 }
 
-/// Header fields hyper's server accepts, and so the parser of the first head.
-const MAX_PARSED_HEADERS: usize = 100;
+/// Whether the request line's target is origin-form (`/path`, `*`): a request meant for an
+/// origin server, which the handler answers with `origin_form_to_proxy` whatever its Host.
+fn origin_form(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    method != b"CONNECT"
+        && parts
+            .next()
+            .is_some_and(|t| t.starts_with(b"/") || t == b"*")
+}
 
-/// The parser's refusals that are about the head itself rather than its destination.
-fn refused_by_parser(e: &HeadError) -> bool {
+/// The parser's refusals that are about the head itself (its size, syntax or framing) rather
+/// than its destination or Host.
+fn about_the_head(e: &HeadError) -> bool {
     matches!(
         e,
         HeadError::HeadTooLarge { .. }
@@ -139,6 +155,7 @@ fn refused_by_parser(e: &HeadError) -> bool {
             | HeadError::BareCr
             | HeadError::ObsFold
             | HeadError::Malformed(_)
+            | HeadError::InvalidTarget(_)
             | HeadError::AmbiguousFraming
             | HeadError::ConflictingContentLength
             | HeadError::InvalidContentLength
@@ -146,115 +163,23 @@ fn refused_by_parser(e: &HeadError) -> bool {
     )
 }
 
-/// The status of a refused head: 431 for size, else 400.
-pub(super) fn refused_status(e: &HeadError) -> http::StatusCode {
-    match e {
-        HeadError::HeadTooLarge { .. } | HeadError::TooManyHeaders { .. } => {
-            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+/// `buf` with every bare LF made CRLF.
+fn with_crlf(buf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' && (i == 0 || buf[i - 1] != b'\r') {
+            out.push(b'\r');
         }
-        _ => http::StatusCode::BAD_REQUEST,
+        out.push(b);
     }
-}
-
-/// The response head that opens a tunnel.
-pub(super) const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
-
-/// Whether the connection stays open after a refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Then {
-    KeepAlive,
-    Close,
-}
-
-/// A refusal as bytes on the wire, as hyper would have sent the same response.
-pub(super) fn refusal_bytes(
-    status: http::StatusCode,
-    reason: &str,
-    message: &str,
-    then: Then,
-) -> Vec<u8> {
-    let body_len = message.len() + 1;
-    let mut out = Vec::with_capacity(160 + body_len);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
-    if http::HeaderValue::from_str(reason).is_ok() {
-        out.extend_from_slice(super::X_PERIMETER_ERROR.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body_len.to_string().as_bytes());
-    if then == Then::Close {
-        out.extend_from_slice(b"\r\nconnection: close");
-    }
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(message.as_bytes());
-    out.push(b'\n');
     out
 }
 
-/// A stream that yields `prefix` before reading from `inner`: bytes read to classify a
-/// connection, handed back to the HTTP server.
-pub(in crate::listen) struct Prefixed<S> {
-    pub(in crate::listen) prefix: Bytes,
-    pub(in crate::listen) inner: S,
-}
+/// Header fields hyper's server accepts, and so the parser of the first head.
+const MAX_PARSED_HEADERS: usize = 100;
 
-impl<S> Prefixed<S> {
-    pub(in crate::listen) fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.has_remaining() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+/// The response head that opens a tunnel.
+pub(super) const ESTABLISHED: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 //! before the answer; a refusal followed by a CONNECT on the same connection, which hyper
 //! serves and whose tunnel still relays through the socket; a head that never completes).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,9 @@ use tokio::sync::watch;
 use super::*;
 use crate::decision::DecisionSink;
 use crate::dns::{Resolver, ResolverConfig};
-use crate::listen::{GatewayLimits, ProxyContext};
+use crate::http_head::HeadError;
+use crate::listen::refusal::{Refusal, Then, Why};
+use crate::listen::{GatewayLimits, OwnAddresses, ProxyContext};
 
 fn head(bytes: &[u8]) -> Option<FirstHead> {
     classify(&mut BytesMut::from(bytes), 16 * 1024)
@@ -58,11 +59,9 @@ fn everything_else_goes_to_hyper_whole() {
         b"CONNECT a.example.com:443 HTTP/1.1\r\nConnection: close\r\n\r\n",
         b"CONNECT a.example.com:443 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
         b"CONNECT a.example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"CONNECT http://a.example.com/ HTTP/1.1\r\n\r\n",
-        b"CONNECT /path HTTP/1.1\r\n\r\n",
-        // Destination and Host problems are the handler's to name.
-        b"GET http://0177.0.0.1/ HTTP/1.1\r\nHost: 0177.0.0.1\r\n\r\n",
-        b"GET http://a.example.com/ HTTP/1.1\r\nHost: b.example.com\r\n\r\n",
+        // hyper serves these as it always did; the handler names what is wrong.
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET http://a.example.com/ HTTP/1.1\nHost: a.example.com\n\n",
     ] {
         assert_eq!(
             head(other),
@@ -94,6 +93,17 @@ fn heads_with_bad_framing_or_syntax_are_refused_with_the_parser_s_reason() {
             "unsupported_transfer_encoding",
         ),
         (b"GET /\x01 HTTP/1.1\r\n\r\n", "malformed_request"),
+        // Destination and Host problems of the first head are named here too, whatever hyper
+        // would make of them (a target it cannot parse gets its bare 400).
+        (b"CONNECT http://a.example.com/ HTTP/1.1\r\n\r\n", "invalid_port"),
+        (b"CONNECT /path HTTP/1.1\r\n\r\n", "invalid_hostname"),
+        (b"GET http://0177.0.0.1/ HTTP/1.1\r\nHost: 0177.0.0.1\r\n\r\n", "non_canonical_ip"),
+        (b"GET http://a.example.com/ HTTP/1.1\r\nHost: b.example.com\r\n\r\n", "host_mismatch"),
+        ("CONNECT \u{430}llowed.test:443 HTTP/1.1\r\n\r\n".as_bytes(), "invalid_request_target"),
+        ("CONNECT allowed.test:\u{ff14}\u{ff14}\u{ff13} HTTP/1.1\r\n\r\n".as_bytes(), "invalid_request_target"),
+        (b"CONNECT allowed.test:80:80 HTTP/1.1\r\n\r\n", "ipv6_brackets_required"),
+        ("GET http://\u{430}llowed.test/ HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes(), "invalid_request_target"),
+        (b"GET http://a.example.com/ HTTP/1.1\nHost: b.example.com\n\n", "host_mismatch"),
         (
             b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nX: a\rb\r\n\r\n",
             "bare_cr",
@@ -115,7 +125,7 @@ fn heads_with_bad_framing_or_syntax_are_refused_with_the_parser_s_reason() {
         Some(FirstHead::Refused(e)) => {
             assert_eq!(e.as_str(), "head_too_large");
             assert_eq!(
-                refused_status(&e),
+                Why::from(e).status(),
                 http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             );
         }
@@ -125,22 +135,16 @@ fn heads_with_bad_framing_or_syntax_are_refused_with_the_parser_s_reason() {
 
 #[test]
 fn refusals_read_like_hyper_s() {
-    let r = refusal_bytes(
-        http::StatusCode::FORBIDDEN,
-        "no_rule_for_destination",
+    let r = Refusal::new(
+        Why::Policy(perimeter_policy::Reason::NoRuleForDestination),
         "no rule",
-        Then::KeepAlive,
-    );
+    )
+    .to_bytes(Then::KeepAlive);
     assert_eq!(
         String::from_utf8(r).unwrap(),
         "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: no_rule_for_destination\r\ncontent-length: 8\r\n\r\nno rule\n"
     );
-    let r = refusal_bytes(
-        http::StatusCode::BAD_REQUEST,
-        "ambiguous_framing",
-        "both",
-        Then::Close,
-    );
+    let r = Refusal::new(Why::Head(HeadError::AmbiguousFraming), "both").to_bytes(Then::Close);
     assert_eq!(
         String::from_utf8(r).unwrap(),
         "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-perimeter-error: ambiguous_framing\r\ncontent-length: 5\r\nconnection: close\r\n\r\nboth\n"
@@ -195,7 +199,7 @@ async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
         resolver: Arc::new(resolver),
         limits,
         sink: DecisionSink::new("test"),
-        own_addrs: Arc::new(HashSet::new()),
+        own: OwnAddresses::fixed([]),
     };
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -433,8 +437,9 @@ async fn a_server_that_speaks_first_is_heard_and_the_client_is_still_checked() {
         b"EHLO client.example\r\nQUIT\r\n"
     );
 
-    // After the greeting, plaintext HTTP whose Host disagrees with the CONNECT target (another
-    // port) closes the tunnel, and nothing of it reaches the upstream.
+    // After the greeting, plaintext HTTP is served request by request: a Host that disagrees
+    // with the CONNECT target (another port) is refused, and nothing of it reaches the
+    // upstream.
     let mut s = TcpStream::connect(p).await.unwrap();
     s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
         .await
@@ -447,9 +452,13 @@ async fn a_server_that_speaks_first_is_heard_and_the_client_is_still_checked() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    within("the close", s.read_to_end(&mut rest)).await.unwrap();
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let (refusal, _) = within("the refusal", response(&mut s)).await;
+    assert!(refusal.starts_with("HTTP/1.1 400 "), "{refusal}");
+    assert!(
+        refusal.contains("x-perimeter-error: host_mismatch"),
+        "{refusal}"
+    );
+    drop(s);
     assert_eq!(
         within("what the upstream got", got.recv()).await.unwrap(),
         b""

@@ -1,0 +1,49 @@
+//! Decide: the target as the client named it (with the normalised path where the gateway sees
+//! one), on the snapshot in force when the connection or request arrived. A deny is final here;
+//! an allow still needs an address ([`super::resolve`]).
+
+use std::sync::Arc;
+
+use perimeter_policy::{Snapshot, TargetDecision, Verdict};
+
+use super::refusal::{Refusal, Why};
+use super::target::Target;
+
+/// A target the policy may allow: the snapshot it was decided on and step 1 of the decision.
+pub(crate) struct Decided {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) target: Target,
+    pub(crate) path: Option<String>,
+    pub(crate) decision: TargetDecision,
+}
+
+/// Step 1 of the policy for `target` (and `path`) on `snap`.
+pub(crate) fn decide(
+    snap: Arc<Snapshot>,
+    target: Target,
+    path: Option<String>,
+) -> Result<Decided, Refusal> {
+    let decision = snap.decide_target(target.destination(), target.port, path.as_deref());
+    if let Some(d) = decision.final_decision() {
+        match d.verdict() {
+            Verdict::Deny => return Err(Refusal::policy(d.reason())),
+            // Private endpoints are not served by these listeners: refuse rather than resolve
+            // the name on the public path.
+            Verdict::PrivateEndpoint { .. } => return Err(private_endpoint()),
+            Verdict::Allow => {}
+        }
+    }
+    Ok(Decided {
+        snap,
+        target,
+        path,
+        decision,
+    })
+}
+
+pub(crate) fn private_endpoint() -> Refusal {
+    Refusal::new(
+        Why::PrivateEndpointNotServed,
+        "the destination is routed to a private endpoint, which this gateway does not serve yet",
+    )
+}

@@ -1,0 +1,555 @@
+//! Forward plain HTTP, request by request: absolute-form requests to the explicit proxy,
+//! plaintext HTTP inside a CONNECT tunnel, and plaintext HTTP redirected to the transparent
+//! listener. Every request goes down the same steps:
+//!
+//! 1. its target: the absolute URI's authority, the tunnel's target, or the Host header at the
+//!    redirected connection's port;
+//! 2. one Host header, consistent with that target ([`super::consistency`]);
+//! 3. the path normalised and decided with the target, on the snapshot in force now; resolved,
+//!    pinned (the tunnel's dialled address, the redirected connection's original address) and
+//!    dialled ([`super::dial::admit`]);
+//! 4. sent in origin-form over the dialled connection, with hop-by-hop headers removed but
+//!    never the Host; the request body is checked against revocation frame by frame, and the
+//!    upstream connection closed when a newer policy revokes;
+//! 5. the response streamed back; the request's decision event is finished once both its body
+//!    and its response are done, so it counts the whole upload.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use perimeter_policy::normalize_path;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::consistency::{AtLiteral, check_host};
+use super::dial::admit;
+use super::event::{Draft, SharedDraft, allowed_outcome};
+use super::prefixed::Prefixed;
+use super::refusal::{ProxyBody, Refusal, Why};
+use super::relay::{Activity, Counted};
+use super::revoke::Revocation;
+use super::target::{Target, TargetHost};
+use super::{GatewayLimits, ProxyContext};
+use crate::decision::EventVerdict;
+
+/// The HTTP/1 server settings of client connections.
+pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b
+}
+
+/// Where the requests of a plaintext connection go.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// Inside a CONNECT tunnel: every request must name the tunnel's target (or, for a
+    /// literal, a name the policy allows at the dialled address) and goes to `dialled`.
+    Tunnel { target: Target, dialled: IpAddr },
+    /// Redirected to the transparent listener: each request's Host (at the original port) is
+    /// its destination, pinned to the original address.
+    Redirected { original: SocketAddr },
+}
+
+/// Serve the plaintext HTTP requests of a connection (`first`: its bytes already read).
+pub(crate) async fn serve_http<T>(
+    ctx: ProxyContext,
+    io: T,
+    first: Bytes,
+    peer: SocketAddr,
+    route: Route,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let server = http1_server(&ctx.limits);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(route_request(ctx, peer, route, req).await) }
+    });
+    let conn = server.serve_connection(TokioIo::new(Prefixed::new(first, io)), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "plaintext HTTP connection ended with an error");
+    }
+}
+
+async fn route_request(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    route: Route,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    match route {
+        Route::Tunnel { target, dialled } => {
+            let draft = Draft::new(&ctx, peer, target.host.to_string(), target.port);
+            let port = target.port;
+            let how = How {
+                port_if_omitted: port,
+                pin: Some(dialled),
+                at_literal: AtLiteral::AllowedNames,
+            };
+            forward(ctx, draft, req, target, how).await
+        }
+        Route::Redirected { original } => redirected(ctx, peer, original, req).await,
+    }
+}
+
+/// A request redirected to the transparent listener: its Host (or, without one, the original
+/// address) at the original port.
+async fn redirected(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    original: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut draft = Draft::new(&ctx, peer, original.ip().to_string(), original.port());
+    let host = match single_host(req.headers()) {
+        Err(r) => return draft.refuse(r),
+        Ok(h) => h.cloned(),
+    };
+    let target = match &host {
+        None => Target {
+            host: TargetHost::Ip(original.ip()),
+            port: original.port(),
+        },
+        Some(value) => {
+            let parsed = value
+                .to_str()
+                .map_err(|_| "not ASCII text".to_string())
+                .and_then(|v| Target::parse_host_header(v).map_err(|e| e.to_string()));
+            match parsed {
+                Ok((host, _)) => Target {
+                    host,
+                    port: original.port(),
+                },
+                Err(e) => {
+                    draft.sni_or_host = Some(String::from_utf8_lossy(value.as_bytes()).into());
+                    return draft.refuse(Refusal::new(
+                        Why::HostMismatch,
+                        format!("the Host header is not valid: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    draft.destination = target.host.to_string();
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return draft.refuse(Refusal::new(
+            Why::AbsoluteFormToTransparent,
+            "requests redirected to the gateway are sent in origin-form (GET /path)",
+        ));
+    }
+    let how = How {
+        port_if_omitted: original.port(),
+        pin: Some(original.ip()),
+        at_literal: AtLiteral::OnlyItself,
+    };
+    forward(ctx, draft, req, target, how).await
+}
+
+/// An absolute-form request to the explicit proxy (`GET http://host/path`).
+pub(crate) async fn absolute_form(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let uri = req.uri().clone();
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    let mut draft = Draft::new(&ctx, peer, authority.clone(), 0);
+    if uri.scheme_str() != Some("http") {
+        return draft.refuse(Refusal::new(
+            Why::Head(crate::http_head::HeadError::UnsupportedScheme),
+            "only http:// is forwarded in absolute form; use CONNECT (HTTPS_PROXY) for https://",
+        ));
+    }
+    let target = match Target::parse_authority(&authority, Some(80)) {
+        Ok(t) => t,
+        Err(e) => return draft.refuse(e.refusal()),
+    };
+    draft.destination = target.host.to_string();
+    draft.port = target.port;
+    let how = How {
+        port_if_omitted: 80,
+        pin: None,
+        at_literal: AtLiteral::OnlyItself,
+    };
+    forward(ctx, draft, req, target, how).await
+}
+
+/// How a request's Host is checked and where it may go.
+struct How {
+    /// The port a Host without one names.
+    port_if_omitted: u16,
+    /// The only address that may be dialled.
+    pin: Option<IpAddr>,
+    at_literal: AtLiteral,
+}
+
+/// The one Host header of a request, if any.
+pub(crate) fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Refusal> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(Refusal::new(
+            Why::MultipleHostHeaders,
+            "more than one Host header",
+        ));
+    }
+    Ok(first)
+}
+
+/// Forward one request to `target`.
+async fn forward(
+    ctx: ProxyContext,
+    mut draft: Draft,
+    req: Request<Incoming>,
+    target: Target,
+    how: How,
+) -> Response<ProxyBody> {
+    let snap = ctx.snapshots.borrow().clone();
+    draft.cluster = snap.cluster_id().to_string();
+    let uri = req.uri().clone();
+    let host_header = match single_host(req.headers()) {
+        Err(r) => return draft.refuse(r),
+        Ok(h) => h.cloned(),
+    };
+    if let Some(h) = &host_header {
+        draft.sni_or_host = Some(String::from_utf8_lossy(h.as_bytes()).into_owned());
+        let checked = check_host(
+            &ctx,
+            &snap,
+            &target,
+            how.pin,
+            h.as_bytes(),
+            how.port_if_omitted,
+            how.at_literal,
+        )
+        .await;
+        if let Err(r) = checked {
+            return draft.refuse(r);
+        }
+    }
+    let path = match normalize_path(uri.path()) {
+        Ok(p) => p,
+        Err(e) => return draft.refuse(Refusal::new(Why::InvalidPath, e.to_string())),
+    };
+    draft.path = Some(path.clone());
+    let origin_form = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let Ok(origin_form) = origin_form.parse::<Uri>() else {
+        return draft.refuse(Refusal::new(
+            Why::InvalidPath,
+            "the request path cannot be forwarded",
+        ));
+    };
+    let admitted = match admit(&ctx, snap, target.clone(), Some(path), how.pin).await {
+        Ok(a) => a,
+        Err(r) => return draft.refuse(r),
+    };
+    draft.allowed_by(&admitted.decision);
+    let outcome = allowed_outcome(&admitted.decision);
+    let upstream_addr = admitted.addr;
+    let revocation = Revocation::new(
+        &ctx,
+        admitted.snap.clone(),
+        admitted.target.clone(),
+        admitted.addr,
+        admitted.path.clone(),
+    );
+    let activity = Activity::new();
+    let io = TokioIo::new(Counted::new(admitted.stream, activity.clone()));
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
+        Ok(x) => x,
+        Err(e) => {
+            return draft.refuse(Refusal::new(
+                Why::UpstreamFailed,
+                format!("while talking to upstream {upstream_addr}: {e}"),
+            ));
+        }
+    };
+    // Two parts finish the event: the request body and the response.
+    let shared = SharedDraft::new(draft, outcome, 2, activity);
+    let watched = shared.clone();
+    let stop = revocation.clone().revoked();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            },
+            why = stop => {
+                tracing::info!(address = %upstream_addr, reason = %why, "closing a forwarded request: the new policy no longer allows it");
+                watched.set_outcome((EventVerdict::Denied, Why::PolicyRevoked.as_str()));
+            }
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    parts.uri = origin_form;
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if host_header.is_none()
+        && let Ok(v) = HeaderValue::from_str(&host_value(&target))
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let body = RequestBody {
+        inner: body,
+        revocation,
+        shared: Some(shared.clone()),
+    };
+    let sent = tokio::time::timeout(
+        ctx.limits.response_head_timeout,
+        sender.send_request(Request::from_parts(parts, body)),
+    )
+    .await;
+    let failed = |why: Why, message: String| {
+        let r = Refusal::new(why, message);
+        shared.set_outcome((r.why.verdict(), r.why.as_str()));
+        shared.part_done();
+        r.response()
+    };
+    let response = match sent {
+        Err(_) => {
+            return failed(
+                Why::UpstreamTimeout,
+                format!(
+                    "upstream {upstream_addr} did not answer within {:?}",
+                    ctx.limits.response_head_timeout
+                ),
+            );
+        }
+        Ok(Err(e)) if e.source().is_some_and(|s| s.is::<RevokedError>()) => {
+            return failed(
+                Why::PolicyRevoked,
+                "the new policy no longer allows this request".into(),
+            );
+        }
+        Ok(Err(e)) => {
+            return failed(
+                Why::UpstreamFailed,
+                format!("while forwarding to upstream {upstream_addr}: {e}"),
+            );
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = EventBody {
+        inner: body,
+        shared: Some(shared),
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+/// The Host of a request that came without one: the target, with its port unless 80.
+fn host_value(target: &Target) -> String {
+    if target.port == 80 {
+        match &target.host {
+            TargetHost::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+            h => h.to_string(),
+        }
+    } else {
+        target.to_string()
+    }
+}
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 section 7.6.1, plus the proxy's own).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers, and those `Connection` lists, except the Host: the decision was
+/// taken on it, and a request without it would be served by the upstream's default virtual
+/// host (`Connection: host` must not undo the Host check).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| *name != header::HOST)
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The error a request body ends with once the policy revoked it.
+#[derive(Debug)]
+struct RevokedError(String);
+
+impl std::fmt::Display for RevokedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "revoked by {}", self.0)
+    }
+}
+
+impl StdError for RevokedError {}
+
+/// A request body on its way upstream: each frame is checked against revocation after it was
+/// read and before it is handed on, and the body's end is one of the event's two parts.
+struct RequestBody {
+    inner: Incoming,
+    revocation: Revocation,
+    shared: Option<Arc<SharedDraft>>,
+}
+
+impl RequestBody {
+    fn done(&mut self) {
+        if let Some(s) = self.shared.take() {
+            s.part_done();
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Err(why) = self.revocation.check() {
+                    if let Some(s) = &self.shared {
+                        s.set_outcome((EventVerdict::Denied, Why::PolicyRevoked.as_str()));
+                    }
+                    self.done();
+                    return Poll::Ready(Some(Err(Box::new(RevokedError(why.to_string())))));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done();
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                self.done();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// A response body: its end (or drop) is the other part of the event.
+struct EventBody {
+    inner: Incoming,
+    shared: Option<Arc<SharedDraft>>,
+}
+
+impl EventBody {
+    fn done(&mut self) {
+        if let Some(s) = self.shared.take() {
+            s.part_done();
+        }
+    }
+}
+
+impl Body for EventBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.done();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_stripping_never_removes_the_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("allowed.test"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, keep-alive, x-drop"),
+        );
+        h.insert("x-drop", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::HOST).unwrap(), "allowed.test");
+        assert!(h.get("x-drop").is_none());
+        assert!(h.get(header::TE).is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn a_missing_host_names_the_target() {
+        let t = |s: &str| Target::parse_authority(s, Some(80)).unwrap();
+        assert_eq!(host_value(&t("a.example:80")), "a.example");
+        assert_eq!(host_value(&t("a.example:8080")), "a.example:8080");
+        assert_eq!(host_value(&t("[2001:db8::1]:80")), "[2001:db8::1]");
+    }
+}

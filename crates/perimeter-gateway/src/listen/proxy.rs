@@ -1,0 +1,316 @@
+//! The explicit proxy: `CONNECT host:port` tunnels and absolute-form plain HTTP
+//! (`GET http://host/path`), for workloads that use the gateway as `HTTPS_PROXY`/`HTTP_PROXY`.
+//!
+//! One connection, top to bottom:
+//!
+//! 1. **accept** ([`super::serve_loop`]): a slot of `max_connections`, else 503;
+//! 2. **read the target** ([`head`], [`super::target`]): the first request head is read and
+//!    parsed strictly; a plain CONNECT is served here, anything else by hyper with every byte.
+//!    Hostnames are normalised, IP literals only in canonical spellings; the Host header must
+//!    agree ([`super::consistency`]). Every refusal carries its reason.
+//! 3. **decide** ([`super::decide`]), 4. **resolve and pin** ([`super::resolve`]),
+//!    5. **dial** ([`super::dial`]): a deny is 403, a DNS or connect failure 502/504;
+//! 6. **first bytes** and 7. **tunnel, with revocation** ([`super::tunnel`]) for CONNECT after
+//!    its `200`; absolute-form requests are **forwarded** ([`super::forward`]) request by
+//!    request, each with its own decision.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+
+use self::head::{FirstHead, HostField};
+use super::consistency::{AtLiteral, check_host};
+use super::dial::{Admitted, admit};
+use super::event::{Draft, allowed_outcome};
+use super::forward::{Route, absolute_form, http1_server, single_host};
+use super::prefixed::Prefixed;
+use super::refusal::{ProxyBody, Refusal, Then, Why, empty};
+use super::target::Target;
+use super::tunnel::{TunnelClient, tunnel};
+use super::{ProxyContext, serve_loop};
+
+pub(super) mod head;
+
+/// Serve the explicit proxy on `listener` until `shutdown` resolves. Connections in flight are
+/// left to finish on their own (tunnels end with their clients or the idle timeout).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: ProxyContext,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
+    // instead of one per connection (checked on the first connection).
+    let mut nodelay = NoDelay::new(&listener);
+    serve_loop(
+        listener,
+        ctx,
+        "proxy",
+        shutdown,
+        move |stream| nodelay.apply(stream),
+        |ctx, stream, peer, permit| tokio::spawn(serve_connection(ctx, stream, peer, permit)),
+        |stream| {
+            tokio::spawn(overloaded(stream));
+        },
+    )
+    .await
+}
+
+/// Answer 503 to a connection over the limit, without parsing anything it sends.
+async fn overloaded(stream: TcpStream) {
+    let r = Refusal::new(
+        Why::GatewayOverloaded,
+        "the gateway is serving as many connections as it may; retry later",
+    );
+    answer_and_close(stream, &r.to_bytes(Then::Close)).await;
+}
+
+/// Send a last answer and close, draining what the client still sends for a moment (at most
+/// 2 s) so that it reads the answer instead of a reset.
+async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// TCP_NODELAY for accepted sockets: set once on the listener, and per socket only if the
+/// first accepted one did not inherit it.
+pub(super) struct NoDelay {
+    inherited: Option<bool>,
+}
+
+impl NoDelay {
+    pub(super) fn new(listener: &TcpListener) -> Self {
+        let set =
+            nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        Self {
+            inherited: if set.is_ok() { None } else { Some(false) },
+        }
+    }
+
+    pub(super) fn apply(&mut self, stream: &TcpStream) {
+        let inherited = *self
+            .inherited
+            .get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = stream.set_nodelay(true);
+        }
+    }
+}
+
+async fn serve_connection(
+    ctx: ProxyContext,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    // The first request head is read here: a plain CONNECT is served without hyper (its
+    // tunnel runs in this task, on the socket); anything else goes to hyper with every byte.
+    let max = ctx.limits.max_header_bytes.max(8192);
+    let first = tokio::time::timeout(
+        ctx.limits.header_read_timeout,
+        head::read_first_head(&mut stream, max),
+    )
+    .await;
+    let prefix = match first {
+        Err(_) => {
+            tracing::debug!(%peer, "no complete request head in time; closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client connection failed before a request head");
+            return;
+        }
+        Ok(Ok(FirstHead::Closed)) => return,
+        Ok(Ok(FirstHead::Other(bytes))) => bytes,
+        Ok(Ok(FirstHead::Refused(e))) => {
+            let draft = Draft::new(&ctx, peer, "-".to_string(), 0);
+            let r = Refusal::head(e);
+            let answer = r.to_bytes(Then::Close);
+            draft.finish_why(&r.why, 0, 0);
+            return answer_and_close(stream, &answer).await;
+        }
+        Ok(Ok(FirstHead::Connect {
+            authority,
+            host,
+            rest,
+        })) => match admit_connect(&ctx, peer, Some(&authority), host).await {
+            Ok((admitted, draft)) => {
+                if let Err(e) = stream.write_all(head::ESTABLISHED).await {
+                    tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
+                    return abandon(admitted, draft);
+                }
+                let route = tunnel_route(&admitted);
+                return tunnel(
+                    ctx,
+                    admitted,
+                    draft,
+                    TunnelClient::Socket(stream),
+                    rest,
+                    route,
+                )
+                .await;
+            }
+            Err((draft, r)) => {
+                let answer = r.to_bytes(Then::KeepAlive);
+                draft.finish_why(&r.why, 0, 0);
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+                // Keep-alive: whatever the client sends next is hyper's.
+                rest
+            }
+        },
+    };
+    let server = http1_server(&ctx.limits);
+    let permit = Arc::new(permit);
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, peer, permit, req).await) }
+    });
+    let conn = server
+        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Where plaintext HTTP inside a tunnel goes: the tunnel's target, at the dialled address.
+fn tunnel_route(admitted: &Admitted) -> Route {
+    Route::Tunnel {
+        target: admitted.target.clone(),
+        dialled: admitted.addr.ip(),
+    }
+}
+
+/// The client left before the tunnel opened: the decision stands, nothing moved.
+fn abandon(admitted: Admitted, mut draft: Draft) {
+    draft.allowed_by(&admitted.decision);
+    let (verdict, reason) = allowed_outcome(&admitted.decision);
+    draft.finish(verdict, reason, 0, 0);
+}
+
+/// A request hyper parsed.
+async fn handle(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return handle_connect(ctx, peer, permit, req).await;
+    }
+    if req.uri().scheme().is_some() {
+        return absolute_form(ctx, peer, req).await;
+    }
+    let draft = Draft::new(&ctx, peer, String::from("-"), 0);
+    draft.refuse(Refusal::new(
+        Why::OriginFormToProxy,
+        "this is an egress proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port, e.g. through HTTP_PROXY / HTTPS_PROXY",
+    ))
+}
+
+/// A CONNECT that hyper parsed (one the fast path does not take).
+async fn handle_connect(
+    ctx: ProxyContext,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let host = match single_host(req.headers()) {
+        Err(_) => HostField::Many,
+        Ok(None) => HostField::None,
+        Ok(Some(v)) => HostField::One(Bytes::copy_from_slice(v.as_bytes())),
+    };
+    let (admitted, draft) = match admit_connect(&ctx, peer, authority.as_deref(), host).await {
+        Ok(a) => a,
+        Err((draft, r)) => return draft.refuse(r),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (client, already) = TunnelClient::from_upgraded(upgraded);
+                let route = tunnel_route(&admitted);
+                tunnel(ctx, admitted, draft, client, already, route).await
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
+                abandon(admitted, draft);
+            }
+        }
+    });
+    Response::new(empty())
+}
+
+/// Read the target of a CONNECT (`authority` is its request target, `host` its Host header),
+/// check the Host, decide, resolve and dial: the one admission of both the hyper path and the
+/// fast path of [`head`]. A refusal comes with the draft of its decision event.
+async fn admit_connect(
+    ctx: &ProxyContext,
+    peer: SocketAddr,
+    authority: Option<&str>,
+    host: HostField,
+) -> Result<(Admitted, Draft), (Draft, Refusal)> {
+    let snap = ctx.snapshots.borrow().clone();
+    let mut draft = Draft::on(ctx, &snap, peer, authority.unwrap_or("-").to_string(), 0);
+    let Some(authority) = authority else {
+        return Err((
+            draft,
+            Refusal::head(crate::http_head::HeadError::InvalidTarget(
+                "CONNECT needs host:port",
+            )),
+        ));
+    };
+    let target = match Target::parse_authority(authority, None) {
+        Ok(t) => t,
+        Err(e) => return Err((draft, e.refusal())),
+    };
+    draft.destination = target.host.to_string();
+    draft.port = target.port;
+    let host_checked = match &host {
+        HostField::None => Ok(()),
+        HostField::One(value) => {
+            draft.sni_or_host = Some(String::from_utf8_lossy(value).into_owned());
+            check_host(
+                ctx,
+                &snap,
+                &target,
+                None,
+                value,
+                target.port,
+                AtLiteral::OnlyItself,
+            )
+            .await
+        }
+        HostField::Many => Err(Refusal::new(
+            Why::MultipleHostHeaders,
+            "more than one Host header",
+        )),
+    };
+    if let Err(r) = host_checked {
+        return Err((draft, r));
+    }
+    match admit(ctx, snap, target, None, None).await {
+        Ok(a) => Ok((a, draft)),
+        Err(r) => Err((draft, r)),
+    }
+}

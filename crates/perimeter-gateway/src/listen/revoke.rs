@@ -1,0 +1,161 @@
+//! Revocation: a connection admitted under one snapshot stops as soon as a later snapshot no
+//! longer allows its target at the dialled address.
+//!
+//! Two halves, one judgement ([`still_allowed`]):
+//! - [`Revocation::check`], synchronous and cheap (an atomic version compare while nothing
+//!   changed), called between reading client bytes and sending them upstream, so no byte read
+//!   after a revoking snapshot was applied goes upstream;
+//! - [`Revocation::revoked`], a future that resolves once a newer snapshot denies, so an idle
+//!   or downstream-only connection is closed too.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use perimeter_policy::{Reason, Snapshot, Verdict};
+use tokio::sync::watch;
+
+use super::ProxyContext;
+use super::own::OwnAddresses;
+use super::target::Target;
+
+/// The admission of one connection, watched for revocation.
+#[derive(Clone)]
+pub(crate) struct Revocation {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The snapshot last judged (the admitting one at first).
+    judged: Arc<Snapshot>,
+    own: OwnAddresses,
+    target: Target,
+    addr: IpAddr,
+    /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
+    path: Option<String>,
+    /// Set once a snapshot revoked: every later check fails too.
+    revoked: Option<Revoked>,
+}
+
+/// Why a connection was revoked.
+#[derive(Debug, Clone)]
+pub(crate) struct Revoked {
+    pub(crate) version: u64,
+    pub(crate) reason: Reason,
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "policy version {}: {}", self.version, self.reason)
+    }
+}
+
+impl Revocation {
+    /// Watch the connection to `target` dialled at `addr` (for `path`, a forwarded request's),
+    /// admitted under `admitted`.
+    pub(crate) fn new(
+        ctx: &ProxyContext,
+        admitted: Arc<Snapshot>,
+        target: Target,
+        addr: SocketAddr,
+        path: Option<String>,
+    ) -> Self {
+        Self::watching(
+            ctx.snapshots.clone(),
+            ctx.own.clone(),
+            admitted,
+            target,
+            addr,
+            path,
+        )
+    }
+
+    /// [`Revocation::new`] on a receiver of snapshots and a set of own addresses.
+    pub(crate) fn watching(
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        own: OwnAddresses,
+        admitted: Arc<Snapshot>,
+        target: Target,
+        addr: SocketAddr,
+        path: Option<String>,
+    ) -> Self {
+        // A snapshot applied between the decision and now is judged at the first check.
+        if !Arc::ptr_eq(&snapshots.borrow_and_update(), &admitted) {
+            snapshots.mark_changed();
+        }
+        Self {
+            snapshots,
+            judged: admitted,
+            own,
+            target,
+            addr: addr.ip(),
+            path,
+            revoked: None,
+        }
+    }
+
+    /// `Err` once a snapshot applied since the last check no longer allows the connection.
+    pub(crate) fn check(&mut self) -> Result<(), Revoked> {
+        if let Some(r) = &self.revoked {
+            return Err(r.clone());
+        }
+        // Closed (the sync is gone): the snapshot in hand stands.
+        if !self.snapshots.has_changed().unwrap_or(false) {
+            return Ok(());
+        }
+        let current = self.snapshots.borrow_and_update().clone();
+        self.judge(current)
+    }
+
+    fn judge(&mut self, current: Arc<Snapshot>) -> Result<(), Revoked> {
+        if !Arc::ptr_eq(&current, &self.judged) {
+            if let Err(reason) = still_allowed(
+                &current,
+                &self.target,
+                self.path.as_deref(),
+                self.addr,
+                &self.own,
+            ) {
+                let r = Revoked {
+                    version: current.version(),
+                    reason,
+                };
+                self.revoked = Some(r.clone());
+                return Err(r);
+            }
+            self.judged = current;
+        }
+        Ok(())
+    }
+
+    /// Resolves once a snapshot denies the connection.
+    pub(crate) async fn revoked(mut self) -> Revoked {
+        loop {
+            if let Err(r) = self.check() {
+                return r;
+            }
+            if self.snapshots.changed().await.is_err() {
+                // No more snapshots will come: the current one stands.
+                return std::future::pending().await;
+            }
+            // `changed` marked the version seen; judge it here.
+            let current = self.snapshots.borrow_and_update().clone();
+            if let Err(r) = self.judge(current) {
+                return r;
+            }
+        }
+    }
+}
+
+/// Whether `snap` still allows a connection to `target` (for `path`) dialled at `addr`.
+pub(crate) fn still_allowed(
+    snap: &Snapshot,
+    target: &Target,
+    path: Option<&str>,
+    addr: IpAddr,
+    own: &OwnAddresses,
+) -> Result<(), Reason> {
+    let decided = snap.decide_target(target.destination(), target.port, path);
+    let d = snap.decide_address(&decided, addr, target.port, &|a| own.contains(a));
+    match d.verdict() {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny => Err(d.reason()),
+        Verdict::PrivateEndpoint { .. } => Err(Reason::PrivateEndpoint),
+    }
+}
