@@ -39,6 +39,27 @@ pub fn fuzz_client_hello(data: &[u8]) {
     }
 }
 
+/// The classification of a tunnel's first bytes never panics; never asks for more bytes once
+/// it holds its limit (so a client cannot make the gateway buffer without bound); and what it
+/// serves as HTTP is a complete request head by hyper's parser.
+pub fn fuzz_first_bytes(data: &[u8]) {
+    use crate::listen::first_bytes::{FirstBytes, classify};
+    for max in [data.len().max(1), 64, 16 * 1024] {
+        let got = classify(data, max);
+        if data.len() >= max {
+            assert_ne!(got, FirstBytes::NeedMore, "more asked at the limit {max}");
+        }
+        if got == FirstBytes::Http {
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            let parsed = httparse::Request::new(&mut headers).parse(data);
+            assert!(
+                matches!(parsed, Ok(httparse::Status::Complete(_))),
+                "served as HTTP but not a complete head: {parsed:?}"
+            );
+        }
+    }
+}
+
 /// `parse_request_head` never panics; a complete head re-parses to itself from its own bytes;
 /// its destination is normalised; and prefixes are incomplete or refused the same way.
 pub fn fuzz_http_head(data: &[u8]) {

@@ -41,6 +41,7 @@ proptest! {
     fn fuzz_targets_never_panic(data in interesting_bytes()) {
         fuzz_client_hello(&data);
         fuzz_http_head(&data);
+        fuzz_first_bytes(&data);
     }
 }
 

@@ -67,13 +67,23 @@ pub(crate) async fn check_host(
 }
 
 /// Check a ClientHello's SNI (`None`: it has none) against `target`, dialled at `dialled`.
+///
+/// A hello with `encrypted_client_hello` names its real destination only inside the
+/// encryption: its SNI is the provider's public name, and the name the server routes on can
+/// be any other it hosts (domain fronting the gateway cannot see). Under `DEFAULT_DENY` it is
+/// refused (`tls_encrypted_client_hello`); `ALLOW_ALL` and `REPORT_ONLY` allow every name
+/// anyway and let it pass. GREASE ECH looks the same from outside and is refused the same way.
 pub(crate) async fn check_sni(
     ctx: &ProxyContext,
     snap: &Snapshot,
     target: &Target,
     dialled: IpAddr,
     sni: Option<&str>,
+    ech: bool,
 ) -> Result<(), Why> {
+    if ech && snap.traffic_policy() == TrafficPolicy::DefaultDeny {
+        return Err(Why::EncryptedClientHello);
+    }
     let Some(sni) = sni else {
         return match target.host {
             TargetHost::Name(_) => Err(Why::SniMissing),

@@ -1,7 +1,9 @@
 //! First bytes: what the client's first bytes in a tunnel (or on a redirected connection) are,
 //! judged before anything of them goes upstream.
 //!
-//! - A TLS ClientHello: its SNI is checked ([`super::consistency`]).
+//! - A TLS ClientHello: its SNI is checked ([`super::consistency`]); one that carries
+//!   `encrypted_client_hello` hides the name the server routes on, and is refused under
+//!   `DEFAULT_DENY`.
 //! - Anything an HTTP server would parse as a request is HTTP, whatever leniency the server
 //!   has (RFC 9112 section 2.2): leading empty lines, any method case, bare LF line ends. Such
 //!   a connection is served request by request ([`super::forward`]), each request's Host and
@@ -24,8 +26,12 @@ use crate::tls::{ClientHello, parse_client_hello};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FirstBytes {
     NeedMore,
-    /// A TLS ClientHello and its SNI, if it has one.
-    Tls(Option<String>),
+    /// A TLS ClientHello: its SNI, if it has one, and whether it carries
+    /// `encrypted_client_hello` (then the SNI is the outer name).
+    Tls {
+        sni: Option<String>,
+        ech: bool,
+    },
     /// A plaintext HTTP/1.x request head: served request by request.
     Http,
     /// Neither TLS nor HTTP: nothing to check.
@@ -40,7 +46,7 @@ pub(crate) fn classify(buf: &[u8], max: usize) -> FirstBytes {
         return FirstBytes::NeedMore;
     }
     match parse_client_hello(buf) {
-        ClientHello::Parsed { sni, .. } => return FirstBytes::Tls(sni),
+        ClientHello::Parsed { sni, ech, .. } => return FirstBytes::Tls { sni, ech },
         ClientHello::NeedMore(_) if buf.len() >= max => {
             return FirstBytes::Invalid(Why::ClientHelloTooLarge);
         }

@@ -249,6 +249,14 @@ async fn forward(
         Err(e) => return draft.refuse(Refusal::new(Why::InvalidPath, e.to_string())),
     };
     draft.path = Some(path.clone());
+    if double_encoded(&path) && governed_by_path_rules(&snap, &target) {
+        return draft.refuse(Refusal::new(
+            Why::DoubleEncodedPath,
+            format!(
+                "{path} is percent-encoded twice (%25 followed by an escape); path rules govern this destination, and a server that decodes twice would see another path"
+            ),
+        ));
+    }
     let origin_form = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -356,6 +364,22 @@ async fn forward(
         shared: Some(shared),
     };
     Response::from_parts(parts, body.boxed())
+}
+
+/// Whether a normalised path holds a percent-escape of a percent-escape (`%252F`, `%252e`).
+fn double_encoded(path: &str) -> bool {
+    path.as_bytes().windows(5).any(|w| {
+        w[0] == b'%' && w[1] == b'2' && w[2] == b'5' && w[3..].iter().all(u8::is_ascii_hexdigit)
+    })
+}
+
+/// Whether path rules decide for `target`: without a path, only rules with paths would allow
+/// it (the decision is then `path_needs_tls_inspection`).
+fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: &Target) -> bool {
+    let without_path = snap.decide_target(target.destination(), target.port, None);
+    without_path
+        .final_decision()
+        .is_some_and(|d| d.reason() == perimeter_policy::Reason::PathNeedsTlsInspection)
 }
 
 /// The Host of a request that came without one: the target, with its port unless 80.
@@ -543,6 +567,46 @@ mod tests {
         assert!(h.get(header::TE).is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn double_encoding_is_found_and_only_matters_under_path_rules() {
+        for (path, want) in [
+            ("/api/%252F..%252Fsecret", true),
+            ("/api/%252e%252e/secret", true),
+            ("/100%25", false),
+            ("/100%25off", false),
+            ("/a%2Fb", false),
+            ("/plain", false),
+        ] {
+            assert_eq!(double_encoded(path), want, "{path}");
+        }
+        use perimeter_policy::{POLICY_FORMAT, PolicyDocument, RuleDoc, RuleType, TrafficPolicy};
+        let rule = |name: &str, dest: &str, paths: Vec<String>| RuleDoc {
+            id: name.into(),
+            name: name.into(),
+            rule_type: RuleType::Fqdn,
+            destination: dest.into(),
+            ports: vec![80],
+            paths,
+            crl_managed: false,
+        };
+        let snap = perimeter_policy::compile(&PolicyDocument {
+            format: POLICY_FORMAT,
+            version: 1,
+            cluster_id: "c-1".into(),
+            traffic_policy: TrafficPolicy::DefaultDeny,
+            rules: vec![
+                rule("api", "paths.example.com", vec!["/api/*".into()]),
+                rule("whole", "whole.example.com", vec![]),
+            ],
+            private_endpoints: vec![],
+        })
+        .unwrap();
+        let t = |s: &str| Target::parse_authority(s, Some(80)).unwrap();
+        assert!(governed_by_path_rules(&snap, &t("paths.example.com:80")));
+        assert!(!governed_by_path_rules(&snap, &t("whole.example.com:80")));
+        assert!(!governed_by_path_rules(&snap, &t("other.example.com:80")));
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod consistency;
 mod decide;
 mod dial;
 mod event;
-mod first_bytes;
+pub(crate) mod first_bytes;
 mod forward;
 pub mod own;
 mod prefixed;

@@ -81,6 +81,12 @@ pub enum Why {
     NotRedirected,
     /// An SNI or Host naming a destination the policy does not allow at the dialled address.
     SniNotAllowed,
+    /// A ClientHello with `encrypted_client_hello` under `DEFAULT_DENY`: the name the server
+    /// routes on cannot be checked.
+    EncryptedClientHello,
+    /// A double percent-encoded path (`%252F`) to a destination that path rules govern: an
+    /// upstream that decodes twice would see another path than the one decided.
+    DoubleEncodedPath,
     /// The redirected connection's address is not among the name's resolved addresses.
     OriginalDestinationMismatch,
     /// A newer policy no longer allows the connection.
@@ -135,6 +141,8 @@ impl Why {
             Why::FirstBytesTimeout => "first_bytes_timeout",
             Why::NotRedirected => "not_redirected",
             Why::SniNotAllowed => "sni_not_allowed",
+            Why::EncryptedClientHello => "tls_encrypted_client_hello",
+            Why::DoubleEncodedPath => "double_encoded_path",
             Why::OriginalDestinationMismatch => "original_destination_mismatch",
             Why::PolicyRevoked => "policy_revoked",
             Why::Dns(DnsFailure::Timeout) => "dns_timeout",
@@ -157,6 +165,7 @@ impl Why {
         match self {
             Why::Policy(_)
             | Why::SniNotAllowed
+            | Why::EncryptedClientHello
             | Why::OriginalDestinationMismatch
             | Why::PolicyRevoked
             | Why::NotRedirected => Party::Policy,
@@ -167,6 +176,7 @@ impl Why {
             | Why::HostMismatch
             | Why::HostMissing
             | Why::InvalidPath
+            | Why::DoubleEncodedPath
             | Why::AbsoluteFormToTransparent
             | Why::InvalidSni
             | Why::SniMissing

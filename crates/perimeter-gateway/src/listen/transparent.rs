@@ -118,7 +118,7 @@ async fn serve_redirected(
             let route = Route::Redirected { original };
             return serve_http(ctx, stream, buf.freeze(), peer, route).await;
         }
-        Ok(Ok(FirstBytes::Tls(Some(sni)))) => {
+        Ok(Ok(FirstBytes::Tls { sni: Some(sni), .. })) => {
             draft.sni_or_host = Some(sni.clone());
             match sni.parse() {
                 Ok(name) => Target {
@@ -128,7 +128,7 @@ async fn serve_redirected(
                 Err(_) => return draft.finish_why(&Why::InvalidSni, 0, 0),
             }
         }
-        Ok(Ok(FirstBytes::Tls(None) | FirstBytes::Other)) => at_original,
+        Ok(Ok(FirstBytes::Tls { sni: None, .. } | FirstBytes::Other)) => at_original,
     };
 
     // 3-5. Decide, resolve and pin to the original address, dial.

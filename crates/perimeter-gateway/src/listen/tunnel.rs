@@ -133,9 +133,9 @@ pub(crate) async fn tunnel(
     // 2. Consistency.
     let checked = match &first {
         FirstBytes::Invalid(why) => Err(why.clone()),
-        FirstBytes::Tls(sni) => {
+        FirstBytes::Tls { sni, ech } => {
             draft.sni_or_host.clone_from(sni);
-            check_sni(&ctx, &snap, &target, addr.ip(), sni.as_deref()).await
+            check_sni(&ctx, &snap, &target, addr.ip(), sni.as_deref(), *ech).await
         }
         FirstBytes::Http | FirstBytes::Other | FirstBytes::NeedMore => Ok(()),
     };

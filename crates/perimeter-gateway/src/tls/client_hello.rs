@@ -31,6 +31,8 @@ const CONTENT_TYPE_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_ALPN: u16 = 16;
+/// `encrypted_client_hello` (RFC 9849 draft code point 0xfe0d).
+const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
 const NAME_TYPE_HOST_NAME: u8 = 0;
 
 /// What the bytes received so far say.
@@ -45,6 +47,10 @@ pub enum ClientHello {
     Parsed {
         sni: Option<String>,
         alpn: Vec<String>,
+        /// The hello carries `encrypted_client_hello`: `sni` is then the outer (public) name,
+        /// and the name the server routes on is encrypted (or the extension is GREASE, which
+        /// cannot be told apart from the outside).
+        ech: bool,
     },
     /// The stream does not start with a TLS handshake record (plain HTTP, for example).
     NotTls,
@@ -124,7 +130,7 @@ impl fmt::Display for InvalidHello {
 pub fn parse_client_hello(buf: &[u8]) -> ClientHello {
     match reassemble(buf) {
         Ok(Reassembled::Complete(body)) => match parse_body(&body) {
-            Ok((sni, alpn)) => ClientHello::Parsed { sni, alpn },
+            Ok((sni, alpn, ech)) => ClientHello::Parsed { sni, alpn, ech },
             Err(reason) => ClientHello::Invalid(reason),
         },
         Ok(Reassembled::NeedMore(n)) => ClientHello::NeedMore(n.max(1)),
@@ -304,7 +310,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-type HelloFields = (Option<String>, Vec<String>);
+type HelloFields = (Option<String>, Vec<String>, bool);
 
 fn parse_body(body: &[u8]) -> Result<HelloFields, InvalidHello> {
     let mut r = Reader::new(body);
@@ -326,7 +332,7 @@ fn parse_body(body: &[u8]) -> Result<HelloFields, InvalidHello> {
     }
     if r.is_empty() {
         // A hello without extensions (TLS 1.0-1.2 allow it): no SNI, no ALPN.
-        return Ok((None, Vec::new()));
+        return Ok((None, Vec::new(), false));
     }
     let extensions = r.vec16()?;
     if !r.is_empty() {
@@ -349,7 +355,7 @@ fn parse_body(body: &[u8]) -> Result<HelloFields, InvalidHello> {
             _ => {}
         }
     }
-    Ok((sni, alpn))
+    Ok((sni, alpn, seen.contains(&EXT_ENCRYPTED_CLIENT_HELLO)))
 }
 
 fn parse_server_name(data: &[u8]) -> Result<String, InvalidHello> {

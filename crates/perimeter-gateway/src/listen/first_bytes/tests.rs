@@ -216,7 +216,7 @@ proptest! {
             let got = classify(&input, MAX);
             if parsed {
                 prop_assert!(
-                    matches!(got, FirstBytes::Http | FirstBytes::Invalid(_) | FirstBytes::Tls(_)),
+                    matches!(got, FirstBytes::Http | FirstBytes::Invalid(_) | FirstBytes::Tls { .. }),
                     "{:?} -> {:?}", String::from_utf8_lossy(&input), got
                 );
             }

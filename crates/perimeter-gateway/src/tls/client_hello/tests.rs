@@ -13,6 +13,7 @@ fn parsed(sni: Option<&str>, alpn: &[&str]) -> ClientHello {
     ClientHello::Parsed {
         sni: sni.map(str::to_owned),
         alpn: alpn.iter().map(|s| (*s).to_owned()).collect(),
+        ech: false,
     }
 }
 
@@ -545,4 +546,23 @@ fn sslv2_is_recognised_by_its_whole_header_only() {
     ] {
         assert_eq!(parse_client_hello(bytes), want, "{name}");
     }
+}
+
+/// A hello with `encrypted_client_hello` (0xfe0d) says so; its SNI is the outer name.
+#[test]
+fn encrypted_client_hello_is_reported_with_the_outer_name() {
+    let outer = ext(0, sni_ext(&[(0, b"public.example")]));
+    let ech = ext(0xfe0d, vec![0, 0, 1, 0, 1, 7, 0, 2, 0xaa, 0xbb, 0, 1, 0xcc]);
+    assert_eq!(
+        parse_client_hello(&hello(&[outer.clone(), ech])),
+        ClientHello::Parsed {
+            sni: Some("public.example".into()),
+            alpn: vec![],
+            ech: true,
+        }
+    );
+    assert_eq!(
+        parse_client_hello(&hello(&[outer])),
+        parsed(Some("public.example"), &[])
+    );
 }
