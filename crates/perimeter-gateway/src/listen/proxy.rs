@@ -112,7 +112,7 @@ impl NoDelay {
     }
 }
 
-async fn serve_connection(
+pub(super) async fn serve_connection(
     ctx: ProxyContext,
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -148,22 +148,16 @@ async fn serve_connection(
             authority,
             host,
             rest,
-        })) => match admit_connect(&ctx, peer, Some(&authority), host).await {
+        })) => match Box::pin(admit_connect(&ctx, peer, Some(&authority), host)).await {
             Ok((admitted, draft)) => {
                 if let Err(e) = stream.write_all(head::ESTABLISHED).await {
                     tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
                     return abandon(admitted, draft);
                 }
                 let route = tunnel_route(&admitted);
-                return tunnel(
-                    ctx,
-                    admitted,
-                    draft,
-                    TunnelClient::Socket(stream),
-                    rest,
-                    route,
-                )
-                .await;
+                let client = TunnelClient::Socket(stream);
+                // Boxed, as every phase: the connection's task holds only the phase it is in.
+                return Box::pin(tunnel(ctx, admitted, draft, client, rest, route)).await;
             }
             Err((draft, r)) => {
                 let answer = r.to_bytes(Then::KeepAlive);
@@ -186,7 +180,7 @@ async fn serve_connection(
     let conn = server
         .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    if let Err(e) = Box::pin(conn).await {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
@@ -250,7 +244,7 @@ async fn handle_connect(
             Ok(upgraded) => {
                 let (client, already) = TunnelClient::from_upgraded(upgraded);
                 let route = tunnel_route(&admitted);
-                tunnel(ctx, admitted, draft, client, already, route).await
+                Box::pin(tunnel(ctx, admitted, draft, client, already, route)).await
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");

@@ -220,6 +220,9 @@ pub(crate) async fn relay(
         let down = pump(&upstream, &client, Direction::Down, &activity, &ended, None);
         tokio::try_join!(up, down).map(|_| ())
     };
+    // Pinned here and lent to `supervise`: moved into it, both would take their room twice in
+    // this future (every idle tunnel holds one).
+    tokio::pin!(transfer, stop);
     supervise(transfer, &activity, idle, stop).await
 }
 
@@ -248,17 +251,17 @@ where
             .map_err(|error| upstream.stop(error))
             .map(|_| ())
     };
+    tokio::pin!(transfer, stop);
     supervise(transfer, &activity, idle, stop).await
 }
 
 /// Drive `transfer` while watching the idle timeout and `stop`.
 async fn supervise(
-    transfer: impl Future<Output = Result<(), Stop>>,
+    mut transfer: Pin<&mut impl Future<Output = Result<(), Stop>>>,
     activity: &Activity,
     idle: Duration,
-    stop: impl Future<Output = Revoked>,
+    mut stop: Pin<&mut impl Future<Output = Revoked>>,
 ) -> RelayEnd {
-    tokio::pin!(transfer, stop);
     // One timer, pushed back to `idle` after the last byte whenever it fires early.
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
@@ -382,7 +385,8 @@ async fn pump(
                 Ok(pipe) => {
                     drop(buf);
                     unpaced_on_loopback(dst);
-                    return pipe.pump(src, dst, dir, activity, ended, revocation).await;
+                    // Boxed: only a direction that carries bulk pays for the splice loop's state.
+                    return Box::pin(pipe.pump(src, dst, dir, activity, ended, revocation)).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "no pipe for splice; relaying by copy");

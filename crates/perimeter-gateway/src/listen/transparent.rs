@@ -116,7 +116,7 @@ async fn serve_redirected(
         Ok(Ok(FirstBytes::Invalid(why))) => return draft.finish_why(&why, 0, 0),
         Ok(Ok(FirstBytes::Http)) => {
             let route = Route::Redirected { original };
-            return serve_http(ctx, stream, buf.freeze(), peer, route).await;
+            return Box::pin(serve_http(ctx, stream, buf.freeze(), peer, route)).await;
         }
         Ok(Ok(FirstBytes::Tls { sni: Some(sni), .. })) => {
             draft.sni_or_host = Some(sni.clone());
@@ -135,7 +135,7 @@ async fn serve_redirected(
     draft.destination = target.host.to_string();
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
-    let admitted = match admit(&ctx, snap, target, None, Some(original.ip())).await {
+    let admitted = match Box::pin(admit(&ctx, snap, target, None, Some(original.ip()))).await {
         Ok(a) => a,
         Err(r) => {
             tracing::info!(source = %peer, destination = %draft.destination, %original, reason = r.why.as_str(), "refusing redirected connection: {}", r.message);
@@ -144,13 +144,6 @@ async fn serve_redirected(
     };
     // 6-7. First bytes (already read, or read now while the server greets) and the tunnel.
     let route = Route::Redirected { original };
-    tunnel(
-        ctx,
-        admitted,
-        draft,
-        TunnelClient::Socket(stream),
-        buf.freeze(),
-        route,
-    )
-    .await;
+    let client = TunnelClient::Socket(stream);
+    Box::pin(tunnel(ctx, admitted, draft, client, buf.freeze(), route)).await;
 }

@@ -84,10 +84,14 @@ pub(crate) async fn tunnel(
     let max = ctx.limits.max_header_bytes.max(8192);
     let mut buf = BytesMut::with_capacity(already.len().max(4096));
     buf.extend_from_slice(&already);
+    // `already` may share the allocation of a larger read buffer: let it go.
+    drop(already);
     let opened = {
         let read = async {
             match &mut client {
-                TunnelClient::Socket(c) => opening(&ctx, c, &upstream, &mut buf, &activity).await,
+                TunnelClient::Socket(c) => {
+                    Box::pin(opening(&ctx, c, &upstream, &mut buf, &activity)).await
+                }
                 TunnelClient::Stream(c) => {
                     let read = tokio::time::timeout(
                         ctx.limits.first_bytes_timeout,
@@ -135,7 +139,15 @@ pub(crate) async fn tunnel(
         FirstBytes::Invalid(why) => Err(why.clone()),
         FirstBytes::Tls { sni, ech } => {
             draft.sni_or_host.clone_from(sni);
-            check_sni(&ctx, &snap, &target, addr.ip(), sni.as_deref(), *ech).await
+            Box::pin(check_sni(
+                &ctx,
+                &snap,
+                &target,
+                addr.ip(),
+                sni.as_deref(),
+                *ech,
+            ))
+            .await
         }
         FirstBytes::Http | FirstBytes::Other | FirstBytes::NeedMore => Ok(()),
     };
@@ -151,34 +163,23 @@ pub(crate) async fn tunnel(
         draft.finish(verdict, reason, up, down);
         let first = buf.freeze();
         match client {
-            TunnelClient::Socket(c) => serve_http(ctx, c, first, peer, http).await,
-            TunnelClient::Stream(c) => serve_http(ctx, c, first, peer, http).await,
+            TunnelClient::Socket(c) => Box::pin(serve_http(ctx, c, first, peer, http)).await,
+            TunnelClient::Stream(c) => Box::pin(serve_http(ctx, c, first, peer, http)).await,
         }
         return;
     }
     let idle = ctx.limits.idle_timeout;
     let pending = buf.freeze();
+    // Boxed, as every phase of a tunnel: the task holds only the phase it is in.
+    let counted = activity.clone();
     let end = match client {
-        TunnelClient::Socket(client) => {
-            relay(
-                client,
-                upstream,
-                pending,
-                activity.clone(),
-                idle,
-                revocation,
-            )
-            .await
+        TunnelClient::Socket(c) => {
+            Box::pin(relay(c, upstream, pending, counted, idle, revocation)).await
         }
-        TunnelClient::Stream(client) => {
-            relay_stream(
-                client,
-                upstream,
-                pending,
-                activity.clone(),
-                idle,
-                revocation,
-            )
+        TunnelClient::Stream(c) => {
+            Box::pin(relay_stream(
+                c, upstream, pending, counted, idle, revocation,
+            ))
             .await
         }
     };

@@ -456,3 +456,37 @@ async fn bulk_towards_a_loopback_peer_is_not_paced() {
     super::unpaced_on_loopback(&mine);
     assert_eq!(congestion_control(&mine).unwrap(), "reno");
 }
+
+#[tokio::test]
+async fn relay_future_size() {
+    let (client, _c) = pair().await;
+    let (upstream, _u) = pair().await;
+    let f = relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        Duration::from_secs(1),
+        never(),
+    );
+    eprintln!("relay future: {} bytes", std::mem::size_of_val(&f));
+}
+
+#[tokio::test]
+async fn pump_future_size() {
+    let (a, _c) = pair().await;
+    let (b, _u) = pair().await;
+    let ended = std::sync::atomic::AtomicU8::new(0);
+    let act = Activity::new();
+    let f = super::pump(&a, &b, super::Direction::Up, &act, &ended, None);
+    eprintln!("pump future: {} bytes", std::mem::size_of_val(&f));
+    let mut buf = Vec::new();
+    let f = super::read(&a, &mut buf, 10);
+    eprintln!("read future: {} bytes", std::mem::size_of_val(&f));
+    let f = super::write_all(&a, b"x", super::Direction::Up, &act);
+    eprintln!("write_all future: {} bytes", std::mem::size_of_val(&f));
+    let f = never().revoked();
+    eprintln!("revoked future: {} bytes", std::mem::size_of_val(&f));
+    let f = tokio::time::sleep(Duration::from_secs(1));
+    eprintln!("sleep: {} bytes", std::mem::size_of_val(&f));
+}

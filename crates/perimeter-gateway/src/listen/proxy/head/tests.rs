@@ -516,3 +516,33 @@ async fn a_head_with_both_content_length_and_chunked_gets_400_and_the_connection
     within("the close", s.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
+
+#[tokio::test]
+async fn future_sizes() {
+    let (_tx, snapshots) = watch::channel(Arc::new(perimeter_policy::Snapshot::empty_deny()));
+    let resolver = Resolver::new(ResolverConfig {
+        servers: vec!["127.0.0.1:9".parse().unwrap()],
+        hosts_file: None,
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let ctx = ProxyContext {
+        snapshots,
+        resolver: Arc::new(resolver),
+        limits: GatewayLimits::default(),
+        sink: DecisionSink::new("test"),
+        own: OwnAddresses::fixed([]),
+    };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, peer) = l.accept().await.unwrap();
+    let permit = Arc::new(tokio::sync::Semaphore::new(1))
+        .try_acquire_owned()
+        .unwrap();
+    let f = super::super::serve_connection(ctx, s, peer, permit);
+    eprintln!(
+        "serve_connection future: {} bytes",
+        std::mem::size_of_val(&f)
+    );
+    drop(c);
+}
