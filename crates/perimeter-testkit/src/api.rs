@@ -89,22 +89,36 @@ pub fn wait_gateways_applied(s: &Server, key: &str, cid: &str, count: usize) {
     });
 }
 
-/// Set the traffic policy and wait until the cluster reads it (every gateway applied it).
+/// Set the traffic policy (ALLOW_ALL or DEFAULT_DENY) and wait until the cluster reads it
+/// (every gateway applied it).
 pub fn set_policy(s: &Server, key: &str, cid: &str, allow_all: bool) {
+    let policy = if allow_all {
+        "ALLOW_ALL"
+    } else {
+        "DEFAULT_DENY"
+    };
+    set_traffic_policy(s, key, cid, policy);
+}
+
+/// Set the traffic policy `ALLOW_ALL`, `DEFAULT_DENY` or `REPORT_ONLY`, and wait until the
+/// cluster reads it (every gateway applied it).
+pub fn set_traffic_policy(s: &Server, key: &str, cid: &str, policy: &str) {
+    let body = match policy {
+        "ALLOW_ALL" => json!({"allow_all": true}),
+        "DEFAULT_DENY" => json!({"allow_all": false}),
+        "REPORT_ONLY" => json!({"allow_all": false, "report_only": true}),
+        other => panic!("no traffic policy {other}"),
+    };
     ok(
         s,
         key,
         "POST",
         &format!("/api/v1/clusters/{cid}/networking/egress-rules/egress-traffic-policy"),
-        Some(json!({"allow_all": allow_all})),
+        Some(body),
     );
-    let want = if allow_all {
-        "ALLOW_ALL"
-    } else {
-        "DEFAULT_DENY"
-    };
-    wait_until(&format!("the traffic policy to read {want}"), 30, || {
-        ok(s, key, "GET", &format!("/api/v1/clusters/{cid}"), None)["egress_traffic_policy"] == want
+    wait_until(&format!("the traffic policy to read {policy}"), 30, || {
+        ok(s, key, "GET", &format!("/api/v1/clusters/{cid}"), None)["egress_traffic_policy"]
+            == policy
     });
 }
 
@@ -142,5 +156,20 @@ pub fn rule_state(s: &Server, key: &str, cid: &str, rid: &str) -> String {
 pub fn wait_rule_active(s: &Server, key: &str, cid: &str, rid: &str) {
     wait_until(&format!("rule {rid} to read ACTIVE"), 30, || {
         rule_state(s, key, cid, rid) == "ACTIVE"
+    });
+}
+
+/// Delete the rule and wait (30 s at most) until it is gone from the API: every live gateway
+/// applied a snapshot without it.
+pub fn delete_rule_applied(s: &Server, key: &str, cid: &str, rid: &str) {
+    ok(
+        s,
+        key,
+        "DELETE",
+        &format!("/api/v1/clusters/{cid}/networking/egress-rules/{rid}"),
+        None,
+    );
+    wait_until(&format!("rule {rid} to be gone"), 30, || {
+        rule_state(s, key, cid, rid) == "HTTP 404"
     });
 }

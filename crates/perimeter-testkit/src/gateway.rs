@@ -5,7 +5,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::serve::STARTS;
+
+/// The tracing target of the gateway's decision events.
+pub const DECISION_TARGET: &str = "perimeter::decision";
 
 /// A running `perimeter gateway` (explicit proxy on 127.0.0.1:0), killed on drop.
 pub struct Gateway {
@@ -119,6 +124,18 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The decision events logged so far (their fields: `source`, `destination`, `port`,
+    /// `sni_or_host`, `path`, `verdict`, `rule`, `reason`, bytes...), in order. Needs a gateway
+    /// started with `--log-format json`.
+    pub fn decisions(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == DECISION_TARGET)
+            .map(|v| v["fields"].clone())
+            .collect()
     }
 
     /// SIGTERM and wait (bounded) for a clean exit.

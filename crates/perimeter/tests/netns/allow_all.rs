@@ -132,6 +132,7 @@ fn allow_all_still_refuses_loopback_metadata_and_private_without_a_cidr_rule() {
     let net = Net::new(NetOptions {
         metadata: true,
         workload: false,
+        ..NetOptions::default()
     });
     let a = net.a;
     // A loopback listener: it must never see a connection.

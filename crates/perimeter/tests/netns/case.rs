@@ -114,7 +114,8 @@ pub struct Case {
     pub lacks: Vec<String>,
     /// What the upstreams served for this case, in order: HTTP(S) request targets and lines
     /// of the greeting server. Any other upstream event than a bare connection (`accept`,
-    /// `tcp-empty`) fails the case; an empty list means nothing reached any upstream.
+    /// `tcp-empty`, `greet-end`) fails the case; an empty list means nothing reached any
+    /// upstream.
     pub served: Vec<String>,
 }
 
@@ -344,7 +345,7 @@ fn judge_upstream(c: &Case, events: &[Value]) -> Result<(), String> {
     let mut served = Vec::new();
     for e in events {
         match e["kind"].as_str().unwrap_or_default() {
-            "accept" | "tcp-empty" => {}
+            "accept" | "tcp-empty" | "greet-end" => {}
             "http" | "https" => served.push(e["path"].as_str().unwrap_or_default().to_string()),
             "greet" => served.push(e["line"].as_str().unwrap_or_default().to_string()),
             _ => return Err(format!("the upstream logged {e}")),
@@ -373,6 +374,10 @@ pub fn run(net: &Net, proxy: &str, cases: Vec<Case>) -> Vec<String> {
         let events = net.settled_events();
         let new = events.get(before..).unwrap_or_default();
         let judged = judge(&c, verdict, &answer).and_then(|()| judge_upstream(&c, new));
+        if judged.is_ok() && matches!(verdict, Verdict::Refused(_, Reason::Present)) {
+            // Any reason will do: show which one it is.
+            println!("{}: {} {:?}", c.name, answer.status, answer.reason);
+        }
         if let Err(why) = judged {
             failures.push(format!(
                 "{}: {why}\n    sent {:?}\n    got {answer:?}",

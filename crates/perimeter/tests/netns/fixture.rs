@@ -19,6 +19,17 @@ pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// `аllowed.test` with a Cyrillic `а` (U+0430), as A-labels.
 pub const HOMOGRAPH_PUNY: &str = "xn--llowed-2nf.test";
 pub const HOMOGRAPH_UTF8: &str = "\u{430}llowed.test";
+/// Events of the Python upstream that end one of its connections (each follows an `accept`).
+const ENDS: [&str; 8] = [
+    "http",
+    "https",
+    "tcp-empty",
+    "tls-fail",
+    "https-nohead",
+    "error",
+    "greet-end",
+    "echo-end",
+];
 
 /// Addresses of one slot.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +44,9 @@ pub struct Addrs {
     pub private: Ipv4Addr,
     pub workload_root: Ipv4Addr,
     pub workload: Ipv4Addr,
+    /// Addresses of the slot's link that nothing uses, for a test to add to the root
+    /// namespace's end of the link ([`Net::add_root_address`]).
+    pub spare: [Ipv4Addr; 2],
 }
 
 impl Addrs {
@@ -46,8 +60,24 @@ impl Addrs {
             private: Ipv4Addr::new(10, 213, n, 10),
             workload_root: Ipv4Addr::new(203, 0, 113, b + 1),
             workload: Ipv4Addr::new(203, 0, 113, b + 2),
+            spare: [
+                Ipv4Addr::new(198, 51, 100, b + 12),
+                Ipv4Addr::new(198, 51, 100, b + 13),
+            ],
         }
     }
+}
+
+/// Which server answers HTTP on the allowed upstream's port 80.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum HttpServer {
+    /// The Python upstream's own small HTTP listener (`http` events, one request a connection).
+    #[default]
+    Plain,
+    /// Python's `http.server`, a real and lenient HTTP/1.1 server (`request` events).
+    Python,
+    /// Node's `http` module (`request` events).
+    Node,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,6 +87,8 @@ pub struct NetOptions {
     pub metadata: bool,
     /// Also create the workload namespace.
     pub workload: bool,
+    /// The server on the allowed upstream's port 80.
+    pub http: HttpServer,
 }
 
 /// The workload namespace: its only route leads to the root namespace.
@@ -85,6 +117,9 @@ pub struct Net {
     pub workload: Option<Workload>,
     upstream: Option<Child>,
     upstream_log: PathBuf,
+    node: Option<Child>,
+    node_log: PathBuf,
+    http: HttpServer,
     pub cert: PathBuf,
     pub hosts: PathBuf,
     pub dns: String,
@@ -147,6 +182,9 @@ impl Net {
             workload: None,
             upstream: None,
             upstream_log: dir.path().join("upstream.log"),
+            node: None,
+            node_log: dir.path().join("node.log"),
+            http: opts.http,
             cert: dir.path().join("cert.pem"),
             hosts: dir.path().join("hosts"),
             dns: String::new(),
@@ -249,9 +287,16 @@ impl Net {
         let key = self.dir.path().join("key.pem");
         let mut specs = Vec::new();
         for addr in [self.a.allowed, self.a.denied, self.a.private] {
-            specs.push(format!("http:{addr}:80"));
+            match self.http {
+                HttpServer::Python if addr == self.a.allowed => {
+                    specs.push(format!("pyhttp:{addr}:80"))
+                }
+                HttpServer::Node if addr == self.a.allowed => {}
+                _ => specs.push(format!("http:{addr}:80")),
+            }
             specs.push(format!("tls:{addr}:443"));
             specs.push(format!("greet:{addr}:25"));
+            specs.push(format!("echo:{addr}:7"));
         }
         if self.metadata {
             specs.push(format!("http:{METADATA}:80"));
@@ -286,6 +331,39 @@ impl Net {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        if self.http == HttpServer::Node {
+            self.start_node();
+        }
+    }
+
+    /// Node's HTTP server on the allowed upstream's port 80.
+    fn start_node(&mut self) {
+        let script = self.dir.path().join("upstream.js");
+        std::fs::write(&script, UPSTREAM_JS).unwrap();
+        let err = std::fs::File::create(self.dir.path().join("node.err")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "node"])
+            .arg(&script)
+            .arg(&self.node_log)
+            .arg(format!("{}:80", self.a.allowed))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("ip netns exec node (Node.js is needed: apt-get install nodejs)");
+        self.node = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.server_events().iter().any(|e| e["kind"] == "ready") {
+            let exited = self.node.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "the node upstream in {} did not start ({exited:?}): {}",
+                    self.ns,
+                    std::fs::read_to_string(self.dir.path().join("node.err")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The hosts file and DNS server the gateways resolve with.
@@ -308,6 +386,8 @@ impl Net {
         records.insert("private.allowed.test".into(), vec![a.private]);
         records.insert("private.test".into(), vec![a.private]);
         records.insert("other.test".into(), vec![a.denied]);
+        // The root namespace's own end of the link: the gateway host's address.
+        records.insert("gateway-host.test".into(), vec![a.root_link]);
         if self.metadata {
             records.insert("metadata.test".into(), vec![METADATA]);
             // Rebinding-style: a special address first, a public one after it.
@@ -334,12 +414,35 @@ impl Net {
             let accepted = ev.iter().filter(|e| e["kind"] == "accept").count();
             let ended = ev
                 .iter()
-                .filter(|e| e["kind"] != "accept" && e["kind"] != "ready")
+                .filter(|e| ENDS.contains(&e["kind"].as_str().unwrap_or_default()))
                 .count();
             if accepted == ended || Instant::now() > deadline {
                 return ev;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the real HTTP servers (Python's `http.server`, Node) logged, in order: `request`
+    /// (method, path, host, version), `body` (a piece of a request body as it came),
+    /// `client-error` (bytes the server could not parse, `raw`), and Node's `closed`.
+    pub fn server_events(&self) -> Vec<Value> {
+        let mut text = std::fs::read_to_string(&self.node_log).unwrap_or_default();
+        text.push_str(&std::fs::read_to_string(&self.upstream_log).unwrap_or_default());
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e.get("server").is_some())
+            .collect()
+    }
+
+    /// Add `addr`/32 to the root namespace's end of the link (the gateway host's interface),
+    /// removed when the guard is dropped (and with the link, by the fixture).
+    pub fn add_root_address(&self, addr: Ipv4Addr) -> RootAddress {
+        let cidr = format!("{addr}/32");
+        ip(&["addr", "add", &cidr, "dev", &self.veth]);
+        RootAddress {
+            cidr,
+            dev: self.veth.clone(),
         }
     }
 
@@ -358,7 +461,10 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        if let Some(mut c) = self.upstream.take() {
+        for mut c in [self.upstream.take(), self.node.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -376,12 +482,23 @@ impl Drop for Net {
     }
 }
 
-/// The upstream: one process in the namespace, listeners `kind:ip:port` (`http` or `tls`).
-/// Logs one JSON line per accepted connection (`accept`) and one when it ends: `http` /
-/// `https` (the raw request target, Host and SNI), `tcp-empty` (closed before sending a byte),
-/// `tls-fail`, `https-nohead`. Answers `upstream <ip:port> <kind> path=... host=... sni=...`.
+/// The upstream: one process in the namespace, listeners `kind:ip:port`:
+///
+/// - `http` and `tls`: log one JSON line per accepted connection (`accept`) and one when it
+///   ends: `http` / `https` (the raw request target, Host and SNI), `tcp-empty` (closed before
+///   sending a byte), `tls-fail`, `https-nohead`. They answer `upstream <ip:port> <kind>
+///   path=... host=... sni=...`;
+/// - `greet`: a server that speaks first, as SMTP does; logs each line it hears (`greet`) and
+///   `greet-end`;
+/// - `echo`: sends back what it receives; logs each piece (`echo-data`, with the bytes as
+///   latin-1 when the piece is at most 1 KiB, so that a test can look for a marker) and
+///   `echo-end` with the total;
+/// - `pyhttp`: Python's `http.server` (HTTP/1.1, keep-alive), a real server and a lenient one;
+///   logs `request` for every request it parsed (even one it then refuses, e.g. an unknown
+///   method), `client-error` with the request line it could not parse, and `body` for each
+///   piece of a request body as it reads it (chunked bodies chunk by chunk).
 const UPSTREAM_PY: &str = r#"
-import json, socket, ssl, sys, threading
+import http.server, json, socket, ssl, sys, threading
 
 log_path, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
 specs = sys.argv[4:]
@@ -466,25 +583,105 @@ def handle(conn, kind, local):
 
 def greet(conn, local):
     # A server that speaks first, as SMTP does: greets, then answers each line.
-    conn.settimeout(10)
-    conn.sendall(f"220 {local} ready\r\n".encode())
-    f = conn.makefile("rb")
-    for line in f:
-        log(kind="greet", local=local, line=line.decode("latin-1").rstrip("\r\n"))
-        conn.sendall(b"250 " + line)
-    conn.close()
+    try:
+        conn.settimeout(30)
+        conn.sendall(f"220 {local} ready\r\n".encode())
+        f = conn.makefile("rb")
+        for line in f:
+            log(kind="greet", local=local, line=line.decode("latin-1").rstrip("\r\n"))
+            conn.sendall(b"250 " + line)
+    except OSError:
+        pass
+    finally:
+        log(kind="greet-end", local=local)
+        conn.close()
+
+def echo(conn, local):
+    total = 0
+    try:
+        conn.settimeout(30)
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            total += len(data)
+            text = data.decode("latin-1") if len(data) <= 1024 else None
+            log(kind="echo-data", local=local, n=len(data), text=text)
+            conn.sendall(data)
+    except OSError:
+        pass
+    finally:
+        log(kind="echo-end", local=local, bytes=total)
+        conn.close()
+
+class PyHttp(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 10
+
+    def parse_request(self):
+        ok = super().parse_request()
+        local = self.server.local
+        if ok:
+            log(server="python", kind="request", local=local, method=self.command, path=self.path,
+                host=self.headers.get("Host"), version=self.request_version)
+        else:
+            log(server="python", kind="client-error", local=local,
+                raw=self.raw_requestline.decode("latin-1"))
+        return ok
+
+    def body(self):
+        local = self.server.local
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline(1024)
+                if not line:
+                    return
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline(1024)
+                    return
+                data = self.rfile.read(size)
+                self.rfile.readline(1024)
+                log(server="python", kind="body", local=local, path=self.path, data=data.decode("latin-1"))
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            data = self.rfile.read(n)
+            log(server="python", kind="body", local=local, path=self.path, data=data.decode("latin-1"))
+
+    def answer(self):
+        self.body()
+        host = self.headers.get("Host") or ""
+        body = f"upstream {self.server.local} python path={self.path} host={host}\n".encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = answer
+
+    def log_message(self, *args):
+        pass
 
 def accept_loop(srv, kind, local):
     while True:
         conn, peer = srv.accept()
         log(kind="accept", local=local, peer=f"{peer[0]}:{peer[1]}")
-        target = greet if kind == "greet" else handle
-        args = (conn, local) if kind == "greet" else (conn, kind, local)
+        target = {"greet": greet, "echo": echo}.get(kind, handle)
+        args = (conn, local) if kind in ("greet", "echo") else (conn, kind, local)
         threading.Thread(target=target, args=args, daemon=True).start()
 
 threads = []
 for spec in specs:
     kind, addr, port = spec.split(":")
+    if kind == "pyhttp":
+        httpd = http.server.ThreadingHTTPServer((addr, int(port)), PyHttp)
+        httpd.daemon_threads = True
+        httpd.local = f"{addr}:{port}"
+        t = threading.Thread(target=httpd.serve_forever, daemon=True)
+        t.start()
+        threads.append(t)
+        continue
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((addr, int(port)))
@@ -496,6 +693,18 @@ log(kind="ready")
 for t in threads:
     t.join()
 "#;
+
+/// An address on the root namespace's end of the link, deleted on drop.
+pub struct RootAddress {
+    cidr: String,
+    dev: String,
+}
+
+impl Drop for RootAddress {
+    fn drop(&mut self) {
+        ip_quiet(&["addr", "del", &self.cidr, "dev", &self.dev]);
+    }
+}
 
 /// The REDIRECT rule for the workload's link, deleted on drop.
 pub struct Redirect {
@@ -537,3 +746,39 @@ impl Drop for Redirect {
         let _ = run("iptables", &args);
     }
 }
+
+/// Node's HTTP server (`node upstream.js LOG ip:port...`), with `requireHostHeader: false` as a
+/// lenient deployment has it (a request without Host gets the default virtual host). Logs
+/// `request` for every request it parsed, `body` for each piece of a body as it arrives,
+/// `client-error` with the bytes it could not parse (`raw`), and `closed` for each connection.
+/// Answers `upstream <ip:port> node path=... host=...` once the body has ended.
+const UPSTREAM_JS: &str = r#"
+const fs = require("fs");
+const http = require("http");
+const [logPath, ...specs] = process.argv.slice(2);
+const log = (o) => fs.appendFileSync(logPath, JSON.stringify({ server: "node", ...o }) + "\n");
+let listening = 0;
+for (const spec of specs) {
+  const [addr, port] = spec.split(":");
+  const local = `${addr}:${port}`;
+  const srv = http.createServer({ requireHostHeader: false }, (req, res) => {
+    const host = req.headers.host ?? null;
+    log({ kind: "request", local, method: req.method, path: req.url, host, version: req.httpVersion });
+    req.on("data", (chunk) => log({ kind: "body", local, path: req.url, data: chunk.toString("latin1") }));
+    req.on("end", () => {
+      const body = `upstream ${local} node path=${req.url} host=${host ?? ""}\n`;
+      res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    });
+  });
+  srv.on("clientError", (err, sock) => {
+    log({ kind: "client-error", local, code: err.code, raw: err.rawPacket ? err.rawPacket.toString("latin1") : "" });
+    sock.destroy();
+  });
+  srv.on("connection", (sock) => sock.on("close", () => log({ kind: "closed", local })));
+  srv.listen(Number(port), addr, () => {
+    listening += 1;
+    if (listening === specs.length) log({ kind: "ready" });
+  });
+}
+"#;

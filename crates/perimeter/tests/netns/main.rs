@@ -47,10 +47,13 @@
 //!   the runner of their tables;
 //! - one file per scenario, each a policy and a gateway running tables of cases:
 //!   [`default_deny`] (with the tables of [`addresses`], [`names`], [`consistency`] and
-//!   [`paths`]), [`allow_all`], [`rule_states`] and [`transparent`].
+//!   [`paths`]), [`allow_all`], [`rule_states`] and [`transparent`];
+//! - [`bypasses`]: the bypasses and wrong answers found under attack (issue 8), against real
+//!   servers (Python's `http.server` and Node's `http`) besides the fixture's own upstreams.
 
 mod addresses;
 mod allow_all;
+mod bypasses;
 mod case;
 mod clients;
 mod consistency;

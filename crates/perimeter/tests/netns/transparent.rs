@@ -25,6 +25,7 @@ fn workload_namespace_leaves_only_through_the_root_namespace() {
     let net = Net::new(NetOptions {
         metadata: false,
         workload: true,
+        ..NetOptions::default()
     });
     let w = net.workload.as_ref().unwrap();
     let out = run("ip", &["-n", &w.ns, "-4", "route", "show"]);
@@ -185,6 +186,7 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
     let net = Net::new(NetOptions {
         metadata: false,
         workload: true,
+        ..NetOptions::default()
     });
     let a = net.a;
     let w = net.workload.as_ref().unwrap();
