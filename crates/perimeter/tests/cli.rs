@@ -6,13 +6,13 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use tempfile::TempDir;
 
-mod common;
+use perimeter_testkit::Server as Serve;
 
-use common::BIN;
+const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
-/// `perimeter serve` (see common) with the admin key, and the directory CLI runs start in.
+/// `perimeter serve` (the testkit's) with the admin key, and the directory CLI runs start in.
 struct Server {
-    _serve: common::Server,
+    _serve: Serve,
     url: String,
     key: String,
     /// Holds `perimeter-data/` (the store and the admin key); CLI runs start here.
@@ -50,7 +50,8 @@ impl Outcome {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let serve = common::Server::start(
+        let serve = Serve::start(
+            BIN,
             &dir.path().join("perimeter-data"),
             &[],
             &[("PERIMETER_LOG", "warn")],

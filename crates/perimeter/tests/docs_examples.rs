@@ -2,14 +2,13 @@
 //! egress private endpoints, run verbatim with real curl (and jq) against `perimeter serve`:
 //! only the host is replaced and the placeholders filled, as a user would.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, curl, json};
+use perimeter_testkit::{Server, curl, json};
 use serde_json::Value;
 
+const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 const DOCS_HOST: &str = "https://cockroachlabs.cloud";
 
 struct Docs {
@@ -89,7 +88,7 @@ impl Docs {
 
 fn start() -> (Server, Docs) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("data"), &[], &[]);
+    let s = Server::start(BIN, &dir.path().join("data"), &[], &[]);
     let docs = Docs {
         url: s.url(),
         key: s.admin_key_file(),

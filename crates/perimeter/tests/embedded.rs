@@ -3,13 +3,13 @@
 //! ACTIVE with no other process), enforcing the policy, kept on the same ports across restarts,
 //! and off with `--no-embedded-gateways`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Server, api, curl, header_value, http_upstream, json, ok, wait_until};
+use perimeter_testkit::{Server, api, curl, header_value, http_upstream, json, ok, wait_until};
 use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
 fn proxy_addresses(cluster: &Value) -> Vec<(String, String)> {
     cluster["regions"]
@@ -58,7 +58,7 @@ fn create_cluster(s: &Server, key: &str, name: &str, regions: Value) -> Value {
 #[test]
 fn embedded_gateways_enforce_and_settle_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), &[], &[]);
     let key = s.admin_key_file();
 
     // The answer to the create already carries a proxy address per region, on loopback.
@@ -189,7 +189,7 @@ fn embedded_gateways_enforce_and_settle_rules() {
 
     // A restart keeps the ports, and the gateways keep enforcing.
     assert!(s.terminate().success());
-    let s = Server::start(dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), &[], &[]);
     let c = ok(&s, &key, "GET", &format!("/api/v1/clusters/{id}"), None);
     assert_eq!(proxy_addresses(&c), addrs);
     wait_until("the proxy forwarding after the restart", 15, || {
@@ -200,7 +200,7 @@ fn embedded_gateways_enforce_and_settle_rules() {
 #[test]
 fn no_embedded_gateways_leaves_rules_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--no-embedded-gateways"], &[]);
+    let s = Server::start(BIN, dir.path(), &["--no-embedded-gateways"], &[]);
     let key = s.admin_key_file();
     let c = create_cluster(&s, &key, "external-only", json!({"us-east-1": 1}));
     let id = c["id"].as_str().unwrap().to_string();

@@ -2,43 +2,17 @@
 //! raw sockets through the explicit proxy, against loopback upstreams made here. Loopback is a
 //! special address, so the allowed upstream is named by a CIDR rule `127.0.0.0/8` on its port.
 
-mod common;
-
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Gateway, Server, api, curl, header_value, http_upstream, ok, wait_until};
+use perimeter_testkit::dns::dns_server;
+use perimeter_testkit::{Gateway, Server, api, curl, header_value, http_upstream, ok, wait_until};
 use serde_json::{Value, json};
 
-/// A DNS server on 127.0.0.1:0 that answers NXDOMAIN to everything.
-fn nxdomain_dns() -> String {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-            if n < 12 {
-                continue;
-            }
-            let mut reply = buf[..n].to_vec();
-            reply[2] = 0x80 | (reply[2] & 0x79); // QR, keep opcode and RD
-            reply[3] = 0x80 | 3; // RA, NXDOMAIN
-            for b in &mut reply[6..12] {
-                *b = 0; // no answer, authority or additional records
-            }
-            // Keep only the question section.
-            let mut end = 12;
-            while end < reply.len() && reply[end] != 0 {
-                end += 1 + reply[end] as usize;
-            }
-            reply.truncate((end + 5).min(reply.len()));
-            let _ = sock.send_to(&reply, peer);
-        }
-    });
-    addr
-}
+const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
 /// Send `request` raw to the proxy; returns what came back before it closed (10 s at most).
 fn raw(proxy: &str, request: &str) -> String {
@@ -76,7 +50,8 @@ fn setup() -> Setup {
     .unwrap();
     Setup {
         hosts,
-        dns: nxdomain_dns(),
+        // Knows no name: NXDOMAIN to everything.
+        dns: dns_server(HashMap::new()),
         up: http_upstream(),
         other: http_upstream(),
         dir,
@@ -108,7 +83,12 @@ fn cluster_with_gateway(s: &Server, key: &str, name: &str) -> (String, String) {
 fn default_deny_enforced_live_and_from_last_known_good() {
     let t = setup();
     // Only the gateway under test acknowledges: the embedded ones are off.
-    let s = Server::start(&t.dir.path().join("cp"), &["--no-embedded-gateways"], &[]);
+    let s = Server::start(
+        BIN,
+        &t.dir.path().join("cp"),
+        &["--no-embedded-gateways"],
+        &[],
+    );
     let key = s.admin_key_file();
     let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-deny");
     ok(
@@ -131,6 +111,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 
     let state = t.dir.path().join("gw-state");
     let gw = Gateway::start(
+        BIN,
         t.dir.path(),
         &s.url,
         &token,
@@ -306,6 +287,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
         l.local_addr().unwrap()
     });
     let gw = Gateway::start(
+        BIN,
         t.dir.path(),
         &dead_cp,
         &token,
@@ -323,6 +305,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 
     // A fresh gateway with no state and no control plane denies everything.
     let fresh = Gateway::start(
+        BIN,
         t.dir.path(),
         &dead_cp,
         &token,
@@ -346,10 +329,16 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 fn allow_all_still_guards_special_addresses() {
     let t = setup();
     // Only the gateway under test acknowledges: the embedded ones are off.
-    let s = Server::start(&t.dir.path().join("cp"), &["--no-embedded-gateways"], &[]);
+    let s = Server::start(
+        BIN,
+        &t.dir.path().join("cp"),
+        &["--no-embedded-gateways"],
+        &[],
+    );
     let key = s.admin_key_file();
     let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-allow");
     let gw = Gateway::start(
+        BIN,
         t.dir.path(),
         &s.url,
         &token,

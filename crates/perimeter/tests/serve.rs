@@ -1,12 +1,12 @@
 //! `perimeter serve` as a process: bootstrap, restart, SIGTERM, kill -9, PostgreSQL.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, curl, json};
+use perimeter_testkit::{Server, curl, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
 fn create_cluster(url: &str, key: &str, name: &str) -> String {
     let auth = format!("Authorization: Bearer {key}");
@@ -29,7 +29,7 @@ fn create_cluster(url: &str, key: &str, name: &str) -> String {
 #[test]
 fn restart_keeps_data_and_the_admin_key() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), &[], &[]);
     assert!(
         s.log_text().contains("its API key is in"),
         "announces the key file: {}",
@@ -65,6 +65,7 @@ fn restart_keeps_data_and_the_admin_key() {
     );
     // A second start ignores PERIMETER_ADMIN_API_KEY, keeps the stored key, and has the data.
     let s = Server::start(
+        BIN,
         dir.path(),
         &[],
         &[("PERIMETER_ADMIN_API_KEY", "an-operator-chosen-secret-123")],
@@ -95,6 +96,7 @@ fn restart_keeps_data_and_the_admin_key() {
 fn admin_key_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
+        BIN,
         dir.path(),
         &[],
         &[("PERIMETER_ADMIN_API_KEY", "an-operator-chosen-secret-123")],
@@ -122,7 +124,7 @@ fn admin_key_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_change() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), &[], &[]);
     let key = s.admin_key_file();
     let url = s.url();
     let c = create_cluster(&url, &key, "crash-test");
@@ -160,7 +162,7 @@ async fn kill_9_loses_no_acknowledged_change() {
         "the writers got only {} acknowledgements before the kill",
         acked.len()
     );
-    let s = Server::start(dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), &[], &[]);
     let http = reqwest::Client::new();
     let mut present = BTreeSet::new();
     let mut page = String::new();
@@ -217,12 +219,12 @@ fn serve_on_postgresql_keeps_data_across_restarts() {
     assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
     let url = format!("{base}/{db}");
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--database-url", &url], &[]);
+    let s = Server::start(BIN, dir.path(), &["--database-url", &url], &[]);
     assert!(s.log_text().contains("PostgreSQL"), "{}", s.log_text());
     let key = s.admin_key_file();
     let c = create_cluster(&s.url(), &key, "pg-cluster");
     assert!(s.terminate().success());
-    let s = Server::start(dir.path(), &["--database-url", &url], &[]);
+    let s = Server::start(BIN, dir.path(), &["--database-url", &url], &[]);
     let (st, b) = curl(&[
         "-H",
         &format!("Authorization: Bearer {key}"),
@@ -235,7 +237,7 @@ fn serve_on_postgresql_keeps_data_across_restarts() {
 
 #[test]
 fn bad_flags_fail_with_a_message() {
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "nowhere"])
         .output()
         .unwrap();
@@ -246,7 +248,7 @@ fn bad_flags_fail_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .args(["--database-url", "postgres://nobody@127.0.0.1:1/none"])

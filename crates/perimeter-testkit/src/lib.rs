@@ -1,0 +1,38 @@
+//! Helpers of the end-to-end tests, used only as a `[dev-dependency]`.
+//!
+//! The tests drive the real `perimeter` binary. Cargo tells an integration test where that
+//! binary is (`env!("CARGO_BIN_EXE_perimeter")`) but not a library, so everything that starts
+//! it takes the path as its first argument:
+//!
+//! ```ignore
+//! const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
+//! let s = Server::start(BIN, dir.path(), &[], &[]);
+//! ```
+//!
+//! - [`serve`] / [`gateway`]: `perimeter serve` and `perimeter gateway` as child processes,
+//!   killed on drop;
+//! - [`api`]: calls to the control plane's REST API with curl, and the calls tests make often;
+//! - [`curl`]: curl itself and reading a response's headers;
+//! - [`upstream`] and [`dns`]: a loopback HTTP upstream and a loopback DNS server;
+//! - [`lock`] and [`netns`]: machine-wide locks, and the `ip` commands of network-namespace
+//!   fixtures;
+//! - [`wait`]: polling with a bound, never a bare sleep.
+//!
+//! Tests send traffic only to loopback or to network namespaces they create.
+
+pub mod api;
+pub mod curl;
+pub mod dns;
+pub mod gateway;
+pub mod lock;
+pub mod netns;
+pub mod serve;
+pub mod upstream;
+pub mod wait;
+
+pub use api::{api, json, ok};
+pub use curl::{curl, header_value};
+pub use gateway::Gateway;
+pub use serve::{Server, serve_supports};
+pub use upstream::http_upstream;
+pub use wait::wait_until;
