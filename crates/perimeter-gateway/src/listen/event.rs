@@ -133,9 +133,13 @@ impl SharedDraft {
         })
     }
 
-    /// The exchange ends otherwise than allowed (revoked, failed): the event says so.
+    /// The exchange ends otherwise than allowed (revoked, failed): the event says so. A
+    /// revocation is final: the failure it causes upstream does not replace it.
     pub(crate) fn set_outcome(&self, outcome: Outcome) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = outcome;
+        let mut current = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if current.1 != Why::PolicyRevoked.as_str() {
+            *current = outcome;
+        }
     }
 
     /// One part is done; the last one finishes the event.
