@@ -62,6 +62,16 @@ impl DnsError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout { .. })
     }
+
+    /// Stable reason name, as refusals (`x-perimeter-error`) and decision events carry it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "dns_nxdomain",
+            Self::NoRecords { .. } => "dns_no_records",
+            Self::Timeout { .. } => "dns_timeout",
+            Self::ServerFailure { .. } => "dns_failure",
+        }
+    }
 }
 
 /// Why a [`Resolver`] could not be built.

@@ -367,7 +367,7 @@ impl Draft {
     ) {
         let event = DecisionEvent {
             cluster: self.cluster,
-            region: self.sink.region.clone(),
+            region: self.sink.region(),
             source: Some(self.source),
             destination: self.destination,
             port: self.port,

@@ -171,6 +171,8 @@ pub struct Gateway {
     pub proxy: String,
     /// The transparent listener's address, when the gateway runs one.
     pub transparent: Option<String>,
+    /// `http://<addr>/metrics`, when the gateway serves metrics (`--metrics-listen`).
+    pub metrics: Option<String>,
     pub log: PathBuf,
 }
 
@@ -211,6 +213,22 @@ impl Gateway {
         dns: &str,
         extra: &[&str],
     ) -> Gateway {
+        let mut args = vec!["--region", region];
+        args.extend_from_slice(extra);
+        Self::start_registered(dir, control_plane, token, state_dir, hosts, dns, &args)
+    }
+
+    /// [`Gateway::start_with`] without `--region`: the gateway takes its region from its
+    /// registration alone.
+    pub fn start_registered(
+        dir: &Path,
+        control_plane: &str,
+        token: &str,
+        state_dir: &Path,
+        hosts: &Path,
+        dns: &str,
+        extra: &[&str],
+    ) -> Gateway {
         std::fs::create_dir_all(dir).unwrap();
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = dir.join(format!("gateway-{}-{n}.log", std::process::id()));
@@ -223,7 +241,7 @@ impl Gateway {
                 "--token",
                 token,
             ])
-            .args(["--listen", "127.0.0.1:0", "--region", region])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--hosts-file")
@@ -254,6 +272,11 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let metrics = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split("perimeter: gateway metrics on ").nth(1))
+            .map(|a| a.trim().to_string());
         let transparent = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
@@ -266,6 +289,7 @@ impl Gateway {
             child,
             proxy,
             transparent,
+            metrics,
             log,
         }
     }
@@ -396,4 +420,32 @@ pub fn http_upstream() -> u16 {
         }
     });
     port
+}
+
+/// A DNS server on 127.0.0.1:0 that answers NXDOMAIN to everything.
+pub fn nxdomain_dns() -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let mut reply = buf[..n].to_vec();
+            reply[2] = 0x80 | (reply[2] & 0x79); // QR, keep opcode and RD
+            reply[3] = 0x80 | 3; // RA, NXDOMAIN
+            for b in &mut reply[6..12] {
+                *b = 0; // no answer, authority or additional records
+            }
+            // Keep only the question section.
+            let mut end = 12;
+            while end < reply.len() && reply[end] != 0 {
+                end += 1 + reply[end] as usize;
+            }
+            reply.truncate((end + 5).min(reply.len()));
+            let _ = sock.send_to(&reply, peer);
+        }
+    });
+    addr
 }
