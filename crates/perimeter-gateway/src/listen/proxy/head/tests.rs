@@ -517,8 +517,10 @@ async fn a_head_with_both_content_length_and_chunked_gets_400_and_the_connection
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
+/// Every idle tunnel holds its connection's task: its future must stay small (the phases it
+/// is not in are boxed).
 #[tokio::test]
-async fn future_sizes() {
+async fn a_connection_task_holds_little_besides_its_phase() {
     let (_tx, snapshots) = watch::channel(Arc::new(perimeter_policy::Snapshot::empty_deny()));
     let resolver = Resolver::new(ResolverConfig {
         servers: vec!["127.0.0.1:9".parse().unwrap()],
