@@ -18,17 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perimeter_testkit::api::{
-    add_rule, create_cluster, delete_rule_applied, gateway_token, set_traffic_policy,
-    wait_gateways_applied, wait_rule_active,
-};
+use perimeter_testkit::api::{add_rule, delete_rule_applied, set_traffic_policy, wait_rule_active};
 use perimeter_testkit::{Gateway, Server};
 use serde_json::{Value, json};
 
 use crate::case::{self, Reason, case, curl, curl_with, raw_bytes, tls};
 use crate::clients::{Conn, Reply, curl_via};
 use crate::fixture::{Addrs, HOMOGRAPH_UTF8, HttpServer, Net, NetOptions};
-use crate::{BIN, start_serve};
+use crate::{Perimeter, start_perimeter};
 
 /// Seconds to wait for a decision event, for a tunnel to close, for an upstream's event.
 const WAIT: u64 = 5;
@@ -55,22 +52,8 @@ fn env(
     rules: impl FnOnce(Addrs) -> Vec<Value>,
 ) -> Env {
     let net = Net::new(opts);
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
-    let key = s.admin_key_file();
-    let cid = create_cluster(&s, &key, cluster, &["us-east-1"]);
-    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
-    let gw = Gateway::start_with(
-        BIN,
-        net.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &net.dir.path().join("gw-state"),
-        &net.hosts,
-        &net.dns,
-        &["--log-format", "json"],
-    );
-    wait_gateways_applied(&s, &key, &cid, 1);
+    let Perimeter { s, key, cid, gw } =
+        start_perimeter(&net, cluster, "gw-1", &["--log-format", "json"]);
     set_traffic_policy(&s, &key, &cid, policy);
     let mut ids = HashMap::new();
     for body in rules(net.a) {
