@@ -1054,5 +1054,77 @@ fn malformed_authorities_and_sni_on_ip_literals() {
             logged.map(drop),
         );
     }
+    let target = format!("{}:443", e.net.a.allowed);
+    check(
+        &mut failures,
+        &format!("10. CONNECT {target} with an encrypted_client_hello (outer SNI allowed.test)"),
+        ech_refused(&e, &target),
+    );
     case::assert_passed("malformed authorities and SNI on IP literals", &failures);
+}
+
+/// A TLS 1.3 ClientHello naming `sni`, carrying an `encrypted_client_hello` extension (0xfe0d,
+/// an outer-type payload as clients send it: the real name is inside the encryption).
+fn client_hello_with_ech(sni: &str) -> Vec<u8> {
+    fn vec16(b: &[u8]) -> Vec<u8> {
+        [&(b.len() as u16).to_be_bytes()[..], b].concat()
+    }
+    let server_name = vec16(&[&[0u8][..], &vec16(sni.as_bytes())].concat());
+    let ech = [
+        &[0u8][..],        // outer ClientHello
+        &[0, 1, 0, 1],     // HPKE KDF and AEAD
+        &[0x2a],           // config id
+        &vec16(&[7; 32]),  // encapsulated key
+        &vec16(&[9; 128]), // payload
+    ]
+    .concat();
+    let extensions = [
+        &0u16.to_be_bytes()[..],
+        &vec16(&server_name),
+        &0x002bu16.to_be_bytes(), // supported_versions: TLS 1.3
+        &vec16(&[2, 3, 4]),
+        &0xfe0du16.to_be_bytes(),
+        &vec16(&ech),
+    ]
+    .concat();
+    let body = [
+        &[3u8, 3][..],
+        &[1; 32],
+        &[0],
+        &vec16(&[0x13, 0x01]),
+        &[1, 0],
+        &vec16(&extensions),
+    ]
+    .concat();
+    let len = (body.len() as u32).to_be_bytes();
+    let handshake = [&[1u8, len[1], len[2], len[3]][..], &body].concat();
+    [&[0x16u8, 3, 1][..], &vec16(&handshake)].concat()
+}
+
+/// Finding 10: under DEFAULT_DENY a ClientHello with `encrypted_client_hello` is closed with
+/// `tls_encrypted_client_hello` (the name the server routes on is hidden), and nothing of it
+/// reaches the upstream.
+fn ech_refused(e: &Env, target: &str) -> Result<(), String> {
+    let before = e.net.events().len();
+    let since = e.decisions_so_far();
+    let mut c = Conn::open(e.proxy());
+    c.connect(target)
+        .map_err(|h| format!("CONNECT {target} answered {h:?}"))?;
+    let _ = c.send(&client_hello_with_ech("allowed.test"));
+    match c.until_closed(WAIT) {
+        Err(text) => return Err(format!("the tunnel was still open: {text:?}")),
+        Ok(text) if !text.is_empty() => return Err(format!("bytes came back: {text:?}")),
+        Ok(_) => {}
+    }
+    e.decision(&c, since, "tls_encrypted_client_hello")?;
+    let reached: Vec<Value> = e.net.events()[before..]
+        .iter()
+        .filter(|ev| ev["kind"] != "accept" && ev["kind"] != "tcp-empty")
+        .cloned()
+        .collect();
+    if reached.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("it reached the upstream: {reached:?}"))
+    }
 }
