@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use perimeter_testkit::api::{create_cluster, gateway_token};
 use perimeter_testkit::dns::dns_server;
 use perimeter_testkit::{Gateway, Server, api, curl, header_value, http_upstream, ok, wait_until};
 use serde_json::{Value, json};
@@ -59,24 +60,9 @@ fn setup() -> Setup {
 }
 
 fn cluster_with_gateway(s: &Server, key: &str, name: &str) -> (String, String) {
-    let c = ok(
-        s,
-        key,
-        "POST",
-        "/api/v1/clusters",
-        Some(
-            json!({"name": name, "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}}),
-        ),
-    );
-    let cid = c["id"].as_str().unwrap().to_string();
-    let g = ok(
-        s,
-        key,
-        "POST",
-        &format!("/api/v1/clusters/{cid}/gateways"),
-        Some(json!({"region": "us-east-1", "name": "gw-1"})),
-    );
-    (cid, g["token"].as_str().unwrap().to_string())
+    let cid = create_cluster(s, key, name, &["us-east-1"]);
+    let token = gateway_token(s, key, &cid, "us-east-1", "gw-1");
+    (cid, token)
 }
 
 #[test]
