@@ -7,7 +7,9 @@ pub mod extract;
 pub mod model;
 pub mod publish;
 pub mod reconcile;
+pub mod resolve;
 mod routes;
+pub mod what_if;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +51,9 @@ pub struct AppState {
     pub rule_pages: Arc<ReadCache>,
     /// Where this process's embedded gateways listen (empty with `--no-embedded-gateways`).
     pub embedded: EmbeddedGateways,
+    /// Resolves names for egress-check as the gateways do; without one, egress-check judges a
+    /// name before resolution (FQDN rules only) and says so in a warning.
+    pub resolver: Option<Arc<dyn resolve::NameResolver>>,
 }
 
 /// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
@@ -136,6 +141,7 @@ impl AppState {
             principals: Arc::default(),
             rule_pages: Arc::default(),
             embedded: EmbeddedGateways::default(),
+            resolver: None,
         }
     }
 
@@ -154,6 +160,12 @@ impl AppState {
 
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Resolve names for egress-check with `resolver` (the gateways' resolver).
+    pub fn with_resolver(mut self, resolver: Arc<dyn resolve::NameResolver>) -> Self {
+        self.resolver = Some(resolver);
         self
     }
 }

@@ -219,6 +219,12 @@ async fn long_poll_and_tokens(s: &TestServer) {
     assert_eq!(st, 200);
     assert_eq!(v["document"], Value::Null);
     assert!(t.elapsed() >= Duration::from_millis(900));
+    // Every answer, with a document or without, names the asking gateway's registration.
+    assert_eq!(
+        v["gateway"],
+        json!({"id": g.id, "cluster_id": c, "name": "poller", "region": "us-east-1"}),
+        "{v}"
+    );
     // A change wakes a waiting poll at once.
     let poll = {
         let http = s.http.clone();

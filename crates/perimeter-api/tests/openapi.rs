@@ -228,3 +228,35 @@ fn compat_shapes_follow_the_reference() {
         }
     }
 }
+
+/// The extensions of egress-check (per-address verdicts, resolution errors) and of the
+/// snapshot answer (the gateway's registration) are documented with their shapes.
+#[test]
+fn what_if_and_registration_shapes_are_documented() {
+    let doc = doc();
+    let check = schema(&doc, "EgressCheckResponse");
+    for field in ["addresses", "resolution_error", "rule", "reason"] {
+        assert!(
+            !check["properties"][field].is_null(),
+            "EgressCheckResponse.{field}: {check:#}"
+        );
+    }
+    let address = schema(&doc, "AddressVerdict");
+    for field in ["address", "allowed", "rule_name", "reason", "dialled"] {
+        assert!(
+            !address["properties"][field].is_null(),
+            "AddressVerdict.{field}: {address:#}"
+        );
+    }
+    let error = schema(&doc, "ResolutionError");
+    assert!(!error["properties"]["reason"].is_null(), "{error:#}");
+    let snapshot = schema(&doc, "SnapshotResponse");
+    assert!(!snapshot["properties"]["gateway"].is_null(), "{snapshot:#}");
+    let registration = schema(&doc, "GatewayRegistration");
+    for field in ["id", "cluster_id", "name", "region"] {
+        assert!(
+            !registration["properties"][field].is_null(),
+            "GatewayRegistration.{field}: {registration:#}"
+        );
+    }
+}

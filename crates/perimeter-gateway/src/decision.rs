@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -284,20 +284,40 @@ impl DecisionAggregator {
     }
 }
 
-/// Where decision events go: the log, the metrics, the aggregator. Labels `cluster` and
-/// `region` are filled in here.
+/// Where decision events go: the log, the metrics, the aggregator. It holds the `region` label
+/// of the gateway's events: the region of its registration, which the policy sync learns from
+/// the control plane (and keeps beside the last-known-good policy), so it may change once after
+/// start, from what the gateway knew then to what the control plane says.
 #[derive(Debug)]
 pub struct DecisionSink {
-    pub region: String,
+    region: RwLock<Arc<str>>,
     pub aggregator: DecisionAggregator,
 }
 
 impl DecisionSink {
+    /// A sink labelling events with `region` until [`DecisionSink::set_region`] says otherwise
+    /// (empty: not known yet).
     pub fn new(region: impl Into<String>) -> Arc<Self> {
         Arc::new(Self {
-            region: region.into(),
+            region: RwLock::new(Arc::from(region.into())),
             aggregator: DecisionAggregator::default(),
         })
+    }
+
+    /// The region label of events decided now.
+    pub fn region(&self) -> String {
+        self.region
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_string()
+    }
+
+    /// Label events decided from now on with `region`.
+    pub fn set_region(&self, region: &str) {
+        let mut current = self.region.write().unwrap_or_else(|p| p.into_inner());
+        if **current != *region {
+            *current = Arc::from(region);
+        }
     }
 
     pub fn record(&self, event: &DecisionEvent) {

@@ -62,6 +62,42 @@ impl DnsError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout { .. })
     }
+
+    /// How it failed.
+    pub fn failure(&self) -> DnsFailure {
+        match self {
+            Self::NotFound { .. } => DnsFailure::NxDomain,
+            Self::NoRecords { .. } => DnsFailure::NoRecords,
+            Self::Timeout { .. } => DnsFailure::Timeout,
+            Self::ServerFailure { .. } => DnsFailure::ServerFailure,
+        }
+    }
+
+    /// Stable reason name, as refusals (`x-perimeter-error`) and decision events carry it.
+    pub fn reason(&self) -> &'static str {
+        self.failure().as_str()
+    }
+}
+
+/// How name resolution failed, without the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    Timeout,
+    NxDomain,
+    NoRecords,
+    ServerFailure,
+}
+
+impl DnsFailure {
+    /// Stable reason name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NxDomain => "dns_nxdomain",
+            Self::NoRecords => "dns_no_records",
+            Self::Timeout => "dns_timeout",
+            Self::ServerFailure => "dns_failure",
+        }
+    }
 }
 
 /// Why a [`Resolver`] could not be built.

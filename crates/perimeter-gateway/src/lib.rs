@@ -10,7 +10,8 @@
 //!   pulled from the control plane and kept on disk as last-known-good, so a gateway without a
 //!   policy denies everything and one that loses the control plane never falls open;
 //! - **decision events** ([`decision`]): one structured event and one metric per decision,
-//!   and aggregates pushed to the control plane;
+//!   and aggregates pushed to the control plane, labelled with the region of the gateway's
+//!   [`registration`];
 //! - [`runtime`]: one gateway's tasks started and stopped together, as `perimeter gateway` runs
 //!   one and `perimeter serve` runs one per cluster region.
 //!
@@ -34,6 +35,7 @@ pub mod fuzzing;
 pub mod http_head;
 pub mod listen;
 pub mod original_dst;
+pub mod registration;
 pub mod runtime;
 pub mod sync;
 pub mod tls;

@@ -1,5 +1,8 @@
 //! One running gateway: policy sync, the listeners and the decision push, started together and
 //! stopped together. `perimeter gateway` runs one; `perimeter serve` runs one per cluster region.
+//! A gateway whose registration names another region than the one it was started for does not
+//! start, or, when the control plane says so after the start, reports it in
+//! [`RunningGateway::failed`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::decision::{DecisionSink, PushConfig, push_loop};
 use crate::dns::Resolver;
 use crate::listen::{self, GatewayLimits, ProxyContext};
+use crate::registration::RegionMismatch;
 use crate::sync::{PolicySync, SyncConfig};
 
 /// What a gateway needs besides its listeners.
@@ -22,8 +26,11 @@ pub struct GatewaySpec {
     pub control_plane: String,
     /// The gateway's token (`PRGW.<id>.<secret>`).
     pub token: String,
-    /// Region label of metrics and decision events.
-    pub region: String,
+    /// The region the gateway is started for, when the caller knows it (`perimeter serve`
+    /// registers its embedded gateways itself). The registration the control plane holds must
+    /// name the same region. Decisions are labelled with the registration's region; this one
+    /// labels them only until the registration is known.
+    pub region: Option<String>,
     /// Directory of the last-known-good policy.
     pub state_dir: PathBuf,
     pub resolver: Arc<Resolver>,
@@ -45,17 +52,29 @@ pub struct Listeners {
     pub also_own: Vec<SocketAddr>,
 }
 
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("reading the listeners' addresses: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Registration(#[from] RegionMismatch),
+}
+
 /// A started gateway; dropping it does not stop it, [`RunningGateway::stop`] does.
 pub struct RunningGateway {
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     proxy_addr: SocketAddr,
+    failure: watch::Receiver<Option<RegionMismatch>>,
 }
 
 impl RunningGateway {
     /// Start syncing and serving. The first policy is the last-known-good one in the state
-    /// directory, or none (deny everything) until the control plane answers.
-    pub fn start(spec: GatewaySpec, listeners: Listeners) -> std::io::Result<Self> {
+    /// directory, or none (deny everything) until the control plane answers. Refuses to start
+    /// when the registration kept in the state directory names another region than
+    /// `spec.region`.
+    pub fn start(spec: GatewaySpec, listeners: Listeners) -> Result<Self, StartError> {
         let proxy_addr = listeners.proxy.local_addr()?;
         let mut bound = vec![proxy_addr];
         if let Some(t) = &listeners.transparent {
@@ -63,15 +82,19 @@ impl RunningGateway {
         }
         bound.extend(listeners.also_own.iter().copied());
 
-        let (sync, snapshots) = PolicySync::new(SyncConfig {
-            control_plane: spec.control_plane.clone(),
-            token: spec.token.clone(),
-            state_dir: spec.state_dir.clone(),
-            wait: spec
-                .poll_wait
-                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
-        });
-        let sink = DecisionSink::new(spec.region.clone());
+        let sink = DecisionSink::new(String::new());
+        let (sync, snapshots) = PolicySync::new(
+            SyncConfig {
+                control_plane: spec.control_plane.clone(),
+                token: spec.token.clone(),
+                state_dir: spec.state_dir.clone(),
+                wait: spec
+                    .poll_wait
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                expected_region: spec.region.clone(),
+            },
+            sink.clone(),
+        )?;
         let ctx = ProxyContext {
             snapshots,
             resolver: spec.resolver.clone(),
@@ -87,8 +110,17 @@ impl RunningGateway {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
+        let (failed, failure) = watch::channel(None);
+        let sync_task = sync.run(stopped());
         let mut tasks = vec![
-            ("policy sync", tokio::spawn(sync.run(stopped()))),
+            (
+                "policy sync",
+                tokio::spawn(async move {
+                    if let Err(e) = sync_task.await {
+                        let _ = failed.send(Some(e));
+                    }
+                }),
+            ),
             (
                 "decision push",
                 tokio::spawn(push_loop(
@@ -122,7 +154,22 @@ impl RunningGateway {
             stop,
             tasks,
             proxy_addr,
+            failure,
         })
+    }
+
+    /// Resolves if the gateway cannot go on: the control plane says it is registered in
+    /// another region than it was started for (its policy sync has stopped). Pending forever
+    /// otherwise.
+    pub async fn failed(&self) -> RegionMismatch {
+        let mut rx = self.failure.clone();
+        if let Ok(f) = rx.wait_for(Option::is_some).await
+            && let Some(e) = f.clone()
+        {
+            return e;
+        }
+        // The sync ended without failing: nothing will be reported.
+        std::future::pending().await
     }
 
     /// Where the explicit proxy listens.

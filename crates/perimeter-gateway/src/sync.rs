@@ -2,14 +2,22 @@
 //! (long-poll), compiles each, persists it as last-known-good *before* acknowledging it, and
 //! swaps the compiled snapshot in atomically. It starts from the last-known-good file when the
 //! control plane is unreachable, and denies everything when it has none. It never falls open.
+//!
+//! Every answer also carries the gateway's [`Registration`]: its region labels the gateway's
+//! decisions, and is kept beside the last-known-good policy. The first poll of a process asks
+//! not to wait, so the registration (and any newer policy) is known at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use perimeter_policy::{PolicyDocument, Snapshot, compile};
 use serde::Deserialize;
 use tokio::sync::watch;
+
+use crate::decision::DecisionSink;
+use crate::registration::{REGISTRATION_FILE, RegionMismatch, Registration};
 
 /// Where the gateway keeps its last-known-good document.
 pub const LKG_FILE: &str = "last-known-good.json";
@@ -24,6 +32,9 @@ pub struct SyncConfig {
     pub state_dir: PathBuf,
     /// Longest long-poll wait asked of the control plane.
     pub wait: Duration,
+    /// The region the gateway was started for, if it was told one: the registration must name
+    /// the same region, else the sync stops with [`RegionMismatch`].
+    pub expected_region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,17 +47,23 @@ pub enum SyncError {
         context: &'static str,
         body: String,
     },
-    #[error("while {context}: {source}")]
+    #[error("while {context} {}: {source}", path.display())]
     Io {
         context: &'static str,
+        path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Registration(#[from] RegionMismatch),
 }
 
 #[derive(Debug, Deserialize)]
 struct SnapshotAnswer {
     version: u64,
     document: Option<PolicyDocument>,
+    /// The asking gateway's registration (absent from control planes that predate it).
+    #[serde(default)]
+    gateway: Option<Registration>,
 }
 
 /// Read and compile the last-known-good document, if there is a usable one.
@@ -71,18 +88,34 @@ pub fn load_last_known_good(state_dir: &Path) -> Option<(PolicyDocument, Snapsho
 
 /// Write the document durably: temp file, fsync, rename, fsync the directory.
 pub fn persist(state_dir: &Path, doc: &PolicyDocument) -> Result<(), SyncError> {
-    use std::io::Write;
-    let io = |context| move |source| SyncError::Io { context, source };
-    std::fs::create_dir_all(state_dir).map_err(io("creating the state directory"))?;
-    let tmp = state_dir.join(format!("{LKG_FILE}.tmp"));
     let bytes = serde_json::to_vec(doc).expect("a policy document serialises");
-    let mut f = std::fs::File::create(&tmp).map_err(io("writing the last-known-good policy"))?;
-    f.write_all(&bytes)
-        .map_err(io("writing the last-known-good policy"))?;
-    f.sync_all()
-        .map_err(io("syncing the last-known-good policy"))?;
-    std::fs::rename(&tmp, state_dir.join(LKG_FILE))
-        .map_err(io("replacing the last-known-good policy"))?;
+    write_durably(state_dir, LKG_FILE, &bytes)
+}
+
+/// Write the gateway's registration durably beside the last-known-good policy.
+pub fn persist_registration(state_dir: &Path, reg: &Registration) -> Result<(), SyncError> {
+    let bytes = serde_json::to_vec(reg).expect("a registration serialises");
+    write_durably(state_dir, REGISTRATION_FILE, &bytes)
+}
+
+/// Temp file, fsync, rename over `file`, fsync the directory.
+fn write_durably(state_dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SyncError> {
+    use std::io::Write;
+    let io = |context, path: &Path| {
+        let path = path.to_owned();
+        move |source| SyncError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(state_dir).map_err(io("creating the state directory", state_dir))?;
+    let tmp = state_dir.join(format!("{file}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io("writing", &tmp))?;
+    f.write_all(bytes).map_err(io("writing", &tmp))?;
+    f.sync_all().map_err(io("syncing", &tmp))?;
+    let path = state_dir.join(file);
+    std::fs::rename(&tmp, &path).map_err(io("replacing", &path))?;
     if let Ok(dir) = std::fs::File::open(state_dir) {
         let _ = dir.sync_all();
     }
@@ -111,12 +144,33 @@ pub struct PolicySync {
     cfg: SyncConfig,
     http: reqwest::Client,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// Where the region label of decisions is set.
+    sink: Arc<DecisionSink>,
+    /// The registration as last kept (from the state directory, then from the control plane).
+    registration: std::sync::Mutex<Option<Registration>>,
+    /// Whether the control plane answered this process yet: until then polls do not wait.
+    answered: AtomicBool,
 }
 
 impl PolicySync {
     /// Start from the last-known-good document (or deny-all) and return the sync with the
-    /// receiver listeners read from.
-    pub fn new(cfg: SyncConfig) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+    /// receiver listeners read from. Decisions are labelled with the region of the registration
+    /// kept in the state directory, else with the expected region, else with an empty region
+    /// until the control plane answers. A kept registration of another region than the
+    /// expected one is refused.
+    pub fn new(
+        cfg: SyncConfig,
+        sink: Arc<DecisionSink>,
+    ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), RegionMismatch> {
+        let kept = Registration::load(&cfg.state_dir, &cfg.token);
+        match &kept {
+            Some(reg) => {
+                reg.check_region(cfg.expected_region.as_deref())?;
+                tracing::info!(gateway = %reg.id, name = %reg.name, region = %reg.region, "labelling decisions with the kept registration's region until the control plane answers");
+                sink.set_region(&reg.region);
+            }
+            None => sink.set_region(cfg.expected_region.as_deref().unwrap_or_default()),
+        }
         let initial = match load_last_known_good(&cfg.state_dir) {
             Some((doc, snap)) => {
                 tracing::info!(version = doc.version, cluster = %doc.cluster_id, "enforcing the last-known-good policy until the control plane answers");
@@ -133,7 +187,29 @@ impl PolicySync {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client with timeouts builds");
-        (PolicySync { cfg, http, tx }, rx)
+        let sync = PolicySync {
+            cfg,
+            http,
+            tx,
+            sink,
+            registration: std::sync::Mutex::new(kept),
+            answered: AtomicBool::new(false),
+        };
+        Ok((sync, rx))
+    }
+
+    /// Take the control plane's word on the registration: refuse one of another region than
+    /// expected, keep it beside the last-known-good policy, and label decisions with its region.
+    fn learn(&self, reg: Registration) -> Result<(), SyncError> {
+        reg.check_region(self.cfg.expected_region.as_deref())?;
+        let mut kept = self.registration.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.as_ref() != Some(&reg) {
+            persist_registration(&self.cfg.state_dir, &reg)?;
+            self.sink.set_region(&reg.region);
+            tracing::info!(gateway = %reg.id, name = %reg.name, cluster = %reg.cluster_id, region = %reg.region, "registered as {} in region {}", reg.name, reg.region);
+            *kept = Some(reg);
+        }
+        Ok(())
     }
 
     fn current_version(&self) -> u64 {
@@ -141,19 +217,27 @@ impl PolicySync {
     }
 
     /// Run until `shutdown` resolves: poll, apply, acknowledge; back off while the control plane
-    /// is unreachable, enforcing what it has.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    /// is unreachable, enforcing what it has. Stops with the error when the control plane says
+    /// the gateway is registered in another region than expected.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RegionMismatch> {
         tokio::pin!(shutdown);
         let mut failures = 0u32;
         loop {
             let step = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return Ok(()),
                 r = self.step() => r,
             };
             let pause = match step {
                 Ok(()) => {
                     failures = 0;
                     Duration::ZERO
+                }
+                Err(SyncError::Registration(e)) => {
+                    tracing::error!(error = %e, "the gateway's registration names another region; stopping");
+                    return Err(e);
                 }
                 Err(e) => {
                     failures += 1;
@@ -165,20 +249,25 @@ impl PolicySync {
             };
             if !pause.is_zero() {
                 tokio::select! {
-                    _ = &mut shutdown => return,
+                    _ = &mut shutdown => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
         }
     }
 
-    /// One long-poll; applies and acknowledges a newer document if one came.
+    /// One long-poll (not waiting until the control plane first answered); learns the
+    /// registration, applies and acknowledges a newer document if one came.
     pub async fn step(&self) -> Result<(), SyncError> {
         let after = self.current_version();
-        let url = format!(
-            "{}/api/v1/gateway/snapshot?after_version={after}&wait_seconds={}",
-            self.cfg.control_plane.trim_end_matches('/'),
+        let wait = if self.answered.load(Ordering::Relaxed) {
             self.cfg.wait.as_secs()
+        } else {
+            0
+        };
+        let url = format!(
+            "{}/api/v1/gateway/snapshot?after_version={after}&wait_seconds={wait}",
+            self.cfg.control_plane.trim_end_matches('/'),
         );
         let resp = self
             .http
@@ -196,6 +285,10 @@ impl PolicySync {
                 url: url.clone(),
                 source,
             })?;
+        if let Some(reg) = answer.gateway {
+            self.learn(reg)?;
+        }
+        self.answered.store(true, Ordering::Relaxed);
         let Some(doc) = answer.document else {
             tracing::debug!(
                 control_plane_version = answer.version,

@@ -55,3 +55,8 @@ pub fn dns_server(records: HashMap<String, Vec<Ipv4Addr>>) -> String {
     });
     addr
 }
+
+/// A DNS server on 127.0.0.1:0 that answers NXDOMAIN to everything.
+pub fn nxdomain_dns() -> String {
+    dns_server(HashMap::new())
+}

@@ -19,6 +19,8 @@ pub struct Gateway {
     pub proxy: String,
     /// The transparent listener's address, when the gateway runs one.
     pub transparent: Option<String>,
+    /// `http://<addr>/metrics`, when the gateway serves metrics (`--metrics-listen`).
+    pub metrics: Option<String>,
     pub log: PathBuf,
 }
 
@@ -63,6 +65,24 @@ impl Gateway {
         dns: &str,
         extra: &[&str],
     ) -> Gateway {
+        let mut args = vec!["--region", region];
+        args.extend_from_slice(extra);
+        Self::start_registered(bin, dir, control_plane, token, state_dir, hosts, dns, &args)
+    }
+
+    /// [`Gateway::start_with`] without `--region`: the gateway takes its region from its
+    /// registration alone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_registered(
+        bin: &str,
+        dir: &Path,
+        control_plane: &str,
+        token: &str,
+        state_dir: &Path,
+        hosts: &Path,
+        dns: &str,
+        extra: &[&str],
+    ) -> Gateway {
         std::fs::create_dir_all(dir).unwrap();
         let n = STARTS.fetch_add(1, Ordering::SeqCst);
         let log = dir.join(format!("gateway-{}-{n}.log", std::process::id()));
@@ -75,7 +95,7 @@ impl Gateway {
                 "--token",
                 token,
             ])
-            .args(["--listen", "127.0.0.1:0", "--region", region])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--hosts-file")
@@ -106,6 +126,11 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        let metrics = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split("perimeter: gateway metrics on ").nth(1))
+            .map(|a| a.trim().to_string());
         let transparent = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
@@ -118,6 +143,7 @@ impl Gateway {
             child,
             proxy,
             transparent,
+            metrics,
             log,
         }
     }

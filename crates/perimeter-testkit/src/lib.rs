@@ -21,6 +21,7 @@
 //! Tests send traffic only to loopback or to network namespaces they create.
 
 pub mod api;
+pub mod certs;
 pub mod curl;
 pub mod dns;
 pub mod gateway;

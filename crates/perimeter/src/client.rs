@@ -48,7 +48,8 @@ pub enum ClientCommand {
     /// Add, list and delete entries of a cluster's IP allowlist.
     #[command(after_help = EXIT_STATUS_HELP)]
     Allowlist(allowlist::AllowlistArgs),
-    /// What the cluster's gateways would decide for a destination (egress-check).
+    /// What the cluster's gateways would decide for a destination (egress-check). A name is
+    /// resolved as the gateways resolve it and judged per address, each listed with its verdict.
     #[command(after_help = EXIT_STATUS_HELP)]
     Check(check::CheckArgs),
     /// Register, list and deregister the gateways that enforce a cluster's policy.

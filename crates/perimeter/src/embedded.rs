@@ -176,7 +176,7 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
         GatewaySpec {
             control_plane: control_plane_url(cfg.api),
             token,
-            region: region.clone(),
+            region: Some(region.clone()),
             state_dir: cfg.data_dir.join("gateways").join(cluster_id).join(region),
             resolver: cfg.resolver.clone(),
             limits: cfg.limits.clone(),

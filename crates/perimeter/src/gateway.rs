@@ -1,7 +1,8 @@
 //! `perimeter gateway`: the data plane alone. Pulls the cluster's policy from the control plane
 //! (enforcing the last-known-good snapshot in `--state-dir` while it is unreachable, and
 //! denying everything when there is none), serves the explicit proxy, pushes decision counts,
-//! and shuts down cleanly on SIGTERM or Ctrl-C.
+//! and shuts down cleanly on SIGTERM or Ctrl-C. Its region is the one it is registered in, as
+//! the control plane says (kept in `--state-dir`); `--region` only checks it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,9 +33,14 @@ pub struct GatewayArgs {
     /// --to-ports <port>`). Off unless given.
     #[arg(long)]
     pub transparent_listen: Option<SocketAddr>,
-    /// Region label of metrics and decision events.
-    #[arg(long, default_value = "default")]
-    pub region: String,
+    /// The region this gateway is meant to serve, as a check: the gateway learns its region
+    /// from its registration (the control plane's answer, kept in --state-dir) and labels its
+    /// metrics and decision events with it. When this is given and the registration names
+    /// another region, the gateway refuses to start (or stops, once the control plane says
+    /// so), naming both. Without it, decisions before the first answer of the control plane
+    /// carry an empty region unless a registration is kept.
+    #[arg(long)]
+    pub region: Option<String>,
     /// Directory of the last-known-good policy.
     #[arg(long, default_value = "./perimeter-gateway")]
     pub state_dir: PathBuf,
@@ -131,10 +137,13 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         tracing::info!(addr = %t, "transparent listener on {t}");
         eprintln!("perimeter: gateway transparent listener on {t}");
     }
-    tracing::info!(%addr, region = %args.region, "gateway listening on {addr}");
+    tracing::info!(%addr, "gateway listening on {addr}");
     eprintln!("perimeter: gateway listening on {addr}");
 
-    shutdown_signal().await;
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        e = gateway.failed() => Some(e),
+    };
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     gateway.stop().await;
@@ -142,7 +151,10 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(anyhow::Error::new(e).context("--region does not match the registration")),
+    }
 }
 
 /// A minimal HTTP/1 endpoint answering every request with the Prometheus rendering.

@@ -56,11 +56,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Name resolution of gateways, on `gateway` and on `serve` (for its embedded gateways).
+/// Name resolution of gateways, on `gateway` and on `serve` (for its embedded gateways, and for
+/// egress-check, which resolves names as they do).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DnsArgs {
-    /// DNS server (ip or ip:port) the gateways resolve with; repeat for several. Default: the
-    /// system's (resolv.conf).
+    /// DNS server (ip or ip:port) the gateways resolve with (on `serve`: its embedded gateways
+    /// and egress-check); repeat for several. Default: the system's (resolv.conf).
     #[arg(long = "dns-server")]
     pub dns_servers: Vec<String>,
     /// A hosts file of static name-to-address entries, consulted before DNS.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,7 @@ use clap::{Args, ValueEnum};
 use crate::embedded::{self, EmbeddedConfig};
 use crate::process::{DnsArgs, LimitArgs, LogFormat, init_tracing, shutdown_signal};
 use perimeter_api::reconcile::{Reconciler, ReconcilerConfig};
+use perimeter_api::resolve::{NameResolver, ResolveError, ResolveFuture};
 use perimeter_api::{AppState, auth};
 use perimeter_store::{Durability, RoleBinding, Store};
 use tokio::sync::watch;
@@ -87,9 +89,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let resolver = args.dns.resolver()?;
 
     let metrics = perimeter_api::install_metrics().context("installing the metrics recorder")?;
+    // egress-check resolves names as the embedded gateways do: same servers, same hosts file.
     let state = AppState::new(store.clone())
         .with_rate_limit(Some(args.rate_limit_per_key))
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_resolver(Arc::new(GatewayNames(resolver.clone())));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let reconciler = Reconciler::new(
@@ -238,4 +242,18 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     Ok(())
+}
+
+/// The gateways' resolver, answering the name resolution of egress-check.
+struct GatewayNames(Arc<perimeter_gateway::Resolver>);
+
+impl NameResolver for GatewayNames {
+    fn resolve<'a>(&'a self, name: &'a perimeter_policy::Hostname) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            self.0.resolve(name).await.map_err(|e| ResolveError {
+                reason: e.reason(),
+                message: e.to_string(),
+            })
+        })
+    }
 }

@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
 /// `perimeter serve` (the testkit's) with the admin key, and the directory CLI runs start in.
 struct Server {
-    _serve: Serve,
+    serve: Serve,
     url: String,
     key: String,
     /// Holds `perimeter-data/` (the store and the admin key); CLI runs start here.
@@ -47,18 +47,32 @@ impl Outcome {
     }
 }
 
+/// Names the server's gateways (and egress-check) resolve: its hosts file. Every other name
+/// gets NXDOMAIN from a DNS server on loopback, never the machine's resolver.
+const HOSTS: &str = "203.0.113.10 cidr.test.example\n127.0.0.1 loop.test.example\n";
+
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, HOSTS).expect("hosts file");
+        let dns = perimeter_testkit::dns::nxdomain_dns();
         let serve = Serve::start(
             BIN,
             &dir.path().join("perimeter-data"),
-            &[],
+            &[
+                "--hosts-file",
+                hosts.to_str().expect("a UTF-8 path"),
+                "--dns-server",
+                &dns,
+                "--dns-timeout-ms",
+                "2000",
+            ],
             &[("PERIMETER_LOG", "warn")],
         );
         let (url, key) = (serve.url(), serve.admin_key_file());
         Server {
-            _serve: serve,
+            serve,
             url,
             key,
             dir,
@@ -679,4 +693,162 @@ fn check_and_gateways() {
         ])
         .failed(1);
     assert!(wrong.stderr.contains("region"), "{wrong:#?}");
+}
+
+#[test]
+fn check_judges_names_by_the_addresses_the_gateways_resolve() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-what-if",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    for (name, kind, destination) in [
+        ("docs-net", "CIDR", "203.0.113.0/24"),
+        ("loop", "FQDN", "loop.test.example"),
+    ] {
+        srv.cli(&[
+            "egress-rules",
+            "add",
+            "cli-what-if",
+            "--name",
+            name,
+            "--type",
+            kind,
+            "--destination",
+            destination,
+            "--port",
+            "443",
+        ])
+        .ok();
+    }
+    srv.cli(&["egress-policy", "set", "cli-what-if", "--default-deny"])
+        .ok();
+    let cluster = srv
+        .cli(&["clusters", "get", "cli-what-if", "--output", "json"])
+        .ok()
+        .json();
+    let id = cluster["id"].as_str().expect("cluster id").to_string();
+    let ask = |destination: &str| {
+        let (st, body) = perimeter_testkit::api(
+            &srv.serve,
+            &srv.key,
+            "POST",
+            &format!("/api/v1/clusters/{id}/networking/egress-check"),
+            Some(serde_json::json!({"destination": destination, "port": 443})),
+        );
+        assert_eq!(st, 200, "{destination}: {body}");
+        perimeter_testkit::json(&body)
+    };
+    let cli_json = |destination: &str| {
+        srv.cli(&[
+            "check",
+            "cli-what-if",
+            destination,
+            "--port",
+            "443",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json()
+    };
+    let cli_table = |destination: &str| {
+        srv.cli(&["check", "cli-what-if", destination, "--port", "443"])
+            .ok()
+            .stdout
+    };
+
+    // The hosts file maps the name into the CIDR rule: the gateways allow it, and so does the
+    // what-if, naming the CIDR rule and the address it dials.
+    let v = ask("cidr.test.example");
+    assert_eq!(v["allowed"], true, "{v:#}");
+    assert_eq!(v["reason"], "allowed_by_rule", "{v:#}");
+    assert_eq!(v["rule"]["name"], "docs-net", "{v:#}");
+    assert_eq!(
+        v["addresses"],
+        serde_json::json!([{"address": "203.0.113.10", "allowed": true, "rule_name": "docs-net",
+                            "reason": "allowed_by_rule", "dialled": true}]),
+        "{v:#}"
+    );
+    assert_eq!(v["resolution_error"], Value::Null, "{v:#}");
+    let c = cli_json("cidr.test.example");
+    assert_eq!(
+        (&c["allowed"], &c["rule"]["name"], &c["addresses"]),
+        (&v["allowed"], &v["rule"]["name"], &v["addresses"])
+    );
+    let table = cli_table("cidr.test.example");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("203.0.113.10"))
+        .unwrap_or_else(|| panic!("no address row: {table}"));
+    assert!(
+        row.contains("true") && row.contains("docs-net") && row.contains("yes"),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.starts_with("true")
+            && l.contains("docs-net")
+            && l.contains("allowed_by_rule")),
+        "{table}"
+    );
+
+    // An FQDN rule names it, but it resolves to loopback: the address guard refuses.
+    let v = ask("loop.test.example");
+    assert_eq!(v["allowed"], false, "{v:#}");
+    assert_eq!(v["reason"], "special_address", "{v:#}");
+    assert_eq!(v["rule"], Value::Null, "{v:#}");
+    assert_eq!(v["addresses"][0]["address"], "127.0.0.1", "{v:#}");
+    assert_eq!(v["addresses"][0]["reason"], "special_address", "{v:#}");
+    assert_eq!(v["addresses"][0]["dialled"], false, "{v:#}");
+    let c = cli_json("loop.test.example");
+    assert_eq!(
+        (&c["allowed"], &c["reason"], &c["addresses"]),
+        (&v["allowed"], &v["reason"], &v["addresses"])
+    );
+    let table = cli_table("loop.test.example");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("127.0.0.1") && l.contains("special_address")),
+        "{table}"
+    );
+
+    // A name that does not resolve: said in the answer, not an HTTP error.
+    let v = ask("missing.test.example");
+    assert_eq!(v["allowed"], false, "{v:#}");
+    assert_eq!(v["reason"], "no_rule_for_destination", "{v:#}");
+    assert_eq!(v["addresses"], Value::Null, "{v:#}");
+    assert_eq!(v["resolution_error"]["reason"], "dns_nxdomain", "{v:#}");
+    assert!(
+        v["resolution_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing.test.example")),
+        "{v:#}"
+    );
+    assert!(
+        v["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("cannot resolve"))),
+        "{v:#}"
+    );
+    let out = srv
+        .cli(&[
+            "check",
+            "cli-what-if",
+            "missing.test.example",
+            "--port",
+            "443",
+        ])
+        .ok();
+    assert!(
+        out.stdout.contains("unresolved:") && out.stdout.contains("dns_nxdomain"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("cannot resolve"), "{out:#?}");
 }

@@ -145,6 +145,19 @@ fn embedded_gateways_enforce_and_settle_rules() {
                 && l.contains("verdict=\"allowed\"")),
         "{metrics}"
     );
+    // Each region's gateway labels its decisions with its region.
+    for (region, _) in &addrs {
+        let label = format!("region=\"{region}\"");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("perimeter_egress_decisions_total")
+                    && l.contains(&id)
+                    && l.contains(&label)
+                    && l.contains("verdict=\"allowed\"")),
+            "{region}: {metrics}"
+        );
+    }
 
     // Adding a region adds its gateway; removing one removes it.
     let patch = |regions: Value| {

@@ -390,3 +390,174 @@ fn allow_all_still_guards_special_addresses() {
     assert_eq!(st, 403, "{body}");
     gw.terminate();
 }
+
+/// The `perimeter_egress_decisions_total` lines of a gateway's `/metrics`.
+fn decision_metrics(metrics_url: &str) -> Vec<String> {
+    let (st, body) = curl(&[metrics_url]);
+    assert_eq!(st, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("perimeter_egress_decisions_total{"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Start `perimeter gateway` expecting it to refuse: it must exit (20 s at most) with a failure
+/// status; returns what it logged.
+fn refused_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("refused.log");
+    let mut child = std::process::Command::new(BIN)
+        .arg("gateway")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--poll-wait-seconds", "2"])
+        .env_remove("PERIMETER_CONTROL_PLANE")
+        .env_remove("PERIMETER_GATEWAY_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the gateway kept running; log:\n{text}"));
+    assert!(!status.success(), "exited with {status}; log:\n{text}");
+    text
+}
+
+#[test]
+fn standalone_gateway_labels_decisions_with_its_registered_region() {
+    let t = setup();
+    // Only the gateway under test acknowledges: the embedded ones are off.
+    let s = Server::start(
+        BIN,
+        &t.dir.path().join("cp"),
+        &["--no-embedded-gateways"],
+        &[],
+    );
+    let key = s.admin_key_file();
+    // Registered in us-east-1; started without --region.
+    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-region");
+    let state = t.dir.path().join("gw-state");
+    let gw = Gateway::start_registered(
+        BIN,
+        t.dir.path(),
+        &s.url,
+        &token,
+        &state,
+        &t.hosts,
+        &t.dns,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let metrics = gw.metrics.clone().expect("the gateway serves metrics");
+    wait_until("the gateway to apply a snapshot", 30, || {
+        let (_, b) = api(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cid}/gateways"),
+            None,
+        );
+        serde_json::from_str::<Value>(&b)
+            .ok()
+            .is_some_and(|v| v["gateways"][0]["applied_version"].as_i64().unwrap_or(0) > 0)
+    });
+    // One decision: loopback is refused under ALLOW_ALL (no CIDR rule names it).
+    let target = format!("http://allowed.test.example:{}/", t.up);
+    let (st, body) = via(&gw.proxy, &[], &target);
+    assert_eq!(st, 403, "{body}");
+    let expected = format!(
+        "perimeter_egress_decisions_total{{cluster=\"{cid}\",region=\"us-east-1\",verdict=\"denied\",reason=\"special_address\"}} 1"
+    );
+    wait_until("the decision to be counted", 10, || {
+        decision_metrics(&metrics).contains(&expected)
+    });
+    let lines = decision_metrics(&metrics);
+    assert!(
+        lines.iter().all(|l| l.contains("region=\"us-east-1\"")),
+        "every decision carries the registered region: {lines:#?}"
+    );
+    let log = gw.log_text();
+    let event = log
+        .lines()
+        .find(|l| l.contains("egress decision") && l.contains("allowed.test.example"))
+        .unwrap_or_else(|| panic!("no decision event; log:\n{log}"));
+    assert!(event.contains("region=us-east-1"), "{event}");
+    assert!(
+        log.contains("registered as gw-1 in region us-east-1"),
+        "{log}"
+    );
+    gw.terminate();
+
+    // Restarted without the control plane: the kept registration still names the region.
+    let dead_cp = format!("http://{}", {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    });
+    let gw = Gateway::start_registered(
+        BIN,
+        t.dir.path(),
+        &dead_cp,
+        &token,
+        &state,
+        &t.hosts,
+        &t.dns,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let metrics = gw.metrics.clone().expect("the gateway serves metrics");
+    let (st, body) = via(&gw.proxy, &[], &target);
+    assert_eq!(st, 403, "{body}");
+    wait_until("the decision to be counted after the restart", 10, || {
+        decision_metrics(&metrics).contains(&expected)
+    });
+    gw.terminate();
+
+    // --region is a check: a kept registration of another region refuses the start...
+    let refused = refused_start(&[
+        "--control-plane",
+        &dead_cp,
+        "--token",
+        &token,
+        "--region",
+        "eu-west-1",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--hosts-file",
+        t.hosts.to_str().unwrap(),
+        "--dns-server",
+        &t.dns,
+    ]);
+    assert!(
+        refused.contains("registered in region us-east-1, not in region eu-west-1"),
+        "{refused}"
+    );
+    // ... and so does the control plane's word, when nothing is kept yet.
+    let refused = refused_start(&[
+        "--control-plane",
+        &s.url,
+        "--token",
+        &token,
+        "--region",
+        "eu-west-1",
+        "--state-dir",
+        t.dir.path().join("fresh-state").to_str().unwrap(),
+        "--hosts-file",
+        t.hosts.to_str().unwrap(),
+        "--dns-server",
+        &t.dns,
+    ]);
+    assert!(
+        refused.contains("registered in region us-east-1, not in region eu-west-1"),
+        "{refused}"
+    );
+}

@@ -513,16 +513,52 @@ pub struct EgressCheckResponse {
     /// Whether the cluster's gateways allow it now.
     pub allowed: bool,
     pub would_allow_under_default_deny: bool,
-    /// The rule that decided, if a rule did.
+    /// The rule that decided, if a rule did: for a name, possibly a CIDR rule covering the
+    /// address the gateways dial.
     pub rule: Option<crate::model::EgressRule>,
     /// Stable reason name, e.g. `allowed_by_rule`, `no_rule_for_destination`, `special_address`.
     pub reason: String,
     pub warnings: Vec<String>,
     pub snapshot_version: u64,
+    /// ext: for a name the gateways resolve before deciding, the addresses they resolved, in the
+    /// order they try them, each with its verdict; the first allowed one is dialled. Null for
+    /// an IP literal, for a name decided before resolution (no rule could allow it on this
+    /// port, or a private endpoint), and for a name that could not be resolved.
+    pub addresses: Option<Vec<AddressVerdict>>,
+    /// ext: why the gateways cannot resolve the name now (their connections to it fail with
+    /// 502 or 504); null when it resolved or did not need to be. The verdict is then the FQDN
+    /// rules' word on the name alone.
+    pub resolution_error: Option<ResolutionError>,
+}
+
+/// ext: one address a name resolved to, and what the gateways decide for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddressVerdict {
+    pub address: String,
+    pub allowed: bool,
+    /// Name of the rule that allows this address, if a rule does.
+    pub rule_name: Option<String>,
+    /// Stable reason name, as for the destination (`special_address` for an address the guard
+    /// refuses).
+    pub reason: String,
+    /// Whether the gateways dial this address: the first allowed one.
+    pub dialled: bool,
+}
+
+/// ext: why a name could not be resolved.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResolutionError {
+    /// `dns_nxdomain`, `dns_no_records`, `dns_timeout` or `dns_failure`, as the gateways'
+    /// refusals name it.
+    pub reason: String,
+    pub message: String,
 }
 
 /// What-if: the verdict the cluster's gateways give under the newest compiled snapshot,
-/// computed by the same code they run.
+/// computed by the same code they run. A name is resolved as the gateways resolve it (same DNS
+/// servers and hosts file as `perimeter serve`'s embedded gateways) and judged per address, so
+/// a CIDR rule covering its address allows it; the answer lists the addresses with their
+/// verdicts. A name that cannot be resolved is not an error: the answer says so.
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/egress-check", tag = "Egress rules",
     params(("cluster_id" = String, Path)), request_body = EgressCheckRequest,
     responses((status = 200, body = EgressCheckResponse), (status = "default", body = crate::error::Status)))]
@@ -532,6 +568,7 @@ async fn egress_check(
     Path(cluster_id): Path<String>,
     AppJson(req): AppJson<EgressCheckRequest>,
 ) -> ApiResult<Json<EgressCheckResponse>> {
+    use crate::what_if::{gateway_verdict, needs_resolution};
     use perimeter_policy::{
         Destination, Hostname, TrafficPolicy, normalize_path, parse_ip_literal,
     };
@@ -571,13 +608,29 @@ async fn egress_check(
         (None, Some(ip)) => Destination::Ip(ip),
         (None, None) => unreachable!("one of the two was parsed above"),
     };
+    let path = path.as_deref();
     let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
-    let decision = snap.check(dest(), req.port, path.as_deref());
     let strict = st
         .snapshots
         .current(&st.store, &cluster_id, Some(TrafficPolicy::DefaultDeny))
         .await?;
-    let strict_decision = strict.check(dest(), req.port, path.as_deref());
+    // Resolve only what the gateways would resolve: a name that the target step leaves open.
+    let resolution = match (&name, &st.resolver) {
+        (Some(h), Some(resolver))
+            if needs_resolution(&snap, dest(), req.port, path)
+                || needs_resolution(&strict, dest(), req.port, path) =>
+        {
+            Some(resolver.resolve(h).await)
+        }
+        _ => None,
+    };
+    let resolved = match &resolution {
+        Some(Ok(addrs)) => Some(addrs.as_slice()),
+        _ => None,
+    };
+    let outcome = gateway_verdict(&snap, dest(), req.port, path, resolved);
+    let strict_outcome = gateway_verdict(&strict, dest(), req.port, path, resolved);
+    let decision = &outcome.decision;
     let allowed = decision.is_allowed();
     let rule = match decision.rule() {
         Some(r) => st
@@ -589,15 +642,40 @@ async fn egress_check(
         None => None,
     };
     let mut warnings = Vec::new();
-    if name.is_some() && !allowed && decision.rule().is_none() {
+    if name.is_some() && st.resolver.is_none() && !allowed && decision.rule().is_none() {
         warnings.push("a CIDR rule covering the addresses this name resolves to would also allow it; the gateways decide on the resolved address".into());
     }
+    let resolution_error = match resolution {
+        Some(Err(e)) => {
+            warnings.push(format!(
+                "the gateways cannot resolve this name now ({e}): connections to it fail until it resolves; the verdict is the FQDN rules' word on the name alone"
+            ));
+            Some(ResolutionError {
+                reason: e.reason.to_string(),
+                message: e.message,
+            })
+        }
+        _ => None,
+    };
+    let addresses = outcome.addresses.map(|list| {
+        list.into_iter()
+            .map(|a| AddressVerdict {
+                address: a.addr.to_string(),
+                allowed: a.decision.is_allowed(),
+                rule_name: a.decision.rule().map(|r| r.name.to_string()),
+                reason: a.decision.reason().as_str().to_string(),
+                dialled: a.dialled,
+            })
+            .collect()
+    });
     Ok(Json(EgressCheckResponse {
         allowed,
-        would_allow_under_default_deny: strict_decision.is_allowed(),
+        would_allow_under_default_deny: strict_outcome.decision.is_allowed(),
         rule,
         reason: decision.reason().as_str().to_string(),
         warnings,
         snapshot_version: snap.version(),
+        addresses,
+        resolution_error,
     }))
 }

@@ -115,6 +115,29 @@ pub struct SnapshotResponse {
     /// The document at `version`, or null when it is not newer than `after_version` (the wait ended).
     #[schema(value_type = Option<Object>)]
     pub document: Option<PolicyDocument>,
+    /// The asking gateway's registration. Its region labels the gateway's metrics and decision
+    /// events; gateways keep it beside their last-known-good policy.
+    pub gateway: GatewayRegistration,
+}
+
+/// Who a gateway is, as registered with `POST /api/v1/clusters/{cluster_id}/gateways`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GatewayRegistration {
+    pub id: String,
+    pub cluster_id: String,
+    pub name: String,
+    pub region: String,
+}
+
+impl From<&Gateway> for GatewayRegistration {
+    fn from(g: &Gateway) -> Self {
+        GatewayRegistration {
+            id: g.id.clone(),
+            cluster_id: g.cluster_id.clone(),
+            name: g.name.clone(),
+            region: g.region.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -292,7 +315,8 @@ fn parse_u64(field: &str, v: Option<&str>, default: u64) -> ApiResult<u64> {
     }
 }
 
-/// Long-poll for the next policy snapshot of the gateway's cluster (gateway token).
+/// Long-poll for the next policy snapshot of the gateway's cluster (gateway token). Every answer
+/// carries the gateway's registration (`gateway`): its region labels the gateway's metrics.
 #[utoipa::path(get, path = "/api/v1/gateway/snapshot", tag = "Gateways", params(SnapshotQuery),
     responses((status = 200, body = SnapshotResponse), (status = "default", body = crate::error::Status)))]
 async fn snapshot(
@@ -317,12 +341,14 @@ async fn snapshot(
             return Ok(Json(SnapshotResponse {
                 version: doc.version,
                 document: Some(doc),
+                gateway: (&gw).into(),
             }));
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(Json(SnapshotResponse {
                 version,
                 document: None,
+                gateway: (&gw).into(),
             }));
         }
         // Woken by a change in this process, or every second for changes made by other replicas.

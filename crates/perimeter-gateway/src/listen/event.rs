@@ -68,7 +68,7 @@ impl Draft {
     pub(crate) fn finish(self, verdict: EventVerdict, reason: &str, up: u64, down: u64) {
         let event = DecisionEvent {
             cluster: self.cluster,
-            region: self.sink.region.clone(),
+            region: self.sink.region(),
             source: Some(self.source),
             destination: self.destination,
             port: self.port,

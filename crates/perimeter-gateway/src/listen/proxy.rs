@@ -71,7 +71,7 @@ async fn overloaded(stream: TcpStream) {
         Why::GatewayOverloaded,
         "the gateway is serving as many connections as it may; retry later",
     );
-    answer_and_close(stream, &r.to_bytes(Then::Close)).await;
+    Box::pin(answer_and_close(stream, &r.to_bytes(Then::Close))).await;
 }
 
 /// Send a last answer and close, draining what the client still sends for a moment (at most
@@ -121,10 +121,10 @@ pub(super) async fn serve_connection(
     // The first request head is read here: a plain CONNECT is served without hyper (its
     // tunnel runs in this task, on the socket); anything else goes to hyper with every byte.
     let max = ctx.limits.max_header_bytes.max(8192);
-    let first = tokio::time::timeout(
+    let first = Box::pin(tokio::time::timeout(
         ctx.limits.header_read_timeout,
         head::read_first_head(&mut stream, max),
-    )
+    ))
     .await;
     let prefix = match first {
         Err(_) => {
@@ -142,7 +142,7 @@ pub(super) async fn serve_connection(
             let r = Refusal::head(e);
             let answer = r.to_bytes(Then::Close);
             draft.finish_why(&r.why, 0, 0);
-            return answer_and_close(stream, &answer).await;
+            return Box::pin(answer_and_close(stream, &answer)).await;
         }
         Ok(Ok(FirstHead::Connect {
             authority,
@@ -170,6 +170,19 @@ pub(super) async fn serve_connection(
             }
         },
     };
+    // Boxed, as every phase: the connection's task holds only the phase it is in.
+    Box::pin(serve_hyper(ctx, stream, prefix, peer, permit)).await;
+}
+
+/// Everything but a plain CONNECT first: hyper serves the connection (`prefix`: the bytes
+/// already read), request by request.
+async fn serve_hyper(
+    ctx: ProxyContext,
+    stream: TcpStream,
+    prefix: Bytes,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
     let server = http1_server(&ctx.limits);
     let permit = Arc::new(permit);
     let svc = service_fn(move |req| {
@@ -180,7 +193,7 @@ pub(super) async fn serve_connection(
     let conn = server
         .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), svc)
         .with_upgrades();
-    if let Err(e) = Box::pin(conn).await {
+    if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }

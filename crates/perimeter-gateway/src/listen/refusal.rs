@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use perimeter_policy::Reason;
 
 use crate::decision::EventVerdict;
-use crate::dns::DnsError;
+use crate::dns::{DnsError, DnsFailure};
 use crate::http_head::HeadError;
 use crate::tls::InvalidHello;
 
@@ -108,15 +108,6 @@ pub enum Why {
     GatewayOverloaded,
 }
 
-/// How name resolution failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsFailure {
-    Timeout,
-    NxDomain,
-    NoRecords,
-    ServerFailure,
-}
-
 impl Why {
     /// Stable snake_case name: the `x-perimeter-error` value and the decision reason.
     pub fn as_str(&self) -> &'static str {
@@ -145,10 +136,7 @@ impl Why {
             Why::DoubleEncodedPath => "double_encoded_path",
             Why::OriginalDestinationMismatch => "original_destination_mismatch",
             Why::PolicyRevoked => "policy_revoked",
-            Why::Dns(DnsFailure::Timeout) => "dns_timeout",
-            Why::Dns(DnsFailure::NxDomain) => "dns_nxdomain",
-            Why::Dns(DnsFailure::NoRecords) => "dns_no_records",
-            Why::Dns(DnsFailure::ServerFailure) => "dns_failure",
+            Why::Dns(failure) => failure.as_str(),
             Why::DnsNoAddresses => "dns_no_addresses",
             Why::UpstreamConnectTimeout => "upstream_connect_timeout",
             Why::UpstreamConnectRefused => "upstream_connect_refused",
@@ -239,12 +227,7 @@ impl From<HeadError> for Why {
 
 impl From<&DnsError> for Why {
     fn from(e: &DnsError) -> Self {
-        Why::Dns(match e {
-            DnsError::Timeout { .. } => DnsFailure::Timeout,
-            DnsError::NotFound { .. } => DnsFailure::NxDomain,
-            DnsError::NoRecords { .. } => DnsFailure::NoRecords,
-            DnsError::ServerFailure { .. } => DnsFailure::ServerFailure,
-        })
+        Why::Dns(e.failure())
     }
 }
 

@@ -401,13 +401,25 @@ async fn pump(
 /// says these were the last bytes: the peer had already sent its FIN (`EPOLLRDHUP`) and the
 /// read drained the queue, so the next read could only return the end of stream; not doing
 /// it saves a system call per tunnel whose upstream answers and closes.
+///
+/// A direction with nothing to read lets its buffer go before it waits: an idle tunnel holds
+/// no relay buffer (it takes one again, from the allocator, when bytes come).
 async fn read(src: &TcpStream, buf: &mut Vec<u8>, size: usize) -> io::Result<(usize, bool)> {
     buf.clear();
-    if buf.capacity() != size {
-        *buf = Vec::with_capacity(size);
+    if buf.capacity() == size {
+        // Bytes already waiting (a busy direction): no wait, the buffer in hand.
+        match src.try_read_buf(buf) {
+            Ok(n) => return Ok((n, false)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
+    *buf = Vec::new();
     loop {
         let ready = src.ready(Interest::READABLE).await?;
+        if buf.capacity() != size {
+            *buf = Vec::with_capacity(size);
+        }
         // `try_read_buf` fills the spare capacity: `size` bytes.
         match src.try_read_buf(buf) {
             Ok(n) => return Ok((n, n > 0 && n < size && ready.is_read_closed())),

@@ -18,19 +18,25 @@ use super::ProxyContext;
 use super::own::OwnAddresses;
 use super::target::Target;
 
-/// The admission of one connection, watched for revocation.
+/// The admission of one connection, watched for revocation. Clones (the relay's upstream
+/// direction and its watch) share what they judge; each keeps its own place in the snapshots.
 #[derive(Clone)]
 pub(crate) struct Revocation {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The snapshot last judged (the admitting one at first).
     judged: Arc<Snapshot>,
+    admitted: Arc<Admission>,
+    /// Set once a snapshot revoked: every later check fails too.
+    revoked: Option<Revoked>,
+}
+
+/// What was admitted: judged again under every new snapshot.
+struct Admission {
     own: OwnAddresses,
     target: Target,
     addr: IpAddr,
     /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
     path: Option<String>,
-    /// Set once a snapshot revoked: every later check fails too.
-    revoked: Option<Revoked>,
 }
 
 /// Why a connection was revoked.
@@ -82,10 +88,12 @@ impl Revocation {
         Self {
             snapshots,
             judged: admitted,
-            own,
-            target,
-            addr: addr.ip(),
-            path,
+            admitted: Arc::new(Admission {
+                own,
+                target,
+                addr: addr.ip(),
+                path,
+            }),
             revoked: None,
         }
     }
@@ -105,13 +113,10 @@ impl Revocation {
 
     fn judge(&mut self, current: Arc<Snapshot>) -> Result<(), Revoked> {
         if !Arc::ptr_eq(&current, &self.judged) {
-            if let Err(reason) = still_allowed(
-                &current,
-                &self.target,
-                self.path.as_deref(),
-                self.addr,
-                &self.own,
-            ) {
+            let a = &self.admitted;
+            if let Err(reason) =
+                still_allowed(&current, &a.target, a.path.as_deref(), a.addr, &a.own)
+            {
                 let r = Revoked {
                     version: current.version(),
                     reason,

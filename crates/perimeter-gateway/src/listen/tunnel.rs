@@ -86,12 +86,11 @@ pub(crate) async fn tunnel(
     buf.extend_from_slice(&already);
     // `already` may share the allocation of a larger read buffer: let it go.
     drop(already);
-    let opened = {
+    // Boxed: the first bytes' phase is over before the relay starts.
+    let opened = Box::pin(async {
         let read = async {
             match &mut client {
-                TunnelClient::Socket(c) => {
-                    Box::pin(opening(&ctx, c, &upstream, &mut buf, &activity)).await
-                }
+                TunnelClient::Socket(c) => opening(&ctx, c, &upstream, &mut buf, &activity).await,
                 TunnelClient::Stream(c) => {
                     let read = tokio::time::timeout(
                         ctx.limits.first_bytes_timeout,
@@ -112,7 +111,8 @@ pub(crate) async fn tunnel(
                 None
             }
         }
-    };
+    })
+    .await;
     let (up, down) = (activity.up(), activity.down());
     let first = match opened {
         None => return draft.finish_why(&Why::PolicyRevoked, up, down),

@@ -1,4 +1,5 @@
-//! `perimeter check`: what the cluster's gateways would decide for a destination.
+//! `perimeter check`: what the cluster's gateways would decide for a destination. For a name,
+//! the control plane resolves it as the gateways do and lists each address with its verdict.
 
 use clap::Args;
 use serde_json::json;
@@ -51,6 +52,32 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
                 .to_string(),
             member(&answer, "snapshot_version")?.to_string(),
         ]);
-        Ok(t.render())
+        let mut text = t.render();
+        // A name is judged per address the gateways resolve: each one, the dialled one marked.
+        if let Some(addresses) = answer.get("addresses").and_then(|a| a.as_array()) {
+            let mut t = Table::new(&["ADDRESS", "ALLOWED", "RULE", "REASON", "DIALLED"]);
+            for a in addresses {
+                let text = |field| a.get(field).and_then(|v| v.as_str()).unwrap_or("");
+                let flag = |field| a.get(field).and_then(|v| v.as_bool()).unwrap_or(false);
+                t.row(vec![
+                    text("address").to_string(),
+                    flag("allowed").to_string(),
+                    or_dash(text("rule_name")),
+                    text("reason").to_string(),
+                    if flag("dialled") { "yes" } else { "-" }.to_string(),
+                ]);
+            }
+            text.push('\n');
+            text.push_str(&t.render());
+        }
+        if let Some(e) = answer.get("resolution_error").filter(|e| !e.is_null()) {
+            let field = |f| e.get(f).and_then(|v| v.as_str()).unwrap_or("");
+            text.push_str(&format!(
+                "\nunresolved: {} ({})\n",
+                field("message"),
+                field("reason")
+            ));
+        }
+        Ok(text)
     })
 }

@@ -3,16 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use perimeter_testkit::Gateway;
-use perimeter_testkit::api::{
-    add_rule, create_cluster, gateway_token, ok, wait_gateways_applied, wait_rule_active,
-};
+use perimeter_testkit::api::{add_rule, ok, wait_rule_active};
 use serde_json::{Value, json};
 
 use crate::addresses::{get_at, non_canonical};
 use crate::case::{self, Case, case, curl, curl_with, raw_bytes};
 use crate::fixture::{Addrs, METADATA, Net, NetOptions};
-use crate::{BIN, start_serve};
+use crate::{Perimeter, start_perimeter};
 
 /// ALLOW_ALL really allows: ordinary addresses, by name, over HTTP and HTTPS.
 fn ordinary_destinations(a: Addrs, ca: &str) -> Vec<Case> {
@@ -140,21 +137,7 @@ fn allow_all_still_refuses_loopback_metadata_and_private_without_a_cidr_rule() {
     lo.set_nonblocking(true).unwrap();
     let lport = lo.local_addr().unwrap().port();
 
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
-    let key = s.admin_key_file();
-    let cid = create_cluster(&s, &key, "netns-allow", &["us-east-1"]);
-    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
-    let gw = Gateway::start(
-        BIN,
-        net.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &net.dir.path().join("gw-state"),
-        &net.hosts,
-        &net.dns,
-    );
-    wait_gateways_applied(&s, &key, &cid, 1);
+    let Perimeter { s, key, cid, gw } = start_perimeter(&net, "netns-allow", "gw-1", &[]);
     let c = ok(&s, &key, "GET", &format!("/api/v1/clusters/{cid}"), None);
     assert_eq!(c["egress_traffic_policy"], "ALLOW_ALL");
     let p = gw.proxy.as_str();

@@ -18,17 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perimeter_testkit::api::{
-    add_rule, create_cluster, delete_rule_applied, gateway_token, set_traffic_policy,
-    wait_gateways_applied, wait_rule_active,
-};
+use perimeter_testkit::api::{add_rule, delete_rule_applied, set_traffic_policy, wait_rule_active};
 use perimeter_testkit::{Gateway, Server};
 use serde_json::{Value, json};
 
 use crate::case::{self, Reason, case, curl, curl_with, raw_bytes, tls};
 use crate::clients::{Conn, Reply, curl_via};
 use crate::fixture::{Addrs, HOMOGRAPH_UTF8, HttpServer, Net, NetOptions};
-use crate::{BIN, start_serve};
+use crate::{Perimeter, start_perimeter};
 
 /// Seconds to wait for a decision event, for a tunnel to close, for an upstream's event.
 const WAIT: u64 = 5;
@@ -55,22 +52,8 @@ fn env(
     rules: impl FnOnce(Addrs) -> Vec<Value>,
 ) -> Env {
     let net = Net::new(opts);
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
-    let key = s.admin_key_file();
-    let cid = create_cluster(&s, &key, cluster, &["us-east-1"]);
-    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
-    let gw = Gateway::start_with(
-        BIN,
-        net.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &net.dir.path().join("gw-state"),
-        &net.hosts,
-        &net.dns,
-        &["--log-format", "json"],
-    );
-    wait_gateways_applied(&s, &key, &cid, 1);
+    let Perimeter { s, key, cid, gw } =
+        start_perimeter(&net, cluster, "gw-1", &["--log-format", "json"]);
     set_traffic_policy(&s, &key, &cid, policy);
     let mut ids = HashMap::new();
     for body in rules(net.a) {
@@ -1071,5 +1054,77 @@ fn malformed_authorities_and_sni_on_ip_literals() {
             logged.map(drop),
         );
     }
+    let target = format!("{}:443", e.net.a.allowed);
+    check(
+        &mut failures,
+        &format!("10. CONNECT {target} with an encrypted_client_hello (outer SNI allowed.test)"),
+        ech_refused(&e, &target),
+    );
     case::assert_passed("malformed authorities and SNI on IP literals", &failures);
+}
+
+/// A TLS 1.3 ClientHello naming `sni`, carrying an `encrypted_client_hello` extension (0xfe0d,
+/// an outer-type payload as clients send it: the real name is inside the encryption).
+fn client_hello_with_ech(sni: &str) -> Vec<u8> {
+    fn vec16(b: &[u8]) -> Vec<u8> {
+        [&(b.len() as u16).to_be_bytes()[..], b].concat()
+    }
+    let server_name = vec16(&[&[0u8][..], &vec16(sni.as_bytes())].concat());
+    let ech = [
+        &[0u8][..],        // outer ClientHello
+        &[0, 1, 0, 1],     // HPKE KDF and AEAD
+        &[0x2a],           // config id
+        &vec16(&[7; 32]),  // encapsulated key
+        &vec16(&[9; 128]), // payload
+    ]
+    .concat();
+    let extensions = [
+        &0u16.to_be_bytes()[..],
+        &vec16(&server_name),
+        &0x002bu16.to_be_bytes(), // supported_versions: TLS 1.3
+        &vec16(&[2, 3, 4]),
+        &0xfe0du16.to_be_bytes(),
+        &vec16(&ech),
+    ]
+    .concat();
+    let body = [
+        &[3u8, 3][..],
+        &[1; 32],
+        &[0],
+        &vec16(&[0x13, 0x01]),
+        &[1, 0],
+        &vec16(&extensions),
+    ]
+    .concat();
+    let len = (body.len() as u32).to_be_bytes();
+    let handshake = [&[1u8, len[1], len[2], len[3]][..], &body].concat();
+    [&[0x16u8, 3, 1][..], &vec16(&handshake)].concat()
+}
+
+/// Finding 10: under DEFAULT_DENY a ClientHello with `encrypted_client_hello` is closed with
+/// `tls_encrypted_client_hello` (the name the server routes on is hidden), and nothing of it
+/// reaches the upstream.
+fn ech_refused(e: &Env, target: &str) -> Result<(), String> {
+    let before = e.net.events().len();
+    let since = e.decisions_so_far();
+    let mut c = Conn::open(e.proxy());
+    c.connect(target)
+        .map_err(|h| format!("CONNECT {target} answered {h:?}"))?;
+    let _ = c.send(&client_hello_with_ech("allowed.test"));
+    match c.until_closed(WAIT) {
+        Err(text) => return Err(format!("the tunnel was still open: {text:?}")),
+        Ok(text) if !text.is_empty() => return Err(format!("bytes came back: {text:?}")),
+        Ok(_) => {}
+    }
+    e.decision(&c, since, "tls_encrypted_client_hello")?;
+    let reached: Vec<Value> = e.net.events()[before..]
+        .iter()
+        .filter(|ev| ev["kind"] != "accept" && ev["kind"] != "tcp-empty")
+        .cloned()
+        .collect();
+    if reached.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("it reached the upstream: {reached:?}"))
+    }
 }

@@ -4,15 +4,12 @@
 //! [`crate::paths`]; this file sets the policy up, runs them, and looks at what the upstreams
 //! saw overall.
 
-use perimeter_testkit::Gateway;
-use perimeter_testkit::api::{
-    add_rule, create_cluster, gateway_token, set_policy, wait_gateways_applied, wait_rule_active,
-};
+use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
 use serde_json::{Value, json};
 
 use crate::case::{self, Case, case, curl, curl_with, tls};
 use crate::fixture::{Addrs, Net, NetOptions};
-use crate::{BIN, addresses, consistency, names, paths, start_serve};
+use crate::{Perimeter, addresses, consistency, names, paths, start_perimeter};
 
 /// Allowed destinations work: plain HTTP (absolute-form) and HTTPS through CONNECT.
 fn allowed(a: Addrs, ca: &str) -> Vec<Case> {
@@ -63,21 +60,7 @@ fn allowed(a: Addrs, ca: &str) -> Vec<Case> {
 fn default_deny_allows_only_allowed_test_and_refuses_every_trick() {
     let net = Net::new(NetOptions::default());
     let a = net.a;
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
-    let key = s.admin_key_file();
-    let cid = create_cluster(&s, &key, "netns-deny", &["us-east-1"]);
-    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
-    let gw = Gateway::start(
-        BIN,
-        net.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &net.dir.path().join("gw-state"),
-        &net.hosts,
-        &net.dns,
-    );
-    wait_gateways_applied(&s, &key, &cid, 1);
+    let Perimeter { s, key, cid, gw } = start_perimeter(&net, "netns-deny", "gw-1", &[]);
     set_policy(&s, &key, &cid, false);
     let rules = [
         json!({"name": "allowed-tls", "type": "FQDN", "destination": "allowed.test", "ports": [443], "description": "allowed over TLS"}),

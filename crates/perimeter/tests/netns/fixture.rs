@@ -252,33 +252,11 @@ impl Net {
     }
 
     fn make_cert(&self) {
-        let key = self.dir.path().join("key.pem");
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=allowed.test"])
-            .args([
-                "-addext",
-                "subjectAltName=DNS:allowed.test,DNS:*.allowed.test,DNS:denied.test",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&self.cert)
-            .stdin(Stdio::null())
-            .output()
-            .expect("openssl req");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let made = perimeter_testkit::certs::self_signed(
+            self.dir.path(),
+            &["allowed.test", "*.allowed.test", "denied.test"],
         );
+        assert_eq!(made.cert, self.cert, "the fixture's certificate path");
     }
 
     fn start_upstream(&mut self) {

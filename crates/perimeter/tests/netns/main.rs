@@ -66,7 +66,10 @@ mod transparent;
 
 use std::path::Path;
 
-use perimeter_testkit::{Server, serve_supports};
+use perimeter_testkit::api::{create_cluster, gateway_token, wait_gateways_applied};
+use perimeter_testkit::{Gateway, Server, serve_supports};
+
+use crate::fixture::Net;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
@@ -78,4 +81,35 @@ pub fn start_serve(dir: &Path, extra: &[&str]) -> Server {
         args.push("--no-embedded-gateways");
     }
     Server::start(BIN, dir, &args, &[])
+}
+
+/// A control plane, one cluster in us-east-1 and one gateway of it (named `gateway`, started
+/// with `args`), resolving with the slot's hosts file and DNS server: the start of every
+/// scenario.
+pub struct Perimeter {
+    pub s: Server,
+    pub key: String,
+    pub cid: String,
+    pub gw: Gateway,
+}
+
+/// Start a [`Perimeter`] for `net`, and wait until its gateway applied a snapshot.
+pub fn start_perimeter(net: &Net, cluster: &str, gateway: &str, args: &[&str]) -> Perimeter {
+    let s = start_serve(&net.dir.path().join("cp"), &[]);
+    let key = s.admin_key_file();
+    let cid = create_cluster(&s, &key, cluster, &["us-east-1"]);
+    let token = gateway_token(&s, &key, &cid, "us-east-1", gateway);
+    let gw = Gateway::start_with(
+        BIN,
+        net.dir.path(),
+        &s.url,
+        &token,
+        "us-east-1",
+        &net.dir.path().join("gw-state"),
+        &net.hosts,
+        &net.dns,
+        args,
+    );
+    wait_gateways_applied(&s, &key, &cid, 1);
+    Perimeter { s, key, cid, gw }
 }

@@ -8,17 +8,14 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 
-use perimeter_testkit::Gateway;
-use perimeter_testkit::api::{
-    add_rule, create_cluster, gateway_token, set_policy, wait_gateways_applied, wait_rule_active,
-};
+use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
 use perimeter_testkit::netns::run;
 use serde_json::{Value, json};
 
 use crate::case::{self, Case, case, workload};
 use crate::clients::raw_all;
 use crate::fixture::{Addrs, Net, NetOptions, Redirect};
-use crate::{BIN, start_serve};
+use crate::{Perimeter, start_perimeter};
 
 #[test]
 fn workload_namespace_leaves_only_through_the_root_namespace() {
@@ -190,20 +187,11 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
     });
     let a = net.a;
     let w = net.workload.as_ref().unwrap();
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
-    let key = s.admin_key_file();
-    let cid = create_cluster(&s, &key, "netns-transparent", &["us-east-1"]);
-    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-t");
     let listen = format!("{}:0", a.workload_root);
-    let gw = Gateway::start_with(
-        BIN,
-        net.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &net.dir.path().join("gw-state"),
-        &net.hosts,
-        &net.dns,
+    let Perimeter { s, key, cid, gw } = start_perimeter(
+        &net,
+        "netns-transparent",
+        "gw-t",
         &["--transparent-listen", &listen],
     );
     let tport: u16 = gw
@@ -212,7 +200,6 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
         .and_then(|t| t.rsplit_once(':'))
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or_else(|| panic!("no transparent listener announced: {}", gw.log_text()));
-    wait_gateways_applied(&s, &key, &cid, 1);
     set_policy(&s, &key, &cid, false);
     for body in [
         json!({"name": "allowed-tls", "type": "FQDN", "destination": "allowed.test", "ports": [443], "description": ""}),

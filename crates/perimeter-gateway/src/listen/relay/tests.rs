@@ -457,8 +457,10 @@ async fn bulk_towards_a_loopback_peer_is_not_paced() {
     assert_eq!(congestion_control(&mine).unwrap(), "reno");
 }
 
+/// Every idle tunnel holds one relay: its state must stay small (the splice loop is boxed, the
+/// transfer and the revocation watch are lent to the supervisor, not moved into it).
 #[tokio::test]
-async fn relay_future_size() {
+async fn a_relay_holds_little_state() {
     let (client, _c) = pair().await;
     let (upstream, _u) = pair().await;
     let f = relay(
@@ -469,24 +471,6 @@ async fn relay_future_size() {
         Duration::from_secs(1),
         never(),
     );
-    eprintln!("relay future: {} bytes", std::mem::size_of_val(&f));
-}
-
-#[tokio::test]
-async fn pump_future_size() {
-    let (a, _c) = pair().await;
-    let (b, _u) = pair().await;
-    let ended = std::sync::atomic::AtomicU8::new(0);
-    let act = Activity::new();
-    let f = super::pump(&a, &b, super::Direction::Up, &act, &ended, None);
-    eprintln!("pump future: {} bytes", std::mem::size_of_val(&f));
-    let mut buf = Vec::new();
-    let f = super::read(&a, &mut buf, 10);
-    eprintln!("read future: {} bytes", std::mem::size_of_val(&f));
-    let f = super::write_all(&a, b"x", super::Direction::Up, &act);
-    eprintln!("write_all future: {} bytes", std::mem::size_of_val(&f));
-    let f = never().revoked();
-    eprintln!("revoked future: {} bytes", std::mem::size_of_val(&f));
-    let f = tokio::time::sleep(Duration::from_secs(1));
-    eprintln!("sleep: {} bytes", std::mem::size_of_val(&f));
+    let size = std::mem::size_of_val(&f);
+    assert!(size <= 3 * 1024, "the relay's future grew to {size} bytes");
 }

@@ -188,19 +188,7 @@ async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
     };
     let snap = perimeter_policy::compile(&doc).unwrap();
     let (tx, snapshots) = watch::channel(Arc::new(snap));
-    let resolver = Resolver::new(ResolverConfig {
-        servers: vec!["127.0.0.1:9".parse().unwrap()],
-        hosts_file: None,
-        timeout: Duration::from_secs(1),
-    })
-    .unwrap();
-    let ctx = ProxyContext {
-        snapshots,
-        resolver: Arc::new(resolver),
-        limits,
-        sink: DecisionSink::new("test"),
-        own: OwnAddresses::fixed([]),
-    };
+    let ctx = context(snapshots, limits);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -208,6 +196,27 @@ async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
         super::super::serve(l, ctx, std::future::pending()).await
     });
     addr
+}
+
+/// A listener context on `snapshots`, resolving with a server that never answers (the tests
+/// dial literals only).
+fn context(
+    snapshots: watch::Receiver<Arc<perimeter_policy::Snapshot>>,
+    limits: GatewayLimits,
+) -> ProxyContext {
+    let resolver = Resolver::new(ResolverConfig {
+        servers: vec!["127.0.0.1:9".parse().unwrap()],
+        hosts_file: None,
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    ProxyContext {
+        snapshots,
+        resolver: Arc::new(resolver),
+        limits,
+        sink: DecisionSink::new("test"),
+        own: OwnAddresses::fixed([]),
+    }
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -517,22 +526,12 @@ async fn a_head_with_both_content_length_and_chunked_gets_400_and_the_connection
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
+/// Every idle tunnel holds its connection's task: its future must stay small (the phases it
+/// is not in are boxed).
 #[tokio::test]
-async fn future_sizes() {
+async fn a_connection_task_holds_little_besides_its_phase() {
     let (_tx, snapshots) = watch::channel(Arc::new(perimeter_policy::Snapshot::empty_deny()));
-    let resolver = Resolver::new(ResolverConfig {
-        servers: vec!["127.0.0.1:9".parse().unwrap()],
-        hosts_file: None,
-        timeout: Duration::from_secs(1),
-    })
-    .unwrap();
-    let ctx = ProxyContext {
-        snapshots,
-        resolver: Arc::new(resolver),
-        limits: GatewayLimits::default(),
-        sink: DecisionSink::new("test"),
-        own: OwnAddresses::fixed([]),
-    };
+    let ctx = context(snapshots, GatewayLimits::default());
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (s, peer) = l.accept().await.unwrap();
