@@ -207,6 +207,9 @@ pub(crate) async fn relay(
             write_all(&upstream, &pending_up, Direction::Up, &activity)
                 .await
                 .map_err(|error| (Direction::Up, error))?;
+            // Sent: its buffer (the first bytes' read buffer, a few KiB) is not kept for the
+            // life of the tunnel.
+            drop(pending_up);
             pump(
                 &client,
                 &upstream,
@@ -246,6 +249,7 @@ where
             .write_all(&pending_up)
             .await
             .map_err(|error| upstream.stop(error))?;
+        drop(pending_up);
         tokio::io::copy_bidirectional(&mut client, &mut upstream)
             .await
             .map_err(|error| upstream.stop(error))
