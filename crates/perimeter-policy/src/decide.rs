@@ -669,18 +669,12 @@ impl Snapshot {
                 continue;
             }
             if slot.head.has_paths() {
-                // A rule with paths that is not in the table has no pattern to match: no
-                // path matches it.
-                let paths = self
-                    .rule_table
-                    .get(slot.index)
-                    .map_or(&[][..], |rule| rule.paths());
                 match path {
                     None => {
                         found.needs_tls = true;
                         continue;
                     }
-                    Some(path) if !paths.iter().any(|p| p.matches(path)) => {
+                    Some(path) if !self.paths.any_matches(slot.paths, path) => {
                         found.path_miss = true;
                         continue;
                     }

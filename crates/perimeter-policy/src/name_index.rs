@@ -279,11 +279,11 @@ impl Key<'_> {
 
 /// Keys of at most this many bytes (almost all names) are kept in their record, so that a
 /// probe reads one record (128 bytes, two cache lines that load together) for a key and its
-/// value of up to 28 bytes; longer keys are kept in an arena.
-const INLINE: usize = 99;
+/// value of up to 32 bytes; longer keys are kept in an arena.
+const INLINE: usize = 95;
 
 /// A key and its value (an empty slot's record: no key, a default value), in an aligned pair
-/// of cache lines: a key of up to 35 bytes lies in the first line with the value, a longer one
+/// of cache lines: a key of up to 31 bytes lies in the first line with the value, a longer one
 /// spills into the second, which loads with the first (the pair is adjacent, and the
 /// comparison reads both at once, see [`Record::holds`]).
 #[repr(C, align(128))]
@@ -762,7 +762,7 @@ mod tests {
             }
             name
         };
-        let names: Vec<String> = [33, 35, 98, INLINE, INLINE + 1, 101, 140, 251]
+        let names: Vec<String> = [33, 35, 90, INLINE, INLINE + 1, 101, 140, 251]
             .into_iter()
             .map(long)
             .collect();
@@ -800,8 +800,8 @@ mod tests {
         assert_eq!(size_of::<Record<crate::snapshot::Rules>>(), 128);
         assert_eq!(size_of::<Record<u32>>(), 128);
         assert_eq!(align_of::<Record<crate::snapshot::Rules>>(), 128);
-        // The value, the length and the first 35 bytes of the key in the first line.
-        assert_eq!(offset_of!(Record<crate::snapshot::Rules>, key), 29);
+        // The value, the length and the first 31 bytes of the key in the first line.
+        assert_eq!(offset_of!(Record<crate::snapshot::Rules>, key), 33);
     }
 
     #[test]

@@ -96,11 +96,13 @@ impl RuleHead {
     }
 }
 
-/// A rule in a list of the snapshot: its head, and its index in the [`RuleTable`].
+/// A rule in a list of the snapshot: its head, its index in the [`RuleTable`], and where its
+/// path patterns are in the snapshot's [`PathArena`] (for a rule with paths).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RuleSlot {
     pub(crate) head: RuleHead,
     pub(crate) index: u32,
+    pub(crate) paths: u32,
 }
 
 /// The rules of one name pattern or prefix, operator rules first, then in document order: the
@@ -118,6 +120,7 @@ impl Default for Rules {
             first: RuleSlot {
                 head: RuleHead::NONE,
                 index: NO_RULE,
+                paths: NO_PATHS,
             },
             start: 0,
             len: 0,
@@ -136,9 +139,15 @@ impl Rules {
         first.into_iter().chain(rest)
     }
 
-    /// The rules `list` (indices into `rules`), operator rules first, then in document order;
-    /// all but the first appended to `table`.
-    fn new(table: &mut Vec<RuleSlot>, rules: &[CompiledRule], mut list: Vec<u32>) -> Self {
+    /// The rules `list` (indices into `rules`, whose path patterns are at `paths` in the path
+    /// arena), operator rules first, then in document order; all but the first appended to
+    /// `table`.
+    fn new(
+        table: &mut Vec<RuleSlot>,
+        rules: &[CompiledRule],
+        paths: &[u32],
+        mut list: Vec<u32>,
+    ) -> Self {
         list.sort_by_key(|&i| {
             let operator = rules.get(i as usize).is_some_and(|r| r.operator());
             (!operator, i)
@@ -148,6 +157,7 @@ impl Rules {
             Some(RuleSlot {
                 head: rule.head,
                 index,
+                paths: paths.get(index as usize).copied().unwrap_or(NO_PATHS),
             })
         });
         let Some(first) = slots.next() else {
@@ -258,6 +268,80 @@ impl CompiledRule {
     }
 }
 
+/// Where a rule without paths has its path patterns: nowhere.
+const NO_PATHS: u32 = u32::MAX;
+const EXACT_PATH: u8 = 0;
+const PREFIX_PATH: u8 = 1;
+
+/// The path patterns of the rules that have some, back to back in one buffer, so that a
+/// decision reads a rule's patterns in one place: for each rule, the number of patterns, then
+/// each pattern as a kind byte (exact or prefix), its length (`u16`, little-endian) and its
+/// bytes. A rule's [`RuleSlot`] says where its patterns start.
+#[derive(Default)]
+pub(crate) struct PathArena {
+    bytes: Box<[u8]>,
+}
+
+impl PathArena {
+    /// Append `patterns` to `out`; where they start. A pattern longer than 65,535 bytes (none
+    /// is: paths are at most 2,048) or past the 255th is left out, so it matches nothing.
+    fn encode(out: &mut Vec<u8>, patterns: &[PathPattern]) -> u32 {
+        let Ok(at) = u32::try_from(out.len()) else {
+            return NO_PATHS;
+        };
+        let count_at = out.len();
+        out.push(0);
+        let mut count = 0u8;
+        for pattern in patterns {
+            let (kind, path) = match pattern {
+                PathPattern::Exact(path) => (EXACT_PATH, path),
+                PathPattern::Prefix(path) => (PREFIX_PATH, path),
+            };
+            let (Ok(len), Some(next)) = (u16::try_from(path.len()), count.checked_add(1)) else {
+                continue;
+            };
+            out.push(kind);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+            count = next;
+        }
+        if let Some(slot) = out.get_mut(count_at) {
+            *slot = count;
+        }
+        at
+    }
+
+    /// Whether one of the patterns at `at` matches `path` (normalised), as
+    /// [`PathPattern::matches`] says: an exact pattern equals it, a prefix starts it. Patterns
+    /// that are not there match nothing.
+    #[inline]
+    pub(crate) fn any_matches(&self, at: u32, path: &str) -> bool {
+        let path = path.as_bytes();
+        let Some((&count, mut rest)) = self.bytes.get(at as usize..).and_then(<[u8]>::split_first)
+        else {
+            return false;
+        };
+        for _ in 0..count {
+            let Some((&[kind, lo, hi], tail)) = rest.split_first_chunk::<3>() else {
+                return false;
+            };
+            let len = usize::from(u16::from_le_bytes([lo, hi]));
+            let (Some(pattern), Some(next)) = (tail.get(..len), tail.get(len..)) else {
+                return false;
+            };
+            let hit = match kind {
+                PREFIX_PATH => path.starts_with(pattern),
+                _ => path == pattern,
+            };
+            if hit {
+                return true;
+            }
+            rest = next;
+        }
+        false
+    }
+}
+
 /// Every rule of a snapshot, in document order: shared by the snapshot and by every
 /// [`RuleRef`] its decisions hand out (one reference count for all of them, so that naming the
 /// rule that decided reads no memory of that rule).
@@ -291,11 +375,12 @@ impl CidrIndex {
         by_prefix: HashMap<IpNet, Vec<u32>>,
         slots: &mut Vec<RuleSlot>,
         rules: &[CompiledRule],
+        paths: &[u32],
     ) -> Self {
         let mut v4_items = Vec::new();
         let mut v6_items = Vec::new();
         for (net, list) in by_prefix {
-            let value = Rules::new(slots, rules, list);
+            let value = Rules::new(slots, rules, paths, list);
             match net {
                 IpNet::V4(net) => v4_items.push(PrefixItem {
                     first: u32::from(net.network()),
@@ -409,6 +494,8 @@ pub struct Snapshot {
     pub(crate) rule_table: Arc<RuleTable>,
     /// The rules of names and prefixes past their first (see [`Rules`]).
     pub(crate) slots: Box<[RuleSlot]>,
+    /// The path patterns of the rules.
+    pub(crate) paths: PathArena,
     rule_count: usize,
     /// FQDN patterns of operator rules (few: probed first, cache-hot).
     pub(crate) operator_names: NameIndex<Rules>,
@@ -436,6 +523,7 @@ impl Snapshot {
             traffic_policy: TrafficPolicy::DefaultDeny,
             rule_table: Arc::default(),
             slots: Box::new([]),
+            paths: PathArena::default(),
             rule_count: 0,
             operator_names: NameIndex::new(),
             names: NameIndex::new(),
@@ -546,6 +634,14 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         patterns.push(destination);
     }
     let rules = parsed;
+    let mut path_bytes = Vec::new();
+    let paths: Vec<u32> = rules
+        .iter()
+        .map(|rule| match rule.paths() {
+            [] => NO_PATHS,
+            patterns => PathArena::encode(&mut path_bytes, patterns),
+        })
+        .collect();
 
     // FQDN patterns by name (operator and customer apart); CIDRs by prefix.
     let mut by_name: [HashMap<&Hostname, ExactAndWildcard>; 2] = Default::default();
@@ -579,11 +675,11 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         let mut entries: Vec<(String, Rules)> = Vec::with_capacity(by_name.len());
         for (name, (exact, wildcard)) in by_name {
             if !exact.is_empty() {
-                let rules = Rules::new(&mut slots, &rules, exact);
+                let rules = Rules::new(&mut slots, &rules, &paths, exact);
                 entries.push((name.as_str().to_owned(), rules));
             }
             if !wildcard.is_empty() {
-                let rules = Rules::new(&mut slots, &rules, wildcard);
+                let rules = Rules::new(&mut slots, &rules, &paths, wildcard);
                 entries.push((wildcard_key(name.as_str()), rules));
             }
         }
@@ -593,8 +689,8 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
     let names = index_names(customer);
 
     let [customer, operator] = by_prefix;
-    let operator_cidrs = CidrIndex::build(operator, &mut slots, &rules);
-    let cidrs = CidrIndex::build(customer, &mut slots, &rules);
+    let operator_cidrs = CidrIndex::build(operator, &mut slots, &rules, &paths);
+    let cidrs = CidrIndex::build(customer, &mut slots, &rules, &paths);
 
     let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
 
@@ -608,6 +704,9 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
             rules: rules.into_boxed_slice(),
         }),
         slots: slots.into_boxed_slice(),
+        paths: PathArena {
+            bytes: path_bytes.into_boxed_slice(),
+        },
         rule_count: doc.rules.len(),
         operator_names,
         names,
