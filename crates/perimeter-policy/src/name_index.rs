@@ -172,6 +172,9 @@ pub(crate) struct NameProbe<'a> {
     /// Number of labels; 0 for a name that is no [`Hostname`] (empty or too long), which
     /// matches nothing.
     labels: usize,
+    /// The hash of the last two labels, for a name of two labels or more (the tail filters
+    /// of the small indexes all ask for it).
+    tail: Option<u64>,
 }
 
 impl<'a> NameProbe<'a> {
@@ -188,6 +191,7 @@ impl<'a> NameProbe<'a> {
             words: Words::EMPTY,
             dots: [0; MAX_LABELS],
             labels: 0,
+            tail: None,
         };
         if !name.is_empty() && name.len() <= MAX_HOSTNAME_LEN {
             probe.index();
@@ -217,6 +221,12 @@ impl<'a> NameProbe<'a> {
             }
         });
         self.labels = found + 1;
+        let tail = match self.labels {
+            0 | 1 => None,
+            2 => Some(0),
+            _ => self.dot(1).map(|dot| dot + 1),
+        };
+        self.tail = tail.map(|start| self.words.hash_from(start));
     }
 
     /// Where the `i + 1`-th dot from the end is.
@@ -228,12 +238,7 @@ impl<'a> NameProbe<'a> {
     /// The hash of the last two labels, for a name of two labels or more.
     #[inline]
     fn tail(&self) -> Option<u64> {
-        let start = match self.labels {
-            0 | 1 => return None,
-            2 => 0,
-            _ => self.dot(1)? + 1,
-        };
-        Some(self.words.hash_from(start))
+        self.tail
     }
 
     /// The key of the exact pattern of the whole name.
@@ -591,6 +596,7 @@ mod tests {
                 },
                 dots: probe.dots,
                 labels: probe.labels,
+                tail: probe.tail,
             })
         }
     }
