@@ -2,7 +2,7 @@
 //! latency of `decide_target` + `decide_address` (the gateway's path: the target, then the
 //! dialled address) over a mixed query set: exact and wildcard hits, misses, IPv4 and IPv6 CIDR
 //! hits, special literals, and allowed names resolving to special addresses. Names have 4 to
-//! 12 labels and up to ~80 bytes, as cloud service names do.
+//! 11 labels, 37 bytes on average and 41% of them over 32 bytes, as cloud service names do.
 //!
 //! Targets: median <= 0.5 µs per decision, snapshot <= 64 MiB; each is printed with PASS or
 //! FAIL.

@@ -5,19 +5,19 @@
 //! wildcard key (it does not start with a dot), and the wildcard key of each of its proper
 //! suffixes is a slice of the name itself, dot included: `.example.com` in `a.example.com`.
 //!
-//! A query name is hashed once, from its last label to its first ([`NameProbe`]): the hash of
-//! every suffix that starts at a label falls out of that one pass, so the name itself and each
-//! of its wildcard suffixes cost one probe each, in every index, with no further hashing and no
-//! allocation.
+//! A query name is cut into 8-byte words from its end once ([`NameProbe`], [`Words`]): the
+//! hash of the name, of each of its wildcard keys and of its last two labels then costs a few
+//! operations each, shared by every index probed, with no allocation.
 //!
 //! An index ([`NameIndex`]) is an open-addressing table built once at compile time, laid out
 //! for few cache misses: an array of 16-bit hash tags (linear probing; small, so a probe for an
-//! absent name mostly stays in cache), and beside it, at the same position, a 64-byte record
-//! holding the key and its value in one cache line: the value of a rule index holds the head of
-//! its first rule (ports, flags), so a hit decides from that one line. A probe compares tags,
-//! and only on a tag match the key bytes: a pattern is found only when it is byte for byte the
-//! key. An index of few names can also keep the last two labels of its keys
-//! ([`NameIndex::with_tail_filter`]), so that one probe tells a name under none of its domains.
+//! absent name mostly stays in cache), and beside it, at the same position, a 128-byte record
+//! (an aligned pair of cache lines) holding the key, up to 95 bytes inline, and its value: the
+//! rules of a pattern, the first with its head (ports, flags) inline, so a hit decides from
+//! that record. A probe compares tags, and only on a tag match the key bytes: a pattern is
+//! found only when it is byte for byte the key. An index of few names can also keep the last
+//! two labels of its keys ([`NameIndex::with_tail_filter`]), so that one probe tells a name
+//! under none of its domains.
 
 use crate::Hostname;
 use crate::hostname::MAX_HOSTNAME_LEN;
