@@ -1,12 +1,19 @@
 //! `decide` on 100,000 mixed rules: compile time, snapshot memory (RSS delta) and per-call
-//! latency of `decide_target` + `decide_address` over a mixed query set.
+//! latency of `decide_target` + `decide_address` (the gateway's path: the target, then the
+//! dialled address) over a mixed query set: exact and wildcard hits, misses, IPv4 and IPv6 CIDR
+//! hits, special literals, and allowed names resolving to special addresses. Names have 4 to
+//! 11 labels, 37 bytes on average and 41% of them over 32 bytes, as cloud service names do.
 //!
-//! Acceptance: median <= 1 microsecond, snapshot under 64 MiB.
+//! Targets: median <= 0.5 µs per decision, snapshot <= 64 MiB; each is printed with PASS or
+//! FAIL.
 //!
-//! `CARGO_TARGET_DIR=/work/target-policy cargo bench -p perimeter-policy --bench decide`
+//! `cargo bench -p perimeter-policy --bench decide`
 //!
-//! Hand-rolled (std only): the data is generated from a fixed seed, timed in batches, and the
-//! per-call time is batch time / batch size.
+//! Hand-rolled (std only): the data is generated from a fixed seed, timed in batches of 1,000
+//! decisions, and the per-call time is batch time / batch size; the median over 3,000 batches
+//! is the figure (a batch the scheduler interrupts lands in the tail, not the median). The
+//! load average and the CPU time the rest of the host took while timing are printed, so a busy
+//! neighbour shows.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -22,6 +29,9 @@ const DOMAINS: usize = 5_000;
 const QUERIES: usize = 20_000;
 const BATCH: usize = 1_000;
 const BATCHES: usize = 3_000;
+/// Targets: median decision time, and snapshot size.
+const TARGET_NS: f64 = 500.0;
+const TARGET_MIB: f64 = 64.0;
 
 /// splitmix64: deterministic, no dependency.
 struct Rng(u64);
@@ -56,6 +66,44 @@ fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time (user + system, in clock ticks) of the whole host and of this process, from
+/// /proc/stat and /proc/self/stat.
+fn cpu_ticks() -> (u64, u64) {
+    let host = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let cpu = stat.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            let fields: Vec<u64> = cpu
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+            Some(fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?)
+        })
+        .unwrap_or(0);
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces): utime and stime are the
+            // 14th and 15th fields of the line.
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    (host, own)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
 fn mib(bytes: i64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -86,6 +134,33 @@ struct Built {
     cidrs: Vec<(IpAddr, u8, &'static [u16])>,
 }
 
+/// Middle labels of cloud service names (2-3 labels each).
+const SERVICES: [&str; 5] = [
+    "s3.dualstack",
+    "blob.core",
+    "compute.internal",
+    "kafka.prod",
+    "api.gw",
+];
+const REGIONS: [&str; 4] = ["us-east-1", "eu-west-1", "ap-southeast-2", "eu-central-1"];
+
+/// Middle labels between a rule's first label and its domain: none beyond one label (half the
+/// rules, 4-label names), a cloud service and region (6-7 labels, 40-50 bytes), or a deep
+/// cluster name (9-10 labels, 60-80 bytes), as real service names are.
+fn middle(rng: &mut Rng) -> String {
+    let service = rng.pick(&SERVICES);
+    let region = rng.pick(&REGIONS);
+    match rng.below(10) {
+        0..=4 => format!("t{}", rng.below(50)),
+        5..=7 => format!("{service}.{region}"),
+        _ => format!(
+            "p{}.{service}.{region}.cluster-{}",
+            rng.below(50),
+            rng.below(50)
+        ),
+    }
+}
+
 fn build(rng: &mut Rng) -> Built {
     let mut rules = Vec::with_capacity(RULES);
     let mut exact = Vec::new();
@@ -97,7 +172,7 @@ fn build(rng: &mut Rng) -> Built {
         let roll = rng.below(100);
         let mut paths = Vec::new();
         let (rule_type, destination) = if roll < 45 {
-            let name = format!("svc{i}.t{}.{domain}", rng.below(50));
+            let name = format!("svc{i}.{}.{domain}", middle(rng));
             let with_paths = rng.below(10) == 0;
             if with_paths {
                 paths = vec!["/v1/*".to_owned(), "/health".to_owned()];
@@ -105,10 +180,10 @@ fn build(rng: &mut Rng) -> Built {
             exact.push((name.clone(), ports, with_paths));
             (RuleType::Fqdn, name)
         } else if roll < 80 {
-            let suffix = if rng.below(4) == 0 {
-                format!("x.w{i}.{domain}")
-            } else {
-                format!("w{i}.{domain}")
+            let suffix = match rng.below(4) {
+                0 => format!("x.w{i}.{domain}"),
+                1 => format!("w{i}.{}.{domain}", middle(rng)),
+                _ => format!("w{i}.{domain}"),
             };
             wildcard.push((suffix.clone(), ports));
             (RuleType::Fqdn, format!("*.{suffix}"))
@@ -209,7 +284,17 @@ fn queries(rng: &mut Rng, built: &Built) -> Vec<Query> {
         } else if roll < 55 {
             kinds[1] += 1;
             let (suffix, ports) = rng.pick(&built.wildcard);
-            let name = format!("h{}.{suffix}", rng.below(1000));
+            // Names below the suffix, one to three labels deeper.
+            let name = match rng.below(4) {
+                0 => format!(
+                    "a{}.b{}.h{}.{suffix}",
+                    rng.below(10),
+                    rng.below(10),
+                    rng.below(1000)
+                ),
+                1 => format!("b{}.h{}.{suffix}", rng.below(10), rng.below(1000)),
+                _ => format!("h{}.{suffix}", rng.below(1000)),
+            };
             Query {
                 dest: Dest::Name(name.parse().unwrap()),
                 addr: public(rng),
@@ -218,10 +303,12 @@ fn queries(rng: &mut Rng, built: &Built) -> Vec<Query> {
             }
         } else if roll < 75 {
             kinds[2] += 1;
+            // Under the rules' domains, as deep as their names, but named by no rule.
             let name = format!(
-                "a{}.b{}.d{}-corp.com",
+                "a{}.b{}.{}.d{}-corp.com",
                 rng.next() % 1000,
                 rng.below(100),
+                middle(rng),
                 rng.below(DOMAINS)
             );
             Query {
@@ -281,6 +368,25 @@ fn queries(rng: &mut Rng, built: &Built) -> Vec<Query> {
     println!(
         "queries: {QUERIES} (exact hits {}, wildcard hits {}, misses {}, CIDR hits {}, special literals {}, names to special {})",
         kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], kinds[5]
+    );
+    let names: Vec<&str> = out
+        .iter()
+        .filter_map(|q| match &q.dest {
+            Dest::Name(name) => Some(name.as_str()),
+            Dest::Ip => None,
+        })
+        .collect();
+    let labels: Vec<usize> = names.iter().map(|n| n.split('.').count()).collect();
+    let v6 = out
+        .iter()
+        .filter(|q| matches!(q.dest, Dest::Ip) && q.addr.is_ipv6())
+        .count();
+    println!(
+        "query names: {:.1} labels on average (max {}), {:.0} bytes on average, {:.0}% longer than 32 bytes; IPv6 literals: {v6}",
+        labels.iter().sum::<usize>() as f64 / labels.len() as f64,
+        labels.iter().max().unwrap_or(&0),
+        names.iter().map(|n| n.len()).sum::<usize>() as f64 / names.len() as f64,
+        100.0 * names.iter().filter(|n| n.len() > 32).count() as f64 / names.len() as f64,
     );
     out
 }
@@ -361,6 +467,9 @@ fn main() {
     let allowed = queries.iter().filter(|q| decide_one(&snapshot, q)).count();
     println!("allowed {allowed} of {} queries", queries.len());
 
+    let load_before = loadavg();
+    let (host_before, own_before) = cpu_ticks();
+    let timing = Instant::now();
     let mut per_call_ns = Vec::with_capacity(BATCHES);
     let mut offset = 0;
     let mut total = Duration::ZERO;
@@ -377,22 +486,35 @@ fn main() {
         total += elapsed;
         per_call_ns.push(elapsed.as_nanos() as f64 / BATCH as f64);
     }
+    let wall = timing.elapsed().as_secs_f64();
+    let (host_after, own_after) = cpu_ticks();
     per_call_ns.sort_by(f64::total_cmp);
     let median = percentile(&per_call_ns, 0.5);
     let p99 = percentile(&per_call_ns, 0.99);
     println!(
-        "{} calls in {BATCHES} batches of {BATCH}: per call median {median:.0} ns, p99 {p99:.0} ns, min {:.0} ns, max {:.0} ns",
+        "{} calls in {BATCHES} batches of {BATCH}: per call median {median:.0} ns, p99 of batches {p99:.0} ns, min {:.0} ns, max {:.0} ns",
         BATCHES * BATCH,
         per_call_ns[0],
         per_call_ns[per_call_ns.len() - 1],
     );
+    // Clock ticks are 1/100 s on Linux.
+    let others = host_after.saturating_sub(host_before) as f64 / 100.0
+        - own_after.saturating_sub(own_before) as f64 / 100.0;
     println!(
-        "decide median {median:.0} ns (target 1000 ns: {:.2}x)",
-        median / 1000.0
+        "while timing ({wall:.1} s): load average {load_before} -> {}, other processes used {:.1} CPU",
+        loadavg(),
+        (others / wall).max(0.0),
+    );
+    let snapshot_mib = mib(snapshot_delta);
+    println!("targets:");
+    println!(
+        "  decide median <= {TARGET_NS:.0} ns   {}  ({median:.0} ns, {:.2}x the target)",
+        verdict(median <= TARGET_NS),
+        median / TARGET_NS
     );
     println!(
-        "snapshot ~{:.0} MiB (target 64 MiB)",
-        mib(snapshot_delta).ceil()
+        "  snapshot <= {TARGET_MIB:.0} MiB       {}  ({snapshot_mib:.1} MiB)",
+        verdict(snapshot_mib <= TARGET_MIB),
     );
     black_box(total);
 }

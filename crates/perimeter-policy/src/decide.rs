@@ -45,7 +45,7 @@ use std::sync::Arc;
 use crate::addr_class::classify;
 use crate::document::TrafficPolicy;
 use crate::name_index::{NameIndex, NameProbe};
-use crate::snapshot::{CidrIndex, CompiledRule, Endpoint, NameEntry, Rules, Snapshot};
+use crate::snapshot::{CidrIndex, Endpoint, RuleSlot, RuleTable, Rules, Snapshot};
 use crate::{AddrClass, Hostname, ipv4_behind};
 
 /// What the client asked to reach.
@@ -57,10 +57,28 @@ pub enum Destination<'a> {
     Ip(IpAddr),
 }
 
-/// The rule that decided: a handle on the snapshot's compiled rule (cloning it costs one
-/// reference count), read through its [`RuleMeta`] (`rule.id`, `rule.name`).
+/// The rule that decided: a handle on a rule of the snapshot's rule table (cloning it costs
+/// one reference count, on the table), read through its [`RuleMeta`] (`rule.id`,
+/// `rule.name`). It keeps the table of rules (their ids, names, ports and paths) alive, not the
+/// snapshot's indexes.
 #[derive(Clone)]
-pub struct RuleRef(pub(crate) Arc<CompiledRule>);
+pub struct RuleRef {
+    table: Arc<RuleTable>,
+    /// Always a rule of `table` (checked in [`RuleRef::new`]).
+    index: u32,
+}
+
+impl RuleRef {
+    /// The rule `index` of `table`; `None` if there is none (a decision then does not allow).
+    #[inline]
+    fn new(table: &Arc<RuleTable>, index: u32) -> Option<Self> {
+        table.get(index)?;
+        Some(Self {
+            table: table.clone(),
+            index,
+        })
+    }
+}
 
 /// What names a rule in decisions, logs and answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,13 +91,17 @@ impl Deref for RuleRef {
     type Target = RuleMeta;
 
     fn deref(&self) -> &RuleMeta {
-        self.0.meta()
+        match self.table.get(self.index) {
+            Some(rule) => rule.meta(),
+            // `RuleRef::new` checked the index, and the table never changes.
+            None => unreachable!("a RuleRef names a rule of its table"),
+        }
     }
 }
 
 impl PartialEq for RuleRef {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || **self == **other
+        (Arc::ptr_eq(&self.table, &other.table) && self.index == other.index) || **self == **other
     }
 }
 
@@ -253,10 +275,10 @@ impl Decision {
         }
     }
 
-    fn allow_rule(rule: &RuleRef, operator: bool) -> Self {
+    fn allow_rule(rule: RuleRef, operator: bool) -> Self {
         Self {
             verdict: Verdict::Allow,
-            rule: Some(rule.clone()),
+            rule: Some(rule),
             reason: if operator {
                 Reason::AllowedByOperatorRule
             } else {
@@ -381,18 +403,20 @@ impl TargetDecision {
     }
 }
 
-/// What the FQDN rules say of a name.
-struct NameMatch<'s> {
-    operator: Option<&'s RuleRef>,
-    customer: Option<&'s RuleRef>,
+/// What the FQDN rules say of a name: the allowing rules (indexes in the rule table), and why
+/// others did not allow.
+struct NameMatch {
+    operator: Option<u32>,
+    customer: Option<u32>,
     port_miss: bool,
     path_miss: bool,
     needs_tls: bool,
 }
 
 /// What the CIDR rules of one index say of an address and port.
-struct CidrMatch<'s> {
-    allow: Option<&'s RuleRef>,
+struct CidrMatch {
+    /// The allowing rule (its index in the rule table).
+    allow: Option<u32>,
     covered: bool,
 }
 
@@ -437,7 +461,7 @@ impl Snapshot {
                 allowed,
             } if *literal == addr => match allowed {
                 Some((on, allowance)) if *on == port => {
-                    Decision::allow_rule(&allowance.rule, allowance.operator)
+                    Decision::allow_rule(allowance.rule.clone(), allowance.operator)
                 }
                 _ => self.address_decision(None, None, addr, port, own),
             },
@@ -456,7 +480,7 @@ impl Snapshot {
             TargetState::Name {
                 allow: Some(allowance),
                 ..
-            } => Decision::allow_rule(&allowance.rule, allowance.operator),
+            } => Decision::allow_rule(allowance.rule.clone(), allowance.operator),
             TargetState::Name { allow: None, deny } => {
                 Decision::allow_policy(self.traffic_policy, *deny)
             }
@@ -478,11 +502,11 @@ impl Snapshot {
                 if default_deny {
                     let judged = ipv4_behind(addr);
                     let operator = self.match_cidr(&self.operator_cidrs, judged, port);
-                    let (rule, operator) = match operator.allow {
+                    let (rule, operator) = match self.rule_ref(operator.allow) {
                         Some(rule) => (rule, true),
                         None => {
                             let customer = self.match_cidr(&self.cidrs, judged, port);
-                            let Some(rule) = customer.allow else {
+                            let Some(rule) = self.rule_ref(customer.allow) else {
                                 return TargetState::Final(Decision::deny(literal_deny_reason(
                                     classify(judged),
                                     operator.covered || customer.covered,
@@ -491,7 +515,6 @@ impl Snapshot {
                             (rule, false)
                         }
                     };
-                    let rule = rule.clone();
                     allowed = Some((port, Allowance { rule, operator }));
                 }
                 TargetState::Ip { addr, allowed }
@@ -507,10 +530,10 @@ impl Snapshot {
         default_deny: bool,
     ) -> TargetState {
         let found = self.match_name(name, port, path);
-        if let Some(rule) = found.operator {
+        if let Some(rule) = self.rule_ref(found.operator) {
             return TargetState::Name {
                 allow: Some(Allowance {
-                    rule: rule.clone(),
+                    rule,
                     operator: true,
                 }),
                 deny: Reason::NoRuleForDestination,
@@ -520,16 +543,14 @@ impl Snapshot {
             return TargetState::Final(Decision::private_endpoint(endpoint));
         }
         let deny = found.deny_reason(path);
-        if found.customer.is_none() && default_deny && !self.cidr_ports.contains(port) {
+        let allow = self.rule_ref(found.customer).map(|rule| Allowance {
+            rule,
+            operator: false,
+        });
+        if allow.is_none() && default_deny && !self.cidr_ports.contains(port) {
             return TargetState::Final(Decision::deny(deny));
         }
-        TargetState::Name {
-            allow: found.customer.map(|rule| Allowance {
-                rule: rule.clone(),
-                operator: false,
-            }),
-            deny,
-        }
+        TargetState::Name { allow, deny }
     }
 
     /// `name_deny` is `None` for an IP literal.
@@ -553,17 +574,17 @@ impl Snapshot {
         // FQDN rule settles the connection.
         let fqdn = name_allow.filter(|_| !special);
         if let Some(allowance) = fqdn.filter(|a| a.operator) {
-            return Decision::allow_rule(&allowance.rule, true);
+            return Decision::allow_rule(allowance.rule.clone(), true);
         }
         let operator = self.match_cidr(&self.operator_cidrs, judged, port);
-        if let Some(rule) = operator.allow {
+        if let Some(rule) = self.rule_ref(operator.allow) {
             return Decision::allow_rule(rule, true);
         }
         if let Some(allowance) = fqdn {
-            return Decision::allow_rule(&allowance.rule, allowance.operator);
+            return Decision::allow_rule(allowance.rule.clone(), allowance.operator);
         }
         let customer = self.match_cidr(&self.cidrs, judged, port);
-        if let Some(rule) = customer.allow {
+        if let Some(rule) = self.rule_ref(customer.allow) {
             return Decision::allow_rule(rule, false);
         }
         let covered = operator.covered || customer.covered;
@@ -581,11 +602,17 @@ impl Snapshot {
         Decision::allow_policy(self.traffic_policy, default_deny_reason)
     }
 
+    /// A handle on rule `index` of the rule table.
+    #[inline]
+    fn rule_ref(&self, index: Option<u32>) -> Option<RuleRef> {
+        RuleRef::new(&self.rule_table, index?)
+    }
+
     /// The most specific allowing FQDN rules (operator and customer) for `name`, and why the
     /// others did not allow. Operator patterns are probed first (a small index), then the
     /// customer ones; in each, the name itself, then each wildcard suffix, longest first, until
     /// a rule allows.
-    fn match_name(&self, name: &NameProbe<'_>, port: u16, path: Option<&str>) -> NameMatch<'_> {
+    fn match_name(&self, name: &NameProbe<'_>, port: u16, path: Option<&str>) -> NameMatch {
         let mut found = NameMatch {
             operator: None,
             customer: None,
@@ -600,64 +627,67 @@ impl Snapshot {
         found
     }
 
-    fn scan_index<'s>(
-        &'s self,
-        index: &'s NameIndex<NameEntry>,
+    fn scan_index(
+        &self,
+        index: &NameIndex<Rules>,
         name: &NameProbe<'_>,
         port: u16,
         path: Option<&str>,
-        found: &mut NameMatch<'s>,
+        found: &mut NameMatch,
     ) {
         if !index.may_match(name) {
             return;
         }
-        if let Some(entry) = name.full().and_then(|name| index.get(name)) {
-            self.scan_rules(&entry.exact, port, path, found);
+        if let Some(rules) = name.full().and_then(|name| index.get(name)) {
+            self.scan_rules(rules, port, path, found);
         }
         for suffix in name.wildcard_suffixes() {
             if found.operator.is_some() || found.customer.is_some() {
                 return;
             }
-            if let Some(entry) = index.get(suffix) {
-                self.scan_rules(&entry.wildcard, port, path, found);
+            if let Some(rules) = index.get(suffix) {
+                self.scan_rules(rules, port, path, found);
             }
         }
     }
 
-    fn scan_rules<'s>(
-        &'s self,
-        rules: &'s Rules,
-        port: u16,
-        path: Option<&str>,
-        found: &mut NameMatch<'s>,
-    ) {
-        for handle in rules.iter(&self.rules) {
-            let rule = &handle.0;
-            if !rule.allows_port(port) {
+    /// Whether the rule of `slot` allows `port`: from its head, or for a rule with many ports
+    /// from the rule table (a rule that is not there allows nothing).
+    #[inline]
+    fn slot_allows_port(&self, slot: &RuleSlot, port: u16) -> bool {
+        slot.head.allows_port(port).unwrap_or_else(|| {
+            self.rule_table
+                .get(slot.index)
+                .is_some_and(|rule| rule.allows_port(port))
+        })
+    }
+
+    fn scan_rules(&self, rules: &Rules, port: u16, path: Option<&str>, found: &mut NameMatch) {
+        for slot in rules.iter(&self.slots) {
+            if !self.slot_allows_port(slot, port) {
                 found.port_miss = true;
                 continue;
             }
-            let paths = rule.paths();
-            if !paths.is_empty() {
+            if slot.head.has_paths() {
                 match path {
                     None => {
                         found.needs_tls = true;
                         continue;
                     }
-                    Some(path) if !paths.iter().any(|p| p.matches(path)) => {
+                    Some(path) if !self.paths.any_matches(slot.paths, path) => {
                         found.path_miss = true;
                         continue;
                     }
                     Some(_) => {}
                 }
             }
-            let slot = if rule.operator() {
+            let allowing = if slot.head.operator() {
                 &mut found.operator
             } else {
                 &mut found.customer
             };
-            if slot.is_none() {
-                *slot = Some(handle);
+            if allowing.is_none() {
+                *allowing = Some(slot.index);
             }
             return;
         }
@@ -672,20 +702,16 @@ impl Snapshot {
         let index = name
             .full()
             .and_then(|name| self.endpoint_names.get(name))
-            .and_then(|entry| entry.exact)
             .or_else(|| {
-                name.wildcard_suffixes().find_map(|suffix| {
-                    self.endpoint_names
-                        .get(suffix)
-                        .and_then(|entry| entry.wildcard)
-                })
+                name.wildcard_suffixes()
+                    .find_map(|suffix| self.endpoint_names.get(suffix))
             })?;
-        self.endpoints.get(index as usize)
+        self.endpoints.get(*index as usize)
     }
 
     /// The most specific rule of `index` allowing an address (already judged: IPv4 behind
     /// IPv6 forms) and port, and whether any prefix of `index` covers the address.
-    fn match_cidr<'s>(&'s self, index: &'s CidrIndex, addr: IpAddr, port: u16) -> CidrMatch<'s> {
+    fn match_cidr(&self, index: &CidrIndex, addr: IpAddr, port: u16) -> CidrMatch {
         let mut found = CidrMatch {
             allow: None,
             covered: false,
@@ -693,11 +719,12 @@ impl Snapshot {
         if index.is_empty() {
             return found;
         }
-        let mut scan = |rules: &'s Rules| {
+        let mut scan = |rules: &Rules| {
             found.covered = true;
             found.allow = rules
-                .iter(&self.rules)
-                .find(|rule| rule.0.allows_port(port));
+                .iter(&self.slots)
+                .find(|slot| self.slot_allows_port(slot, port))
+                .map(|slot| slot.index);
             found.allow.is_some()
         };
         match addr {
@@ -712,7 +739,7 @@ impl Snapshot {
     }
 }
 
-impl NameMatch<'_> {
+impl NameMatch {
     /// What `DEFAULT_DENY` says of the name when no FQDN rule allows it.
     fn deny_reason(&self, path: Option<&str>) -> Reason {
         if self.needs_tls && path.is_none() {

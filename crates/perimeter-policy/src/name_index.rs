@@ -1,22 +1,26 @@
-//! Index of DNS names (rule patterns, private endpoint names) for the decision path.
+//! Index of DNS name patterns (rule patterns, private endpoint names) for the decision path.
 //!
-//! A query name is hashed once, from its last label to its first ([`NameProbe`]): the hash of
-//! every suffix that starts at a label falls out of that one pass, so the name itself and each
-//! of its wildcard suffixes cost one probe each, in every index, with no further hashing and no
-//! allocation.
+//! Keys are patterns: an exact pattern `example.com` is the key `example.com`, a wildcard
+//! pattern `*.example.com` the key `.example.com` ([`wildcard_key`]). A query name is never a
+//! wildcard key (it does not start with a dot), and the wildcard key of each of its proper
+//! suffixes is a slice of the name itself, dot included: `.example.com` in `a.example.com`.
+//!
+//! A query name is cut into 8-byte words from its end once ([`NameProbe`], [`Words`]): the
+//! hash of the name, of each of its wildcard keys and of its last two labels then costs a few
+//! operations each, shared by every index probed, with no allocation.
 //!
 //! An index ([`NameIndex`]) is an open-addressing table built once at compile time, laid out
 //! for few cache misses: an array of 16-bit hash tags (linear probing; small, so a probe for an
-//! absent name mostly stays in cache), and beside it, at the same position, a 64-byte record
-//! holding the key and its value in one cache line. A probe compares tags, and only on a tag
-//! match the key bytes: a name is found only when it is byte for byte the key. An index of few
-//! names can also keep the last two labels of its keys ([`NameIndex::with_tail_filter`]), so
-//! that one probe tells a name under none of its domains; a large one, the rule a hit in each
-//! slot most likely reads first ([`NameIndex::with_hints`]), which a probe starts loading
-//! while it compares the key.
+//! absent name mostly stays in cache), and beside it, at the same position, a 128-byte record
+//! (an aligned pair of cache lines) holding the key, up to 95 bytes inline, and its value: the
+//! rules of a pattern, the first with its head (ports, flags) inline, so a hit decides from
+//! that record. A probe compares tags, and only on a tag match the key bytes: a pattern is
+//! found only when it is byte for byte the key. An index of few names can also keep the last
+//! two labels of its keys ([`NameIndex::with_tail_filter`]), so that one probe tells a name
+//! under none of its domains.
 
+use crate::Hostname;
 use crate::hostname::MAX_HOSTNAME_LEN;
-use crate::{Hostname, RuleRef};
 
 /// Most labels a [`Hostname`] can have: one-character labels and their dots in 253 bytes.
 const MAX_LABELS: usize = MAX_HOSTNAME_LEN.div_ceil(2);
@@ -49,30 +53,27 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// The bytes `start..end` (at most 8) of `bytes` as a little-endian word, zero-extended: a
-/// whole-word read ending at `end`, shifted down.
+/// The 8 bytes of `bytes` that end at `end`, as a little-endian word; for `end` < 8, the bytes
+/// `0..end` in its high bytes (as if `bytes` began with zeros).
 #[inline(always)]
-fn word_before(bytes: &[u8], start: usize, end: usize) -> u64 {
-    let len = end - start;
-    if len == 0 {
+fn word_ending(bytes: &[u8], end: usize) -> u64 {
+    if let Some(at) = end.checked_sub(8) {
+        return word_at(bytes, at);
+    }
+    if end == 0 {
         return 0;
     }
-    let below = ((8 - len) * 8) as u32;
-    if let Some(at) = end.checked_sub(8) {
-        return word_at(bytes, at) >> below;
-    }
+    let above = ((8 - end) * 8) as u32;
     if bytes.len() >= 8 {
-        // Near the start: the first word, without the bytes from `end` on.
-        let above = ((8 - end) * 8) as u32;
-        return (word_at(bytes, 0) << above) >> below;
+        return word_at(bytes, 0) << above;
     }
-    // A name shorter than a word.
+    // A key shorter than a word.
     bytes
         .iter()
         .take(end)
-        .skip(start)
         .rev()
         .fold(0, |w, &b| (w << 8) | u64::from(b))
+        << above
 }
 
 /// 0x80 in each byte of `word` that is a `.`, 0 elsewhere (exact: no borrow crosses bytes).
@@ -84,44 +85,96 @@ fn dots(word: u64) -> u64 {
     !(((t & LOW7).wrapping_add(LOW7)) | t | LOW7)
 }
 
-/// Fold the label `start..end` into the hash of the labels to its right: its length, then its
-/// bytes a word at a time from its end. The length keeps `ab.c`, `a.bc`, `abc` and `ab\0`
-/// apart (the encoding of a label sequence as words is injective).
-#[inline(always)]
-fn mix_label(mut hash: u64, name: &[u8], start: usize, mut end: usize) -> u64 {
-    hash = mix(hash, (end - start) as u64);
-    while end - start > 8 {
-        end -= 8;
-        hash = mix(hash, word_at(name, end));
-    }
-    mix(hash, word_before(name, start, end))
+/// The key of the wildcard pattern `*.suffix`: `.suffix`.
+pub(crate) fn wildcard_key(suffix: &str) -> String {
+    format!(".{suffix}")
 }
 
-/// The hash of a whole name, as [`NameProbe`] computes it for the name and its suffixes.
-fn hash_name(name: &[u8]) -> u64 {
-    let mut hash = SEED;
-    let mut end = name.len();
-    for (i, _) in name.iter().enumerate().rev().filter(|&(_, &b)| b == b'.') {
-        hash = mix_label(hash, name, i + 1, end);
-        end = i;
-    }
-    finish(mix_label(hash, name, 0, end))
+/// Most words of a key (keys are at most 255 bytes long).
+const WORDS: usize = 32;
+
+/// A key cut into words from its end: `words[k]` is the `k`-th word counting from the end
+/// ([`word_ending`] at `len - 8k`), and `running[k]` the hash of the words `0..k`.
+///
+/// The hash of the suffix of `m` bytes is `running[m / 8]` mixed with the top `m % 8` bytes of
+/// `words[m / 8]` (the suffix's first bytes, before its whole words) and with `m`
+/// ([`Words::hash_from`]): a few operations for any suffix, and the same as the hash of that
+/// suffix as a key of its own, which has the same words from its end. Words, head bytes and
+/// length determine the bytes, so the encoding is injective.
+struct Words {
+    words: [u64; WORDS],
+    running: [u64; WORDS + 1],
+    len: usize,
 }
 
-/// Suffix hashes a [`NameProbe`] keeps: names with more labels (rare) hash their longer
-/// suffixes when probed.
-const HASHED: usize = 16;
+impl Words {
+    const EMPTY: Self = Self {
+        words: [0; WORDS],
+        running: [SEED; WORDS + 1],
+        len: 0,
+    };
 
-/// A name to look up, with the start and hash of each suffix that begins at a label: computed
-/// once per decision, in one pass from the right, and shared by every index probed.
+    /// Cut `bytes` (at most [`WORDS`] words; longer keys are cut short and match nothing),
+    /// calling `each(k, word)` on each word from the end.
+    #[inline(always)]
+    fn cut(&mut self, bytes: &[u8], mut each: impl FnMut(usize, u64)) {
+        self.len = bytes.len();
+        let mut hash = SEED;
+        let mut end = bytes.len();
+        for (k, (word_k, running)) in self
+            .words
+            .iter_mut()
+            .zip(self.running.iter_mut().skip(1))
+            .enumerate()
+        {
+            if end == 0 {
+                break;
+            }
+            let word = word_ending(bytes, end);
+            each(k, word);
+            hash = mix(hash, word);
+            *word_k = word;
+            *running = hash;
+            end = end.saturating_sub(8);
+        }
+    }
+
+    /// The hash of the suffix that starts at `start`.
+    #[inline(always)]
+    fn hash_from(&self, start: usize) -> u64 {
+        let m = self.len.saturating_sub(start);
+        let (whole, head) = (m / 8, m % 8);
+        let running = self.running.get(whole).copied().unwrap_or(SEED);
+        let head = match head {
+            0 => 0,
+            head => self.words.get(whole).copied().unwrap_or(0) >> (64 - 8 * head as u32),
+        };
+        finish(mix(mix(running, head), m as u64))
+    }
+}
+
+/// The hash of a whole key (a name, a wildcard key `.suffix`, a tail), as [`NameProbe`]
+/// computes it for the name and its suffixes.
+fn hash_name(key: &[u8]) -> u64 {
+    let mut words = Words::EMPTY;
+    words.cut(key, |_, _| {});
+    words.hash_from(0)
+}
+
+/// A name to look up, cut into words from its end once per decision ([`Words`]), with the
+/// position of each dot: the hash of the name, of each wildcard key in it and of its last two
+/// labels then costs a few operations each, shared by every index probed.
 pub(crate) struct NameProbe<'a> {
     name: &'a [u8],
-    /// `starts[i]`: where the suffix of `i + 1` labels starts.
-    starts: [u8; MAX_LABELS],
-    /// `hashes[i]`: the hash of the suffix of `i + 1` labels.
-    hashes: [u64; HASHED],
-    /// Number of labels; 0 for a name that is no [`Hostname`] (too long), which matches nothing.
+    words: Words,
+    /// `dots[i]`: where the `i + 1`-th dot from the end is.
+    dots: [u8; MAX_LABELS],
+    /// Number of labels; 0 for a name that is no [`Hostname`] (empty or too long), which
+    /// matches nothing.
     labels: usize,
+    /// The hash of the last two labels, for a name of two labels or more (the tail filters
+    /// of the small indexes all ask for it).
+    tail: Option<u64>,
 }
 
 impl<'a> NameProbe<'a> {
@@ -135,9 +188,10 @@ impl<'a> NameProbe<'a> {
     fn with_bytes<R>(name: &'a [u8], f: impl FnOnce(&NameProbe<'a>) -> R) -> R {
         let mut probe = Self {
             name,
-            starts: [0; MAX_LABELS],
-            hashes: [0; HASHED],
+            words: Words::EMPTY,
+            dots: [0; MAX_LABELS],
             labels: 0,
+            tail: None,
         };
         if !name.is_empty() && name.len() <= MAX_HOSTNAME_LEN {
             probe.index();
@@ -145,87 +199,71 @@ impl<'a> NameProbe<'a> {
         f(&probe)
     }
 
-    /// One pass from the right, a word at a time: each dot closes a label, whose suffix is
-    /// hashed from the hash of the suffix before.
+    /// Cut the name into words, and note its dots, rightmost first.
     #[inline(always)]
     fn index(&mut self) {
-        let name = self.name;
-        let mut hash = SEED;
-        let mut labels = 0;
-        let mut end = name.len();
-        let mut word_end = name.len();
-        while word_end > 0 {
-            let at = word_end.saturating_sub(8);
-            let mut found = dots(word_before(name, at, word_end));
-            while found != 0 {
-                // The rightmost dot left in the word.
-                let bit = 63 - found.leading_zeros();
-                let dot = at + (bit / 8) as usize;
-                hash = mix_label(hash, name, dot + 1, end);
-                if !self.record(labels, dot + 1, hash) {
-                    return;
+        let (name, dots_at) = (self.name, &mut self.dots);
+        let mut found = 0;
+        self.words.cut(name, |k, word| {
+            // The dots of the word that ends `8k` bytes before the end, rightmost first (a
+            // word at the start has zeros, not dots, before the name).
+            let end = name.len() - 8 * k;
+            let mut bits = dots(word);
+            while bits != 0 {
+                let bit = 63 - bits.leading_zeros();
+                let at = (end + (bit / 8) as usize).wrapping_sub(8);
+                if let Some(slot) = dots_at.get_mut(found) {
+                    // `at` < 253: the name is at most that long.
+                    *slot = at as u8;
                 }
-                labels += 1;
-                end = dot;
-                found ^= 1 << bit;
+                found += 1;
+                bits ^= 1 << bit;
             }
-            word_end = at;
-        }
-        hash = mix_label(hash, name, 0, end);
-        if self.record(labels, 0, hash) {
-            self.labels = labels + 1;
-        }
+        });
+        self.labels = found + 1;
+        let tail = match self.labels {
+            0 | 1 => None,
+            2 => Some(0),
+            _ => self.dot(1).map(|dot| dot + 1),
+        };
+        self.tail = tail.map(|start| self.words.hash_from(start));
     }
 
-    /// Note the suffix of `i + 1` labels; `false` past the most labels a name can have.
+    /// Where the `i + 1`-th dot from the end is.
     #[inline(always)]
-    fn record(&mut self, i: usize, start: usize, hash: u64) -> bool {
-        let Some(slot) = self.starts.get_mut(i) else {
-            return false;
-        };
-        // `start` < 253: the name is at most that long.
-        *slot = start as u8;
-        if let Some(slot) = self.hashes.get_mut(i) {
-            *slot = finish(hash);
-        }
-        true
+    fn dot(&self, i: usize) -> Option<usize> {
+        self.dots.get(i).map(|&at| usize::from(at))
     }
 
     /// The hash of the last two labels, for a name of two labels or more.
     #[inline]
     fn tail(&self) -> Option<u64> {
-        if self.labels < 2 {
-            return None;
-        }
-        self.hashes.get(1).copied()
+        self.tail
     }
 
-    /// The whole name.
+    /// The key of the exact pattern of the whole name.
     #[inline]
     pub(crate) fn full(&self) -> Option<Key<'_>> {
-        self.suffix(self.labels.checked_sub(1)?)
+        (self.labels > 0).then(|| Key {
+            bytes: self.name,
+            hash: self.words.hash_from(0),
+        })
     }
 
-    /// The proper suffixes of the name that a wildcard pattern can have, longest first: for
-    /// `a.b.example.com`, `b.example.com` then `example.com`. A single label is never a
-    /// wildcard suffix (it is a public suffix, refused at compile time), so `com` is not
-    /// yielded.
+    /// The keys of the wildcard patterns that match the name, longest suffix first: for
+    /// `a.b.example.com`, `.b.example.com` (of `*.b.example.com`) then `.example.com`. A single
+    /// label is never a wildcard suffix (it is a public suffix, refused at compile time), so
+    /// `.com` is not yielded.
     #[inline]
     pub(crate) fn wildcard_suffixes(&self) -> impl Iterator<Item = Key<'_>> {
-        (1..self.labels.saturating_sub(1))
-            .rev()
-            .filter_map(|i| self.suffix(i))
-    }
-
-    /// The suffix of `i + 1` labels.
-    #[inline]
-    fn suffix(&self, i: usize) -> Option<Key<'_>> {
-        let bytes = self.name.get(usize::from(*self.starts.get(i)?)..)?;
-        let hash = match self.hashes.get(i) {
-            Some(&hash) => hash,
-            None => hash_name(bytes),
-        };
-        Some(Key { bytes, hash })
+        // The dots before suffixes of two labels or more: all but the last one.
+        (1..self.labels.saturating_sub(1)).rev().filter_map(|i| {
+            let start = self.dot(i)?;
+            Some(Key {
+                bytes: self.name.get(start..)?,
+                hash: self.words.hash_from(start),
+            })
+        })
     }
 }
 
@@ -244,14 +282,16 @@ impl Key<'_> {
     }
 }
 
-/// Keys of at most this many bytes (most names) are kept in their record, so that one cache
-/// line holds a key and its value (a record is 64 bytes with a value of up to 32 bytes);
-/// longer keys are kept in an arena.
-const INLINE: usize = 31;
+/// Keys of at most this many bytes (almost all names) are kept in their record, so that a
+/// probe reads one record (128 bytes, two cache lines that load together) for a key and its
+/// value of up to 32 bytes; longer keys are kept in an arena.
+const INLINE: usize = 95;
 
-/// A key and its value (an empty slot's record: no key, a default value).
-#[derive(Default)]
-#[repr(align(64))]
+/// A key and its value (an empty slot's record: no key, a default value), in an aligned pair
+/// of cache lines: a key of up to 31 bytes lies in the first line with the value, a longer one
+/// spills into the second, which loads with the first (the pair is adjacent, and the
+/// comparison reads both at once, see [`Record::holds`]).
+#[repr(C, align(128))]
 struct Record<V> {
     value: V,
     len: u8,
@@ -260,7 +300,30 @@ struct Record<V> {
     key: [u8; INLINE],
 }
 
+impl<V: Default> Default for Record<V> {
+    fn default() -> Self {
+        Self {
+            value: V::default(),
+            len: 0,
+            key: [0; INLINE],
+        }
+    }
+}
+
 impl<V> Record<V> {
+    /// Whether this record's key is `key`. For a key that fits inline, the key bytes and the
+    /// length are compared together: the comparison does not wait for the record's length to
+    /// know which bytes to read, so both of the record's cache lines load at once.
+    #[inline]
+    fn holds(&self, key: &[u8], arena: &[u8]) -> bool {
+        if key.len() <= INLINE {
+            let same = self.key.get(..key.len()) == Some(key);
+            same & (usize::from(self.len) == key.len())
+        } else {
+            usize::from(self.len) == key.len() && self.key(arena) == Some(key)
+        }
+    }
+
     #[inline]
     fn key<'a>(&'a self, arena: &'a [u8]) -> Option<&'a [u8]> {
         let len = usize::from(self.len);
@@ -283,20 +346,17 @@ impl<V> Record<V> {
 /// at compile time; a query only probes, it never inserts, so no client can grow a probe
 /// sequence, and every candidate is confirmed by comparing the key bytes.
 pub(crate) struct NameIndex<V> {
-    /// Open addressing, linear probing, at most 2/3 full: the hash tag of the key in each slot
+    /// Open addressing, linear probing, at most 4/5 full: the hash tag of the key in each slot
     /// (never 0), 0 for an empty slot. Small, so that a probe for an absent name (most
     /// wildcard-suffix probes) mostly stays in cache.
     tags: Box<[u16]>,
     /// The record of each slot: it lies where the hash says, so it can be read while the tag
     /// is compared.
     records: Box<[Record<V>]>,
-    /// For each slot, the rule a hit most likely reads first (see
-    /// [`NameIndex::with_hints`]); empty without hints.
-    hints: Box<[Option<RuleRef>]>,
     len: usize,
     /// Keys longer than [`INLINE`], back to back.
     arena: Box<[u8]>,
-    /// Bit `n` set when some key is `n` bytes long (names are at most 253 bytes).
+    /// Bit `n` set when some key is `n` bytes long (keys are at most 254 bytes).
     lengths: [u64; 4],
     tails: Tails,
 }
@@ -381,20 +441,19 @@ impl Tails {
 
 impl<V: Default> NameIndex<V> {
     pub(crate) fn new() -> Self {
-        Self::build(Vec::new())
+        Self::build(Vec::<(&[u8], V)>::new())
     }
 
-    /// Index `entries`; a name given twice keeps its last value. Names longer than 253 bytes
-    /// (no [`Hostname`] is) are not indexed.
-    pub(crate) fn build<'n>(entries: impl IntoIterator<Item = (&'n str, V)>) -> Self {
-        let entries: Vec<(&str, V)> = entries.into_iter().collect();
-        let capacity = (entries.len() + entries.len() / 2 + 1).next_power_of_two();
+    /// Index `entries` (keys: a name, or a [`wildcard_key`]); a key given twice keeps its last
+    /// value. Keys longer than 255 bytes (no pattern's is) are not indexed.
+    pub(crate) fn build<K: AsRef<[u8]>>(entries: impl IntoIterator<Item = (K, V)>) -> Self {
+        let entries: Vec<(K, V)> = entries.into_iter().collect();
+        let capacity = (entries.len() + entries.len() / 4 + 1).next_power_of_two();
         let mut index = Self {
             tags: vec![0; capacity].into_boxed_slice(),
             records: std::iter::repeat_with(Record::default)
                 .take(capacity)
                 .collect(),
-            hints: Box::new([]),
             len: 0,
             arena: Box::new([]),
             lengths: [0; 4],
@@ -402,7 +461,7 @@ impl<V: Default> NameIndex<V> {
         };
         let mut arena = Vec::new();
         for (name, value) in entries {
-            let bytes = name.as_bytes();
+            let bytes = name.as_ref();
             let key = Key {
                 bytes,
                 hash: hash_name(bytes),
@@ -417,8 +476,8 @@ impl<V: Default> NameIndex<V> {
                     let (Ok(len), Ok(spill)) =
                         (u8::try_from(bytes.len()), u32::try_from(arena.len()))
                     else {
-                        // Longer than a name, or past 4 GiB of names: not indexed, so its rules
-                        // never allow (fail closed); no document comes near.
+                        // Longer than a pattern, or past 4 GiB of names: not indexed, so its
+                        // rules never allow (fail closed); no document comes near.
                         continue;
                     };
                     let mut stored = [0; INLINE];
@@ -459,17 +518,6 @@ impl<V> NameIndex<V> {
         self.len
     }
 
-    /// Keep, for each slot, the rule a hit most likely reads first, as `hint` says: a probe
-    /// reads it while it compares the key, so that the rule (another cache line, and likely a
-    /// miss in a large index) comes in while the record does, not after.
-    pub(crate) fn with_hints(mut self, hint: impl Fn(&V) -> Option<RuleRef>) -> Self {
-        let slots = self.tags.iter().zip(self.records.iter());
-        self.hints = slots
-            .map(|(&tag, record)| if tag == 0 { None } else { hint(&record.value) })
-            .collect();
-        self
-    }
-
     /// Keep the last two labels of the keys, for [`NameIndex::may_match`]: worth it for an
     /// index of few names (operator rules, private endpoints), which most queries fall outside
     /// of.
@@ -484,7 +532,7 @@ impl<V> NameIndex<V> {
     /// empty, or (with a tail filter) no key ends with the name's last two labels.
     #[inline]
     pub(crate) fn may_match(&self, name: &NameProbe<'_>) -> bool {
-        !self.is_empty() && self.tails.may_hold(name.tail())
+        !self.is_empty() && (self.tails.off || self.tails.may_hold(name.tail()))
     }
 
     /// `Ok(slot)` of `key`, or `Err(empty slot)` where it would go.
@@ -498,11 +546,11 @@ impl<V> NameIndex<V> {
             match self.tags.get(at) {
                 Some(0) | None => return Err(at),
                 Some(&t) if t == tag => {
-                    if let Some(Some(rule)) = self.hints.get(at) {
-                        rule.0.prefetch();
-                    }
-                    let stored = self.records.get(at).and_then(|r| r.key(arena));
-                    if stored == Some(key.bytes) {
+                    if self
+                        .records
+                        .get(at)
+                        .is_some_and(|r| r.holds(key.bytes, arena))
+                    {
                         return Ok(at);
                     }
                 }
@@ -513,15 +561,19 @@ impl<V> NameIndex<V> {
         Err(usize::MAX)
     }
 
+    /// Whether some key is as long as `key`.
+    #[inline]
+    fn has_length(&self, key: Key<'_>) -> bool {
+        let len = key.bytes.len();
+        self.lengths
+            .get(len / 64)
+            .is_some_and(|bits| bits & (1 << (len % 64)) != 0)
+    }
+
     /// The value for `key`.
     #[inline]
     pub(crate) fn get(&self, key: Key<'_>) -> Option<&V> {
-        let len = key.bytes.len();
-        let present = self
-            .lengths
-            .get(len / 64)
-            .is_some_and(|bits| bits & (1 << (len % 64)) != 0);
-        if !present {
+        if !self.has_length(key) {
             return None;
         }
         let at = self.find(key, &self.arena).ok()?;
@@ -537,9 +589,14 @@ mod tests {
         fn of(name: &'a [u8]) -> Self {
             Self::with_bytes(name, |probe| Self {
                 name: probe.name,
-                starts: probe.starts,
-                hashes: probe.hashes,
+                words: Words {
+                    words: probe.words.words,
+                    running: probe.words.running,
+                    len: probe.words.len,
+                },
+                dots: probe.dots,
                 labels: probe.labels,
+                tail: probe.tail,
             })
         }
     }
@@ -560,12 +617,14 @@ mod tests {
 
     #[test]
     fn suffixes_longest_first_without_tld() {
+        // Wildcard keys: `.suffix` for `*.suffix`.
         assert_eq!(
             suffixes("a.b.example.com"),
-            ["b.example.com", "example.com"]
+            [".b.example.com", ".example.com"]
         );
         assert_eq!(suffixes("example.com"), Vec::<String>::new());
-        assert_eq!(suffixes("x.example.com"), ["example.com"]);
+        assert_eq!(suffixes("x.example.com"), [".example.com"]);
+        assert_eq!(wildcard_key("example.com"), ".example.com");
         let empty = NameProbe::of(b"");
         assert!(empty.full().is_none());
         assert_eq!(empty.wildcard_suffixes().count(), 0);
@@ -596,7 +655,8 @@ mod tests {
         let suffixes: Vec<Key<'_>> = probe.wildcard_suffixes().collect();
         assert_eq!(suffixes.len(), MAX_LABELS - 2);
         for (i, key) in suffixes.iter().enumerate() {
-            assert_eq!(key.bytes, &many.as_bytes()[2 * i + 2..]);
+            // `.a.a...`: the wildcard key, from the dot before the suffix.
+            assert_eq!(key.bytes, &many.as_bytes()[2 * i + 1..]);
             assert_eq!(key.hash, hash_name(key.bytes));
         }
     }
@@ -631,11 +691,12 @@ mod tests {
             let full = probe.full().unwrap();
             assert_eq!(full.bytes, bytes);
             assert_eq!(full.hash, hash_name(bytes), "{host}");
+            // The wildcard keys: each proper suffix of two labels or more, with its dot.
             let want: Vec<&str> = host
                 .as_str()
                 .match_indices('.')
-                .map(|(i, _)| &host.as_str()[i + 1..])
-                .filter(|s| s.contains('.'))
+                .map(|(i, _)| &host.as_str()[i..])
+                .filter(|s| s[1..].contains('.'))
                 .collect();
             let got: Vec<Key<'_>> = probe.wildcard_suffixes().collect();
             assert_eq!(got.len(), want.len(), "{host}");
@@ -696,26 +757,41 @@ mod tests {
 
     #[test]
     fn index_keeps_long_keys_apart() {
-        let long = |c: &str, n: usize| format!("{}.example.com", vec![c; n].join("."));
-        let names = [
-            long("a", 9),  // 29 bytes: inline
-            long("ab", 6), // 29 bytes
-            long("a", 10), // 31 bytes: inline, full
-            long("ab", 7), // 32 bytes: in the arena
-            long("a", 11), // 33 bytes
-            long("ab", 8),
-            long("b", 120), // 251 bytes
-        ];
-        assert_eq!(names[2].len(), INLINE);
-        assert_eq!(names[3].len(), INLINE + 1);
-        let index = NameIndex::build(names.iter().enumerate().map(|(i, n)| (n.as_str(), i)));
+        // A name of `len` bytes: `a.` labels before example.com, the first one `ba` if need be.
+        let long = |len: usize| {
+            let mut name = "example.com".to_owned();
+            while len - name.len() >= 2 {
+                name.insert_str(0, "a.");
+            }
+            if name.len() < len {
+                name.insert(0, 'b');
+            }
+            name
+        };
+        let names: Vec<String> = [33, 35, 90, INLINE, INLINE + 1, 101, 140, 251]
+            .into_iter()
+            .map(long)
+            .collect();
+        assert_eq!(names[3].len(), INLINE, "inline, full");
+        assert_eq!(names[4].len(), INLINE + 1, "in the arena");
+        // Wildcard keys of the same names are one byte longer, and other keys.
+        let keys: Vec<String> = names
+            .iter()
+            .flat_map(|n| [n.clone(), wildcard_key(n)])
+            .collect();
+        let index = NameIndex::build(keys.iter().enumerate().map(|(i, n)| (n.as_str(), i)));
+        assert_eq!(index.len(), keys.len());
         for (i, name) in names.iter().enumerate() {
             let probe = NameProbe::of(name.as_bytes());
-            assert_eq!(index.get(probe.full().unwrap()), Some(&i), "{name}");
+            assert_eq!(index.get(probe.full().unwrap()), Some(&(2 * i)), "{name}");
+            let below = format!("w.{name}");
+            let probe = NameProbe::of(below.as_bytes());
+            let wild = probe.wildcard_suffixes().next().unwrap();
+            assert_eq!(index.get(wild), Some(&(2 * i + 1)), "*.{name}");
             let forged = format!("{}x", &name[..name.len() - 1]);
             let forged = Key {
                 bytes: forged.as_bytes(),
-                hash: probe.full().unwrap().hash,
+                hash: NameProbe::of(name.as_bytes()).full().unwrap().hash,
             };
             assert_eq!(index.get(forged), None, "{name}");
         }
@@ -725,11 +801,13 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_a_cache_line() {
-        use std::mem::{align_of, size_of};
-        assert_eq!(size_of::<Record<crate::snapshot::NameEntry>>(), 64);
-        assert_eq!(size_of::<Record<crate::snapshot::EndpointEntry>>(), 64);
-        assert_eq!(align_of::<Record<crate::snapshot::NameEntry>>(), 64);
+    fn a_record_is_a_pair_of_cache_lines() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(size_of::<Record<crate::snapshot::Rules>>(), 128);
+        assert_eq!(size_of::<Record<u32>>(), 128);
+        assert_eq!(align_of::<Record<crate::snapshot::Rules>>(), 128);
+        // The value, the length and the first 31 bytes of the key in the first line.
+        assert_eq!(offset_of!(Record<crate::snapshot::Rules>, key), 33);
     }
 
     #[test]

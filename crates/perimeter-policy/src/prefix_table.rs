@@ -6,12 +6,16 @@
 //! prefix out through its parents: longest prefix first, as specificity wants.
 //!
 //! The binary search is short: a bucket table, indexed by the address bits just below those all
-//! interval starts share, gives the few intervals that start in the address's bucket.
+//! interval starts share, gives the few intervals that start in the address's bucket. Before
+//! it, a bitmap of the address's top 16 bits (8 KiB) tells most addresses no prefix covers,
+//! in one load.
 
 /// An address as an integer: `u32` for IPv4, `u128` for IPv6.
 pub(crate) trait PrefixKey: Copy + Ord {
     fn succ(self) -> Option<Self>;
     fn wide(self) -> u128;
+    /// The top 16 bits.
+    fn top(self) -> usize;
 }
 
 impl PrefixKey for u32 {
@@ -23,6 +27,11 @@ impl PrefixKey for u32 {
     fn wide(self) -> u128 {
         u128::from(self)
     }
+
+    #[inline]
+    fn top(self) -> usize {
+        (self >> 16) as usize
+    }
 }
 
 impl PrefixKey for u128 {
@@ -33,6 +42,11 @@ impl PrefixKey for u128 {
     #[inline]
     fn wide(self) -> u128 {
         self
+    }
+
+    #[inline]
+    fn top(self) -> usize {
+        (self >> 112) as usize
     }
 }
 
@@ -62,6 +76,9 @@ pub(crate) struct PrefixTable<K, V> {
     buckets: Box<[u32]>,
     shift: u32,
     base: u128,
+    /// Bit `t` set when some prefix covers an address whose top 16 bits are `t`; empty for
+    /// an empty table.
+    tops: Box<[u64]>,
 }
 
 /// One prefix to index: its first and last address, its length, and its value.
@@ -83,7 +100,19 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
             buckets: Box::new([]),
             shift: 0,
             base: 0,
+            tops: Box::new([]),
         };
+        if !items.is_empty() {
+            let mut tops = vec![0u64; (1 << 16) / 64];
+            for item in &items {
+                for top in item.first.top()..=item.last.top() {
+                    if let Some(bits) = tops.get_mut(top / 64) {
+                        *bits |= 1 << (top % 64);
+                    }
+                }
+            }
+            table.tops = tops.into_boxed_slice();
+        }
         // Open prefixes, outermost first, with their last address.
         let mut open: Vec<(u32, K)> = Vec::new();
         for item in items {
@@ -186,6 +215,17 @@ impl<K: PrefixKey, V> PrefixTable<K, V> {
     /// The values of the prefixes covering `key`, longest prefix first.
     #[inline]
     pub(crate) fn covering(&self, key: K) -> Covering<'_, K, V> {
+        let top = key.top();
+        let maybe = self
+            .tops
+            .get(top / 64)
+            .is_some_and(|bits| bits & (1 << (top % 64)) != 0);
+        if !maybe {
+            return Covering {
+                table: self,
+                node: NONE,
+            };
+        }
         let at = self.rank(key);
         debug_assert_eq!(at, self.intervals.partition_point(|i| i.start <= key));
         let node = at
@@ -290,6 +330,7 @@ mod tests {
                     }
                 })
                 .collect();
+            let prefixes: Vec<(u32, u32)> = items.iter().map(|i| (i.first, i.last)).collect();
             let table = PrefixTable::build(items);
             let starts: Vec<u32> = table.intervals.iter().map(|i| i.start).collect();
             let mut probes = starts.clone();
@@ -299,6 +340,14 @@ mod tests {
             for key in probes {
                 let want = starts.partition_point(|&s| s <= key);
                 assert_eq!(table.rank(key), want, "n {n} key {key:#x}");
+                let covering = prefixes
+                    .iter()
+                    .filter(|&&(first, last)| first <= key && key <= last);
+                assert_eq!(
+                    table.covering(key).count(),
+                    covering.count(),
+                    "n {n} key {key:#x}"
+                );
             }
             // IPv6 in a narrow range, as real allocations are.
             let items: Vec<_> = (0..n as u128)

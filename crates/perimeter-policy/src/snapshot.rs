@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 
-use crate::decide::{RuleMeta, RuleRef};
+use crate::decide::RuleMeta;
+#[cfg(doc)]
+use crate::decide::RuleRef;
 use crate::document::{EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy};
 use crate::error::quote;
-use crate::name_index::NameIndex;
+use crate::name_index::{NameIndex, wildcard_key};
 use crate::prefix_table::{PrefixItem, PrefixTable};
 use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, validate_rule};
 
@@ -38,49 +40,6 @@ impl CompileError {
     }
 }
 
-/// The rules of one name or prefix, operator rules first, then in document order: the first
-/// inline (most lists have one rule, which then costs no further lookup), the others a range of
-/// the snapshot's rule table.
-#[derive(Default)]
-pub(crate) struct Rules {
-    first: Option<RuleRef>,
-    start: u32,
-    len: u32,
-}
-
-impl Rules {
-    pub(crate) fn first(&self) -> Option<&RuleRef> {
-        self.first.as_ref()
-    }
-
-    #[inline]
-    pub(crate) fn iter<'a>(&'a self, table: &'a [RuleRef]) -> impl Iterator<Item = &'a RuleRef> {
-        let start = self.start as usize;
-        let rest = table
-            .get(start..start.saturating_add(self.len as usize))
-            .unwrap_or_default();
-        self.first.iter().chain(rest)
-    }
-
-    /// The rules `list` (indices into `parsed`), operator rules first, then in document order;
-    /// all but the first appended to `table`.
-    fn new(table: &mut Vec<RuleRef>, parsed: &[RuleRef], mut list: Vec<u32>) -> Self {
-        list.sort_by_key(|&i| {
-            let operator = parsed.get(i as usize).is_some_and(|r| r.0.operator());
-            (!operator, i)
-        });
-        let mut rules = list.iter().filter_map(|&i| parsed.get(i as usize).cloned());
-        let first = rules.next();
-        let start = table.len() as u32;
-        table.extend(rules);
-        Rules {
-            first,
-            start,
-            len: table.len() as u32 - start,
-        }
-    }
-}
-
 /// Ports a rule keeps inline.
 const INLINE_PORTS: usize = 7;
 /// [`RuleHead::count`] of a rule for every port.
@@ -89,11 +48,14 @@ const ALL_PORTS: u8 = u8::MAX;
 const MANY_PORTS: u8 = u8::MAX - 1;
 const OPERATOR: u8 = 1;
 const PATHS: u8 = 2;
+/// The index of no rule.
+const NO_RULE: u32 = u32::MAX;
 
 /// What the decision path reads of a rule, in 16 bytes: its ports when there are few, and
-/// flags.
-#[derive(Debug, Clone, Copy)]
-struct RuleHead {
+/// flags. Copied into every list that holds the rule (see [`Rules`]), so that a match reads
+/// it from the cache line it found the list in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RuleHead {
     /// The inline ports, sorted; the lanes past `count` repeat the first port.
     ports: [u16; INLINE_PORTS],
     /// Inline ports, or [`ALL_PORTS`] or [`MANY_PORTS`].
@@ -102,14 +64,116 @@ struct RuleHead {
     flags: u8,
 }
 
-/// What the decision path reads of a rule only now and then: its name, and what few rules
-/// have (many ports, paths).
-#[derive(Debug)]
-struct RuleCold {
-    meta: RuleMeta,
-    extra: Option<Box<RuleExtra>>,
+impl RuleHead {
+    /// The head of no rule: it allows no port (its lanes hold port 0, which no rule has).
+    const NONE: Self = Self {
+        ports: [0; INLINE_PORTS],
+        count: 0,
+        flags: 0,
+    };
+
+    #[inline]
+    pub(crate) fn operator(self) -> bool {
+        self.flags & OPERATOR != 0
+    }
+
+    /// Whether the rule carries path patterns.
+    #[inline]
+    pub(crate) fn has_paths(self) -> bool {
+        self.flags & PATHS != 0
+    }
+
+    /// Whether the rule allows `port`; `None` when its ports do not fit inline (see
+    /// [`CompiledRule::allows_port`]).
+    #[inline]
+    pub(crate) fn allows_port(self, port: u16) -> Option<bool> {
+        match self.count {
+            ALL_PORTS => Some(true),
+            MANY_PORTS => None,
+            // Every lane holds one of the rule's ports.
+            _ => Some(self.ports.iter().fold(false, |hit, &p| hit | (p == port))),
+        }
+    }
 }
 
+/// A rule in a list of the snapshot: its head, its index in the [`RuleTable`], and where its
+/// path patterns are in the snapshot's [`PathArena`] (for a rule with paths).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RuleSlot {
+    pub(crate) head: RuleHead,
+    pub(crate) index: u32,
+    pub(crate) paths: u32,
+}
+
+/// The rules of one name pattern or prefix, operator rules first, then in document order: the
+/// first inline (most lists have one rule, which then costs no further lookup), the others a
+/// range of the snapshot's slot table.
+pub(crate) struct Rules {
+    first: RuleSlot,
+    start: u32,
+    len: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            first: RuleSlot {
+                head: RuleHead::NONE,
+                index: NO_RULE,
+                paths: NO_PATHS,
+            },
+            start: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Rules {
+    #[inline]
+    pub(crate) fn iter<'a>(&'a self, table: &'a [RuleSlot]) -> impl Iterator<Item = &'a RuleSlot> {
+        let first = (self.first.index != NO_RULE).then_some(&self.first);
+        let start = self.start as usize;
+        let rest = table
+            .get(start..start.saturating_add(self.len as usize))
+            .unwrap_or_default();
+        first.into_iter().chain(rest)
+    }
+
+    /// The rules `list` (indices into `rules`, whose path patterns are at `paths` in the path
+    /// arena), operator rules first, then in document order; all but the first appended to
+    /// `table`.
+    fn new(
+        table: &mut Vec<RuleSlot>,
+        rules: &[CompiledRule],
+        paths: &[u32],
+        mut list: Vec<u32>,
+    ) -> Self {
+        list.sort_by_key(|&i| {
+            let operator = rules.get(i as usize).is_some_and(|r| r.operator());
+            (!operator, i)
+        });
+        let mut slots = list.iter().filter_map(|&index| {
+            let rule = rules.get(index as usize)?;
+            Some(RuleSlot {
+                head: rule.head,
+                index,
+                paths: paths.get(index as usize).copied().unwrap_or(NO_PATHS),
+            })
+        });
+        let Some(first) = slots.next() else {
+            return Self::default();
+        };
+        let start = table.len() as u32;
+        table.extend(slots);
+        Rules {
+            first,
+            start,
+            len: table.len() as u32 - start,
+        }
+    }
+}
+
+/// What the decision path reads of a rule only now and then: many ports, paths.
 #[derive(Debug)]
 struct RuleExtra {
     /// Sorted, when more than [`INLINE_PORTS`].
@@ -118,13 +182,13 @@ struct RuleExtra {
     paths: Box<[PathPattern]>,
 }
 
-/// One rule, as the decision path needs it; shared as a [`RuleRef`] (one allocation and one
-/// reference count per rule), which decisions that name the rule hold. Small (24 bytes): the
-/// head comes right after the reference count, and the rules lie close together.
-#[repr(C)]
+/// One rule of a snapshot. The decision path reads its head from the lists that hold it (the
+/// name and prefix indexes), and the rule itself only when it has many ports or paths.
+#[derive(Debug)]
 pub(crate) struct CompiledRule {
     head: RuleHead,
-    cold: Box<RuleCold>,
+    meta: RuleMeta,
+    extra: Option<Box<RuleExtra>>,
 }
 
 impl CompiledRule {
@@ -156,37 +220,27 @@ impl CompiledRule {
                 paths: paths.into_boxed_slice(),
             })
         });
-        Self {
-            head,
-            cold: Box::new(RuleCold { meta, extra }),
-        }
+        Self { head, meta, extra }
     }
 
     #[inline]
     pub(crate) fn meta(&self) -> &RuleMeta {
-        &self.cold.meta
+        &self.meta
     }
 
     fn extra(&self) -> Option<&RuleExtra> {
-        self.cold.extra.as_deref()
-    }
-
-    /// Load the head and throw it away, so that its cache line is on its way when the rule
-    /// is read for real. (A load the compiler must keep, for want of a safe prefetch.)
-    #[inline]
-    pub(crate) fn prefetch(&self) {
-        std::hint::black_box(self.head.count);
+        self.extra.as_deref()
     }
 
     #[inline]
     pub(crate) fn operator(&self) -> bool {
-        self.head.flags & OPERATOR != 0
+        self.head.operator()
     }
 
     /// The rule's path patterns; empty means every path.
     #[inline]
     pub(crate) fn paths(&self) -> &[PathPattern] {
-        if self.head.flags & PATHS == 0 {
+        if !self.head.has_paths() {
             return &[];
         }
         self.extra().map_or(&[], |extra| &extra.paths)
@@ -207,34 +261,100 @@ impl CompiledRule {
 
     #[inline]
     pub(crate) fn allows_port(&self, port: u16) -> bool {
-        match self.head.count {
-            ALL_PORTS => true,
-            MANY_PORTS => self
-                .extra()
-                .is_some_and(|extra| extra.ports.binary_search(&port).is_ok()),
-            // Every lane holds one of the rule's ports.
-            _ => self
-                .head
-                .ports
-                .iter()
-                .fold(false, |hit, &p| hit | (p == port)),
-        }
+        self.head.allows_port(port).unwrap_or_else(|| {
+            self.extra()
+                .is_some_and(|extra| extra.ports.binary_search(&port).is_ok())
+        })
     }
 }
 
-/// Rules of one name: those of the exact pattern `name`, and those of `*.name`.
+/// Where a rule without paths has its path patterns: nowhere.
+const NO_PATHS: u32 = u32::MAX;
+const EXACT_PATH: u8 = 0;
+const PREFIX_PATH: u8 = 1;
+
+/// The path patterns of the rules that have some, back to back in one buffer, so that a
+/// decision reads a rule's patterns in one place: for each rule, the number of patterns, then
+/// each pattern as a kind byte (exact or prefix), its length (`u16`, little-endian) and its
+/// bytes. A rule's [`RuleSlot`] says where its patterns start.
 #[derive(Default)]
-pub(crate) struct NameEntry {
-    pub(crate) exact: Rules,
-    pub(crate) wildcard: Rules,
+pub(crate) struct PathArena {
+    bytes: Box<[u8]>,
 }
 
-/// Private endpoints naming one name: exactly (a domain name or the endpoint address) or as
-/// `*.name`.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct EndpointEntry {
-    pub(crate) exact: Option<u32>,
-    pub(crate) wildcard: Option<u32>,
+impl PathArena {
+    /// Append `patterns` to `out`; where they start. A pattern longer than 65,535 bytes (none
+    /// is: paths are at most 2,048) or past the 255th is left out, so it matches nothing.
+    fn encode(out: &mut Vec<u8>, patterns: &[PathPattern]) -> u32 {
+        let Ok(at) = u32::try_from(out.len()) else {
+            return NO_PATHS;
+        };
+        let count_at = out.len();
+        out.push(0);
+        let mut count = 0u8;
+        for pattern in patterns {
+            let (kind, path) = match pattern {
+                PathPattern::Exact(path) => (EXACT_PATH, path),
+                PathPattern::Prefix(path) => (PREFIX_PATH, path),
+            };
+            let (Ok(len), Some(next)) = (u16::try_from(path.len()), count.checked_add(1)) else {
+                continue;
+            };
+            out.push(kind);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+            count = next;
+        }
+        if let Some(slot) = out.get_mut(count_at) {
+            *slot = count;
+        }
+        at
+    }
+
+    /// Whether one of the patterns at `at` matches `path` (normalised), as
+    /// [`PathPattern::matches`] says: an exact pattern equals it, a prefix starts it. Patterns
+    /// that are not there match nothing.
+    #[inline]
+    pub(crate) fn any_matches(&self, at: u32, path: &str) -> bool {
+        let path = path.as_bytes();
+        let Some((&count, mut rest)) = self.bytes.get(at as usize..).and_then(<[u8]>::split_first)
+        else {
+            return false;
+        };
+        for _ in 0..count {
+            let Some((&[kind, lo, hi], tail)) = rest.split_first_chunk::<3>() else {
+                return false;
+            };
+            let len = usize::from(u16::from_le_bytes([lo, hi]));
+            let (Some(pattern), Some(next)) = (tail.get(..len), tail.get(len..)) else {
+                return false;
+            };
+            let hit = match kind {
+                PREFIX_PATH => path.starts_with(pattern),
+                _ => path == pattern,
+            };
+            if hit {
+                return true;
+            }
+            rest = next;
+        }
+        false
+    }
+}
+
+/// Every rule of a snapshot, in document order: shared by the snapshot and by every
+/// [`RuleRef`] its decisions hand out (one reference count for all of them, so that naming the
+/// rule that decided reads no memory of that rule).
+#[derive(Debug, Default)]
+pub(crate) struct RuleTable {
+    rules: Box<[CompiledRule]>,
+}
+
+impl RuleTable {
+    #[inline]
+    pub(crate) fn get(&self, index: u32) -> Option<&CompiledRule> {
+        self.rules.get(index as usize)
+    }
 }
 
 /// CIDR prefixes to their rules, IPv4 and IPv6.
@@ -253,13 +373,14 @@ impl CidrIndex {
 
     fn build(
         by_prefix: HashMap<IpNet, Vec<u32>>,
-        rules: &mut Vec<RuleRef>,
-        parsed: &[RuleRef],
+        slots: &mut Vec<RuleSlot>,
+        rules: &[CompiledRule],
+        paths: &[u32],
     ) -> Self {
         let mut v4_items = Vec::new();
         let mut v6_items = Vec::new();
         for (net, list) in by_prefix {
-            let value = Rules::new(rules, parsed, list);
+            let value = Rules::new(slots, rules, paths, list);
             match net {
                 IpNet::V4(net) => v4_items.push(PrefixItem {
                     first: u32::from(net.network()),
@@ -369,20 +490,25 @@ pub struct Snapshot {
     version: u64,
     cluster_id: String,
     pub(crate) traffic_policy: TrafficPolicy,
+    /// Every rule, in document order.
+    pub(crate) rule_table: Arc<RuleTable>,
     /// The rules of names and prefixes past their first (see [`Rules`]).
-    pub(crate) rules: Box<[RuleRef]>,
+    pub(crate) slots: Box<[RuleSlot]>,
+    /// The path patterns of the rules.
+    pub(crate) paths: PathArena,
     rule_count: usize,
     /// FQDN patterns of operator rules (few: probed first, cache-hot).
-    pub(crate) operator_names: NameIndex<NameEntry>,
+    pub(crate) operator_names: NameIndex<Rules>,
     /// FQDN patterns of customer rules.
-    pub(crate) names: NameIndex<NameEntry>,
+    pub(crate) names: NameIndex<Rules>,
     /// CIDRs of operator rules (few: probed first, cache-hot).
     pub(crate) operator_cidrs: CidrIndex,
     /// CIDRs of customer rules.
     pub(crate) cidrs: CidrIndex,
     pub(crate) cidr_ports: PortSet,
     pub(crate) endpoints: Vec<Endpoint>,
-    pub(crate) endpoint_names: NameIndex<EndpointEntry>,
+    /// Private endpoint names (exact and wildcard patterns) to the endpoint's index.
+    pub(crate) endpoint_names: NameIndex<u32>,
 }
 
 impl Snapshot {
@@ -395,7 +521,9 @@ impl Snapshot {
             version: 0,
             cluster_id: String::new(),
             traffic_policy: TrafficPolicy::DefaultDeny,
-            rules: Box::new([]),
+            rule_table: Arc::default(),
+            slots: Box::new([]),
+            paths: PathArena::default(),
             rule_count: 0,
             operator_names: NameIndex::new(),
             names: NameIndex::new(),
@@ -505,20 +633,22 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         parsed.push(compiled);
         patterns.push(destination);
     }
-    // Allocated together, after the parsing garbage: the rules the decision path reads lie
-    // close in memory.
-    let parsed: Vec<RuleRef> = parsed
-        .into_iter()
-        .map(|rule| RuleRef(Arc::new(rule)))
+    let rules = parsed;
+    let mut path_bytes = Vec::new();
+    let paths: Vec<u32> = rules
+        .iter()
+        .map(|rule| match rule.paths() {
+            [] => NO_PATHS,
+            patterns => PathArena::encode(&mut path_bytes, patterns),
+        })
         .collect();
 
     // FQDN patterns by name (operator and customer apart); CIDRs by prefix.
     let mut by_name: [HashMap<&Hostname, ExactAndWildcard>; 2] = Default::default();
     let mut by_prefix: [HashMap<IpNet, Vec<u32>>; 2] = Default::default();
     let mut cidr_ports = PortSet::new();
-    for (i, (destination, rule)) in patterns.iter().zip(&parsed).enumerate() {
+    for (i, (destination, rule)) in patterns.iter().zip(&rules).enumerate() {
         let index = i as u32;
-        let rule = &rule.0;
         let names = &mut by_name[usize::from(rule.operator())];
         match destination {
             Destination::Pattern(HostPattern::Exact(name)) => {
@@ -537,29 +667,30 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         }
     }
 
-    let mut rules = Vec::new();
+    // An exact pattern is indexed under its name, a wildcard one under `.suffix` (see
+    // `wildcard_key`): one list of rules per key.
+    let mut slots = Vec::new();
     let [customer, operator] = by_name;
     let mut index_names = |by_name: HashMap<&Hostname, ExactAndWildcard>| {
-        let entries: Vec<(&str, NameEntry)> = by_name
-            .into_iter()
-            .map(|(name, (exact, wildcard))| {
-                let entry = NameEntry {
-                    exact: Rules::new(&mut rules, &parsed, exact),
-                    wildcard: Rules::new(&mut rules, &parsed, wildcard),
-                };
-                (name.as_str(), entry)
-            })
-            .collect();
+        let mut entries: Vec<(String, Rules)> = Vec::with_capacity(by_name.len());
+        for (name, (exact, wildcard)) in by_name {
+            if !exact.is_empty() {
+                let rules = Rules::new(&mut slots, &rules, &paths, exact);
+                entries.push((name.as_str().to_owned(), rules));
+            }
+            if !wildcard.is_empty() {
+                let rules = Rules::new(&mut slots, &rules, &paths, wildcard);
+                entries.push((wildcard_key(name.as_str()), rules));
+            }
+        }
         NameIndex::build(entries)
     };
     let operator_names = index_names(operator).with_tail_filter();
-    // The customer index is large: a hit's record and rule are both likely cache misses.
-    let names = index_names(customer)
-        .with_hints(|entry| entry.exact.first().or(entry.wildcard.first()).cloned());
+    let names = index_names(customer);
 
     let [customer, operator] = by_prefix;
-    let operator_cidrs = CidrIndex::build(operator, &mut rules, &parsed);
-    let cidrs = CidrIndex::build(customer, &mut rules, &parsed);
+    let operator_cidrs = CidrIndex::build(operator, &mut slots, &rules, &paths);
+    let cidrs = CidrIndex::build(customer, &mut slots, &rules, &paths);
 
     let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
 
@@ -569,7 +700,13 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         version: doc.version,
         cluster_id: doc.cluster_id.clone(),
         traffic_policy: doc.traffic_policy,
-        rules: rules.into_boxed_slice(),
+        rule_table: Arc::new(RuleTable {
+            rules: rules.into_boxed_slice(),
+        }),
+        slots: slots.into_boxed_slice(),
+        paths: PathArena {
+            bytes: path_bytes.into_boxed_slice(),
+        },
         rule_count: doc.rules.len(),
         operator_names,
         names,
@@ -579,6 +716,14 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         endpoints,
         endpoint_names,
     })
+}
+
+/// Private endpoints naming one name: exactly (a domain name or the endpoint address) or as
+/// `*.name`.
+#[derive(Default, Clone, Copy)]
+struct EndpointEntry {
+    exact: Option<u32>,
+    wildcard: Option<u32>,
 }
 
 /// Indices of the rules of an exact pattern and of its wildcard twin.
@@ -647,7 +792,7 @@ fn compile_rule(i: usize, rule: &RuleDoc) -> Result<(CompiledRule, Destination),
 
 fn compile_endpoints(
     docs: &[EndpointDoc],
-) -> Result<(Vec<Endpoint>, NameIndex<EndpointEntry>), CompileError> {
+) -> Result<(Vec<Endpoint>, NameIndex<u32>), CompileError> {
     let mut endpoints = Vec::with_capacity(docs.len());
     let mut names: HashMap<String, EndpointEntry> = HashMap::new();
     let mut ids = HashSet::with_capacity(docs.len());
@@ -743,8 +888,16 @@ fn compile_endpoints(
             backends: doc.backends.clone(),
         });
     }
-    let names = NameIndex::build(names.iter().map(|(name, entry)| (name.as_str(), *entry)))
-        .with_tail_filter();
+    let mut keys = Vec::with_capacity(names.len());
+    for (name, entry) in names {
+        if let Some(index) = entry.exact {
+            keys.push((name.clone(), index));
+        }
+        if let Some(index) = entry.wildcard {
+            keys.push((wildcard_key(&name), index));
+        }
+    }
+    let names = NameIndex::build(keys).with_tail_filter();
     Ok((endpoints, names))
 }
 
