@@ -17,28 +17,27 @@ use super::target::Target;
 pub(crate) struct Admitted {
     pub(crate) snap: Arc<Snapshot>,
     pub(crate) target: Target,
-    pub(crate) path: Option<String>,
     pub(crate) stream: TcpStream,
     pub(crate) addr: SocketAddr,
     pub(crate) decision: Decision,
 }
 
-/// Decide `target` (and `path`) on `snap`, resolve, guard and pin its address, dial it.
+/// Admit a connection (a tunnel, a redirected connection) to `target`: decide it on `snap`
+/// without a path, resolve, guard and pin its address, dial it. Forwarded requests take the
+/// same steps one by one ([`super::forward`]).
 pub(crate) async fn admit(
     ctx: &ProxyContext,
     snap: Arc<Snapshot>,
     target: Target,
-    path: Option<String>,
     pin: Option<IpAddr>,
 ) -> Result<Admitted, Refusal> {
-    let decided = decide(snap, target, path)?;
+    let decided = decide(snap, target, None)?;
     let chosen = resolve_and_pin(ctx, &decided, pin).await?;
     let addr = SocketAddr::new(chosen.addr, decided.target.port);
     let stream = dial(ctx, addr).await?;
     Ok(Admitted {
         snap: decided.snap,
         target: decided.target,
-        path: decided.path,
         stream,
         addr,
         decision: chosen.decision,

@@ -116,6 +116,8 @@ pub(crate) struct SharedDraft {
     outcome: Mutex<Outcome>,
     parts: AtomicUsize,
     activity: Arc<Activity>,
+    /// The activity's counts when the exchange began (a connection may carry several).
+    base: (u64, u64),
 }
 
 impl SharedDraft {
@@ -125,12 +127,19 @@ impl SharedDraft {
         parts: usize,
         activity: Arc<Activity>,
     ) -> Arc<Self> {
+        let base = (activity.up(), activity.down());
         Arc::new(Self {
             draft: Mutex::new(Some(draft)),
             outcome: Mutex::new(outcome),
             parts: AtomicUsize::new(parts),
             activity,
+            base,
         })
+    }
+
+    /// The connection's byte counts.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     /// The exchange ends otherwise than allowed (revoked, failed): the event says so. A
@@ -150,7 +159,9 @@ impl SharedDraft {
         let draft = self.draft.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(draft) = draft {
             let (verdict, reason) = *self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-            draft.finish(verdict, reason, self.activity.up(), self.activity.down());
+            let up = self.activity.up() - self.base.0;
+            let down = self.activity.down() - self.base.1;
+            draft.finish(verdict, reason, up, down);
         }
     }
 }

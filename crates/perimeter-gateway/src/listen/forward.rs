@@ -26,17 +26,21 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
+use hyper::client::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use perimeter_policy::normalize_path;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::consistency::{AtLiteral, check_host};
-use super::dial::admit;
+use super::decide::{Decided, decide};
+use super::dial::dial;
 use super::event::{Draft, SharedDraft, allowed_outcome};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Why};
 use super::relay::{Activity, Counted};
+use super::resolve::resolve_and_pin;
 use super::revoke::Revocation;
 use super::target::{Target, TargetHost};
 use super::{GatewayLimits, ProxyContext};
@@ -57,7 +61,11 @@ pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1
 pub(crate) enum Route {
     /// Inside a CONNECT tunnel: every request must name the tunnel's target (or, for a
     /// literal, a name the policy allows at the dialled address) and goes to `dialled`.
-    Tunnel { target: Target, dialled: IpAddr },
+    Tunnel {
+        target: Target,
+        dialled: IpAddr,
+        kept: Kept,
+    },
     /// Redirected to the transparent listener: each request's Host (at the original port) is
     /// its destination, pinned to the original address.
     Redirected { original: SocketAddr },
@@ -92,13 +100,18 @@ async fn route_request(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     match route {
-        Route::Tunnel { target, dialled } => {
+        Route::Tunnel {
+            target,
+            dialled,
+            kept,
+        } => {
             let draft = Draft::new(&ctx, peer, target.host.to_string(), target.port);
             let port = target.port;
             let how = How {
                 port_if_omitted: port,
                 pin: Some(dialled),
                 at_literal: AtLiteral::AllowedNames,
+                kept: Some(kept),
             };
             forward(ctx, draft, req, target, how).await
         }
@@ -155,6 +168,7 @@ async fn redirected(
         port_if_omitted: original.port(),
         pin: Some(original.ip()),
         at_literal: AtLiteral::OnlyItself,
+        kept: None,
     };
     forward(ctx, draft, req, target, how).await
 }
@@ -187,6 +201,7 @@ pub(crate) async fn absolute_form(
         port_if_omitted: 80,
         pin: None,
         at_literal: AtLiteral::OnlyItself,
+        kept: None,
     };
     forward(ctx, draft, req, target, how).await
 }
@@ -198,6 +213,8 @@ struct How {
     /// The only address that may be dialled.
     pin: Option<IpAddr>,
     at_literal: AtLiteral,
+    /// The tunnel's upstream connection, reused between its requests.
+    kept: Option<Kept>,
 }
 
 /// The one Host header of a request, if any.
@@ -267,47 +284,33 @@ async fn forward(
             "the request path cannot be forwarded",
         ));
     };
-    let admitted = match admit(&ctx, snap, target.clone(), Some(path), how.pin).await {
-        Ok(a) => a,
+    let decided = match decide(snap, target.clone(), Some(path)) {
+        Ok(d) => d,
         Err(r) => return draft.refuse(r),
     };
-    draft.allowed_by(&admitted.decision);
-    let outcome = allowed_outcome(&admitted.decision);
-    let upstream_addr = admitted.addr;
+    let chosen = match resolve_and_pin(&ctx, &decided, how.pin).await {
+        Ok(c) => c,
+        Err(r) => return draft.refuse(r),
+    };
+    draft.allowed_by(&chosen.decision);
+    let outcome = allowed_outcome(&chosen.decision);
+    let upstream_addr = SocketAddr::new(chosen.addr, target.port);
     let revocation = Revocation::new(
         &ctx,
-        admitted.snap.clone(),
-        admitted.target.clone(),
-        admitted.addr,
-        admitted.path.clone(),
+        decided.snap.clone(),
+        decided.target.clone(),
+        upstream_addr,
+        decided.path.clone(),
     );
-    let activity = Activity::new();
-    let io = TokioIo::new(Counted::new(admitted.stream, activity.clone()));
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
-        Ok(x) => x,
-        Err(e) => {
-            return draft.refuse(Refusal::new(
-                Why::UpstreamFailed,
-                format!("while talking to upstream {upstream_addr}: {e}"),
-            ));
-        }
+    // The connection: the tunnel's own (kept between its requests), else a new one.
+    let kept = how.kept.as_ref().and_then(|k| k.take(upstream_addr));
+    let (mut sender, activity) = match upstream_conn(&ctx, kept, &decided, upstream_addr).await {
+        Ok(c) => c,
+        Err(r) => return draft.refuse(r),
     };
-    // Two parts finish the event: the request body and the response.
+    // Two parts finish the event: the request body and the response. Its bytes are this
+    // request's share of a connection that may serve several.
     let shared = SharedDraft::new(draft, outcome, 2, activity);
-    let watched = shared.clone();
-    let stop = revocation.clone().revoked();
-    tokio::spawn(async move {
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            },
-            why = stop => {
-                tracing::info!(address = %upstream_addr, reason = %why, "closing a forwarded request: the new policy no longer allows it");
-                watched.set_outcome((EventVerdict::Denied, Why::PolicyRevoked.as_str()));
-            }
-        }
-    });
-
     let (mut parts, body) = req.into_parts();
     parts.uri = origin_form;
     parts.version = http::Version::HTTP_11;
@@ -322,13 +325,18 @@ async fn forward(
         revocation,
         shared: Some(shared.clone()),
     };
+    let mut watch = body.revocation.clone();
     let sent = tokio::time::timeout(
         ctx.limits.response_head_timeout,
         sender.send_request(Request::from_parts(parts, body)),
     )
     .await;
-    let failed = |why: Why, message: String| {
-        let r = Refusal::new(why, message);
+    let mut failed = |why: Why, message: String| {
+        // A failure the revocation caused (the connection closed under it) is the revocation.
+        let r = match watch.check() {
+            Err(revoked) => Refusal::new(Why::PolicyRevoked, revoked.to_string()),
+            Ok(()) => Refusal::new(why, message),
+        };
         shared.set_outcome((r.why.verdict(), r.why.as_str()));
         shared.part_done();
         r.response()
@@ -357,6 +365,14 @@ async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    // The connection may serve the tunnel's next request once this response is read.
+    if let Some(k) = &how.kept {
+        k.keep(Upstream::Open {
+            sender,
+            addr: upstream_addr,
+            activity: shared.activity().clone(),
+        });
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = EventBody {
@@ -364,6 +380,98 @@ async fn forward(
         shared: Some(shared),
     };
     Response::from_parts(parts, body.boxed())
+}
+
+/// A tunnel's upstream connection, kept between the requests of a plaintext tunnel: the one
+/// dialled when the tunnel was admitted, then the client connection that served its last
+/// request. A request to another address (a new resolution) dials its own.
+#[derive(Clone, Default)]
+pub(crate) struct Kept(Arc<std::sync::Mutex<Option<Upstream>>>);
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+pub(crate) enum Upstream {
+    /// Dialled when the tunnel was admitted; nothing sent yet.
+    Fresh(TcpStream, SocketAddr),
+    /// Served a request; ready for the next once its response was read.
+    Open {
+        sender: http1::SendRequest<RequestBody>,
+        addr: SocketAddr,
+        activity: Arc<Activity>,
+    },
+}
+
+impl Kept {
+    pub(crate) fn keep(&self, upstream: Upstream) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+    }
+
+    /// The kept connection, if it goes to `addr`.
+    fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        kept.filter(|u| match u {
+            Upstream::Fresh(_, a) | Upstream::Open { addr: a, .. } => *a == addr,
+        })
+    }
+}
+
+/// A client connection to `addr` for one request: `kept` when it is still usable, else a new
+/// one, dialled and handshaken, whose task closes it when a newer policy revokes the target.
+async fn upstream_conn(
+    ctx: &ProxyContext,
+    kept: Option<Upstream>,
+    decided: &Decided,
+    addr: SocketAddr,
+) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
+    let stream = match kept {
+        Some(Upstream::Open {
+            mut sender,
+            activity,
+            ..
+        }) => {
+            // Ready at once unless the upstream closed it (then a new one is dialled).
+            if sender.ready().await.is_ok() {
+                return Ok((sender, activity));
+            }
+            dial(ctx, addr).await?
+        }
+        Some(Upstream::Fresh(stream, _)) => stream,
+        None => dial(ctx, addr).await?,
+    };
+    let activity = Activity::new();
+    let io = TokioIo::new(Counted::new(stream, activity.clone()));
+    let (sender, conn) = http1::handshake(io).await.map_err(|e| {
+        Refusal::new(
+            Why::UpstreamFailed,
+            format!("while talking to upstream {addr}: {e}"),
+        )
+    })?;
+    // The connection outlives a request when a tunnel keeps it: watched for the target
+    // without a path (a tunnel is admitted without one; each request's path is checked by
+    // its own body's revocation).
+    let stop = Revocation::new(
+        ctx,
+        decided.snap.clone(),
+        decided.target.clone(),
+        addr,
+        None,
+    )
+    .revoked();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            },
+            why = stop => {
+                tracing::info!(address = %addr, reason = %why, "closing an upstream connection of forwarded requests: the new policy no longer allows it");
+            }
+        }
+    });
+    Ok((sender, activity))
 }
 
 /// Whether a normalised path holds a percent-escape of a percent-escape (`%252F`, `%252e`).
@@ -441,7 +549,7 @@ impl StdError for RevokedError {}
 
 /// A request body on its way upstream: each frame is checked against revocation after it was
 /// read and before it is handed on, and the body's end is one of the event's two parts.
-struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     revocation: Revocation,
     shared: Option<Arc<SharedDraft>>,

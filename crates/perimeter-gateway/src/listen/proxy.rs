@@ -32,7 +32,7 @@ use self::head::{FirstHead, HostField};
 use super::consistency::{AtLiteral, check_host};
 use super::dial::{Admitted, admit};
 use super::event::{Draft, allowed_outcome};
-use super::forward::{Route, absolute_form, http1_server, single_host};
+use super::forward::{Kept, Route, absolute_form, http1_server, single_host};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Then, Why, empty};
 use super::target::Target;
@@ -203,6 +203,7 @@ fn tunnel_route(admitted: &Admitted) -> Route {
     Route::Tunnel {
         target: admitted.target.clone(),
         dialled: admitted.addr.ip(),
+        kept: Kept::default(),
     }
 }
 
@@ -316,7 +317,7 @@ async fn admit_connect(
     if let Err(r) = host_checked {
         return Err((draft, r));
     }
-    match admit(ctx, snap, target, None, None).await {
+    match admit(ctx, snap, target, None).await {
         Ok(a) => Ok((a, draft)),
         Err(r) => Err((draft, r)),
     }

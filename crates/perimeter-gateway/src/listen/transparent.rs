@@ -135,7 +135,7 @@ async fn serve_redirected(
     draft.destination = target.host.to_string();
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
-    let admitted = match Box::pin(admit(&ctx, snap, target, None, Some(original.ip()))).await {
+    let admitted = match Box::pin(admit(&ctx, snap, target, Some(original.ip()))).await {
         Ok(a) => a,
         Err(r) => {
             tracing::info!(source = %peer, destination = %draft.destination, %original, reason = r.why.as_str(), "refusing redirected connection: {}", r.message);

@@ -19,7 +19,7 @@ use super::consistency::check_sni;
 use super::dial::Admitted;
 use super::event::{Draft, allowed_outcome};
 use super::first_bytes::{FirstBytes, Opening, opening, read_first_bytes};
-use super::forward::{Route, serve_http};
+use super::forward::{Route, Upstream, serve_http};
 use super::prefixed::Prefixed;
 use super::refusal::Why;
 use super::relay::{Activity, Direction, RelayEnd, relay, relay_stream};
@@ -158,7 +158,13 @@ pub(crate) async fn tunnel(
 
     // 3. Plaintext HTTP, request by request; or the relay.
     if first == FirstBytes::Http {
-        drop(upstream);
+        // The upstream dialled for the tunnel serves its first request (and the next ones
+        // while it stays open); a redirected connection's requests dial their own.
+        if let Route::Tunnel { kept, .. } = &http {
+            kept.keep(Upstream::Fresh(upstream, addr));
+        } else {
+            drop(upstream);
+        }
         let peer = draft.source;
         draft.finish(verdict, reason, up, down);
         let first = buf.freeze();

@@ -545,3 +545,84 @@ async fn a_connection_task_holds_little_besides_its_phase() {
     );
     drop(c);
 }
+
+/// An HTTP/1.1 upstream on loopback that answers every request of a connection with `ok`,
+/// and counts the connections it accepted and the requests it served.
+async fn counting_upstream() -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), reqs.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, conns, reqs)
+}
+
+/// Plaintext HTTP in a tunnel is checked request by request, over the connection dialled for
+/// the tunnel: one upstream connection serves them all.
+#[tokio::test]
+async fn requests_in_a_tunnel_share_the_connection_dialled_for_it() {
+    use std::sync::atomic::Ordering;
+    let (port, conns, reqs) = counting_upstream().await;
+    let p = proxy(port, GatewayLimits::default()).await;
+    let mut s = TcpStream::connect(p).await.unwrap();
+    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut established = [0u8; 19];
+    within("the 200", s.read_exact(&mut established))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        s.write_all(format!("GET /r{i} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, body) = within("a response", response(&mut s)).await;
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert_eq!(body, b"ok");
+    }
+    // A request naming another host is refused, and the connection still serves the next.
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = within("the refusal", response(&mut s)).await;
+    assert!(head.contains("x-perimeter-error: host_mismatch"), "{head}");
+    s.write_all(format!("GET /last HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = within("the last response", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(reqs.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "every request went over the tunnel's own upstream connection"
+    );
+}
