@@ -13,7 +13,7 @@
 //! | resolve and pin the address | [`resolve`] (the guard: [`own`]) |
 //! | dial | [`dial`] |
 //! | first bytes | [`first_bytes`], checked by [`consistency`] |
-//! | tunnel or forward, with revocation | [`tunnel`], [`relay`], [`forward`], [`revoke`] |
+//! | tunnel or forward, with revocation | [`tunnel`], [`relay`] (plaintext checked by [`requests`]), [`forward`], [`revoke`] |
 //!
 //! Every refusal is a [`refusal::Refusal`] (who caused it, why, a sentence), and every
 //! connection or request ends in one decision event ([`event`]).
@@ -29,6 +29,7 @@ mod prefixed;
 pub mod proxy;
 pub mod refusal;
 mod relay;
+mod requests;
 mod resolve;
 mod revoke;
 mod target;

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::refusal::{Refusal, Then, Why};
+use super::requests::Checked;
 use super::revoke::{Revocation, Revoked};
 
 /// Bytes each way and the time of the last byte, shared by both halves of a relay.
@@ -156,12 +158,15 @@ pub(crate) enum RelayEnd {
     Idle,
     /// A newer policy no longer allows the connection.
     Revoked(Revoked),
+    /// A plaintext request in the client's stream was refused (with the Host it sent).
+    Refused { why: Why, host: Option<String> },
 }
 
 /// Why a direction stopped early.
 enum Stop {
     Io(Direction, io::Error),
     Revoked(Revoked),
+    Refused(Why, Option<String>),
 }
 
 impl From<(Direction, io::Error)> for Stop {
@@ -189,6 +194,9 @@ const PIPE_SIZE: usize = 1024 * 1024;
 /// upstream: none read after a revoking snapshot was applied goes upstream.
 ///
 /// Shared by the listeners: the CONNECT tunnel and the transparent listener.
+///
+/// With `checked` (a plaintext HTTP tunnel), the client's stream is checked request by request
+/// as it passes ([`Checked`]); that direction then copies rather than splices.
 pub(crate) async fn relay(
     client: TcpStream,
     upstream: TcpStream,
@@ -196,37 +204,81 @@ pub(crate) async fn relay(
     activity: Arc<Activity>,
     idle: Duration,
     revocation: Revocation,
+    checked: Option<Box<Checked>>,
 ) -> RelayEnd {
     // Directions that reached their end of stream.
     let ended = AtomicU8::new(0);
+    // A refused request in a checked stream: the client's direction ends there (the upstream
+    // is told no more requests come), the upstream's answers to the requests before it still
+    // reach the client, and then the client gets the refusal.
+    let refused: OnceLock<(Why, Option<String>)> = OnceLock::new();
     let stop = revocation.clone().revoked();
     let transfer = async {
         let up = async {
             let mut revocation = revocation;
+            let mut checked = checked;
             revocation.check().map_err(Stop::Revoked)?;
-            write_all(&upstream, &pending_up, Direction::Up, &activity)
-                .await
-                .map_err(|error| (Direction::Up, error))?;
+            let sent = send(
+                &upstream,
+                &pending_up,
+                Direction::Up,
+                &activity,
+                checked.as_deref_mut(),
+            )
+            .await;
             // Sent: its buffer (the first bytes' read buffer, a few KiB) is not kept for the
             // life of the tunnel.
             drop(pending_up);
-            pump(
-                &client,
-                &upstream,
-                Direction::Up,
-                &activity,
-                &ended,
-                Some(&mut revocation),
-            )
-            .await
+            let pumped = match sent {
+                Ok(()) => {
+                    pump(
+                        &client,
+                        &upstream,
+                        Direction::Up,
+                        &activity,
+                        &ended,
+                        Some(&mut revocation),
+                        checked.as_deref_mut(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match pumped {
+                Err(Stop::Refused(why, host)) => {
+                    let _ = refused.set((why, host));
+                    pass_end_on(&upstream, &ended).map_err(|e| Stop::Io(Direction::Up, e))
+                }
+                other => other,
+            }
         };
-        let down = pump(&upstream, &client, Direction::Down, &activity, &ended, None);
+        let down = pump(
+            &upstream,
+            &client,
+            Direction::Down,
+            &activity,
+            &ended,
+            None,
+            None,
+        );
         tokio::try_join!(up, down).map(|_| ())
     };
     // Pinned here and lent to `supervise`: moved into it, both would take their room twice in
     // this future (every idle tunnel holds one).
     tokio::pin!(transfer, stop);
-    supervise(transfer, &activity, idle, stop).await
+    let end = supervise(transfer, &activity, idle, stop).await;
+    match (end, refused.get().cloned()) {
+        (RelayEnd::Closed | RelayEnd::Idle, Some((why, host))) => {
+            let answer = Refusal::new(
+                why.clone(),
+                "a request in this tunnel does not name the tunnel's destination; the requests before it were answered",
+            )
+            .to_bytes(Then::Close);
+            let _ = write_all(&client, &answer, Direction::Down, &activity).await;
+            RelayEnd::Refused { why, host }
+        }
+        (end, _) => end,
+    }
 }
 
 /// [`relay`] for a client stream that is not a plain socket (copies through user space).
@@ -275,6 +327,7 @@ async fn supervise(
                 Ok(()) => RelayEnd::Closed,
                 Err(Stop::Io(direction, error)) => RelayEnd::Failed { direction, error },
                 Err(Stop::Revoked(why)) => RelayEnd::Revoked(why),
+                Err(Stop::Refused(why, host)) => RelayEnd::Refused { why, host },
             },
             why = &mut stop => return RelayEnd::Revoked(why),
             _ = &mut sleep => {
@@ -356,9 +409,12 @@ async fn pump(
     activity: &Activity,
     ended: &AtomicU8,
     mut revocation: Option<&mut Revocation>,
+    mut checked: Option<&mut Checked>,
 ) -> Result<(), Stop> {
     let err = |e| Stop::Io(dir, e);
     let eof = || pass_end_on(dst, ended).map_err(err);
+    // A checked stream is copied: every byte must be seen.
+    let splice_ok = checked.is_none();
     // On the heap, uninitialised, small at first: a short exchange pays for little, and the
     // relay's future stays small.
     let mut buf: Vec<u8> = Vec::new();
@@ -375,7 +431,7 @@ async fn pump(
         if let Some(r) = revocation.as_deref_mut() {
             r.check().map_err(Stop::Revoked)?;
         }
-        write_all(dst, &buf, dir, activity).await.map_err(err)?;
+        send(dst, &buf, dir, activity, checked.as_deref_mut()).await?;
         if last {
             return eof();
         }
@@ -384,7 +440,7 @@ async fn pump(
         }
         if size < SMALL_BUF {
             size *= 2;
-        } else if splice {
+        } else if splice && splice_ok {
             match Pipe::new() {
                 Ok(pipe) => {
                     drop(buf);
@@ -431,6 +487,26 @@ async fn read(src: &TcpStream, buf: &mut Vec<u8>, size: usize) -> io::Result<(us
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Send client bytes upstream: all of them, or (`checked`) what the request checks let go,
+/// and then the refusal if one came.
+async fn send(
+    dst: &TcpStream,
+    data: &[u8],
+    dir: Direction,
+    activity: &Activity,
+    checked: Option<&mut Checked>,
+) -> Result<(), Stop> {
+    let err = |e| Stop::Io(dir, e);
+    let Some(c) = checked else {
+        return write_all(dst, data, dir, activity).await.map_err(err);
+    };
+    let mut out = Vec::with_capacity(data.len());
+    // Boxed: resolving a name at a literal target is a large future, rarely needed.
+    let passed = Box::pin(c.pass(data, &mut out)).await;
+    write_all(dst, &out, dir, activity).await.map_err(err)?;
+    passed.map_err(|why| Stop::Refused(why, c.last_host.clone()))
 }
 
 pub(super) async fn write_all(

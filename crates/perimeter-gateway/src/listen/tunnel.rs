@@ -23,6 +23,7 @@ use super::forward::{Route, Upstream, serve_http};
 use super::prefixed::Prefixed;
 use super::refusal::Why;
 use super::relay::{Activity, Direction, RelayEnd, relay, relay_stream};
+use super::requests::{Checked, Requests};
 use super::revoke::Revocation;
 
 /// The client's side of an established tunnel: the socket itself when it can be had (so the
@@ -156,8 +157,25 @@ pub(crate) async fn tunnel(
         return draft.finish_why(&why, up, down);
     }
 
-    // 3. Plaintext HTTP, request by request; or the relay.
-    if first == FirstBytes::Http {
+    // 3. Plaintext HTTP, request by request; or the relay. A tunnel whose first request is
+    // strictly well-formed and names the target is relayed, its stream checked request by
+    // request as it passes; any other is served by hyper, request by request.
+    let mut checked = None;
+    if first == FirstBytes::Http
+        && matches!(
+            (&http, &client),
+            (Route::Tunnel { .. }, TunnelClient::Socket(_))
+        )
+        && let Some(host) = Requests::takes(&target, &buf, max)
+    {
+        draft.sni_or_host = Some(host);
+        checked = Some(Box::new(Checked::new(
+            &ctx,
+            snap.clone(),
+            target.clone(),
+            addr.ip(),
+        )));
+    } else if first == FirstBytes::Http {
         // The upstream dialled for the tunnel serves its first request (and the next ones
         // while it stays open); a redirected connection's requests dial their own.
         if let Route::Tunnel { kept, .. } = &http {
@@ -180,7 +198,8 @@ pub(crate) async fn tunnel(
     let counted = activity.clone();
     let end = match client {
         TunnelClient::Socket(c) => {
-            Box::pin(relay(c, upstream, pending, counted, idle, revocation)).await
+            let relayed = relay(c, upstream, pending, counted, idle, revocation, checked);
+            Box::pin(relayed).await
         }
         TunnelClient::Stream(c) => {
             Box::pin(relay_stream(
@@ -195,6 +214,11 @@ pub(crate) async fn tunnel(
         RelayEnd::Failed { direction, error } => {
             tracing::debug!(destination = %target, direction = direction.as_str(), error = %error, "tunnel ended with an error");
             draft.finish(verdict, reason, up, down);
+        }
+        RelayEnd::Refused { why, host } => {
+            tracing::info!(destination = %target, host = host.as_deref().unwrap_or(""), reason = why.as_str(), "closing tunnel: a request in it is not allowed on it");
+            draft.sni_or_host = host;
+            draft.finish_why(&why, up, down);
         }
         RelayEnd::Revoked(why) => {
             tracing::info!(destination = %target, address = %addr, reason = %why, "closing tunnel: the new policy no longer allows it");

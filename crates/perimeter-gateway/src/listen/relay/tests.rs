@@ -135,6 +135,7 @@ async fn bytes_both_ways(up_len: usize, down_len: usize) {
         activity.clone(),
         Duration::from_secs(30),
         never(),
+        None,
     ));
     let at_client = exchange(client_peer, up.clone());
     let at_upstream = exchange(upstream_peer, down.clone());
@@ -181,6 +182,7 @@ async fn half_close_is_passed_on_and_the_other_way_keeps_going() {
         activity.clone(),
         Duration::from_secs(30),
         never(),
+        None,
     ));
     client_peer.write_all(b"request").await.unwrap();
     client_peer.shutdown().await.unwrap();
@@ -227,6 +229,7 @@ async fn idle_tunnel_is_closed_after_the_last_byte_plus_the_timeout() {
         Activity::new(),
         idle,
         never(),
+        None,
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     client_peer.write_all(b"x").await.unwrap();
@@ -267,6 +270,7 @@ async fn a_revoking_policy_closes_the_tunnel_and_nothing_read_after_it_goes_upst
         Activity::new(),
         Duration::from_secs(30),
         policy.revocation(),
+        None,
     ));
     client_peer.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
@@ -343,6 +347,7 @@ async fn bytes_in_flight_when_revoked_are_dropped_on_every_path() {
                 Activity::new(),
                 Duration::from_secs(30),
                 revocation,
+                None,
             ),
         )
         .await;
@@ -373,6 +378,7 @@ async fn a_reset_is_a_failure() {
         Activity::new(),
         Duration::from_secs(30),
         never(),
+        None,
     ));
     // SO_LINGER 0: close sends a reset.
     let std = client_peer.into_std().unwrap();
@@ -470,6 +476,7 @@ async fn a_relay_holds_little_state() {
         Activity::new(),
         Duration::from_secs(1),
         never(),
+        None,
     );
     let size = std::mem::size_of_val(&f);
     assert!(size <= 3 * 1024, "the relay's future grew to {size} bytes");

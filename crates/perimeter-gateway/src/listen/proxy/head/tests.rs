@@ -585,21 +585,28 @@ async fn counting_upstream() -> (
     (port, conns, reqs)
 }
 
-/// Plaintext HTTP in a tunnel is checked request by request, over the connection dialled for
-/// the tunnel: one upstream connection serves them all.
+/// Plaintext HTTP in a tunnel is checked request by request. A tunnel whose first request is
+/// strictly well-formed is relayed over the connection dialled for it, each later head checked
+/// as it passes: one naming another host closes the tunnel, and nothing of it goes. A first
+/// request in a lenient spelling is served by hyper, which answers a bad one with its reason
+/// and goes on.
 #[tokio::test]
 async fn requests_in_a_tunnel_share_the_connection_dialled_for_it() {
     use std::sync::atomic::Ordering;
     let (port, conns, reqs) = counting_upstream().await;
     let p = proxy(port, GatewayLimits::default()).await;
-    let mut s = TcpStream::connect(p).await.unwrap();
-    s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut established = [0u8; 19];
-    within("the 200", s.read_exact(&mut established))
-        .await
-        .unwrap();
+    let open = |p| async move {
+        let mut s = TcpStream::connect(p).await.unwrap();
+        s.write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut established = [0u8; 19];
+        within("the 200", s.read_exact(&mut established))
+            .await
+            .unwrap();
+        s
+    };
+    let mut s = open(p).await;
     for i in 0..3 {
         s.write_all(format!("GET /r{i} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
             .await
@@ -608,7 +615,37 @@ async fn requests_in_a_tunnel_share_the_connection_dialled_for_it() {
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         assert_eq!(body, b"ok");
     }
-    // A request naming another host is refused, and the connection still serves the next.
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one upstream connection");
+    // A request naming another host ends the tunnel: the request before it (sent in the same
+    // write) is answered, then the refusal comes, and nothing of it reached the upstream.
+    s.write_all(
+        format!(
+            "GET /r3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nGET /x HTTP/1.1\r\nHost: other.example\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut rest = Vec::new();
+    within("the answers and the close", s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    let refusal = rest.find("HTTP/1.1 400 ").expect("a refusal");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(
+        rest[refusal..].contains("x-perimeter-error: host_mismatch"),
+        "{rest}"
+    );
+    assert_eq!(reqs.load(Ordering::SeqCst), 4);
+
+    // Bare LF line ends: hyper serves it, over one more upstream connection.
+    let mut s = open(p).await;
+    s.write_all(format!("GET /lf HTTP/1.1\nHost: 127.0.0.1:{port}\n\n").as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = within("a response", response(&mut s)).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     s.write_all(b"GET /x HTTP/1.1\r\nHost: other.example\r\n\r\n")
         .await
         .unwrap();
@@ -619,10 +656,10 @@ async fn requests_in_a_tunnel_share_the_connection_dialled_for_it() {
         .unwrap();
     let (head, _) = within("the last response", response(&mut s)).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert_eq!(reqs.load(Ordering::SeqCst), 4);
+    assert_eq!(reqs.load(Ordering::SeqCst), 6);
     assert_eq!(
         conns.load(Ordering::SeqCst),
-        1,
-        "every request went over the tunnel's own upstream connection"
+        2,
+        "each tunnel's requests went over its own upstream connection"
     );
 }
