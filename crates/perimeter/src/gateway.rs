@@ -68,7 +68,7 @@ pub struct GatewayArgs {
 }
 
 pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
-    init_tracing(args.log_format);
+    let _log = init_tracing(args.log_format);
     let resolver = args.dns.resolver()?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

@@ -18,20 +18,30 @@ pub enum LogFormat {
 }
 
 /// Log to stderr; `PERIMETER_LOG` sets the filter (default `info`).
-pub fn init_tracing(format: LogFormat) {
+/// Install the log. Lines go to stderr through a writer thread that writes them in batches
+/// (a gateway logs a decision per connection: one write(2) per line would be one system call
+/// more per connection); none is dropped, a full queue makes the loggers wait. Keep the guard
+/// until the process ends: dropping it writes what is queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERIMETER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("perimeter-log")
+        .finish(std::io::stderr());
     // Colours only for a terminal: a log file or journal gets plain lines (and a gateway's
     // decision line per connection is cheaper to write).
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    guard
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

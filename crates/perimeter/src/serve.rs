@@ -63,7 +63,7 @@ pub enum DurabilityArg {
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    init_tracing(args.log_format);
+    let _log = init_tracing(args.log_format);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let store = match &args.database_url {
