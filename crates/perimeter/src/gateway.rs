@@ -62,7 +62,9 @@ pub struct GatewayArgs {
     pub log_format: LogFormat,
     /// Threads that serve connections (and everything else of the gateway). Default: one per
     /// CPU. One thread serves thousands of tunnels; on a host the gateway shares with its
-    /// workloads, fewer threads leave them more of the machine.
+    /// workloads, fewer threads leave them more of the machine. With 1, the gateway runs a
+    /// single-threaded runtime (no work-stealing scheduler). Log lines are written by a
+    /// thread of their own either way.
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }

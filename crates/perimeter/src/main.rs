@@ -41,11 +41,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // A gateway on one thread runs a current-thread runtime: the same single thread without
+    // the work-stealing scheduler's cross-thread wakeups.
+    let mut builder = match &cli.command {
+        Command::Gateway(args) if args.worker_threads.is_some_and(|n| n <= 1) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     if let Command::Gateway(args) = &cli.command
-        && let Some(n) = args.worker_threads
+        && let Some(n) = args.worker_threads.filter(|n| *n > 1)
     {
-        builder.worker_threads(n.max(1));
+        builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
