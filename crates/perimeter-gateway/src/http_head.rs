@@ -257,6 +257,9 @@ impl RequestHead {
     }
 }
 
+/// Header slots parsed without an allocation.
+const STACK_HEADERS: usize = 100;
+
 /// Parse the request head at the start of `buf`. `Ok(None)`: not complete yet, read more.
 pub fn parse_request_head(
     buf: &[u8],
@@ -265,8 +268,16 @@ pub fn parse_request_head(
     let Some(head_len) = find_head_end(buf, limits.max_head_bytes)? else {
         return Ok(None);
     };
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
+    // On the stack up to the usual limit (no allocation per request head), else on the heap.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
     match req.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(n)) if n == head_len => {}
         Ok(_) => return Err(HeadError::Malformed("incomplete head")),

@@ -130,11 +130,7 @@ impl Requests {
                     data = &data[used..];
                     // Not kept: an idle tunnel holds no head buffer.
                     self.held = Vec::new();
-                    self.state = match head.body {
-                        BodyFraming::None | BodyFraming::ContentLength(0) => State::Head,
-                        BodyFraming::ContentLength(n) => State::Body(n),
-                        BodyFraming::Chunked => State::Chunk(Chunk::Size),
-                    };
+                    self.state = Requests::after(&head);
                 }
                 State::Chunk(Chunk::Data(left)) => {
                     let n = (left.min(data.len() as u64)) as usize;
@@ -249,15 +245,32 @@ impl Requests {
 
     /// Whether `first` (a tunnel's first bytes) starts with a request this path serves: a
     /// strictly well-formed head with a Host that names the target by itself. `Some`: the
-    /// Host as sent.
-    pub(crate) fn takes(target: &Target, first: &[u8], max_head_bytes: usize) -> Option<String> {
-        let probe = Requests::new(target.clone(), max_head_bytes);
-        match parse_request_head(first, &probe.limits) {
-            Ok(Some(head)) if head.host.is_some() => match probe.check(&head) {
-                Ok((sent, None)) => Some(sent),
+    /// Host as sent, and the stream past that head (its body next), its bytes to be pushed
+    /// from `head_len` on.
+    pub(crate) fn takes(
+        target: &Target,
+        first: &[u8],
+        max_head_bytes: usize,
+    ) -> Option<(String, Requests, usize)> {
+        let mut r = Requests::new(target.clone(), max_head_bytes);
+        match parse_request_head(first, &r.limits) {
+            Ok(Some(head)) if head.host.is_some() => match r.check(&head) {
+                Ok((sent, None)) => {
+                    r.state = Requests::after(&head);
+                    Some((sent, r, head.head_len))
+                }
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// Where the stream is after `head`: its body, if it has one.
+    fn after(head: &RequestHead) -> State {
+        match head.body {
+            BodyFraming::None | BodyFraming::ContentLength(0) => State::Head,
+            BodyFraming::ContentLength(n) => State::Body(n),
+            BodyFraming::Chunked => State::Chunk(Chunk::Size),
         }
     }
 }
@@ -266,6 +279,8 @@ impl Requests {
 /// a plaintext tunnel.
 pub(crate) struct Checked {
     requests: Requests,
+    /// Bytes still to come that were checked already (the first head).
+    skip: usize,
     ctx: ProxyContext,
     snap: Arc<Snapshot>,
     dialled: IpAddr,
@@ -274,15 +289,18 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
+    /// Check the stream that [`Requests::takes`] took, whose first `checked` bytes (its first
+    /// head) were checked there.
     pub(crate) fn new(
         ctx: &ProxyContext,
         snap: Arc<Snapshot>,
-        target: Target,
+        requests: Requests,
+        checked: usize,
         dialled: IpAddr,
     ) -> Self {
-        let max = ctx.limits.max_header_bytes.max(8192);
         Self {
-            requests: Requests::new(target, max),
+            requests,
+            skip: checked,
             ctx: ctx.clone(),
             snap,
             dialled,
@@ -293,8 +311,11 @@ impl Checked {
     /// Check the client's next bytes: `out` gets what may go upstream. `Err`: the stream is
     /// refused, and only what is in `out` may still go.
     pub(crate) async fn pass(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Why> {
+        let checked = self.skip.min(data.len());
+        out.extend_from_slice(&data[..checked]);
+        self.skip -= checked;
         let mut found = Vec::new();
-        let pushed = self.requests.push(data, out, &mut found);
+        let pushed = self.requests.push(&data[checked..], out, &mut found);
         for f in found {
             self.last_host = Some(f.host);
             if let Some(name) = f.name_at_literal {

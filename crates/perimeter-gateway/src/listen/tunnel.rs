@@ -166,15 +166,11 @@ pub(crate) async fn tunnel(
             (&http, &client),
             (Route::Tunnel { .. }, TunnelClient::Socket(_))
         )
-        && let Some(host) = Requests::takes(&target, &buf, max)
+        && let Some((host, requests, first_head)) = Requests::takes(&target, &buf, max)
     {
         draft.sni_or_host = Some(host);
-        checked = Some(Box::new(Checked::new(
-            &ctx,
-            snap.clone(),
-            target.clone(),
-            addr.ip(),
-        )));
+        let stream = Checked::new(&ctx, snap.clone(), requests, first_head, addr.ip());
+        checked = Some(Box::new(stream));
     } else if first == FirstBytes::Http {
         // The upstream dialled for the tunnel serves its first request (and the next ones
         // while it stays open); a redirected connection's requests dial their own.

@@ -110,16 +110,11 @@ fn at_a_literal_a_name_is_left_to_the_caller_and_the_literal_itself_passes() {
 #[test]
 fn what_the_fast_path_takes() {
     let t = target("api.example.com:80");
-    assert_eq!(
-        Requests::takes(&t, GET, 16 * 1024).as_deref(),
-        Some("api.example.com")
-    );
+    let host = |first: &[u8]| Requests::takes(&t, first, 16 * 1024).map(|(host, _, _)| host);
+    assert_eq!(host(GET).as_deref(), Some("api.example.com"));
     // A method is a token in any case: its Host is what is checked.
     let lower = b"get / HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
-    assert_eq!(
-        Requests::takes(&t, lower, 16 * 1024).as_deref(),
-        Some("api.example.com")
-    );
+    assert_eq!(host(lower).as_deref(), Some("api.example.com"));
     for other in [
         &b"GET / HTTP/1.1\nHost: api.example.com\n\n"[..],
         b"\r\nGET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
@@ -127,12 +122,7 @@ fn what_the_fast_path_takes() {
         b"GET / HTTP/1.1\r\nHost: vhost.example.com\r\n\r\n",
     ] {
         // hyper's to serve (it answers with the reason, or adds the Host).
-        assert_eq!(
-            Requests::takes(&t, other, 16 * 1024),
-            None,
-            "{:?}",
-            String::from_utf8_lossy(other)
-        );
+        assert_eq!(host(other), None, "{:?}", String::from_utf8_lossy(other));
     }
 }
 
@@ -160,4 +150,25 @@ proptest! {
         prop_assert_eq!(&cut.2, &whole.2);
         prop_assert_eq!(&cut.0, &whole.0);
     }
+}
+
+/// The stream a tunnel's first request starts: its body is followed, and the next head checked.
+#[test]
+fn the_stream_goes_on_after_the_first_head_taken() {
+    let t = target("api.example.com:80");
+    let first = b"POST /b HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 29\r\n\r\n";
+    let body = b"GET / HTTP/1.1\r\nHost: x.y\r\n\r\n";
+    let (_, mut r, len) = Requests::takes(&t, first, 16 * 1024).unwrap();
+    assert_eq!(len, first.len());
+    let (mut out, mut found) = (Vec::new(), Vec::new());
+    // The body looks like a request for another host: it is the first request's body.
+    r.push(body, &mut out, &mut found).unwrap();
+    assert_eq!(out, body);
+    assert!(found.is_empty());
+    let refused = r.push(
+        b"GET /s HTTP/1.1\r\nHost: x.y\r\n\r\n",
+        &mut out,
+        &mut found,
+    );
+    assert_eq!(refused, Err(Why::HostMismatch));
 }
