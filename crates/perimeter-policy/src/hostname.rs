@@ -197,15 +197,13 @@ pub(crate) fn normalize_name(input: &str) -> Result<String, HostnameError> {
     if name.split('.').any(str::is_empty) {
         return Err(HostnameError::EmptyLabel { name: quote(input) });
     }
-    let ascii = Uts46::new()
-        .to_ascii(
-            name.as_bytes(),
-            AsciiDenyList::STD3,
-            Hyphens::Allow,
-            DnsLength::Ignore,
-        )
-        .map_err(|_| HostnameError::Idna { name: quote(input) })?;
-    let ascii = ascii.to_ascii_lowercase();
+    let ascii = if ldh_without_a_labels(name) {
+        // UTS-46 maps these to themselves, upper case to lower case: the common case (every
+        // name a gateway sees per connection) without the Unicode machinery.
+        name.to_ascii_lowercase()
+    } else {
+        uts46_to_ascii(name).map_err(|_| HostnameError::Idna { name: quote(input) })?
+    };
     if ascii.len() > MAX_HOSTNAME_LEN {
         return Err(HostnameError::TooLong { len: ascii.len() });
     }
@@ -237,6 +235,29 @@ pub(crate) fn normalize_name(input: &str) -> Result<String, HostnameError> {
         }
     }
     Ok(ascii)
+}
+
+/// Whether `name` is ASCII letters, digits, hyphens and dots with no label in A-label form
+/// (`xn--`): UTS-46 processing would only lower its case.
+fn ldh_without_a_labels(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name
+            .split('.')
+            .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+}
+
+/// UTS-46 ToASCII (STD3 rules, hyphens allowed, lengths checked by the caller), lower case.
+fn uts46_to_ascii(name: &str) -> Result<String, ()> {
+    let ascii = Uts46::new()
+        .to_ascii(
+            name.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::Allow,
+            DnsLength::Ignore,
+        )
+        .map_err(|_| ())?;
+    Ok(ascii.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -165,3 +165,27 @@ proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    /// The ASCII fast path gives what UTS-46 gives.
+    #[test]
+    fn the_ascii_fast_path_is_uts46(name in "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}") {
+        proptest::prop_assume!(super::ldh_without_a_labels(&name));
+        proptest::prop_assert_eq!(Ok(name.to_ascii_lowercase()), super::uts46_to_ascii(&name));
+    }
+}
+
+#[test]
+fn a_labels_take_the_uts46_path() {
+    assert!(!super::ldh_without_a_labels("xn--llowed-2nf.test"));
+    assert!(!super::ldh_without_a_labels("a.XN--llowed-2nf.test"));
+    assert!(super::ldh_without_a_labels("Allowed.test"));
+    assert_eq!(
+        "xn--llowed-2nf.test".parse::<Hostname>().unwrap().as_str(),
+        "xn--llowed-2nf.test"
+    );
+    assert!(
+        "xn--zz.test".parse::<Hostname>().is_err(),
+        "an invalid A-label is refused"
+    );
+}
