@@ -14,37 +14,35 @@
 //! 5. the response streamed back; the request's decision event is finished once both its body
 //!    and its response are done, so it counts the whole upload.
 
+mod body;
+mod upstream;
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming};
-use hyper::client::conn::http1;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use perimeter_policy::normalize_path;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
+use self::body::{EventBody, RequestBody, RevokedError};
+use self::upstream::upstream_conn;
+pub(crate) use self::upstream::{Kept, Upstream};
 use super::consistency::{AtLiteral, check_host};
-use super::decide::{Decided, decide};
-use super::dial::dial;
+use super::decide::decide;
 use super::event::{Draft, SharedDraft, allowed_outcome};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Why};
-use super::relay::{Activity, Counted};
 use super::resolve::resolve_and_pin;
 use super::revoke::Revocation;
 use super::target::{Target, TargetHost};
 use super::{GatewayLimits, ProxyContext};
-use crate::decision::EventVerdict;
 
 /// The HTTP/1 server settings of client connections.
 pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1::Builder {
@@ -382,98 +380,6 @@ async fn forward(
     Response::from_parts(parts, body.boxed())
 }
 
-/// A tunnel's upstream connection, kept between the requests of a plaintext tunnel: the one
-/// dialled when the tunnel was admitted, then the client connection that served its last
-/// request. A request to another address (a new resolution) dials its own.
-#[derive(Clone, Default)]
-pub(crate) struct Kept(Arc<std::sync::Mutex<Option<Upstream>>>);
-
-impl std::fmt::Debug for Kept {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kept")
-    }
-}
-
-pub(crate) enum Upstream {
-    /// Dialled when the tunnel was admitted; nothing sent yet.
-    Fresh(TcpStream, SocketAddr),
-    /// Served a request; ready for the next once its response was read.
-    Open {
-        sender: http1::SendRequest<RequestBody>,
-        addr: SocketAddr,
-        activity: Arc<Activity>,
-    },
-}
-
-impl Kept {
-    pub(crate) fn keep(&self, upstream: Upstream) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
-    }
-
-    /// The kept connection, if it goes to `addr`.
-    fn take(&self, addr: SocketAddr) -> Option<Upstream> {
-        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        kept.filter(|u| match u {
-            Upstream::Fresh(_, a) | Upstream::Open { addr: a, .. } => *a == addr,
-        })
-    }
-}
-
-/// A client connection to `addr` for one request: `kept` when it is still usable, else a new
-/// one, dialled and handshaken, whose task closes it when a newer policy revokes the target.
-async fn upstream_conn(
-    ctx: &ProxyContext,
-    kept: Option<Upstream>,
-    decided: &Decided,
-    addr: SocketAddr,
-) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
-    let stream = match kept {
-        Some(Upstream::Open {
-            mut sender,
-            activity,
-            ..
-        }) => {
-            // Ready at once unless the upstream closed it (then a new one is dialled).
-            if sender.ready().await.is_ok() {
-                return Ok((sender, activity));
-            }
-            dial(ctx, addr).await?
-        }
-        Some(Upstream::Fresh(stream, _)) => stream,
-        None => dial(ctx, addr).await?,
-    };
-    let activity = Activity::new();
-    let io = TokioIo::new(Counted::new(stream, activity.clone()));
-    let (sender, conn) = http1::handshake(io).await.map_err(|e| {
-        Refusal::new(
-            Why::UpstreamFailed,
-            format!("while talking to upstream {addr}: {e}"),
-        )
-    })?;
-    // The connection outlives a request when a tunnel keeps it: watched for the target
-    // without a path (a tunnel is admitted without one; each request's path is checked by
-    // its own body's revocation).
-    let stop = Revocation::new(
-        ctx,
-        decided.snap.clone(),
-        decided.target.clone(),
-        addr,
-        None,
-    )
-    .revoked();
-    tokio::spawn(async move {
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            },
-            why = stop => {
-                tracing::info!(address = %addr, reason = %why, "closing an upstream connection of forwarded requests: the new policy no longer allows it");
-            }
-        }
-    });
-    Ok((sender, activity))
-}
-
 /// Whether a normalised path holds a percent-escape of a percent-escape (`%252F`, `%252e`).
 fn double_encoded(path: &str) -> bool {
     path.as_bytes().windows(5).any(|w| {
@@ -535,193 +441,5 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The error a request body ends with once the policy revoked it.
-#[derive(Debug)]
-struct RevokedError(String);
-
-impl std::fmt::Display for RevokedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "revoked by {}", self.0)
-    }
-}
-
-impl StdError for RevokedError {}
-
-/// A request body on its way upstream: each frame is checked against revocation after it was
-/// read and before it is handed on, and the body's end is one of the event's two parts.
-pub(crate) struct RequestBody {
-    inner: Incoming,
-    revocation: Revocation,
-    shared: Option<Arc<SharedDraft>>,
-}
-
-impl RequestBody {
-    fn done(&mut self) {
-        if let Some(s) = self.shared.take() {
-            s.part_done();
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = Box<dyn StdError + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match r {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Err(why) = self.revocation.check() {
-                    if let Some(s) = &self.shared {
-                        s.set_outcome((EventVerdict::Denied, Why::PolicyRevoked.as_str()));
-                    }
-                    self.done();
-                    return Poll::Ready(Some(Err(Box::new(RevokedError(why.to_string())))));
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.done();
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                self.done();
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for RequestBody {
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
-/// A response body: its end (or drop) is the other part of the event.
-struct EventBody {
-    inner: Incoming,
-    shared: Option<Arc<SharedDraft>>,
-}
-
-impl EventBody {
-    fn done(&mut self) {
-        if let Some(s) = self.shared.take() {
-            s.part_done();
-        }
-    }
-}
-
-impl Body for EventBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.done();
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for EventBody {
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_stripping_never_removes_the_host() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("allowed.test"));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("Host, keep-alive, x-drop"),
-        );
-        h.insert("x-drop", HeaderValue::from_static("1"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.get(header::HOST).unwrap(), "allowed.test");
-        assert!(h.get("x-drop").is_none());
-        assert!(h.get(header::TE).is_none());
-        assert!(h.get(header::CONNECTION).is_none());
-        assert_eq!(h.get("x-keep").unwrap(), "1");
-    }
-
-    #[test]
-    fn double_encoding_is_found_and_only_matters_under_path_rules() {
-        for (path, want) in [
-            ("/api/%252F..%252Fsecret", true),
-            ("/api/%252e%252e/secret", true),
-            ("/100%25", false),
-            ("/100%25off", false),
-            ("/a%2Fb", false),
-            ("/plain", false),
-        ] {
-            assert_eq!(double_encoded(path), want, "{path}");
-        }
-        use perimeter_policy::{POLICY_FORMAT, PolicyDocument, RuleDoc, RuleType, TrafficPolicy};
-        let rule = |name: &str, dest: &str, paths: Vec<String>| RuleDoc {
-            id: name.into(),
-            name: name.into(),
-            rule_type: RuleType::Fqdn,
-            destination: dest.into(),
-            ports: vec![80],
-            paths,
-            crl_managed: false,
-        };
-        let snap = perimeter_policy::compile(&PolicyDocument {
-            format: POLICY_FORMAT,
-            version: 1,
-            cluster_id: "c-1".into(),
-            traffic_policy: TrafficPolicy::DefaultDeny,
-            rules: vec![
-                rule("api", "paths.example.com", vec!["/api/*".into()]),
-                rule("whole", "whole.example.com", vec![]),
-            ],
-            private_endpoints: vec![],
-        })
-        .unwrap();
-        let t = |s: &str| Target::parse_authority(s, Some(80)).unwrap();
-        assert!(governed_by_path_rules(&snap, &t("paths.example.com:80")));
-        assert!(!governed_by_path_rules(&snap, &t("whole.example.com:80")));
-        assert!(!governed_by_path_rules(&snap, &t("other.example.com:80")));
-    }
-
-    #[test]
-    fn a_missing_host_names_the_target() {
-        let t = |s: &str| Target::parse_authority(s, Some(80)).unwrap();
-        assert_eq!(host_value(&t("a.example:80")), "a.example");
-        assert_eq!(host_value(&t("a.example:8080")), "a.example:8080");
-        assert_eq!(host_value(&t("[2001:db8::1]:80")), "[2001:db8::1]");
-    }
-}
+mod tests;

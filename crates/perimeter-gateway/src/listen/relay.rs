@@ -5,141 +5,30 @@
 //! Between two TCP sockets, each direction starts with plain reads and writes through a small
 //! buffer that doubles on every full read (a short request and reply never pays for more: no
 //! pipe, no large buffer) and, once a read fills its largest size, switches to `splice(2)`
-//! through a pipe of its own, so bulk data moves from socket to socket inside the kernel
-//! without being copied through the gateway. A client stream that is not a plain socket goes
-//! through [`relay_stream`], which copies.
+//! ([`splice`]) through a pipe of its own, so bulk data moves from socket to socket inside the
+//! kernel without being copied through the gateway. A client stream that is not a plain
+//! socket goes through [`relay_stream`], which copies.
+
+mod counted;
+mod splice;
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+pub(crate) use self::counted::{Activity, Counted, Direction, Guarded};
+use self::splice::{Pipe, unpaced_on_loopback};
 use super::refusal::{Refusal, Then, Why};
 use super::requests::Checked;
 use super::revoke::{Revocation, Revoked};
-
-/// Bytes each way and the time of the last byte, shared by both halves of a relay.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    start: Instant,
-    up: AtomicU64,
-    down: AtomicU64,
-    /// Milliseconds since `start` of the last byte either way.
-    last: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    /// Client to upstream.
-    Up,
-    /// Upstream to client.
-    Down,
-}
-
-impl Direction {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Direction::Up => "client to upstream",
-            Direction::Down => "upstream to client",
-        }
-    }
-}
-
-impl Activity {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            up: AtomicU64::new(0),
-            down: AtomicU64::new(0),
-            last: AtomicU64::new(0),
-        })
-    }
-
-    pub(crate) fn add(&self, dir: Direction, n: u64) {
-        if n == 0 {
-            return;
-        }
-        match dir {
-            Direction::Up => self.up.fetch_add(n, Ordering::Relaxed),
-            Direction::Down => self.down.fetch_add(n, Ordering::Relaxed),
-        };
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last.fetch_max(now, Ordering::Relaxed);
-    }
-
-    pub(crate) fn up(&self) -> u64 {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn down(&self) -> u64 {
-        self.down.load(Ordering::Relaxed)
-    }
-
-    /// Time since the last byte either way (or since the start).
-    pub(crate) fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
-    }
-}
-
-/// An upstream stream whose reads are counted as `Down` and writes as `Up` in an [`Activity`].
-pub(crate) struct Counted<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Counted<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            let n = (buf.filled().len() - before) as u64;
-            self.activity.add(Direction::Down, n);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.activity.add(Direction::Up, *n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The relay
@@ -180,10 +69,6 @@ const FIRST_BUF: usize = 2 * 1024;
 
 /// Largest buffer of a direction; a read that fills it switches that direction to `splice(2)`.
 const SMALL_BUF: usize = 16 * 1024;
-
-/// Capacity asked for each direction's pipe (the kernel may grant less; the default is 64 KiB).
-const PIPE_SIZE: usize = 1024 * 1024;
-
 /// Relay between `client` and `upstream` until both closed, one failed, nothing moved for
 /// `idle`, or the policy revoked the connection. `pending_up` (client bytes already read, such
 /// as the checked ClientHello) is sent upstream before anything else from the client. End of
@@ -340,67 +225,6 @@ async fn supervise(
         }
     }
 }
-
-/// An upstream writer that checks a [`Revocation`] before every write: once the policy revoked
-/// the connection, writes fail and nothing more goes upstream.
-pub(crate) struct Guarded<S> {
-    inner: S,
-    revocation: Revocation,
-}
-
-impl<S> Guarded<S> {
-    pub(crate) fn new(inner: S, revocation: Revocation) -> Self {
-        Self { inner, revocation }
-    }
-
-    pub(crate) fn check(&mut self) -> Result<(), Revoked> {
-        self.revocation.check()
-    }
-
-    /// What an error of a guarded transfer was: the revocation, or I/O.
-    fn stop(&mut self, error: io::Error) -> Stop {
-        match self.revocation.check() {
-            Err(r) => Stop::Revoked(r),
-            // copy_bidirectional does not say which side failed.
-            Ok(()) => Stop::Io(Direction::Up, error),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if let Err(r) = self.revocation.check() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                r.to_string(),
-            )));
-        }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// Move bytes from `src` to `dst` until `src` ends (then half-close `dst`) or fails.
 async fn pump(
     src: &TcpStream,
@@ -548,110 +372,5 @@ pub(super) fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
-
-/// Congestion control that paces its sends, and the one used instead towards a loopback peer.
-const PACING_CONGESTION_CONTROL: &str = "bbr";
-const LOOPBACK_CONGESTION_CONTROL: &str = "cubic";
-
-/// A bulk direction sending to a peer on the same host (an embedded gateway's workloads, or a
-/// loopback upstream a CIDR rule admits) does not pace. BBR without the `fq` qdisc paces in
-/// TCP itself, with a timer per burst; on loopback there is no link to be fair to or queue to
-/// keep short, so the timers only cost CPU and leave gaps: relaying to a loopback peer ran at
-/// about two thirds of the rate it reaches unpaced, at 1.3x the CPU per byte (the gateway
-/// bench). Any other congestion control, and every peer off the host, is left as the host set
-/// it. Best effort: a host without `cubic` keeps its own.
-fn unpaced_on_loopback(dst: &TcpStream) {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt::TcpCongestion};
-    if !dst
-        .peer_addr()
-        .is_ok_and(|a| a.ip().to_canonical().is_loopback())
-    {
-        return;
-    }
-    let paced = getsockopt(dst, TcpCongestion)
-        .is_ok_and(|cc| cc.as_encoded_bytes() == PACING_CONGESTION_CONTROL.as_bytes());
-    if paced && let Err(e) = setsockopt(dst, TcpCongestion, &LOOPBACK_CONGESTION_CONTROL.into()) {
-        tracing::debug!(error = %e, "cannot turn pacing off towards a loopback peer");
-    }
-}
-
-/// One direction's pipe for `splice(2)`.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        // A larger pipe means fewer splices per byte; the kernel may refuse (per-user pipe
-        // limits), and then the default capacity does.
-        let _ = fcntl(write.as_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
-        let capacity = fcntl(write.as_fd(), FcntlArg::F_GETPIPE_SZ)
-            .ok()
-            .and_then(|c| usize::try_from(c).ok())
-            .filter(|c| *c > 0)
-            .unwrap_or(64 * 1024);
-        Ok(Pipe {
-            read,
-            write,
-            capacity,
-        })
-    }
-
-    /// Fill the pipe from `src` when it is empty, then drain it into `dst` completely. Filling
-    /// only an empty pipe keeps `EAGAIN` unambiguous: from the socket into an empty pipe it
-    /// can only mean "no data", and from a non-empty pipe into the socket only "socket full",
-    /// which is what tokio's readiness needs to be told.
-    async fn pump(
-        &self,
-        src: &TcpStream,
-        dst: &TcpStream,
-        dir: Direction,
-        activity: &Activity,
-        ended: &AtomicU8,
-        mut revocation: Option<&mut Revocation>,
-    ) -> Result<(), Stop> {
-        let err = |e| Stop::Io(dir, e);
-        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-        loop {
-            let mut in_pipe = loop {
-                src.readable().await.map_err(err)?;
-                match src.try_io(Interest::READABLE, || {
-                    splice(src, None, &self.write, None, self.capacity, flags)
-                        .map_err(io::Error::from)
-                }) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(err(e)),
-                }
-            };
-            if in_pipe == 0 {
-                return pass_end_on(dst, ended).map_err(err);
-            }
-            // What sits in the pipe is dropped, never sent, once the policy revoked.
-            if let Some(r) = revocation.as_deref_mut() {
-                r.check().map_err(Stop::Revoked)?;
-            }
-            while in_pipe > 0 {
-                dst.writable().await.map_err(err)?;
-                match dst.try_io(Interest::WRITABLE, || {
-                    splice(&self.read, None, dst, None, in_pipe, flags).map_err(io::Error::from)
-                }) {
-                    Ok(n) => {
-                        activity.add(dir, n as u64);
-                        in_pipe -= n;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(err(e)),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,109 @@
+//! The upstream connection of forwarded requests: a tunnel keeps its own between requests
+//! ([`Kept`]); any other request dials one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+use crate::listen::ProxyContext;
+use crate::listen::decide::Decided;
+use crate::listen::dial::dial;
+use crate::listen::refusal::{Refusal, Why};
+use crate::listen::relay::{Activity, Counted};
+use crate::listen::revoke::Revocation;
+
+/// A tunnel's upstream connection, kept between the requests of a plaintext tunnel: the one
+/// dialled when the tunnel was admitted, then the client connection that served its last
+/// request. A request to another address (a new resolution) dials its own.
+#[derive(Clone, Default)]
+pub(crate) struct Kept(Arc<std::sync::Mutex<Option<Upstream>>>);
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+pub(crate) enum Upstream {
+    /// Dialled when the tunnel was admitted; nothing sent yet.
+    Fresh(TcpStream, SocketAddr),
+    /// Served a request; ready for the next once its response was read.
+    Open {
+        sender: http1::SendRequest<RequestBody>,
+        addr: SocketAddr,
+        activity: Arc<Activity>,
+    },
+}
+
+impl Kept {
+    pub(crate) fn keep(&self, upstream: Upstream) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+    }
+
+    /// The kept connection, if it goes to `addr`.
+    pub(super) fn take(&self, addr: SocketAddr) -> Option<Upstream> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        kept.filter(|u| match u {
+            Upstream::Fresh(_, a) | Upstream::Open { addr: a, .. } => *a == addr,
+        })
+    }
+}
+
+/// A client connection to `addr` for one request: `kept` when it is still usable, else a new
+/// one, dialled and handshaken, whose task closes it when a newer policy revokes the target.
+pub(super) async fn upstream_conn(
+    ctx: &ProxyContext,
+    kept: Option<Upstream>,
+    decided: &Decided,
+    addr: SocketAddr,
+) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
+    let stream = match kept {
+        Some(Upstream::Open {
+            mut sender,
+            activity,
+            ..
+        }) => {
+            // Ready at once unless the upstream closed it (then a new one is dialled).
+            if sender.ready().await.is_ok() {
+                return Ok((sender, activity));
+            }
+            dial(ctx, addr).await?
+        }
+        Some(Upstream::Fresh(stream, _)) => stream,
+        None => dial(ctx, addr).await?,
+    };
+    let activity = Activity::new();
+    let io = TokioIo::new(Counted::new(stream, activity.clone()));
+    let (sender, conn) = http1::handshake(io).await.map_err(|e| {
+        Refusal::new(
+            Why::UpstreamFailed,
+            format!("while talking to upstream {addr}: {e}"),
+        )
+    })?;
+    // The connection outlives a request when a tunnel keeps it: watched for the target
+    // without a path (a tunnel is admitted without one; each request's path is checked by
+    // its own body's revocation).
+    let stop = Revocation::new(
+        ctx,
+        decided.snap.clone(),
+        decided.target.clone(),
+        addr,
+        None,
+    )
+    .revoked();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            },
+            why = stop => {
+                tracing::info!(address = %addr, reason = %why, "closing an upstream connection of forwarded requests: the new policy no longer allows it");
+            }
+        }
+    });
+    Ok((sender, activity))
+}
