@@ -59,16 +59,10 @@ fn setup() -> Setup {
     }
 }
 
-fn cluster_with_gateway(s: &Server, key: &str, name: &str) -> (String, String) {
-    let cid = create_cluster(s, key, name, &["us-east-1"]);
-    let token = gateway_token(s, key, &cid, "us-east-1", "gw-1");
-    (cid, token)
-}
-
-#[test]
-fn default_deny_enforced_live_and_from_last_known_good() {
-    let t = setup();
-    // Only the gateway under test acknowledges: the embedded ones are off.
+/// `perimeter serve` without its embedded gateways (only the gateway under test
+/// acknowledges), a cluster named `name` in us-east-1 and the token of its gateway `gw-1`:
+/// the server, its admin key, the cluster id and the token.
+fn control_plane(t: &Setup, name: &str) -> (Server, String, String, String) {
     let s = Server::start(
         BIN,
         &t.dir.path().join("cp"),
@@ -76,7 +70,15 @@ fn default_deny_enforced_live_and_from_last_known_good() {
         &[],
     );
     let key = s.admin_key_file();
-    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-deny");
+    let cid = create_cluster(&s, &key, name, &["us-east-1"]);
+    let token = gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
+    (s, key, cid, token)
+}
+
+#[test]
+fn default_deny_enforced_live_and_from_last_known_good() {
+    let t = setup();
+    let (s, key, cid, token) = control_plane(&t, "gw-e2e-deny");
     ok(
         &s,
         &key,
@@ -314,15 +316,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 #[test]
 fn allow_all_still_guards_special_addresses() {
     let t = setup();
-    // Only the gateway under test acknowledges: the embedded ones are off.
-    let s = Server::start(
-        BIN,
-        &t.dir.path().join("cp"),
-        &["--no-embedded-gateways"],
-        &[],
-    );
-    let key = s.admin_key_file();
-    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-allow");
+    let (s, key, cid, token) = control_plane(&t, "gw-e2e-allow");
     let gw = Gateway::start(
         BIN,
         t.dir.path(),
@@ -424,16 +418,8 @@ fn refused_start(args: &[&str]) -> String {
 #[test]
 fn standalone_gateway_labels_decisions_with_its_registered_region() {
     let t = setup();
-    // Only the gateway under test acknowledges: the embedded ones are off.
-    let s = Server::start(
-        BIN,
-        &t.dir.path().join("cp"),
-        &["--no-embedded-gateways"],
-        &[],
-    );
-    let key = s.admin_key_file();
     // Registered in us-east-1; started without --region.
-    let (cid, token) = cluster_with_gateway(&s, &key, "gw-e2e-region");
+    let (s, key, cid, token) = control_plane(&t, "gw-e2e-region");
     let state = t.dir.path().join("gw-state");
     let gw = Gateway::start_registered(
         BIN,
