@@ -321,6 +321,9 @@ pub struct EgressPrivateEndpoint {
     pub state: String,
     pub domain_names: Vec<String>,
     pub domain_names_state: String,
+    /// ext: bytes relayed through the endpoint in both directions, summed over the gateways'
+    /// pushes ("Private endpoint - bytes processed").
+    pub bytes_processed: i64,
 }
 
 impl From<perimeter_store::EgressEndpoint> for EgressPrivateEndpoint {
@@ -335,6 +338,7 @@ impl From<perimeter_store::EgressEndpoint> for EgressPrivateEndpoint {
             state: e.state,
             domain_names: e.domain_names,
             domain_names_state: e.domain_names_state,
+            bytes_processed: e.bytes_processed,
         }
     }
 }
@@ -352,7 +356,10 @@ pub struct EndpointService {
     pub id: String,
     pub service_name: String,
     pub region: String,
-    pub backends: Vec<String>,
+    /// `"host:port"`, or `{"address", "server_names"}` for a backend routed by TLS SNI.
+    #[schema(value_type = Vec<Object>)]
+    pub backends: Vec<perimeter_policy::BackendDoc>,
+    pub proxy_protocol: bool,
     pub acceptance_required: bool,
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,
@@ -366,6 +373,7 @@ impl From<perimeter_store::EndpointService> for EndpointService {
             service_name: s.service_name,
             region: s.region,
             backends: s.backends,
+            proxy_protocol: s.proxy_protocol,
             acceptance_required: s.acceptance_required,
             auto_accept_accounts: s.auto_accept_accounts,
             acceptance_timeout_seconds: s.acceptance_timeout_seconds,

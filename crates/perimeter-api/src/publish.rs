@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use perimeter_policy::{
-    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot, TrafficPolicy,
+    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot, TargetServiceType, TrafficPolicy,
 };
 use perimeter_store::{PolicyInputs, Store};
 
@@ -37,11 +37,18 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
     let private_endpoints = inputs
         .endpoints
         .iter()
-        .map(|(e, backends)| EndpointDoc {
-            id: e.id.clone(),
-            endpoint_address: e.endpoint_address.clone(),
-            domain_names: e.domain_names.clone(),
-            backends: backends.clone(),
+        .map(|r| {
+            let e = &r.endpoint;
+            EndpointDoc {
+                id: e.id.clone(),
+                region: e.region.clone(),
+                connection_id: e.endpoint_connection_id.clone(),
+                endpoint_address: e.endpoint_address.clone(),
+                domain_names: e.domain_names.clone(),
+                backends: r.backends.clone(),
+                ports: exposed_ports(&e.target_service_type),
+                proxy_protocol: r.proxy_protocol,
+            }
         })
         .collect();
     Ok(PolicyDocument {
@@ -52,6 +59,18 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
         rules,
         private_endpoints,
     })
+}
+
+/// The ports an endpoint of this target type exposes in front of every backend: an MSK
+/// cluster's broker port for its authentication type; none (each backend's own port) for a
+/// private service.
+fn exposed_ports(target_service_type: &str) -> Vec<u16> {
+    match target_service_type.parse::<TargetServiceType>() {
+        Ok(TargetServiceType::MskSaslScram) => vec![9096],
+        Ok(TargetServiceType::MskSaslIam) => vec![9098],
+        Ok(TargetServiceType::MskTls) => vec![9094],
+        _ => vec![],
+    }
 }
 
 /// (cluster, version, forced traffic policy).

@@ -38,6 +38,9 @@ pub enum Action {
     Await,
 }
 
+/// Default of [`ReconcilerConfig::provision_timeout`] (`serve --provision-timeout-seconds`).
+pub const DEFAULT_PROVISION_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
     /// Identity written into leases; unique per process.
@@ -53,6 +56,9 @@ pub struct ReconcilerConfig {
     pub propagation_deadline: Duration,
     /// How long after its last request a gateway still counts as live.
     pub gateway_liveness: Duration,
+    /// How long an accepted endpoint may wait for its region's gateways to serve its
+    /// forwarder (and a deletion or a domain name change to reach them) before it fails.
+    pub provision_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -64,6 +70,7 @@ impl Default for ReconcilerConfig {
             batch: 64,
             propagation_deadline: Duration::from_secs(30),
             gateway_liveness: crate::routes::GATEWAY_LIVENESS,
+            provision_timeout: DEFAULT_PROVISION_TIMEOUT,
         }
     }
 }
@@ -119,7 +126,7 @@ impl Reconciler {
         }
         for id in ids {
             let result = match self.store.endpoint_work(&id).await? {
-                Some(work) => reconcile_endpoint(&self.store, &self.cfg.holder, &work).await,
+                Some(work) => reconcile_endpoint(&self.store, &self.cfg, &work).await,
                 None => Ok(Action::Await),
             };
             self.store.release_endpoint(&self.cfg.holder, &id).await?;
@@ -140,9 +147,10 @@ pub fn error_policy(_e: &StoreError, failures: u32) -> Duration {
 /// Take one step on one endpoint. Idempotent: every write is conditional on the state read.
 pub async fn reconcile_endpoint(
     store: &Store,
-    holder: &str,
+    cfg: &ReconcilerConfig,
     w: &EndpointWork,
 ) -> Result<Action, StoreError> {
+    let holder = cfg.holder.as_str();
     let ep = &w.endpoint;
     let now = chrono::Utc::now();
     match (ep.state.as_str(), &w.connection) {
@@ -196,7 +204,33 @@ pub async fn reconcile_endpoint(
                 )))
             }
         }
-        // Accepted; the forwarder belongs to a gateway, which reports it. Nothing to do here.
+        // Accepted: the gateways of the region report the forwarder by applying the snapshot
+        // that carries it.
+        ("PENDING", Some(c)) if c.status == "AVAILABLE" => {
+            let seen = observe(store, cfg, ep, ep.routed_version, now).await?;
+            let reason = if seen.serving() {
+                let reason = format!(
+                    "served by every live gateway of {}: {}",
+                    ep.region,
+                    seen.applied.join(", ")
+                );
+                store
+                    .transition_endpoint(holder, ep, "AVAILABLE", &reason, None, None)
+                    .await?;
+                return Ok(Action::Await);
+            } else if let Some((gateway, error)) = seen.failed.first() {
+                format!("gateway {gateway} could not apply the forwarder: {error}")
+            } else if seen.past_deadline {
+                seen.missing_reason(&ep.region, cfg.provision_timeout, "serve the forwarder")
+            } else {
+                return Ok(Action::Requeue(seen.wait.min(cfg.interval)));
+            };
+            tracing::warn!(endpoint = %ep.id, cluster = %ep.cluster_id, reason = %reason, "egress private endpoint failed");
+            store
+                .transition_endpoint(holder, ep, "FAILED", &reason, None, None)
+                .await?;
+            Ok(Action::Await)
+        }
         ("PENDING", Some(_)) => Ok(Action::Await),
         ("PENDING_ACCEPTANCE", Some(c)) => match c.status.as_str() {
             "AVAILABLE" => {
@@ -261,14 +295,118 @@ pub async fn reconcile_endpoint(
             Ok(Action::Await)
         }
         ("DELETING", _) => {
+            let seen = observe(store, cfg, ep, ep.routed_version, now).await?;
+            let reason = if seen.missing.is_empty() {
+                "deleted: no gateway serves its forwarder any more".to_owned()
+            } else if seen.past_deadline {
+                seen.missing_reason(&ep.region, cfg.provision_timeout, "close the forwarder")
+            } else {
+                return Ok(Action::Requeue(seen.wait.min(cfg.interval)));
+            };
             let status = w.connection.as_ref().map(|_| "DELETED");
             store
-                .transition_endpoint(holder, ep, "GONE", "deleted", None, status)
+                .transition_endpoint(holder, ep, "GONE", &reason, None, status)
                 .await?;
+            Ok(Action::Await)
+        }
+        ("AVAILABLE", _) if ep.domain_names_state == "PENDING" => {
+            let seen = observe(store, cfg, ep, ep.domain_names_version, now).await?;
+            let to = if seen.serving() {
+                "AVAILABLE"
+            } else if !seen.failed.is_empty() || seen.past_deadline {
+                "FAILED"
+            } else {
+                return Ok(Action::Requeue(seen.wait.min(cfg.interval)));
+            };
+            if store
+                .settle_domain_names(&ep.id, ep.domain_names_version, to)
+                .await?
+            {
+                tracing::info!(endpoint = %ep.id, cluster = %ep.cluster_id, to, "egress private endpoint domain names observed");
+            }
             Ok(Action::Await)
         }
         _ => Ok(Action::Await),
     }
+}
+
+/// What the live gateways of an endpoint's region did with a policy version.
+struct Observed {
+    /// Names of the live gateways that applied it.
+    applied: Vec<String>,
+    /// Names of the live gateways that did not (yet).
+    missing: Vec<String>,
+    /// Live gateways that failed to apply it, with their errors.
+    failed: Vec<(String, String)>,
+    /// The provisioning deadline (from the endpoint's last change) has passed.
+    past_deadline: bool,
+    /// Time left until the deadline.
+    wait: Duration,
+}
+
+impl Observed {
+    /// Every live gateway of the region applied the version, and there is at least one.
+    fn serving(&self) -> bool {
+        !self.applied.is_empty() && self.missing.is_empty()
+    }
+
+    fn missing_reason(&self, region: &str, timeout: Duration, what: &str) -> String {
+        if self.applied.is_empty() && self.missing.is_empty() {
+            format!(
+                "no live gateway in region {region} to {what} within {} s",
+                timeout.as_secs()
+            )
+        } else {
+            format!(
+                "gateways {} of region {region} did not {what} within {} s",
+                self.missing.join(", "),
+                timeout.as_secs()
+            )
+        }
+    }
+}
+
+async fn observe(
+    store: &Store,
+    cfg: &ReconcilerConfig,
+    ep: &perimeter_store::EgressEndpoint,
+    version: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Observed, StoreError> {
+    let cutoff = perimeter_store::ts(
+        now - chrono::Duration::from_std(cfg.gateway_liveness).unwrap_or_default(),
+    );
+    let mut seen = Observed {
+        applied: Vec::new(),
+        missing: Vec::new(),
+        failed: Vec::new(),
+        past_deadline: false,
+        wait: Duration::ZERO,
+    };
+    for g in store.list_gateways(&ep.cluster_id).await? {
+        let live = g
+            .last_seen_at
+            .as_deref()
+            .is_some_and(|t| t >= cutoff.as_str());
+        if !live || g.region != ep.region {
+            continue;
+        }
+        if g.applied_version >= version {
+            seen.applied.push(g.name);
+        } else {
+            if g.failed_version >= version {
+                seen.failed.push((g.name.clone(), g.last_error.clone()));
+            }
+            seen.missing.push(g.name);
+        }
+    }
+    let since = chrono::DateTime::parse_from_rfc3339(&ep.updated_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or(now);
+    let deadline = since + chrono::Duration::from_std(cfg.provision_timeout).unwrap_or_default();
+    seen.past_deadline = now >= deadline;
+    seen.wait = (deadline - now).to_std().unwrap_or_default();
+    Ok(seen)
 }
 
 /// Turn the live gateways' acknowledgements into the states of a cluster's rules, traffic

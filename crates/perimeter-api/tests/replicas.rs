@@ -52,7 +52,8 @@ async fn two_replicas_never_drive_one_operation_twice() {
         &NewEndpointService {
             service_name: "com.amazonaws.vpce.us-east-1.vpce-svc-shared".into(),
             region: "us-east-1".into(),
-            backends: vec!["127.0.0.1:9092".into()],
+            backends: vec![perimeter_policy::BackendDoc::plain("127.0.0.1:9092")],
+            proxy_protocol: false,
             acceptance_required: false,
             auto_accept_accounts: vec![],
             acceptance_timeout_seconds: 60,

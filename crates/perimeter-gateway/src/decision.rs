@@ -292,6 +292,8 @@ impl DecisionAggregator {
 pub struct DecisionSink {
     region: RwLock<Arc<str>>,
     pub aggregator: DecisionAggregator,
+    /// Bytes relayed per private endpoint since the last push (both directions).
+    endpoint_bytes: Mutex<HashMap<String, u64>>,
 }
 
 impl DecisionSink {
@@ -301,6 +303,7 @@ impl DecisionSink {
         Arc::new(Self {
             region: RwLock::new(Arc::from(region.into())),
             aggregator: DecisionAggregator::default(),
+            endpoint_bytes: Mutex::default(),
         })
     }
 
@@ -324,6 +327,61 @@ impl DecisionSink {
         event.emit();
         self.aggregator.record(event);
     }
+
+    /// Meter bytes a private endpoint's forwarder relayed: the metric
+    /// `perimeter_private_endpoint_bytes_total{cluster,region,endpoint,direction}`, and the
+    /// endpoint's `bytes_processed` at the next push.
+    pub fn meter_endpoint(&self, cluster: &str, endpoint: &str, up: u64, down: u64) {
+        for (direction, n) in [("up", up), ("down", down)] {
+            if n > 0 {
+                metrics::counter!(
+                    "perimeter_private_endpoint_bytes_total",
+                    "cluster" => cluster.to_string(),
+                    "region" => self.region(),
+                    "endpoint" => endpoint.to_string(),
+                    "direction" => direction,
+                )
+                .increment(n);
+            }
+        }
+        if up + down > 0 {
+            let mut bytes = self
+                .endpoint_bytes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *bytes.entry(endpoint.to_string()).or_default() += up + down;
+        }
+    }
+
+    /// Take the endpoint bytes metered since the last call.
+    pub fn drain_endpoint_bytes(&self) -> Vec<EndpointBytes> {
+        let mut bytes = self
+            .endpoint_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        bytes
+            .drain()
+            .map(|(endpoint_id, bytes)| EndpointBytes { endpoint_id, bytes })
+            .collect()
+    }
+
+    /// Put back endpoint bytes a push could not deliver.
+    pub fn restore_endpoint_bytes(&self, back: Vec<EndpointBytes>) {
+        let mut bytes = self
+            .endpoint_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for b in back {
+            *bytes.entry(b.endpoint_id).or_default() += b.bytes;
+        }
+    }
+}
+
+/// Bytes a gateway's forwarders relayed for one private endpoint, as pushed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointBytes {
+    pub endpoint_id: String,
+    pub bytes: u64,
 }
 
 /// Where and how to push aggregates.
@@ -364,8 +422,9 @@ pub async fn push_loop(
             _ = tick.tick() => false,
         };
         let counts = sink.aggregator.drain();
-        if !counts.is_empty() {
-            let body = serde_json::json!({ "decisions": counts });
+        let endpoint_bytes = sink.drain_endpoint_bytes();
+        if !counts.is_empty() || !endpoint_bytes.is_empty() {
+            let body = serde_json::json!({ "decisions": counts, "endpoint_bytes": endpoint_bytes });
             let sent = http
                 .post(&url)
                 .bearer_auth(&cfg.token)
@@ -384,6 +443,7 @@ pub async fn push_loop(
                 Err(e) => {
                     tracing::debug!(error = %e, "control plane unreachable; keeping decision counts for the next push");
                     sink.aggregator.restore(counts);
+                    sink.restore_endpoint_bytes(endpoint_bytes);
                 }
             }
         }

@@ -20,8 +20,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use perimeter_policy::{
-    Destination, EndpointDoc, Hostname, PolicyDocument, RuleDoc, RuleType, Snapshot, TrafficPolicy,
-    compile,
+    BackendDoc, Destination, EndpointDoc, Hostname, PolicyDocument, RuleDoc, RuleType, Snapshot,
+    TrafficPolicy, compile,
 };
 
 const RULES: usize = 100_000;
@@ -213,7 +213,11 @@ fn build(rng: &mut Rng) -> Built {
             id: format!("pe-{i}"),
             endpoint_address: format!("pe-{i}.endpoints.perimeter.example.net"),
             domain_names: vec![format!("*.kafka{i}.confluent.example.net")],
-            backends: vec![format!("10.100.0.{i}:9092")],
+            backends: vec![BackendDoc::plain(format!("10.100.0.{i}:9092"))],
+            region: "us-east-1".to_owned(),
+            connection_id: format!("pe-{i}-connection"),
+            ports: vec![],
+            proxy_protocol: false,
         })
         .collect();
     Built {

@@ -177,6 +177,10 @@ pub enum Reason {
     AddressNotTarget,
     /// `decide_address` was given a target decided by another snapshot.
     SnapshotMismatch,
+    /// A connection forwarded to a private endpoint whose name no longer routes to that
+    /// endpoint, or whose backend the endpoint no longer has (judged by the gateway on a newer
+    /// snapshot; never a decision of its own).
+    PrivateEndpointChanged,
 }
 
 impl Reason {
@@ -198,6 +202,7 @@ impl Reason {
             Reason::NoSnapshot => "no_snapshot",
             Reason::AddressNotTarget => "address_not_target",
             Reason::SnapshotMismatch => "snapshot_mismatch",
+            Reason::PrivateEndpointChanged => "private_endpoint_changed",
         }
     }
 
@@ -241,6 +246,9 @@ impl Reason {
             Reason::NoSnapshot => "the gateway has no egress policy yet",
             Reason::AddressNotTarget => "the address is not the requested IP address",
             Reason::SnapshotMismatch => "the policy changed during the decision",
+            Reason::PrivateEndpointChanged => {
+                "the name no longer routes to this private endpoint and backend"
+            }
         }
     }
 }

@@ -49,12 +49,85 @@ pub struct RuleDoc {
 #[serde(deny_unknown_fields)]
 pub struct EndpointDoc {
     pub id: String,
+    /// The cluster region whose gateways serve the endpoint's forwarder.
+    #[serde(default)]
+    pub region: String,
+    /// The endpoint's connection id (`endpoint_connection_id`), carried to the service in the
+    /// PROXY v2 header when the service asks for one.
+    #[serde(default)]
+    pub connection_id: String,
     /// The endpoint's own DNS name; may be empty.
     pub endpoint_address: String,
     /// Custom domain names routed to the endpoint: host patterns, `*.x.y` allowed.
     pub domain_names: Vec<String>,
-    /// Where the endpoint's forwarder connects: `host:port`.
-    pub backends: Vec<String>,
+    /// Where the endpoint's forwarder connects.
+    pub backends: Vec<BackendDoc>,
+    /// The ports the endpoint exposes, each reaching every backend whatever its own port (an
+    /// MSK broker port); empty: each backend's own port reaches the backends on that port.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Open each backend connection with a PROXY protocol v2 header.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+/// One backend of a private endpoint's service: `"host:port"`, or an object naming the TLS
+/// server names it serves (`{"address": "host:port", "server_names": ["b-1.kafka.example"]}`),
+/// by which connections are routed on their ClientHello's SNI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "BackendRepr", into = "BackendRepr")]
+pub struct BackendDoc {
+    pub address: String,
+    pub server_names: Vec<String>,
+}
+
+impl BackendDoc {
+    /// A backend that takes every connection.
+    pub fn plain(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            server_names: Vec::new(),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum BackendRepr {
+    Plain(String),
+    Named {
+        address: String,
+        #[serde(default)]
+        server_names: Vec<String>,
+    },
+}
+
+impl From<BackendRepr> for BackendDoc {
+    fn from(r: BackendRepr) -> Self {
+        match r {
+            BackendRepr::Plain(address) => BackendDoc::plain(address),
+            BackendRepr::Named {
+                address,
+                server_names,
+            } => BackendDoc {
+                address,
+                server_names,
+            },
+        }
+    }
+}
+
+impl From<BackendDoc> for BackendRepr {
+    fn from(b: BackendDoc) -> Self {
+        if b.server_names.is_empty() {
+            BackendRepr::Plain(b.address)
+        } else {
+            BackendRepr::Named {
+                address: b.address,
+                server_names: b.server_names,
+            }
+        }
+    }
 }
 
 /// How a cluster's rules are applied. There is deliberately no `Default`.

@@ -53,7 +53,8 @@ pub use addr_class::{AddrClass, classify};
 pub use cluster::validate_cluster_name;
 pub use decide::{Decision, Destination, Reason, RuleMeta, RuleRef, TargetDecision, Verdict};
 pub use document::{
-    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy, TrafficPolicyError,
+    BackendDoc, EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy,
+    TrafficPolicyError,
 };
 pub use endpoint::{
     MAX_DOMAIN_NAMES, MAX_TARGET_IDENTIFIER_LEN, TargetServiceType, TargetServiceTypeError,
@@ -71,4 +72,4 @@ pub use rule::{
     MAX_DESTINATION_LEN, MAX_PATH_LEN, MAX_PATHS, RuleInput, RuleType, RuleTypeError,
     ValidatedRule, validate_rule,
 };
-pub use snapshot::{CompileError, Endpoint, Snapshot, compile};
+pub use snapshot::{Backend, BackendHost, CompileError, Endpoint, Snapshot, compile};

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,7 +11,9 @@ use ipnet::IpNet;
 use crate::decide::RuleMeta;
 #[cfg(doc)]
 use crate::decide::RuleRef;
-use crate::document::{EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy};
+use crate::document::{
+    BackendDoc, EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy,
+};
 use crate::error::quote;
 use crate::name_index::{NameIndex, wildcard_key};
 use crate::prefix_table::{PrefixItem, PrefixTable};
@@ -444,9 +447,54 @@ impl PortSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     id: Arc<str>,
+    region: Arc<str>,
+    connection_id: Arc<str>,
     endpoint_address: Option<Hostname>,
     domain_names: Vec<HostPattern>,
-    backends: Vec<String>,
+    backends: Vec<Backend>,
+    ports: Vec<u16>,
+    proxy_protocol: bool,
+}
+
+/// Where a backend listens: an address, or a name the gateway resolves (the service owner's
+/// registration, not the client, chose it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendHost {
+    Ip(IpAddr),
+    Name(Hostname),
+}
+
+/// One backend of a private endpoint's service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    host: BackendHost,
+    port: u16,
+    /// TLS server names routed to this backend; empty: any connection on its port.
+    server_names: Vec<HostPattern>,
+}
+
+impl Backend {
+    pub fn host(&self) -> &BackendHost {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn server_names(&self) -> &[HostPattern] {
+        &self.server_names
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            BackendHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            BackendHost::Ip(ip) => write!(f, "{ip}:{}", self.port),
+            BackendHost::Name(n) => write!(f, "{n}:{}", self.port),
+        }
+    }
 }
 
 impl Endpoint {
@@ -458,6 +506,16 @@ impl Endpoint {
         &self.id
     }
 
+    /// The cluster region whose gateways serve this endpoint.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The endpoint's connection id (`endpoint_connection_id`).
+    pub fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
     /// The endpoint's own DNS name, if it has one.
     pub fn endpoint_address(&self) -> Option<&Hostname> {
         self.endpoint_address.as_ref()
@@ -467,9 +525,46 @@ impl Endpoint {
         &self.domain_names
     }
 
-    /// `host:port` of the endpoint service's backends.
-    pub fn backends(&self) -> &[String] {
+    /// Every backend of the endpoint's service.
+    pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+
+    /// Whether backend connections open with a PROXY protocol v2 header.
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol
+    }
+
+    /// The backends that connections to `port` of the endpoint reach: every backend on an
+    /// exposed port ([`EndpointDoc::ports`]), else those listening on `port` themselves.
+    pub fn backends_on(&self, port: u16) -> impl Iterator<Item = &Backend> {
+        let exposed = !self.ports.is_empty();
+        let on_port = self.ports.contains(&port);
+        self.backends
+            .iter()
+            .filter(move |b| if exposed { on_port } else { b.port == port })
+    }
+
+    /// Whether connections to `port` are routed by their TLS server name: some backend on it
+    /// names the server names it serves.
+    pub fn routes_by_sni(&self, port: u16) -> bool {
+        self.backends_on(port).any(|b| !b.server_names.is_empty())
+    }
+
+    /// The backend on `port` serving TLS server name `sni`: an exact name before a wildcard, a
+    /// longer wildcard before a shorter one.
+    pub fn backend_for_sni(&self, port: u16, sni: &Hostname) -> Option<&Backend> {
+        self.backends_on(port)
+            .filter_map(|b| {
+                b.server_names
+                    .iter()
+                    .filter(|p| p.matches(sni))
+                    .map(HostPattern::specificity)
+                    .max()
+                    .map(|s| (s, b))
+            })
+            .max_by(|(a, _), (b, _)| a.cmp(b))
+            .map(|(_, b)| b)
     }
 }
 
@@ -867,25 +962,34 @@ fn compile_endpoints(
             claim(&pattern, field)?;
             domain_names.push(pattern);
         }
+        let mut backends = Vec::with_capacity(doc.backends.len());
         for (j, backend) in doc.backends.iter().enumerate() {
-            let ok = backend.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-            });
-            if !ok {
-                return Err(err(
-                    format!("backends[{j}]"),
-                    format!(
-                        "backend {} is not host:port with a port 1-65535",
-                        quote(backend)
-                    ),
-                ));
-            }
+            backends.push(
+                compile_backend(backend)
+                    .map_err(|(field, message)| err(format!("backends[{j}]{field}"), message))?,
+            );
+        }
+        if doc.proxy_protocol && doc.connection_id.len() > 255 {
+            return Err(err(
+                "connection_id".to_owned(),
+                "a connection id carried in a PROXY v2 header is at most 255 bytes".to_owned(),
+            ));
+        }
+        if let Some((j, _)) = doc.ports.iter().enumerate().find(|(_, p)| **p == 0) {
+            return Err(err(
+                format!("ports[{j}]"),
+                "port 0 is not a port".to_owned(),
+            ));
         }
         endpoints.push(Endpoint {
             id: Arc::from(doc.id.as_str()),
+            region: Arc::from(doc.region.as_str()),
+            connection_id: Arc::from(doc.connection_id.as_str()),
             endpoint_address,
             domain_names,
-            backends: doc.backends.clone(),
+            backends,
+            ports: doc.ports.clone(),
+            proxy_protocol: doc.proxy_protocol,
         });
     }
     let mut keys = Vec::with_capacity(names.len());
@@ -899,6 +1003,44 @@ fn compile_endpoints(
     }
     let names = NameIndex::build(keys).with_tail_filter();
     Ok((endpoints, names))
+}
+
+/// One backend of a document: `(field suffix, message)` on error.
+fn compile_backend(doc: &BackendDoc) -> Result<Backend, (String, String)> {
+    let bad = || {
+        (
+            String::new(),
+            format!(
+                "backend {} is not host:port with a port 1-65535",
+                quote(&doc.address)
+            ),
+        )
+    };
+    let (host, port) = doc.address.rsplit_once(':').ok_or_else(bad)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(bad)?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => BackendHost::Ip(IpAddr::V6(v6.parse().map_err(|_| bad())?)),
+        None => match host.parse::<std::net::Ipv4Addr>() {
+            Ok(v4) => BackendHost::Ip(IpAddr::V4(v4)),
+            Err(_) => BackendHost::Name(host.parse().map_err(|_| bad())?),
+        },
+    };
+    let mut server_names = Vec::with_capacity(doc.server_names.len());
+    for (k, raw) in doc.server_names.iter().enumerate() {
+        let pattern: HostPattern = raw
+            .parse()
+            .map_err(|e: crate::HostPatternError| (format!(".server_names[{k}]"), e.to_string()))?;
+        server_names.push(pattern);
+    }
+    Ok(Backend {
+        host,
+        port,
+        server_names,
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 pub struct NewEndpointService {
     pub service_name: String,
     pub region: String,
-    pub backends: Vec<String>,
+    pub backends: Vec<perimeter_policy::BackendDoc>,
+    pub proxy_protocol: bool,
     pub acceptance_required: bool,
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,
@@ -121,9 +122,10 @@ impl Store {
             return Err(StoreError::Locked(reason));
         }
         sqlx::query(
-            "UPDATE egress_endpoints SET state = 'DELETING', updated_at = $1 WHERE id = $2",
+            "UPDATE egress_endpoints SET state = 'DELETING', updated_at = $1, routed_version = $2 WHERE id = $3",
         )
         .bind(crate::now())
+        .bind(cluster.policy_version)
         .bind(id)
         .execute(&mut *tx)
         .await
@@ -163,10 +165,11 @@ impl Store {
             return Err(StoreError::Locked(reason));
         }
         let state = if names.is_empty() { "EMPTY" } else { "PENDING" };
-        sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3 WHERE id = $4")
+        sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3, domain_names_version = $4 WHERE id = $5")
             .bind(to_json(&names))
             .bind(state)
             .bind(crate::now())
+            .bind(cluster.policy_version)
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -181,6 +184,50 @@ impl Store {
         Ok(ep)
     }
 
+    /// Record what the gateways observed of an endpoint's domain names: `to` (`AVAILABLE` or
+    /// `FAILED`) if they are still `PENDING` at `version`. False when they changed under us.
+    pub async fn settle_domain_names(&self, id: &str, version: i64, to: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE egress_endpoints SET domain_names_state = $1, updated_at = $2 \
+             WHERE id = $3 AND domain_names_state = 'PENDING' AND domain_names_version = $4",
+        )
+        .bind(to)
+        .bind(crate::now())
+        .bind(id)
+        .bind(version)
+        .execute(&self.write)
+        .await
+        .ctx("settling domain names")?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Add bytes a gateway's forwarders relayed for endpoints of its cluster
+    /// (`(endpoint id, bytes)`); ids of endpoints that are gone are skipped.
+    pub async fn add_endpoint_bytes(
+        &self,
+        cluster_id: &str,
+        bytes: &[(String, u64)],
+    ) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (id, n) in bytes {
+            sqlx::query(
+                "UPDATE egress_endpoints SET bytes_processed = bytes_processed + $1 WHERE id = $2 AND cluster_id = $3",
+            )
+            .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+            .bind(id)
+            .bind(cluster_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("metering endpoint bytes")?;
+        }
+        tx.commit().await.ctx("committing endpoint bytes")?;
+        Ok(())
+    }
+
     // ---- endpoint services (the service owner's side) ---------------------------------------
 
     pub async fn create_endpoint_service(
@@ -192,8 +239,8 @@ impl Store {
         let id = crate::new_id();
         let now = crate::now();
         sqlx::query(
-            "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key, proxy_protocol) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&id)
         .bind(&s.service_name)
@@ -204,6 +251,7 @@ impl Store {
         .bind(s.acceptance_timeout_seconds)
         .bind(&now)
         .bind(crate::time_sort_key(&now, &id))
+        .bind(s.proxy_protocol as i64)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -368,7 +416,7 @@ impl Store {
     // ---- reconciler primitives ---------------------------------------------------------------
 
     /// Claim up to `limit` endpoints that need driving (`PENDING`, `PENDING_ACCEPTANCE`,
-    /// `DELETING`) and whose lease is free or expired. Each claim is one conditional update, so
+    /// `DELETING`, or domain names `PENDING`) and whose lease is free or expired. Each claim is one conditional update, so
     /// two replicas never hold the same endpoint.
     pub async fn claim_endpoints(
         &self,
@@ -378,7 +426,7 @@ impl Store {
     ) -> Result<Vec<String>> {
         let now = crate::now();
         let candidates: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM egress_endpoints WHERE state IN ('PENDING', 'PENDING_ACCEPTANCE', 'DELETING') \
+            "SELECT id FROM egress_endpoints WHERE (state IN ('PENDING', 'PENDING_ACCEPTANCE', 'DELETING') OR domain_names_state = 'PENDING') \
              AND (lease_until IS NULL OR lease_until < $1 OR lease_holder = $2) ORDER BY updated_at LIMIT $3",
         )
         .bind(&now)
@@ -495,6 +543,33 @@ impl Store {
             .await
             .ctx("opening an endpoint connection")?;
         }
+        // Entering the snapshot (accepted: `PENDING` with its connection open) or leaving it
+        // (`FAILED`) changes what the gateways route: a new policy version carries it, and the
+        // endpoint remembers it to observe the gateways' acknowledgements.
+        let routed_version = if matches!(to, "PENDING" | "FAILED") {
+            let bumped = sqlx::query(
+                "UPDATE clusters SET policy_version = policy_version + 1 WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(&ep.cluster_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("publishing an endpoint's routing")?
+            .rows_affected();
+            let (v,): (i64,) = sqlx::query_as("SELECT policy_version FROM clusters WHERE id = $1")
+                .bind(&ep.cluster_id)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("reading a policy version")?;
+            if bumped == 1 { v } else { ep.routed_version }
+        } else {
+            ep.routed_version
+        };
+        let endpoint_address =
+            if ep.endpoint_address.is_empty() && to == "PENDING" && !connection_id.is_empty() {
+                endpoint_address(&connection_id, &ep.region)
+            } else {
+                ep.endpoint_address.clone()
+            };
         let n = if to == "GONE" {
             sqlx::query(
                 "DELETE FROM egress_endpoints WHERE id = $1 AND state = $2 AND lease_holder = $3",
@@ -508,13 +583,15 @@ impl Store {
             .rows_affected()
         } else {
             sqlx::query(
-                "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, updated_at = $4 \
-                 WHERE id = $5 AND state = $6 AND lease_holder = $7",
+                "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, updated_at = $4, \
+                 routed_version = $5, endpoint_address = $6 WHERE id = $7 AND state = $8 AND lease_holder = $9",
             )
             .bind(to)
             .bind(reason)
             .bind(&connection_id)
             .bind(&now)
+            .bind(routed_version)
+            .bind(&endpoint_address)
             .bind(&ep.id)
             .bind(&ep.state)
             .bind(holder)
@@ -551,6 +628,11 @@ impl Store {
     }
 }
 
+/// The DNS name of an endpoint on the `local` provider.
+pub fn endpoint_address(connection_id: &str, region: &str) -> String {
+    format!("{connection_id}.{region}.endpoints.perimeter.internal")
+}
+
 async fn load_endpoint(
     conn: &mut AnyConnection,
     cluster_id: &str,
@@ -585,6 +667,9 @@ pub(crate) fn endpoint_from_row(r: &AnyRow) -> Result<EgressEndpoint> {
         domain_names_state: text(r, "domain_names_state")?,
         created_at: text(r, "created_at")?,
         updated_at: text(r, "updated_at")?,
+        routed_version: int(r, "routed_version")?,
+        domain_names_version: int(r, "domain_names_version")?,
+        bytes_processed: int(r, "bytes_processed")?,
     })
 }
 
@@ -594,6 +679,7 @@ fn service_from_row(r: &AnyRow) -> Result<EndpointService> {
         service_name: text(r, "service_name")?,
         region: text(r, "region")?,
         backends: json(r, "backends")?,
+        proxy_protocol: flag(r, "proxy_protocol")?,
         acceptance_required: flag(r, "acceptance_required")?,
         auto_accept_accounts: json(r, "auto_accept_accounts")?,
         acceptance_timeout_seconds: int(r, "acceptance_timeout_seconds")?,

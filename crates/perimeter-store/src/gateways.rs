@@ -17,9 +17,16 @@ pub struct PolicyInputs {
     pub cluster: Cluster,
     /// Rules in force: every rule but those being deleted.
     pub rules: Vec<EgressRule>,
-    /// Endpoints whose traffic the gateways route (accepted or available), with the backends
-    /// of their service.
-    pub endpoints: Vec<(EgressEndpoint, Vec<String>)>,
+    /// Endpoints whose traffic the gateways route (accepted or available), with their service.
+    pub endpoints: Vec<RoutedEndpoint>,
+}
+
+/// An endpoint the gateways route, and what its forwarders need of its service.
+#[derive(Debug, Clone)]
+pub struct RoutedEndpoint {
+    pub endpoint: EgressEndpoint,
+    pub backends: Vec<perimeter_policy::BackendDoc>,
+    pub proxy_protocol: bool,
 }
 
 /// A decision aggregate filter.
@@ -204,7 +211,7 @@ impl Store {
             .map(crate::rules::rule_from_row)
             .collect::<Result<Vec<_>>>()?;
         let rows = sqlx::query(
-            "SELECT e.*, s.backends AS service_backends FROM egress_endpoints e \
+            "SELECT e.*, s.backends AS service_backends, s.proxy_protocol AS service_proxy_protocol FROM egress_endpoints e \
              JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
              JOIN endpoint_services s ON s.id = c.service_id \
              WHERE e.cluster_id = $1 AND e.state IN ('PENDING', 'AVAILABLE') AND c.status = 'AVAILABLE' ORDER BY e.created_at",
@@ -215,10 +222,11 @@ impl Store {
         .ctx("reading endpoints for a snapshot")?;
         let mut endpoints = Vec::with_capacity(rows.len());
         for r in &rows {
-            endpoints.push((
-                crate::endpoints::endpoint_from_row(r)?,
-                crate::model::json(r, "service_backends")?,
-            ));
+            endpoints.push(RoutedEndpoint {
+                endpoint: crate::endpoints::endpoint_from_row(r)?,
+                backends: crate::model::json(r, "service_backends")?,
+                proxy_protocol: crate::model::flag(r, "service_proxy_protocol")?,
+            });
         }
         tx.commit().await.ctx("ending a read")?;
         Ok(PolicyInputs {

@@ -24,8 +24,8 @@ mod schema;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use clusters::{ClusterUpdate, NewCluster};
-pub use endpoints::{EndpointWork, NewEndpointService};
-pub use gateways::{DecisionQuery, PolicyInputs};
+pub use endpoints::{EndpointWork, NewEndpointService, endpoint_address};
+pub use gateways::{DecisionQuery, PolicyInputs, RoutedEndpoint};
 pub use ingress::Upsert;
 pub use model::*;
 pub use page::{Page, PageRequest};

@@ -140,6 +140,14 @@ pub struct EgressEndpoint {
     pub domain_names_state: String,
     pub created_at: String,
     pub updated_at: String,
+    /// The policy version of the last change to the endpoint's routing: entering the snapshot
+    /// (accepted), leaving it (failed, deleting). Its state follows the gateways' acknowledgements
+    /// of that version.
+    pub routed_version: i64,
+    /// The policy version that carried the last change of `domain_names`.
+    pub domain_names_version: i64,
+    /// Bytes relayed through the endpoint's forwarders, both directions, as gateways pushed them.
+    pub bytes_processed: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +155,9 @@ pub struct EndpointService {
     pub id: String,
     pub service_name: String,
     pub region: String,
-    pub backends: Vec<String>,
+    pub backends: Vec<perimeter_policy::BackendDoc>,
+    /// Backend connections open with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
     pub acceptance_required: bool,
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,

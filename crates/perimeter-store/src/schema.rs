@@ -11,6 +11,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "gateways",
         include_str!("../migrations/0002_gateways.sql"),
     ),
+    (
+        3,
+        "forwarders",
+        include_str!("../migrations/0003_forwarders.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

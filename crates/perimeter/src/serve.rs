@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// some of them reads INCONSISTENT, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub propagation_deadline_seconds: u64,
+    /// How long an accepted egress private endpoint may wait for every live gateway of its
+    /// region to serve its forwarder (and a deletion or domain name change to reach them)
+    /// before it reads FAILED, in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub provision_timeout_seconds: u64,
     /// Run no gateways in this process (deployments that run `perimeter gateway` processes).
     /// By default one gateway per region of every cluster listens on loopback; its address is
     /// the region's `egress_proxy_address`.
@@ -102,6 +107,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         ReconcilerConfig {
             interval: Duration::from_millis(args.reconcile_interval_ms.max(10)),
             propagation_deadline: Duration::from_secs(args.propagation_deadline_seconds),
+            provision_timeout: Duration::from_secs(args.provision_timeout_seconds),
             ..Default::default()
         },
     );

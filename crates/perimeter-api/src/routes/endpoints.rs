@@ -62,8 +62,15 @@ pub struct CreateEndpointServiceRequest {
     /// e.g. `com.amazonaws.vpce.us-east-1.vpce-svc-example`: what endpoints name as `target_service_identifier`.
     pub service_name: String,
     pub region: String,
-    /// `host:port` addresses the service's forwarders dial.
-    pub backends: Vec<String>,
+    /// What the service's forwarders dial: `"host:port"`, or `{"address": "host:port",
+    /// "server_names": [...]}` for a backend that serves those TLS server names (several
+    /// brokers behind one service, routed by SNI).
+    #[schema(value_type = Vec<Object>)]
+    pub backends: Vec<perimeter_policy::BackendDoc>,
+    /// Open each backend connection with a PROXY protocol v2 header carrying the client address
+    /// and the endpoint's connection id (TLV 0xEA/0x01), as an AWS NLB does.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     #[serde(default)]
     pub acceptance_required: bool,
     /// Cluster `account_id`s accepted at once when acceptance is required.
@@ -261,20 +268,49 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
             "backends must list 1 to 64 host:port addresses",
         ));
     }
-    for (i, b) in req.backends.iter().enumerate() {
-        let field = format!("backends[{i}]");
+    for (i, backend) in req.backends.iter().enumerate() {
+        let field = format!("backends[{i}].address");
+        let b = &backend.address;
         let (host, port) = b.rsplit_once(':').ok_or_else(|| {
             ApiError::invalid(&field, format!("{field}: {b:?} must be host:port"))
         })?;
         let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host_ok = host.parse::<std::net::IpAddr>().is_ok()
-            || host.parse::<perimeter_policy::Hostname>().is_ok();
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                host.parse::<std::net::Ipv4Addr>().is_ok()
+                    || host.parse::<perimeter_policy::Hostname>().is_ok()
+            }
+        };
         if !port_ok || !host_ok {
             return Err(ApiError::invalid(
                 &field,
-                format!("{field}: {b:?} must be host:port with a valid host and a port 1-65535"),
+                format!(
+                    "{field}: {b:?} must be host:port with a valid host ([v6] in brackets) and a port 1-65535"
+                ),
             ));
+        }
+        if backend.server_names.len() > 100 {
+            return Err(ApiError::invalid(
+                format!("backends[{i}].server_names"),
+                "a backend may name at most 100 server names",
+            ));
+        }
+        for (j, name) in backend.server_names.iter().enumerate() {
+            let field = format!("backends[{i}].server_names[{j}]");
+            let pattern = name
+                .parse::<perimeter_policy::HostPattern>()
+                .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
+            if pattern.is_wildcard()
+                && perimeter_policy::is_public_suffix(pattern.hostname().as_str())
+            {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!(
+                        "{field}: {name:?} covers a public suffix; name the service's own domain"
+                    ),
+                ));
+            }
         }
     }
     if let Some(t) = req.acceptance_timeout_seconds
@@ -302,6 +338,7 @@ async fn create_service(
         service_name: req.service_name.clone(),
         region: req.region.clone(),
         backends: req.backends.clone(),
+        proxy_protocol: req.proxy_protocol,
         acceptance_required: req.acceptance_required,
         auto_accept_accounts: req.auto_accept_accounts.clone(),
         acceptance_timeout_seconds: req

@@ -170,6 +170,16 @@ pub struct DecisionCount {
 #[serde(deny_unknown_fields)]
 pub struct PushDecisionsRequest {
     pub decisions: Vec<DecisionCount>,
+    /// Bytes the gateway's forwarders relayed per private endpoint since the last push.
+    #[serde(default)]
+    pub endpoint_bytes: Vec<EndpointBytes>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointBytes {
+    pub endpoint_id: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -435,7 +445,19 @@ async fn push_decisions(
             last_seen: d.last_seen.clone(),
         });
     }
+    if req.endpoint_bytes.len() > 10_000 {
+        return Err(ApiError::invalid(
+            "endpoint_bytes",
+            "at most 10000 endpoints per push",
+        ));
+    }
     st.store.record_decisions(&gw.cluster_id, &items).await?;
+    let bytes: Vec<(String, u64)> = req
+        .endpoint_bytes
+        .iter()
+        .map(|b| (b.endpoint_id.clone(), b.bytes))
+        .collect();
+    st.store.add_endpoint_bytes(&gw.cluster_id, &bytes).await?;
     Ok(Json(Empty {}))
 }
 

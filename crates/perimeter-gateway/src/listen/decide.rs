@@ -1,6 +1,7 @@
 //! Decide: the target as the client named it (with the normalised path where the gateway sees
 //! one), on the snapshot in force when the connection or request arrived. A deny is final here;
-//! an allow still needs an address ([`super::resolve`]).
+//! an allow still needs an address ([`super::resolve`]); a name routed to a private endpoint
+//! goes there ([`super::endpoint`]), never to the public path.
 
 use std::sync::Arc;
 
@@ -24,14 +25,10 @@ pub(crate) fn decide(
     path: Option<String>,
 ) -> Result<Decided, Refusal> {
     let decision = snap.decide_target(target.destination(), target.port, path.as_deref());
-    if let Some(d) = decision.final_decision() {
-        match d.verdict() {
-            Verdict::Deny => return Err(Refusal::policy(d.reason())),
-            // Private endpoints are not served by these listeners: refuse rather than resolve
-            // the name on the public path.
-            Verdict::PrivateEndpoint { .. } => return Err(private_endpoint()),
-            Verdict::Allow => {}
-        }
+    if let Some(d) = decision.final_decision()
+        && d.verdict() == &Verdict::Deny
+    {
+        return Err(Refusal::policy(d.reason()));
     }
     Ok(Decided {
         snap,
@@ -41,9 +38,21 @@ pub(crate) fn decide(
     })
 }
 
+impl Decided {
+    /// The private endpoint the target is routed to, if it is.
+    pub(crate) fn endpoint(&self) -> Option<Arc<str>> {
+        match self.decision.final_decision().map(|d| d.verdict()) {
+            Some(Verdict::PrivateEndpoint { endpoint_id }) => Some(endpoint_id.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A target routed to a private endpoint where the gateway does not forward to endpoints
+/// (absolute-form HTTP, an address that is not the target's).
 pub(crate) fn private_endpoint() -> Refusal {
     Refusal::new(
         Why::PrivateEndpointNotServed,
-        "the destination is routed to a private endpoint, which this gateway does not serve yet",
+        "the destination is routed to a private endpoint: reach it through CONNECT (HTTPS_PROXY) or the transparent listener",
     )
 }

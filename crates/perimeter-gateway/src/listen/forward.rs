@@ -35,7 +35,7 @@ use self::body::{EventBody, RequestBody, RevokedError};
 use self::upstream::upstream_conn;
 pub(crate) use self::upstream::{Kept, Upstream};
 use super::consistency::{AtLiteral, check_host};
-use super::decide::decide;
+use super::decide::{decide, private_endpoint};
 use super::event::{Draft, SharedDraft, allowed_outcome};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Why};
@@ -283,6 +283,7 @@ async fn forward(
         ));
     };
     let decided = match decide(snap, target.clone(), Some(path)) {
+        Ok(d) if d.endpoint().is_some() => return draft.refuse(private_endpoint()),
         Ok(d) => d,
         Err(r) => return draft.refuse(r),
     };

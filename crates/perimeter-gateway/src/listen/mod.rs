@@ -21,6 +21,7 @@
 mod consistency;
 mod decide;
 mod dial;
+mod endpoint;
 mod event;
 pub(crate) mod first_bytes;
 mod forward;

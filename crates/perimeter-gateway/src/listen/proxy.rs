@@ -30,7 +30,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use self::head::{FirstHead, HostField};
 use super::consistency::{AtLiteral, check_host};
-use super::dial::{Admitted, admit};
+use super::dial::{Admission, Admitted, admit};
+use super::endpoint;
 use super::event::{Draft, allowed_outcome};
 use super::forward::{Kept, Route, absolute_form, http1_server, single_host};
 use super::prefixed::Prefixed;
@@ -149,15 +150,14 @@ pub(super) async fn serve_connection(
             host,
             rest,
         })) => match Box::pin(admit_connect(&ctx, peer, Some(&authority), host)).await {
-            Ok((admitted, draft)) => {
+            Ok((admission, draft)) => {
                 if let Err(e) = stream.write_all(head::ESTABLISHED).await {
                     tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
-                    return abandon(admitted, draft);
+                    return abandon(admission, draft);
                 }
-                let route = tunnel_route(&admitted);
                 let client = TunnelClient::Socket(stream);
                 // Boxed, as every phase: the connection's task holds only the phase it is in.
-                return Box::pin(tunnel(ctx, admitted, draft, client, rest, route)).await;
+                return Box::pin(established(ctx, admission, draft, client, rest)).await;
             }
             Err((draft, r)) => {
                 let answer = r.to_bytes(Then::KeepAlive);
@@ -207,11 +207,35 @@ fn tunnel_route(admitted: &Admitted) -> Route {
     }
 }
 
+/// After the `200`: the tunnel to a public upstream, or the forwarder of a private endpoint.
+async fn established(
+    ctx: ProxyContext,
+    admission: Admission,
+    draft: Draft,
+    client: TunnelClient,
+    already: Bytes,
+) {
+    match admission {
+        Admission::Public(admitted) => {
+            let route = tunnel_route(&admitted);
+            Box::pin(tunnel(ctx, admitted, draft, client, already, route)).await;
+        }
+        Admission::Endpoint(routed) => {
+            Box::pin(endpoint::forward(ctx, routed, draft, client, already)).await;
+        }
+    }
+}
+
 /// The client left before the tunnel opened: the decision stands, nothing moved.
-fn abandon(admitted: Admitted, mut draft: Draft) {
-    draft.allowed_by(&admitted.decision);
-    let (verdict, reason) = allowed_outcome(&admitted.decision);
-    draft.finish(verdict, reason, 0, 0);
+fn abandon(admission: Admission, mut draft: Draft) {
+    match admission {
+        Admission::Public(admitted) => {
+            draft.allowed_by(&admitted.decision);
+            let (verdict, reason) = allowed_outcome(&admitted.decision);
+            draft.finish(verdict, reason, 0, 0);
+        }
+        Admission::Endpoint(_) => endpoint::abandon(draft),
+    }
 }
 
 /// A request hyper parsed.
@@ -247,7 +271,7 @@ async fn handle_connect(
         Ok(None) => HostField::None,
         Ok(Some(v)) => HostField::One(Bytes::copy_from_slice(v.as_bytes())),
     };
-    let (admitted, draft) = match admit_connect(&ctx, peer, authority.as_deref(), host).await {
+    let (admission, draft) = match admit_connect(&ctx, peer, authority.as_deref(), host).await {
         Ok(a) => a,
         Err((draft, r)) => return draft.refuse(r),
     };
@@ -257,12 +281,11 @@ async fn handle_connect(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (client, already) = TunnelClient::from_upgraded(upgraded);
-                let route = tunnel_route(&admitted);
-                Box::pin(tunnel(ctx, admitted, draft, client, already, route)).await
+                Box::pin(established(ctx, admission, draft, client, already)).await
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
-                abandon(admitted, draft);
+                abandon(admission, draft);
             }
         }
     });
@@ -277,7 +300,7 @@ async fn admit_connect(
     peer: SocketAddr,
     authority: Option<&str>,
     host: HostField,
-) -> Result<(Admitted, Draft), (Draft, Refusal)> {
+) -> Result<(Admission, Draft), (Draft, Refusal)> {
     let snap = ctx.snapshots.borrow().clone();
     let mut draft = Draft::on(ctx, &snap, peer, authority.unwrap_or("-").to_string(), 0);
     let Some(authority) = authority else {

@@ -102,8 +102,16 @@ pub enum Why {
     UpstreamTimeout,
     /// The upstream failed while a request was forwarded.
     UpstreamFailed,
-    /// The destination is routed to a private endpoint, which this gateway does not serve.
+    /// The destination is routed to a private endpoint, which this listener or request form
+    /// does not serve (absolute-form HTTP: use CONNECT).
     PrivateEndpointNotServed,
+    /// The destination is a private endpoint of another region than this gateway's.
+    PrivateEndpointOtherRegion,
+    /// The private endpoint serves no backend on the requested port.
+    PrivateEndpointPort,
+    /// A connection to a private endpoint routed by TLS server name whose ClientHello names no
+    /// backend of it (or none at all).
+    PrivateEndpointServerName,
     /// The gateway serves as many connections as it may.
     GatewayOverloaded,
 }
@@ -144,6 +152,9 @@ impl Why {
             Why::UpstreamTimeout => "upstream_timeout",
             Why::UpstreamFailed => "upstream_failed",
             Why::PrivateEndpointNotServed => "private_endpoint_not_served",
+            Why::PrivateEndpointOtherRegion => "private_endpoint_other_region",
+            Why::PrivateEndpointPort => "private_endpoint_port",
+            Why::PrivateEndpointServerName => "private_endpoint_server_name",
             Why::GatewayOverloaded => "gateway_overloaded",
         }
     }
@@ -156,6 +167,8 @@ impl Why {
             | Why::EncryptedClientHello
             | Why::OriginalDestinationMismatch
             | Why::PolicyRevoked
+            | Why::PrivateEndpointPort
+            | Why::PrivateEndpointServerName
             | Why::NotRedirected => Party::Policy,
             Why::Head(_)
             | Why::Tls(_)
@@ -182,7 +195,9 @@ impl Why {
             | Why::UpstreamConnectFailed
             | Why::UpstreamTimeout
             | Why::UpstreamFailed => Party::Upstream,
-            Why::PrivateEndpointNotServed | Why::GatewayOverloaded => Party::Internal,
+            Why::PrivateEndpointNotServed
+            | Why::PrivateEndpointOtherRegion
+            | Why::GatewayOverloaded => Party::Internal,
         }
     }
 

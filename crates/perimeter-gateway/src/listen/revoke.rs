@@ -37,6 +37,8 @@ struct Admission {
     addr: IpAddr,
     /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
     path: Option<String>,
+    /// A connection forwarded to a private endpoint: its id and the backend dialled.
+    endpoint: Option<(Arc<str>, String)>,
 }
 
 /// Why a connection was revoked.
@@ -93,9 +95,28 @@ impl Revocation {
                 target,
                 addr: addr.ip(),
                 path,
+                endpoint: None,
             }),
             revoked: None,
         }
+    }
+
+    /// Watch a connection that the private endpoint `endpoint` forwards to `backend` (as the
+    /// endpoint lists it): it stands while the target still routes to that endpoint and the
+    /// endpoint still has that backend.
+    pub(crate) fn for_endpoint(
+        ctx: &ProxyContext,
+        admitted: Arc<Snapshot>,
+        target: Target,
+        addr: SocketAddr,
+        endpoint: Arc<str>,
+        backend: String,
+    ) -> Self {
+        let mut r = Self::new(ctx, admitted, target, addr, None);
+        if let Some(a) = Arc::get_mut(&mut r.admitted) {
+            a.endpoint = Some((endpoint, backend));
+        }
+        r
     }
 
     /// `Err` once a snapshot applied since the last check no longer allows the connection.
@@ -114,9 +135,11 @@ impl Revocation {
     fn judge(&mut self, current: Arc<Snapshot>) -> Result<(), Revoked> {
         if !Arc::ptr_eq(&current, &self.judged) {
             let a = &self.admitted;
-            if let Err(reason) =
-                still_allowed(&current, &a.target, a.path.as_deref(), a.addr, &a.own)
-            {
+            let judged = match &a.endpoint {
+                Some((id, backend)) => still_routed(&current, &a.target, id, backend),
+                None => still_allowed(&current, &a.target, a.path.as_deref(), a.addr, &a.own),
+            };
+            if let Err(reason) = judged {
                 let r = Revoked {
                     version: current.version(),
                     reason,
@@ -145,6 +168,35 @@ impl Revocation {
                 return r;
             }
         }
+    }
+}
+
+/// Whether `snap` still routes `target` to private endpoint `id`, and that endpoint still has
+/// `backend` on the target's port.
+pub(crate) fn still_routed(
+    snap: &Snapshot,
+    target: &Target,
+    id: &str,
+    backend: &str,
+) -> Result<(), Reason> {
+    let decided = snap.decide_target(target.destination(), target.port, None);
+    let routed = decided.final_decision().map(|d| d.verdict());
+    match routed {
+        Some(Verdict::PrivateEndpoint { endpoint_id }) if &**endpoint_id == id => {}
+        Some(Verdict::Deny) => {
+            return Err(decided
+                .final_decision()
+                .map_or(Reason::PrivateEndpointChanged, |d| d.reason()));
+        }
+        _ => return Err(Reason::PrivateEndpointChanged),
+    }
+    let still = snap
+        .endpoint(id)
+        .is_some_and(|e| e.backends_on(target.port).any(|b| b.to_string() == backend));
+    if still {
+        Ok(())
+    } else {
+        Err(Reason::PrivateEndpointChanged)
     }
 }
 

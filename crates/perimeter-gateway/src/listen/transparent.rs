@@ -31,7 +31,8 @@ use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::dial::admit;
+use super::dial::{Admission, admit};
+use super::endpoint;
 use super::event::Draft;
 use super::first_bytes::{FirstBytes, read_first_bytes};
 use super::forward::{Route, serve_http};
@@ -136,7 +137,13 @@ async fn serve_redirected(
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
     let admitted = match Box::pin(admit(&ctx, snap, target, Some(original.ip()))).await {
-        Ok(a) => a,
+        Ok(Admission::Public(a)) => a,
+        // A name routed to a private endpoint (the DNS listener answers the transparent
+        // address for it): forwarded to the endpoint's backends.
+        Ok(Admission::Endpoint(routed)) => {
+            let client = TunnelClient::Socket(stream);
+            return Box::pin(endpoint::forward(ctx, routed, draft, client, buf.freeze())).await;
+        }
         Err(r) => {
             tracing::info!(source = %peer, destination = %draft.destination, %original, reason = r.why.as_str(), "refusing redirected connection: {}", r.message);
             return draft.finish_why(&r.why, 0, 0);

@@ -1,7 +1,9 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::{EndpointDoc, PolicyDocument, RuleDoc, RuleType, compile, parse_ip_literal};
+use crate::{
+    BackendDoc, EndpointDoc, PolicyDocument, RuleDoc, RuleType, compile, parse_ip_literal,
+};
 
 mod props;
 
@@ -32,7 +34,11 @@ pub(crate) fn endpoint(id: &str, address: &str, domains: &[&str]) -> EndpointDoc
         id: id.to_owned(),
         endpoint_address: address.to_owned(),
         domain_names: domains.iter().map(|d| (*d).to_owned()).collect(),
-        backends: vec!["10.9.9.9:9092".to_owned()],
+        backends: vec![BackendDoc::plain("10.9.9.9:9092")],
+        region: "us-east-1".to_owned(),
+        connection_id: format!("{id}-connection"),
+        ports: vec![],
+        proxy_protocol: false,
     }
 }
 
@@ -1297,7 +1303,10 @@ fn snapshot_is_shareable() {
     assert_eq!(snapshot.rule_count(), 14);
     assert_eq!(snapshot.endpoints().len(), 1);
     let pe = snapshot.endpoint("pe-1").unwrap();
-    assert_eq!(pe.backends(), ["10.9.9.9:9092"]);
+    let backends: Vec<String> = pe.backends().iter().map(ToString::to_string).collect();
+    assert_eq!(backends, ["10.9.9.9:9092"]);
+    assert_eq!(pe.region(), "us-east-1");
+    assert_eq!(pe.connection_id(), "pe-1-connection");
     assert_eq!(
         pe.endpoint_address().map(Hostname::as_str),
         Some("pe-1.endpoints.example.com")

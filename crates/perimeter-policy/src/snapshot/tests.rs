@@ -142,7 +142,7 @@ fn compile_errors_of_endpoints_and_document() {
         (
             "bad backend",
             vec![EndpointDoc {
-                backends: vec!["10.0.0.1".to_owned()],
+                backends: vec![BackendDoc::plain("10.0.0.1")],
                 ..endpoint("pe-1", "", &[])
             }],
             "pe-1",
@@ -196,9 +196,13 @@ fn wire_format_is_plain_json() {
             }],
             "private_endpoints": [{
                 "id": "pe-1",
+                "region": "us-east-1",
+                "connection_id": "pe-1-connection",
                 "endpoint_address": "pe.example.com",
                 "domain_names": ["*.kafka.example.com"],
                 "backends": ["10.9.9.9:9092"],
+                "ports": [],
+                "proxy_protocol": false,
             }],
         })
     );
@@ -339,4 +343,88 @@ fn path_arena_matches_as_path_patterns_do() {
     // No patterns where a slot points past the arena, or nowhere: nothing matches.
     assert!(!arena.any_matches(NO_PATHS, "/"));
     assert!(!arena.any_matches(u32::try_from(arena.bytes.len()).unwrap(), "/"));
+}
+
+#[test]
+fn endpoint_backends_by_port_and_server_name() {
+    let brokers = EndpointDoc {
+        backends: vec![
+            BackendDoc {
+                address: "10.0.0.1:9092".to_owned(),
+                server_names: vec!["b-1.kafka.example".to_owned()],
+            },
+            BackendDoc {
+                address: "10.0.0.2:9092".to_owned(),
+                server_names: vec!["*.kafka.example".to_owned()],
+            },
+            BackendDoc::plain("[2001:db8::1]:8080"),
+            BackendDoc::plain("backend.example:8080"),
+        ],
+        ..endpoint("pe-1", "pe.example.com", &[])
+    };
+    let snap = compile(&document(TrafficPolicy::DefaultDeny, vec![], vec![brokers])).unwrap();
+    let pe = snap.endpoint("pe-1").unwrap();
+    let on = |port| {
+        pe.backends_on(port)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(on(9092), ["10.0.0.1:9092", "10.0.0.2:9092"]);
+    assert_eq!(on(8080), ["[2001:db8::1]:8080", "backend.example:8080"]);
+    assert!(on(443).is_empty());
+    assert!(pe.routes_by_sni(9092));
+    assert!(!pe.routes_by_sni(8080));
+    let sni = |name: &str| {
+        pe.backend_for_sni(9092, &name.parse().unwrap())
+            .map(ToString::to_string)
+    };
+    // The exact name wins over the wildcard that also matches it.
+    assert_eq!(sni("b-1.kafka.example").as_deref(), Some("10.0.0.1:9092"));
+    assert_eq!(sni("b-2.kafka.example").as_deref(), Some("10.0.0.2:9092"));
+    assert_eq!(sni("kafka.example"), None);
+    assert_eq!(sni("b-1.other.example"), None);
+
+    // Exposed ports (an MSK broker port) reach every backend, whatever its own port.
+    let msk = EndpointDoc {
+        ports: vec![9096],
+        ..endpoint("pe-2", "msk.example.com", &[])
+    };
+    let snap = compile(&document(TrafficPolicy::DefaultDeny, vec![], vec![msk])).unwrap();
+    let pe = snap.endpoint("pe-2").unwrap();
+    assert_eq!(pe.backends_on(9096).count(), 1);
+    assert_eq!(pe.backends_on(9092).count(), 0);
+}
+
+#[test]
+fn endpoint_backend_errors_name_the_field() {
+    for (backend, field) in [
+        (
+            BackendDoc::plain("10.0.0.1:0"),
+            "private_endpoints[0].backends[0]",
+        ),
+        (
+            BackendDoc::plain("[::1:80"),
+            "private_endpoints[0].backends[0]",
+        ),
+        (
+            BackendDoc::plain("bad_name!:80"),
+            "private_endpoints[0].backends[0]",
+        ),
+        (
+            BackendDoc {
+                address: "10.0.0.1:80".to_owned(),
+                server_names: vec!["*.*.example".to_owned()],
+            },
+            "private_endpoints[0].backends[0].server_names[0]",
+        ),
+    ] {
+        let doc = EndpointDoc {
+            backends: vec![backend.clone()],
+            ..endpoint("pe-1", "", &[])
+        };
+        let e = compile(&document(TrafficPolicy::DefaultDeny, vec![], vec![doc]))
+            .err()
+            .unwrap_or_else(|| panic!("{backend:?} compiled"));
+        assert_eq!(e.field, field, "{backend:?}");
+    }
 }

@@ -1,0 +1,285 @@
+//! Route to a private endpoint: a target that the policy routes to one of the cluster's egress
+//! private endpoints (its `endpoint_address` or a custom domain name) is forwarded inside the
+//! gateway to the endpoint service's backends. No egress rule is needed and the address guard
+//! does not apply: the backends are the addresses the service's owner registered, never an
+//! address the client chose, and the name is never resolved on the public path.
+//!
+//! 1. **route** ([`route`], at admission): the endpoint must be of this gateway's region and
+//!    serve the port; unless the port is routed by TLS server name, a backend is dialled now
+//!    (round robin over the port's backends, the next on failure), so a dead service is a 502
+//!    before the `200`.
+//! 2. **forward** ([`forward`], after the `200` or at once on the transparent listener): a port
+//!    routed by server name reads the ClientHello first and dials the backend whose
+//!    `server_names` match its SNI (an exact name before a wildcard), without terminating TLS; a
+//!    ClientHello that names no backend is refused. A service with `proxy_protocol` gets a PROXY
+//!    v2 header first ([`proxy_header`]). The relay then checks every client byte against
+//!    revocation: once a snapshot no longer routes the name to this endpoint and backend (the
+//!    endpoint deleted, failed, its domain names changed), the connection is cut.
+//! 3. The bytes relayed are metered per endpoint (`perimeter_private_endpoint_bytes_total` and
+//!    the pushed `bytes_processed`), and the connection's decision event says where it went.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use perimeter_policy::{Backend, BackendHost, Snapshot};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::ProxyContext;
+use super::dial::dial;
+use super::event::Draft;
+use super::first_bytes::{FirstBytes, read_first_bytes};
+use super::refusal::{Refusal, Why};
+use super::relay::{Activity, RelayEnd, relay, relay_stream};
+use super::revoke::Revocation;
+use super::target::Target;
+use super::tunnel::TunnelClient;
+use crate::decision::EventVerdict;
+
+pub(crate) mod proxy_header;
+
+/// The decision reason of a connection forwarded to a private endpoint.
+const ROUTED: &str = "private_endpoint";
+
+/// Where the next connection of a port with several backends starts.
+static NEXT_BACKEND: AtomicUsize = AtomicUsize::new(0);
+
+/// A connection the policy routes to a private endpoint.
+pub(crate) struct Routed {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) target: Target,
+    pub(crate) endpoint_id: Arc<str>,
+    /// The backend connection and the backend as the endpoint lists it; `None` while the
+    /// port is routed by TLS server name (dialled once the ClientHello says which).
+    pub(crate) upstream: Option<(TcpStream, SocketAddr, String)>,
+}
+
+/// Step 1: check the endpoint serves this gateway's region and the port, and dial a backend
+/// unless the port is routed by server name.
+pub(crate) async fn route(
+    ctx: &ProxyContext,
+    snap: Arc<Snapshot>,
+    target: Target,
+    endpoint_id: Arc<str>,
+) -> Result<Routed, Refusal> {
+    let Some(endpoint) = snap.endpoint(&endpoint_id) else {
+        return Err(Refusal::new(
+            Why::PrivateEndpointNotServed,
+            format!("private endpoint {endpoint_id} is not in this gateway's policy"),
+        ));
+    };
+    let region = ctx.sink.region();
+    if !region.is_empty() && !endpoint.region().is_empty() && endpoint.region() != region {
+        return Err(Refusal::new(
+            Why::PrivateEndpointOtherRegion,
+            format!(
+                "private endpoint {endpoint_id} is in region {}; this gateway serves region {region}",
+                endpoint.region()
+            ),
+        ));
+    }
+    let port = target.port;
+    if endpoint.backends_on(port).next().is_none() {
+        return Err(Refusal::new(
+            Why::PrivateEndpointPort,
+            format!(
+                "private endpoint {endpoint_id} serves no backend on port {port}; its ports: {}",
+                endpoint_ports(endpoint).join(", ")
+            ),
+        ));
+    }
+    let upstream = if endpoint.routes_by_sni(port) {
+        None
+    } else {
+        let backends: Vec<&Backend> = endpoint.backends_on(port).collect();
+        Some(dial_backends(ctx, &backends, port).await?)
+    };
+    Ok(Routed {
+        snap: snap.clone(),
+        target,
+        endpoint_id,
+        upstream,
+    })
+}
+
+/// The ports a client may use on an endpoint, for error messages.
+fn endpoint_ports(endpoint: &perimeter_policy::Endpoint) -> Vec<String> {
+    let mut ports: Vec<u16> = endpoint
+        .backends()
+        .iter()
+        .map(Backend::port)
+        .filter(|p| endpoint.backends_on(*p).next().is_some())
+        .collect();
+    for p in [9094, 9096, 9098] {
+        if endpoint.backends_on(p).next().is_some() {
+            ports.push(p);
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports.iter().map(u16::to_string).collect()
+}
+
+/// Dial one of `backends`, starting at the next in turn and trying the others on failure.
+async fn dial_backends(
+    ctx: &ProxyContext,
+    backends: &[&Backend],
+    port: u16,
+) -> Result<(TcpStream, SocketAddr, String), Refusal> {
+    let start = NEXT_BACKEND.fetch_add(1, Ordering::Relaxed);
+    let mut last = None;
+    for i in 0..backends.len() {
+        let backend = backends[(start + i) % backends.len()];
+        let addrs: Vec<IpAddr> = match backend.host() {
+            BackendHost::Ip(ip) => vec![*ip],
+            BackendHost::Name(name) => match ctx.resolver.resolve(name).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(Refusal::new(
+                        Why::from(&e),
+                        format!("while resolving backend {backend} of port {port}: {e}"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, backend.port());
+            match dial(ctx, addr).await {
+                Ok(s) => return Ok((s, addr, backend.to_string())),
+                Err(r) => last = Some(r),
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Refusal::new(
+            Why::UpstreamConnectFailed,
+            format!("no backend of port {port} could be dialled"),
+        )
+    }))
+}
+
+/// Steps 2 and 3: pick the backend by server name where the port needs it, send the PROXY
+/// header where the service wants it, relay with revocation, meter, finish the event.
+/// `already`: client bytes read before; `local`: the address the client connected to.
+pub(crate) async fn forward(
+    ctx: ProxyContext,
+    routed: Routed,
+    mut draft: Draft,
+    mut client: TunnelClient,
+    already: Bytes,
+) {
+    let Routed {
+        snap,
+        target,
+        endpoint_id,
+        upstream,
+    } = routed;
+    draft.rule = None;
+    let Some(endpoint) = snap.endpoint(&endpoint_id) else {
+        return draft.finish_why(&Why::PrivateEndpointNotServed, 0, 0);
+    };
+    let mut buf = BytesMut::with_capacity(already.len().max(4096));
+    buf.extend_from_slice(&already);
+    drop(already);
+    let dialled = match upstream {
+        Some(u) => Ok(u),
+        None => {
+            let max = ctx.limits.max_header_bytes.max(8192);
+            let read = async {
+                match &mut client {
+                    TunnelClient::Socket(c) => read_first_bytes(c, &mut buf, max).await,
+                    TunnelClient::Stream(c) => read_first_bytes(c, &mut buf, max).await,
+                }
+            };
+            let first = tokio::time::timeout(ctx.limits.first_bytes_timeout, read).await;
+            let sni = match first {
+                Err(_) => return draft.finish_why(&Why::FirstBytesTimeout, 0, 0),
+                Ok(Err(_)) | Ok(Ok(FirstBytes::NeedMore)) => {
+                    return draft.finish_why(&Why::IncompleteFirstBytes, 0, 0);
+                }
+                Ok(Ok(FirstBytes::Invalid(why))) => return draft.finish_why(&why, 0, 0),
+                Ok(Ok(FirstBytes::Tls { sni, .. })) => sni,
+                Ok(Ok(FirstBytes::Http | FirstBytes::Other)) => None,
+            };
+            draft.sni_or_host.clone_from(&sni);
+            let backend = sni
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .and_then(|name| endpoint.backend_for_sni(target.port, &name));
+            match backend {
+                Some(b) => dial_backends(&ctx, &[b], target.port).await,
+                None => {
+                    tracing::info!(endpoint = %endpoint_id, destination = %target, sni = sni.as_deref().unwrap_or(""), "refusing a connection to a private endpoint: its ClientHello names no backend");
+                    return draft.finish_why(&Why::PrivateEndpointServerName, 0, 0);
+                }
+            }
+        }
+    };
+    let (mut upstream, addr, backend) = match dialled {
+        Ok(u) => u,
+        Err(r) => {
+            tracing::info!(endpoint = %endpoint_id, destination = %target, reason = r.why.as_str(), "closing a connection to a private endpoint: {}", r.message);
+            return draft.finish_why(&r.why, 0, 0);
+        }
+    };
+    if endpoint.proxy_protocol() {
+        let local = match &client {
+            TunnelClient::Socket(c) => c.local_addr().ok(),
+            TunnelClient::Stream(_) => None,
+        };
+        let local = local.unwrap_or_else(|| SocketAddr::new(addr.ip(), target.port));
+        let header = proxy_header::encode(draft.source, local, endpoint.connection_id());
+        if let Err(e) = upstream.write_all(&header).await {
+            tracing::debug!(endpoint = %endpoint_id, error = %e, "backend failed before the PROXY header");
+            return draft.finish_why(&Why::UpstreamFailed, 0, 0);
+        }
+    }
+    let activity = Activity::new();
+    let revocation = Revocation::for_endpoint(
+        &ctx,
+        snap.clone(),
+        target.clone(),
+        addr,
+        endpoint_id.clone(),
+        backend.clone(),
+    );
+    let idle = ctx.limits.idle_timeout;
+    let pending = buf.freeze();
+    let counted = activity.clone();
+    let end = match client {
+        TunnelClient::Socket(c) => {
+            Box::pin(relay(c, upstream, pending, counted, idle, revocation, None)).await
+        }
+        TunnelClient::Stream(c) => {
+            Box::pin(relay_stream(
+                c, upstream, pending, counted, idle, revocation,
+            ))
+            .await
+        }
+    };
+    let (up, down) = (activity.up(), activity.down());
+    ctx.sink
+        .meter_endpoint(snap.cluster_id(), &endpoint_id, up, down);
+    draft.rule = Some(format!("private-endpoint:{endpoint_id}"));
+    match end {
+        RelayEnd::Revoked(why) => {
+            tracing::info!(endpoint = %endpoint_id, destination = %target, %backend, reason = %why, "closing a connection to a private endpoint: the new policy no longer routes it there");
+            draft.finish_why(&Why::PolicyRevoked, up, down);
+        }
+        RelayEnd::Failed { direction, error } => {
+            tracing::debug!(endpoint = %endpoint_id, direction = direction.as_str(), error = %error, "private endpoint connection ended with an error");
+            draft.finish(EventVerdict::Allowed, ROUTED, up, down);
+        }
+        RelayEnd::Refused { why, .. } => draft.finish_why(&why, up, down),
+        RelayEnd::Closed | RelayEnd::Idle => draft.finish(EventVerdict::Allowed, ROUTED, up, down),
+    }
+}
+
+/// The client left before the connection was forwarded: the routing stands, nothing moved.
+pub(crate) fn abandon(mut draft: Draft) {
+    draft.rule = None;
+    draft.finish(EventVerdict::Allowed, ROUTED, 0, 0);
+}
