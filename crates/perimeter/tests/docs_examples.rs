@@ -63,7 +63,8 @@ impl Docs {
             .to_string()
     }
 
-    /// Wait until the cluster's endpoints have all left PENDING (the cluster lock is released).
+    /// Wait until the cluster's endpoints and their domain names have all left PENDING (the
+    /// cluster lock is released).
     fn settle(&self, cluster: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -76,7 +77,11 @@ impl Docs {
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|e| e["state"] != "PENDING" && e["state"] != "DELETING")
+                .all(|e| {
+                    e["state"] != "PENDING"
+                        && e["state"] != "DELETING"
+                        && e["domain_names_state"] != "PENDING"
+                })
             {
                 return;
             }
@@ -270,8 +275,15 @@ fn egress_private_endpoint_examples() {
     );
     assert_eq!(ep["state"], "PENDING");
     let ep_id = ep["id"].as_str().unwrap().to_string();
-    // Domain names (deprecated route, the docs' body with cluster_id and endpoint_id): the
-    // endpoint is not AVAILABLE until a gateway runs its forwarder, and the answer says so.
+    // The embedded gateway serves its forwarder: AVAILABLE, observed.
+    d.settle(&aws);
+    let got = d.api(
+        "GET",
+        &format!("/api/v1/clusters/{aws}/networking/egress-private-endpoints/{ep_id}"),
+        None,
+    );
+    assert_eq!(got["state"], "AVAILABLE", "{got}");
+    // Domain names (deprecated route, the docs' body with cluster_id and endpoint_id).
     let snippet = "curl -s -w '%{http_code}' https://cockroachlabs.cloud/api/v1/clusters/{cluster_id}/networking/egress-private-endpoints/{endpoint_id}/domain-names \\\n-X PATCH \\\n-H \"Authorization: Bearer {secret_key}\" \\\n-H 'Content-Type: application/json' \\\n-d '{\n  \"cluster_id\": \"{cluster_id}\",\n  \"endpoint_id\": \"{endpoint_id}\",\n  \"domain_names\": [\"*.us-east-2.aws.confluent.cloud\"]\n}'";
     let out = d.run(
         snippet,
@@ -282,10 +294,14 @@ fn egress_private_endpoint_examples() {
         ],
         &[],
     );
-    assert!(
-        out.ends_with("400") && out.contains("AVAILABLE") && out.contains("domain_names"),
-        "{out}"
+    assert_eq!(out, "{}200");
+    d.settle(&aws);
+    let got = d.api(
+        "GET",
+        &format!("/api/v1/clusters/{aws}/networking/egress-private-endpoints/{ep_id}"),
+        None,
     );
+    assert_eq!(got["domain_names_state"], "AVAILABLE", "{got}");
     // Delete: DELETING, then gone.
     let out = d.run(
         "curl https://cockroachlabs.cloud/api/v1/clusters/{cluster_id}/networking/egress-private-endpoints/{endpoint_id} \\\n-X DELETE \\\n-H \"Authorization: Bearer {secret_key}\"",
