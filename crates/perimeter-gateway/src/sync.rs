@@ -218,9 +218,21 @@ impl PolicySync {
 
     /// Run until `shutdown` resolves: poll, apply, acknowledge; back off while the control plane
     /// is unreachable, enforcing what it has. Stops with the error when the control plane says
-    /// the gateway is registered in another region than expected.
+    /// the gateway is registered in another region than expected. However it stops, it leaves
+    /// the deny-everything snapshot in force, so the connections still open (tunnels, private
+    /// endpoint forwarders of a cluster that was deleted) are cut rather than outliving the
+    /// gateway's policy.
     pub async fn run(
         self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), RegionMismatch> {
+        let ended = self.run_until(shutdown).await;
+        self.tx.send_replace(Arc::new(Snapshot::empty_deny()));
+        ended
+    }
+
+    async fn run_until(
+        &self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), RegionMismatch> {
         tokio::pin!(shutdown);

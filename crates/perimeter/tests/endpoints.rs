@@ -10,6 +10,7 @@
 //!   backend and the open tunnel is cut. On SQLite and on PostgreSQL.
 //! - Acceptance required: `PENDING_ACCEPTANCE`, accepted -> `AVAILABLE`, rejected ->
 //!   `REJECTED`, expired -> `EXPIRED`; MSK by its broker port.
+//! - Deleting the cluster cuts its endpoints' open connections.
 //! - No live gateway: `FAILED` at the provisioning deadline, with the reason in the audit log,
 //!   and the cluster lock released.
 
@@ -108,6 +109,17 @@ fn connect(proxy: &str, target: &str) -> (u16, TcpStream) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, s)
+}
+
+/// Whether a read says the connection was closed (not merely that the read timed out).
+fn closed(read: std::io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 /// Send `payload` through an open tunnel to the echo service and read it back.
@@ -437,7 +449,7 @@ fn plain_service_lifecycle(args: &[&str]) {
     });
     let _ = open.write_all(b"after");
     let mut buf = [0u8; 16];
-    let cut = matches!(open.read(&mut buf), Ok(0) | Err(_));
+    let cut = closed(open.read(&mut buf));
     assert!(cut, "the open tunnel is cut once the endpoint is deleted");
     for target in [
         format!("{address}:{port}"),
@@ -589,6 +601,18 @@ fn acceptance_rejection_expiry_and_msk() {
     assert_eq!(echo_through(&mut t, b"scram"), b"scram");
     let (status, _) = connect(&proxy, &format!("{address}:{}", backend.port()));
     assert_eq!(status, 403, "an MSK endpoint exposes its broker port only");
+
+    // Deleting the cluster closes its forwarders and cuts their open connections.
+    ok(
+        &s,
+        &key,
+        "DELETE",
+        &format!("/api/v1/clusters/{cluster}"),
+        None,
+    );
+    let mut buf = [0u8; 16];
+    let cut = closed(t.read(&mut buf));
+    assert!(cut, "the open tunnel is cut once its cluster is deleted");
 }
 
 #[test]
