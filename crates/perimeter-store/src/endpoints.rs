@@ -164,6 +164,30 @@ impl Store {
         if let Some(reason) = lock_reason(&mut tx, &cluster).await? {
             return Err(StoreError::Locked(reason));
         }
+        // A name routes to one endpoint: one that another endpoint of the cluster claims (as a
+        // domain name or as its own address) would make the cluster's policy uncompilable.
+        let others = sqlx::query(
+            "SELECT id, endpoint_address, domain_names FROM egress_endpoints WHERE cluster_id = $1 AND id <> $2 \
+             AND state IN ('PENDING', 'PENDING_ACCEPTANCE', 'AVAILABLE', 'DELETING')",
+        )
+        .bind(cluster_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("checking domain names")?;
+        for row in &others {
+            let other = text(row, "id")?;
+            let mut claimed: Vec<String> = json(row, "domain_names")?;
+            claimed.push(text(row, "endpoint_address")?);
+            if let Some((i, name)) = names.iter().enumerate().find(|(_, n)| claimed.contains(n)) {
+                return Err(StoreError::Precondition {
+                    field: format!("domain_names[{i}]"),
+                    message: format!(
+                        "{name} is already routed to egress private endpoint {other} of this cluster; a name routes to one endpoint"
+                    ),
+                });
+            }
+        }
         let state = if names.is_empty() { "EMPTY" } else { "PENDING" };
         sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3, domain_names_version = $4 WHERE id = $5")
             .bind(to_json(&names))

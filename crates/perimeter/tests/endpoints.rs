@@ -328,6 +328,19 @@ fn kafka_brokers_behind_one_endpoint_by_sni() {
         log.contains("private_endpoint_server_name") && log.contains("b-9.kafka.test"),
         "the refusal is logged with its SNI:\n{log}"
     );
+
+    // A name another endpoint of the cluster claims is refused, naming the field.
+    let second = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
+    wait_state(&s, &key, &cluster, &second, "state", "AVAILABLE");
+    let (st, b) = api(
+        &s,
+        &key,
+        "PATCH",
+        &format!("{}/{second}", endpoints_path(&cluster)),
+        Some(json!({"domain_names": ["other.test", "*.kafka.test"]})),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("domain_names[1]") && b.contains(&id), "{b}");
 }
 
 /// Create a database of its own on the local PostgreSQL; its URL.

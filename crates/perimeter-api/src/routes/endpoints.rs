@@ -298,19 +298,8 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
         }
         for (j, name) in backend.server_names.iter().enumerate() {
             let field = format!("backends[{i}].server_names[{j}]");
-            let pattern = name
-                .parse::<perimeter_policy::HostPattern>()
+            name.parse::<perimeter_policy::HostPattern>()
                 .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
-            if pattern.is_wildcard()
-                && perimeter_policy::is_public_suffix(pattern.hostname().as_str())
-            {
-                return Err(ApiError::invalid(
-                    &field,
-                    format!(
-                        "{field}: {name:?} covers a public suffix; name the service's own domain"
-                    ),
-                ));
-            }
         }
     }
     if let Some(t) = req.acceptance_timeout_seconds
