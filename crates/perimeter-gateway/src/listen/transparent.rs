@@ -8,9 +8,12 @@
 //!    itself) is refused.
 //! 2. **read the target** from the client's first bytes ([`super::first_bytes`]), bounded in
 //!    size and time, before anything is dialled:
-//!    - a TLS ClientHello with an SNI: the SNI at the original port;
+//!    - a TLS ClientHello with an SNI: the SNI at the original port (a private endpoint's name
+//!      goes to the endpoint, whatever address the client dialled: the DNS listener answers the
+//!      transparent address for those names);
 //!    - plaintext HTTP: served request by request ([`super::forward`]), each request's Host
-//!      at the original port its destination;
+//!      at the original port its destination; a first request whose Host names a private
+//!      endpoint sends the whole connection to that endpoint ([`super::endpoint`]);
 //!    - anything else (TLS without SNI, another protocol): the original address, allowed only
 //!      as an IP destination (a CIDR rule, or ALLOW_ALL for an ordinary address);
 //!    - nothing for `server_first_after` (a client waiting for the server's greeting: SMTP,
@@ -28,6 +31,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
+use perimeter_policy::Verdict;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -40,6 +45,7 @@ use super::refusal::Why;
 use super::target::{Target, TargetHost};
 use super::tunnel::{TunnelClient, tunnel};
 use super::{ProxyContext, serve_loop};
+use crate::http_head::{HeadLimits, Host, parse_request_head};
 use crate::original_dst::original_dst;
 
 /// Serve redirected connections on `listener` until `shutdown` resolves.
@@ -61,6 +67,51 @@ pub async fn serve_transparent(
         drop,
     )
     .await
+}
+
+/// The target of a plaintext HTTP connection whose first request's Host names a private
+/// endpoint of the cluster (at the original port), reading the rest of that head if it has not
+/// all come yet. `None`: served request by request as any plaintext HTTP.
+async fn endpoint_host(
+    ctx: &ProxyContext,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    original: SocketAddr,
+) -> Option<Target> {
+    let limits = HeadLimits {
+        max_head_bytes: ctx.limits.max_header_bytes.max(8192),
+        max_headers: 100,
+    };
+    let read_head = async {
+        loop {
+            match parse_request_head(buf, &limits) {
+                Ok(Some(head)) => return Some(head),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            buf.reserve(4096);
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    };
+    let head = tokio::time::timeout(ctx.limits.first_bytes_timeout, read_head)
+        .await
+        .ok()??;
+    let Host::Name(name) = head.destination(original.port())?.host else {
+        return None;
+    };
+    let snap = ctx.snapshots.borrow().clone();
+    let target = Target {
+        host: TargetHost::Name(name),
+        port: original.port(),
+    };
+    let decided = snap.decide_target(target.destination(), target.port, None);
+    match decided.final_decision().map(|d| d.verdict()) {
+        Some(Verdict::PrivateEndpoint { .. }) => Some(target),
+        _ => None,
+    }
 }
 
 async fn serve_redirected(
@@ -116,8 +167,14 @@ async fn serve_redirected(
         }
         Ok(Ok(FirstBytes::Invalid(why))) => return draft.finish_why(&why, 0, 0),
         Ok(Ok(FirstBytes::Http)) => {
-            let route = Route::Redirected { original };
-            return Box::pin(serve_http(ctx, stream, buf.freeze(), peer, route)).await;
+            // A Host that names a private endpoint: the connection goes to the endpoint.
+            if let Some(target) = endpoint_host(&ctx, &mut stream, &mut buf, original).await {
+                draft.sni_or_host = Some(target.host.to_string());
+                target
+            } else {
+                let route = Route::Redirected { original };
+                return Box::pin(serve_http(ctx, stream, buf.freeze(), peer, route)).await;
+            }
         }
         Ok(Ok(FirstBytes::Tls { sni: Some(sni), .. })) => {
             draft.sni_or_host = Some(sni.clone());
