@@ -1,6 +1,8 @@
 //! Listeners of the data plane. [`proxy`]: the explicit HTTP proxy (CONNECT and absolute-form
 //! plain HTTP) that workloads use through `HTTPS_PROXY` / `HTTP_PROXY`; [`transparent`]:
-//! connections redirected by the host's firewall, judged by their SNI or Host.
+//! connections redirected by the host's firewall, judged by their SNI or Host;
+//! [`dns_listener`]: the name service of workloads in transparent mode, which answers only
+//! what the policy lets through.
 //!
 //! Every connection goes down one pipeline, one small module a step, each used by both
 //! listeners (no step imports a later one's caller):
@@ -21,6 +23,7 @@
 mod consistency;
 mod decide;
 mod dial;
+pub mod dns_listener;
 mod event;
 pub(crate) mod first_bytes;
 mod forward;
