@@ -1,6 +1,7 @@
 //! `perimeter gateway`: the data plane alone. Pulls the cluster's policy from the control plane
 //! (enforcing the last-known-good snapshot in `--state-dir` while it is unreachable, and
-//! denying everything when there is none), serves the explicit proxy, pushes decision counts,
+//! denying everything when there is none), serves the explicit proxy (and, when asked, the
+//! transparent listener and the DNS listener), pushes decision counts,
 //! and shuts down cleanly on SIGTERM or Ctrl-C. Its region is the one it is registered in, as
 //! the control plane says (kept in `--state-dir`); `--region` only checks it.
 
