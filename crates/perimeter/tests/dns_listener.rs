@@ -153,3 +153,75 @@ fn embedded_dns_listener_answers_allowed_names_and_refuses_the_rest() {
         "NOERROR"
     );
 }
+
+/// `perimeter gateway --dns-listen`: under REPORT_ONLY any name answers what the gateway
+/// resolved (here from its hosts file), except addresses the guard would not dial; a private
+/// endpoint name would be refused for want of a transparent listener, and is logged at start.
+#[test]
+fn standalone_gateway_dns_listener_under_report_only() {
+    let (upstream, seen) = recording_dns_server(HashMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        BIN,
+        &dir.path().join("serve"),
+        &["--dns-server", &upstream, "--no-embedded-gateways"],
+        &[],
+    );
+    let key = s.admin_key_file();
+    let cid = create_cluster(&s, &key, "dns-two", &["us-east-1"]);
+    let token = perimeter_testkit::api::gateway_token(&s, &key, &cid, "us-east-1", "edge-dns");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "203.0.113.9 report.example.com\n10.0.0.1 rebind.example.com\n",
+    )
+    .unwrap();
+    let gw = perimeter_testkit::Gateway::start_with(
+        BIN,
+        dir.path(),
+        &s.url(),
+        &token,
+        "us-east-1",
+        &dir.path().join("gw-state"),
+        &hosts,
+        &upstream,
+        &["--dns-listen", "127.0.0.1:0", "--log-format", "json"],
+    );
+    set_traffic_policy(&s, &key, &cid, "REPORT_ONLY");
+    let log = std::fs::read_to_string(&gw.log).unwrap();
+    let dns: SocketAddr = log
+        .lines()
+        .find_map(|l| l.split("perimeter: gateway DNS listener on ").nth(1))
+        .unwrap_or_else(|| panic!("no DNS listener announced: {log}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        log.contains("no address to answer for private endpoint names"),
+        "{log}"
+    );
+    for tcp in [false, true] {
+        assert_eq!(
+            dig(dns, "report.example.com", "A", tcp),
+            Dig {
+                status: "NOERROR".into(),
+                answers: vec!["203.0.113.9".into()],
+            }
+        );
+        // A name resolving to a private address gets no answer: the gateway would not dial it.
+        assert_eq!(
+            dig(dns, "rebind.example.com", "A", tcp),
+            Dig {
+                status: "NOERROR".into(),
+                answers: vec![],
+            }
+        );
+    }
+    assert!(seen.names().is_empty(), "{:?}", seen.names());
+    perimeter_testkit::wait_until("the WOULD_DENY answer recorded", 30, || {
+        gw.decisions()
+            .iter()
+            .any(|d| d["destination"] == "report.example.com" && d["verdict"] == "would_deny")
+    });
+    gw.terminate();
+}
