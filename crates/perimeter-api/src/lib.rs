@@ -64,6 +64,8 @@ pub const EMBEDDED_GATEWAY_PREFIX: &str = "embedded-";
 #[derive(Clone, Default)]
 pub struct EmbeddedGateways {
     addrs: Arc<std::sync::RwLock<HashMap<(String, String), String>>>,
+    /// The regions' DNS listeners (`dns_address`).
+    dns: Arc<std::sync::RwLock<HashMap<(String, String), String>>>,
     /// Whether this process runs embedded gateways at all.
     enabled: Arc<std::sync::atomic::AtomicBool>,
     started: Arc<Notify>,
@@ -103,10 +105,31 @@ impl EmbeddedGateways {
     }
 
     pub fn remove(&self, cluster_id: &str, region: &str) {
+        let key = (cluster_id.to_string(), region.to_string());
         self.addrs
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(cluster_id.to_string(), region.to_string()));
+            .remove(&key);
+        self.dns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    /// The region's DNS listener address (UDP and TCP), shown as its `dns_address`.
+    pub fn set_dns(&self, cluster_id: &str, region: &str, address: String) {
+        self.dns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((cluster_id.to_string(), region.to_string()), address);
+    }
+
+    pub fn get_dns(&self, cluster_id: &str, region: &str) -> Option<String> {
+        self.dns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(cluster_id.to_string(), region.to_string()))
+            .cloned()
     }
 
     pub fn get(&self, cluster_id: &str, region: &str) -> Option<String> {
@@ -117,12 +140,15 @@ impl EmbeddedGateways {
             .cloned()
     }
 
-    /// A cluster as the API shows it, with its regions' embedded proxy addresses.
+    /// A cluster as the API shows it, with its regions' embedded proxy and DNS addresses.
     pub fn view(&self, c: perimeter_store::Cluster) -> model::Cluster {
         let mut view = model::Cluster::from(c);
         for r in &mut view.regions {
             if let Some(a) = self.get(&view.id, &r.name) {
                 r.egress_proxy_address = a;
+            }
+            if let Some(a) = self.get_dns(&view.id, &r.name) {
+                r.dns_address = a;
             }
         }
         view

@@ -121,7 +121,8 @@ pub struct Region {
     pub primary: bool,
     /// ext: `host:port` of the region's embedded egress gateway (HTTP proxy), empty until it runs.
     pub egress_proxy_address: String,
-    /// ext: the region's DNS listener, empty until transparent mode exists.
+    /// ext: `host:port` of the region's embedded DNS listener (UDP and TCP), empty until it
+    /// runs.
     pub dns_address: String,
 }
 

@@ -97,5 +97,116 @@ fn check_head(head: &RequestHead, data: &[u8], limits: &HeadLimits) {
     }
 }
 
+/// The DNS listener's query path ([`answer_bytes`](crate::listen::dns_listener::answer_bytes))
+/// never panics, over UDP and TCP; answers every message of a header's length or more that is
+/// not itself a response, with the query's id, as a response with one of the listener's
+/// response codes; and never sends a UDP answer larger than 512 bytes (or what an EDNS client
+/// advertised, up to [`MAX_UDP_PAYLOAD`](crate::listen::dns_listener::MAX_UDP_PAYLOAD)).
+/// The policy names an endpoint and a rule; allowed names resolve against a loopback port
+/// that answers nothing, so nothing leaves the machine.
+pub fn fuzz_dns_query(data: &[u8]) {
+    use hickory_server::net::xfer::Protocol;
+    use hickory_server::proto::op::{Message, MessageType, ResponseCode};
+
+    use crate::listen::dns_listener::{MAX_UDP_PAYLOAD, answer_bytes};
+
+    let (rt, handler) = dns_fuzz_handler();
+    let client = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    for protocol in [Protocol::Udp, Protocol::Tcp] {
+        let Some(answer) = rt.block_on(answer_bytes(handler, data, client, protocol)) else {
+            assert!(
+                data.len() < 12 || data[2] & 0x80 != 0,
+                "no answer to a query: {data:?}"
+            );
+            continue;
+        };
+        let m = Message::from_vec(&answer).expect("an answer decodes");
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert_eq!(m.metadata.id, u16::from_be_bytes([data[0], data[1]]));
+        assert!(matches!(
+            m.metadata.response_code,
+            ResponseCode::NoError
+                | ResponseCode::FormErr
+                | ResponseCode::Refused
+                | ResponseCode::NotImp
+                | ResponseCode::NXDomain
+                | ResponseCode::ServFail
+        ));
+        if protocol == Protocol::Udp {
+            let limit = Message::from_vec(data)
+                .ok()
+                .and_then(|q| q.edns)
+                .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            assert!(
+                answer.len() <= usize::from(limit),
+                "{} bytes over UDP",
+                answer.len()
+            );
+        }
+    }
+}
+
+/// One runtime and handler for every fuzz input.
+fn dns_fuzz_handler() -> &'static (
+    tokio::runtime::Runtime,
+    crate::listen::dns_listener::DnsHandler,
+) {
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    use crate::decision::DecisionSink;
+    use crate::dns::{Resolver, ResolverConfig};
+    use crate::listen::dns_listener::DnsHandler;
+    use crate::listen::{GatewayLimits, OwnAddresses, ProxyContext};
+
+    static HANDLER: OnceLock<(tokio::runtime::Runtime, DnsHandler)> = OnceLock::new();
+    HANDLER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let doc = perimeter_policy::PolicyDocument {
+            format: perimeter_policy::POLICY_FORMAT,
+            version: 1,
+            cluster_id: "fuzz".into(),
+            traffic_policy: perimeter_policy::TrafficPolicy::DefaultDeny,
+            rules: vec![perimeter_policy::RuleDoc {
+                id: "r-1".into(),
+                name: "allowed".into(),
+                rule_type: perimeter_policy::RuleType::Fqdn,
+                destination: "*.example.com".into(),
+                ports: vec![443],
+                paths: vec![],
+                crl_managed: false,
+            }],
+            private_endpoints: vec![perimeter_policy::EndpointDoc {
+                id: "pe-1".into(),
+                endpoint_address: "pe-1.example.net".into(),
+                domain_names: vec!["*.example.org".into()],
+                backends: vec!["127.0.0.1:9".into()],
+            }],
+        };
+        let snap = perimeter_policy::compile(&doc).expect("the fuzz policy compiles");
+        let resolver = Resolver::new(ResolverConfig {
+            servers: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9))],
+            hosts_file: None,
+            timeout: Duration::from_millis(20),
+        })
+        .expect("a resolver");
+        let (tx, snapshots) = tokio::sync::watch::channel(Arc::new(snap));
+        // The policy never changes: the sender may go.
+        drop(tx);
+        let ctx = ProxyContext {
+            snapshots,
+            resolver: Arc::new(resolver),
+            limits: GatewayLimits::default(),
+            sink: DecisionSink::new("fuzz"),
+            own: OwnAddresses::fixed([]),
+        };
+        let handler = DnsHandler::new(ctx, Some(std::net::IpAddr::from([127, 0, 0, 77])));
+        (rt, handler)
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,8 @@
 //! - **listeners** ([`listen`]): an explicit HTTP proxy (`CONNECT host:port` tunnels and absolute-form
 //!   `http://` requests, for clients configured with `HTTPS_PROXY`/`HTTP_PROXY`) and a
 //!   transparent listener for redirected connections, which takes the destination from the TLS
-//!   SNI or the HTTP Host and checks it against the original destination address;
+//!   SNI or the HTTP Host and checks it against the original destination address; and a DNS
+//!   listener ([`listen::dns_listener`]) that answers only names the policy lets through;
 //! - **policy sync** ([`sync`]): the current compiled snapshot held as a `watch` of `Arc<Snapshot>`,
 //!   pulled from the control plane and kept on disk as last-known-good, so a gateway without a
 //!   policy denies everything and one that loses the control plane never falls open;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::decision::{DecisionSink, PushConfig, push_loop};
 use crate::dns::Resolver;
+use crate::listen::dns_listener::DnsListener;
 use crate::listen::{self, GatewayLimits, ProxyContext};
 use crate::registration::RegionMismatch;
 use crate::sync::{PolicySync, SyncConfig};
@@ -47,6 +48,8 @@ pub struct Listeners {
     pub proxy: TcpListener,
     /// The transparent listener, for connections the host's firewall redirects.
     pub transparent: Option<TcpListener>,
+    /// The DNS listener (UDP and TCP), for workloads in transparent mode.
+    pub dns: Option<DnsListener>,
     /// Further addresses of this process that the address guard must treat as the gateway's
     /// own (a metrics listener, the control plane's API of `perimeter serve`).
     pub also_own: Vec<SocketAddr>,
@@ -66,6 +69,7 @@ pub struct RunningGateway {
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     proxy_addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
     failure: watch::Receiver<Option<RegionMismatch>>,
 }
 
@@ -76,9 +80,13 @@ impl RunningGateway {
     /// `spec.region`.
     pub fn start(spec: GatewaySpec, listeners: Listeners) -> Result<Self, StartError> {
         let proxy_addr = listeners.proxy.local_addr()?;
+        let dns_addr = listeners.dns.as_ref().map(|d| d.local_addr()).transpose()?;
         let mut bound = vec![proxy_addr];
         if let Some(t) = &listeners.transparent {
             bound.push(t.local_addr()?);
+        }
+        if let Some(d) = &listeners.dns {
+            bound.push(d.local_addr()?);
         }
         bound.extend(listeners.also_own.iter().copied());
 
@@ -141,6 +149,15 @@ impl RunningGateway {
                 )),
             ),
         ];
+        if let Some(d) = listeners.dns {
+            tasks.push((
+                "DNS listener",
+                tokio::spawn(logged(
+                    "DNS listener",
+                    listen::dns_listener::serve_dns(d, ctx.clone(), stopped()),
+                )),
+            ));
+        }
         if let Some(t) = listeners.transparent {
             tasks.push((
                 "transparent listener",
@@ -154,6 +171,7 @@ impl RunningGateway {
             stop,
             tasks,
             proxy_addr,
+            dns_addr,
             failure,
         })
     }
@@ -175,6 +193,11 @@ impl RunningGateway {
     /// Where the explicit proxy listens.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// Where the DNS listener listens (UDP and TCP), if there is one.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// Stop every task: listeners first, then the sync, then a last push of decision counts.

@@ -48,6 +48,9 @@ use crate::name_index::{NameIndex, NameProbe};
 use crate::snapshot::{CidrIndex, Endpoint, RuleSlot, RuleTable, Rules, Snapshot};
 use crate::{AddrClass, Hostname, ipv4_behind};
 
+mod name_answer;
+pub use name_answer::NameAnswer;
+
 /// What the client asked to reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination<'a> {

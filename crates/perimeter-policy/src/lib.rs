@@ -51,7 +51,9 @@ mod snapshot;
 
 pub use addr_class::{AddrClass, classify};
 pub use cluster::validate_cluster_name;
-pub use decide::{Decision, Destination, Reason, RuleMeta, RuleRef, TargetDecision, Verdict};
+pub use decide::{
+    Decision, Destination, NameAnswer, Reason, RuleMeta, RuleRef, TargetDecision, Verdict,
+};
 pub use document::{
     BackendDoc, EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy,
     TrafficPolicyError,

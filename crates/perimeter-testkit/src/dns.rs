@@ -2,12 +2,31 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::{Arc, Mutex};
 
 /// A DNS server on 127.0.0.1:0 answering A queries from `records` (names in lower case, no
 /// trailing dot); other types of a known name get an empty answer, unknown names NXDOMAIN (so
 /// an empty map answers NXDOMAIN to everything). Returns its `ip:port`; it serves until the
 /// process ends.
 pub fn dns_server(records: HashMap<String, Vec<Ipv4Addr>>) -> String {
+    recording_dns_server(records).0
+}
+
+/// The names a [`recording_dns_server`] was asked about, in order (lower case, no trailing
+/// dot).
+#[derive(Clone, Default)]
+pub struct SeenQueries(Arc<Mutex<Vec<String>>>);
+
+impl SeenQueries {
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// [`dns_server`] that also keeps the name of every query it receives.
+pub fn recording_dns_server(records: HashMap<String, Vec<Ipv4Addr>>) -> (String, SeenQueries) {
+    let seen = SeenQueries::default();
+    let keep = seen.clone();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -33,6 +52,10 @@ pub fn dns_server(records: HashMap<String, Vec<Ipv4Addr>>) -> String {
             }
             let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
             let name = labels.join(".");
+            keep.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(name.clone());
             let found = records.get(&name);
             let answers: Vec<Ipv4Addr> = match (found, qtype) {
                 (Some(ips), 1) => ips.clone(),
@@ -53,7 +76,7 @@ pub fn dns_server(records: HashMap<String, Vec<Ipv4Addr>>) -> String {
             let _ = sock.send_to(&r, peer);
         }
     });
-    addr
+    (addr, seen)
 }
 
 /// A DNS server on 127.0.0.1:0 that answers NXDOMAIN to everything.

@@ -7,7 +7,10 @@
 //! directory and pushes decision counts. It is registered as the cluster's gateway
 //! `embedded-<region>` and re-keyed at every start, so no token is kept at rest. Its proxy port
 //! is kept in the `settings` table and reused across restarts; the address is shown as the
-//! region's `egress_proxy_address`.
+//! region's `egress_proxy_address`. Its DNS listener (UDP and TCP, on loopback) keeps its port
+//! the same way and is shown as the region's `dns_address`; the embedded gateway has no
+//! transparent listener, so its DNS listener refuses private endpoint names (and says so in
+//! the log) and answers the names the policy allows.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,6 +22,7 @@ use anyhow::{Context, Result};
 use perimeter_api::{AppState, EMBEDDED_GATEWAY_PREFIX, auth};
 use perimeter_gateway::dns::Resolver;
 use perimeter_gateway::listen::GatewayLimits;
+use perimeter_gateway::listen::dns_listener::DnsListener;
 use perimeter_gateway::runtime::{GatewaySpec, Listeners, RunningGateway};
 use perimeter_store::AuditEntry;
 use tokio::net::TcpListener;
@@ -111,6 +115,10 @@ fn port_setting(cluster_id: &str, region: &str) -> String {
     format!("embedded_gateway.{cluster_id}.{region}.proxy")
 }
 
+fn dns_port_setting(cluster_id: &str, region: &str) -> String {
+    format!("embedded_gateway.{cluster_id}.{region}.dns")
+}
+
 /// The API as the gateways reach it: an unspecified listen address is reached on loopback.
 fn control_plane_url(api: SocketAddr) -> String {
     let ip = match api.ip() {
@@ -149,6 +157,34 @@ async fn bind_proxy(state: &AppState, cluster_id: &str, region: &str) -> Result<
     Ok(l)
 }
 
+/// Bind the region's DNS listener (UDP and TCP) on its kept address, or on a new loopback port
+/// when there is none or it is taken, and keep what was bound.
+async fn bind_dns(state: &AppState, cluster_id: &str, region: &str) -> Result<DnsListener> {
+    let key = dns_port_setting(cluster_id, region);
+    let kept = state
+        .store
+        .setting(&key)
+        .await?
+        .and_then(|v| v.parse::<SocketAddr>().ok());
+    if let Some(addr) = kept {
+        match DnsListener::bind(addr, None).await {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::warn!(
+                cluster = %cluster_id, region, %addr, error = %e,
+                "the embedded DNS listener's kept address is unavailable; choosing a new port"
+            ),
+        }
+    }
+    let l = DnsListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), None)
+        .await
+        .context("binding an embedded DNS listener on loopback")?;
+    state
+        .store
+        .set_setting(&key, &l.local_addr()?.to_string())
+        .await?;
+    Ok(l)
+}
+
 async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<RunningGateway> {
     let (cluster_id, region) = key;
     let gw = state
@@ -172,6 +208,7 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
         .set_gateway_token_hash(&gw.id, &auth::hash_secret(&token))
         .await?;
     let proxy = bind_proxy(state, cluster_id, region).await?;
+    let dns = bind_dns(state, cluster_id, region).await?;
     let running = RunningGateway::start(
         GatewaySpec {
             control_plane: control_plane_url(cfg.api),
@@ -186,12 +223,16 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
         Listeners {
             proxy,
             transparent: None,
+            dns: Some(dns),
             also_own: vec![cfg.api],
         },
     )?;
     let addr = running.proxy_addr();
+    if let Some(dns) = running.dns_addr() {
+        state.embedded.set_dns(cluster_id, region, dns.to_string());
+    }
     state.embedded.set(cluster_id, region, addr.to_string());
-    tracing::info!(cluster = %cluster_id, %region, %addr, gateway = %gw.id, "embedded gateway listening on {addr}");
+    tracing::info!(cluster = %cluster_id, %region, %addr, dns = ?running.dns_addr(), gateway = %gw.id, "embedded gateway listening on {addr}");
     Ok(running)
 }
 

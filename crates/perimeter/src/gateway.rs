@@ -1,16 +1,18 @@
 //! `perimeter gateway`: the data plane alone. Pulls the cluster's policy from the control plane
 //! (enforcing the last-known-good snapshot in `--state-dir` while it is unreachable, and
-//! denying everything when there is none), serves the explicit proxy, pushes decision counts,
+//! denying everything when there is none), serves the explicit proxy (and, when asked, the
+//! transparent listener and the DNS listener), pushes decision counts,
 //! and shuts down cleanly on SIGTERM or Ctrl-C. Its region is the one it is registered in, as
 //! the control plane says (kept in `--state-dir`); `--region` only checks it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use perimeter_gateway::listen::dns_listener::DnsListener;
 use perimeter_gateway::runtime::{GatewaySpec, Listeners, RunningGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -33,6 +35,17 @@ pub struct GatewayArgs {
     /// --to-ports <port>`). Off unless given.
     #[arg(long)]
     pub transparent_listen: Option<SocketAddr>,
+    /// Address of the DNS listener (UDP and TCP), the name service of workloads in transparent
+    /// mode: private endpoint names answer the transparent listener's address, names the
+    /// policy allows answer the addresses this gateway resolves, every other name is refused
+    /// and never forwarded. Off unless given; port 0 picks one.
+    #[arg(long)]
+    pub dns_listen: Option<SocketAddr>,
+    /// The address the DNS listener answers for private endpoint names: where workloads reach
+    /// the transparent listener. Default: the transparent listener's IP when it listens on a
+    /// specific address. Without either, endpoint names are refused.
+    #[arg(long, requires = "dns_listen")]
+    pub dns_answer_address: Option<IpAddr>,
     /// The region this gateway is meant to serve, as a check: the gateway learns its region
     /// from its registration (the control plane's answer, kept in --state-dir) and labels its
     /// metrics and decision events with it. When this is given and the registration names
@@ -97,6 +110,27 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         None => None,
     };
     let transparent_addr = transparent.as_ref().map(|t| t.local_addr()).transpose()?;
+    let dns = match args.dns_listen {
+        Some(d) => {
+            let answer = args.dns_answer_address.or_else(|| {
+                transparent_addr
+                    .map(|t| t.ip())
+                    .filter(|ip| !ip.is_unspecified())
+            });
+            if answer.is_none() {
+                tracing::warn!(
+                    "the DNS listener has no address to answer for private endpoint names (no --dns-answer-address, and no --transparent-listen on a specific address): they are refused"
+                );
+            }
+            Some(
+                DnsListener::bind(d, answer)
+                    .await
+                    .with_context(|| format!("binding the DNS listener on {d}"))?,
+            )
+        }
+        None => None,
+    };
+    let dns_addr = dns.as_ref().map(|d| d.local_addr()).transpose()?;
     let mut also_own = Vec::new();
     if let Some(l) = &metrics_listener {
         also_own.push(l.local_addr()?);
@@ -116,6 +150,7 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         Listeners {
             proxy,
             transparent,
+            dns,
             also_own,
         },
     )
@@ -134,6 +169,10 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         }))
     });
 
+    if let Some(d) = dns_addr {
+        tracing::info!(addr = %d, "DNS listener on {d} (UDP and TCP)");
+        eprintln!("perimeter: gateway DNS listener on {d}");
+    }
     // The transparent listener first: "gateway listening on" is the line that says all is up.
     if let Some(t) = transparent_addr {
         tracing::info!(addr = %t, "transparent listener on {t}");

@@ -25,7 +25,11 @@ pub enum LogFormat {
 #[must_use = "dropping the guard stops the log writer"]
 pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERIMETER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        // hickory-server logs every DNS request at info; the DNS listener's decision events say
+        // the same in the project's terms.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,hickory_server=warn")
+        });
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("perimeter-log")

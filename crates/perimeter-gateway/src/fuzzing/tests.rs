@@ -67,3 +67,52 @@ fn valid_heads_pass_the_fuzz_invariants() {
         fuzz_http_head(raw.as_bytes());
     }
 }
+
+/// DNS messages: arbitrary bytes, and queries whose header and question are mostly right.
+fn dns_messages() -> impl Strategy<Value = Vec<u8>> {
+    let question = (
+        proptest::sample::select(vec![
+            &b"\x03www\x07example\x03com\x00"[..],
+            b"\x04pe-1\x07example\x03net\x00",
+            b"\x01b\x07example\x03org\x00",
+            b"\x06secret\x08attacker\x00",
+            b"\xc0\x0c",
+            b"\x00",
+        ]),
+        any::<u16>(),
+        any::<u16>(),
+    )
+        .prop_map(|(name, qtype, class)| {
+            [name, &qtype.to_be_bytes(), &class.to_be_bytes()].concat()
+        });
+    let header = (any::<u16>(), any::<u8>(), 0u16..3, 0u16..2, any::<u8>()).prop_map(
+        |(id, flags, qd, ar, rest)| {
+            let mut h = id.to_be_bytes().to_vec();
+            h.extend_from_slice(&[flags & 0x79, rest & 0x10]);
+            h.extend_from_slice(&qd.to_be_bytes());
+            h.extend_from_slice(&[0, 0, 0, 0]);
+            h.extend_from_slice(&ar.to_be_bytes());
+            h
+        },
+    );
+    let opt = proptest::collection::vec(any::<u8>(), 0..3)
+        .prop_map(|v| [&[0u8, 0, 41, 16, 0, 0, 0, 0, 0, 0, 0][..], &v].concat());
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        (
+            header,
+            proptest::collection::vec(question, 0..3),
+            proptest::option::of(opt)
+        )
+            .prop_map(|(h, qs, opt)| [h, qs.concat(), opt.unwrap_or_default()].concat()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn dns_query_path_never_panics(data in dns_messages()) {
+        fuzz_dns_query(&data);
+    }
+}

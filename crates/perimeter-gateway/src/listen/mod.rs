@@ -1,6 +1,8 @@
 //! Listeners of the data plane. [`proxy`]: the explicit HTTP proxy (CONNECT and absolute-form
 //! plain HTTP) that workloads use through `HTTPS_PROXY` / `HTTP_PROXY`; [`transparent`]:
-//! connections redirected by the host's firewall, judged by their SNI or Host.
+//! connections redirected by the host's firewall, judged by their SNI or Host;
+//! [`dns_listener`]: the name service of workloads in transparent mode, which answers only
+//! what the policy lets through.
 //!
 //! Every connection goes down one pipeline, one small module a step, each used by both
 //! listeners (no step imports a later one's caller):
@@ -14,6 +16,7 @@
 //! | dial | [`dial`] |
 //! | first bytes | [`first_bytes`], checked by [`consistency`] |
 //! | tunnel or forward, with revocation | [`tunnel`], [`relay`] (plaintext checked by [`requests`]), [`forward`], [`revoke`] |
+//! | or: route to a private endpoint | [`endpoint`] (after decide: region, port, backend by SNI, PROXY v2, relay, metering) |
 //!
 //! Every refusal is a [`refusal::Refusal`] (who caused it, why, a sentence), and every
 //! connection or request ends in one decision event ([`event`]).
@@ -21,6 +24,7 @@
 mod consistency;
 mod decide;
 mod dial;
+pub mod dns_listener;
 mod endpoint;
 mod event;
 pub(crate) mod first_bytes;
