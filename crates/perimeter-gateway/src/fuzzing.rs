@@ -183,7 +183,11 @@ fn dns_fuzz_handler() -> &'static (
                 id: "pe-1".into(),
                 endpoint_address: "pe-1.example.net".into(),
                 domain_names: vec!["*.example.org".into()],
-                backends: vec!["127.0.0.1:9".into()],
+                backends: vec![perimeter_policy::BackendDoc::plain("127.0.0.1:9")],
+                region: "us-east-1".into(),
+                connection_id: "pe-1-connection".into(),
+                ports: vec![],
+                proxy_protocol: false,
             }],
         };
         let snap = perimeter_policy::compile(&doc).expect("the fuzz policy compiles");

@@ -52,7 +52,11 @@ fn policy(traffic_policy: TrafficPolicy) -> PolicyDocument {
             id: "pe-1".into(),
             endpoint_address: "pe-1.endpoints.example.net".into(),
             domain_names: vec!["*.kafka.example.org".into()],
-            backends: vec!["127.0.0.1:9092".into()],
+            backends: vec![perimeter_policy::BackendDoc::plain("127.0.0.1:9092")],
+            region: "us-east-1".into(),
+            connection_id: "pe-1-connection".into(),
+            ports: vec![],
+            proxy_protocol: false,
         }],
     }
 }
