@@ -201,6 +201,7 @@ fn dns_fuzz_handler() -> &'static (
         // The policy never changes: the sender may go.
         drop(tx);
         let ctx = ProxyContext {
+            endpoint_answer: None,
             snapshots,
             resolver: Arc::new(resolver),
             limits: GatewayLimits::default(),

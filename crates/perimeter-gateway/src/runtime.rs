@@ -104,6 +104,7 @@ impl RunningGateway {
             sink.clone(),
         )?;
         let ctx = ProxyContext {
+            endpoint_answer: listeners.dns.as_ref().and_then(|d| d.answer),
             snapshots,
             resolver: spec.resolver.clone(),
             limits: spec.limits.clone(),

@@ -104,6 +104,32 @@ pub(crate) async fn route(
     })
 }
 
+/// The private endpoint of this gateway's region that serves `port`, for a redirected
+/// connection to the DNS listener's answer address that names none (no SNI, no Host): there
+/// must be exactly one.
+pub(crate) fn by_port(ctx: &ProxyContext, snap: &Snapshot, port: u16) -> Result<Arc<str>, Refusal> {
+    let region = ctx.sink.region();
+    let mut serving = snap.endpoints().iter().filter(|e| {
+        (region.is_empty() || e.region().is_empty() || e.region() == region)
+            && e.backends_on(port).next().is_some()
+    });
+    match (serving.next(), serving.next()) {
+        (Some(e), None) => Ok(Arc::from(e.id())),
+        (None, _) => Err(Refusal::new(
+            Why::PrivateEndpointPort,
+            format!("no private endpoint of this gateway's region serves port {port}"),
+        )),
+        (Some(a), Some(b)) => Err(Refusal::new(
+            Why::PrivateEndpointPort,
+            format!(
+                "private endpoints {} and {} both serve port {port}: name one (TLS SNI or HTTP Host)",
+                a.id(),
+                b.id()
+            ),
+        )),
+    }
+}
+
 /// The ports a client may use on an endpoint, for error messages.
 fn endpoint_ports(endpoint: &perimeter_policy::Endpoint) -> Vec<String> {
     let mut ports: Vec<u16> = endpoint

@@ -109,6 +109,10 @@ pub struct ProxyContext {
     pub sink: Arc<DecisionSink>,
     /// The gateway host's own addresses: judged as special by the address guard.
     pub own: OwnAddresses,
+    /// The address the DNS listener answers for private endpoint names: a redirected
+    /// connection to it that names no endpoint (no SNI, no Host) goes to the one endpoint of the
+    /// region serving its port.
+    pub endpoint_answer: Option<std::net::IpAddr>,
 }
 
 /// The accept step of both listeners: take connections until `shutdown`, each with a slot of

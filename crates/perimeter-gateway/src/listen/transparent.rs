@@ -143,7 +143,10 @@ async fn serve_redirected(
     let limits = &ctx.limits;
     let grace = limits.server_first_after.min(limits.first_bytes_timeout);
     let mut read = tokio::time::timeout(grace, read_first_bytes(&mut stream, &mut buf, max)).await;
-    if read.is_err() && !buf.is_empty() {
+    // To the endpoint answer address, bytes that may yet become a request line but stopped
+    // (a text protocol waiting for its answer) name no endpoint: the port picks it.
+    let to_endpoints = ctx.endpoint_answer == Some(original.ip().to_canonical());
+    if read.is_err() && !buf.is_empty() && !to_endpoints {
         let rest = limits.first_bytes_timeout.saturating_sub(grace);
         read = tokio::time::timeout(rest, read_first_bytes(&mut stream, &mut buf, max)).await;
     }
@@ -153,7 +156,7 @@ async fn serve_redirected(
     };
     let target = match read {
         // Silent: the server may speak first.
-        Err(_) if buf.is_empty() => at_original,
+        Err(_) if buf.is_empty() || to_endpoints => at_original,
         Err(_) => {
             tracing::info!(%peer, %original, "closing redirected connection: the client sent nothing to check in time");
             return draft.finish_why(&Why::FirstBytesTimeout, 0, 0);
@@ -193,6 +196,26 @@ async fn serve_redirected(
     draft.destination = target.host.to_string();
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
+    // A connection to the address the DNS listener answers for endpoint names that names none
+    // itself: the region's one endpoint on that port.
+    if let TargetHost::Ip(ip) = target.host
+        && ctx.endpoint_answer == Some(ip)
+    {
+        let routed = match endpoint::by_port(&ctx, &snap, target.port) {
+            Ok(id) => Box::pin(endpoint::route(&ctx, snap, target, id)).await,
+            Err(r) => Err(r),
+        };
+        return match routed {
+            Ok(routed) => {
+                let client = TunnelClient::Socket(stream);
+                Box::pin(endpoint::forward(ctx, routed, draft, client, buf.freeze())).await
+            }
+            Err(r) => {
+                tracing::info!(source = %peer, %original, reason = r.why.as_str(), "refusing redirected connection: {}", r.message);
+                draft.finish_why(&r.why, 0, 0)
+            }
+        };
+    }
     let admitted = match Box::pin(admit(&ctx, snap, target, Some(original.ip()))).await {
         Ok(Admission::Public(a)) => a,
         // A name routed to a private endpoint (the DNS listener answers the transparent

@@ -47,7 +47,8 @@
 //!   the runner of their tables;
 //! - one file per scenario, each a policy and a gateway running tables of cases:
 //!   [`default_deny`] (with the tables of [`addresses`], [`names`], [`consistency`] and
-//!   [`paths`]), [`allow_all`], [`rule_states`] and [`transparent`];
+//!   [`paths`]), [`allow_all`], [`rule_states`], [`transparent`] and [`endpoints`] (private
+//!   endpoints in transparent mode: the DNS listener and the redirect);
 //! - [`bypasses`]: the bypasses and wrong answers found under attack (issue 8), against real
 //!   servers (Python's `http.server` and Node's `http`) besides the fixture's own upstreams.
 
@@ -58,6 +59,7 @@ mod case;
 mod clients;
 mod consistency;
 mod default_deny;
+mod endpoints;
 mod fixture;
 mod names;
 mod paths;

@@ -130,6 +130,7 @@ fn fixture(traffic_policy: TrafficPolicy, answer: Option<IpAddr>) -> Fixture {
     let (tx, rx) = watch::channel(Arc::new(snap));
     let sink = DecisionSink::new("test");
     let ctx = ProxyContext {
+        endpoint_answer: None,
         snapshots: rx,
         resolver: Arc::new(resolver),
         limits: GatewayLimits::default(),

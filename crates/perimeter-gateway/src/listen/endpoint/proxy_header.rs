@@ -64,8 +64,11 @@ fn v6(ip: IpAddr) -> std::net::Ipv6Addr {
 mod tests {
     use super::*;
 
+    /// (family, addresses, source port, destination port, TLVs).
+    type Parsed = (u8, Vec<u8>, u16, u16, Vec<(u8, Vec<u8>)>);
+
     /// A reader of the parts a backend uses, written from the specification's layout.
-    fn read(h: &[u8]) -> (u8, Vec<u8>, u16, u16, Vec<(u8, Vec<u8>)>) {
+    fn read(h: &[u8]) -> Parsed {
         assert_eq!(&h[..12], &SIGNATURE);
         assert_eq!(h[12], VERSION_PROXY);
         let len = u16::from_be_bytes([h[14], h[15]]) as usize;

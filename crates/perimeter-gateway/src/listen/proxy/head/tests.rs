@@ -211,6 +211,7 @@ fn context(
     })
     .unwrap();
     ProxyContext {
+        endpoint_answer: None,
         snapshots,
         resolver: Arc::new(resolver),
         limits,
