@@ -185,16 +185,17 @@ impl Store {
         self.get_gateway(id).await
     }
 
-    /// The current version of a cluster's policy (bumped by every networking change).
-    pub async fn policy_version(&self, cluster_id: &str) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT policy_version FROM clusters WHERE id = $1 AND deleted_at IS NULL",
-        )
-        .bind(cluster_id)
-        .fetch_optional(&self.write)
-        .await
-        .ctx("reading a policy version")?;
-        Ok(row.map(|(v,)| v))
+    /// The current version of a cluster's policy (bumped by every networking change) and
+    /// whether the cluster is deleted (its gateways then get a last document that denies
+    /// everything).
+    pub async fn policy_version_of(&self, cluster_id: &str) -> Result<Option<(i64, bool)>> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT policy_version, deleted_at FROM clusters WHERE id = $1")
+                .bind(cluster_id)
+                .fetch_optional(&self.write)
+                .await
+                .ctx("reading a policy version")?;
+        Ok(row.map(|(v, deleted)| (v, deleted.is_some())))
     }
 
     /// The inputs of a cluster's policy document, read in one transaction so that they agree

@@ -326,7 +326,8 @@ fn parse_u64(field: &str, v: Option<&str>, default: u64) -> ApiResult<u64> {
 }
 
 /// Long-poll for the next policy snapshot of the gateway's cluster (gateway token). Every answer
-/// carries the gateway's registration (`gateway`): its region labels the gateway's metrics.
+/// carries the gateway's registration (`gateway`): its region labels the gateway's metrics. The
+/// gateways of a deleted cluster get one last document that denies everything.
 #[utoipa::path(get, path = "/api/v1/gateway/snapshot", tag = "Gateways", params(SnapshotQuery),
     responses((status = 200, body = SnapshotResponse), (status = "default", body = crate::error::Status)))]
 async fn snapshot(
@@ -339,15 +340,22 @@ async fn snapshot(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = st.changes.subscribe();
     loop {
-        let version = st
+        let (version, deleted) = st
             .store
-            .policy_version(&gw.cluster_id)
+            .policy_version_of(&gw.cluster_id)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("cluster {} is deleted", gw.cluster_id)))?
-            .max(0) as u64;
+            .ok_or_else(|| ApiError::not_found(format!("cluster {} not found", gw.cluster_id)))?;
+        let version = version.max(0) as u64;
         if version > after {
             let inputs = st.store.policy_inputs(&gw.cluster_id).await?;
-            let doc = publish::document(&inputs)?;
+            let mut doc = publish::document(&inputs)?;
+            if deleted {
+                // The cluster is gone: its gateways deny everything, and the connections they
+                // still hold (tunnels, private endpoint forwarders) are cut.
+                doc.traffic_policy = perimeter_policy::TrafficPolicy::DefaultDeny;
+                doc.rules.clear();
+                doc.private_endpoints.clear();
+            }
             return Ok(Json(SnapshotResponse {
                 version: doc.version,
                 document: Some(doc),

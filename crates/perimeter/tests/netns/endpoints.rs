@@ -216,4 +216,45 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
         log.contains(&forwarded),
         "the forwarded connection is a decision event with its bytes: {log}"
     );
+
+    // A tunnel through the gateway's explicit proxy, open when the cluster is deleted: the
+    // gateway gets a last document that denies everything, and the tunnel is cut.
+    let mut t = std::net::TcpStream::connect(&p.gw.proxy).unwrap();
+    t.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        t,
+        "CONNECT {address}:{port} HTTP/1.1\r\nHost: {address}:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && t.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    t.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    t.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    ok(
+        &p.s,
+        &p.key,
+        "DELETE",
+        &format!("/api/v1/clusters/{}", p.cid),
+        None,
+    );
+    let mut rest = [0u8; 8];
+    let cut = match t.read(&mut rest) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(cut, "the tunnel outlived its cluster: {}", p.gw.log_text());
 }
