@@ -319,7 +319,20 @@ fn records(
 }
 
 fn count(code: ResponseCode) {
-    metrics::counter!("perimeter_dns_responses_total", "rcode" => code.to_str()).increment(1);
+    metrics::counter!("perimeter_dns_responses_total", "rcode" => rcode_label(code)).increment(1);
+}
+
+/// The response code as DNS tools print it (`NOERROR`, `REFUSED` ...): a stable metric label.
+fn rcode_label(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "OTHER",
+    }
 }
 
 /// A query name as shown in events: at most 300 characters.

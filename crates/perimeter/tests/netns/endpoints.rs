@@ -116,7 +116,14 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
         &net,
         "netns-endpoints",
         "gw-e",
-        &["--transparent-listen", &listen, "--dns-listen", &listen],
+        &[
+            "--transparent-listen",
+            &listen,
+            "--dns-listen",
+            &listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
     );
     let tport: u16 =
         p.gw.transparent
@@ -215,6 +222,20 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
     assert!(
         log.contains(&forwarded),
         "the forwarded connection is a decision event with its bytes: {log}"
+    );
+
+    // The bytes are metered per endpoint.
+    let metrics = p.gw.metrics.clone().expect("the gateway serves metrics");
+    let (_, text) = perimeter_testkit::curl(&["-s", &metrics]);
+    let line = format!(
+        "perimeter_private_endpoint_bytes_total{{cluster=\"{}\",region=\"us-east-1\",endpoint=\"{id}\",direction=\"up\"}} {}",
+        p.cid,
+        "through the endpoint".len()
+    );
+    assert!(text.contains(&line), "{line} in\n{text}");
+    assert!(
+        text.contains("perimeter_dns_responses_total{rcode=\"REFUSED\"} 1"),
+        "{text}"
     );
 
     // A tunnel through the gateway's explicit proxy, open when the cluster is deleted: the
