@@ -78,7 +78,7 @@ mod squid;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bulk::bulk;
 use crate::cleanup::{CLEANUP, CcOverride, cleanup_on_signal, raise_nofile};
@@ -200,11 +200,16 @@ fn main() {
     wait_ready(&p, &rt, &name_dests[0]);
     let ready = ready.elapsed();
     sni_mismatch_refused(&p, &rt, &name_dests[1]);
-    assert!(
-        p.gateway.log_text().contains("perimeter::decision"),
-        "the gateway's log holds no decision line:\n{}",
-        p.gateway.log_text()
-    );
+    // The log is written by a writer thread of its own: its lines come a moment later.
+    let logged = Instant::now() + Duration::from_secs(10);
+    while !p.gateway.log_text().contains("perimeter::decision") {
+        assert!(
+            Instant::now() < logged,
+            "the gateway's log holds no decision line after 10 s:\n{}",
+            p.gateway.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     eprintln!(
         "bench: gateway serving {rules} FQDN rules + 1 CIDR rule {:.1} s after it started",
         ready.as_secs_f64()
