@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Tracing target of decision events.
@@ -150,8 +151,9 @@ struct AggKey {
 struct AggValue {
     count: u64,
     bytes: u64,
-    first_seen: String,
-    last_seen: String,
+    /// Kept as times, formatted when drained: an event costs a clock read, not a formatting.
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
 }
 
 /// One aggregate as the control plane takes it.
@@ -182,8 +184,8 @@ impl Default for DecisionAggregator {
     }
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl DecisionAggregator {
@@ -203,24 +205,20 @@ impl DecisionAggregator {
             rule_name: e.rule.clone().unwrap_or_default(),
             reason: e.reason.clone(),
         };
-        let now = now_rfc3339();
+        let now = Utc::now();
         let bytes = e.bytes_up.saturating_add(e.bytes_down);
-        self.add(key, 1, bytes, &now, &now);
+        self.add(key, 1, bytes, now, now);
     }
 
-    fn add(&self, key: AggKey, count: u64, bytes: u64, first: &str, last: &str) {
+    fn add(&self, key: AggKey, count: u64, bytes: u64, first: DateTime<Utc>, last: DateTime<Utc>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let full = map.len() >= self.max;
         match map.get_mut(&key) {
             Some(v) => {
                 v.count = v.count.saturating_add(count);
                 v.bytes = v.bytes.saturating_add(bytes);
-                if last > v.last_seen.as_str() {
-                    v.last_seen = last.to_string();
-                }
-                if first < v.first_seen.as_str() {
-                    v.first_seen = first.to_string();
-                }
+                v.last_seen = v.last_seen.max(last);
+                v.first_seen = v.first_seen.min(first);
             }
             None if full => {
                 metrics::counter!("perimeter_egress_decision_aggregates_dropped_total")
@@ -232,8 +230,8 @@ impl DecisionAggregator {
                     AggValue {
                         count,
                         bytes,
-                        first_seen: first.to_string(),
-                        last_seen: last.to_string(),
+                        first_seen: first,
+                        last_seen: last,
                     },
                 );
             }
@@ -253,8 +251,8 @@ impl DecisionAggregator {
                 reason: k.reason,
                 count: v.count,
                 bytes: v.bytes,
-                first_seen: v.first_seen,
-                last_seen: v.last_seen,
+                first_seen: rfc3339(v.first_seen),
+                last_seen: rfc3339(v.last_seen),
             })
             .collect();
         out.sort_by(|a, b| (&a.destination, a.port).cmp(&(&b.destination, b.port)));
@@ -271,7 +269,17 @@ impl DecisionAggregator {
                 rule_name: c.rule_name,
                 reason: c.reason,
             };
-            self.add(key, c.count, c.bytes, &c.first_seen, &c.last_seen);
+            // The times are the ones drain formatted; one that does not parse is now.
+            let time = |s: &str| {
+                DateTime::parse_from_rfc3339(s).map_or_else(|_| Utc::now(), |t| t.to_utc())
+            };
+            self.add(
+                key,
+                c.count,
+                c.bytes,
+                time(&c.first_seen),
+                time(&c.last_seen),
+            );
         }
     }
 

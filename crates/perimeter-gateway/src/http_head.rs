@@ -485,6 +485,12 @@ pub fn parse_host_port(s: &str) -> Result<(Host, Option<u16>), HeadError> {
 }
 
 fn parse_host(s: &str) -> Result<Host, HeadError> {
+    // A dotted quad in its one canonical spelling (the standard library's parser takes no other:
+    // four decimal octets, no leading zeros) is what the steps below would make of it too,
+    // without first trying it as a name.
+    if let Ok(v4) = s.parse::<std::net::Ipv4Addr>() {
+        return Ok(Host::Ip(v4.into()));
+    }
     match s.parse::<Hostname>() {
         Ok(name) => Ok(Host::Name(name)),
         Err(HostnameError::LooksLikeIp { .. }) => parse_ip_literal(s)

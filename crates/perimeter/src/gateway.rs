@@ -83,7 +83,7 @@ pub struct GatewayArgs {
 }
 
 pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
-    let _log = init_tracing(args.log_format);
+    let log = init_tracing(args.log_format)?;
     let resolver = args.dns.resolver()?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -179,6 +179,8 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         eprintln!("perimeter: gateway transparent listener on {t}");
     }
     tracing::info!(%addr, "gateway listening on {addr}");
+    // The line that says all is up comes after every line logged before it.
+    log.flush();
     eprintln!("perimeter: gateway listening on {addr}");
 
     let failure = tokio::select! {

@@ -4,6 +4,7 @@
 mod client;
 mod embedded;
 mod gateway;
+mod logwriter;
 mod process;
 mod serve;
 

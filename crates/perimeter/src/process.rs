@@ -11,29 +11,29 @@ use clap::ValueEnum;
 use perimeter_gateway::dns::{Resolver, ResolverConfig};
 use perimeter_gateway::listen::GatewayLimits;
 
+use crate::logwriter::{LogGuard, batch_writer};
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// Log to stderr; `PERIMETER_LOG` sets the filter (default `info`).
-/// Install the log. Lines go to stderr through a writer thread that writes them in batches
-/// (a gateway logs a decision per connection: one write(2) per line would be one system call
-/// more per connection); none is dropped, a full queue makes the loggers wait. Keep the guard
-/// until the process ends: dropping it writes what is queued.
-#[must_use = "dropping the guard stops the log writer"]
-pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Install the log: lines to stderr, `PERIMETER_LOG` sets the filter (default `info`). A writer
+/// thread writes them in batches ([`crate::logwriter`]): a gateway logs a decision per
+/// connection, and one write(2) and one thread wakeup per line would be a system call and a
+/// context switch more per connection. None is dropped; a line waits at most
+/// [`crate::logwriter::GATHER`] before it is written. Keep the guard until the process ends:
+/// dropping it writes what is left.
+pub fn init_tracing(format: LogFormat) -> Result<LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PERIMETER_LOG")
         // hickory-server logs every DNS request at info; the DNS listener's decision events say
         // the same in the project's terms.
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,sqlx=warn,hickory_server=warn")
         });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("perimeter-log")
-        .finish(std::io::stderr());
+    let (writer, guard) =
+        batch_writer(std::io::stderr, "perimeter-log").context("starting the log's writer")?;
     // Colours only for a terminal: a log file or journal gets plain lines (and a gateway's
     // decision line per connection is cheaper to write).
     use std::io::IsTerminal;
@@ -45,7 +45,7 @@ pub fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::Worker
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-    guard
+    Ok(guard)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

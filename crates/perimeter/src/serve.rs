@@ -68,7 +68,7 @@ pub enum DurabilityArg {
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    let _log = init_tracing(args.log_format);
+    let log = init_tracing(args.log_format)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let store = match &args.database_url {
@@ -121,6 +121,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("binding the API listener on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening on http://{addr}");
+    // The line that says all is up comes after every line logged before it.
+    log.flush();
     eprintln!("perimeter: control plane listening on http://{addr}");
 
     // Embedded gateways stop before the API, so their last decision push still lands.

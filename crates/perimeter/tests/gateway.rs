@@ -459,10 +459,15 @@ fn standalone_gateway_labels_decisions_with_its_registered_region() {
         lines.iter().all(|l| l.contains("region=\"us-east-1\"")),
         "every decision carries the registered region: {lines:#?}"
     );
+    let logged = |l: &str| l.contains("egress decision") && l.contains("allowed.test.example");
+    // The log is written by a writer thread: the line comes a moment after the count.
+    wait_until("the decision to be logged", 10, || {
+        gw.log_text().lines().any(logged)
+    });
     let log = gw.log_text();
     let event = log
         .lines()
-        .find(|l| l.contains("egress decision") && l.contains("allowed.test.example"))
+        .find(|l| logged(l))
         .unwrap_or_else(|| panic!("no decision event; log:\n{log}"));
     assert!(event.contains("region=us-east-1"), "{event}");
     assert!(

@@ -1,10 +1,13 @@
 //! Dial the chosen address, bounded by the connect timeout. The whole admission of a
 //! connection ([`admit`]) is decide, resolve and pin, dial.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use perimeter_policy::{Decision, Snapshot};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::ProxyContext;
@@ -59,7 +62,7 @@ pub(crate) async fn admit(
 
 pub(crate) async fn dial(ctx: &ProxyContext, addr: SocketAddr) -> Result<TcpStream, Refusal> {
     let timeout = ctx.limits.connect_timeout;
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    match tokio::time::timeout(timeout, connect(addr)).await {
         Err(_) => Err(Refusal::new(
             Why::UpstreamConnectTimeout,
             format!("connecting to {addr} timed out after {timeout:?}"),
@@ -72,9 +75,75 @@ pub(crate) async fn dial(ctx: &ProxyContext, addr: SocketAddr) -> Result<TcpStre
             },
             format!("while connecting to upstream {addr}: {e}"),
         )),
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// A TCP connection to `addr`, with TCP_NODELAY (set before the connect). Unlike tokio's
+/// connect, which reads SO_ERROR once the socket is writable, the socket's error is read only
+/// when the kernel reports one (EPOLLERR, EPOLLHUP): a system call less per connection.
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, connect, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Non-blocking since its creation, as `from_std` needs.
+    let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::Error::from(io::ErrorKind::NotConnected)));
+    }
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn connects_with_nodelay_and_says_why_it_cannot() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect(addr).await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        assert_eq!(stream.peer_addr().unwrap(), addr);
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut stream = stream;
+        stream.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+
+        // Nobody listens on the port any more: refused, and said so.
+        drop((listener, accepted));
+        let e = connect(addr).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+
+        let v6 = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(l) => l,
+            // No IPv6 loopback on this host.
+            Err(_) => return,
+        };
+        let stream = connect(v6.local_addr().unwrap()).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), v6.local_addr().unwrap());
     }
 }

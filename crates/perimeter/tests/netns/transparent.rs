@@ -10,6 +10,7 @@ use std::process::Stdio;
 
 use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
 use perimeter_testkit::netns::run;
+use perimeter_testkit::wait_until;
 use serde_json::{Value, json};
 
 use crate::case::{self, Case, case, workload};
@@ -290,12 +291,18 @@ fn transparent_listener_decides_on_sni_and_host_and_checks_the_original_address(
         "what the greeting server heard"
     );
     assert_eq!(net.events_at(a.private), Vec::<Value>::new(), "private");
-    let log = gw.log_text();
-    for reason in [
+    let reasons = [
         "original_destination_mismatch",
         "not_redirected",
         "no_rule_for_destination",
-    ] {
+    ];
+    // The log is written by a writer thread: its lines come a moment after the connections.
+    wait_until("the decision events to be logged", 10, || {
+        let log = gw.log_text();
+        reasons.iter().all(|r| log.contains(r))
+    });
+    let log = gw.log_text();
+    for reason in reasons {
         assert!(
             log.contains(reason),
             "the decision events name {reason}:\n{log}"
