@@ -1,6 +1,6 @@
 //! Client subcommands over the REST API: `clusters`, `egress-rules`, `egress-policy`,
-//! `egress-endpoints` and `allowlist`. Each sends the API's own JSON shapes (API.md) and prints
-//! an aligned table or the API's JSON.
+//! `egress-endpoints`, `endpoint-services`, `allowlist`, `check` and `gateways`. Each sends the
+//! API's own JSON shapes (API.md) and prints an aligned table or the API's JSON.
 //!
 //! Exit status: 0 on success; 1 when the API (or a name lookup) refused the request; 2 when the
 //! command line is wrong or the API could not be reached.
@@ -12,6 +12,7 @@ mod clusters;
 mod egress_endpoints;
 mod egress_policy;
 mod egress_rules;
+mod endpoint_services;
 mod gateways;
 mod output;
 
@@ -45,6 +46,10 @@ pub enum ClientCommand {
     /// Create, list, show, name and delete a cluster's egress private endpoints.
     #[command(after_help = EXIT_STATUS_HELP)]
     EgressEndpoints(egress_endpoints::EgressEndpointsArgs),
+    /// Register, list, show and delete endpoint services (the `local` provider's service side),
+    /// and accept or reject the endpoints that connect to them.
+    #[command(after_help = EXIT_STATUS_HELP)]
+    EndpointServices(endpoint_services::EndpointServicesArgs),
     /// Add, list and delete entries of a cluster's IP allowlist.
     #[command(after_help = EXIT_STATUS_HELP)]
     Allowlist(allowlist::AllowlistArgs),
@@ -150,6 +155,7 @@ pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
         ClientCommand::EgressRules(a) => egress_rules::run(a).await,
         ClientCommand::EgressPolicy(a) => egress_policy::run(a).await,
         ClientCommand::EgressEndpoints(a) => egress_endpoints::run(a).await,
+        ClientCommand::EndpointServices(a) => endpoint_services::run(a).await,
         ClientCommand::Allowlist(a) => allowlist::run(a).await,
         ClientCommand::Check(a) => check::run(a).await,
         ClientCommand::Gateways(a) => gateways::run(a).await,

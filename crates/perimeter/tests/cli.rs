@@ -852,3 +852,390 @@ fn check_judges_names_by_the_addresses_the_gateways_resolve() {
     );
     assert!(out.stderr.contains("cannot resolve"), "{out:#?}");
 }
+
+#[test]
+fn endpoint_services_and_a_private_endpoint_end_to_end() {
+    let srv = Server::start();
+    let cluster = srv
+        .cli(&[
+            "clusters",
+            "create",
+            "cli-private",
+            "--provider",
+            "AWS",
+            "--region",
+            "us-east-1=1",
+            "--restrict-egress",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        cluster["egress_traffic_policy"], "DEFAULT_DENY",
+        "{cluster:#}"
+    );
+    let account = cluster["account_id"]
+        .as_str()
+        .expect("account id")
+        .to_string();
+    let proxy = format!(
+        "http://{}",
+        cluster["regions"][0]["egress_proxy_address"]
+            .as_str()
+            .expect("egress proxy address")
+    );
+    let port = perimeter_testkit::upstream::http_upstream();
+    let backend = format!("127.0.0.1:{port}");
+    let plain = "com.amazonaws.vpce.us-east-1.vpce-svc-cliplain";
+    let kafka = "com.amazonaws.vpce.us-east-1.vpce-svc-clikafka";
+
+    // What the command line refuses before any request, and what the API refuses.
+    let refused = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            plain,
+            "--region",
+            "us-east-1",
+            "--backend",
+            &backend,
+            "--auto-accept",
+            &account,
+        ])
+        .failed(2);
+    assert!(
+        refused.stderr.contains("--acceptance-required"),
+        "{refused:#?}"
+    );
+    let no_names = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            plain,
+            "--region",
+            "us-east-1",
+            "--backend",
+            "127.0.0.1:9093=",
+        ])
+        .failed(2);
+    assert!(no_names.stderr.contains("server names"), "{no_names:#?}");
+    let bad_port = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            plain,
+            "--region",
+            "us-east-1",
+            "--backend",
+            &backend,
+            "--backend",
+            "127.0.0.1:70000=b-1.kafka.example",
+        ])
+        .failed(1);
+    assert!(
+        bad_port.stderr.starts_with("error: ")
+            && bad_port.stderr.contains("field: backends[1].address"),
+        "{bad_port:#?}"
+    );
+
+    // A plain service whose owner accepts each connection (another account is auto-accepted).
+    let svc = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            plain,
+            "--region",
+            "us-east-1",
+            "--backend",
+            &backend,
+            "--acceptance-required",
+            "--auto-accept",
+            "000000000000",
+            "--acceptance-timeout-seconds",
+            "3600",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let plain_id = svc["id"].as_str().expect("service id").to_string();
+    assert_eq!(svc["backends"], serde_json::json!([backend]), "{svc:#}");
+    assert_eq!(svc["acceptance_required"], true, "{svc:#}");
+    assert_eq!(
+        svc["auto_accept_accounts"],
+        serde_json::json!(["000000000000"])
+    );
+    assert_eq!(svc["acceptance_timeout_seconds"], 3600, "{svc:#}");
+    assert_eq!(svc["proxy_protocol"], false, "{svc:#}");
+    // Brokers routed by SNI, in the API's object shape; the table spells them as the flag does.
+    let svc = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            kafka,
+            "--region",
+            "us-east-1",
+            "--backend",
+            "127.0.0.1:19093=b-1.kafka.example,*.b-1.kafka.example",
+            "--backend",
+            "127.0.0.1:19094=b-2.kafka.example",
+            "--proxy-protocol",
+            "--acceptance-required",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        svc["backends"],
+        serde_json::json!([
+            {"address": "127.0.0.1:19093", "server_names": ["b-1.kafka.example", "*.b-1.kafka.example"]},
+            {"address": "127.0.0.1:19094", "server_names": ["b-2.kafka.example"]},
+        ]),
+        "{svc:#}"
+    );
+    assert_eq!(svc["proxy_protocol"], true, "{svc:#}");
+    let table = srv.cli(&["endpoint-services", "get", kafka]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert_eq!(cell(lines[0], lines[1], "ACCEPTANCE"), "required");
+    assert_eq!(cell(lines[0], lines[1], "PROXY_PROTOCOL"), "true");
+    assert!(
+        lines[1].ends_with(
+            "127.0.0.1:19093=b-1.kafka.example,*.b-1.kafka.example 127.0.0.1:19094=b-2.kafka.example"
+        ),
+        "{table}"
+    );
+    let listed = srv
+        .cli(&[
+            "endpoint-services",
+            "list",
+            "--output",
+            "json",
+            "--page-size",
+            "1",
+        ])
+        .ok()
+        .json();
+    let mut listed: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["service_name"].as_str().expect("service_name"))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [kafka, plain]);
+    let by_id = srv
+        .cli(&["endpoint-services", "get", &plain_id, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(by_id["service_name"], plain);
+    let unknown = srv
+        .cli(&["endpoint-services", "get", "no-such-service"])
+        .failed(1);
+    assert!(
+        unknown
+            .stderr
+            .contains("no endpoint service is named \"no-such-service\""),
+        "{unknown:#?}"
+    );
+
+    let endpoint = |target: &str| {
+        srv.cli(&[
+            "egress-endpoints",
+            "create",
+            "cli-private",
+            "--region",
+            "us-east-1",
+            "--target",
+            target,
+            "--type",
+            "PRIVATE_SERVICE",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json()["id"]
+            .as_str()
+            .expect("endpoint id")
+            .to_string()
+    };
+    let get = |id: &str| {
+        srv.cli(&[
+            "egress-endpoints",
+            "get",
+            "cli-private",
+            id,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json()
+    };
+    let wait = |id: &str, field: &str, want: &str| {
+        let mut last = Value::Null;
+        perimeter_testkit::wait_until(&format!("endpoint {id} {field} {want}"), 30, || {
+            last = get(id);
+            last[field] == want
+        });
+        last
+    };
+    let connection = |service: &str, endpoint: &str| {
+        let all = srv
+            .cli(&[
+                "endpoint-services",
+                "connections",
+                service,
+                "--output",
+                "json",
+            ])
+            .ok()
+            .json();
+        all.as_array()
+            .expect("array")
+            .iter()
+            .find(|c| c["egress_private_endpoint_id"] == endpoint)
+            .unwrap_or_else(|| panic!("no connection of {endpoint}: {all:#}"))
+            .clone()
+    };
+
+    // The kafka service's owner rejects; the plain one's accepts.
+    let kafka_ep = endpoint(kafka);
+    wait(&kafka_ep, "state", "PENDING_ACCEPTANCE");
+    let plain_ep = endpoint(plain);
+    wait(&plain_ep, "state", "PENDING_ACCEPTANCE");
+    let waiting = connection(plain, &plain_ep);
+    assert_eq!(waiting["status"], "PENDING_ACCEPTANCE", "{waiting:#}");
+    assert_eq!(waiting["account_id"], account.as_str(), "{waiting:#}");
+    let table = srv
+        .cli(&["endpoint-services", "connections", plain])
+        .ok()
+        .stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert_eq!(cell(lines[0], lines[1], "STATUS"), "PENDING_ACCEPTANCE");
+    assert_eq!(cell(lines[0], lines[1], "ENDPOINT"), plain_ep);
+
+    let kafka_conn = connection(kafka, &kafka_ep)["id"]
+        .as_str()
+        .expect("connection id")
+        .to_string();
+    let rejected = srv
+        .cli(&[
+            "endpoint-services",
+            "reject",
+            kafka,
+            &kafka_conn,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(rejected["status"], "REJECTED", "{rejected:#}");
+    wait(&kafka_ep, "state", "REJECTED");
+    let again = srv
+        .cli(&["endpoint-services", "accept", kafka, &kafka_conn])
+        .failed(1);
+    assert!(again.stderr.contains("field: connection_id"), "{again:#?}");
+
+    let plain_conn = waiting["id"].as_str().expect("connection id").to_string();
+    let accepted = srv
+        .cli(&["endpoint-services", "accept", plain, &plain_conn])
+        .ok()
+        .stdout;
+    assert!(accepted.contains("AVAILABLE"), "{accepted}");
+    let ep = wait(&plain_ep, "state", "AVAILABLE");
+    let address = ep["endpoint_address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+
+    // Under DEFAULT_DENY with no egress rule, the endpoint reaches the service through the
+    // region's egress proxy, by its address and then by its custom domain.
+    let through = |host: &str| {
+        perimeter_testkit::curl(&[
+            "--proxy",
+            &proxy,
+            "--proxytunnel",
+            &format!("http://{host}:{port}/through-endpoint"),
+        ])
+    };
+    assert_eq!(
+        through(&address),
+        (200, "upstream-ok /through-endpoint\n".into())
+    );
+    assert_eq!(
+        through("svc.cli.example").0,
+        0,
+        "CONNECT refused: no rule, no endpoint"
+    );
+    srv.cli(&[
+        "egress-endpoints",
+        "set-domains",
+        "cli-private",
+        &plain_ep,
+        "svc.cli.example",
+    ])
+    .ok();
+    wait(&plain_ep, "domain_names_state", "AVAILABLE");
+    assert_eq!(
+        through("svc.cli.example"),
+        (200, "upstream-ok /through-endpoint\n".into())
+    );
+
+    // The bytes relayed, as the gateway pushes them (every 5 s); the table shows the figure
+    // the JSON has before and after it.
+    let bytes_of = |id: &str| {
+        get(id)["bytes_processed"]
+            .as_i64()
+            .expect("bytes_processed")
+    };
+    let table_bytes = || {
+        let table = srv
+            .cli(&["egress-endpoints", "list", "cli-private"])
+            .ok()
+            .stdout;
+        let header = table.lines().next().expect("header").to_string();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&plain_ep))
+            .unwrap_or_else(|| panic!("no row of {plain_ep}: {table}"))
+            .to_string();
+        assert_eq!(cell(&header, &row, "STATE"), "AVAILABLE", "{table}");
+        assert_eq!(cell(&header, &row, "DOMAINS"), "svc.cli.example", "{table}");
+        cell(&header, &row, "BYTES").to_string()
+    };
+    perimeter_testkit::wait_until("bytes_processed in the JSON and the table", 30, || {
+        let before = bytes_of(&plain_ep);
+        let shown = table_bytes();
+        before > 0 && shown == before.to_string() && bytes_of(&plain_ep) == before
+    });
+
+    // A service with a connected endpoint cannot go; once the endpoint is gone it can.
+    let busy = srv.cli(&["endpoint-services", "delete", plain]).failed(1);
+    assert!(
+        busy.stderr.contains(&plain_ep) && busy.stderr.contains("field: id"),
+        "{busy:#?}"
+    );
+    srv.cli(&["egress-endpoints", "delete", "cli-private", &plain_ep])
+        .ok();
+    perimeter_testkit::wait_until("the endpoint to be gone", 30, || {
+        srv.cli(&["egress-endpoints", "get", "cli-private", &plain_ep])
+            .code
+            == 1
+    });
+    assert_eq!(
+        through(&address).0,
+        0,
+        "deleted endpoint still reaches the service"
+    );
+    let gone = srv.cli(&["endpoint-services", "delete", plain]).ok().stdout;
+    assert!(gone.contains(plain), "{gone}");
+    srv.cli(&["endpoint-services", "get", plain]).failed(1);
+}

@@ -296,6 +296,32 @@ impl Api {
         }
     }
 
+    /// An endpoint service id from an id or a service name (`service_name`, unique).
+    pub async fn service_id(&self, id_or_name: &str) -> Result<String, Failure> {
+        if uuid::Uuid::parse_str(id_or_name).is_ok() {
+            return Ok(id_or_name.to_string());
+        }
+        let (services, _) = self
+            .list(&["endpoint-services"], "endpoint_services", 500, &[])
+            .await?;
+        let ids: Vec<String> = services
+            .iter()
+            .filter(|v| v.get("service_name").and_then(Value::as_str) == Some(id_or_name))
+            .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        match ids.as_slice() {
+            [id] => Ok(id.clone()),
+            [] => Err(Failure::Lookup(format!(
+                "no endpoint service is named {id_or_name:?} (`perimeter endpoint-services list` shows them)"
+            ))),
+            many => Err(Failure::Lookup(format!(
+                "{} endpoint services are named {id_or_name:?} ({}); pass the id instead",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
     /// A rule id from an id or a name (unique per cluster).
     pub async fn rule_id(&self, cluster_id: &str, id_or_name: &str) -> Result<String, Failure> {
         if uuid::Uuid::parse_str(id_or_name).is_ok() {

@@ -18,8 +18,9 @@ pub struct EgressEndpointsArgs {
 
 #[derive(Debug, Subcommand)]
 enum EndpointsCmd {
-    /// Create an endpoint to a private service (state PENDING; the cluster refuses other
-    /// networking changes until it settles).
+    /// Create an endpoint to a private service. It reads PENDING (and the cluster refuses other
+    /// networking changes) until every gateway of the region serves it: then AVAILABLE, and
+    /// `CONNECT <ADDRESS>:<port>` through the region's egress proxy reaches the service.
     Create {
         /// Cluster id or name.
         cluster: String,
@@ -101,11 +102,14 @@ struct EndpointView {
     state: String,
     domain_names: Vec<String>,
     domain_names_state: String,
+    /// Absent from servers older than metering.
+    #[serde(default)]
+    bytes_processed: i64,
 }
 
 fn endpoints_table(endpoints: &[Value]) -> Result<Table, Failure> {
     let mut t = Table::new(&[
-        "ID", "REGION", "TYPE", "TARGET", "STATE", "ADDRESS", "DOMAINS",
+        "ID", "REGION", "TYPE", "TARGET", "STATE", "ADDRESS", "BYTES", "DOMAINS",
     ]);
     for e in endpoints {
         let e: EndpointView = view(e, "egress private endpoint")?;
@@ -120,6 +124,7 @@ fn endpoints_table(endpoints: &[Value]) -> Result<Table, Failure> {
             e.target_service_identifier,
             e.state,
             or_dash(&e.endpoint_address),
+            e.bytes_processed.to_string(),
             domains,
         ]);
     }
