@@ -678,3 +678,51 @@ fn no_live_gateway_fails_at_the_deadline_and_releases_the_lock() {
         "the reason is in the audit log: {text}"
     );
 }
+
+#[test]
+fn plain_http_through_the_proxy_reaches_an_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(BIN, dir.path(), &[], &[]);
+    let key = s.admin_key_file();
+    let (cluster, _account, proxy) = create_cluster(&s, &key, "plain-http");
+    let port = perimeter_testkit::http_upstream();
+    let service = "com.amazonaws.vpce.us-east-1.vpce-svc-plainhttp";
+    register_service(
+        &s,
+        &key,
+        json!({"service_name": service, "region": "us-east-1", "backends": [format!("127.0.0.1:{port}")]}),
+    );
+    let id = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
+    let ep = wait_state(&s, &key, &cluster, &id, "state", "AVAILABLE");
+    let address = ep["endpoint_address"].as_str().unwrap();
+    // Absolute-form, as HTTP_PROXY clients send http:// URLs: no tunnel needed.
+    let (code, body) = curl(&[
+        "-sS",
+        "--max-time",
+        "10",
+        "--proxy",
+        &format!("http://{proxy}"),
+        &format!("http://{address}:{port}/orders?id=7"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("upstream-ok /orders?id=7"), "{body}");
+    let mut metered = 0;
+    wait_until("bytes_processed to count the request", 30, || {
+        metered = endpoint(&s, &key, &cluster, &id)["bytes_processed"]
+            .as_i64()
+            .unwrap();
+        metered > 0
+    });
+    // Another port of the endpoint's name is refused with the reason.
+    let (code, body) = curl(&[
+        "-sS",
+        "-i",
+        "--max-time",
+        "10",
+        "--proxy",
+        &format!("http://{proxy}"),
+        &format!("http://{address}:{}/", port.wrapping_add(1).max(1)),
+    ]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("private_endpoint_port"), "{body}");
+}

@@ -41,7 +41,7 @@ use crate::decision::EventVerdict;
 pub(crate) mod proxy_header;
 
 /// The decision reason of a connection forwarded to a private endpoint.
-const ROUTED: &str = "private_endpoint";
+pub(crate) const ROUTED: &str = "private_endpoint";
 
 /// Where the next connection of a port with several backends starts.
 static NEXT_BACKEND: AtomicUsize = AtomicUsize::new(0);
@@ -251,17 +251,14 @@ pub(crate) async fn forward(
             return draft.finish_why(&r.why, 0, 0);
         }
     };
-    if endpoint.proxy_protocol() {
-        let local = match &client {
-            TunnelClient::Socket(c) => c.local_addr().ok(),
-            TunnelClient::Stream(_) => None,
-        };
-        let local = local.unwrap_or_else(|| SocketAddr::new(addr.ip(), target.port));
-        let header = proxy_header::encode(draft.source, local, endpoint.connection_id());
-        if let Err(e) = upstream.write_all(&header).await {
-            tracing::debug!(endpoint = %endpoint_id, error = %e, "backend failed before the PROXY header");
-            return draft.finish_why(&Why::UpstreamFailed, 0, 0);
-        }
+    let local = match &client {
+        TunnelClient::Socket(c) => c.local_addr().ok(),
+        TunnelClient::Stream(_) => None,
+    };
+    let local = local.unwrap_or_else(|| SocketAddr::new(addr.ip(), target.port));
+    if let Err(e) = preamble(&snap, &endpoint_id, &mut upstream, draft.source, local).await {
+        tracing::debug!(endpoint = %endpoint_id, error = %e, "backend failed before the PROXY header");
+        return draft.finish_why(&Why::UpstreamFailed, 0, 0);
     }
     let activity = Activity::new();
     let revocation = Revocation::for_endpoint(
@@ -313,6 +310,24 @@ pub(crate) async fn forward(
         }
         RelayEnd::Refused { why, .. } => draft.finish_why(&why, up, down),
         RelayEnd::Closed | RelayEnd::Idle => draft.finish(EventVerdict::Allowed, ROUTED, up, down),
+    }
+}
+
+/// Open a backend connection of endpoint `id` from `source` (which connected to `local`): the
+/// PROXY v2 header first where the endpoint's service wants one.
+pub(crate) async fn preamble(
+    snap: &Snapshot,
+    id: &str,
+    backend: &mut TcpStream,
+    source: SocketAddr,
+    local: SocketAddr,
+) -> std::io::Result<()> {
+    match snap.endpoint(id) {
+        Some(e) if e.proxy_protocol() => {
+            let header = proxy_header::encode(source, local, e.connection_id());
+            backend.write_all(&header).await
+        }
+        _ => Ok(()),
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) struct Draft {
     pub(crate) sni_or_host: Option<String>,
     pub(crate) path: Option<String>,
     pub(crate) rule: Option<String>,
+    /// A request forwarded to this private endpoint: its bytes are metered at the finish.
+    pub(crate) endpoint: Option<Arc<str>>,
     started: Instant,
 }
 
@@ -56,6 +58,7 @@ impl Draft {
             sni_or_host: None,
             path: None,
             rule: None,
+            endpoint: None,
             started: Instant::now(),
         }
     }
@@ -66,6 +69,9 @@ impl Draft {
     }
 
     pub(crate) fn finish(self, verdict: EventVerdict, reason: &str, up: u64, down: u64) {
+        if let Some(endpoint) = &self.endpoint {
+            self.sink.meter_endpoint(&self.cluster, endpoint, up, down);
+        }
         let event = DecisionEvent {
             cluster: self.cluster,
             region: self.sink.region(),

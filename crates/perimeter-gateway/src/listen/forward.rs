@@ -36,6 +36,7 @@ use self::upstream::upstream_conn;
 pub(crate) use self::upstream::{Kept, Upstream};
 use super::consistency::{AtLiteral, check_host};
 use super::decide::{decide, private_endpoint};
+use super::endpoint;
 use super::event::{Draft, SharedDraft, allowed_outcome};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Why};
@@ -43,6 +44,7 @@ use super::resolve::resolve_and_pin;
 use super::revoke::Revocation;
 use super::target::{Target, TargetHost};
 use super::{GatewayLimits, ProxyContext};
+use crate::decision::EventVerdict;
 
 /// The HTTP/1 server settings of client connections.
 pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1::Builder {
@@ -283,27 +285,90 @@ async fn forward(
         ));
     };
     let decided = match decide(snap, target.clone(), Some(path)) {
-        Ok(d) if d.endpoint().is_some() => return draft.refuse(private_endpoint()),
         Ok(d) => d,
         Err(r) => return draft.refuse(r),
     };
-    let chosen = match resolve_and_pin(&ctx, &decided, how.pin).await {
-        Ok(c) => c,
-        Err(r) => return draft.refuse(r),
+    let (outcome, upstream_addr, revocation, watch, kept) = if let Some(id) = decided.endpoint() {
+        // Plain HTTP to a private endpoint (absolute-form through the explicit proxy): to the
+        // backend of its port, as a tunnel to it would go. A redirected connection's later
+        // request that names an endpoint is not one the transparent listener routed.
+        if how.pin.is_some() || how.kept.is_some() {
+            return draft.refuse(private_endpoint());
+        }
+        let routed = match endpoint::route(
+            &ctx,
+            decided.snap.clone(),
+            decided.target.clone(),
+            id.clone(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(r) => return draft.refuse(r),
+        };
+        let Some((mut stream, addr, backend)) = routed.upstream else {
+            return draft.refuse(Refusal::new(
+                Why::PrivateEndpointServerName,
+                "this port of the private endpoint is routed by TLS server name: plaintext HTTP names no backend",
+            ));
+        };
+        let local = SocketAddr::new(addr.ip(), target.port);
+        if let Err(e) =
+            endpoint::preamble(&decided.snap, &id, &mut stream, draft.source, local).await
+        {
+            return draft.refuse(Refusal::new(
+                Why::UpstreamFailed,
+                format!("while opening backend {backend}: {e}"),
+            ));
+        }
+        draft.rule = Some(format!("private-endpoint:{id}"));
+        draft.endpoint = Some(id.clone());
+        let watch = Revocation::for_endpoint(
+            &ctx,
+            decided.snap.clone(),
+            decided.target.clone(),
+            addr,
+            id,
+            backend,
+        );
+        let outcome = (EventVerdict::Allowed, endpoint::ROUTED);
+        (
+            outcome,
+            addr,
+            watch.clone(),
+            watch,
+            Some(Upstream::Fresh(stream, addr)),
+        )
+    } else {
+        let chosen = match resolve_and_pin(&ctx, &decided, how.pin).await {
+            Ok(c) => c,
+            Err(r) => return draft.refuse(r),
+        };
+        draft.allowed_by(&chosen.decision);
+        let outcome = allowed_outcome(&chosen.decision);
+        let upstream_addr = SocketAddr::new(chosen.addr, target.port);
+        let revocation = Revocation::new(
+            &ctx,
+            decided.snap.clone(),
+            decided.target.clone(),
+            upstream_addr,
+            decided.path.clone(),
+        );
+        // The connection outlives a request when a tunnel keeps it: watched for the target
+        // without a path (a tunnel is admitted without one; each request's path is checked by
+        // its own body's revocation).
+        let watch = Revocation::new(
+            &ctx,
+            decided.snap.clone(),
+            decided.target.clone(),
+            upstream_addr,
+            None,
+        );
+        // The connection: the tunnel's own (kept between its requests), else a new one.
+        let kept = how.kept.as_ref().and_then(|k| k.take(upstream_addr));
+        (outcome, upstream_addr, revocation, watch, kept)
     };
-    draft.allowed_by(&chosen.decision);
-    let outcome = allowed_outcome(&chosen.decision);
-    let upstream_addr = SocketAddr::new(chosen.addr, target.port);
-    let revocation = Revocation::new(
-        &ctx,
-        decided.snap.clone(),
-        decided.target.clone(),
-        upstream_addr,
-        decided.path.clone(),
-    );
-    // The connection: the tunnel's own (kept between its requests), else a new one.
-    let kept = how.kept.as_ref().and_then(|k| k.take(upstream_addr));
-    let (mut sender, activity) = match upstream_conn(&ctx, kept, &decided, upstream_addr).await {
+    let (mut sender, activity) = match upstream_conn(&ctx, kept, upstream_addr, watch).await {
         Ok(c) => c,
         Err(r) => return draft.refuse(r),
     };

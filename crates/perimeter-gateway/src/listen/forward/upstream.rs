@@ -10,7 +10,6 @@ use tokio::net::TcpStream;
 
 use super::body::RequestBody;
 use crate::listen::ProxyContext;
-use crate::listen::decide::Decided;
 use crate::listen::dial::dial;
 use crate::listen::refusal::{Refusal, Why};
 use crate::listen::relay::{Activity, Counted};
@@ -55,11 +54,14 @@ impl Kept {
 
 /// A client connection to `addr` for one request: `kept` when it is still usable, else a new
 /// one, dialled and handshaken, whose task closes it when a newer policy revokes the target.
+/// A connection for a forwarded request to `addr`: the kept one if it is still open, else a new
+/// one. `watch` ends it once a snapshot no longer allows it (the connection outlives a request
+/// when a tunnel keeps it).
 pub(super) async fn upstream_conn(
     ctx: &ProxyContext,
     kept: Option<Upstream>,
-    decided: &Decided,
     addr: SocketAddr,
+    watch: Revocation,
 ) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
     let stream = match kept {
         Some(Upstream::Open {
@@ -84,17 +86,7 @@ pub(super) async fn upstream_conn(
             format!("while talking to upstream {addr}: {e}"),
         )
     })?;
-    // The connection outlives a request when a tunnel keeps it: watched for the target
-    // without a path (a tunnel is admitted without one; each request's path is checked by
-    // its own body's revocation).
-    let stop = Revocation::new(
-        ctx,
-        decided.snap.clone(),
-        decided.target.clone(),
-        addr,
-        None,
-    )
-    .revoked();
+    let stop = watch.revoked();
     tokio::spawn(async move {
         tokio::select! {
             r = conn => if let Err(e) = r {
