@@ -8,7 +8,10 @@ use crate::clients::{Via, busy_since, machine_ticks};
 use crate::procs::{Proc, cpu_seconds};
 
 /// Send `CONNECT target` on `s` and read the answer's head; Err unless it is a 200.
-pub(crate) fn connect_std(s: &mut TcpStream, target: SocketAddr) -> std::io::Result<()> {
+pub(crate) fn connect_std(
+    s: &mut TcpStream,
+    target: impl std::fmt::Display,
+) -> std::io::Result<()> {
     write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
     let mut head = Vec::with_capacity(256);
     let mut b = [0u8; 512];
@@ -42,6 +45,17 @@ pub(crate) struct Bulk {
 
 /// Upload `total` bytes through `via` to the bulk sink.
 pub(crate) fn bulk(via: Via, sink: SocketAddr, total: u64, proxy: Option<&Proc>) -> Bulk {
+    bulk_to(via, sink, &sink.to_string(), total, proxy)
+}
+
+/// [`bulk`], the proxy asked to `CONNECT connect` (a name that reaches the sink).
+pub(crate) fn bulk_to(
+    via: Via,
+    sink: SocketAddr,
+    connect: &str,
+    total: u64,
+    proxy: Option<&Proc>,
+) -> Bulk {
     let cpu0 = proxy.map(Proc::cpu_seconds).unwrap_or(0.0);
     let bench0 = cpu_seconds(std::process::id());
     let ticks0 = machine_ticks();
@@ -54,7 +68,7 @@ pub(crate) fn bulk(via: Via, sink: SocketAddr, total: u64, proxy: Option<&Proc>)
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
     if let Via::Proxy(_) = via {
-        connect_std(&mut s, sink).expect("CONNECT to the bulk sink");
+        connect_std(&mut s, connect).expect("CONNECT to the bulk sink");
     }
     s.write_all(&total.to_le_bytes())
         .expect("writing the length");

@@ -38,6 +38,11 @@
 //!   Every socket then runs `cubic` and the tweak has nothing to do. The same runs under the
 //!   host's own setting show the tweak's effect, printed on a line of its own and never in the
 //!   ratio.
+//! - **Private endpoint forwarder**: the bulk sink registered as an endpoint service, the
+//!   cluster's endpoint to it AVAILABLE, and the same upload as `CONNECT
+//!   <endpoint_address>:PORT` through the gateway, in the same-cc runs beside the others: its
+//!   MiB/s against direct (target >= 0.9x) and its CPU per GiB against the egress path's
+//!   (target <= 1x).
 //! - **Idle tunnels**: `BENCH_IDLE_TUNNELS` (default 10,000) tunnels held open through the
 //!   gateway (name path: CONNECT, ClientHello, the sink's answer, then nothing), and the same
 //!   through Squid; memory per idle tunnel is the growth of the proxy's resident set
@@ -56,8 +61,9 @@
 //!
 //! Modules: `perimeter` (control plane, rules, gateway) and `squid` start the proxies, `procs`
 //! watches them, `sinks` answer, `hello` builds the ClientHello, `clients` open tunnels, `bulk`
-//! and `idle` measure those, `report` prints figures, ratios and targets, and `cleanup` undoes
-//! what the bench changed on the host.
+//! and `idle` measure those (`forwarder` sets up the private endpoint bulk also goes through),
+//! `report` prints figures, ratios and targets, and `cleanup` undoes what the bench changed on
+//! the host.
 //!
 //! `cargo bench -p perimeter --bench gateway` (as root: Squid's install, the congestion control,
 //! descriptors). Environment: `BENCH_ROUNDS` (default 5), `BENCH_TUNNEL_SECS` (default 3; 0
@@ -68,6 +74,7 @@
 mod bulk;
 mod cleanup;
 mod clients;
+mod forwarder;
 mod hello;
 mod idle;
 mod perimeter;
@@ -80,9 +87,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bulk::bulk;
+use crate::bulk::{bulk, bulk_to};
 use crate::cleanup::{CLEANUP, CcOverride, cleanup_on_signal, raise_nofile};
 use crate::clients::{PathKind, Via, dests, tunnels};
+use crate::forwarder::forwarder_target;
 use crate::idle::idle_tunnels;
 use crate::perimeter::{rule_to_active, sni_mismatch_refused, start_perimeter, wait_ready};
 use crate::procs::Proc;
@@ -241,6 +249,9 @@ fn main() {
             figs: Figures::default(),
         });
     }
+    // The private endpoint forwarder, measured in the bulk runs beside the others.
+    let forwarder = (bulk_bytes > 0).then(|| forwarder_target(&p, &rt, sinks.bulk));
+    let mut forwarder_figs = Figures::default();
     let bulk_setup = BulkSetup::new();
     let max_tunnels = 500_000;
     for round in 0..rounds {
@@ -261,6 +272,12 @@ fn main() {
                     eprint!(" bulk-same {}", c.name);
                     let b = bulk(c.via, sinks.bulk, bulk_bytes, c.proc_);
                     c.figs.bulk_same.add(&b);
+                }
+                if let Some(target) = &forwarder {
+                    eprint!(" bulk-same forwarder");
+                    let via = Via::Proxy(p.proxy);
+                    let b = bulk_to(via, sinks.bulk, target, bulk_bytes, Some(&p.gateway));
+                    forwarder_figs.bulk_same.add(&b);
                 }
                 drop(set);
             }
@@ -308,6 +325,7 @@ fn main() {
     let figs: Vec<(&str, &Figures)> = cs.iter().map(|c| (c.name, &c.figs)).collect();
     Report {
         figs: &figs,
+        forwarder: &forwarder_figs,
         set: Setting {
             cores,
             rules,

@@ -130,6 +130,8 @@ pub(crate) struct Setting {
 
 pub(crate) struct Report<'a> {
     pub(crate) figs: &'a [(&'a str, &'a Figures)],
+    /// Bulk through the gateway's private endpoint forwarder.
+    pub(crate) forwarder: &'a Figures,
     pub(crate) set: Setting,
     pub(crate) changes: Vec<Duration>,
 }
@@ -219,6 +221,19 @@ impl Report<'_> {
                     true,
                 );
                 self.row("  machine busy %", 0, &|f| &f.bulk_same.busy, true);
+                let fw = &self.forwarder.bulk_same;
+                if !fw.mibs.is_empty() {
+                    println!(
+                        "{:<38}{:>12.0}  (CONNECT <endpoint_address>:PORT through the gateway)",
+                        "  private endpoint forwarder MiB/s",
+                        median(fw.mibs.clone())
+                    );
+                    println!(
+                        "{:<38}{:>12.3}",
+                        "  forwarder CPU s per GiB",
+                        median(fw.cpu_per_gib.clone())
+                    );
+                }
             }
             if !direct.bulk_host.mibs.is_empty() {
                 println!(
@@ -376,6 +391,15 @@ impl Report<'_> {
                 gib = Some(g);
             }
         }
+        let fw = &self.forwarder.bulk_same;
+        let forwarder = (have_same && !fw.mibs.is_empty()).then(|| {
+            let cc = same.as_deref().unwrap_or("");
+            let mibs = ratio(&fw.mibs, &direct.bulk_same.mibs);
+            let cpu = ratio(&fw.cpu_per_gib, &per.bulk_same.cpu_per_gib);
+            println!("  bulk, all on {cc}: forwarder / direct            {mibs:.2}x");
+            println!("  bulk, all on {cc}: forwarder / egress CPU per GiB {cpu:.2}x");
+            (cc.to_string(), mibs, cpu)
+        });
         if !direct.bulk_host.mibs.is_empty() {
             // The tweak on its own line: under the host's bbr only the gateway's sends to a
             // loopback peer run cubic.
@@ -447,6 +471,18 @@ impl Report<'_> {
                     s.bulk.unset_why.as_deref().unwrap_or("?")
                 ),
             }
+        }
+        if let Some((cc, mibs, cpu)) = forwarder {
+            check(
+                &format!("forwarder bulk >= 0.9x direct (all on {cc})"),
+                mibs >= 0.9,
+                format!("{mibs:.2}x"),
+            );
+            check(
+                &format!("forwarder CPU per GiB <= the egress path's (all on {cc})"),
+                cpu <= 1.0,
+                format!("{cpu:.2}x"),
+            );
         }
         if sq.is_none() && !direct.ip.per_s.is_empty() {
             println!("  tunnel targets: SKIPPED (no squid)");
