@@ -8,11 +8,13 @@
 //!   under DEFAULT_DENY with no egress rule; states observed (`PENDING` -> `AVAILABLE`, domain
 //!   names `PENDING` -> `AVAILABLE`); bytes metered; after DELETE, neither name reaches the
 //!   backend and the open tunnel is cut. On SQLite and on PostgreSQL.
+//! - Plain HTTP (absolute-form, as `HTTP_PROXY` clients send it) to an endpoint.
 //! - Acceptance required: `PENDING_ACCEPTANCE`, accepted -> `AVAILABLE`, rejected ->
-//!   `REJECTED`, expired -> `EXPIRED`; MSK by its broker port.
+//!   `REJECTED`, expired -> `EXPIRED`; the documentation's MSK (by its broker port) and
+//!   CloudWatch examples `AVAILABLE` with a registered service. On SQLite and on PostgreSQL.
 //! - Deleting the cluster cuts its endpoints' open connections.
 //! - No live gateway: `FAILED` at the provisioning deadline, with the reason in the audit log,
-//!   and the cluster lock released.
+//!   and the cluster lock released. On SQLite and on PostgreSQL.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -343,26 +345,55 @@ fn kafka_brokers_behind_one_endpoint_by_sni() {
     assert!(b.contains("domain_names[1]") && b.contains(&id), "{b}");
 }
 
-/// Create a database of its own on the local PostgreSQL; its URL.
-fn pg_database(name: &str) -> String {
+/// A database of its own on the local PostgreSQL, dropped at the end of the test.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn psql(admin: &str, sql: &str) -> std::process::Output {
+        Command::new("psql")
+            .args([admin, "-qc", sql])
+            .output()
+            .expect("psql")
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Self::psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn pg_database(name: &str) -> PgDatabase {
     let admin = std::env::var("PERIMETER_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let base = admin.rsplit_once('/').unwrap().0.to_string();
     let db = format!("{name}_{}", std::process::id());
-    let psql = |sql: &str| {
-        Command::new("psql")
-            .args([admin.as_str(), "-qc", sql])
-            .output()
-            .expect("psql")
-    };
-    let out = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    let out = PgDatabase::psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
     assert!(
         out.status.success(),
         "PostgreSQL is needed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(psql(&format!("CREATE DATABASE {db}")).status.success());
-    format!("{base}/{db}")
+    assert!(
+        PgDatabase::psql(&admin, &format!("CREATE DATABASE {db}"))
+            .status
+            .success()
+    );
+    PgDatabase {
+        url: format!("{base}/{db}"),
+        admin,
+        name: db,
+    }
 }
 
 fn plain_service_lifecycle(args: &[&str]) {
@@ -496,14 +527,24 @@ fn plain_service_by_address_and_domain_on_sqlite() {
 
 #[test]
 fn plain_service_by_address_and_domain_on_postgresql() {
-    let url = pg_database("perimeter_endpoints");
-    plain_service_lifecycle(&["--database-url", &url]);
+    let db = pg_database("perimeter_endpoints");
+    plain_service_lifecycle(&["--database-url", &db.url]);
 }
 
 #[test]
-fn acceptance_rejection_expiry_and_msk() {
+fn acceptance_rejection_expiry_and_msk_on_sqlite() {
+    acceptance_rejection_expiry_and_msk(&[]);
+}
+
+#[test]
+fn acceptance_rejection_expiry_and_msk_on_postgresql() {
+    let db = pg_database("perimeter_acceptance");
+    acceptance_rejection_expiry_and_msk(&["--database-url", &db.url]);
+}
+
+fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(BIN, dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), args, &[]);
     let key = s.admin_key_file();
     let (cluster, _account, proxy) = create_cluster(&s, &key, "acceptance");
     let (backend, _seen) = echo_service(false);
@@ -615,6 +656,27 @@ fn acceptance_rejection_expiry_and_msk() {
     let (status, _) = connect(&proxy, &format!("{address}:{}", backend.port()));
     assert_eq!(status, 403, "an MSK endpoint exposes its broker port only");
 
+    // The documentation's CloudWatch example (its ".log" spelling), served by a registered
+    // service: AVAILABLE, and reachable.
+    let logs = "com.amazonaws.us-east-1.log";
+    register_service(
+        &s,
+        &key,
+        json!({"service_name": logs, "region": "us-east-1", "backends": [backend.to_string()]}),
+    );
+    let logs_ep = create_endpoint(&s, &key, &cluster, logs, "PRIVATE_SERVICE");
+    let ep = wait_state(&s, &key, &cluster, &logs_ep, "state", "AVAILABLE");
+    let (status, mut logs_tunnel) = connect(
+        &proxy,
+        &format!(
+            "{}:{}",
+            ep["endpoint_address"].as_str().unwrap(),
+            backend.port()
+        ),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(echo_through(&mut logs_tunnel, b"log line"), b"log line");
+
     // Deleting the cluster closes its forwarders and cuts their open connections.
     ok(
         &s,
@@ -626,17 +688,28 @@ fn acceptance_rejection_expiry_and_msk() {
     let mut buf = [0u8; 16];
     let cut = closed(t.read(&mut buf));
     assert!(cut, "the open tunnel is cut once its cluster is deleted");
+    assert!(
+        closed(logs_tunnel.read(&mut buf)),
+        "every endpoint's tunnel is cut"
+    );
 }
 
 #[test]
-fn no_live_gateway_fails_at_the_deadline_and_releases_the_lock() {
+fn no_live_gateway_fails_at_the_deadline_on_sqlite() {
+    no_live_gateway_fails_at_the_deadline_and_releases_the_lock(&[]);
+}
+
+#[test]
+fn no_live_gateway_fails_at_the_deadline_on_postgresql() {
+    let db = pg_database("perimeter_no_gateway");
+    no_live_gateway_fails_at_the_deadline_and_releases_the_lock(&["--database-url", &db.url]);
+}
+
+fn no_live_gateway_fails_at_the_deadline_and_releases_the_lock(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        BIN,
-        dir.path(),
-        &["--no-embedded-gateways", "--provision-timeout-seconds", "2"],
-        &[],
-    );
+    let mut all = vec!["--no-embedded-gateways", "--provision-timeout-seconds", "2"];
+    all.extend_from_slice(args);
+    let s = Server::start(BIN, dir.path(), &all, &[]);
     let key = s.admin_key_file();
     let c = ok(
         &s,
