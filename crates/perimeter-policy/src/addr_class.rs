@@ -45,6 +45,22 @@ pub enum AddrClass {
 
 impl AddrClass {
     /// Stable snake_case name, for logs and metric labels.
+    /// Whether a private endpoint's forwarder refuses to dial a backend of this class, whoever
+    /// registered it: cloud metadata and link-local addresses, and addresses no host is
+    /// dialled on. (Loopback, private and public backends are the service owner's choice.)
+    pub fn refused_as_backend(self) -> bool {
+        matches!(
+            self,
+            AddrClass::Metadata
+                | AddrClass::LinkLocal
+                | AddrClass::Multicast
+                | AddrClass::Unspecified
+                | AddrClass::ThisNetwork
+                | AddrClass::Broadcast
+                | AddrClass::Reserved
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AddrClass::Public => "public",

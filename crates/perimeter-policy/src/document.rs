@@ -74,8 +74,8 @@ pub struct EndpointDoc {
 /// One backend of a private endpoint's service: `"host:port"`, or an object naming the TLS
 /// server names it serves (`{"address": "host:port", "server_names": ["b-1.kafka.example"]}`),
 /// by which connections are routed on their ClientHello's SNI.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "BackendRepr", into = "BackendRepr")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "BackendRepr")]
 pub struct BackendDoc {
     pub address: String,
     pub server_names: Vec<String>,
@@ -91,30 +91,15 @@ impl BackendDoc {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+/// How a backend is written: the plain form when it names no server names.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
 enum BackendRepr {
     Plain(String),
     Named {
         address: String,
-        #[serde(default)]
         server_names: Vec<String>,
     },
-}
-
-impl From<BackendRepr> for BackendDoc {
-    fn from(r: BackendRepr) -> Self {
-        match r {
-            BackendRepr::Plain(address) => BackendDoc::plain(address),
-            BackendRepr::Named {
-                address,
-                server_names,
-            } => BackendDoc {
-                address,
-                server_names,
-            },
-        }
-    }
 }
 
 impl From<BackendDoc> for BackendRepr {
@@ -127,6 +112,51 @@ impl From<BackendDoc> for BackendRepr {
                 server_names: b.server_names,
             }
         }
+    }
+}
+
+/// Read by hand rather than as an untagged enum, so that a wrong key or type is named in the
+/// error (`unknown field "adress", expected "address" or "server_names"`).
+impl<'de> serde::Deserialize<'de> for BackendDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Named {
+            address: String,
+            #[serde(default)]
+            server_names: Vec<String>,
+        }
+
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BackendDoc;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    r#""host:port" or {"address": "host:port", "server_names": ["name", ...]}"#,
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BackendDoc, E> {
+                Ok(BackendDoc::plain(v))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BackendDoc, A::Error> {
+                let n: Named = serde::Deserialize::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(BackendDoc {
+                    address: n.address,
+                    server_names: n.server_names,
+                })
+            }
+        }
+
+        d.deserialize_any(Visitor)
     }
 }
 

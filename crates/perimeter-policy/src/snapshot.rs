@@ -22,7 +22,7 @@ use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, valid
 /// A document that cannot be compiled: which rule (or private endpoint), which field, and why.
 /// A gateway that gets one keeps enforcing its last-known-good snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{field}: {message}", .rule_id.as_deref().map(|id| format!("rule {} ", quote(id))).unwrap_or_default())]
+#[error("{}{field}: {message}", self.subject())]
 pub struct CompileError {
     /// Id of the offending rule, or of the private endpoint for `private_endpoints[..]` fields;
     /// `None` for document-level fields (`format`).
@@ -34,6 +34,19 @@ pub struct CompileError {
 }
 
 impl CompileError {
+    /// `rule "id" ` or `private endpoint "id" `, before the field.
+    fn subject(&self) -> String {
+        let kind = if self.field.starts_with("private_endpoints") {
+            "private endpoint"
+        } else {
+            "rule"
+        };
+        self.rule_id
+            .as_deref()
+            .map(|id| format!("{kind} {} ", quote(id)))
+            .unwrap_or_default()
+    }
+
     fn new(rule_id: Option<&str>, field: String, message: impl Into<String>) -> Self {
         Self {
             rule_id: rule_id.map(str::to_owned),
@@ -1022,12 +1035,13 @@ fn compile_backend(doc: &BackendDoc) -> Result<Backend, (String, String)> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(bad)?;
-    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => BackendHost::Ip(IpAddr::V6(v6.parse().map_err(|_| bad())?)),
-        None => match host.parse::<std::net::Ipv4Addr>() {
-            Ok(v4) => BackendHost::Ip(IpAddr::V4(v4)),
-            Err(_) => BackendHost::Name(host.parse().map_err(|_| bad())?),
-        },
+    // `[v6]` as written now; a bare `v6` or a bracketed `[v4]` as earlier registrations
+    // accepted them.
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host = match bracketed.unwrap_or(host).parse::<IpAddr>() {
+        Ok(ip) => BackendHost::Ip(ip),
+        Err(_) if bracketed.is_none() => BackendHost::Name(host.parse().map_err(|_| bad())?),
+        Err(_) => return Err(bad()),
     };
     let mut server_names = Vec::with_capacity(doc.server_names.len());
     for (k, raw) in doc.server_names.iter().enumerate() {

@@ -238,10 +238,15 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         for (id, n) in bytes {
+            // Saturating: a counter that would pass i64::MAX stays there.
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
             sqlx::query(
-                "UPDATE egress_endpoints SET bytes_processed = bytes_processed + $1 WHERE id = $2 AND cluster_id = $3",
+                "UPDATE egress_endpoints SET bytes_processed = CASE WHEN bytes_processed > $1 THEN $2 ELSE bytes_processed + $3 END \
+                 WHERE id = $4 AND cluster_id = $5",
             )
-            .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+            .bind(i64::MAX - n)
+            .bind(i64::MAX)
+            .bind(n)
             .bind(id)
             .bind(cluster_id)
             .execute(&mut *tx)

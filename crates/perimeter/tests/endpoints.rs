@@ -262,9 +262,19 @@ fn https_via(proxy: &str, ca: &Path, name: &str, port: u16) -> u16 {
 }
 
 #[test]
-fn kafka_brokers_behind_one_endpoint_by_sni() {
+fn kafka_brokers_behind_one_endpoint_by_sni_on_sqlite() {
+    kafka_brokers_behind_one_endpoint_by_sni(&[]);
+}
+
+#[test]
+fn kafka_brokers_behind_one_endpoint_by_sni_on_postgresql() {
+    let db = pg_database("perimeter_kafka");
+    kafka_brokers_behind_one_endpoint_by_sni(&["--database-url", &db.url]);
+}
+
+fn kafka_brokers_behind_one_endpoint_by_sni(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(BIN, dir.path(), &[], &[]);
+    let s = Server::start(BIN, dir.path(), args, &[]);
     let key = s.admin_key_file();
     let (cluster, account, proxy) = create_cluster(&s, &key, "kafka-sni");
 
@@ -325,11 +335,11 @@ fn kafka_brokers_behind_one_endpoint_by_sni() {
         https_via(&proxy, &brokers[1].cert, "b-1.kafka.test", port),
         0
     );
-    let log = s.log_text();
-    assert!(
-        log.contains("private_endpoint_server_name") && log.contains("b-9.kafka.test"),
-        "the refusal is logged with its SNI:\n{log}"
-    );
+    // The log is written by a thread of its own, a moment later.
+    wait_until("the refusal to be logged with its SNI", 10, || {
+        let log = s.log_text();
+        log.contains("private_endpoint_server_name") && log.contains("b-9.kafka.test")
+    });
 
     // A name another endpoint of the cluster claims is refused, naming the field.
     let second = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
@@ -759,6 +769,24 @@ fn plain_http_through_the_proxy_reaches_an_endpoint() {
     let key = s.admin_key_file();
     let (cluster, _account, proxy) = create_cluster(&s, &key, "plain-http");
     let port = perimeter_testkit::http_upstream();
+    // Backends a forwarder never dials are refused at registration, naming the field.
+    for (i, bad) in ["169.254.169.254:80", "[fe80::1]:80", "0.0.0.0:80"]
+        .iter()
+        .enumerate()
+    {
+        let (st, b) = api(
+            &s,
+            &key,
+            "POST",
+            "/api/v1/endpoint-services",
+            Some(
+                json!({"service_name": format!("com.amazonaws.vpce.us-east-1.vpce-svc-bad{i}"),
+                        "region": "us-east-1", "backends": ["127.0.0.1:9", bad]}),
+            ),
+        );
+        assert_eq!(st, 400, "{bad}: {b}");
+        assert!(b.contains("backends[1]"), "{bad}: {b}");
+    }
     let service = "com.amazonaws.vpce.us-east-1.vpce-svc-plainhttp";
     register_service(
         &s,

@@ -269,7 +269,12 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
         ));
     }
     for (i, backend) in req.backends.iter().enumerate() {
-        let field = format!("backends[{i}].address");
+        // The plain string form is the field itself; the object form has `address`.
+        let field = if backend.server_names.is_empty() {
+            format!("backends[{i}]")
+        } else {
+            format!("backends[{i}].address")
+        };
         let b = &backend.address;
         let (host, port) = b.rsplit_once(':').ok_or_else(|| {
             ApiError::invalid(&field, format!("{field}: {b:?} must be host:port"))
@@ -289,6 +294,22 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
                     "{field}: {b:?} must be host:port with a valid host ([v6] in brackets) and a port 1-65535"
                 ),
             ));
+        }
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>();
+        if let Ok(ip) = ip {
+            let class = perimeter_policy::classify(ip.to_canonical());
+            if class.refused_as_backend() {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!(
+                        "{field}: {b:?} is a {} address, which forwarders never dial",
+                        class.as_str()
+                    ),
+                ));
+            }
         }
         if backend.server_names.len() > 100 {
             return Err(ApiError::invalid(

@@ -187,6 +187,15 @@ impl DnsHandler {
                     .with_event(EventVerdict::Denied, reason.as_str());
             }
             NameAnswer::Endpoint { endpoint_id } => {
+                // An endpoint of another region is served by that region's gateways only.
+                let region = self.ctx.sink.region();
+                let elsewhere = snap.endpoint(endpoint_id).is_some_and(|e| {
+                    !region.is_empty() && !e.region().is_empty() && e.region() != region
+                });
+                if elsewhere {
+                    return Outcome::code(ResponseCode::Refused)
+                        .with_event(EventVerdict::Denied, "private_endpoint_other_region");
+                }
                 let Some(addr) = self.answer else {
                     tracing::warn!(
                         name = %host, endpoint = %endpoint_id,

@@ -33,7 +33,7 @@ use super::event::Draft;
 use super::first_bytes::{FirstBytes, read_first_bytes};
 use super::refusal::{Refusal, Why};
 use super::relay::{Activity, RelayEnd, relay, relay_stream};
-use super::revoke::Revocation;
+use super::revoke::{EndpointRoute, Revocation};
 use super::target::Target;
 use super::tunnel::TunnelClient;
 use crate::decision::EventVerdict;
@@ -54,6 +54,9 @@ pub(crate) struct Routed {
     /// The backend connection and the backend as the endpoint lists it; `None` while the
     /// port is routed by TLS server name (dialled once the ClientHello says which).
     pub(crate) upstream: Option<(TcpStream, SocketAddr, String)>,
+    /// Chosen as the one endpoint of this region serving the port ([`by_port`]), in that
+    /// region; `None`: chosen by its name.
+    pub(crate) by_port_in: Option<String>,
 }
 
 /// Step 1: check the endpoint serves this gateway's region and the port, and dial a backend
@@ -101,6 +104,7 @@ pub(crate) async fn route(
         target,
         endpoint_id,
         upstream,
+        by_port_in: None,
     })
 }
 
@@ -109,10 +113,7 @@ pub(crate) async fn route(
 /// must be exactly one.
 pub(crate) fn by_port(ctx: &ProxyContext, snap: &Snapshot, port: u16) -> Result<Arc<str>, Refusal> {
     let region = ctx.sink.region();
-    let mut serving = snap.endpoints().iter().filter(|e| {
-        (region.is_empty() || e.region().is_empty() || e.region() == region)
-            && e.backends_on(port).next().is_some()
-    });
+    let mut serving = serving(snap, &region, port);
     match (serving.next(), serving.next()) {
         (Some(e), None) => Ok(Arc::from(e.id())),
         (None, _) => Err(Refusal::new(
@@ -128,6 +129,40 @@ pub(crate) fn by_port(ctx: &ProxyContext, snap: &Snapshot, port: u16) -> Result<
             ),
         )),
     }
+}
+
+/// The private endpoints of `region` (every endpoint while the gateway's region is not known)
+/// that serve `port`.
+pub(crate) fn serving<'a>(
+    snap: &'a Snapshot,
+    region: &'a str,
+    port: u16,
+) -> impl Iterator<Item = &'a perimeter_policy::Endpoint> + 'a {
+    snap.endpoints().iter().filter(move |e| {
+        (region.is_empty() || e.region().is_empty() || e.region() == region)
+            && e.backends_on(port).next().is_some()
+    })
+}
+
+/// The backends a TLS connection to `port` with server name `sni` may go to: the one whose
+/// `server_names` match it best, else the port's backends that name none (they take every
+/// other connection); `None`: no backend takes it.
+fn pick_for_sni<'a>(
+    endpoint: &'a perimeter_policy::Endpoint,
+    port: u16,
+    sni: Option<&str>,
+) -> Option<Vec<&'a Backend>> {
+    let named = sni
+        .and_then(|s| s.parse().ok())
+        .and_then(|name| endpoint.backend_for_sni(port, &name));
+    if let Some(b) = named {
+        return Some(vec![b]);
+    }
+    let plain: Vec<&Backend> = endpoint
+        .backends_on(port)
+        .filter(|b| b.server_names().is_empty())
+        .collect();
+    (!plain.is_empty()).then_some(plain)
 }
 
 /// The ports a client may use on an endpoint, for error messages.
@@ -173,6 +208,11 @@ async fn dial_backends(
         };
         for ip in addrs {
             let addr = SocketAddr::new(ip, backend.port());
+            if let Err(r) = backend_guard(ctx, addr) {
+                tracing::warn!(%backend, address = %addr, "{}", r.message);
+                last = Some(r);
+                continue;
+            }
             match dial(ctx, addr).await {
                 Ok(s) => return Ok((s, addr, backend.to_string())),
                 Err(r) => last = Some(r),
@@ -185,6 +225,25 @@ async fn dial_backends(
             format!("no backend of port {port} could be dialled"),
         )
     }))
+}
+
+/// What a forwarder never dials, whoever registered it: cloud metadata and link-local
+/// addresses, addresses no host is dialled on, and the gateway's own listeners (a loop). Checked
+/// on the address actually dialled, after a backend name was resolved.
+fn backend_guard(ctx: &ProxyContext, addr: SocketAddr) -> Result<(), Refusal> {
+    let class = perimeter_policy::classify(addr.ip().to_canonical());
+    if class.refused_as_backend() {
+        return Err(Refusal::policy(perimeter_policy::Reason::SpecialAddress(
+            class,
+        )));
+    }
+    if ctx.own.is_listener(addr) {
+        return Err(Refusal::new(
+            Why::PrivateEndpointBackendRefused,
+            format!("backend {addr} is one of this gateway's own listeners"),
+        ));
+    }
+    Ok(())
 }
 
 /// Steps 2 and 3: pick the backend by server name where the port needs it, send the PROXY
@@ -202,6 +261,7 @@ pub(crate) async fn forward(
         target,
         endpoint_id,
         upstream,
+        by_port_in,
     } = routed;
     draft.rule = None;
     let Some(endpoint) = snap.endpoint(&endpoint_id) else {
@@ -231,12 +291,9 @@ pub(crate) async fn forward(
                 Ok(Ok(FirstBytes::Http | FirstBytes::Other)) => None,
             };
             draft.sni_or_host.clone_from(&sni);
-            let backend = sni
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .and_then(|name| endpoint.backend_for_sni(target.port, &name));
-            match backend {
-                Some(b) => dial_backends(&ctx, &[b], target.port).await,
+            let picked = pick_for_sni(endpoint, target.port, sni.as_deref());
+            match picked {
+                Some(backends) => dial_backends(&ctx, &backends, target.port).await,
                 None => {
                     tracing::info!(endpoint = %endpoint_id, destination = %target, sni = sni.as_deref().unwrap_or(""), "refusing a connection to a private endpoint: its ClientHello names no backend");
                     return draft.finish_why(&Why::PrivateEndpointServerName, 0, 0);
@@ -251,11 +308,13 @@ pub(crate) async fn forward(
             return draft.finish_why(&r.why, 0, 0);
         }
     };
+    // The destination a load balancer would name: the gateway address the client reached, at
+    // the endpoint's port.
     let local = match &client {
-        TunnelClient::Socket(c) => c.local_addr().ok(),
+        TunnelClient::Socket(c) => c.local_addr().ok().map(|a| a.ip()),
         TunnelClient::Stream(_) => None,
     };
-    let local = local.unwrap_or_else(|| SocketAddr::new(addr.ip(), target.port));
+    let local = SocketAddr::new(local.unwrap_or(addr.ip()), target.port);
     if let Err(e) = preamble(&snap, &endpoint_id, &mut upstream, draft.source, local).await {
         tracing::debug!(endpoint = %endpoint_id, error = %e, "backend failed before the PROXY header");
         return draft.finish_why(&Why::UpstreamFailed, 0, 0);
@@ -266,8 +325,11 @@ pub(crate) async fn forward(
         snap.clone(),
         target.clone(),
         addr,
-        endpoint_id.clone(),
-        backend.clone(),
+        EndpointRoute {
+            id: endpoint_id.clone(),
+            backend: backend.clone(),
+            by_port_in,
+        },
     );
     let idle = ctx.limits.idle_timeout;
     let pending = buf.freeze();
@@ -359,4 +421,75 @@ impl Meter {
 pub(crate) fn abandon(mut draft: Draft) {
     draft.rule = None;
     draft.finish(EventVerdict::Allowed, ROUTED, 0, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use perimeter_policy::{BackendDoc, EndpointDoc, PolicyDocument, TrafficPolicy, compile};
+
+    use super::*;
+
+    fn snapshot(backends: Vec<BackendDoc>) -> Snapshot {
+        compile(&PolicyDocument {
+            format: perimeter_policy::POLICY_FORMAT,
+            version: 1,
+            cluster_id: "c".into(),
+            traffic_policy: TrafficPolicy::DefaultDeny,
+            rules: vec![],
+            private_endpoints: vec![EndpointDoc {
+                id: "pe-1".into(),
+                region: "us-east-1".into(),
+                connection_id: "pe-1-connection".into(),
+                endpoint_address: "pe-1.example.net".into(),
+                domain_names: vec![],
+                backends,
+                ports: vec![],
+                proxy_protocol: false,
+            }],
+        })
+        .unwrap()
+    }
+
+    fn picked(snap: &Snapshot, sni: Option<&str>) -> Option<Vec<String>> {
+        let e = snap.endpoint("pe-1").unwrap();
+        pick_for_sni(e, 9092, sni).map(|v| v.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn sni_picks_the_named_backend_else_the_plain_ones() {
+        let named = |a: &str, n: &str| BackendDoc {
+            address: a.into(),
+            server_names: vec![n.into()],
+        };
+        let only_named = snapshot(vec![
+            named("10.0.0.1:9092", "b-1.k.example"),
+            named("10.0.0.2:9092", "*.k.example"),
+        ]);
+        assert_eq!(
+            picked(&only_named, Some("b-1.k.example")),
+            Some(vec!["10.0.0.1:9092".to_string()])
+        );
+        assert_eq!(
+            picked(&only_named, Some("b-7.k.example")),
+            Some(vec!["10.0.0.2:9092".to_string()])
+        );
+        assert_eq!(picked(&only_named, Some("other.example")), None);
+        assert_eq!(picked(&only_named, None), None);
+
+        let mixed = snapshot(vec![
+            named("10.0.0.1:9092", "b-1.k.example"),
+            BackendDoc::plain("10.0.0.9:9092"),
+        ]);
+        assert_eq!(
+            picked(&mixed, Some("b-1.k.example")),
+            Some(vec!["10.0.0.1:9092".to_string()])
+        );
+        for sni in [Some("other.example"), None] {
+            assert_eq!(
+                picked(&mixed, sni),
+                Some(vec!["10.0.0.9:9092".to_string()]),
+                "{sni:?}"
+            );
+        }
+    }
 }

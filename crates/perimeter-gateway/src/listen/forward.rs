@@ -41,7 +41,7 @@ use super::event::{Draft, SharedDraft, allowed_outcome};
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Why};
 use super::resolve::resolve_and_pin;
-use super::revoke::Revocation;
+use super::revoke::{EndpointRoute, Revocation};
 use super::target::{Target, TargetHost};
 use super::{GatewayLimits, ProxyContext};
 use crate::decision::EventVerdict;
@@ -328,8 +328,11 @@ async fn forward(
             decided.snap.clone(),
             decided.target.clone(),
             addr,
-            id,
-            backend,
+            EndpointRoute {
+                id,
+                backend,
+                by_port_in: None,
+            },
         );
         let outcome = (EventVerdict::Allowed, endpoint::ROUTED);
         (

@@ -21,6 +21,8 @@ pub struct OwnAddresses {
     host: Arc<RwLock<Arc<HashSet<IpAddr>>>>,
     /// The listeners' bound addresses (interface addresses too, unless unspecified).
     listeners: Arc<HashSet<IpAddr>>,
+    /// The listeners' sockets themselves: what a forwarder must never dial (a loop).
+    sockets: Arc<Vec<SocketAddr>>,
 }
 
 impl OwnAddresses {
@@ -29,6 +31,7 @@ impl OwnAddresses {
         Self {
             host: host_set().clone(),
             listeners: Arc::new(bound(listen)),
+            sockets: Arc::new(listen.to_vec()),
         }
     }
 
@@ -37,6 +40,7 @@ impl OwnAddresses {
         Self {
             host: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
             listeners: Arc::new(addrs.into_iter().collect()),
+            sockets: Arc::new(Vec::new()),
         }
     }
 
@@ -50,6 +54,16 @@ impl OwnAddresses {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&addr)
+    }
+
+    /// Whether `addr` is one of the gateway's own listening sockets (one bound to an
+    /// unspecified address listens on every own address at its port).
+    pub fn is_listener(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        self.sockets.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip().to_canonical() == ip || (l.ip().is_unspecified() && self.contains(ip)))
+        })
     }
 
     /// A snapshot of the set (diagnostics, tests).

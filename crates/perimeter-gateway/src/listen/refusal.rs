@@ -112,6 +112,8 @@ pub enum Why {
     /// A connection to a private endpoint routed by TLS server name whose ClientHello names no
     /// backend of it (or none at all).
     PrivateEndpointServerName,
+    /// A private endpoint backend the gateway never dials (one of its own listeners).
+    PrivateEndpointBackendRefused,
     /// The gateway serves as many connections as it may.
     GatewayOverloaded,
 }
@@ -155,6 +157,7 @@ impl Why {
             Why::PrivateEndpointOtherRegion => "private_endpoint_other_region",
             Why::PrivateEndpointPort => "private_endpoint_port",
             Why::PrivateEndpointServerName => "private_endpoint_server_name",
+            Why::PrivateEndpointBackendRefused => "private_endpoint_backend_refused",
             Why::GatewayOverloaded => "gateway_overloaded",
         }
     }
@@ -169,6 +172,7 @@ impl Why {
             | Why::PolicyRevoked
             | Why::PrivateEndpointPort
             | Why::PrivateEndpointServerName
+            | Why::PrivateEndpointBackendRefused
             | Why::NotRedirected => Party::Policy,
             Why::Head(_)
             | Why::Tls(_)

@@ -37,8 +37,19 @@ struct Admission {
     addr: IpAddr,
     /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
     path: Option<String>,
-    /// A connection forwarded to a private endpoint: its id and the backend dialled.
-    endpoint: Option<(Arc<str>, String)>,
+    /// A connection forwarded to a private endpoint.
+    endpoint: Option<EndpointRoute>,
+}
+
+/// How a connection was forwarded to a private endpoint: judged again the same way.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointRoute {
+    pub(crate) id: Arc<str>,
+    /// The backend dialled, as the endpoint lists it.
+    pub(crate) backend: String,
+    /// Chosen by the port alone (a redirected connection to the DNS answer address that named
+    /// no endpoint), among the endpoints of this region: it must stay the one.
+    pub(crate) by_port_in: Option<String>,
 }
 
 /// Why a connection was revoked.
@@ -101,22 +112,32 @@ impl Revocation {
         }
     }
 
-    /// Watch a connection that the private endpoint `endpoint` forwards to `backend` (as the
-    /// endpoint lists it): it stands while the target still routes to that endpoint and the
-    /// endpoint still has that backend.
+    /// Watch a connection forwarded to a private endpoint (`route`): it stands while the
+    /// target still routes to that endpoint, the same way it was chosen, and the endpoint still
+    /// has that backend.
     pub(crate) fn for_endpoint(
         ctx: &ProxyContext,
         admitted: Arc<Snapshot>,
         target: Target,
         addr: SocketAddr,
-        endpoint: Arc<str>,
-        backend: String,
+        route: EndpointRoute,
     ) -> Self {
-        let mut r = Self::new(ctx, admitted, target, addr, None);
-        if let Some(a) = Arc::get_mut(&mut r.admitted) {
-            a.endpoint = Some((endpoint, backend));
+        let mut snapshots = ctx.snapshots.clone();
+        if !Arc::ptr_eq(&snapshots.borrow_and_update(), &admitted) {
+            snapshots.mark_changed();
         }
-        r
+        Self {
+            snapshots,
+            judged: admitted,
+            admitted: Arc::new(Admission {
+                own: ctx.own.clone(),
+                target,
+                addr: addr.ip(),
+                path: None,
+                endpoint: Some(route),
+            }),
+            revoked: None,
+        }
     }
 
     /// `Err` once a snapshot applied since the last check no longer allows the connection.
@@ -136,7 +157,7 @@ impl Revocation {
         if !Arc::ptr_eq(&current, &self.judged) {
             let a = &self.admitted;
             let judged = match &a.endpoint {
-                Some((id, backend)) => still_routed(&current, &a.target, id, backend),
+                Some(route) => still_routed(&current, &a.target, route),
                 None => still_allowed(&current, &a.target, a.path.as_deref(), a.addr, &a.own),
             };
             if let Err(reason) = judged {
@@ -171,28 +192,39 @@ impl Revocation {
     }
 }
 
-/// Whether `snap` still routes `target` to private endpoint `id`, and that endpoint still has
-/// `backend` on the target's port.
+/// Whether `snap` still routes `target` to the private endpoint of `route` the way it was
+/// chosen (by name, or as the one endpoint of the region on the port), and that endpoint still
+/// has the backend on the target's port.
 pub(crate) fn still_routed(
     snap: &Snapshot,
     target: &Target,
-    id: &str,
-    backend: &str,
+    route: &EndpointRoute,
 ) -> Result<(), Reason> {
-    let decided = snap.decide_target(target.destination(), target.port, None);
-    let routed = decided.final_decision().map(|d| d.verdict());
-    match routed {
-        Some(Verdict::PrivateEndpoint { endpoint_id }) if &**endpoint_id == id => {}
-        Some(Verdict::Deny) => {
-            return Err(decided
-                .final_decision()
-                .map_or(Reason::PrivateEndpointChanged, |d| d.reason()));
+    let id = &*route.id;
+    match &route.by_port_in {
+        Some(region) => {
+            let mut serving = super::endpoint::serving(snap, region, target.port);
+            match (serving.next(), serving.next()) {
+                (Some(e), None) if e.id() == id => {}
+                _ => return Err(Reason::PrivateEndpointChanged),
+            }
         }
-        _ => return Err(Reason::PrivateEndpointChanged),
+        None => {
+            let decided = snap.decide_target(target.destination(), target.port, None);
+            match decided.final_decision() {
+                Some(d) => match d.verdict() {
+                    Verdict::PrivateEndpoint { endpoint_id } if &**endpoint_id == id => {}
+                    Verdict::Deny => return Err(d.reason()),
+                    _ => return Err(Reason::PrivateEndpointChanged),
+                },
+                None => return Err(Reason::PrivateEndpointChanged),
+            }
+        }
     }
-    let still = snap
-        .endpoint(id)
-        .is_some_and(|e| e.backends_on(target.port).any(|b| b.to_string() == backend));
+    let still = snap.endpoint(id).is_some_and(|e| {
+        e.backends_on(target.port)
+            .any(|b| b.to_string() == route.backend)
+    });
     if still {
         Ok(())
     } else {
@@ -214,5 +246,115 @@ pub(crate) fn still_allowed(
         Verdict::Allow => Ok(()),
         Verdict::Deny => Err(d.reason()),
         Verdict::PrivateEndpoint { .. } => Err(Reason::PrivateEndpoint),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use perimeter_policy::{
+        BackendDoc, EndpointDoc, PolicyDocument, RuleDoc, RuleType, TrafficPolicy, compile,
+    };
+
+    use super::*;
+    use crate::listen::target::TargetHost;
+
+    fn snapshot(version: u64, rules: usize, endpoints: &[(&str, &str)]) -> Snapshot {
+        compile(&PolicyDocument {
+            format: perimeter_policy::POLICY_FORMAT,
+            version,
+            cluster_id: "c".into(),
+            traffic_policy: TrafficPolicy::DefaultDeny,
+            rules: (0..rules)
+                .map(|i| RuleDoc {
+                    id: format!("r-{i}"),
+                    name: format!("rule-{i}"),
+                    rule_type: RuleType::Fqdn,
+                    destination: format!("n{i}.example.com"),
+                    ports: vec![443],
+                    paths: vec![],
+                    crl_managed: false,
+                })
+                .collect(),
+            private_endpoints: endpoints
+                .iter()
+                .map(|(id, backend)| EndpointDoc {
+                    id: (*id).into(),
+                    region: "us-east-1".into(),
+                    connection_id: format!("{id}-connection"),
+                    endpoint_address: format!("{id}.endpoints.example.net"),
+                    domain_names: vec![],
+                    backends: vec![BackendDoc::plain(*backend)],
+                    ports: vec![],
+                    proxy_protocol: false,
+                })
+                .collect(),
+        })
+        .unwrap()
+    }
+
+    fn by_port() -> (Target, EndpointRoute) {
+        let target = Target {
+            host: TargetHost::Ip("198.51.100.1".parse().unwrap()),
+            port: 9092,
+        };
+        let route = EndpointRoute {
+            id: Arc::from("pe-1"),
+            backend: "127.0.0.1:9092".into(),
+            by_port_in: Some("us-east-1".into()),
+        };
+        (target, route)
+    }
+
+    #[test]
+    fn a_connection_routed_by_port_survives_unrelated_changes() {
+        let (target, route) = by_port();
+        let first = snapshot(1, 0, &[("pe-1", "127.0.0.1:9092")]);
+        assert_eq!(still_routed(&first, &target, &route), Ok(()));
+        // A rule added, another endpoint on another port: still the one endpoint on 9092.
+        let later = snapshot(
+            2,
+            3,
+            &[("pe-1", "127.0.0.1:9092"), ("pe-2", "127.0.0.1:5432")],
+        );
+        assert_eq!(still_routed(&later, &target, &route), Ok(()));
+    }
+
+    #[test]
+    fn a_connection_routed_by_port_is_cut_when_it_is_no_longer_the_one() {
+        let (target, route) = by_port();
+        let gone = snapshot(2, 0, &[]);
+        let two = snapshot(
+            2,
+            0,
+            &[("pe-1", "127.0.0.1:9092"), ("pe-2", "127.0.0.2:9092")],
+        );
+        let moved = snapshot(2, 0, &[("pe-1", "127.0.0.3:9092")]);
+        for snap in [gone, two, moved] {
+            assert_eq!(
+                still_routed(&snap, &target, &route),
+                Err(Reason::PrivateEndpointChanged)
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_routed_by_name_follows_the_name() {
+        let target = Target {
+            host: TargetHost::Name("pe-1.endpoints.example.net".parse().unwrap()),
+            port: 9092,
+        };
+        let route = EndpointRoute {
+            id: Arc::from("pe-1"),
+            backend: "127.0.0.1:9092".into(),
+            by_port_in: None,
+        };
+        let later = snapshot(2, 2, &[("pe-1", "127.0.0.1:9092")]);
+        assert_eq!(still_routed(&later, &target, &route), Ok(()));
+        // Deleted: under DEFAULT_DENY the name is now denied for lack of a rule.
+        let gone = snapshot(3, 2, &[]);
+        assert_eq!(
+            still_routed(&gone, &target, &route),
+            Err(Reason::NoRuleForDestination)
+        );
     }
 }

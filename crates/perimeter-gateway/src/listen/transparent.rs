@@ -201,8 +201,14 @@ async fn serve_redirected(
     if let TargetHost::Ip(ip) = target.host
         && ctx.endpoint_answer == Some(ip)
     {
+        let region = ctx.sink.region();
         let routed = match endpoint::by_port(&ctx, &snap, target.port) {
-            Ok(id) => Box::pin(endpoint::route(&ctx, snap, target, id)).await,
+            Ok(id) => Box::pin(endpoint::route(&ctx, snap, target, id))
+                .await
+                .map(|mut r| {
+                    r.by_port_in = Some(region);
+                    r
+                }),
             Err(r) => Err(r),
         };
         return match routed {

@@ -428,3 +428,45 @@ fn endpoint_backend_errors_name_the_field() {
         assert_eq!(e.field, field, "{backend:?}");
     }
 }
+
+#[test]
+fn backends_read_either_form_and_name_a_wrong_key() {
+    let plain: BackendDoc = serde_json::from_str(r#""10.0.0.1:9092""#).unwrap();
+    assert_eq!(plain, BackendDoc::plain("10.0.0.1:9092"));
+    let named: BackendDoc =
+        serde_json::from_str(r#"{"address": "10.0.0.1:9092", "server_names": ["b-1.k.example"]}"#)
+            .unwrap();
+    assert_eq!(named.server_names, ["b-1.k.example"]);
+    assert_eq!(
+        serde_json::to_value(&named).unwrap(),
+        serde_json::json!({"address": "10.0.0.1:9092", "server_names": ["b-1.k.example"]})
+    );
+    assert_eq!(
+        serde_json::to_value(&plain).unwrap(),
+        serde_json::json!("10.0.0.1:9092")
+    );
+    let e = serde_json::from_str::<BackendDoc>(r#"{"adress": "10.0.0.1:9092"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adress") && e.contains("address"), "{e}");
+    let e = serde_json::from_str::<BackendDoc>("7")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("host:port"), "{e}");
+}
+
+#[test]
+fn backends_written_by_earlier_registrations_still_compile() {
+    for (address, shown) in [
+        ("::1:9092", "[::1]:9092"),
+        ("[127.0.0.1]:80", "127.0.0.1:80"),
+    ] {
+        let doc = EndpointDoc {
+            backends: vec![BackendDoc::plain(address)],
+            ..endpoint("pe-1", "", &[])
+        };
+        let snap = compile(&document(TrafficPolicy::DefaultDeny, vec![], vec![doc])).unwrap();
+        let b = snap.endpoint("pe-1").unwrap().backends()[0].to_string();
+        assert_eq!(b, shown);
+    }
+}

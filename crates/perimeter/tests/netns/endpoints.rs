@@ -75,15 +75,15 @@ fn dig(w: &Workload, server: SocketAddr, name: &str) -> (String, Vec<String>) {
 fn echo_from_workload(w: &Workload, ip: &str, port: u16, payload: &str) -> String {
     let script = format!(
         "import socket\n\
+         p = b'{payload}'\n\
          s = socket.create_connection(('{ip}', {port}), timeout=8)\n\
-         s.sendall(b'{payload}')\n\
+         s.sendall(p)\n\
          got = b''\n\
-         while len(got) < {n}:\n\
+         while len(got) < len(p):\n\
          \x20   d = s.recv(4096)\n\
          \x20   if not d: break\n\
          \x20   got += d\n\
-         print(got.decode())\n",
-        n = payload.len()
+         print(got.decode())\n"
     );
     let out = w.command("python3").args(["-c", &script]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -208,20 +208,28 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
         "{}",
         p.gw.log_text()
     );
+    // Plaintext HTTP whose Host names the endpoint's custom domain: routed by the Host.
+    let request = "GET /by-host HTTP/1.1\\r\\nHost: svc.internal.test\\r\\n\\r\\n";
+    let echoed = echo_from_workload(w, &answer, port, request);
+    assert!(
+        echoed.starts_with("GET /by-host HTTP/1.1") && echoed.contains("Host: svc.internal.test"),
+        "{echoed:?}"
+    );
     // A port no endpoint serves is refused (closed before any byte moves).
     assert_eq!(
         echo_from_workload(w, &answer, port.wrapping_add(1).max(1), "nothing"),
         ""
     );
-    let log = p.gw.log_text();
     let forwarded = format!(
         "reason=private_endpoint bytes_up={} bytes_down={}",
         "through the endpoint".len(),
         "through the endpoint".len()
     );
-    assert!(
-        log.contains(&forwarded),
-        "the forwarded connection is a decision event with its bytes: {log}"
+    // The log is written by a thread of its own, a moment later.
+    wait_until(
+        "the forwarded connection's decision event, with its bytes",
+        10,
+        || p.gw.log_text().contains(&forwarded),
     );
 
     // The bytes are metered per endpoint.
@@ -231,6 +239,7 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
         "perimeter_private_endpoint_bytes_total{{cluster=\"{}\",region=\"us-east-1\",endpoint=\"{id}\",direction=\"up\"}} {}",
         p.cid,
         "through the endpoint".len()
+            + "GET /by-host HTTP/1.1\r\nHost: svc.internal.test\r\n\r\n".len()
     );
     assert!(text.contains(&line), "{line} in\n{text}");
     assert!(

@@ -128,7 +128,7 @@ fn fixture(traffic_policy: TrafficPolicy, answer: Option<IpAddr>) -> Fixture {
     .unwrap();
     let snap = compile(&policy(traffic_policy)).unwrap();
     let (tx, rx) = watch::channel(Arc::new(snap));
-    let sink = DecisionSink::new("test");
+    let sink = DecisionSink::new("us-east-1");
     let ctx = ProxyContext {
         endpoint_answer: None,
         snapshots: rx,
@@ -593,4 +593,27 @@ proptest! {
         // Nothing the policy does not name ever reaches the upstream.
         prop_assert!(f.upstream.received().is_empty());
     }
+}
+
+#[tokio::test]
+async fn endpoint_names_of_another_region_are_refused() {
+    let f = fixture(TrafficPolicy::DefaultDeny, Some(ip(TRANSPARENT)));
+    f.sink.set_region("eu-west-1");
+    let m = ask(
+        &f,
+        &query("pe-1.endpoints.example.net.", RecordType::A),
+        Protocol::Udp,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+    assert_eq!(
+        events(&f),
+        vec![(
+            "pe-1.endpoints.example.net".to_string(),
+            "DENIED",
+            String::new(),
+            "private_endpoint_other_region".to_string()
+        )]
+    );
 }
