@@ -558,6 +558,18 @@ impl Endpoint {
             .filter(move |b| if exposed { on_port } else { b.port == port })
     }
 
+    /// The ports clients may use: the exposed ports, else the backends' own, sorted.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = if self.ports.is_empty() {
+            self.backends.iter().map(|b| b.port).collect()
+        } else {
+            self.ports.clone()
+        };
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// Whether connections to `port` are routed by their TLS server name: some backend on it
     /// names the server names it serves.
     pub fn routes_by_sni(&self, port: u16) -> bool {

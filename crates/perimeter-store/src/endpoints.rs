@@ -226,37 +226,6 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Add bytes a gateway's forwarders relayed for endpoints of its cluster
-    /// (`(endpoint id, bytes)`); ids of endpoints that are gone are skipped.
-    pub async fn add_endpoint_bytes(
-        &self,
-        cluster_id: &str,
-        bytes: &[(String, u64)],
-    ) -> Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
-        for (id, n) in bytes {
-            // Saturating: a counter that would pass i64::MAX stays there.
-            let n = i64::try_from(*n).unwrap_or(i64::MAX);
-            sqlx::query(
-                "UPDATE egress_endpoints SET bytes_processed = CASE WHEN bytes_processed > $1 THEN $2 ELSE bytes_processed + $3 END \
-                 WHERE id = $4 AND cluster_id = $5",
-            )
-            .bind(i64::MAX - n)
-            .bind(i64::MAX)
-            .bind(n)
-            .bind(id)
-            .bind(cluster_id)
-            .execute(&mut *tx)
-            .await
-            .ctx("metering endpoint bytes")?;
-        }
-        tx.commit().await.ctx("committing endpoint bytes")?;
-        Ok(())
-    }
-
     // ---- endpoint services (the service owner's side) ---------------------------------------
 
     pub async fn create_endpoint_service(
@@ -655,6 +624,31 @@ impl Store {
         tx.commit().await.ctx("committing an endpoint transition")?;
         Ok(true)
     }
+}
+
+/// Add bytes a gateway's forwarders relayed for endpoints of its cluster (`(endpoint id,
+/// bytes)`); ids of endpoints that are gone are skipped, and a counter saturates at i64::MAX.
+pub(crate) async fn add_endpoint_bytes(
+    conn: &mut AnyConnection,
+    cluster_id: &str,
+    bytes: &[(String, u64)],
+) -> Result<()> {
+    for (id, n) in bytes {
+        let n = i64::try_from(*n).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE egress_endpoints SET bytes_processed = CASE WHEN bytes_processed > $1 THEN $2 ELSE bytes_processed + $3 END \
+             WHERE id = $4 AND cluster_id = $5",
+        )
+        .bind(i64::MAX - n)
+        .bind(i64::MAX)
+        .bind(n)
+        .bind(id)
+        .bind(cluster_id)
+        .execute(&mut *conn)
+        .await
+        .ctx("metering endpoint bytes")?;
+    }
+    Ok(())
 }
 
 /// The DNS name of an endpoint on the `local` provider.

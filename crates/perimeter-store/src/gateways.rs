@@ -393,12 +393,17 @@ impl Store {
     }
 
     /// Add a gateway's decision counts to the cluster's aggregates.
+    /// Record one push of a gateway: its decision aggregates and the bytes its forwarders
+    /// relayed per private endpoint (`(endpoint id, bytes)`), in one transaction, so a push is
+    /// counted whole or not at all.
     pub async fn record_decisions(
         &self,
         cluster_id: &str,
         items: &[DecisionAggregate],
+        endpoint_bytes: &[(String, u64)],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        crate::endpoints::add_endpoint_bytes(&mut tx, cluster_id, endpoint_bytes).await?;
         for d in items {
             sqlx::query(
                 "INSERT INTO egress_decisions (cluster_id, destination, port, verdict, rule_name, reason, count, bytes, first_seen, last_seen) \

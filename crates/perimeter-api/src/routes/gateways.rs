@@ -459,13 +459,14 @@ async fn push_decisions(
             "at most 10000 endpoints per push",
         ));
     }
-    st.store.record_decisions(&gw.cluster_id, &items).await?;
     let bytes: Vec<(String, u64)> = req
         .endpoint_bytes
         .iter()
         .map(|b| (b.endpoint_id.clone(), b.bytes))
         .collect();
-    st.store.add_endpoint_bytes(&gw.cluster_id, &bytes).await?;
+    st.store
+        .record_decisions(&gw.cluster_id, &items, &bytes)
+        .await?;
     Ok(Json(Empty {}))
 }
 

@@ -89,7 +89,12 @@ pub(crate) async fn route(
             Why::PrivateEndpointPort,
             format!(
                 "private endpoint {endpoint_id} serves no backend on port {port}; its ports: {}",
-                endpoint_ports(endpoint).join(", ")
+                endpoint
+                    .ports()
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -163,24 +168,6 @@ fn pick_for_sni<'a>(
         .filter(|b| b.server_names().is_empty())
         .collect();
     (!plain.is_empty()).then_some(plain)
-}
-
-/// The ports a client may use on an endpoint, for error messages.
-fn endpoint_ports(endpoint: &perimeter_policy::Endpoint) -> Vec<String> {
-    let mut ports: Vec<u16> = endpoint
-        .backends()
-        .iter()
-        .map(Backend::port)
-        .filter(|p| endpoint.backends_on(*p).next().is_some())
-        .collect();
-    for p in [9094, 9096, 9098] {
-        if endpoint.backends_on(p).next().is_some() {
-            ports.push(p);
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports.iter().map(u16::to_string).collect()
 }
 
 /// Dial one of `backends`, starting at the next in turn and trying the others on failure.
