@@ -203,8 +203,15 @@ fn embedded_gateways_enforce_and_settle_rules() {
     // A restart keeps the ports, and the gateways keep enforcing.
     assert!(s.terminate().success());
     let s = Server::start(BIN, dir.path(), &[], &[]);
-    let c = ok(&s, &key, "GET", &format!("/api/v1/clusters/{id}"), None);
-    assert_eq!(proxy_addresses(&c), addrs);
+    // The embedded gateways start after the API announced itself: each region's address comes
+    // back once its gateway is up again.
+    let cluster = || ok(&s, &key, "GET", &format!("/api/v1/clusters/{id}"), None);
+    wait_until("the embedded gateways back on their ports", 15, || {
+        proxy_addresses(&cluster())
+            .iter()
+            .all(|(_, a)| !a.is_empty())
+    });
+    assert_eq!(proxy_addresses(&cluster()), addrs);
     wait_until("the proxy forwarding after the restart", 15, || {
         curl(&["-x", &format!("http://{proxy}"), &url]).0 == 200
     });

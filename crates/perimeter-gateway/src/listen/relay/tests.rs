@@ -216,6 +216,44 @@ async fn half_close_is_passed_on_and_the_other_way_keeps_going() {
     );
 }
 
+/// Bytes that come with their end of stream go out held back for the FIN (`MSG_MORE`): they
+/// must still arrive, whole and followed by the end, whether the FIN comes from the half-close
+/// (the first direction to end) or from the close (the second).
+#[tokio::test]
+async fn last_bytes_before_the_end_arrive_with_it() {
+    let (client, mut client_peer) = pair().await;
+    let (upstream, mut upstream_peer) = pair().await;
+    // Both sides have said everything before the relay reads: each read finds bytes and FIN.
+    client_peer.write_all(b"the request").await.unwrap();
+    client_peer.shutdown().await.unwrap();
+    upstream_peer.write_all(b"the answer").await.unwrap();
+    upstream_peer.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let activity = Activity::new();
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        activity.clone(),
+        Duration::from_secs(30),
+        never(),
+        None,
+    ));
+    let mut at_upstream = Vec::new();
+    within("the request", upstream_peer.read_to_end(&mut at_upstream))
+        .await
+        .unwrap();
+    let mut at_client = Vec::new();
+    within("the answer", client_peer.read_to_end(&mut at_client))
+        .await
+        .unwrap();
+    assert_eq!(at_upstream, b"the request");
+    assert_eq!(at_client, b"the answer");
+    let end = within("the relay to end", relayed).await.unwrap();
+    assert!(matches!(end, RelayEnd::Closed), "{end:?}");
+    assert_eq!((activity.up(), activity.down()), (11, 10));
+}
+
 #[tokio::test]
 async fn idle_tunnel_is_closed_after_the_last_byte_plus_the_timeout() {
     let (client, mut client_peer) = pair().await;
