@@ -87,29 +87,21 @@ impl Revocation {
 
     /// [`Revocation::new`] on a receiver of snapshots and a set of own addresses.
     pub(crate) fn watching(
-        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
         own: OwnAddresses,
         admitted: Arc<Snapshot>,
         target: Target,
         addr: SocketAddr,
         path: Option<String>,
     ) -> Self {
-        // A snapshot applied between the decision and now is judged at the first check.
-        if !Arc::ptr_eq(&snapshots.borrow_and_update(), &admitted) {
-            snapshots.mark_changed();
-        }
-        Self {
-            snapshots,
-            judged: admitted,
-            admitted: Arc::new(Admission {
-                own,
-                target,
-                addr: addr.ip(),
-                path,
-                endpoint: None,
-            }),
-            revoked: None,
-        }
+        let admission = Admission {
+            own,
+            target,
+            addr: addr.ip(),
+            path,
+            endpoint: None,
+        };
+        Self::judging(snapshots, admitted, admission)
     }
 
     /// Watch a connection forwarded to a private endpoint (`route`): it stands while the
@@ -122,20 +114,29 @@ impl Revocation {
         addr: SocketAddr,
         route: EndpointRoute,
     ) -> Self {
-        let mut snapshots = ctx.snapshots.clone();
+        let admission = Admission {
+            own: ctx.own.clone(),
+            target,
+            addr: addr.ip(),
+            path: None,
+            endpoint: Some(route),
+        };
+        Self::judging(ctx.snapshots.clone(), admitted, admission)
+    }
+
+    fn judging(
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        admitted: Arc<Snapshot>,
+        admission: Admission,
+    ) -> Self {
+        // A snapshot applied between the decision and now is judged at the first check.
         if !Arc::ptr_eq(&snapshots.borrow_and_update(), &admitted) {
             snapshots.mark_changed();
         }
         Self {
             snapshots,
             judged: admitted,
-            admitted: Arc::new(Admission {
-                own: ctx.own.clone(),
-                target,
-                addr: addr.ip(),
-                path: None,
-                endpoint: Some(route),
-            }),
+            admitted: Arc::new(admission),
             revoked: None,
         }
     }
