@@ -271,3 +271,14 @@ pub fn agrees(field: &str, body: &Option<String>, path: &str) -> ApiResult<()> {
         _ => Ok(()),
     }
 }
+
+/// Read a JSON `null` as an empty array, as the published API's JSON front end reads repeated
+/// fields (the official SDK sends `"roles": null` when it has none). A missing field stays an
+/// error where the field is required (`#[serde(deserialize_with = ...)]` without `default`).
+pub fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(<Option<Vec<T>> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}

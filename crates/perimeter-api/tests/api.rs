@@ -751,6 +751,23 @@ async fn identity_and_audit(s: &TestServer) {
         .ok(Method::GET, &format!("/api/v1/roles/{sa}"), None)
         .await;
     assert_eq!(roles["roles"].as_array().unwrap().len(), 1);
+    // The official SDK sends `null` for an array it has nothing for: read as empty.
+    let created = s
+        .ok(
+            Method::POST,
+            "/api/v1/service-accounts",
+            Some(json!({"name": "sdk-null-roles", "description": "", "roles": null})),
+        )
+        .await;
+    assert_eq!(created["roles"], json!([]), "{created}");
+    let none = s
+        .ok(
+            Method::PUT,
+            &format!("/api/v1/roles/{}", created["id"].as_str().unwrap()),
+            Some(json!({"roles": null})),
+        )
+        .await;
+    assert_eq!(none["roles"], json!([]), "{none}");
     expect_invalid(
         s,
         Method::PUT,

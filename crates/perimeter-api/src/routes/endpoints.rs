@@ -47,6 +47,7 @@ pub struct CreateEgressPrivateEndpointRequest {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEgressPrivateEndpointRequest {
+    #[serde(deserialize_with = "crate::extract::null_as_empty")]
     pub domain_names: Vec<String>,
     #[serde(default)]
     pub cluster_id: Option<String>,
@@ -66,6 +67,7 @@ pub struct CreateEndpointServiceRequest {
     /// "server_names": [...]}` for a backend that serves those TLS server names (several
     /// brokers behind one service, routed by SNI).
     #[schema(value_type = Vec<Object>)]
+    #[serde(deserialize_with = "crate::extract::null_as_empty")]
     pub backends: Vec<perimeter_policy::BackendDoc>,
     /// Open each backend connection with a PROXY protocol v2 header carrying the client address
     /// and the endpoint's connection id (TLV 0xEA/0x01), as an AWS NLB does.
@@ -74,7 +76,7 @@ pub struct CreateEndpointServiceRequest {
     #[serde(default)]
     pub acceptance_required: bool,
     /// Cluster `account_id`s accepted at once when acceptance is required.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::null_as_empty")]
     pub auto_accept_accounts: Vec<String>,
     /// How long a connection may wait for acceptance (default 7 days).
     #[serde(default)]

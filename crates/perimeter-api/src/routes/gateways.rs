@@ -169,9 +169,10 @@ pub struct DecisionCount {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushDecisionsRequest {
+    #[serde(deserialize_with = "crate::extract::null_as_empty")]
     pub decisions: Vec<DecisionCount>,
     /// Bytes the gateway's forwarders relayed per private endpoint since the last push.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::null_as_empty")]
     pub endpoint_bytes: Vec<EndpointBytes>,
 }
 

@@ -37,7 +37,7 @@ pub struct CreateServiceAccountRequest {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::null_as_empty")]
     pub roles: Vec<BuiltInRole>,
 }
 
@@ -66,6 +66,7 @@ pub struct UpdateApiKeySpecification {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRolesForUserRequest {
+    #[serde(deserialize_with = "crate::extract::null_as_empty")]
     pub roles: Vec<BuiltInRole>,
     #[serde(default)]
     pub user_id: Option<String>,
