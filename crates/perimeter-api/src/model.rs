@@ -191,7 +191,12 @@ impl From<perimeter_store::Cluster> for Cluster {
             plan: c.plan,
             cloud_provider: c.provider,
             account_id: c.account_id,
-            state: c.state,
+            // The reference's LOCKED: a networking operation holds the cluster lock.
+            state: if c.state == "CREATED" && (c.egress_policy_updating || c.endpoint_locked) {
+                "LOCKED".to_string()
+            } else {
+                c.state
+            },
             creator_id: c.creator_id,
             operation_status: "UNSPECIFIED".into(),
             config: ClusterConfig {

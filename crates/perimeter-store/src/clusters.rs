@@ -10,6 +10,18 @@ use crate::model::{Cluster, Region, flag, int, json, opt_text, text, to_json};
 use crate::page::{Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError};
 
+/// The column `endpoint_locked` of a cluster row aliased `$c`: 1 while one of its egress private
+/// endpoints is being created, deleted or given domain names (what [`lock_reason`] finds).
+macro_rules! endpoint_locked {
+    ($c:literal) => {
+        concat!(
+            "CAST(CASE WHEN EXISTS (SELECT 1 FROM egress_endpoints e WHERE e.cluster_id = ",
+            $c,
+            ".id AND (e.state IN ('PENDING', 'DELETING') OR e.domain_names_state = 'PENDING')) THEN 1 ELSE 0 END AS BIGINT) AS endpoint_locked"
+        )
+    };
+}
+
 #[derive(Debug, Clone)]
 pub struct NewCluster {
     pub name: String,
@@ -118,9 +130,17 @@ impl Store {
         page: &PageRequest,
     ) -> Result<Page<Cluster>> {
         let sql = if show_inactive {
-            "SELECT * FROM clusters WHERE 1 = 1"
+            concat!(
+                "SELECT clusters.*, ",
+                endpoint_locked!("clusters"),
+                " FROM clusters WHERE 1 = 1"
+            )
         } else {
-            "SELECT * FROM clusters WHERE deleted_at IS NULL"
+            concat!(
+                "SELECT clusters.*, ",
+                endpoint_locked!("clusters"),
+                " FROM clusters WHERE deleted_at IS NULL"
+            )
         };
         let rows = fetch_page(&self.read, sql, vec![], "sort_key", page).await?;
         let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
@@ -374,10 +394,11 @@ async fn load_regions(conn: &mut AnyConnection, id: &str) -> Result<Vec<Region>>
 
 pub(crate) async fn load_cluster(conn: &mut AnyConnection, id: &str) -> Result<Cluster> {
     // One round trip: the cluster's columns repeat on each of its region rows.
-    let rows = sqlx::query(
-        "SELECT c.*, r.name AS region_name, r.node_count AS region_nodes FROM clusters c \
-         LEFT JOIN cluster_regions r ON r.cluster_id = c.id WHERE c.id = $1 ORDER BY r.position",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT c.*, r.name AS region_name, r.node_count AS region_nodes, ",
+        endpoint_locked!("c"),
+        " FROM clusters c LEFT JOIN cluster_regions r ON r.cluster_id = c.id WHERE c.id = $1 ORDER BY r.position",
+    ))
     .bind(id)
     .fetch_all(&mut *conn)
     .await
@@ -408,6 +429,7 @@ fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
         network_visibility: text(r, "network_visibility")?,
         egress_policy: text(r, "egress_policy")?,
         egress_policy_updating: flag(r, "egress_policy_updating")?,
+        endpoint_locked: flag(r, "endpoint_locked")?,
         egress_policy_version: int(r, "egress_policy_version")?,
         egress_policy_changed_at: text(r, "egress_policy_changed_at")?,
         allowlist_propagating: flag(r, "allowlist_propagating")?,

@@ -63,6 +63,9 @@ pub struct Cluster {
     pub egress_policy: String,
     /// True while gateways have not all applied `egress_policy`.
     pub egress_policy_updating: bool,
+    /// An egress private endpoint of the cluster is being created, deleted or given domain
+    /// names: with `egress_policy_updating`, what holds the cluster lock.
+    pub endpoint_locked: bool,
     /// Snapshot version that carried the last traffic policy change, and when it was made.
     pub egress_policy_version: i64,
     pub egress_policy_changed_at: String,

@@ -747,7 +747,25 @@ fn no_live_gateway_fails_at_the_deadline_and_releases_the_lock(args: &[&str]) {
         Some(another.clone()),
     );
     assert_eq!(st, 409, "{b}");
+    let state = || {
+        ok(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cluster}"),
+            None,
+        )["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        state(),
+        "LOCKED",
+        "the reference's state while the lock is held"
+    );
     let failed = wait_state(&s, &key, &cluster, &id, "state", "FAILED");
+    assert_eq!(state(), "CREATED", "the lock is released");
     assert_eq!(
         failed["endpoint_address"].as_str().map(str::is_empty),
         Some(false)
