@@ -844,19 +844,50 @@ async fn identity_and_audit(s: &TestServer) {
         !text.contains(&key) && !text.contains(&s.admin),
         "the audit log holds no secret"
     );
-    let page = s
-        .ok(Method::GET, "/api/v1/auditlogevents?limit=2", None)
-        .await;
-    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
-    let next = page["next_starting_from"].as_str().unwrap();
-    let page2 = s
-        .ok(
-            Method::GET,
-            &format!("/api/v1/auditlogevents?limit=2&starting_from={next}"),
-            None,
-        )
-        .await;
-    assert_eq!(page2["entries"][0]["created_at"], next);
+    // Paging as the official SDK does it: `next_starting_from` sent back as RFC 3339 without
+    // a fraction. Entries come many to a second here, so pages end on whole seconds: every
+    // entry comes exactly once, in order, and the walk ends.
+    let all: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &next {
+            None => "/api/v1/auditlogevents?limit=2".to_string(),
+            Some(n) => format!("/api/v1/auditlogevents?limit=2&starting_from={n}"),
+        };
+        let page = s.ok(Method::GET, &url, None).await;
+        let entries = page["entries"].as_array().unwrap();
+        assert!(
+            entries.len() >= 2 || page["next_starting_from"].is_null(),
+            "{page}"
+        );
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+        assert!(pages <= all.len(), "paging does not end: {page}");
+        match page["next_starting_from"].as_str() {
+            Some(n) => {
+                assert!(!n.contains('.'), "whole seconds: {n}");
+                assert!(
+                    entries.iter().all(|e| e["created_at"].as_str().unwrap()
+                        < &*format!("{}.999999Z", n.trim_end_matches('Z'))),
+                    "the page ends with the second it names: {page}"
+                );
+                next = Some(n.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every entry once, in order, over {pages} pages");
     let desc = s
         .ok(
             Method::GET,

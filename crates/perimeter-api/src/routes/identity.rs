@@ -450,7 +450,7 @@ async fn list_audit_logs(
     };
     let starting_from = match q.starting_from.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(perimeter_store::ts(
+        Some(s) => Some(
             chrono::DateTime::parse_from_rfc3339(s)
                 .map_err(|_| {
                     ApiError::invalid(
@@ -459,7 +459,7 @@ async fn list_audit_logs(
                     )
                 })?
                 .with_timezone(&chrono::Utc),
-        )),
+        ),
     };
     require(&p, Need::Identity, None)?;
     let (entries, next) = st
