@@ -123,7 +123,7 @@ async fn two_replicas_never_drive_one_operation_twice() {
     let mut steps: HashMap<String, Vec<String>> = HashMap::new();
     for e in entries
         .iter()
-        .filter(|e| e.action == "AUDIT_LOG_ACTION_EGRESS_PRIVATE_ENDPOINT_STATE_CHANGE")
+        .filter(|e| e.action == "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT")
     {
         let p: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
         steps

@@ -615,7 +615,7 @@ impl Store {
             "egress_private_endpoint_id": ep.id, "from": ep.state, "to": to, "reason": reason, "driven_by": holder,
         });
         let audit = AuditEntry::internal(
-            "AUDIT_LOG_ACTION_EGRESS_PRIVATE_ENDPOINT_STATE_CHANGE",
+            "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT",
             ENDPOINT_ACTOR,
             payload.to_string(),
         )

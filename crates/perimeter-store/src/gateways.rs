@@ -38,6 +38,8 @@ pub struct DecisionQuery {
 }
 
 impl Store {
+    /// Register a gateway; `audit` is the caller's entry (none for the embedded gateways
+    /// `serve` registers itself: an internal event is not a caller's audit entry).
     pub async fn create_gateway(
         &self,
         cluster_id: &str,
@@ -45,7 +47,7 @@ impl Store {
         name: &str,
         id: &str,
         token_hash: &str,
-        audit: &AuditEntry,
+        audit: Option<&AuditEntry>,
     ) -> Result<Gateway> {
         let mut tx = self.begin().await?;
         let cluster = crate::clusters::load_cluster(&mut tx, cluster_id).await?;
@@ -76,11 +78,13 @@ impl Store {
                 StoreError::Database { context: "registering a gateway", source: e }
             }
         })?;
-        record(
-            &mut tx,
-            &audit.clone().for_cluster(cluster_id, &cluster.name),
-        )
-        .await?;
+        if let Some(audit) = audit {
+            record(
+                &mut tx,
+                &audit.clone().for_cluster(cluster_id, &cluster.name),
+            )
+            .await?;
+        }
         tx.commit().await.ctx("committing a gateway")?;
         self.get_gateway(id).await
     }
@@ -252,14 +256,14 @@ impl Store {
 
     /// The gateway `name` of a cluster region, registered with no usable token when missing.
     /// Used by embedded gateways, which keep no secret at rest: they re-key with
-    /// [`Store::set_gateway_token_hash`] at every start.
+    /// [`Store::set_gateway_token_hash`] at every start. No audit entry: the change that added
+    /// the region (or created the cluster) has one.
     pub async fn ensure_gateway(
         &self,
         cluster_id: &str,
         region: &str,
         name: &str,
         new_id: &str,
-        audit: &AuditEntry,
     ) -> Result<Gateway> {
         let existing: Option<(String,)> =
             sqlx::query_as("SELECT id FROM gateways WHERE cluster_id = $1 AND name = $2")
@@ -272,7 +276,7 @@ impl Store {
             Some((id,)) => self.get_gateway(&id).await,
             // An empty hash matches no token.
             None => {
-                self.create_gateway(cluster_id, region, name, new_id, "", audit)
+                self.create_gateway(cluster_id, region, name, new_id, "", None)
                     .await
             }
         }

@@ -24,7 +24,6 @@ use perimeter_gateway::dns::Resolver;
 use perimeter_gateway::listen::GatewayLimits;
 use perimeter_gateway::listen::dns_listener::DnsListener;
 use perimeter_gateway::runtime::{GatewaySpec, Listeners, RunningGateway};
-use perimeter_store::AuditEntry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -194,12 +193,6 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
             region,
             &gateway_name(region),
             &uuid::Uuid::new_v4().to_string(),
-            &AuditEntry::internal(
-                "AUDIT_LOG_ACTION_CREATE_GATEWAY",
-                "perimeter serve",
-                serde_json::json!({ "name": gateway_name(region), "region": region, "embedded": true })
-                    .to_string(),
-            ),
         )
         .await?;
     let token = auth::generate_gateway_token(&gw.id);

@@ -265,7 +265,7 @@ async fn create_gateway(
             &req.name,
             &id,
             &hash_secret(&token),
-            &audit(&p, "AUDIT_LOG_ACTION_CREATE_GATEWAY", &req),
+            Some(&audit(&p, "AUDIT_LOG_ACTION_CREATE_GATEWAY", &req)),
         )
         .await?;
     Ok(Json(CreateGatewayResponse {
