@@ -27,6 +27,7 @@ pub mod dns;
 pub mod gateway;
 pub mod lock;
 pub mod netns;
+pub mod pg;
 pub mod serve;
 pub mod upstream;
 pub mod wait;

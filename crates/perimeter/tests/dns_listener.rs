@@ -63,6 +63,16 @@ fn dns_address(s: &Server, key: &str, cid: &str) -> SocketAddr {
 
 #[test]
 fn embedded_dns_listener_answers_allowed_names_and_refuses_the_rest() {
+    embedded_dns_listener(&[]);
+}
+
+#[test]
+fn embedded_dns_listener_on_postgresql() {
+    let db = perimeter_testkit::pg::PgDatabase::create("perimeter_dns_listener");
+    embedded_dns_listener(&["--database-url", &db.url]);
+}
+
+fn embedded_dns_listener(store_args: &[&str]) {
     let (upstream, seen) = recording_dns_server(HashMap::from([
         (
             "allowed.example.com".to_string(),
@@ -74,7 +84,9 @@ fn embedded_dns_listener_answers_allowed_names_and_refuses_the_rest() {
         ),
     ]));
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(BIN, dir.path(), &["--dns-server", &upstream], &[]);
+    let mut args = vec!["--dns-server", upstream.as_str()];
+    args.extend_from_slice(store_args);
+    let s = Server::start(BIN, dir.path(), &args, &[]);
     let key = s.admin_key_file();
     let cid = create_cluster(&s, &key, "dns-one", &["us-east-1"]);
     set_traffic_policy(&s, &key, &cid, "DEFAULT_DENY");
@@ -142,7 +154,7 @@ fn embedded_dns_listener_answers_allowed_names_and_refuses_the_rest() {
 
     // The port is kept across restarts.
     s.terminate();
-    let s = Server::start(BIN, dir.path(), &["--dns-server", &upstream], &[]);
+    let s = Server::start(BIN, dir.path(), &args, &[]);
     let key = s.admin_key_file();
     perimeter_testkit::wait_until("the DNS listener back on its port", 30, || {
         let c = ok(&s, &key, "GET", &format!("/api/v1/clusters/{cid}"), None);

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use perimeter_testkit::certs::self_signed;
+use perimeter_testkit::pg::PgDatabase;
 use perimeter_testkit::{Server, api, curl, ok, wait_until};
 use serde_json::{Value, json};
 
@@ -268,7 +269,7 @@ fn kafka_brokers_behind_one_endpoint_by_sni_on_sqlite() {
 
 #[test]
 fn kafka_brokers_behind_one_endpoint_by_sni_on_postgresql() {
-    let db = pg_database("perimeter_kafka");
+    let db = PgDatabase::create("perimeter_kafka");
     kafka_brokers_behind_one_endpoint_by_sni(&["--database-url", &db.url]);
 }
 
@@ -353,57 +354,6 @@ fn kafka_brokers_behind_one_endpoint_by_sni(args: &[&str]) {
     );
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("domain_names[1]") && b.contains(&id), "{b}");
-}
-
-/// A database of its own on the local PostgreSQL, dropped at the end of the test.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    fn psql(admin: &str, sql: &str) -> std::process::Output {
-        Command::new("psql")
-            .args([admin, "-qc", sql])
-            .output()
-            .expect("psql")
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = Self::psql(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn pg_database(name: &str) -> PgDatabase {
-    let admin = std::env::var("PERIMETER_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    let db = format!("{name}_{}", std::process::id());
-    let out = PgDatabase::psql(
-        &admin,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    assert!(
-        out.status.success(),
-        "PostgreSQL is needed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        PgDatabase::psql(&admin, &format!("CREATE DATABASE {db}"))
-            .status
-            .success()
-    );
-    PgDatabase {
-        url: format!("{base}/{db}"),
-        admin,
-        name: db,
-    }
 }
 
 fn plain_service_lifecycle(args: &[&str]) {
@@ -537,7 +487,7 @@ fn plain_service_by_address_and_domain_on_sqlite() {
 
 #[test]
 fn plain_service_by_address_and_domain_on_postgresql() {
-    let db = pg_database("perimeter_endpoints");
+    let db = PgDatabase::create("perimeter_endpoints");
     plain_service_lifecycle(&["--database-url", &db.url]);
 }
 
@@ -548,7 +498,7 @@ fn acceptance_rejection_expiry_and_msk_on_sqlite() {
 
 #[test]
 fn acceptance_rejection_expiry_and_msk_on_postgresql() {
-    let db = pg_database("perimeter_acceptance");
+    let db = PgDatabase::create("perimeter_acceptance");
     acceptance_rejection_expiry_and_msk(&["--database-url", &db.url]);
 }
 
@@ -711,7 +661,7 @@ fn no_live_gateway_fails_at_the_deadline_on_sqlite() {
 
 #[test]
 fn no_live_gateway_fails_at_the_deadline_on_postgresql() {
-    let db = pg_database("perimeter_no_gateway");
+    let db = PgDatabase::create("perimeter_no_gateway");
     no_live_gateway_fails_at_the_deadline_and_releases_the_lock(&["--database-url", &db.url]);
 }
 

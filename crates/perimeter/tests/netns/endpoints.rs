@@ -8,11 +8,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
 
 use perimeter_testkit::api::set_policy;
+use perimeter_testkit::pg::PgDatabase;
 use perimeter_testkit::{api, ok, wait_until};
 use serde_json::{Value, json};
 
 use crate::fixture::{Net, NetOptions, Redirect, Workload};
-use crate::{Perimeter, start_perimeter};
+use crate::{Perimeter, start_perimeter_on};
 
 /// A TCP echo service on loopback in the root namespace (the service owner's backend).
 fn echo_backend() -> SocketAddr {
@@ -104,6 +105,16 @@ fn endpoint(p: &Perimeter, id: &str) -> Value {
 
 #[test]
 fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect() {
+    transparent_workload_reaches_an_endpoint(&[]);
+}
+
+#[test]
+fn transparent_workload_reaches_an_endpoint_on_postgresql() {
+    let db = PgDatabase::create("perimeter_netns_endpoints");
+    transparent_workload_reaches_an_endpoint(&["--database-url", &db.url]);
+}
+
+fn transparent_workload_reaches_an_endpoint(serve_args: &[&str]) {
     let net = Net::new(NetOptions {
         metadata: false,
         workload: true,
@@ -112,7 +123,7 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
     let a = net.a;
     let w = net.workload.as_ref().unwrap();
     let listen = format!("{}:0", a.workload_root);
-    let p = start_perimeter(
+    let p = start_perimeter_on(
         &net,
         "netns-endpoints",
         "gw-e",
@@ -124,6 +135,7 @@ fn transparent_workload_reaches_an_endpoint_by_the_dns_listener_and_the_redirect
             "--metrics-listen",
             "127.0.0.1:0",
         ],
+        serve_args,
     );
     let tport: u16 =
         p.gw.transparent

@@ -97,7 +97,18 @@ pub struct Perimeter {
 
 /// Start a [`Perimeter`] for `net`, and wait until its gateway applied a snapshot.
 pub fn start_perimeter(net: &Net, cluster: &str, gateway: &str, args: &[&str]) -> Perimeter {
-    let s = start_serve(&net.dir.path().join("cp"), &[]);
+    start_perimeter_on(net, cluster, gateway, args, &[])
+}
+
+/// [`start_perimeter`] with further `serve` flags (e.g. `--database-url`).
+pub fn start_perimeter_on(
+    net: &Net,
+    cluster: &str,
+    gateway: &str,
+    args: &[&str],
+    serve_args: &[&str],
+) -> Perimeter {
+    let s = start_serve(&net.dir.path().join("cp"), serve_args);
     let key = s.admin_key_file();
     let cid = create_cluster(&s, &key, cluster, &["us-east-1"]);
     let token = gateway_token(&s, &key, &cid, "us-east-1", gateway);
