@@ -173,19 +173,41 @@ async fn set_domains(
     let names = validate_domain_names(&req.domain_names)?;
     require(p, Need::WriteNetworking, Some(cluster_id))?;
     st.store.get_live_cluster(cluster_id).await?;
-    let ep = st
+    let set = st
         .store
         .set_domain_names(
             cluster_id,
             id,
             &names,
-            &audit(
-                p,
-                "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT_DOMAIN_NAMES",
-                req,
-            ),
+            &audit(p, "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT", req),
         )
-        .await?;
+        .await;
+    // The store names a place in the list as checked (canonical, without repeats): name the
+    // place of that name in the request instead.
+    let ep = match set {
+        Err(perimeter_store::StoreError::Precondition { field, message })
+            if field.starts_with("domain_names[") =>
+        {
+            let checked = field
+                .trim_start_matches("domain_names[")
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| names.get(i));
+            let sent = checked.and_then(|name| {
+                req.domain_names.iter().position(|raw| {
+                    validate_domain_names(std::slice::from_ref(raw))
+                        .is_ok_and(|c| c.first() == Some(name))
+                })
+            });
+            let field = sent.map_or(field, |i| format!("domain_names[{i}]"));
+            return Err(ApiError::from(perimeter_store::StoreError::Precondition {
+                field,
+                message,
+            }));
+        }
+        other => other?,
+    };
     st.changed();
     Ok(ep)
 }
