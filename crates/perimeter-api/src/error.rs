@@ -49,6 +49,8 @@ pub struct ApiError {
     /// Internal cause, logged once with the request id; never sent.
     pub internal: Option<String>,
     pub retry_after: Option<u64>,
+    /// An HTTP status other than the code's (413 for a body over the cap).
+    pub status: Option<StatusCode>,
 }
 
 /// google.rpc.Status as sent on the wire.
@@ -67,6 +69,15 @@ impl ApiError {
             field: None,
             internal: None,
             retry_after: None,
+            status: None,
+        }
+    }
+
+    /// A request body over the cap: 413, naming the field `body`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError {
+            status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+            ..Self::invalid("body", message)
         }
     }
 
@@ -160,7 +171,8 @@ impl IntoResponse for ApiError {
             message,
             details,
         };
-        let mut resp = (self.code.status(), Json(body)).into_response();
+        let status = self.status.unwrap_or(self.code.status());
+        let mut resp = (status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());

@@ -27,13 +27,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
-                ApiError::invalid("body", format!("could not read the request body: {e}"))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(format!("request body larger than {MAX_BODY} bytes"))
+                } else {
+                    ApiError::invalid("body", format!("could not read the request body: {e}"))
+                }
             })?;
         if bytes.len() > MAX_BODY {
-            return Err(ApiError::invalid(
-                "body",
-                format!("request body larger than {MAX_BODY} bytes"),
-            ));
+            return Err(ApiError::too_large(format!(
+                "request body larger than {MAX_BODY} bytes"
+            )));
         }
         parse_json(if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"

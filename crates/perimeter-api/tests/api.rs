@@ -901,6 +901,22 @@ async fn identity_and_audit(s: &TestServer) {
     );
 }
 
+async fn body_over_the_cap_is_413(s: &TestServer) {
+    let (st, v) = s
+        .admin(
+            Method::POST,
+            "/api/v1/service-accounts",
+            Some(json!({"name": "big", "description": "x".repeat(2 << 20)})),
+        )
+        .await;
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["code"], 3, "{v}");
+    assert_eq!(
+        v["details"][0]["field_violations"][0]["field"], "body",
+        "{v}"
+    );
+}
+
 async fn authentication(s: &TestServer) {
     let (st, v) = s.call(Method::GET, "/api/v1/clusters", None, None).await;
     assert_eq!((st, v["code"].clone()), (401, json!(16)));
@@ -1395,6 +1411,7 @@ on_both_backends!(
     ingress_private_endpoints,
     identity_and_audit,
     authentication,
+    body_over_the_cap_is_413,
     validation_errors,
     pagination_three_pages,
     lock_conflict,
