@@ -9,6 +9,7 @@ pub mod publish;
 pub mod reconcile;
 pub mod resolve;
 mod routes;
+pub mod server;
 pub mod what_if;
 
 use std::collections::HashMap;
@@ -389,7 +390,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, server::ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] within `limits` (connections, header and request timeouts).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: server::ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve_bounded(listener, app(state), limits, shutdown).await
 }

@@ -35,6 +35,16 @@ pub struct ServeArgs {
     /// Requests per second allowed per API key (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub rate_limit_per_key: u32,
+    /// Most connections the API serves at once; past that a client gets 503 and is closed.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub api_max_connections: u64,
+    /// Seconds a client has to send a whole request head (a slow client is cut).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub api_header_timeout_seconds: u64,
+    /// Seconds a request may take, its body included (503 past it); above the gateways'
+    /// 60 s snapshot long-poll.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(61..=86_400))]
+    pub api_request_timeout_seconds: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PERIMETER_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -145,9 +155,19 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
 
     let mut rx = stop_rx.clone();
-    let server_task = tokio::spawn(perimeter_api::serve(listener, state, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let limits = perimeter_api::server::ServerLimits {
+        max_connections: args.api_max_connections as usize,
+        header_timeout: Duration::from_secs(args.api_header_timeout_seconds),
+        request_timeout: Duration::from_secs(args.api_request_timeout_seconds),
+    };
+    let server_task = tokio::spawn(perimeter_api::serve_with(
+        listener,
+        state,
+        limits,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
 
     shutdown_signal().await;
     tracing::info!("shutting down");

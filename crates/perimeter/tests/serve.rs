@@ -261,3 +261,64 @@ fn bad_flags_fail_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A client that never finishes its request head is cut at the header timeout; past the
+/// connection cap a client gets 503 in the API's error shape and is closed.
+#[test]
+fn api_cuts_slow_clients_and_caps_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        BIN,
+        dir.path(),
+        &[
+            "--api-header-timeout-seconds",
+            "2",
+            "--api-max-connections",
+            "2",
+        ],
+        &[],
+    );
+    let addr = s.url().trim_start_matches("http://").to_string();
+    // Slowloris: half a head, then nothing.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "cut after {took:?}: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    // Two connections hold both slots (each sends its head slowly, within the timeout); the
+    // third is refused at once.
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":14"), "{answer}");
+    // The held ones finish their requests and are served.
+    for c in &mut held {
+        c.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = String::new();
+        let _ = c.read_to_string(&mut got);
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+}
