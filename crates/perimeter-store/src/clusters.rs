@@ -50,6 +50,18 @@ pub struct ClusterUpdate {
 impl Store {
     pub async fn create_cluster(&self, c: &NewCluster, audit: &AuditEntry) -> Result<Cluster> {
         let mut tx = self.begin().await?;
+        let (have,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM clusters WHERE deleted_at IS NULL")
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("counting clusters")?;
+        Store::within(
+            have,
+            self.limits.clusters,
+            "name",
+            "the organization has too many clusters",
+            "--max-clusters",
+        )?;
         let taken: Option<(String,)> =
             sqlx::query_as("SELECT id FROM clusters WHERE name = $1 AND deleted_at IS NULL")
                 .bind(&c.name)

@@ -47,6 +47,19 @@ impl Store {
         let mut tx = self.begin().await?;
         let cluster = lock_cluster(&mut tx, cluster_id).await?;
         crate::clusters::require_region(&cluster, region)?;
+        let (have,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM egress_endpoints WHERE cluster_id = $1")
+                .bind(cluster_id)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("counting egress private endpoints")?;
+        Store::within(
+            have,
+            self.limits.endpoints_per_cluster,
+            "target_service_identifier",
+            &format!("cluster {cluster_id} has too many egress private endpoints"),
+            "--max-endpoints-per-cluster",
+        )?;
         let id = crate::new_id();
         let now = crate::now();
         sqlx::query(

@@ -96,6 +96,27 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    limits: Limits,
+}
+
+/// How much one organisation and one cluster may hold (`serve --max-*`): every change ships the
+/// cluster's whole policy to every gateway, so what it may hold is bounded. A create past a
+/// limit is refused with a 400 that names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub rules_per_cluster: u64,
+    pub endpoints_per_cluster: u64,
+    pub clusters: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rules_per_cluster: 100_000,
+            endpoints_per_cluster: 100,
+            clusters: 1_000,
+        }
+    }
 }
 
 impl Store {
@@ -124,6 +145,7 @@ impl Store {
             read: write.clone(),
             write: write.clone(),
             backend: Backend::Sqlite,
+            limits: Limits::default(),
         };
         schema::migrate(&store_for_migrate).await?;
         let readers = std::thread::available_parallelism()
@@ -142,6 +164,7 @@ impl Store {
             read,
             write,
             backend: Backend::Sqlite,
+            limits: Limits::default(),
         })
     }
 
@@ -175,6 +198,7 @@ impl Store {
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
+            limits: Limits::default(),
         };
         schema::migrate(&store).await?;
         Ok(store)
@@ -182,6 +206,25 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same store, holding to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuse a create that would pass `limit`, which `have` already reached.
+    pub(crate) fn within(have: i64, limit: u64, field: &str, what: &str, flag: &str) -> Result<()> {
+        if have >= 0 && (have as u64) >= limit {
+            return Err(StoreError::Precondition {
+                field: field.into(),
+                message: format!(
+                    "{what}: {have} of at most {limit} (serve {flag}); delete one first"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Cheap liveness probe of the database.

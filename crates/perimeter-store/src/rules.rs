@@ -21,6 +21,20 @@ impl Store {
     ) -> Result<EgressRule> {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        let (have,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM egress_rules WHERE cluster_id = $1 AND state <> 'PENDING_DELETION'",
+        )
+        .bind(cluster_id)
+        .fetch_one(&mut *tx)
+        .await
+        .ctx("counting egress rules")?;
+        Store::within(
+            have,
+            self.limits.rules_per_cluster,
+            "name",
+            &format!("cluster {cluster_id} has too many egress rules"),
+            "--max-rules-per-cluster",
+        )?;
         let id = crate::new_id();
         let now = crate::now();
         sqlx::query(

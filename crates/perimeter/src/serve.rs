@@ -35,6 +35,15 @@ pub struct ServeArgs {
     /// Requests per second allowed per API key (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub rate_limit_per_key: u32,
+    /// Most egress rules a cluster may hold (each change ships them all to every gateway).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rules_per_cluster: u64,
+    /// Most egress private endpoints a cluster may hold.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_endpoints_per_cluster: u64,
+    /// Most clusters the organization may hold (deleted ones do not count).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clusters: u64,
     /// Most connections the API serves at once; past that a client gets 503 and is closed.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub api_max_connections: u64,
@@ -95,6 +104,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
                 .context("opening the SQLite store")?
         }
     };
+    let store = store.with_limits(perimeter_store::Limits {
+        rules_per_cluster: args.max_rules_per_cluster,
+        endpoints_per_cluster: args.max_endpoints_per_cluster,
+        clusters: args.max_clusters,
+    });
     let where_ = match &args.database_url {
         Some(_) => "PostgreSQL".to_string(),
         None => format!("SQLite at {}", args.data_dir.join("perimeter.db").display()),

@@ -322,3 +322,69 @@ fn api_cuts_slow_clients_and_caps_connections() {
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     }
 }
+
+/// Documented limits, set by flags: a create past one is a 400 that names the limit.
+#[test]
+fn limits_refuse_with_a_400_naming_the_limit() {
+    use perimeter_testkit::api;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        BIN,
+        dir.path(),
+        &[
+            "--max-clusters",
+            "1",
+            "--max-rules-per-cluster",
+            "1",
+            "--max-endpoints-per-cluster",
+            "1",
+            "--no-embedded-gateways",
+        ],
+        &[],
+    );
+    let key = s.admin_key_file();
+    let cid = create_cluster(&s.url(), &key, "limited");
+    let body = json!({"name": "second", "provider": "AWS",
+                      "spec": {"dedicated": {"region_nodes": {"us-east-1": 3}}}});
+    let (st, b) = api(&s, &key, "POST", "/api/v1/clusters", Some(body));
+    assert_eq!(st, 400, "{b}");
+    assert!(
+        b.contains("--max-clusters") && b.contains("\"field\":\"name\""),
+        "{b}"
+    );
+    let rules = format!("/api/v1/clusters/{cid}/networking/egress-rules");
+    let rule = |name: &str| json!({"name": name, "type": "FQDN", "destination": "example.test", "ports": [443], "description": ""});
+    let (st, b) = api(&s, &key, "POST", &rules, Some(rule("one")));
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = api(&s, &key, "POST", &rules, Some(rule("two")));
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("--max-rules-per-cluster"), "{b}");
+    let endpoints = format!("/api/v1/clusters/{cid}/networking/egress-private-endpoints");
+    let ep = json!({"region": "us-east-1", "target_service_type": "PRIVATE_SERVICE",
+                    "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-limited"});
+    let (st, b) = api(&s, &key, "POST", &endpoints, Some(ep.clone()));
+    assert_eq!(st, 200, "{b}");
+    // The first one fails (no such service); it still counts until it is deleted.
+    perimeter_testkit::wait_until("the first endpoint to settle", 30, || {
+        let (_, b) = api(&s, &key, "GET", &endpoints, None);
+        b.contains("FAILED")
+    });
+    let (st, b) = api(&s, &key, "POST", &endpoints, Some(ep));
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("--max-endpoints-per-cluster"), "{b}");
+    let labels: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (st, b) = api(
+        &s,
+        &key,
+        "PATCH",
+        &format!("/api/v1/clusters/{cid}"),
+        Some(json!({"labels": labels})),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(
+        b.contains("\"field\":\"labels\"") && b.contains("at most 64"),
+        "{b}"
+    );
+}

@@ -166,7 +166,19 @@ fn validate_regions(
     Ok(out)
 }
 
+/// Most labels a cluster carries.
+pub const MAX_LABELS: usize = 64;
+
 fn validate_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::invalid(
+            "labels",
+            format!(
+                "labels: {} given; a cluster carries at most {MAX_LABELS}",
+                labels.len()
+            ),
+        ));
+    }
     for (k, v) in labels {
         let ok_key = !k.is_empty()
             && k.len() <= 63
