@@ -1337,7 +1337,70 @@ async fn lock_conflict(s: &TestServer) {
     assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
 }
 
+/// The workload route: every region listed, addresses validated with the field named, regions
+/// checked, each write audited and carried in the next snapshot.
+async fn workload_addresses(s: &TestServer) {
+    let c = s
+        .create_cluster("workload-1", json!({"us-east-1": 1, "eu-west-1": 1}))
+        .await;
+    let path = format!("/api/v1/clusters/{c}/workload");
+    let v = s.ok(Method::GET, &path, None).await;
+    assert_eq!(
+        v,
+        json!({"regions": {"eu-west-1": {"sql": "", "ui": ""}, "us-east-1": {"sql": "", "ui": ""}}})
+    );
+    let (_, platform) = s
+        .key_with(
+            "platform-wl",
+            json!([{"name": "PLATFORM_OPERATOR", "resource": {"type": "ORGANIZATION"}}]),
+        )
+        .await;
+    let set = |body: Value| {
+        let path = path.clone();
+        let platform = platform.clone();
+        async move {
+            s.call(Method::PUT, &path, Some(&platform), Some(body))
+                .await
+        }
+    };
+    let (st, v) =
+        set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1:26257", "ui": "[::1]:8080"}}}))
+            .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(v["regions"]["us-east-1"]["ui"], "[::1]:8080");
+    assert_eq!(v["regions"]["eu-west-1"]["sql"], "");
+    assert_eq!(s.ok(Method::GET, &path, None).await, v);
+    let (st, v) = set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1"}}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "regions.us-east-1.sql", "{v}");
+    let (st, v) = set(json!({"regions": {"us-east-1": {"ui": "db.example.com:0"}}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "regions.us-east-1.ui", "{v}");
+    let (st, v) = set(json!({"regions": {"mars-1": {"sql": "127.0.0.1:1"}}})).await;
+    assert_ne!(st, 200, "{v}");
+    assert!(v.to_string().contains("regions.mars-1"), "{v}");
+    let (st, v) = set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1:1", "tls": "x"}}})).await;
+    assert_eq!(st, 400, "unknown fields are refused: {v}");
+    // Unchanged after the refusals.
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await["regions"]["us-east-1"]["sql"],
+        "127.0.0.1:26257"
+    );
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let sets = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_WORKLOAD")
+        .count();
+    assert_eq!(sets, 1, "one accepted write, one entry: {audit}");
+}
+
 on_both_backends!(
+    workload_addresses,
     clusters_happy_path,
     egress_rules_happy_path,
     traffic_policy,

@@ -51,6 +51,18 @@ fn table() -> Vec<Route> {
     vec![
         r(M::GET, "/api/v1/clusters", None, READ_CLUSTER),
         r(
+            M::GET,
+            "/api/v1/clusters/{c}/workload",
+            None,
+            &[ADMIN, PLATFORM],
+        ),
+        r(
+            M::PUT,
+            "/api/v1/clusters/{c}/workload",
+            Some(json!({"regions": {}})),
+            &[PLATFORM],
+        ),
+        r(
             M::POST,
             "/api/v1/clusters",
             Some(
