@@ -7,7 +7,9 @@
 //! - the UI listener refuses 127.0.0.2 until a PATCH sets `ui`, observed once the allowlist reads
 //!   `propagating: false`;
 //! - deleting the entry cuts the open admitted connection; an empty allowlist refuses everyone;
-//! - every decision is logged with its verdict and reason.
+//! - every decision is logged with its verdict and reason;
+//! - after a restart the listeners are back on their ports, and an entry re-added for one
+//!   source lets only that source in.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -286,6 +288,32 @@ fn public_ingress(args: &[&str]) {
     ] {
         assert!(log.contains(needle), "the log lacks {needle}");
     }
+
+    // The listeners keep their ports across a restart, and what the store holds is enforced
+    // again: an entry re-added for one source lets only that source in.
+    assert!(s.terminate().success());
+    let s = Server::start(BIN, dir.path(), args, &[]);
+    let key = s.admin_key_file();
+    wait_until("the ingress listeners back on their ports", 30, || {
+        let r = cluster_region(&s, &key, &cid);
+        r["sql_ingress_address"] == sql.to_string() && r["ui_ingress_address"] == ui.to_string()
+    });
+    ok(
+        &s,
+        &key,
+        "PUT",
+        &format!("{allowlist}/127.0.0.3/32"),
+        Some(json!({"sql": true, "ui": false})),
+    );
+    wait_settled(&s, &key, &cid);
+    let mut c = connect_from(b, sql);
+    assert!(
+        echoes(&mut c, "b after the restart\n"),
+        "127.0.0.3 admitted"
+    );
+    let mut c = connect_from(a, sql);
+    assert!(closed(&mut c), "127.0.0.2 still refused");
+    assert_eq!(seen.lock().unwrap().connections, 3);
 }
 
 #[test]
