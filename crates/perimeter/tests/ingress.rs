@@ -11,6 +11,7 @@
 //! - after a restart the listeners are back on their ports, and an entry re-added for one
 //!   source lets only that source in.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::Command;
@@ -18,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
-use perimeter_testkit::{Server, api, ok, wait_until};
+use perimeter_testkit::dns::dns_server;
+use perimeter_testkit::{Gateway, Server, api, curl, ok, wait_until};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
@@ -314,6 +316,115 @@ fn public_ingress(args: &[&str]) {
     let mut c = connect_from(a, sql);
     assert!(closed(&mut c), "127.0.0.2 still refused");
     assert_eq!(seen.lock().unwrap().connections, 3);
+}
+
+/// `perimeter gateway --sql-ingress-listen --ui-ingress-listen`: a standalone gateway in front of
+/// a workload named by a DNS name (resolved by the gateway); a listener whose region has no
+/// workload address closes admitted connections with the reason; decisions are counted in
+/// `perimeter_ingress_decisions_total`.
+#[test]
+fn standalone_gateway_ingress_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 workload.test.example\n").unwrap();
+    let dns = dns_server(HashMap::new());
+    let s = Server::start(
+        BIN,
+        &dir.path().join("cp"),
+        &["--no-embedded-gateways"],
+        &[],
+    );
+    let key = s.admin_key_file();
+    let cid = api::create_cluster(&s, &key, "ingress-gw", &["us-east-1"]);
+    let token = api::gateway_token(&s, &key, &cid, "us-east-1", "gw-1");
+    let gw = Gateway::start_with(
+        BIN,
+        dir.path(),
+        &s.url,
+        &token,
+        "us-east-1",
+        &dir.path().join("gw-state"),
+        &hosts,
+        &dns,
+        &[
+            "--sql-ingress-listen",
+            "127.0.0.1:0",
+            "--ui-ingress-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let announced = |name: &str| -> SocketAddr {
+        gw.log_text()
+            .lines()
+            .find_map(|l| {
+                l.split(&format!("perimeter: gateway {name} ingress listener on "))
+                    .nth(1)
+            })
+            .unwrap_or_else(|| panic!("no {name} ingress listener announced"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (sql, ui) = (announced("sql"), announced("ui"));
+    let (workload, seen) = echo_workload();
+    ok(
+        &s,
+        &key,
+        "PUT",
+        &format!("/api/v1/clusters/{cid}/workload"),
+        Some(
+            json!({"regions": {"us-east-1": {"sql": format!("workload.test.example:{}", workload.port())}}}),
+        ),
+    );
+    ok(
+        &s,
+        &key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/networking/allowlist"),
+        Some(json!({"cidr_ip": "127.0.0.2", "cidr_mask": 32, "sql": true, "ui": true})),
+    );
+    wait_settled(&s, &key, &cid);
+    let a = Ipv4Addr::new(127, 0, 0, 2);
+    let mut c = connect_from(a, sql);
+    assert!(
+        echoes(&mut c, "by name\n"),
+        "admitted and relayed to the named workload"
+    );
+    let mut c = connect_from(a, ui);
+    assert!(closed(&mut c), "no ui workload address in this region");
+    let mut c = connect_from(Ipv4Addr::new(127, 0, 0, 3), sql);
+    assert!(closed(&mut c), "127.0.0.3 is in no entry");
+    assert_eq!(seen.lock().unwrap().connections, 1);
+
+    let metrics = gw.metrics.clone().expect("the gateway serves metrics");
+    let want = [
+        ("sql", "ADMITTED", "allowlisted"),
+        ("ui", "REFUSED", "no_workload_address"),
+        ("sql", "REFUSED", "not_allowlisted"),
+    ];
+    let mut lines = Vec::new();
+    wait_until("the ingress decisions counted", 10, || {
+        let (st, body) = curl(&[&metrics]);
+        assert_eq!(st, 200, "{body}");
+        lines = body
+            .lines()
+            .filter(|l| l.starts_with("perimeter_ingress_decisions_total{"))
+            .map(str::to_string)
+            .collect();
+        want.iter().all(|(listener, verdict, reason)| {
+            lines.iter().any(|l| {
+                l.contains(&format!("cluster=\"{cid}\""))
+                    && l.contains("region=\"us-east-1\"")
+                    && l.contains(&format!("listener=\"{listener}\""))
+                    && l.contains(&format!("verdict=\"{verdict}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.ends_with(" 1")
+            })
+        })
+    });
+    gw.terminate();
 }
 
 #[test]
