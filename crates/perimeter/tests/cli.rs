@@ -1239,3 +1239,77 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
     assert!(gone.contains(plain), "{gone}");
     srv.cli(&["endpoint-services", "get", plain]).failed(1);
 }
+
+#[test]
+fn workload_show_and_set() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-workload",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+        "--region",
+        "eu-west-1=1",
+    ])
+    .ok();
+    let set = srv
+        .cli(&[
+            "workload",
+            "set",
+            "cli-workload",
+            "us-east-1",
+            "--sql",
+            "127.0.0.1:26257",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(set["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(set["regions"]["us-east-1"]["ui"], "");
+    // One region at a time: the others keep theirs.
+    srv.cli(&[
+        "workload",
+        "set",
+        "cli-workload",
+        "eu-west-1",
+        "--ui",
+        "db.internal.example:8080",
+    ])
+    .ok();
+    let table = srv.cli(&["workload", "show", "cli-workload"]).ok().stdout;
+    assert!(table.starts_with("REGION "), "{table}");
+    assert!(
+        table.contains("127.0.0.1:26257") && table.contains("db.internal.example:8080"),
+        "{table}"
+    );
+    let bad = srv
+        .cli(&[
+            "workload",
+            "set",
+            "cli-workload",
+            "us-east-1",
+            "--ui",
+            "127.0.0.1",
+        ])
+        .failed(1);
+    assert!(
+        bad.stderr.contains("field: regions.us-east-1.ui"),
+        "{bad:#?}"
+    );
+    srv.cli(&["workload", "set", "cli-workload", "us-east-1"])
+        .failed(2);
+    let shown = srv
+        .cli(&["workload", "show", "cli-workload", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(shown["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(shown["regions"]["us-east-1"]["ui"], "");
+    assert_eq!(
+        shown["regions"]["eu-west-1"]["ui"],
+        "db.internal.example:8080"
+    );
+}
