@@ -1399,7 +1399,73 @@ async fn workload_addresses(s: &TestServer) {
     assert_eq!(sets, 1, "one accepted write, one entry: {audit}");
 }
 
+/// Ingress what-if: the verdict of the public listeners and the deciding entry, under the
+/// newest snapshot.
+async fn ingress_check(s: &TestServer) {
+    let c = s
+        .create_cluster("ingress-check-1", json!({"us-east-1": 1}))
+        .await;
+    let check = format!("/api/v1/clusters/{c}/networking/ingress-check");
+    let ask = |source: &str, listener: &str| json!({"source": source, "listener": listener});
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "sql")))
+        .await;
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "allowlist_empty");
+    assert_eq!(v["entry"], Value::Null);
+    let allowlist = format!("/api/v1/clusters/{c}/networking/allowlist");
+    s.ok(
+        Method::POST,
+        &allowlist,
+        Some(json!({"cidr_ip": "198.51.100.0", "cidr_mask": 24, "name": "office", "sql": true, "ui": false})),
+    )
+    .await;
+    s.ok(
+        Method::POST,
+        &allowlist,
+        Some(json!({"cidr_ip": "198.51.100.7", "cidr_mask": 32, "name": "laptop", "sql": false, "ui": false})),
+    )
+    .await;
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "sql")))
+        .await;
+    assert_eq!(v["admitted"], true, "{v}");
+    assert_eq!(v["verdict"], "ADMITTED");
+    assert_eq!(v["reason"], "allowlisted");
+    assert_eq!(v["entry"]["name"], "office");
+    assert_eq!(v["entry"]["cidr_ip"], "198.51.100.0");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "ui")))
+        .await;
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "listener_not_allowed");
+    assert_eq!(v["entry"]["name"], "laptop", "the most specific entry: {v}");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("::ffff:198.51.100.9", "sql")),
+        )
+        .await;
+    assert_eq!(v["admitted"], true, "IPv4-mapped judged as IPv4: {v}");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("203.0.113.1", "sql")))
+        .await;
+    assert_eq!(v["reason"], "not_allowlisted");
+    let (st, v) = s
+        .admin(Method::POST, &check, Some(ask("0306.51.100.7", "sql")))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "source");
+    let (st, v) = s
+        .admin(Method::POST, &check, Some(ask("198.51.100.7", "ssh")))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "listener");
+}
+
 on_both_backends!(
+    ingress_check,
     workload_addresses,
     clusters_happy_path,
     egress_rules_happy_path,

@@ -51,6 +51,12 @@ fn table() -> Vec<Route> {
     vec![
         r(M::GET, "/api/v1/clusters", None, READ_CLUSTER),
         r(
+            M::POST,
+            "/api/v1/clusters/{c}/networking/ingress-check",
+            Some(json!({"source": "10.0.0.1", "listener": "sql"})),
+            READ_NET,
+        ),
+        r(
             M::GET,
             "/api/v1/clusters/{c}/workload",
             None,

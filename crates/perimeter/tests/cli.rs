@@ -1313,3 +1313,65 @@ fn workload_show_and_set() {
         "db.internal.example:8080"
     );
 }
+
+#[test]
+fn check_ingress() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-ingress",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    srv.cli(&[
+        "allowlist",
+        "add",
+        "cli-ingress",
+        "198.51.100.0/24",
+        "--name",
+        "office",
+        "--sql",
+    ])
+    .ok();
+    let table = srv
+        .cli(&["check", "cli-ingress", "198.51.100.7", "--ingress", "--sql"])
+        .ok()
+        .stdout;
+    assert!(table.starts_with("SOURCE "), "{table}");
+    assert!(
+        table.contains("true") && table.contains("198.51.100.0/24 (office)"),
+        "{table}"
+    );
+    let v = srv
+        .cli(&[
+            "check",
+            "cli-ingress",
+            "198.51.100.7",
+            "--ingress",
+            "--ui",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "listener_not_allowed");
+    srv.cli(&["check", "cli-ingress", "198.51.100.7", "--ingress"])
+        .failed(2);
+    srv.cli(&["check", "cli-ingress", "198.51.100.7", "--sql"])
+        .failed(2);
+    let bad = srv
+        .cli(&[
+            "check",
+            "cli-ingress",
+            "0306.51.100.7",
+            "--ingress",
+            "--sql",
+        ])
+        .failed(1);
+    assert!(bad.stderr.contains("field: source"), "{bad:#?}");
+}
