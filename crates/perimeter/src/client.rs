@@ -51,7 +51,7 @@ pub enum ClientCommand {
     /// and accept or reject the endpoints that connect to them.
     #[command(after_help = EXIT_STATUS_HELP)]
     EndpointServices(endpoint_services::EndpointServicesArgs),
-    /// Add, list and delete entries of a cluster's IP allowlist.
+    /// Add, list, update and delete entries of a cluster's IP allowlist.
     #[command(after_help = EXIT_STATUS_HELP)]
     Allowlist(allowlist::AllowlistArgs),
     /// What the cluster's gateways would decide for a destination (egress-check). A name is

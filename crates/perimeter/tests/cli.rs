@@ -415,6 +415,33 @@ fn allowlist_and_egress_endpoints() {
         host_bits.stderr.contains("field: cidr_ip"),
         "{host_bits:#?}"
     );
+    let updated = srv
+        .cli(&[
+            "allowlist",
+            "update",
+            "cli-endpoints",
+            "192.168.1.0/24",
+            "--ui",
+            "true",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(updated["sql"], true, "kept: {updated}");
+    assert_eq!(updated["ui"], true);
+    assert_eq!(updated["name"], "office");
+    srv.cli(&["allowlist", "update", "cli-endpoints", "192.168.1.0/24"])
+        .failed(2);
+    srv.cli(&[
+        "allowlist",
+        "update",
+        "cli-endpoints",
+        "172.16.0.0/12",
+        "--sql",
+        "true",
+    ])
+    .failed(1);
     let table = srv.cli(&["allowlist", "list", "cli-endpoints"]).ok().stdout;
     assert!(table.starts_with("CIDR "), "{table}");
     assert!(table.contains("192.168.1.0/24") && table.contains("office"));
