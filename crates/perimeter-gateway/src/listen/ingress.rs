@@ -184,3 +184,6 @@ async fn serve_one(
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
