@@ -202,6 +202,10 @@ pub enum Need {
     Identity,
     /// endpoint services of the local provider (organization scope)
     EndpointServices,
+    /// read where a cluster's workloads listen (what its ingress listeners forward to)
+    ReadWorkload,
+    /// set where a cluster's workloads listen: the platform wires them
+    WriteWorkload,
 }
 
 impl Need {
@@ -223,6 +227,8 @@ impl Need {
             OperatorRules => &[PLATFORM_OPERATOR],
             Identity => &[ORG_ADMIN],
             EndpointServices => &[ORG_ADMIN, CLUSTER_ADMIN],
+            ReadWorkload => &[CLUSTER_ADMIN, PLATFORM_OPERATOR],
+            WriteWorkload => &[PLATFORM_OPERATOR],
         }
     }
 

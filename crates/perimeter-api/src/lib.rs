@@ -60,6 +60,9 @@ pub struct AppState {
 /// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
 pub const EMBEDDED_GATEWAY_PREFIX: &str = "embedded-";
 
+/// A region's public ingress listeners: (`sql`, `ui`).
+type IngressAddresses = (String, String);
+
 /// The proxy addresses of the embedded gateways this process runs, by cluster and region, as
 /// observed: an entry exists only while its listener is bound.
 #[derive(Clone, Default)]
@@ -67,6 +70,8 @@ pub struct EmbeddedGateways {
     addrs: Arc<std::sync::RwLock<HashMap<(String, String), String>>>,
     /// The regions' DNS listeners (`dns_address`).
     dns: Arc<std::sync::RwLock<HashMap<(String, String), String>>>,
+    /// The regions' public ingress listeners (`sql_ingress_address`, `ui_ingress_address`).
+    ingress: Arc<std::sync::RwLock<HashMap<(String, String), IngressAddresses>>>,
     /// Whether this process runs embedded gateways at all.
     enabled: Arc<std::sync::atomic::AtomicBool>,
     started: Arc<Notify>,
@@ -115,6 +120,27 @@ impl EmbeddedGateways {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        self.ingress
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    /// The region's public ingress listeners (`sql`, `ui`), shown as its `sql_ingress_address`
+    /// and `ui_ingress_address`.
+    pub fn set_ingress(&self, cluster_id: &str, region: &str, sql: String, ui: String) {
+        self.ingress
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((cluster_id.to_string(), region.to_string()), (sql, ui));
+    }
+
+    pub fn get_ingress(&self, cluster_id: &str, region: &str) -> Option<IngressAddresses> {
+        self.ingress
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(cluster_id.to_string(), region.to_string()))
+            .cloned()
     }
 
     /// The region's DNS listener address (UDP and TCP), shown as its `dns_address`.
@@ -141,7 +167,8 @@ impl EmbeddedGateways {
             .cloned()
     }
 
-    /// A cluster as the API shows it, with its regions' embedded proxy and DNS addresses.
+    /// A cluster as the API shows it, with its regions' embedded proxy, DNS and ingress
+    /// addresses.
     pub fn view(&self, c: perimeter_store::Cluster) -> model::Cluster {
         let mut view = model::Cluster::from(c);
         for r in &mut view.regions {
@@ -150,6 +177,10 @@ impl EmbeddedGateways {
             }
             if let Some(a) = self.get_dns(&view.id, &r.name) {
                 r.dns_address = a;
+            }
+            if let Some((sql, ui)) = self.get_ingress(&view.id, &r.name) {
+                r.sql_ingress_address = sql;
+                r.ui_ingress_address = ui;
             }
         }
         view

@@ -124,6 +124,12 @@ pub struct Region {
     /// ext: `host:port` of the region's embedded DNS listener (UDP and TCP), empty until it
     /// runs.
     pub dns_address: String,
+    /// ext: `host:port` of the region's embedded public SQL ingress listener, empty until it
+    /// runs.
+    pub sql_ingress_address: String,
+    /// ext: `host:port` of the region's embedded public UI ingress listener, empty until it
+    /// runs.
+    pub ui_ingress_address: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -176,6 +182,8 @@ impl From<perimeter_store::Cluster> for Cluster {
                 primary: i == 0,
                 egress_proxy_address: String::new(),
                 dns_address: String::new(),
+                sql_ingress_address: String::new(),
+                ui_ingress_address: String::new(),
             })
             .collect();
         let policy = if c.egress_policy_updating {

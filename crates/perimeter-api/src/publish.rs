@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use perimeter_policy::{
-    EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot, TargetServiceType, TrafficPolicy,
+    AllowlistDoc, EndpointDoc, IngressDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot,
+    TargetServiceType, TrafficPolicy, WorkloadDoc,
 };
 use perimeter_store::{PolicyInputs, Store};
 
@@ -51,6 +52,28 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
             }
         })
         .collect();
+    let ingress = IngressDoc {
+        allowlist: inputs
+            .allowlist
+            .iter()
+            .map(|e| AllowlistDoc {
+                cidr: format!("{}/{}", e.cidr_ip, e.cidr_mask),
+                name: e.name.clone(),
+                sql: e.sql,
+                ui: e.ui,
+            })
+            .collect(),
+        workloads: inputs
+            .workloads
+            .iter()
+            .filter(|w| !w.sql.is_empty() || !w.ui.is_empty())
+            .map(|w| WorkloadDoc {
+                region: w.region.clone(),
+                sql: w.sql.clone(),
+                ui: w.ui.clone(),
+            })
+            .collect(),
+    };
     Ok(PolicyDocument {
         format: POLICY_FORMAT,
         version: c.policy_version.max(0) as u64,
@@ -58,6 +81,7 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
         traffic_policy,
         rules,
         private_endpoints,
+        ingress,
     })
 }
 

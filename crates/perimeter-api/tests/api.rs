@@ -1401,7 +1401,136 @@ async fn lock_conflict(s: &TestServer) {
     assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
 }
 
+/// The workload route: every region listed, addresses validated with the field named, regions
+/// checked, each write audited and carried in the next snapshot.
+async fn workload_addresses(s: &TestServer) {
+    let c = s
+        .create_cluster("workload-1", json!({"us-east-1": 1, "eu-west-1": 1}))
+        .await;
+    let path = format!("/api/v1/clusters/{c}/workload");
+    let v = s.ok(Method::GET, &path, None).await;
+    assert_eq!(
+        v,
+        json!({"regions": {"eu-west-1": {"sql": "", "ui": ""}, "us-east-1": {"sql": "", "ui": ""}}})
+    );
+    let (_, platform) = s
+        .key_with(
+            "platform-wl",
+            json!([{"name": "PLATFORM_OPERATOR", "resource": {"type": "ORGANIZATION"}}]),
+        )
+        .await;
+    let set = |body: Value| {
+        let path = path.clone();
+        let platform = platform.clone();
+        async move {
+            s.call(Method::PUT, &path, Some(&platform), Some(body))
+                .await
+        }
+    };
+    let (st, v) =
+        set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1:26257", "ui": "[::1]:8080"}}}))
+            .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(v["regions"]["us-east-1"]["ui"], "[::1]:8080");
+    assert_eq!(v["regions"]["eu-west-1"]["sql"], "");
+    assert_eq!(s.ok(Method::GET, &path, None).await, v);
+    let (st, v) = set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1"}}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "regions.us-east-1.sql", "{v}");
+    let (st, v) = set(json!({"regions": {"us-east-1": {"ui": "db.example.com:0"}}})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "regions.us-east-1.ui", "{v}");
+    let (st, v) = set(json!({"regions": {"mars-1": {"sql": "127.0.0.1:1"}}})).await;
+    assert_ne!(st, 200, "{v}");
+    assert!(v.to_string().contains("regions.mars-1"), "{v}");
+    let (st, v) = set(json!({"regions": {"us-east-1": {"sql": "127.0.0.1:1", "tls": "x"}}})).await;
+    assert_eq!(st, 400, "unknown fields are refused: {v}");
+    // Unchanged after the refusals.
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await["regions"]["us-east-1"]["sql"],
+        "127.0.0.1:26257"
+    );
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let sets = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_WORKLOAD")
+        .count();
+    assert_eq!(sets, 1, "one accepted write, one entry: {audit}");
+}
+
+/// Ingress what-if: the verdict of the public listeners and the deciding entry, under the
+/// newest snapshot.
+async fn ingress_check(s: &TestServer) {
+    let c = s
+        .create_cluster("ingress-check-1", json!({"us-east-1": 1}))
+        .await;
+    let check = format!("/api/v1/clusters/{c}/networking/ingress-check");
+    let ask = |source: &str, listener: &str| json!({"source": source, "listener": listener});
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "sql")))
+        .await;
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "allowlist_empty");
+    assert_eq!(v["entry"], Value::Null);
+    let allowlist = format!("/api/v1/clusters/{c}/networking/allowlist");
+    s.ok(
+        Method::POST,
+        &allowlist,
+        Some(json!({"cidr_ip": "198.51.100.0", "cidr_mask": 24, "name": "office", "sql": true, "ui": false})),
+    )
+    .await;
+    s.ok(
+        Method::POST,
+        &allowlist,
+        Some(json!({"cidr_ip": "198.51.100.7", "cidr_mask": 32, "name": "laptop", "sql": false, "ui": false})),
+    )
+    .await;
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "sql")))
+        .await;
+    assert_eq!(v["admitted"], true, "{v}");
+    assert_eq!(v["verdict"], "ADMITTED");
+    assert_eq!(v["reason"], "allowlisted");
+    assert_eq!(v["entry"]["name"], "office");
+    assert_eq!(v["entry"]["cidr_ip"], "198.51.100.0");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("198.51.100.7", "ui")))
+        .await;
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "listener_not_allowed");
+    assert_eq!(v["entry"]["name"], "laptop", "the most specific entry: {v}");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("::ffff:198.51.100.9", "sql")),
+        )
+        .await;
+    assert_eq!(v["admitted"], true, "IPv4-mapped judged as IPv4: {v}");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("203.0.113.1", "sql")))
+        .await;
+    assert_eq!(v["reason"], "not_allowlisted");
+    let (st, v) = s
+        .admin(Method::POST, &check, Some(ask("0306.51.100.7", "sql")))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "source");
+    let (st, v) = s
+        .admin(Method::POST, &check, Some(ask("198.51.100.7", "ssh")))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "listener");
+}
+
 on_both_backends!(
+    ingress_check,
+    workload_addresses,
     clusters_happy_path,
     egress_rules_happy_path,
     traffic_policy,

@@ -139,8 +139,45 @@ async fn propagation_to_states(s: &TestServer) {
         Some(json!({"cidr_ip": "203.0.113.0", "cidr_mask": 24, "sql": true, "ui": false})),
     )
     .await;
-    sync(s, &mut g1).await;
+    // The allowlist travels in the snapshot; until every live gateway applied the one that
+    // carries the change, it is still propagating.
+    let doc = sync(s, &mut g1).await;
+    assert_eq!(
+        doc["ingress"]["allowlist"],
+        json!([{"cidr": "203.0.113.0/24", "name": "", "sql": true, "ui": false}])
+    );
+    let allowlist = format!("/api/v1/clusters/{c}/networking/allowlist");
+    // Give the reconciler passes to (wrongly) settle it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.ok(Method::GET, &allowlist, None).await["propagating"],
+        true,
+        "one of two live gateways applied it"
+    );
     sync(s, &mut g2).await;
+    s.wait_for(&allowlist, 10, "the allowlist to stop propagating", |v| {
+        v["propagating"] == false
+    })
+    .await;
+    // A PATCH is a change like any other.
+    s.ok(
+        Method::PATCH,
+        &format!("{allowlist}/203.0.113.0/24"),
+        Some(json!({"ui": true})),
+    )
+    .await;
+    assert_eq!(
+        s.ok(Method::GET, &allowlist, None).await["propagating"],
+        true
+    );
+    let doc = sync(s, &mut g2).await;
+    assert_eq!(doc["ingress"]["allowlist"][0]["ui"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.ok(Method::GET, &allowlist, None).await["propagating"],
+        true
+    );
+    sync(s, &mut g1).await;
     s.wait_for(
         &format!("/api/v1/clusters/{c}/networking/allowlist"),
         10,

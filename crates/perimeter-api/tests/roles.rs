@@ -52,6 +52,24 @@ fn table() -> Vec<Route> {
         r(M::GET, "/api/v1/clusters", None, READ_CLUSTER),
         r(
             M::POST,
+            "/api/v1/clusters/{c}/networking/ingress-check",
+            Some(json!({"source": "10.0.0.1", "listener": "sql"})),
+            READ_NET,
+        ),
+        r(
+            M::GET,
+            "/api/v1/clusters/{c}/workload",
+            None,
+            &[ADMIN, PLATFORM],
+        ),
+        r(
+            M::PUT,
+            "/api/v1/clusters/{c}/workload",
+            Some(json!({"regions": {}})),
+            &[PLATFORM],
+        ),
+        r(
+            M::POST,
             "/api/v1/clusters",
             Some(
                 json!({"name": "{name}", "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}}),

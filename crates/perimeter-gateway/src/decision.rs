@@ -126,6 +126,58 @@ impl DecisionEvent {
     }
 }
 
+/// A decision of an ingress listener: a connection admitted or refused by the IP allowlist, or
+/// cut when a newer snapshot no longer admits it.
+#[derive(Debug, Clone)]
+pub struct IngressEvent {
+    pub cluster: String,
+    pub region: String,
+    /// `sql` or `ui`.
+    pub listener: &'static str,
+    /// The judged source (the TCP peer).
+    pub source: SocketAddr,
+    /// `ADMITTED`, `REFUSED`, or `REVOKED` (an admitted connection cut by a change).
+    pub verdict: &'static str,
+    /// `allowlisted`, `allowlist_empty`, `not_allowlisted`, `listener_not_allowed`,
+    /// `no_snapshot`, or a gateway reason (`no_workload_address`, `workload_unreachable`).
+    pub reason: &'static str,
+    /// The deciding allowlist entry (`cidr` and name), if any.
+    pub entry: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration: Duration,
+}
+
+impl IngressEvent {
+    /// Log it (target [`DECISION_TARGET`]) and count it in
+    /// `perimeter_ingress_decisions_total{cluster,region,listener,verdict,reason}`.
+    pub fn emit(&self) {
+        tracing::info!(
+            target: DECISION_TARGET,
+            cluster = %self.cluster,
+            region = %self.region,
+            listener = self.listener,
+            source = %self.source,
+            verdict = self.verdict,
+            reason = self.reason,
+            entry = self.entry.as_deref().unwrap_or(""),
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            duration_ms = self.duration.as_millis() as u64,
+            "ingress decision"
+        );
+        metrics::counter!(
+            "perimeter_ingress_decisions_total",
+            "cluster" => self.cluster.clone(),
+            "region" => self.region.clone(),
+            "listener" => self.listener,
+            "verdict" => self.verdict,
+            "reason" => self.reason,
+        )
+        .increment(1);
+    }
+}
+
 /// An optional address as a log field: the address, or nothing.
 struct OptionalAddr(Option<SocketAddr>);
 
@@ -334,6 +386,11 @@ impl DecisionSink {
     pub fn record(&self, event: &DecisionEvent) {
         event.emit();
         self.aggregator.record(event);
+    }
+
+    /// Log and count an ingress decision (not an egress aggregate).
+    pub fn record_ingress(&self, event: &IngressEvent) {
+        event.emit();
     }
 
     /// Meter bytes a private endpoint's forwarder relayed: the metric

@@ -179,6 +179,7 @@ fn dns_fuzz_handler() -> &'static (
                 paths: vec![],
                 crl_managed: false,
             }],
+            ingress: Default::default(),
             private_endpoints: vec![perimeter_policy::EndpointDoc {
                 id: "pe-1".into(),
                 endpoint_address: "pe-1.example.net".into(),

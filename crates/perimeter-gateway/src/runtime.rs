@@ -50,6 +50,9 @@ pub struct Listeners {
     pub transparent: Option<TcpListener>,
     /// The DNS listener (UDP and TCP), for workloads in transparent mode.
     pub dns: Option<DnsListener>,
+    /// The public ingress listeners (`sql`, `ui`), in front of the cluster's workload.
+    pub sql_ingress: Option<TcpListener>,
+    pub ui_ingress: Option<TcpListener>,
     /// Further addresses of this process that the address guard must treat as the gateway's
     /// own (a metrics listener, the control plane's API of `perimeter serve`).
     pub also_own: Vec<SocketAddr>,
@@ -87,6 +90,12 @@ impl RunningGateway {
         }
         if let Some(d) = &listeners.dns {
             bound.push(d.local_addr()?);
+        }
+        for l in [&listeners.sql_ingress, &listeners.ui_ingress]
+            .into_iter()
+            .flatten()
+        {
+            bound.push(l.local_addr()?);
         }
         bound.extend(listeners.also_own.iter().copied());
 
@@ -158,6 +167,28 @@ impl RunningGateway {
                     listen::dns_listener::serve_dns(d, ctx.clone(), stopped()),
                 )),
             ));
+        }
+        for (name, socket, listener) in [
+            (
+                "sql ingress listener",
+                listeners.sql_ingress,
+                perimeter_policy::IngressListener::Sql,
+            ),
+            (
+                "ui ingress listener",
+                listeners.ui_ingress,
+                perimeter_policy::IngressListener::Ui,
+            ),
+        ] {
+            if let Some(l) = socket {
+                tasks.push((
+                    name,
+                    tokio::spawn(logged(
+                        name,
+                        listen::serve_ingress(l, listener, ctx.clone(), stopped()),
+                    )),
+                ));
+            }
         }
         if let Some(t) = listeners.transparent {
             tasks.push((

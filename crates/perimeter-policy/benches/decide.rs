@@ -227,6 +227,7 @@ fn build(rng: &mut Rng) -> Built {
             cluster_id: "bench-cluster".to_owned(),
             traffic_policy: TrafficPolicy::DefaultDeny,
             rules,
+            ingress: Default::default(),
             private_endpoints,
         },
         exact,

@@ -25,6 +25,47 @@ pub struct PolicyDocument {
     /// Customer rules and operator rules (`crl_managed`).
     pub rules: Vec<RuleDoc>,
     pub private_endpoints: Vec<EndpointDoc>,
+    /// The ingress side: the IP allowlist of the public listeners and the workload addresses
+    /// they forward to.
+    #[serde(default)]
+    pub ingress: IngressDoc,
+}
+
+/// The ingress side of a [`PolicyDocument`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressDoc {
+    /// The cluster's IP allowlist. Empty admits no one on the public listeners.
+    #[serde(default)]
+    pub allowlist: Vec<AllowlistDoc>,
+    /// Where the cluster's own SQL and UI listen, per region.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadDoc>,
+}
+
+/// One IP allowlist entry in an [`IngressDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistDoc {
+    /// A CIDR without host bits: `192.168.1.0/24`, `2001:db8::/32`.
+    pub cidr: String,
+    #[serde(default)]
+    pub name: String,
+    /// Admits on the SQL listener.
+    pub sql: bool,
+    /// Admits on the UI listener.
+    pub ui: bool,
+}
+
+/// The workload addresses of one region in an [`IngressDoc`]: `host:port`, empty when unset.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadDoc {
+    pub region: String,
+    #[serde(default)]
+    pub sql: String,
+    #[serde(default)]
+    pub ui: String,
 }
 
 /// One egress rule in a [`PolicyDocument`].

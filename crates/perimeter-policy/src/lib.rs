@@ -39,6 +39,7 @@ mod error;
 pub mod fuzzing;
 mod host_pattern;
 mod hostname;
+mod ingress;
 mod ip;
 mod name_index;
 mod path;
@@ -55,8 +56,8 @@ pub use decide::{
     Decision, Destination, NameAnswer, Reason, RuleMeta, RuleRef, TargetDecision, Verdict,
 };
 pub use document::{
-    BackendDoc, EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy,
-    TrafficPolicyError,
+    AllowlistDoc, BackendDoc, EndpointDoc, IngressDoc, POLICY_FORMAT, PolicyDocument, RuleDoc,
+    TrafficPolicy, TrafficPolicyError, WorkloadDoc,
 };
 pub use endpoint::{
     MAX_DOMAIN_NAMES, MAX_TARGET_IDENTIFIER_LEN, TargetServiceType, TargetServiceTypeError,
@@ -65,6 +66,10 @@ pub use endpoint::{
 pub use error::FieldError;
 pub use host_pattern::{HostPattern, HostPatternError};
 pub use hostname::{Hostname, HostnameError, MAX_HOSTNAME_LEN, MAX_LABEL_LEN};
+pub use ingress::{
+    AllowlistEntry, Ingress, IngressDecision, IngressListener, IngressReason, Workload,
+    validate_workload_address,
+};
 pub use ip::{Cidr, CidrError, IpLiteralError, ipv4_behind, parse_ip_literal};
 pub use path::{PathError, PathPattern, PathPatternError, normalize_path};
 pub use port::{MAX_PORTS, validate_ports};

@@ -15,6 +15,7 @@ use crate::document::{
     BackendDoc, EndpointDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, TrafficPolicy,
 };
 use crate::error::quote;
+use crate::ingress::{Ingress, IngressDecision, IngressListener, IngressReason, compile_ingress};
 use crate::name_index::{NameIndex, wildcard_key};
 use crate::prefix_table::{PrefixItem, PrefixTable};
 use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, validate_rule};
@@ -47,7 +48,7 @@ impl CompileError {
             .unwrap_or_default()
     }
 
-    fn new(rule_id: Option<&str>, field: String, message: impl Into<String>) -> Self {
+    pub(crate) fn new(rule_id: Option<&str>, field: String, message: impl Into<String>) -> Self {
         Self {
             rule_id: rule_id.map(str::to_owned),
             field,
@@ -629,6 +630,8 @@ pub struct Snapshot {
     pub(crate) endpoints: Vec<Endpoint>,
     /// Private endpoint names (exact and wildcard patterns) to the endpoint's index.
     pub(crate) endpoint_names: NameIndex<u32>,
+    /// The IP allowlist and workload addresses of the ingress listeners.
+    ingress: Ingress,
 }
 
 impl Snapshot {
@@ -652,6 +655,7 @@ impl Snapshot {
             cidr_ports: PortSet::new(),
             endpoints: Vec::new(),
             endpoint_names: NameIndex::new(),
+            ingress: Ingress::default(),
         }
     }
 
@@ -688,6 +692,20 @@ impl Snapshot {
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| &*e.id == id)
     }
+
+    /// The ingress side: allowlist and workload addresses.
+    pub fn ingress(&self) -> &Ingress {
+        &self.ingress
+    }
+
+    /// Judge a public ingress connection from `source` on `listener` by the IP allowlist. A
+    /// gateway without a snapshot admits no one.
+    pub fn admit_ingress(&self, source: IpAddr, listener: IngressListener) -> IngressDecision {
+        if !self.installed {
+            return IngressDecision::refused(IngressReason::NoSnapshot);
+        }
+        self.ingress.admit(source, listener)
+    }
 }
 
 impl fmt::Debug for Snapshot {
@@ -707,6 +725,7 @@ impl fmt::Debug for Snapshot {
                 &(self.operator_cidrs.v4.len() + self.operator_cidrs.v6.len()),
             )
             .field("endpoints", &self.endpoints.len())
+            .field("allowlist", &self.ingress.entries().len())
             .finish()
     }
 }
@@ -813,6 +832,7 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
     let cidrs = CidrIndex::build(customer, &mut slots, &rules, &paths);
 
     let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
+    let ingress = compile_ingress(&doc.ingress)?;
 
     Ok(Snapshot {
         instance: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
@@ -835,6 +855,7 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         cidr_ports,
         endpoints,
         endpoint_names,
+        ingress,
     })
 }
 
@@ -1031,7 +1052,7 @@ fn compile_endpoints(
 }
 
 /// One backend of a document: `(field suffix, message)` on error.
-fn compile_backend(doc: &BackendDoc) -> Result<Backend, (String, String)> {
+pub(crate) fn compile_backend(doc: &BackendDoc) -> Result<Backend, (String, String)> {
     let bad = || {
         (
             String::new(),

@@ -7,7 +7,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{AuditEntry, record};
 use crate::clusters::touch_live_cluster;
 use crate::model::{
-    Cluster, DecisionAggregate, EgressEndpoint, EgressRule, Gateway, int, opt_text, text,
+    AllowlistEntry, Cluster, DecisionAggregate, EgressEndpoint, EgressRule, Gateway,
+    RegionWorkload, int, opt_text, text,
 };
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
@@ -19,6 +20,10 @@ pub struct PolicyInputs {
     pub rules: Vec<EgressRule>,
     /// Endpoints whose traffic the gateways route (accepted or available), with their service.
     pub endpoints: Vec<RoutedEndpoint>,
+    /// The IP allowlist, in listing order.
+    pub allowlist: Vec<AllowlistEntry>,
+    /// Workload addresses of the cluster's regions.
+    pub workloads: Vec<RegionWorkload>,
 }
 
 /// An endpoint the gateways route, and what its forwarders need of its service.
@@ -233,11 +238,23 @@ impl Store {
                 proxy_protocol: crate::model::flag(r, "service_proxy_protocol")?,
             });
         }
+        let allowlist =
+            sqlx::query("SELECT * FROM allowlist_entries WHERE cluster_id = $1 ORDER BY sort_key")
+                .bind(cluster_id)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("reading the allowlist for a snapshot")?
+                .iter()
+                .map(crate::ingress::allowlist_from_row)
+                .collect::<Result<Vec<_>>>()?;
+        let workloads = crate::ingress::load_workloads(&mut tx, &cluster).await?;
         tx.commit().await.ctx("ending a read")?;
         Ok(PolicyInputs {
             cluster,
             rules,
             endpoints,
+            allowlist,
+            workloads,
         })
     }
 

@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{AuditEntry, record};
 use crate::clusters::{lock_cluster, touch_live_cluster};
 use crate::model::{
-    AllowlistEntry, IngressConnection, IngressService, TrustedOwner, flag, int, text,
+    AllowlistEntry, Cluster, IngressConnection, IngressService, RegionWorkload, TrustedOwner, flag,
+    int, text,
 };
 use crate::page::{Arg, Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError};
@@ -168,6 +169,67 @@ impl Store {
         .await?;
         tx.commit().await.ctx("committing an allowlist deletion")?;
         Ok(entry)
+    }
+
+    /// The workload addresses of every region of a live cluster (`""` where unset).
+    pub async fn get_workload(&self, cluster_id: &str) -> Result<Vec<RegionWorkload>> {
+        let mut tx = self.write.begin().await.ctx("starting a read")?;
+        let cluster = crate::clusters::load_cluster(&mut tx, cluster_id).await?;
+        if cluster.is_deleted() {
+            return Err(StoreError::NotFound(format!(
+                "cluster {cluster_id} is deleted"
+            )));
+        }
+        let w = load_workloads(&mut tx, &cluster).await?;
+        tx.commit().await.ctx("ending a read")?;
+        Ok(w)
+    }
+
+    /// Replace the workload addresses of a cluster. Every region named must be one of the
+    /// cluster's; regions not named are unset. Bumps the policy version: the addresses travel in
+    /// the snapshot.
+    pub async fn put_workload(
+        &self,
+        cluster_id: &str,
+        workloads: &[RegionWorkload],
+        audit: &AuditEntry,
+    ) -> Result<Vec<RegionWorkload>> {
+        let mut tx = self.begin().await?;
+        let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
+        for w in workloads {
+            crate::clusters::require_region(&cluster, &w.region).map_err(|e| match e {
+                StoreError::Precondition { message, .. } => StoreError::Precondition {
+                    field: format!("regions.{}", w.region),
+                    message,
+                },
+                other => other,
+            })?;
+        }
+        sqlx::query("DELETE FROM cluster_workloads WHERE cluster_id = $1")
+            .bind(cluster_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("replacing workload addresses")?;
+        for w in workloads {
+            sqlx::query(
+                "INSERT INTO cluster_workloads (cluster_id, region, sql_address, ui_address) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(cluster_id)
+            .bind(&w.region)
+            .bind(&w.sql)
+            .bind(&w.ui)
+            .execute(&mut *tx)
+            .await
+            .ctx("writing workload addresses")?;
+        }
+        record(
+            &mut tx,
+            &audit.clone().for_cluster(cluster_id, &cluster.name),
+        )
+        .await?;
+        let w = load_workloads(&mut tx, &cluster).await?;
+        tx.commit().await.ctx("committing workload addresses")?;
+        Ok(w)
     }
 
     // ---- ingress private endpoints ------------------------------------------------------------
@@ -449,6 +511,34 @@ async fn mark_allowlist_propagating(
     Ok(())
 }
 
+/// The workload addresses of each of the cluster's regions, in region order.
+pub(crate) async fn load_workloads(
+    conn: &mut sqlx::AnyConnection,
+    cluster: &Cluster,
+) -> Result<Vec<RegionWorkload>> {
+    let rows = sqlx::query("SELECT * FROM cluster_workloads WHERE cluster_id = $1")
+        .bind(&cluster.id)
+        .fetch_all(conn)
+        .await
+        .ctx("reading workload addresses")?;
+    let mut out = Vec::with_capacity(cluster.regions.len());
+    for region in &cluster.regions {
+        let mut w = RegionWorkload {
+            region: region.name.clone(),
+            sql: String::new(),
+            ui: String::new(),
+        };
+        for r in &rows {
+            if text(r, "region")? == region.name {
+                w.sql = text(r, "sql_address")?;
+                w.ui = text(r, "ui_address")?;
+            }
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
 /// Sort allowlist entries by address family, then address numerically, then mask.
 fn allowlist_sort_key(ip: &str, mask: i64) -> String {
     match ip.parse::<std::net::IpAddr>() {
@@ -458,7 +548,7 @@ fn allowlist_sort_key(ip: &str, mask: i64) -> String {
     }
 }
 
-fn allowlist_from_row(r: &AnyRow) -> Result<AllowlistEntry> {
+pub(crate) fn allowlist_from_row(r: &AnyRow) -> Result<AllowlistEntry> {
     Ok(AllowlistEntry {
         cidr_ip: text(r, "cidr_ip")?,
         cidr_mask: int(r, "cidr_mask")?,

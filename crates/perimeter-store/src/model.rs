@@ -127,6 +127,14 @@ pub struct AllowlistEntry {
     pub ui: bool,
 }
 
+/// Where a region's workload listens: `host:port`, `""` when unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionWorkload {
+    pub region: String,
+    pub sql: String,
+    pub ui: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct EgressEndpoint {
     pub id: String,

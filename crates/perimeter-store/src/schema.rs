@@ -16,6 +16,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "forwarders",
         include_str!("../migrations/0003_forwarders.sql"),
     ),
+    (
+        4,
+        "workloads",
+        include_str!("../migrations/0004_workloads.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

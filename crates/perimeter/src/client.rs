@@ -1,5 +1,5 @@
 //! Client subcommands over the REST API: `clusters`, `egress-rules`, `egress-policy`,
-//! `egress-endpoints`, `endpoint-services`, `allowlist`, `check` and `gateways`. Each sends the
+//! `egress-endpoints`, `endpoint-services`, `allowlist`, `check`, `gateways` and `workload`. Each sends the
 //! API's own JSON shapes (API.md) and prints an aligned table or the API's JSON.
 //!
 //! Exit status: 0 on success; 1 when the API (or a name lookup) refused the request; 2 when the
@@ -15,6 +15,7 @@ mod egress_rules;
 mod endpoint_services;
 mod gateways;
 mod output;
+mod workload;
 
 use std::io::Write;
 use std::path::Path;
@@ -50,7 +51,7 @@ pub enum ClientCommand {
     /// and accept or reject the endpoints that connect to them.
     #[command(after_help = EXIT_STATUS_HELP)]
     EndpointServices(endpoint_services::EndpointServicesArgs),
-    /// Add, list and delete entries of a cluster's IP allowlist.
+    /// Add, list, update and delete entries of a cluster's IP allowlist.
     #[command(after_help = EXIT_STATUS_HELP)]
     Allowlist(allowlist::AllowlistArgs),
     /// What the cluster's gateways would decide for a destination (egress-check). A name is
@@ -60,6 +61,10 @@ pub enum ClientCommand {
     /// Register, list and deregister the gateways that enforce a cluster's policy.
     #[command(after_help = EXIT_STATUS_HELP)]
     Gateways(gateways::GatewaysArgs),
+    /// Show or set where a cluster's workloads (its SQL and UI) listen in each region: what the
+    /// public ingress listeners forward admitted connections to (PLATFORM_OPERATOR).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Workload(workload::WorkloadArgs),
 }
 
 /// How to reach the API; accepted by every client command, before or after its subcommand.
@@ -159,6 +164,7 @@ pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Allowlist(a) => allowlist::run(a).await,
         ClientCommand::Check(a) => check::run(a).await,
         ClientCommand::Gateways(a) => gateways::run(a).await,
+        ClientCommand::Workload(a) => workload::run(a).await,
     };
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -10,7 +10,9 @@
 //! region's `egress_proxy_address`. Its DNS listener (UDP and TCP, on loopback) keeps its port
 //! the same way and is shown as the region's `dns_address`; the embedded gateway has no
 //! transparent listener, so its DNS listener refuses private endpoint names (and says so in
-//! the log) and answers the names the policy allows.
+//! the log) and answers the names the policy allows. Its public ingress listeners (`sql`,
+//! `ui`, on loopback) keep their ports the same way and are shown as the region's
+//! `sql_ingress_address` and `ui_ingress_address`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -118,6 +120,10 @@ fn dns_port_setting(cluster_id: &str, region: &str) -> String {
     format!("embedded_gateway.{cluster_id}.{region}.dns")
 }
 
+fn ingress_port_setting(cluster_id: &str, region: &str, listener: &str) -> String {
+    format!("embedded_gateway.{cluster_id}.{region}.{listener}_ingress")
+}
+
 /// The API as the gateways reach it: an unspecified listen address is reached on loopback.
 fn control_plane_url(api: SocketAddr) -> String {
     let ip = match api.ip() {
@@ -131,17 +137,27 @@ fn control_plane_url(api: SocketAddr) -> String {
 /// Bind the region's proxy on its kept address, or on a new loopback port when there is none
 /// or it is taken, and keep what was bound.
 async fn bind_proxy(state: &AppState, cluster_id: &str, region: &str) -> Result<TcpListener> {
-    let key = port_setting(cluster_id, region);
+    bind_kept(state, cluster_id, region, &port_setting(cluster_id, region)).await
+}
+
+/// Bind a TCP listener of the region on the address kept under `key`, or on a new loopback
+/// port when there is none or it is taken, and keep what was bound.
+async fn bind_kept(
+    state: &AppState,
+    cluster_id: &str,
+    region: &str,
+    key: &str,
+) -> Result<TcpListener> {
     let kept = state
         .store
-        .setting(&key)
+        .setting(key)
         .await?
         .and_then(|v| v.parse::<SocketAddr>().ok());
     if let Some(addr) = kept {
         match TcpListener::bind(addr).await {
             Ok(l) => return Ok(l),
             Err(e) => tracing::warn!(
-                cluster = %cluster_id, region, %addr, error = %e,
+                cluster = %cluster_id, region, %addr, error = %e, setting = key,
                 "the embedded gateway's kept address is unavailable; choosing a new port"
             ),
         }
@@ -151,7 +167,7 @@ async fn bind_proxy(state: &AppState, cluster_id: &str, region: &str) -> Result<
         .context("binding an embedded gateway on loopback")?;
     state
         .store
-        .set_setting(&key, &l.local_addr()?.to_string())
+        .set_setting(key, &l.local_addr()?.to_string())
         .await?;
     Ok(l)
 }
@@ -202,6 +218,24 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
         .await?;
     let proxy = bind_proxy(state, cluster_id, region).await?;
     let dns = bind_dns(state, cluster_id, region).await?;
+    let sql_ingress = bind_kept(
+        state,
+        cluster_id,
+        region,
+        &ingress_port_setting(cluster_id, region, "sql"),
+    )
+    .await?;
+    let ui_ingress = bind_kept(
+        state,
+        cluster_id,
+        region,
+        &ingress_port_setting(cluster_id, region, "ui"),
+    )
+    .await?;
+    let ingress_addrs = (
+        sql_ingress.local_addr()?.to_string(),
+        ui_ingress.local_addr()?.to_string(),
+    );
     let running = RunningGateway::start(
         GatewaySpec {
             control_plane: control_plane_url(cfg.api),
@@ -217,6 +251,8 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
             proxy,
             transparent: None,
             dns: Some(dns),
+            sql_ingress: Some(sql_ingress),
+            ui_ingress: Some(ui_ingress),
             also_own: vec![cfg.api],
         },
     )?;
@@ -224,6 +260,9 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
     if let Some(dns) = running.dns_addr() {
         state.embedded.set_dns(cluster_id, region, dns.to_string());
     }
+    state
+        .embedded
+        .set_ingress(cluster_id, region, ingress_addrs.0, ingress_addrs.1);
     state.embedded.set(cluster_id, region, addr.to_string());
     tracing::info!(cluster = %cluster_id, %region, %addr, dns = ?running.dns_addr(), gateway = %gw.id, "embedded gateway listening on {addr}");
     Ok(running)

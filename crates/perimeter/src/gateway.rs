@@ -46,6 +46,15 @@ pub struct GatewayArgs {
     /// specific address. Without either, endpoint names are refused.
     #[arg(long, requires = "dns_listen")]
     pub dns_answer_address: Option<IpAddr>,
+    /// Address of the public SQL ingress listener, in front of the cluster's SQL workload of
+    /// this region (`PUT .../workload`): a connection is admitted only when its source lies in
+    /// an IP allowlist entry with `sql: true`. Off unless given; port 0 picks one.
+    #[arg(long)]
+    pub sql_ingress_listen: Option<SocketAddr>,
+    /// Address of the public UI ingress listener, as --sql-ingress-listen for entries with
+    /// `ui: true`. Off unless given; port 0 picks one.
+    #[arg(long)]
+    pub ui_ingress_listen: Option<SocketAddr>,
     /// The region this gateway is meant to serve, as a check: the gateway learns its region
     /// from its registration (the control plane's answer, kept in --state-dir) and labels its
     /// metrics and decision events with it. When this is given and the registration names
@@ -131,6 +140,27 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
         None => None,
     };
     let dns_addr = dns.as_ref().map(|d| d.local_addr()).transpose()?;
+    let mut ingress = Vec::new();
+    for (name, addr) in [
+        ("sql", args.sql_ingress_listen),
+        ("ui", args.ui_ingress_listen),
+    ] {
+        ingress.push(match addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding the {name} ingress listener on {a}"))?,
+            ),
+            None => None,
+        });
+    }
+    let ingress_addrs: Vec<(&str, SocketAddr)> = ["sql", "ui"]
+        .into_iter()
+        .zip(&ingress)
+        .filter_map(|(n, l)| Some((n, l.as_ref()?.local_addr().ok()?)))
+        .collect();
+    let ui_ingress = ingress.pop().flatten();
+    let sql_ingress = ingress.pop().flatten();
     let mut also_own = Vec::new();
     if let Some(l) = &metrics_listener {
         also_own.push(l.local_addr()?);
@@ -151,6 +181,8 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
             proxy,
             transparent,
             dns,
+            sql_ingress,
+            ui_ingress,
             also_own,
         },
     )
@@ -172,6 +204,10 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
     if let Some(d) = dns_addr {
         tracing::info!(addr = %d, "DNS listener on {d} (UDP and TCP)");
         eprintln!("perimeter: gateway DNS listener on {d}");
+    }
+    for (name, a) in &ingress_addrs {
+        tracing::info!(addr = %a, "{name} ingress listener on {a}");
+        eprintln!("perimeter: gateway {name} ingress listener on {a}");
     }
     // The transparent listener first: "gateway listening on" is the line that says all is up.
     if let Some(t) = transparent_addr {

@@ -35,7 +35,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a gateway (data plane): the egress proxy, enforcing the policy pulled from the
     /// control plane.
-    Gateway(gateway::GatewayArgs),
+    Gateway(Box<gateway::GatewayArgs>),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Gateway(args) => gateway::run(args).await,
+            Command::Gateway(args) => gateway::run(*args).await,
             Command::Client(cmd) => client::run(cmd).await,
         }
     });

@@ -118,7 +118,7 @@ fn parse_dns_server(s: &str) -> Result<SocketAddr> {
 /// Limits of gateways facing untrusted workloads, on `gateway` and on `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// Idle timeout of tunnels, in seconds.
+    /// Idle timeout of tunnels and admitted ingress connections, in seconds.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_seconds: u64,
     /// Most client connections served at once, per gateway.

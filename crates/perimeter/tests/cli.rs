@@ -415,6 +415,33 @@ fn allowlist_and_egress_endpoints() {
         host_bits.stderr.contains("field: cidr_ip"),
         "{host_bits:#?}"
     );
+    let updated = srv
+        .cli(&[
+            "allowlist",
+            "update",
+            "cli-endpoints",
+            "192.168.1.0/24",
+            "--ui",
+            "true",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(updated["sql"], true, "kept: {updated}");
+    assert_eq!(updated["ui"], true);
+    assert_eq!(updated["name"], "office");
+    srv.cli(&["allowlist", "update", "cli-endpoints", "192.168.1.0/24"])
+        .failed(2);
+    srv.cli(&[
+        "allowlist",
+        "update",
+        "cli-endpoints",
+        "172.16.0.0/12",
+        "--sql",
+        "true",
+    ])
+    .failed(1);
     let table = srv.cli(&["allowlist", "list", "cli-endpoints"]).ok().stdout;
     assert!(table.starts_with("CIDR "), "{table}");
     assert!(table.contains("192.168.1.0/24") && table.contains("office"));
@@ -1238,4 +1265,140 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
     let gone = srv.cli(&["endpoint-services", "delete", plain]).ok().stdout;
     assert!(gone.contains(plain), "{gone}");
     srv.cli(&["endpoint-services", "get", plain]).failed(1);
+}
+
+#[test]
+fn workload_show_and_set() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-workload",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+        "--region",
+        "eu-west-1=1",
+    ])
+    .ok();
+    let set = srv
+        .cli(&[
+            "workload",
+            "set",
+            "cli-workload",
+            "us-east-1",
+            "--sql",
+            "127.0.0.1:26257",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(set["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(set["regions"]["us-east-1"]["ui"], "");
+    // One region at a time: the others keep theirs.
+    srv.cli(&[
+        "workload",
+        "set",
+        "cli-workload",
+        "eu-west-1",
+        "--ui",
+        "db.internal.example:8080",
+    ])
+    .ok();
+    let table = srv.cli(&["workload", "show", "cli-workload"]).ok().stdout;
+    assert!(table.starts_with("REGION "), "{table}");
+    assert!(
+        table.contains("127.0.0.1:26257") && table.contains("db.internal.example:8080"),
+        "{table}"
+    );
+    let bad = srv
+        .cli(&[
+            "workload",
+            "set",
+            "cli-workload",
+            "us-east-1",
+            "--ui",
+            "127.0.0.1",
+        ])
+        .failed(1);
+    assert!(
+        bad.stderr.contains("field: regions.us-east-1.ui"),
+        "{bad:#?}"
+    );
+    srv.cli(&["workload", "set", "cli-workload", "us-east-1"])
+        .failed(2);
+    let shown = srv
+        .cli(&["workload", "show", "cli-workload", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(shown["regions"]["us-east-1"]["sql"], "127.0.0.1:26257");
+    assert_eq!(shown["regions"]["us-east-1"]["ui"], "");
+    assert_eq!(
+        shown["regions"]["eu-west-1"]["ui"],
+        "db.internal.example:8080"
+    );
+}
+
+#[test]
+fn check_ingress() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-ingress",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    srv.cli(&[
+        "allowlist",
+        "add",
+        "cli-ingress",
+        "198.51.100.0/24",
+        "--name",
+        "office",
+        "--sql",
+    ])
+    .ok();
+    let table = srv
+        .cli(&["check", "cli-ingress", "198.51.100.7", "--ingress", "--sql"])
+        .ok()
+        .stdout;
+    assert!(table.starts_with("SOURCE "), "{table}");
+    assert!(
+        table.contains("true") && table.contains("198.51.100.0/24 (office)"),
+        "{table}"
+    );
+    let v = srv
+        .cli(&[
+            "check",
+            "cli-ingress",
+            "198.51.100.7",
+            "--ingress",
+            "--ui",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["reason"], "listener_not_allowed");
+    srv.cli(&["check", "cli-ingress", "198.51.100.7", "--ingress"])
+        .failed(2);
+    srv.cli(&["check", "cli-ingress", "198.51.100.7", "--sql"])
+        .failed(2);
+    let bad = srv
+        .cli(&[
+            "check",
+            "cli-ingress",
+            "0306.51.100.7",
+            "--ingress",
+            "--sql",
+        ])
+        .failed(1);
+    assert!(bad.stderr.contains("field: source"), "{bad:#?}");
 }

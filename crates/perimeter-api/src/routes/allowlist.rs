@@ -19,6 +19,83 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_allowlist, add_allowlist))
         .routes(routes!(put_allowlist, patch_allowlist, delete_allowlist))
+        .routes(routes!(ingress_check))
+}
+
+/// ext: which listener, from which source.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngressCheckRequest {
+    /// The connection's source address (canonical IPv4 or IPv6, no zone id).
+    pub source: String,
+    /// `sql` or `ui`.
+    pub listener: String,
+}
+
+/// ext: the verdict of the public ingress listener, and the entry that decides it.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct IngressCheckResponse {
+    pub source: String,
+    pub listener: String,
+    pub admitted: bool,
+    /// `ADMITTED` or `REFUSED`.
+    pub verdict: String,
+    /// `allowlisted`, `allowlist_empty`, `not_allowlisted` or `listener_not_allowed`.
+    pub reason: String,
+    /// The deciding entry: the most specific one containing the source that admits it, or, when
+    /// none admits, the most specific one containing it.
+    pub entry: Option<AllowlistEntry>,
+    /// The policy version judged.
+    pub version: u64,
+}
+
+/// What-if for ingress: the verdict the public `sql` or `ui` listener gives a source under the
+/// cluster's newest snapshot, computed by the code the gateways run.
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/ingress-check", tag = "IP allowlist",
+    params(("cluster_id" = String, Path)), request_body = IngressCheckRequest,
+    responses((status = 200, body = IngressCheckResponse), (status = "default", body = crate::error::Status)))]
+async fn ingress_check(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    Path(cluster_id): Path<String>,
+    AppJson(req): AppJson<IngressCheckRequest>,
+) -> ApiResult<Json<IngressCheckResponse>> {
+    use perimeter_policy::{IngressListener, parse_ip_literal};
+    uuid_param("cluster_id", &cluster_id)?;
+    let source = parse_ip_literal(req.source.trim())
+        .map_err(|e| ApiError::invalid("source", format!("source: {e}")))?;
+    let listener = match req.listener.as_str() {
+        "sql" => IngressListener::Sql,
+        "ui" => IngressListener::Ui,
+        other => {
+            return Err(ApiError::invalid(
+                "listener",
+                format!("listener {other:?} is not known; use \"sql\" or \"ui\""),
+            ));
+        }
+    };
+    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
+    st.store.get_live_cluster(&cluster_id).await?;
+    let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+    let d = snap.admit_ingress(source, listener);
+    Ok(Json(IngressCheckResponse {
+        source: source.to_string(),
+        listener: listener.as_str().to_string(),
+        admitted: d.admitted,
+        verdict: d.verdict().to_string(),
+        reason: d.reason.as_str().to_string(),
+        entry: d.entry.map(|e| {
+            let net = e.cidr().net();
+            AllowlistEntry {
+                cidr_ip: net.network().to_string(),
+                cidr_mask: i64::from(net.prefix_len()),
+                name: e.name().to_string(),
+                sql: e.admits(IngressListener::Sql),
+                ui: e.admits(IngressListener::Ui),
+            }
+        }),
+        version: snap.version(),
+    }))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]

@@ -356,6 +356,7 @@ async fn snapshot(
                 doc.traffic_policy = perimeter_policy::TrafficPolicy::DefaultDeny;
                 doc.rules.clear();
                 doc.private_endpoints.clear();
+                doc.ingress = perimeter_policy::IngressDoc::default();
             }
             return Ok(Json(SnapshotResponse {
                 version: doc.version,

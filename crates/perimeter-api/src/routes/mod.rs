@@ -8,6 +8,7 @@ mod gateways;
 mod identity;
 mod ingress;
 mod meta;
+mod workload;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -24,5 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(ingress::router())
         .merge(identity::router())
         .merge(gateways::router())
+        .merge(workload::router())
         .merge(meta::router())
 }

@@ -30,6 +30,7 @@ fn snapshot(policy: TrafficPolicy) -> Snapshot {
             rule("api", RuleType::Fqdn, "api.example.com", &[443]),
             rule("loopback-8080", RuleType::Cidr, "127.0.0.0/8", &[8080]),
         ],
+        ingress: Default::default(),
         private_endpoints: Vec::new(),
     })
     .expect("the fixture compiles")

@@ -422,6 +422,7 @@ mod tests {
             version: 1,
             cluster_id: "c".into(),
             traffic_policy: TrafficPolicy::DefaultDeny,
+            ingress: Default::default(),
             rules: vec![],
             private_endpoints: vec![EndpointDoc {
                 id: "pe-1".into(),

@@ -29,6 +29,7 @@ mod endpoint;
 mod event;
 pub(crate) mod first_bytes;
 mod forward;
+pub mod ingress;
 pub mod own;
 mod prefixed;
 pub mod proxy;
@@ -52,6 +53,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::decision::DecisionSink;
 use crate::dns::Resolver;
 
+pub use ingress::serve_ingress;
 pub use own::OwnAddresses;
 pub use proxy::serve;
 pub use refusal::{Party, Refusal, Why};

@@ -7,11 +7,14 @@
 //!   after a revoking snapshot was applied goes upstream;
 //! - [`Revocation::revoked`], a future that resolves once a newer snapshot denies, so an idle
 //!   or downstream-only connection is closed too.
+//!
+//! A connection admitted by an ingress listener is judged the same way, by the IP allowlist of
+//! each new snapshot ([`Revocation::for_ingress`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use perimeter_policy::{Reason, Snapshot, Verdict};
+use perimeter_policy::{IngressListener, IngressReason, Reason, Snapshot, Verdict};
 use tokio::sync::watch;
 
 use super::ProxyContext;
@@ -31,14 +34,22 @@ pub(crate) struct Revocation {
 }
 
 /// What was admitted: judged again under every new snapshot.
-struct Admission {
-    own: OwnAddresses,
-    target: Target,
-    addr: IpAddr,
-    /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
-    path: Option<String>,
-    /// A connection forwarded to a private endpoint.
-    endpoint: Option<EndpointRoute>,
+enum Admission {
+    /// An egress connection.
+    Egress {
+        own: OwnAddresses,
+        target: Target,
+        addr: IpAddr,
+        /// The normalised path of a forwarded request (decided with it); `None` for a tunnel.
+        path: Option<String>,
+        /// A connection forwarded to a private endpoint.
+        endpoint: Option<EndpointRoute>,
+    },
+    /// A connection from `source` admitted by the IP allowlist on an ingress listener.
+    Ingress {
+        source: IpAddr,
+        listener: IngressListener,
+    },
 }
 
 /// How a connection was forwarded to a private endpoint: judged again the same way.
@@ -56,7 +67,32 @@ pub(crate) struct EndpointRoute {
 #[derive(Debug, Clone)]
 pub(crate) struct Revoked {
     pub(crate) version: u64,
-    pub(crate) reason: Reason,
+    pub(crate) reason: RevokedBy,
+}
+
+/// The reason of the decision that revoked a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevokedBy {
+    Egress(Reason),
+    Ingress(IngressReason),
+}
+
+impl RevokedBy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RevokedBy::Egress(r) => r.as_str(),
+            RevokedBy::Ingress(r) => r.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for RevokedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevokedBy::Egress(r) => r.fmt(f),
+            RevokedBy::Ingress(r) => r.fmt(f),
+        }
+    }
 }
 
 impl std::fmt::Display for Revoked {
@@ -94,7 +130,7 @@ impl Revocation {
         addr: SocketAddr,
         path: Option<String>,
     ) -> Self {
-        let admission = Admission {
+        let admission = Admission::Egress {
             own,
             target,
             addr: addr.ip(),
@@ -102,6 +138,17 @@ impl Revocation {
             endpoint: None,
         };
         Self::judging(snapshots, admitted, admission)
+    }
+
+    /// Watch a connection from `source` admitted on the ingress `listener` under `admitted`: it
+    /// stands while each new snapshot's IP allowlist still admits it.
+    pub(crate) fn for_ingress(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        admitted: Arc<Snapshot>,
+        source: IpAddr,
+        listener: IngressListener,
+    ) -> Self {
+        Self::judging(snapshots, admitted, Admission::Ingress { source, listener })
     }
 
     /// Watch a connection forwarded to a private endpoint (`route`): it stands while the
@@ -114,7 +161,7 @@ impl Revocation {
         addr: SocketAddr,
         route: EndpointRoute,
     ) -> Self {
-        let admission = Admission {
+        let admission = Admission::Egress {
             own: ctx.own.clone(),
             target,
             addr: addr.ip(),
@@ -156,10 +203,28 @@ impl Revocation {
 
     fn judge(&mut self, current: Arc<Snapshot>) -> Result<(), Revoked> {
         if !Arc::ptr_eq(&current, &self.judged) {
-            let a = &self.admitted;
-            let judged = match &a.endpoint {
-                Some(route) => still_routed(&current, &a.target, route),
-                None => still_allowed(&current, &a.target, a.path.as_deref(), a.addr, &a.own),
+            let judged = match &*self.admitted {
+                Admission::Egress {
+                    endpoint: Some(route),
+                    target,
+                    ..
+                } => still_routed(&current, target, route).map_err(RevokedBy::Egress),
+                Admission::Egress {
+                    endpoint: None,
+                    own,
+                    target,
+                    addr,
+                    path,
+                } => still_allowed(&current, target, path.as_deref(), *addr, own)
+                    .map_err(RevokedBy::Egress),
+                Admission::Ingress { source, listener } => {
+                    let d = current.admit_ingress(*source, *listener);
+                    if d.admitted {
+                        Ok(())
+                    } else {
+                        Err(RevokedBy::Ingress(d.reason))
+                    }
+                }
             };
             if let Err(reason) = judged {
                 let r = Revoked {
@@ -265,6 +330,7 @@ mod tests {
             version,
             cluster_id: "c".into(),
             traffic_policy: TrafficPolicy::DefaultDeny,
+            ingress: Default::default(),
             rules: (0..rules)
                 .map(|i| RuleDoc {
                     id: format!("r-{i}"),

@@ -53,6 +53,7 @@ pub(crate) fn document(
         cluster_id: "cluster-1".to_owned(),
         traffic_policy: policy,
         rules,
+        ingress: Default::default(),
         private_endpoints: endpoints,
     }
 }

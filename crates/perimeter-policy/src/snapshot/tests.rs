@@ -204,10 +204,20 @@ fn wire_format_is_plain_json() {
                 "ports": [],
                 "proxy_protocol": false,
             }],
+            "ingress": {"allowlist": [], "workloads": []},
         })
     );
     let back: PolicyDocument = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(back, doc);
+    // A document from before the ingress side carried none: it reads as an empty allowlist.
+    let mut older = json.clone();
+    older.as_object_mut().unwrap().remove("ingress");
+    let back: PolicyDocument = serde_json::from_value(older).unwrap();
+    assert_eq!(back, doc);
+    let mut unknown_ingress = json.clone();
+    unknown_ingress["ingress"]["allowlist"] =
+        serde_json::json!([{"cidr": "10.0.0.0/8", "sql": true, "ui": false, "tls": true}]);
+    assert!(serde_json::from_value::<PolicyDocument>(unknown_ingress).is_err());
 
     for policy in ["ALLOW_ALL", "DEFAULT_DENY", "REPORT_ONLY"] {
         let mut json = json.clone();

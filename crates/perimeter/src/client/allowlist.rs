@@ -1,4 +1,4 @@
-//! `perimeter allowlist add|list|delete`.
+//! `perimeter allowlist add|list|update|delete`.
 
 use std::net::IpAddr;
 
@@ -43,6 +43,24 @@ enum AllowlistCmd {
         cluster: String,
         #[command(flatten)]
         paging: Paging,
+    },
+    /// Change an existing entry: what is not given is kept. The change reaches the public
+    /// ingress listeners when the list reads propagating: false again.
+    Update {
+        /// Cluster id or name.
+        cluster: String,
+        /// The entry's network, e.g. 192.168.1.0/24.
+        #[arg(value_parser = parse_cidr)]
+        cidr: Cidr,
+        /// A new label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Allow (true) or refuse (false) SQL connections from the network.
+        #[arg(long, value_name = "BOOL")]
+        sql: Option<bool>,
+        /// Allow (true) or refuse (false) DB Console (UI) connections from the network.
+        #[arg(long, value_name = "BOOL")]
+        ui: Option<bool>,
     },
     /// Remove an entry.
     Delete {
@@ -148,6 +166,39 @@ pub async fn run(args: AllowlistArgs) -> Result<(), Failure> {
                 note("note: the latest change is still propagating to the cluster's gateways");
             }
             Ok(())
+        }
+        AllowlistCmd::Update {
+            cluster,
+            cidr,
+            name,
+            sql,
+            ui,
+        } => {
+            if name.is_none() && sql.is_none() && ui.is_none() {
+                return Err(Failure::Usage(
+                    "nothing to change: pass --name, --sql or --ui".into(),
+                ));
+            }
+            let id = api.cluster_id(&cluster).await?;
+            let ip = cidr.ip.to_string();
+            let mask = cidr.mask.to_string();
+            let mut body = json!({});
+            if let Some(n) = name {
+                body["name"] = n.into();
+            }
+            if let Some(v) = sql {
+                body["sql"] = v.into();
+            }
+            if let Some(v) = ui {
+                body["ui"] = v.into();
+            }
+            let entry = api
+                .patch(
+                    &["clusters", &id, "networking", "allowlist", &ip, &mask],
+                    &body,
+                )
+                .await?;
+            emit_entry(output, &entry)
         }
         AllowlistCmd::Delete { cluster, cidr } => {
             let id = api.cluster_id(&cluster).await?;

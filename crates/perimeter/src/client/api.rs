@@ -222,6 +222,10 @@ impl Api {
         self.send(Method::POST, segments, &[], Some(body)).await
     }
 
+    pub async fn put(&self, segments: &[&str], body: &Value) -> Result<Value, Failure> {
+        self.send(Method::PUT, segments, &[], Some(body)).await
+    }
+
     pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, Failure> {
         self.send(Method::PATCH, segments, &[], Some(body)).await
     }

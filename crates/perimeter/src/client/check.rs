@@ -1,5 +1,7 @@
 //! `perimeter check`: what the cluster's gateways would decide for a destination. For a name,
 //! the control plane resolves it as the gateways do and lists each address with its verdict.
+//! With `--ingress`, what the public `--sql` or `--ui` listener decides for a source address,
+//! and the allowlist entry that decides it.
 
 use clap::Args;
 use serde_json::json;
@@ -14,20 +16,88 @@ pub struct CheckArgs {
     conn: Connection,
     /// Cluster id or name.
     cluster: String,
-    /// Host name or canonical IP literal.
+    /// Host name or canonical IP literal; with --ingress, the connection's source address.
     destination: String,
     /// TCP port.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), required_unless_present = "ingress")]
+    port: Option<u16>,
     /// Request path, for path rules (plain HTTP or inspected HTTPS).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ingress")]
     path: Option<String>,
+    /// Judge an ingress connection from the source address instead: what the public --sql or
+    /// --ui listener decides by the IP allowlist.
+    #[arg(long, conflicts_with = "port")]
+    ingress: bool,
+    /// With --ingress: the SQL listener.
+    #[arg(long, requires = "ingress", conflicts_with = "ui")]
+    sql: bool,
+    /// With --ingress: the UI listener.
+    #[arg(long, requires = "ingress")]
+    ui: bool,
+}
+
+async fn run_ingress(args: CheckArgs) -> Result<(), Failure> {
+    let listener = match (args.sql, args.ui) {
+        (true, false) => "sql",
+        (false, true) => "ui",
+        _ => {
+            return Err(Failure::Usage(
+                "--ingress judges one listener: pass --sql or --ui".into(),
+            ));
+        }
+    };
+    let api = args.conn.connect()?;
+    let id = api.cluster_id(&args.cluster).await?;
+    let body = json!({"source": args.destination, "listener": listener});
+    let answer = api
+        .post(&["clusters", &id, "networking", "ingress-check"], &body)
+        .await?;
+    emit(args.conn.output, &answer, || {
+        let mut t = Table::new(&[
+            "SOURCE", "LISTENER", "ADMITTED", "REASON", "ENTRY", "SNAPSHOT",
+        ]);
+        let entry = answer
+            .get("entry")
+            .filter(|e| !e.is_null())
+            .map(|e| {
+                let text = |f| e.get(f).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                let mask = e
+                    .get("cidr_mask")
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let name = text("name");
+                if name.is_empty() {
+                    format!("{}/{mask}", text("cidr_ip"))
+                } else {
+                    format!("{}/{mask} ({name})", text("cidr_ip"))
+                }
+            })
+            .unwrap_or_default();
+        let text = |f| -> Result<String, Failure> {
+            Ok(member(&answer, f)?.as_str().unwrap_or_default().to_string())
+        };
+        t.row(vec![
+            text("source")?,
+            text("listener")?,
+            member(&answer, "admitted")?.to_string(),
+            text("reason")?,
+            or_dash(&entry),
+            member(&answer, "version")?.to_string(),
+        ]);
+        Ok(t.render())
+    })
 }
 
 pub async fn run(args: CheckArgs) -> Result<(), Failure> {
+    if args.ingress {
+        return run_ingress(args).await;
+    }
+    let Some(port) = args.port else {
+        return Err(Failure::Usage("--port is required".into()));
+    };
     let api = args.conn.connect()?;
     let id = api.cluster_id(&args.cluster).await?;
-    let mut body = json!({"destination": args.destination, "port": args.port});
+    let mut body = json!({"destination": args.destination, "port": port});
     if let Some(p) = &args.path {
         body["path"] = json!(p);
     }

@@ -48,6 +48,7 @@ fn policy(traffic_policy: TrafficPolicy) -> PolicyDocument {
             rule("r-mixed", "mixed.example.com", RuleType::Fqdn),
             rule("r-missing", "missing.example.com", RuleType::Fqdn),
         ],
+        ingress: Default::default(),
         private_endpoints: vec![EndpointDoc {
             id: "pe-1".into(),
             endpoint_address: "pe-1.endpoints.example.net".into(),

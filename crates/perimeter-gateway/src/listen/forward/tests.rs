@@ -50,6 +50,7 @@ fn double_encoding_is_found_and_only_matters_under_path_rules() {
             rule("api", "paths.example.com", vec!["/api/*".into()]),
             rule("whole", "whole.example.com", vec![]),
         ],
+        ingress: Default::default(),
         private_endpoints: vec![],
     })
     .unwrap();

@@ -79,6 +79,7 @@ fn snapshot(version: u64, allow: bool) -> Snapshot {
         cluster_id: "c-1".into(),
         traffic_policy: TrafficPolicy::DefaultDeny,
         rules,
+        ingress: Default::default(),
         private_endpoints: vec![],
     })
     .unwrap()

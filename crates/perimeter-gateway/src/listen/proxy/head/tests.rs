@@ -184,6 +184,7 @@ async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
             paths: vec![],
             crl_managed: false,
         }],
+        ingress: Default::default(),
         private_endpoints: vec![],
     };
     let snap = perimeter_policy::compile(&doc).unwrap();

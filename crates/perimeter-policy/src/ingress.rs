@@ -1,0 +1,280 @@
+//! The ingress guard's admission: a cluster's IP allowlist compiled for its public listeners, and
+//! the workload addresses they forward to.
+//!
+//! A source is admitted on a listener only by an entry that contains it and has that listener's
+//! flag (`sql` or `ui`) set. An empty allowlist admits no one. IPv4-mapped IPv6 sources
+//! (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 peers) are judged as the IPv4 address;
+//! no other IPv6 form is reinterpreted (a 6to4 or NAT64 source is not the IPv4 host it names).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::Cidr;
+use crate::document::{AllowlistDoc, IngressDoc};
+use crate::error::quote;
+use crate::snapshot::{Backend, CompileError, compile_backend};
+
+/// A public ingress listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IngressListener {
+    Sql,
+    Ui,
+}
+
+impl IngressListener {
+    pub const ALL: [IngressListener; 2] = [IngressListener::Sql, IngressListener::Ui];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressListener::Sql => "sql",
+            IngressListener::Ui => "ui",
+        }
+    }
+}
+
+impl fmt::Display for IngressListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a source was admitted or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IngressReason {
+    /// An entry with the listener's flag contains the source.
+    Allowlisted,
+    /// The allowlist is empty: the public side is closed.
+    AllowlistEmpty,
+    /// No entry contains the source.
+    NotAllowlisted,
+    /// Entries contain the source, but none has the listener's flag set.
+    ListenerNotAllowed,
+    /// The gateway has no snapshot yet.
+    NoSnapshot,
+}
+
+impl IngressReason {
+    /// The metric label and event name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressReason::Allowlisted => "allowlisted",
+            IngressReason::AllowlistEmpty => "allowlist_empty",
+            IngressReason::NotAllowlisted => "not_allowlisted",
+            IngressReason::ListenerNotAllowed => "listener_not_allowed",
+            IngressReason::NoSnapshot => "no_snapshot",
+        }
+    }
+}
+
+impl fmt::Display for IngressReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One compiled allowlist entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowlistEntry {
+    cidr: Cidr,
+    name: Arc<str>,
+    sql: bool,
+    ui: bool,
+}
+
+impl AllowlistEntry {
+    pub fn cidr(&self) -> Cidr {
+        self.cidr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the entry admits on `listener`.
+    pub fn admits(&self, listener: IngressListener) -> bool {
+        match listener {
+            IngressListener::Sql => self.sql,
+            IngressListener::Ui => self.ui,
+        }
+    }
+}
+
+/// The verdict on a source, with the entry that decided it: the most specific entry containing
+/// the source that admits it; when none admits, the most specific one containing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressDecision {
+    pub admitted: bool,
+    pub reason: IngressReason,
+    pub entry: Option<AllowlistEntry>,
+}
+
+impl IngressDecision {
+    /// `ADMITTED` or `REFUSED`.
+    pub fn verdict(&self) -> &'static str {
+        if self.admitted { "ADMITTED" } else { "REFUSED" }
+    }
+
+    /// A refusal that no entry decided.
+    pub fn refused(reason: IngressReason) -> Self {
+        Self {
+            admitted: false,
+            reason,
+            entry: None,
+        }
+    }
+}
+
+/// The workload addresses of one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    region: Arc<str>,
+    sql: Option<Backend>,
+    ui: Option<Backend>,
+}
+
+impl Workload {
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Where `listener`'s admitted connections go; `None` when the platform set no address.
+    pub fn address(&self, listener: IngressListener) -> Option<&Backend> {
+        match listener {
+            IngressListener::Sql => self.sql.as_ref(),
+            IngressListener::Ui => self.ui.as_ref(),
+        }
+    }
+}
+
+/// The compiled ingress side of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingress {
+    /// Entries, most specific prefix first (ties in document order).
+    entries: Vec<AllowlistEntry>,
+    workloads: Vec<Workload>,
+}
+
+impl Ingress {
+    /// Judge `source` on `listener`.
+    pub fn admit(&self, source: IpAddr, listener: IngressListener) -> IngressDecision {
+        if self.entries.is_empty() {
+            return IngressDecision::refused(IngressReason::AllowlistEmpty);
+        }
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut containing = self.entries.iter().filter(|e| e.cidr.contains(source));
+        let Some(first) = containing.next() else {
+            return IngressDecision::refused(IngressReason::NotAllowlisted);
+        };
+        match std::iter::once(first)
+            .chain(containing)
+            .find(|e| e.admits(listener))
+        {
+            Some(e) => IngressDecision {
+                admitted: true,
+                reason: IngressReason::Allowlisted,
+                entry: Some(e.clone()),
+            },
+            None => IngressDecision {
+                admitted: false,
+                reason: IngressReason::ListenerNotAllowed,
+                entry: Some(first.clone()),
+            },
+        }
+    }
+
+    pub fn entries(&self) -> &[AllowlistEntry] {
+        &self.entries
+    }
+
+    /// The workload addresses of `region`, if the platform set any.
+    pub fn workload(&self, region: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| &*w.region == region)
+    }
+}
+
+/// Check a workload address (`host:port`, `[v6]:port`, host an IP or a DNS name, port 1-65535)
+/// as the gateways will read it; the message says what is wrong.
+pub fn validate_workload_address(address: &str) -> Result<(), String> {
+    compile_backend(&crate::BackendDoc::plain(address))
+        .map(|_| ())
+        .map_err(|(_, message)| message)
+}
+
+/// Compile the ingress side of a document. Errors name the field.
+pub(crate) fn compile_ingress(doc: &IngressDoc) -> Result<Ingress, CompileError> {
+    let mut entries = Vec::with_capacity(doc.allowlist.len());
+    for (i, e) in doc.allowlist.iter().enumerate() {
+        entries.push(compile_entry(i, e)?);
+    }
+    // Stable: equal prefix lengths keep document order.
+    entries.sort_by_key(|e: &AllowlistEntry| std::cmp::Reverse(prefix_len(e.cidr.net())));
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    for e in &entries {
+        if !seen.insert(e.cidr) {
+            return Err(CompileError::new(
+                None,
+                "ingress.allowlist".to_owned(),
+                format!("CIDR {} appears more than once", e.cidr),
+            ));
+        }
+    }
+    let mut workloads: Vec<Workload> = Vec::with_capacity(doc.workloads.len());
+    for (i, w) in doc.workloads.iter().enumerate() {
+        if workloads.iter().any(|x| *x.region == *w.region) {
+            return Err(CompileError::new(
+                None,
+                format!("ingress.workloads[{i}].region"),
+                format!("region {} appears more than once", quote(&w.region)),
+            ));
+        }
+        let address = |field: &str, raw: &str| -> Result<Option<Backend>, CompileError> {
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            compile_backend(&crate::BackendDoc::plain(raw))
+                .map(Some)
+                .map_err(|(_, message)| {
+                    CompileError::new(None, format!("ingress.workloads[{i}].{field}"), message)
+                })
+        };
+        workloads.push(Workload {
+            region: w.region.as_str().into(),
+            sql: address("sql", &w.sql)?,
+            ui: address("ui", &w.ui)?,
+        });
+    }
+    Ok(Ingress { entries, workloads })
+}
+
+fn compile_entry(i: usize, e: &AllowlistDoc) -> Result<AllowlistEntry, CompileError> {
+    let cidr: Cidr = e.cidr.parse().map_err(|err: crate::CidrError| {
+        CompileError::new(
+            None,
+            format!("ingress.allowlist[{i}].cidr"),
+            err.to_string(),
+        )
+    })?;
+    Ok(AllowlistEntry {
+        cidr,
+        name: e.name.as_str().into(),
+        sql: e.sql,
+        ui: e.ui,
+    })
+}
+
+/// Prefix length, IPv4 and IPv6 on one scale (an IPv4 /32 is as specific as an IPv6 /128).
+fn prefix_len(net: IpNet) -> u8 {
+    match net {
+        IpNet::V4(n) => n.prefix_len() + 96,
+        IpNet::V6(n) => n.prefix_len(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
