@@ -285,3 +285,36 @@ where
 {
     Ok(<Option<Vec<T>> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
+
+/// Query-string parameters, whose rejections (a duplicate key, a value of the wrong type) are
+/// the API's error shape naming the parameter, not axum's plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde names the key in its message (`duplicate field `limit``); the path
+                // names it when the value is wrong.
+                let field = if path.is_empty() || path == "." {
+                    message
+                        .split('`')
+                        .nth(1)
+                        .map_or_else(|| "query".to_string(), str::to_string)
+                } else {
+                    path
+                };
+                ApiError::invalid(field, format!("query string: {message}"))
+            })
+    }
+}

@@ -901,6 +901,30 @@ async fn identity_and_audit(s: &TestServer) {
     );
 }
 
+async fn query_rejections_use_the_error_shape(s: &TestServer) {
+    let (st, v) = s
+        .admin(
+            Method::GET,
+            "/api/v1/clusters?pagination.limit=1&pagination.limit=2",
+            None,
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["code"], 3, "{v}");
+    assert_eq!(
+        v["details"][0]["field_violations"][0]["field"], "pagination.limit",
+        "{v}"
+    );
+    let (st, v) = s
+        .admin(Method::GET, "/api/v1/clusters?show_inactive=maybe", None)
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        v["details"][0]["field_violations"][0]["field"], "show_inactive",
+        "{v}"
+    );
+}
+
 async fn body_over_the_cap_is_413(s: &TestServer) {
     let (st, v) = s
         .admin(
@@ -1541,6 +1565,7 @@ on_both_backends!(
     identity_and_audit,
     authentication,
     body_over_the_cap_is_413,
+    query_rejections_use_the_error_shape,
     validation_errors,
     pagination_three_pages,
     lock_conflict,

@@ -1,7 +1,7 @@
 //! The ingress IP allowlist of a cluster.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use perimeter_policy::Cidr;
 use perimeter_store::{AllowlistEntry as StoreEntry, Upsert};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, agrees, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
 use crate::model::{AllowlistEntry, ListAllowlistEntriesResponse};
 use crate::{AppState, audit};
 

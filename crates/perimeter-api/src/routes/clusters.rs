@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use perimeter_policy::{Provider, validate_cluster_name, validate_region};
 use perimeter_store::{ClusterUpdate, NewCluster};
 use rand::Rng;
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, readable_clusters, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{Cluster, ListClustersResponse};
 use crate::{AppState, audit};
 

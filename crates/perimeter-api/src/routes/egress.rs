@@ -1,7 +1,7 @@
 //! Egress rules and the egress traffic policy of a cluster.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use perimeter_policy::{RuleInput, validate_rule};
 use perimeter_store::{EgressRule as StoreRule, RuleSpec};
@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, allowed, require};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{AppJson, Auth, PageQuery, agrees, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
 use crate::model::{Empty, GetEgressRuleResponse, ListEgressRulesResponse, RuleResponse};
 use crate::{AppState, audit};
 use perimeter_store::Principal;

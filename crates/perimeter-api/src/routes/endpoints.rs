@@ -2,7 +2,7 @@
 //! service owner's side: registration, connections, acceptance).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use perimeter_policy::{
     Provider, validate_domain_names, validate_endpoint_target, validate_region,
 };
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, agrees, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
 use crate::model::{
     EgressPrivateEndpoint, Empty, EndpointConnection, EndpointService, ListConnectionsResponse,
     ListEgressPrivateEndpointsResponse, ListEndpointServicesResponse,

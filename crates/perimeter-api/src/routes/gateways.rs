@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use perimeter_policy::PolicyDocument;
 use perimeter_store::{DecisionAggregate, DecisionQuery, Gateway};
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, authenticate_gateway, generate_gateway_token, hash_secret, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, uuid_param};
+use crate::extract::{AppJson, Auth, Query, uuid_param};
 use crate::model::Empty;
 use crate::{AppState, audit, publish};
 

@@ -1,7 +1,7 @@
 //! Service accounts, API keys, role bindings, and the audit log.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use perimeter_store::{AuditQuery, RoleBinding};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, ROLES, generate_key, hash_secret, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{
     ApiKey, BuiltInRole, CreateApiKeyResponse, GetAllRolesForUserResponse, ListApiKeysResponse,
     ListAuditLogsResponse, ListServiceAccountsResponse, ServiceAccount,
