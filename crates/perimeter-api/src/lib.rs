@@ -341,25 +341,78 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 /// Serialized answers keyed by request, each valid for one epoch of what it was read from.
+/// Bounded by memory, not by count: clients choose the keys (page tokens, query strings), so
+/// the cache holds at most [`READ_CACHE_BYTES`] of keys and answers and starts over past it.
 #[derive(Default)]
 pub struct ReadCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (i64, axum::body::Bytes)>>,
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+/// Most bytes (keys and answers) the read cache holds.
+pub const READ_CACHE_BYTES: usize = 32 << 20;
+
+#[derive(Default)]
+struct CacheInner {
+    entries: std::collections::HashMap<String, (i64, axum::body::Bytes)>,
+    bytes: usize,
 }
 
 impl ReadCache {
     pub fn get(&self, key: &str, epoch: i64) -> Option<axum::body::Bytes> {
-        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .entries
+            .get(key)
             .filter(|(e, _)| *e == epoch)
             .map(|(_, b)| b.clone())
     }
 
     pub fn put(&self, key: String, epoch: i64, body: axum::body::Bytes) {
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 4096 {
-            map.clear();
+        let size = key.len() + body.len();
+        // An answer too large to be worth a slot is served, not kept.
+        if size > READ_CACHE_BYTES / 8 {
+            return;
         }
-        map.insert(key, (epoch, body));
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = inner.entries.remove(&key) {
+            inner.bytes -= key.len() + old.len();
+        }
+        if inner.bytes + size > READ_CACHE_BYTES {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += size;
+        inner.entries.insert(key, (epoch, body));
+    }
+
+    /// Bytes held (keys and answers).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+}
+
+#[cfg(test)]
+mod read_cache_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_bytes_whatever_the_keys() {
+        let cache = ReadCache::default();
+        let body = axum::body::Bytes::from(vec![b'x'; 64 << 10]);
+        for i in 0..10_000 {
+            cache.put(format!("/api/v1/clusters?page={i}"), 1, body.clone());
+            assert!(cache.bytes() <= READ_CACHE_BYTES);
+        }
+        // The newest answers are there; a stale epoch is not an answer.
+        assert!(cache.get("/api/v1/clusters?page=9999", 1).is_some());
+        assert!(cache.get("/api/v1/clusters?page=9999", 2).is_none());
+        // Replacing a key does not count it twice.
+        let before = cache.bytes();
+        cache.put("/api/v1/clusters?page=9999".into(), 2, body.clone());
+        assert_eq!(cache.bytes(), before);
+        // An answer over an eighth of the budget is not kept.
+        cache.put("big".into(), 1, vec![0u8; READ_CACHE_BYTES / 4].into());
+        assert!(cache.get("big", 1).is_none());
     }
 }
 
