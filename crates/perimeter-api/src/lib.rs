@@ -391,31 +391,6 @@ impl ReadCache {
     }
 }
 
-#[cfg(test)]
-mod read_cache_tests {
-    use super::*;
-
-    #[test]
-    fn bounded_by_bytes_whatever_the_keys() {
-        let cache = ReadCache::default();
-        let body = axum::body::Bytes::from(vec![b'x'; 64 << 10]);
-        for i in 0..10_000 {
-            cache.put(format!("/api/v1/clusters?page={i}"), 1, body.clone());
-            assert!(cache.bytes() <= READ_CACHE_BYTES);
-        }
-        // The newest answers are there; a stale epoch is not an answer.
-        assert!(cache.get("/api/v1/clusters?page=9999", 1).is_some());
-        assert!(cache.get("/api/v1/clusters?page=9999", 2).is_none());
-        // Replacing a key does not count it twice.
-        let before = cache.bytes();
-        cache.put("/api/v1/clusters?page=9999".into(), 2, body.clone());
-        assert_eq!(cache.bytes(), before);
-        // An answer over an eighth of the budget is not kept.
-        cache.put("big".into(), 1, vec![0u8; READ_CACHE_BYTES / 4].into());
-        assert!(cache.get("big", 1).is_none());
-    }
-}
-
 /// Build an audit entry for an API change by `p`, with secrets in the payload redacted.
 pub(crate) fn audit(p: &Principal, action: &str, payload: &impl Serialize) -> AuditEntry {
     let mut v = serde_json::to_value(payload).unwrap_or(serde_json::Value::Null);
@@ -485,4 +460,29 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     server::serve_bounded(listener, app(state), limits, shutdown).await
+}
+
+#[cfg(test)]
+mod read_cache_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_bytes_whatever_the_keys() {
+        let cache = ReadCache::default();
+        let body = axum::body::Bytes::from(vec![b'x'; 64 << 10]);
+        for i in 0..10_000 {
+            cache.put(format!("/api/v1/clusters?page={i}"), 1, body.clone());
+            assert!(cache.bytes() <= READ_CACHE_BYTES);
+        }
+        // The newest answers are there; a stale epoch is not an answer.
+        assert!(cache.get("/api/v1/clusters?page=9999", 1).is_some());
+        assert!(cache.get("/api/v1/clusters?page=9999", 2).is_none());
+        // Replacing a key does not count it twice.
+        let before = cache.bytes();
+        cache.put("/api/v1/clusters?page=9999".into(), 2, body.clone());
+        assert_eq!(cache.bytes(), before);
+        // An answer over an eighth of the budget is not kept.
+        cache.put("big".into(), 1, vec![0u8; READ_CACHE_BYTES / 4].into());
+        assert!(cache.get("big", 1).is_none());
+    }
 }
