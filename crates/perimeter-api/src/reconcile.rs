@@ -113,8 +113,9 @@ impl Reconciler {
 
     /// One pass over claimable work; returns how long to sleep before the next.
     pub async fn pass(&self) -> Result<Duration, StoreError> {
+        let now = chrono::Utc::now();
         let until = perimeter_store::ts(
-            chrono::Utc::now() + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default(),
+            now + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default(),
         );
         let ids = self
             .store
@@ -122,11 +123,11 @@ impl Reconciler {
             .await?;
         let mut next = self.cfg.interval;
         for cluster in self.store.clusters_propagating().await? {
-            settle_cluster(&self.store, &cluster, &self.cfg).await?;
+            settle_cluster(&self.store, &cluster, &self.cfg, now).await?;
         }
         for id in ids {
             let result = match self.store.endpoint_work(&id).await? {
-                Some(work) => reconcile_endpoint(&self.store, &self.cfg, &work).await,
+                Some(work) => reconcile_endpoint(&self.store, &self.cfg, &work, now).await,
                 None => Ok(Action::Await),
             };
             self.store.release_endpoint(&self.cfg.holder, &id).await?;
@@ -144,15 +145,16 @@ pub fn error_policy(_e: &StoreError, failures: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(30))
 }
 
-/// Take one step on one endpoint. Idempotent: every write is conditional on the state read.
+/// Take one step on one endpoint, as of `now`. Idempotent: every write is conditional on the
+/// state read.
 pub async fn reconcile_endpoint(
     store: &Store,
     cfg: &ReconcilerConfig,
     w: &EndpointWork,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Action, StoreError> {
     let holder = cfg.holder.as_str();
     let ep = &w.endpoint;
-    let now = chrono::Utc::now();
     match (ep.state.as_str(), &w.connection) {
         ("PENDING", None) => {
             let Some(service) = &w.service else {
@@ -415,8 +417,8 @@ pub async fn settle_cluster(
     store: &Store,
     cluster_id: &str,
     cfg: &ReconcilerConfig,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let now = chrono::Utc::now();
     let cutoff = perimeter_store::ts(
         now - chrono::Duration::from_std(cfg.gateway_liveness).unwrap_or_default(),
     );
@@ -488,3 +490,6 @@ pub async fn settle_cluster(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! The endpoint steps of the reconciler, on a real (SQLite) store, with the clock given: what
+//! the gateways acknowledged decides `AVAILABLE`, and the provisioning deadline `FAILED`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use perimeter_store::{AuditEntry, Durability, NewCluster, NewEndpointService, Store};
+
+use super::*;
+
+const HOLDER: &str = "test-reconciler";
+const SERVICE: &str = "com.amazonaws.vpce.us-east-1.vpce-svc-reconciled";
+
+struct Fixture {
+    store: Store,
+    cfg: ReconcilerConfig,
+    cluster: String,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path(), Durability::Normal)
+        .await
+        .unwrap();
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let cluster = store
+        .create_cluster(
+            &NewCluster {
+                name: "reconciled".into(),
+                provider: "AWS".into(),
+                plan: "ADVANCED".into(),
+                account_id: "123456789012".into(),
+                network_visibility: "PUBLIC".into(),
+                egress_policy: "DEFAULT_DENY".into(),
+                labels: Default::default(),
+                hardware: serde_json::json!({}),
+                cockroach_version: "v25.2".into(),
+                creator_id: "test".into(),
+                regions: vec![("us-east-1".into(), 1), ("eu-west-1".into(), 1)],
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    store
+        .create_endpoint_service(
+            &NewEndpointService {
+                service_name: SERVICE.into(),
+                region: "us-east-1".into(),
+                backends: vec![perimeter_policy::BackendDoc::plain("127.0.0.1:9092")],
+                proxy_protocol: false,
+                acceptance_required: false,
+                auto_accept_accounts: vec![],
+                acceptance_timeout_seconds: 60,
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    let ep = store
+        .create_endpoint(&cluster.id, "us-east-1", SERVICE, "PRIVATE_SERVICE", &audit)
+        .await
+        .unwrap();
+    let cfg = ReconcilerConfig {
+        holder: HOLDER.into(),
+        provision_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    Fixture {
+        store,
+        cfg,
+        cluster: cluster.id,
+        endpoint: ep.id,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// One step on the endpoint as of `now` (claiming it first, as a pass does).
+    async fn step(&self, now: DateTime<Utc>) -> Action {
+        let until = perimeter_store::ts(now + chrono::Duration::seconds(30));
+        self.store
+            .claim_endpoints(HOLDER, &until, 10)
+            .await
+            .unwrap();
+        let work = self
+            .store
+            .endpoint_work(&self.endpoint)
+            .await
+            .unwrap()
+            .unwrap();
+        let action = reconcile_endpoint(&self.store, &self.cfg, &work, now)
+            .await
+            .unwrap();
+        self.store
+            .release_endpoint(HOLDER, &self.endpoint)
+            .await
+            .unwrap();
+        action
+    }
+
+    async fn endpoint(&self) -> perimeter_store::EgressEndpoint {
+        self.store
+            .get_endpoint(&self.cluster, &self.endpoint)
+            .await
+            .unwrap()
+    }
+
+    async fn gateway(&self, region: &str, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .create_gateway(&self.cluster, region, name, &id, "", None)
+            .await
+            .unwrap();
+        id
+    }
+}
+
+#[tokio::test]
+async fn available_once_every_live_gateway_of_its_region_applied() {
+    let f = fixture().await;
+    let east_a = f.gateway("us-east-1", "east-a").await;
+    let east_b = f.gateway("us-east-1", "east-b").await;
+    let west = f.gateway("eu-west-1", "west").await;
+    // Accepted (no acceptance required): in the snapshot from its routed version on.
+    f.step(Utc::now()).await;
+    let ep = f.endpoint().await;
+    assert_eq!(ep.state, "PENDING");
+    let v = ep.routed_version;
+    assert!(v > 0);
+    assert!(!ep.endpoint_address.is_empty());
+    // One gateway of the region applied it, the other an older version: still PENDING. The
+    // other region's gateway does not count either way.
+    f.store.ack_gateway(&east_a, v, true, "").await.unwrap();
+    f.store.ack_gateway(&east_b, v - 1, true, "").await.unwrap();
+    f.store.ack_gateway(&west, 0, true, "").await.unwrap();
+    let action = f.step(Utc::now()).await;
+    assert!(matches!(action, Action::Requeue(_)), "{action:?}");
+    assert_eq!(f.endpoint().await.state, "PENDING");
+    f.store.ack_gateway(&east_b, v, true, "").await.unwrap();
+    f.step(Utc::now()).await;
+    let ep = f.endpoint().await;
+    assert_eq!(ep.state, "AVAILABLE");
+    assert!(
+        ep.state_reason.contains("east-a") && ep.state_reason.contains("east-b"),
+        "{}",
+        ep.state_reason
+    );
+}
+
+#[tokio::test]
+async fn no_live_gateway_fails_at_the_deadline_not_before() {
+    let f = fixture().await;
+    let t0 = Utc::now();
+    f.step(t0).await;
+    assert_eq!(f.endpoint().await.state, "PENDING");
+    let action = f.step(t0 + chrono::Duration::seconds(100)).await;
+    assert!(
+        matches!(action, Action::Requeue(d) if d <= f.cfg.interval),
+        "{action:?}"
+    );
+    assert_eq!(f.endpoint().await.state, "PENDING");
+    f.step(t0 + chrono::Duration::seconds(125)).await;
+    let ep = f.endpoint().await;
+    assert_eq!(ep.state, "FAILED");
+    assert!(
+        ep.state_reason
+            .contains("no live gateway in region us-east-1"),
+        "{}",
+        ep.state_reason
+    );
+}
+
+#[tokio::test]
+async fn a_gateway_that_cannot_apply_it_fails_it_with_its_error() {
+    let f = fixture().await;
+    let east = f.gateway("us-east-1", "east").await;
+    f.step(Utc::now()).await;
+    let v = f.endpoint().await.routed_version;
+    f.store
+        .ack_gateway(&east, v, false, "backends[0]: no such host")
+        .await
+        .unwrap();
+    f.step(Utc::now()).await;
+    let ep = f.endpoint().await;
+    assert_eq!(ep.state, "FAILED");
+    assert!(
+        ep.state_reason.contains("east") && ep.state_reason.contains("no such host"),
+        "{}",
+        ep.state_reason
+    );
+}
+
+#[tokio::test]
+async fn deletion_waits_for_the_region_to_apply_it() {
+    let f = fixture().await;
+    let east = f.gateway("us-east-1", "east").await;
+    f.step(Utc::now()).await;
+    let v = f.endpoint().await.routed_version;
+    f.store.ack_gateway(&east, v, true, "").await.unwrap();
+    f.step(Utc::now()).await;
+    assert_eq!(f.endpoint().await.state, "AVAILABLE");
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let deleting = f
+        .store
+        .delete_endpoint(&f.cluster, &f.endpoint, &audit)
+        .await
+        .unwrap();
+    assert_eq!(deleting.state, "DELETING");
+    f.step(Utc::now()).await;
+    assert_eq!(
+        f.endpoint().await.state,
+        "DELETING",
+        "the gateway still serves it"
+    );
+    f.store
+        .ack_gateway(&east, deleting.routed_version, true, "")
+        .await
+        .unwrap();
+    f.step(Utc::now()).await;
+    assert!(
+        f.store.get_endpoint(&f.cluster, &f.endpoint).await.is_err(),
+        "gone once the region applied the snapshot without it"
+    );
+}
