@@ -115,9 +115,13 @@ impl SnapshotCache {
         cluster_id: &str,
         policy: Option<TrafficPolicy>,
     ) -> ApiResult<Arc<Snapshot>> {
-        let inputs = store.policy_inputs(cluster_id).await?;
-        let mut doc = document(&inputs)?;
-        let key = (cluster_id.to_string(), doc.version, policy);
+        // The version alone first (one small read): a snapshot compiled at it is the answer,
+        // without reading every rule again.
+        let (version, _) = store
+            .policy_version_of(cluster_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("cluster {cluster_id} not found")))?;
+        let key = (cluster_id.to_string(), version.max(0) as u64, policy);
         if let Some(s) = self
             .inner
             .lock()
@@ -126,6 +130,10 @@ impl SnapshotCache {
         {
             return Ok(s.clone());
         }
+        let inputs = store.policy_inputs(cluster_id).await?;
+        let mut doc = document(&inputs)?;
+        // The inputs may be of a newer version than the one just read: key what was compiled.
+        let key = (cluster_id.to_string(), doc.version, policy);
         if let Some(p) = policy {
             doc.traffic_policy = p;
         }
