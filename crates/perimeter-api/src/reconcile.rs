@@ -233,7 +233,23 @@ pub async fn reconcile_endpoint(
                 .await?;
             Ok(Action::Await)
         }
-        ("PENDING", Some(_)) => Ok(Action::Await),
+        // A connection that is neither accepted nor waiting for acceptance (its service's owner
+        // changed it under us): the deadline still holds, so the lock is never kept.
+        ("PENDING", Some(c)) => {
+            let seen = observe(store, cfg, ep, ep.routed_version, now).await?;
+            if !seen.past_deadline {
+                return Ok(Action::Requeue(seen.wait.min(cfg.interval)));
+            }
+            let reason = format!(
+                "its connection to the endpoint service is {}, not accepted, past the {} s deadline",
+                c.status,
+                cfg.provision_timeout.as_secs()
+            );
+            store
+                .transition_endpoint(holder, ep, "FAILED", &reason, None, None)
+                .await?;
+            Ok(Action::Await)
+        }
         ("PENDING_ACCEPTANCE", Some(c)) => match c.status.as_str() {
             "AVAILABLE" => {
                 let reason =
