@@ -15,6 +15,7 @@ mod egress_rules;
 mod endpoint_services;
 mod gateways;
 mod output;
+mod private_endpoints;
 mod workload;
 
 use std::io::Write;
@@ -61,6 +62,10 @@ pub enum ClientCommand {
     /// Register, list and deregister the gateways that enforce a cluster's policy.
     #[command(after_help = EXIT_STATUS_HELP)]
     Gateways(gateways::GatewaysArgs),
+    /// The cluster's private endpoint services, the endpoints connected to them and the owners
+    /// trusted to connect (the ingress side of private connectivity).
+    #[command(after_help = EXIT_STATUS_HELP)]
+    PrivateEndpoints(private_endpoints::PrivateEndpointsArgs),
     /// Show or set where a cluster's workloads (its SQL and UI) listen in each region: what the
     /// public ingress listeners forward admitted connections to (PLATFORM_OPERATOR).
     #[command(after_help = EXIT_STATUS_HELP)]
@@ -165,6 +170,7 @@ pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Check(a) => check::run(a).await,
         ClientCommand::Gateways(a) => gateways::run(a).await,
         ClientCommand::Workload(a) => workload::run(a).await,
+        ClientCommand::PrivateEndpoints(a) => private_endpoints::run(a).await,
     };
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),

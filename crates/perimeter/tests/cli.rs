@@ -1402,3 +1402,132 @@ fn check_ingress() {
         .failed(1);
     assert!(bad.stderr.contains("field: source"), "{bad:#?}");
 }
+
+#[test]
+fn private_endpoints_services_connections_and_trusted_owners() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-ingress-pe",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    let services = srv
+        .cli(&[
+            "private-endpoints",
+            "services",
+            "create",
+            "cli-ingress-pe",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(services[0]["region_name"], "us-east-1", "{services}");
+    let table = srv
+        .cli(&["private-endpoints", "services", "list", "cli-ingress-pe"])
+        .ok()
+        .stdout;
+    assert!(
+        table.starts_with("REGION ") && table.contains("us-east-1"),
+        "{table}"
+    );
+    // Trusted owners: add, list, get, remove.
+    let added = srv
+        .cli(&[
+            "private-endpoints",
+            "trusted-owners",
+            "add",
+            "cli-ingress-pe",
+            "123456789012",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let owner = added["trusted_owner"]["id"].as_str().unwrap().to_string();
+    let table = srv
+        .cli(&[
+            "private-endpoints",
+            "trusted-owners",
+            "list",
+            "cli-ingress-pe",
+        ])
+        .ok()
+        .stdout;
+    assert!(table.contains("123456789012"), "{table}");
+    srv.cli(&[
+        "private-endpoints",
+        "trusted-owners",
+        "get",
+        "cli-ingress-pe",
+        &owner,
+    ])
+    .ok();
+    let bad = srv
+        .cli(&[
+            "private-endpoints",
+            "trusted-owners",
+            "add",
+            "cli-ingress-pe",
+            "12345",
+        ])
+        .failed(1);
+    assert!(bad.stderr.contains("external_owner_id"), "{bad:#?}");
+    // Connections: register an endpoint id, see it, remove it.
+    srv.cli(&[
+        "private-endpoints",
+        "connections",
+        "add",
+        "cli-ingress-pe",
+        "vpce-0a1b2c3d4e5f67890",
+    ])
+    .ok();
+    let listed = srv
+        .cli(&[
+            "private-endpoints",
+            "connections",
+            "list",
+            "cli-ingress-pe",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        listed[0]["endpoint_id"], "vpce-0a1b2c3d4e5f67890",
+        "{listed}"
+    );
+    srv.cli(&[
+        "private-endpoints",
+        "connections",
+        "remove",
+        "cli-ingress-pe",
+        "vpce-0a1b2c3d4e5f67890",
+    ])
+    .ok();
+    srv.cli(&[
+        "private-endpoints",
+        "trusted-owners",
+        "remove",
+        "cli-ingress-pe",
+        &owner,
+    ])
+    .ok();
+    let left = srv
+        .cli(&[
+            "private-endpoints",
+            "trusted-owners",
+            "list",
+            "cli-ingress-pe",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(left, serde_json::json!([]));
+}
