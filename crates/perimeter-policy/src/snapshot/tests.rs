@@ -1,5 +1,6 @@
 use super::*;
 use crate::decide::tests::{document, endpoint, rule};
+use crate::document::{BackendDoc, EndpointDoc};
 
 fn compile_err(doc: &PolicyDocument) -> CompileError {
     match compile(doc) {
