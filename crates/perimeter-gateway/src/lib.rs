@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod http_head;
 pub mod listen;
 pub mod original_dst;
+pub mod proxy_protocol;
 pub mod registration;
 pub mod runtime;
 pub mod sync;

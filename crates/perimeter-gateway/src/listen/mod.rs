@@ -25,7 +25,7 @@ mod consistency;
 mod decide;
 mod dial;
 pub mod dns_listener;
-mod endpoint;
+pub(crate) mod endpoint;
 mod event;
 pub(crate) mod first_bytes;
 mod forward;
