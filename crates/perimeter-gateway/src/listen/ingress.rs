@@ -190,14 +190,18 @@ enum Opening {
 /// Hold an untrusted peer's first bytes until they show whether they open with a PROXY
 /// signature, passing on what the workload sends meanwhile (its greeting, for protocols where
 /// the server speaks first). Returns the bytes held and what the workload sent (to count).
+/// A client silent for `idle` is closed; one that has sent the start of a signature must show
+/// what follows within `header_timeout`.
 async fn check_opening(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     idle: Duration,
+    header_timeout: Duration,
 ) -> (Opening, u64) {
     let mut first = Vec::with_capacity(64);
     let mut greeting = vec![0u8; 16 * 1024];
     let mut down = 0u64;
+    let mut quiet = tokio::time::Instant::now() + idle;
     loop {
         tokio::select! {
             r = client.read_buf(&mut first) => match r {
@@ -205,7 +209,7 @@ async fn check_opening(
                 Ok(_) => match proxy_protocol::starts_with_signature(&first) {
                     Some(true) => return (Opening::Signature, down),
                     Some(false) => return (Opening::Clean(first), down),
-                    None => {}
+                    None => quiet = tokio::time::Instant::now() + header_timeout,
                 },
             },
             r = upstream.read(&mut greeting) => match r {
@@ -215,9 +219,12 @@ async fn check_opening(
                         return (Opening::Closed, down);
                     }
                     down += n as u64;
+                    if first.is_empty() {
+                        quiet = tokio::time::Instant::now() + idle;
+                    }
                 }
             },
-            _ = tokio::time::sleep(idle) => return (Opening::Closed, down),
+            _ = tokio::time::sleep_until(quiet) => return (Opening::Closed, down),
         }
     }
 }
@@ -317,8 +324,13 @@ async fn serve_one(
     };
     let mut greeted = 0;
     if !trusted {
-        let (opening, down) =
-            check_opening(&mut client, &mut upstream, ctx.limits.idle_timeout).await;
+        let (opening, down) = check_opening(
+            &mut client,
+            &mut upstream,
+            ctx.limits.idle_timeout,
+            ctx.limits.header_read_timeout,
+        )
+        .await;
         greeted = down;
         match opening {
             Opening::Clean(first) => pending = first,
