@@ -564,7 +564,8 @@ fn proxy_protocol(args: &[&str]) {
     long.resize(110, b' ');
     long.extend_from_slice(b"\r\n");
     let mut bad_tlv = proxy_v2(client, sql4);
-    bad_tlv[15] += 1;
+    // The TLV says one byte more than the header holds.
+    bad_tlv[30] += 1;
     for bytes in [
         b"PROXY TCP4 198.51.100.7 127.0.0.1 040000 5432\r\n".to_vec(),
         b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\n".to_vec(),
@@ -608,6 +609,33 @@ fn proxy_protocol(args: &[&str]) {
         b"plain from 127.0.0.2\nvia v1\nvia v2\n",
         "only admitted clients' bytes, without headers, reached the workload"
     );
+
+    // Each refusal is counted on serve's /metrics with its reason.
+    let metrics = format!("{}/metrics", s.url);
+    wait_until("the PROXY protocol refusals counted", 10, || {
+        let (st, body) = curl(&[&metrics]);
+        assert_eq!(st, 200, "{body}");
+        [
+            ("REFUSED", "proxy_header_untrusted", 2),
+            ("REFUSED", "proxy_header_invalid", 4),
+            ("REFUSED", "proxy_header_missing", 1),
+            ("REFUSED", "proxy_header_truncated", 1),
+            ("REFUSED", "proxy_header_timeout", 2),
+            ("REFUSED", "not_allowlisted", 2),
+            ("ADMITTED", "allowlisted", 3),
+        ]
+        .iter()
+        .all(|(verdict, reason, n)| {
+            body.lines().any(|l| {
+                l.starts_with("perimeter_ingress_decisions_total{")
+                    && l.contains(&format!("cluster=\"{cid}\""))
+                    && l.contains("listener=\"sql\"")
+                    && l.contains(&format!("verdict=\"{verdict}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.ends_with(&format!(" {n}"))
+            })
+        })
+    });
 
     let log = s.log_text();
     for needle in [
