@@ -134,12 +134,16 @@ pub struct IngressEvent {
     pub region: String,
     /// `sql` or `ui`.
     pub listener: &'static str,
-    /// The judged source (the TCP peer).
+    /// The judged source: the TCP peer, or the client a trusted proxy's PROXY header names.
     pub source: SocketAddr,
+    /// The TCP peer (a trusted proxy when it differs from `source`).
+    pub peer: SocketAddr,
     /// `ADMITTED`, `REFUSED`, or `REVOKED` (an admitted connection cut by a change).
     pub verdict: &'static str,
     /// `allowlisted`, `allowlist_empty`, `not_allowlisted`, `listener_not_allowed`,
-    /// `no_snapshot`, or a gateway reason (`no_workload_address`, `workload_unreachable`).
+    /// `no_snapshot`, or a gateway reason (`no_workload_address`, `workload_unreachable`,
+    /// `proxy_header_untrusted`, `proxy_header_missing`, `proxy_header_invalid`,
+    /// `proxy_header_truncated`, `proxy_header_timeout`, `client_closed`).
     pub reason: &'static str,
     /// The deciding allowlist entry (`cidr` and name), if any.
     pub entry: Option<String>,
@@ -158,6 +162,7 @@ impl IngressEvent {
             region = %self.region,
             listener = self.listener,
             source = %self.source,
+            peer = %self.peer,
             verdict = self.verdict,
             reason = self.reason,
             entry = self.entry.as_deref().unwrap_or(""),

@@ -83,6 +83,33 @@ pub fn fuzz_http_head(data: &[u8]) {
     }
 }
 
+/// `proxy_protocol::parse` never panics; never asks for more than its cap; a header's length
+/// lies within the input and its bytes alone parse to it; and it answers monotonically: a
+/// prefix of the input needs more or gives the whole input's answer (a prefix shorter than a
+/// header needs more).
+pub fn fuzz_proxy_protocol(data: &[u8]) {
+    use crate::proxy_protocol::{MAX_HEADER_LEN, Parsed, parse, starts_with_signature};
+    let whole = parse(data);
+    match &whole {
+        Parsed::NeedMore => assert!(data.len() < MAX_HEADER_LEN, "more asked past the cap"),
+        Parsed::Header(h) => {
+            assert!(h.header_len <= data.len() && h.header_len <= MAX_HEADER_LEN);
+            assert_eq!(parse(&data[..h.header_len]), whole);
+            assert_eq!(starts_with_signature(data), Some(true));
+        }
+        Parsed::Invalid(_) => {}
+    }
+    for end in [data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {
+        match (parse(&data[..end]), &whole) {
+            (Parsed::NeedMore, _) => {}
+            (_, Parsed::Header(h)) if end < h.header_len => {
+                panic!("prefix {end} of a {}-byte header answered", h.header_len)
+            }
+            (prefix, _) => assert_eq!(&prefix, &whole, "prefix {end} answered differently"),
+        }
+    }
+}
+
 fn check_head(head: &RequestHead, data: &[u8], limits: &HeadLimits) {
     assert!(head.head_len <= data.len() && head.head_len <= limits.max_head_bytes);
     assert!(data[..head.head_len].ends_with(b"\r\n\r\n"));

@@ -22,6 +22,8 @@
 //! - [`http_head`]: HTTP/1.x request heads for the proxy, with limits, unambiguous framing,
 //!   destinations parsed into normalised hosts, and Host-header consistency: the first head of
 //!   every proxy connection, and every host the listeners parse;
+//! - [`proxy_protocol`]: a strict, incremental, bounded PROXY protocol v1/v2 header parser, for
+//!   the public ingress listeners behind trusted load balancers;
 //! - [`dns`]: the only name resolution the gateway does (configured servers, hosts file);
 //! - [`original_dst`]: the pre-NAT destination of a redirected connection.
 //!
@@ -36,6 +38,7 @@ pub mod fuzzing;
 pub mod http_head;
 pub mod listen;
 pub mod original_dst;
+pub mod proxy_protocol;
 pub mod registration;
 pub mod runtime;
 pub mod sync;

@@ -134,6 +134,12 @@ pub struct LimitArgs {
     /// for the server to speak first (SMTP, MySQL, FTP), and its original address is dialled.
     #[arg(long, default_value_t = 1000)]
     pub server_first_after_ms: u64,
+    /// A load balancer (CIDR, repeatable) whose PROXY protocol v1/v2 header the public ingress
+    /// listeners honour: its connections must open with one, within the header timeout, and
+    /// the allowlist judges the client the header names. Any other peer is judged by its own
+    /// address and refused if it opens with a PROXY header.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<perimeter_policy::Cidr>,
 }
 
 impl LimitArgs {
@@ -144,6 +150,7 @@ impl LimitArgs {
             header_read_timeout: Duration::from_secs(self.header_timeout_seconds.max(1)),
             max_header_bytes: self.max_header_bytes.max(8192),
             server_first_after: Duration::from_millis(self.server_first_after_ms),
+            trusted_proxies: self.trusted_proxies.clone().into(),
             ..GatewayLimits::default()
         }
     }

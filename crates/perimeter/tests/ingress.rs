@@ -9,7 +9,11 @@
 //! - deleting the entry cuts the open admitted connection; an empty allowlist refuses everyone;
 //! - every decision is logged with its verdict and reason;
 //! - after a restart the listeners are back on their ports, and an entry re-added for one
-//!   source lets only that source in.
+//!   source lets only that source in;
+//! - with `--trusted-proxy 127.0.0.1/32`: a PROXY v1 or v2 header from 127.0.0.1 names the
+//!   judged source (admitted when allowlisted, refused otherwise); a missing, malformed,
+//!   truncated or slow header from it is refused, and so is a PROXY header from an untrusted
+//!   peer, with nothing reaching the workload.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -425,6 +429,237 @@ fn standalone_gateway_ingress_listeners() {
         })
     });
     gw.terminate();
+}
+
+/// A PROXY protocol v2 header (command PROXY, TCP over IPv4) with the AWS VPC endpoint TLV,
+/// written from haproxy's proxy-protocol.txt.
+fn proxy_v2(source: SocketAddrV4, destination: SocketAddrV4) -> Vec<u8> {
+    let id = b"vpce-0a1b2c3d";
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11]);
+    h.extend_from_slice(&((12 + 3 + 1 + id.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&source.ip().octets());
+    h.extend_from_slice(&destination.ip().octets());
+    h.extend_from_slice(&source.port().to_be_bytes());
+    h.extend_from_slice(&destination.port().to_be_bytes());
+    h.push(0xEA);
+    h.extend_from_slice(&((1 + id.len()) as u16).to_be_bytes());
+    h.push(0x01);
+    h.extend_from_slice(id);
+    h
+}
+
+/// Closed by the gateway without anything sent (a read ends with no byte), within `bound`.
+fn closed_unprompted(s: &mut TcpStream, bound: Duration) -> bool {
+    s.set_read_timeout(Some(bound)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn proxy_protocol(args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--header-timeout-seconds",
+        "1",
+    ];
+    all.extend_from_slice(args);
+    let s = Server::start(BIN, dir.path(), &all, &[]);
+    let key = s.admin_key_file();
+    let cid = api::create_cluster(&s, &key, "ingress-pp", &["us-east-1"]);
+    let mut region = Value::Null;
+    wait_until("the region's ingress listeners", 30, || {
+        region = cluster_region(&s, &key, &cid);
+        region["sql_ingress_address"] != ""
+    });
+    let sql: SocketAddr = region["sql_ingress_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let SocketAddr::V4(sql4) = sql else {
+        panic!("{sql}")
+    };
+    let (workload, seen) = echo_workload();
+    ok(
+        &s,
+        &key,
+        "PUT",
+        &format!("/api/v1/clusters/{cid}/workload"),
+        Some(json!({"regions": {"us-east-1": {"sql": workload.to_string()}}})),
+    );
+    let allowlist = format!("/api/v1/clusters/{cid}/networking/allowlist");
+    // The client behind the proxy, and the untrusted peer itself, are allowlisted; the proxy
+    // (127.0.0.1) is not.
+    for ip in ["198.51.100.7", "127.0.0.2"] {
+        ok(
+            &s,
+            &key,
+            "POST",
+            &allowlist,
+            Some(json!({"cidr_ip": ip, "cidr_mask": 32, "sql": true, "ui": false})),
+        );
+    }
+    wait_settled(&s, &key, &cid);
+    let proxy = Ipv4Addr::LOCALHOST;
+    let untrusted = Ipv4Addr::new(127, 0, 0, 2);
+    let client: SocketAddrV4 = "198.51.100.7:40000".parse().unwrap();
+    let stranger: SocketAddrV4 = "203.0.113.9:40000".parse().unwrap();
+
+    // An untrusted peer, allowlisted itself, is refused when it opens with a PROXY header.
+    let mut c = connect_from(untrusted, sql);
+    c.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\r\n")
+        .unwrap();
+    assert!(closed(&mut c), "an untrusted peer's v1 header");
+    let mut c = connect_from(untrusted, sql);
+    c.write_all(&proxy_v2(client, sql4)).unwrap();
+    assert!(closed(&mut c), "an untrusted peer's v2 header");
+    assert!(seen.lock().unwrap().bytes.is_empty());
+    let mut c = connect_from(untrusted, sql);
+    assert!(
+        echoes(&mut c, "plain from 127.0.0.2\n"),
+        "the untrusted peer without a header is judged by its own address"
+    );
+
+    // The trusted proxy's v1 and v2 headers name an allowlisted client: admitted, and the
+    // header is not relayed.
+    let mut c = connect_from(proxy, sql);
+    c.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\r\n")
+        .unwrap();
+    assert!(echoes(&mut c, "via v1\n"), "v1 honoured");
+    let mut c = connect_from(proxy, sql);
+    let header = proxy_v2(client, sql4);
+    let (first, second) = header.split_at(9);
+    c.write_all(first).unwrap();
+    c.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.write_all(second).unwrap();
+    assert!(
+        echoes(&mut c, "via v2\n"),
+        "v2 honoured, split across writes"
+    );
+    let mut c = connect_from(proxy, sql);
+    c.write_all(b"PROXY TCP6 2001:db8::7 ::1 40000 5432\r\n")
+        .unwrap();
+    assert!(
+        closed(&mut c),
+        "a v1 header naming a source not allowlisted"
+    );
+    let mut c = connect_from(proxy, sql);
+    c.write_all(&proxy_v2(stranger, sql4)).unwrap();
+    assert!(
+        closed(&mut c),
+        "a v2 header naming a source not allowlisted"
+    );
+
+    // Malformed, missing, over-long, truncated and slow headers from the trusted proxy.
+    let mut long = b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432".to_vec();
+    long.resize(110, b' ');
+    long.extend_from_slice(b"\r\n");
+    let mut bad_tlv = proxy_v2(client, sql4);
+    // The TLV says one byte more than the header holds.
+    bad_tlv[30] += 1;
+    for bytes in [
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 040000 5432\r\n".to_vec(),
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\n".to_vec(),
+        b"hello without a header\n".to_vec(),
+        long,
+        bad_tlv,
+    ] {
+        let mut c = connect_from(proxy, sql);
+        let _ = c.write_all(&bytes);
+        assert!(
+            closed_unprompted(&mut c, Duration::from_secs(10)),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let mut c = connect_from(proxy, sql);
+    c.write_all(b"PROXY TCP4 198.51.100.7 127.0").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        closed_unprompted(&mut c, Duration::from_secs(10)),
+        "truncated"
+    );
+    for slow in [
+        &b"PROXY TCP4 198.51.100.7 127.0"[..],
+        &proxy_v2(client, sql4)[..20],
+    ] {
+        let mut c = connect_from(proxy, sql);
+        let started = Instant::now();
+        c.write_all(slow).unwrap();
+        assert!(
+            closed_unprompted(&mut c, Duration::from_secs(10)),
+            "a slow header is cut"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "cut by the header timeout"
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().bytes,
+        b"plain from 127.0.0.2\nvia v1\nvia v2\n",
+        "only admitted clients' bytes, without headers, reached the workload"
+    );
+
+    // Each refusal is counted on serve's /metrics with its reason.
+    let metrics = format!("{}/metrics", s.url);
+    wait_until("the PROXY protocol refusals counted", 10, || {
+        let (st, body) = curl(&[&metrics]);
+        assert_eq!(st, 200, "{body}");
+        [
+            ("REFUSED", "proxy_header_untrusted", 2),
+            ("REFUSED", "proxy_header_invalid", 4),
+            ("REFUSED", "proxy_header_missing", 1),
+            ("REFUSED", "proxy_header_truncated", 1),
+            ("REFUSED", "proxy_header_timeout", 2),
+            ("REFUSED", "not_allowlisted", 2),
+            ("ADMITTED", "allowlisted", 3),
+        ]
+        .iter()
+        .all(|(verdict, reason, n)| {
+            body.lines().any(|l| {
+                l.starts_with("perimeter_ingress_decisions_total{")
+                    && l.contains(&format!("cluster=\"{cid}\""))
+                    && l.contains("listener=\"sql\"")
+                    && l.contains(&format!("verdict=\"{verdict}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+                    && l.ends_with(&format!(" {n}"))
+            })
+        })
+    });
+
+    let log = s.log_text();
+    for needle in [
+        "proxy_header_untrusted",
+        "proxy_header_invalid",
+        "proxy_header_missing",
+        "proxy_header_truncated",
+        "proxy_header_timeout",
+        "source=198.51.100.7:40000",
+        "not_allowlisted",
+    ] {
+        assert!(log.contains(needle), "the log lacks {needle}");
+    }
+}
+
+#[test]
+fn proxy_protocol_on_sqlite() {
+    proxy_protocol(&[]);
+}
+
+#[test]
+fn proxy_protocol_on_postgresql() {
+    let db = PgDatabase::new("perimeter_ingress_pp");
+    proxy_protocol(&["--database-url", &db.url]);
 }
 
 #[test]

@@ -25,7 +25,7 @@ mod consistency;
 mod decide;
 mod dial;
 pub mod dns_listener;
-mod endpoint;
+pub(crate) mod endpoint;
 mod event;
 pub(crate) mod first_bytes;
 mod forward;
@@ -84,6 +84,11 @@ pub struct GatewayLimits {
     pub server_first_after: Duration,
     /// Longest wait for an upstream's response head to a forwarded request.
     pub response_head_timeout: Duration,
+    /// Peers whose PROXY protocol header (v1 or v2) the public ingress listeners honour: a
+    /// connection from one must open with a header, read within `header_read_timeout`, and
+    /// the allowlist judges the client it names. Any other peer is judged by its own address,
+    /// and one that opens with a PROXY header is refused.
+    pub trusted_proxies: Arc<[perimeter_policy::Cidr]>,
 }
 
 impl Default for GatewayLimits {
@@ -97,6 +102,7 @@ impl Default for GatewayLimits {
             first_bytes_timeout: Duration::from_secs(30),
             server_first_after: Duration::from_secs(1),
             response_head_timeout: Duration::from_secs(60),
+            trusted_proxies: Arc::from([]),
         }
     }
 }

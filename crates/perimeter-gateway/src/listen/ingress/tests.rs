@@ -170,3 +170,216 @@ async fn an_admitted_source_without_a_workload_address_is_closed() {
     assert!(read_to_close(&mut c).await.is_empty());
     assert_eq!(connections.load(Ordering::SeqCst), 0);
 }
+
+/// A workload that echoes and keeps every byte it received, from all its connections.
+async fn recorder(greeting: &'static [u8]) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                if c.write_all(greeting).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = c.read(&mut buf).await {
+                    kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if c.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The sql ingress listener with 127.0.0.1 as a trusted proxy and a 1 s header timeout.
+async fn trusting_listener(first: Arc<Snapshot>) -> SocketAddr {
+    let (_, rx) = watch::channel(first);
+    let resolver = Resolver::new(ResolverConfig {
+        servers: vec!["127.0.0.1:9".parse().unwrap()],
+        hosts_file: None,
+        timeout: Duration::from_millis(200),
+    })
+    .unwrap();
+    let ctx = ProxyContext {
+        endpoint_answer: None,
+        snapshots: rx,
+        resolver: Arc::new(resolver),
+        limits: GatewayLimits {
+            header_read_timeout: Duration::from_secs(1),
+            trusted_proxies: Arc::from(["127.0.0.1/32".parse::<perimeter_policy::Cidr>().unwrap()]),
+            ..GatewayLimits::default()
+        },
+        sink: DecisionSink::new(REGION),
+        own: OwnAddresses::fixed([]),
+    };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_ingress(
+        l,
+        IngressListener::Sql,
+        ctx,
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn echoed(c: &mut TcpStream, want: &[u8]) {
+    let mut buf = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("the echo");
+    assert_eq!(buf, want);
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_header_names_the_judged_source() {
+    let (workload, seen) = recorder(b"").await;
+    let addr = trusting_listener(snapshot(
+        1,
+        &[
+            ("198.51.100.0/24", true, false),
+            ("127.0.0.2/32", true, false),
+        ],
+        REGION,
+        Some(workload),
+    ))
+    .await;
+    let local = Ipv4Addr::LOCALHOST;
+    // v1, the client's first bytes in the same write as the header.
+    let mut c = connect_from(local, addr).await;
+    c.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\r\nv1-ping")
+        .await
+        .unwrap();
+    echoed(&mut c, b"v1-ping").await;
+    // v2 with the AWS TLV, split across writes.
+    let header = crate::listen::endpoint::proxy_header::encode(
+        "198.51.100.8:40001".parse().unwrap(),
+        addr,
+        "vpce-1",
+    );
+    let mut c2 = connect_from(local, addr).await;
+    for part in header.chunks(7) {
+        c2.write_all(part).await.unwrap();
+        c2.flush().await.unwrap();
+    }
+    c2.write_all(b"v2-ping").await.unwrap();
+    echoed(&mut c2, b"v2-ping").await;
+    assert_eq!(seen.lock().unwrap().as_slice(), b"v1-pingv2-ping");
+
+    // A header naming a source the allowlist refuses: closed, nothing relayed. The proxy
+    // itself (127.0.0.1) is not allowlisted either, so LOCAL is refused too.
+    for refused in [
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 5432\r\nnever".to_vec(),
+        b"PROXY UNKNOWN\r\nnever".to_vec(),
+        crate::listen::endpoint::proxy_header::encode(
+            "[2001:db8::1]:1".parse().unwrap(),
+            addr,
+            "vpce-1",
+        ),
+    ] {
+        let mut c = connect_from(local, addr).await;
+        let _ = c.write_all(&refused).await;
+        assert!(read_to_close(&mut c).await.is_empty());
+    }
+    assert_eq!(seen.lock().unwrap().as_slice(), b"v1-pingv2-ping");
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_without_a_valid_header_in_time_is_closed_unrelayed() {
+    let (workload, seen) = recorder(b"hello from the workload").await;
+    let addr = trusting_listener(snapshot(
+        1,
+        &[
+            ("127.0.0.0/8", true, false),
+            ("198.51.100.0/24", true, false),
+        ],
+        REGION,
+        Some(workload),
+    ))
+    .await;
+    let local = Ipv4Addr::LOCALHOST;
+    // No header at all, a malformed one, one over 107 bytes.
+    let mut too_long = b"PROXY TCP4 198.51.100.7 127.0.0.1 1 2".to_vec();
+    too_long.resize(120, b' ');
+    for bytes in [
+        b"SELECT 1;\r\n".to_vec(),
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 01 2\r\nSELECT 1".to_vec(),
+        b"PROXY TCP4 198.51.100.7\n".to_vec(),
+        too_long,
+    ] {
+        let mut c = connect_from(local, addr).await;
+        let _ = c.write_all(&bytes).await;
+        assert!(read_to_close(&mut c).await.is_empty(), "{bytes:?}");
+    }
+    // Truncated: the proxy ends its stream mid-header.
+    let mut c = connect_from(local, addr).await;
+    c.write_all(b"PROXY TCP4 198.51.100.7 127.0.")
+        .await
+        .unwrap();
+    c.shutdown().await.unwrap();
+    assert!(read_to_close(&mut c).await.is_empty());
+    // Slow: part of a header, then nothing; closed after the header timeout.
+    let mut c = connect_from(local, addr).await;
+    let started = std::time::Instant::now();
+    c.write_all(&[b'\r', b'\n', b'\r', b'\n', 0]).await.unwrap();
+    assert!(read_to_close(&mut c).await.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the workload"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_opening_with_a_proxy_header_is_refused() {
+    let (workload, seen) = recorder(b"greeting\n").await;
+    let addr = trusting_listener(snapshot(
+        1,
+        &[
+            ("127.0.0.0/8", true, false),
+            ("198.51.100.0/24", true, false),
+        ],
+        REGION,
+        Some(workload),
+    ))
+    .await;
+    let untrusted = Ipv4Addr::new(127, 0, 0, 2);
+    // The workload speaks first: its greeting reaches the client before the client's bytes,
+    // and a client that opens with a PROXY header (whole, or a byte at a time) is cut.
+    for parts in [
+        vec![b"PROXY TCP4 198.51.100.7 127.0.0.1 1 2\r\nnever".to_vec()],
+        b"PROXY ".iter().map(|b| vec![*b]).collect(),
+        vec![crate::listen::endpoint::proxy_header::encode(
+            "198.51.100.7:1".parse().unwrap(),
+            addr,
+            "vpce-1",
+        )],
+    ] {
+        let mut c = connect_from(untrusted, addr).await;
+        echoed(&mut c, b"greeting\n").await;
+        for p in parts {
+            let _ = c.write_all(&p).await;
+            let _ = c.flush().await;
+        }
+        assert!(read_to_close(&mut c).await.is_empty());
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the workload"
+    );
+    // Bytes that only start like a signature are relayed as they are.
+    let mut c = connect_from(untrusted, addr).await;
+    echoed(&mut c, b"greeting\n").await;
+    c.write_all(b"PRO").await.unwrap();
+    c.flush().await.unwrap();
+    c.write_all(b"FILE").await.unwrap();
+    echoed(&mut c, b"PROFILE").await;
+    assert_eq!(seen.lock().unwrap().as_slice(), b"PROFILE");
+}
