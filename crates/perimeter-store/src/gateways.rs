@@ -344,13 +344,27 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("bumping the rules epoch")?;
-        let n = if to == "GONE" {
-            sqlx::query("DELETE FROM egress_rules WHERE id = $1 AND state = $2 AND policy_version = $3")
+        let cluster_id: Option<(String,)> =
+            sqlx::query_as("SELECT cluster_id FROM egress_rules WHERE id = $1")
                 .bind(id)
-                .bind(from)
-                .bind(version)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
+                .ctx("reading an egress rule's cluster")?;
+        let n = if to == "GONE" {
+            let deleted = sqlx::query(
+                "DELETE FROM egress_rules WHERE id = $1 AND state = $2 AND policy_version = $3",
+            )
+            .bind(id)
+            .bind(from)
+            .bind(version)
+            .execute(&mut *tx)
+            .await;
+            if let (Ok(done), Some((cluster_id,))) = (&deleted, &cluster_id)
+                && done.rows_affected() == 1
+            {
+                crate::rules::rules_counted(&mut tx, cluster_id, -1).await?;
+            }
+            deleted
         } else {
             sqlx::query("UPDATE egress_rules SET state = $4 WHERE id = $1 AND state = $2 AND policy_version = $3")
                 .bind(id)

@@ -21,13 +21,12 @@ impl Store {
     ) -> Result<EgressRule> {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
-        let (have,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM egress_rules WHERE cluster_id = $1 AND state <> 'PENDING_DELETION'",
-        )
-        .bind(cluster_id)
-        .fetch_one(&mut *tx)
-        .await
-        .ctx("counting egress rules")?;
+        // The count kept with the rows (rules being deleted count until they are gone).
+        let (have,): (i64,) = sqlx::query_as("SELECT rules_count FROM clusters WHERE id = $1")
+            .bind(cluster_id)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("counting egress rules")?;
         Store::within(
             have,
             self.limits.rules_per_cluster,
@@ -64,6 +63,7 @@ impl Store {
                 StoreError::Database { context: "creating an egress rule", source: e }
             }
         })?;
+        rules_counted(&mut tx, cluster_id, 1).await?;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -178,6 +178,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .ctx("deleting an egress rule")?;
+            rules_counted(&mut tx, cluster_id, -1).await?;
         } else {
             sqlx::query("UPDATE egress_rules SET state = 'PENDING_DELETION', policy_version = $1, updated_at = $2 WHERE id = $3")
                 .bind(cluster.policy_version)
@@ -231,4 +232,19 @@ pub(crate) fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
         created_at: text(r, "created_at")?,
         updated_at: text(r, "updated_at")?,
     })
+}
+
+/// Keep `clusters.rules_count` with the rows: `by` rules were added (or removed, negative).
+pub(crate) async fn rules_counted(
+    conn: &mut sqlx::AnyConnection,
+    cluster_id: &str,
+    by: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE clusters SET rules_count = rules_count + $1 WHERE id = $2")
+        .bind(by)
+        .bind(cluster_id)
+        .execute(conn)
+        .await
+        .ctx("counting egress rules")?;
+    Ok(())
 }

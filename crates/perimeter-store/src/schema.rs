@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "workloads",
         include_str!("../migrations/0004_workloads.sql"),
     ),
+    (
+        5,
+        "rule counts",
+        include_str!("../migrations/0005_rule_counts.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

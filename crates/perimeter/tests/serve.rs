@@ -360,6 +360,15 @@ fn limits_refuse_with_a_400_naming_the_limit() {
     let (st, b) = api(&s, &key, "POST", &rules, Some(rule("two")));
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("--max-rules-per-cluster"), "{b}");
+    // A rule deleted (at once: no gateway ever applied it) frees its place.
+    let one = perimeter_testkit::json(&api(&s, &key, "GET", &rules, None).1)["rules"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, b) = api(&s, &key, "DELETE", &format!("{rules}/{one}"), None);
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = api(&s, &key, "POST", &rules, Some(rule("two")));
+    assert_eq!(st, 200, "{b}");
     let endpoints = format!("/api/v1/clusters/{cid}/networking/egress-private-endpoints");
     let ep = json!({"region": "us-east-1", "target_service_type": "PRIVATE_SERVICE",
                     "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-limited"});

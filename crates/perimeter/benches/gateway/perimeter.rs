@@ -124,7 +124,9 @@ pub(crate) fn start_perimeter(
     .env_remove("PERIMETER_DATA_DIR")
     .env_remove("PERIMETER_LOG")
     // The gateway measured is the separate process; none runs inside serve.
-    .arg("--no-embedded-gateways");
+    .arg("--no-embedded-gateways")
+    // Room for every rule loaded, the CIDR rule and the rules the rule-change runs add.
+    .args(["--max-rules-per-cluster", &(rules + 64).to_string()]);
     let mut serve = Proc::spawn("perimeter serve", &mut cmd, dir.join("serve.log"));
     let base = serve.announced("control plane listening on ", 60);
     let key = std::fs::read_to_string(data.join("admin-api-key"))
