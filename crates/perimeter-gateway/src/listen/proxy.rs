@@ -156,8 +156,17 @@ pub(super) async fn serve_connection(
                     return abandon(admission, draft);
                 }
                 let client = TunnelClient::Socket(stream);
-                // Boxed, as every phase: the connection's task holds only the phase it is in.
-                return Box::pin(established(ctx, admission, draft, client, rest)).await;
+                // Boxed, as every phase: the connection's task holds only the phase it is in
+                // (no wrapper around the phase: an idle tunnel holds its own state only).
+                return match admission {
+                    Admission::Public(admitted) => {
+                        let route = tunnel_route(&admitted);
+                        Box::pin(tunnel(ctx, admitted, draft, client, rest, route)).await
+                    }
+                    Admission::Endpoint(routed) => {
+                        Box::pin(endpoint::forward(ctx, routed, draft, client, rest)).await
+                    }
+                };
             }
             Err((draft, r)) => {
                 let answer = r.to_bytes(Then::KeepAlive);
@@ -204,25 +213,6 @@ fn tunnel_route(admitted: &Admitted) -> Route {
         target: admitted.target.clone(),
         dialled: admitted.addr.ip(),
         kept: Kept::default(),
-    }
-}
-
-/// After the `200`: the tunnel to a public upstream, or the forwarder of a private endpoint.
-async fn established(
-    ctx: ProxyContext,
-    admission: Admission,
-    draft: Draft,
-    client: TunnelClient,
-    already: Bytes,
-) {
-    match admission {
-        Admission::Public(admitted) => {
-            let route = tunnel_route(&admitted);
-            Box::pin(tunnel(ctx, admitted, draft, client, already, route)).await;
-        }
-        Admission::Endpoint(routed) => {
-            Box::pin(endpoint::forward(ctx, routed, draft, client, already)).await;
-        }
     }
 }
 
@@ -281,7 +271,15 @@ async fn handle_connect(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (client, already) = TunnelClient::from_upgraded(upgraded);
-                Box::pin(established(ctx, admission, draft, client, already)).await
+                match admission {
+                    Admission::Public(admitted) => {
+                        let route = tunnel_route(&admitted);
+                        Box::pin(tunnel(ctx, admitted, draft, client, already, route)).await
+                    }
+                    Admission::Endpoint(routed) => {
+                        Box::pin(endpoint::forward(ctx, routed, draft, client, already)).await
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
