@@ -18,12 +18,12 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
 use perimeter_testkit::dns::dns_server;
+use perimeter_testkit::pg::PgDatabase;
 use perimeter_testkit::{Gateway, Server, api, curl, ok, wait_until};
 use serde_json::{Value, json};
 
@@ -658,7 +658,7 @@ fn proxy_protocol_on_sqlite() {
 
 #[test]
 fn proxy_protocol_on_postgresql() {
-    let db = PgDatabase::new("perimeter_ingress_pp");
+    let db = PgDatabase::create("perimeter_ingress_pp");
     proxy_protocol(&["--database-url", &db.url]);
 }
 
@@ -669,57 +669,6 @@ fn public_ingress_on_sqlite() {
 
 #[test]
 fn public_ingress_on_postgresql() {
-    let db = PgDatabase::new("perimeter_ingress");
+    let db = PgDatabase::create("perimeter_ingress");
     public_ingress(&["--database-url", &db.url]);
-}
-
-/// A database of its own on the local PostgreSQL, dropped at the end of the test.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    fn new(name: &str) -> Self {
-        let admin = std::env::var("PERIMETER_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let base = admin.rsplit_once('/').unwrap().0.to_string();
-        let db = format!("{name}_{}", std::process::id());
-        let out = Self::psql(
-            &admin,
-            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        );
-        assert!(
-            out.status.success(),
-            "PostgreSQL is needed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            Self::psql(&admin, &format!("CREATE DATABASE {db}"))
-                .status
-                .success()
-        );
-        PgDatabase {
-            url: format!("{base}/{db}"),
-            admin,
-            name: db,
-        }
-    }
-
-    fn psql(admin: &str, sql: &str) -> std::process::Output {
-        Command::new("psql")
-            .args([admin, "-qc", sql])
-            .output()
-            .expect("psql")
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = Self::psql(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
 }
