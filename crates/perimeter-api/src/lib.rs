@@ -60,8 +60,15 @@ pub struct AppState {
 /// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
 pub const EMBEDDED_GATEWAY_PREFIX: &str = "embedded-";
 
-/// A region's public ingress listeners: (`sql`, `ui`).
-type IngressAddresses = (String, String);
+/// A region's ingress listeners as observed.
+#[derive(Debug, Clone, Default)]
+pub struct IngressAddresses {
+    pub sql: String,
+    pub ui: String,
+    /// The public listeners are bound (they close under `network_visibility: PRIVATE`).
+    pub public_open: bool,
+    pub private: String,
+}
 
 /// The proxy addresses of the embedded gateways this process runs, by cluster and region, as
 /// observed: an entry exists only while its listener is bound.
@@ -126,13 +133,25 @@ impl EmbeddedGateways {
             .remove(&key);
     }
 
-    /// The region's public ingress listeners (`sql`, `ui`), shown as its `sql_ingress_address`
-    /// and `ui_ingress_address`.
-    pub fn set_ingress(&self, cluster_id: &str, region: &str, sql: String, ui: String) {
+    /// The region's ingress listeners, shown as its `sql_ingress_address` and
+    /// `ui_ingress_address` while the public ones are open, and `private_ingress_address`.
+    pub fn set_ingress(&self, cluster_id: &str, region: &str, addresses: IngressAddresses) {
         self.ingress
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((cluster_id.to_string(), region.to_string()), (sql, ui));
+            .insert((cluster_id.to_string(), region.to_string()), addresses);
+    }
+
+    /// The region's public ingress listeners opened or closed.
+    pub fn set_public_open(&self, cluster_id: &str, region: &str, open: bool) {
+        if let Some(a) = self
+            .ingress
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&(cluster_id.to_string(), region.to_string()))
+        {
+            a.public_open = open;
+        }
     }
 
     pub fn get_ingress(&self, cluster_id: &str, region: &str) -> Option<IngressAddresses> {
@@ -178,9 +197,13 @@ impl EmbeddedGateways {
             if let Some(a) = self.get_dns(&view.id, &r.name) {
                 r.dns_address = a;
             }
-            if let Some((sql, ui)) = self.get_ingress(&view.id, &r.name) {
-                r.sql_ingress_address = sql;
-                r.ui_ingress_address = ui;
+            if let Some(a) = self.get_ingress(&view.id, &r.name) {
+                // Shown only while bound, and never for a PRIVATE cluster.
+                if a.public_open && view.network_visibility != "PRIVATE" {
+                    r.sql_ingress_address = a.sql;
+                    r.ui_ingress_address = a.ui;
+                }
+                r.private_ingress_address = a.private;
             }
         }
         view

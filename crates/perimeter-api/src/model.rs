@@ -130,6 +130,9 @@ pub struct Region {
     /// ext: `host:port` of the region's embedded public UI ingress listener, empty until it
     /// runs.
     pub ui_ingress_address: String,
+    /// ext: `host:port` of the region's embedded private ingress listener (PROXY protocol v2,
+    /// private endpoint connections only), empty until it runs.
+    pub private_ingress_address: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -184,6 +187,7 @@ impl From<perimeter_store::Cluster> for Cluster {
                 dns_address: String::new(),
                 sql_ingress_address: String::new(),
                 ui_ingress_address: String::new(),
+                private_ingress_address: String::new(),
             })
             .collect();
         let policy = if c.egress_policy_updating {
@@ -200,7 +204,9 @@ impl From<perimeter_store::Cluster> for Cluster {
             cloud_provider: c.provider,
             account_id: c.account_id,
             // The reference's LOCKED: a networking operation holds the cluster lock.
-            state: if c.state == "CREATED" && (c.egress_policy_updating || c.endpoint_locked) {
+            state: if c.state == "CREATED"
+                && (c.egress_policy_updating || c.endpoint_locked || c.visibility_changing)
+            {
                 "LOCKED".to_string()
             } else {
                 c.state

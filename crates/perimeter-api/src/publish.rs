@@ -73,6 +73,8 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
                 ui: w.ui.clone(),
             })
             .collect(),
+        public: c.network_visibility != "PRIVATE",
+        private_endpoints: inputs.private_connections.clone(),
     };
     Ok(PolicyDocument {
         format: POLICY_FORMAT,

@@ -504,6 +504,40 @@ pub async fn settle_cluster(
             .settle_allowlist(cluster_id, cluster.allowlist_version)
             .await?;
     }
+    if cluster.visibility_changing
+        && all_applied(cluster.visibility_version)
+        && store
+            .settle_visibility(cluster_id, cluster.visibility_version)
+            .await?
+    {
+        tracing::info!(cluster = %cluster_id, visibility = %cluster.network_visibility, "network visibility observed on every live gateway");
+    }
+    // A private endpoint service is served once every live gateway of its region applied the
+    // snapshot that carries it and reports a private ingress listener.
+    for svc in store.creating_ingress_services(cluster_id).await? {
+        let region: Vec<_> = live.iter().filter(|g| g.region == svc.region).collect();
+        let served = !region.is_empty()
+            && region.iter().all(|g| {
+                g.applied_version >= svc.routed_version && !g.private_ingress_address.is_empty()
+            });
+        if served
+            && store
+                .settle_ingress_service(cluster_id, &svc.region, svc.routed_version)
+                .await?
+        {
+            tracing::info!(cluster = %cluster_id, region = %svc.region, service = %svc.service_name, "private endpoint service AVAILABLE");
+        }
+    }
+    // A connection is available once every live gateway applied the snapshot that admits it.
+    for c in store.admitting_ingress_connections(cluster_id).await? {
+        if all_applied(c.admitted_version)
+            && store
+                .settle_ingress_connection(cluster_id, &c.endpoint_id, c.admitted_version)
+                .await?
+        {
+            tracing::info!(cluster = %cluster_id, endpoint_id = %c.endpoint_id, "private endpoint connection STATUS_AVAILABLE");
+        }
+    }
     Ok(())
 }
 

@@ -53,6 +53,10 @@ pub struct Listeners {
     /// The public ingress listeners (`sql`, `ui`), in front of the cluster's workload.
     pub sql_ingress: Option<TcpListener>,
     pub ui_ingress: Option<TcpListener>,
+    /// The private ingress listener, where the cluster's private endpoint service is served;
+    /// its address is reported to the control plane with every acknowledgement (it is what
+    /// other clusters' forwarders dial).
+    pub private_ingress: Option<TcpListener>,
     /// Further addresses of this process that the address guard must treat as the gateway's
     /// own (a metrics listener, the control plane's API of `perimeter serve`).
     pub also_own: Vec<SocketAddr>,
@@ -73,6 +77,8 @@ pub struct RunningGateway {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     proxy_addr: SocketAddr,
     dns_addr: Option<SocketAddr>,
+    private_ingress_addr: Option<SocketAddr>,
+    public_ingress_open: watch::Receiver<bool>,
     failure: watch::Receiver<Option<RegionMismatch>>,
 }
 
@@ -91,12 +97,21 @@ impl RunningGateway {
         if let Some(d) = &listeners.dns {
             bound.push(d.local_addr()?);
         }
-        for l in [&listeners.sql_ingress, &listeners.ui_ingress]
-            .into_iter()
-            .flatten()
+        for l in [
+            &listeners.sql_ingress,
+            &listeners.ui_ingress,
+            &listeners.private_ingress,
+        ]
+        .into_iter()
+        .flatten()
         {
             bound.push(l.local_addr()?);
         }
+        let private_ingress_addr = listeners
+            .private_ingress
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         bound.extend(listeners.also_own.iter().copied());
 
         let sink = DecisionSink::new(String::new());
@@ -109,6 +124,7 @@ impl RunningGateway {
                     .poll_wait
                     .clamp(Duration::from_secs(1), Duration::from_secs(60)),
                 expected_region: spec.region.clone(),
+                private_ingress_address: private_ingress_addr.map(|a| a.to_string()),
             },
             sink.clone(),
         )?;
@@ -168,6 +184,9 @@ impl RunningGateway {
                 )),
             ));
         }
+        // Both public listeners open and close together, with the snapshot's visibility.
+        let (public_open, public_ingress_open) = watch::channel(false);
+        let mut opens = Vec::new();
         for (name, socket, listener) in [
             (
                 "sql ingress listener",
@@ -181,14 +200,51 @@ impl RunningGateway {
             ),
         ] {
             if let Some(l) = socket {
+                let (open, watched) = watch::channel(false);
+                opens.push(watched);
                 tasks.push((
                     name,
                     tokio::spawn(logged(
                         name,
-                        listen::serve_ingress(l, listener, ctx.clone(), stopped()),
+                        listen::serve_public_ingress(l, listener, ctx.clone(), stopped(), open),
                     )),
                 ));
             }
+        }
+        if !opens.is_empty() {
+            let done = stopped();
+            tasks.push((
+                "public ingress state",
+                tokio::spawn(async move {
+                    tokio::pin!(done);
+                    loop {
+                        let all = opens.iter_mut().all(|o| *o.borrow_and_update());
+                        public_open.send_if_modified(|v| std::mem::replace(v, all) != all);
+                        // One or two listeners: wait for either to change.
+                        let (first, rest) = opens.split_at_mut(1);
+                        let second = async {
+                            match rest.first_mut() {
+                                Some(o) => o.changed().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            r = first[0].changed() => if r.is_err() { return },
+                            r = second => if r.is_err() { return },
+                            _ = &mut done => return,
+                        }
+                    }
+                }),
+            ));
+        }
+        if let Some(l) = listeners.private_ingress {
+            tasks.push((
+                "private ingress listener",
+                tokio::spawn(logged(
+                    "private ingress listener",
+                    listen::serve_private_ingress(l, ctx.clone(), stopped()),
+                )),
+            ));
         }
         if let Some(t) = listeners.transparent {
             tasks.push((
@@ -204,6 +260,8 @@ impl RunningGateway {
             tasks,
             proxy_addr,
             dns_addr,
+            private_ingress_addr,
+            public_ingress_open,
             failure,
         })
     }
@@ -225,6 +283,17 @@ impl RunningGateway {
     /// Where the explicit proxy listens.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_addr
+    }
+
+    /// Where the private ingress listener listens, if there is one.
+    pub fn private_ingress_addr(&self) -> Option<SocketAddr> {
+        self.private_ingress_addr
+    }
+
+    /// Whether the public ingress listeners are bound and served (false while the snapshot's
+    /// `network_visibility` is `PRIVATE`, and for a gateway without them).
+    pub fn public_ingress_open(&self) -> watch::Receiver<bool> {
+        self.public_ingress_open.clone()
     }
 
     /// Where the DNS listener listens (UDP and TCP), if there is one.

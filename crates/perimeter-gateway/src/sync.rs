@@ -35,6 +35,9 @@ pub struct SyncConfig {
     /// The region the gateway was started for, if it was told one: the registration must name
     /// the same region, else the sync stops with [`RegionMismatch`].
     pub expected_region: Option<String>,
+    /// Where the gateway's private ingress listener is reached, reported with every
+    /// acknowledgement.
+    pub private_ingress_address: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +345,10 @@ impl PolicySync {
             "{}/api/v1/gateway/ack",
             self.cfg.control_plane.trim_end_matches('/')
         );
-        let body = serde_json::json!({"version": version, "applied": applied, "error": error});
+        let mut body = serde_json::json!({"version": version, "applied": applied, "error": error});
+        if let Some(a) = &self.cfg.private_ingress_address {
+            body["private_ingress_address"] = serde_json::Value::String(a.clone());
+        }
         let resp = self
             .http
             .post(&url)

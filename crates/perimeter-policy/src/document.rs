@@ -32,7 +32,7 @@ pub struct PolicyDocument {
 }
 
 /// The ingress side of a [`PolicyDocument`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngressDoc {
     /// The cluster's IP allowlist. Empty admits no one on the public listeners.
@@ -41,6 +41,29 @@ pub struct IngressDoc {
     /// Where the cluster's own SQL and UI listen, per region.
     #[serde(default)]
     pub workloads: Vec<WorkloadDoc>,
+    /// Whether the public listeners are open (`network_visibility: PUBLIC`); a document that
+    /// does not say is public.
+    #[serde(default = "public_by_default")]
+    pub public: bool,
+    /// Endpoint ids (`vpce-...`) whose private endpoint connections the private ingress
+    /// listener admits.
+    #[serde(default)]
+    pub private_endpoints: Vec<String>,
+}
+
+impl Default for IngressDoc {
+    fn default() -> Self {
+        Self {
+            allowlist: Vec::new(),
+            workloads: Vec::new(),
+            public: true,
+            private_endpoints: Vec::new(),
+        }
+    }
+}
+
+fn public_by_default() -> bool {
+    true
 }
 
 /// One IP allowlist entry in an [`IngressDoc`].

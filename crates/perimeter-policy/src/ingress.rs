@@ -17,20 +17,25 @@ use crate::document::{AllowlistDoc, IngressDoc};
 use crate::error::quote;
 use crate::snapshot::{Backend, CompileError, compile_backend};
 
-/// A public ingress listener.
+/// An ingress listener: the public ones (`sql`, `ui`) judge sources by the IP allowlist; the
+/// private one admits private endpoint connections, named in a PROXY v2 header, and forwards
+/// them to the SQL workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IngressListener {
     Sql,
     Ui,
+    Private,
 }
 
 impl IngressListener {
+    /// The public listeners.
     pub const ALL: [IngressListener; 2] = [IngressListener::Sql, IngressListener::Ui];
 
     pub fn as_str(self) -> &'static str {
         match self {
             IngressListener::Sql => "sql",
             IngressListener::Ui => "ui",
+            IngressListener::Private => "private",
         }
     }
 }
@@ -54,6 +59,16 @@ pub enum IngressReason {
     ListenerNotAllowed,
     /// The gateway has no snapshot yet.
     NoSnapshot,
+    /// `network_visibility: PRIVATE`: the public listeners are closed.
+    PublicClosed,
+    /// The private listener: the endpoint id names an admitted private endpoint connection.
+    PrivateEndpoint,
+    /// The private listener: no admitted private endpoint connection has the endpoint id.
+    UnknownEndpoint,
+    /// The private listener: the PROXY v2 header names no endpoint id.
+    NoEndpointId,
+    /// A public source on the private listener, or a private endpoint on a public one.
+    WrongListener,
 }
 
 impl IngressReason {
@@ -65,6 +80,11 @@ impl IngressReason {
             IngressReason::NotAllowlisted => "not_allowlisted",
             IngressReason::ListenerNotAllowed => "listener_not_allowed",
             IngressReason::NoSnapshot => "no_snapshot",
+            IngressReason::PublicClosed => "network_visibility_private",
+            IngressReason::PrivateEndpoint => "private_endpoint",
+            IngressReason::UnknownEndpoint => "unknown_endpoint",
+            IngressReason::NoEndpointId => "no_endpoint_id",
+            IngressReason::WrongListener => "wrong_listener",
         }
     }
 }
@@ -93,11 +113,12 @@ impl AllowlistEntry {
         &self.name
     }
 
-    /// Whether the entry admits on `listener`.
+    /// Whether the entry admits on `listener` (never on the private one).
     pub fn admits(&self, listener: IngressListener) -> bool {
         match listener {
             IngressListener::Sql => self.sql,
             IngressListener::Ui => self.ui,
+            IngressListener::Private => false,
         }
     }
 }
@@ -140,26 +161,50 @@ impl Workload {
         &self.region
     }
 
-    /// Where `listener`'s admitted connections go; `None` when the platform set no address.
+    /// Where `listener`'s admitted connections go (the private listener's: the SQL workload);
+    /// `None` when the platform set no address.
     pub fn address(&self, listener: IngressListener) -> Option<&Backend> {
         match listener {
-            IngressListener::Sql => self.sql.as_ref(),
+            IngressListener::Sql | IngressListener::Private => self.sql.as_ref(),
             IngressListener::Ui => self.ui.as_ref(),
         }
     }
 }
 
 /// The compiled ingress side of a snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingress {
     /// Entries, most specific prefix first (ties in document order).
     entries: Vec<AllowlistEntry>,
     workloads: Vec<Workload>,
+    /// The public listeners are open.
+    public: bool,
+    /// Admitted private endpoint ids, sorted.
+    private_endpoints: Vec<Arc<str>>,
+}
+
+impl Default for Ingress {
+    /// No snapshot: nothing admitted anywhere.
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            workloads: Vec::new(),
+            public: true,
+            private_endpoints: Vec::new(),
+        }
+    }
 }
 
 impl Ingress {
-    /// Judge `source` on `listener`.
+    /// Judge `source` on the public `listener` (the private listener judges endpoint ids:
+    /// [`Ingress::admit_private`]).
     pub fn admit(&self, source: IpAddr, listener: IngressListener) -> IngressDecision {
+        if listener == IngressListener::Private {
+            return IngressDecision::refused(IngressReason::WrongListener);
+        }
+        if !self.public {
+            return IngressDecision::refused(IngressReason::PublicClosed);
+        }
         if self.entries.is_empty() {
             return IngressDecision::refused(IngressReason::AllowlistEmpty);
         }
@@ -186,6 +231,37 @@ impl Ingress {
                 entry: Some(first.clone()),
             },
         }
+    }
+
+    /// Judge a connection on the private listener by the endpoint id its PROXY v2 header
+    /// names (`None`: it names none). The IP allowlist does not apply there.
+    pub fn admit_private(&self, endpoint_id: Option<&str>) -> IngressDecision {
+        let Some(id) = endpoint_id.filter(|id| !id.is_empty()) else {
+            return IngressDecision::refused(IngressReason::NoEndpointId);
+        };
+        let admitted = self
+            .private_endpoints
+            .binary_search_by(|e| (**e).cmp(id))
+            .is_ok();
+        IngressDecision {
+            admitted,
+            reason: if admitted {
+                IngressReason::PrivateEndpoint
+            } else {
+                IngressReason::UnknownEndpoint
+            },
+            entry: None,
+        }
+    }
+
+    /// Whether the public listeners are open (`network_visibility: PUBLIC`).
+    pub fn public(&self) -> bool {
+        self.public
+    }
+
+    /// Admitted private endpoint ids, sorted.
+    pub fn private_endpoints(&self) -> &[Arc<str>] {
+        &self.private_endpoints
     }
 
     pub fn entries(&self) -> &[AllowlistEntry] {
@@ -249,7 +325,33 @@ pub(crate) fn compile_ingress(doc: &IngressDoc) -> Result<Ingress, CompileError>
             ui: address("ui", &w.ui)?,
         });
     }
-    Ok(Ingress { entries, workloads })
+    let mut private_endpoints: Vec<Arc<str>> = Vec::with_capacity(doc.private_endpoints.len());
+    for (i, id) in doc.private_endpoints.iter().enumerate() {
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CompileError::new(
+                None,
+                format!("ingress.private_endpoints[{i}]"),
+                format!(
+                    "{} is not an endpoint id (1-128 letters, digits, '-' or '_')",
+                    quote(id)
+                ),
+            ));
+        }
+        private_endpoints.push(id.as_str().into());
+    }
+    private_endpoints.sort();
+    private_endpoints.dedup();
+    Ok(Ingress {
+        entries,
+        workloads,
+        public: doc.public,
+        private_endpoints,
+    })
 }
 
 fn compile_entry(i: usize, e: &AllowlistDoc) -> Result<AllowlistEntry, CompileError> {

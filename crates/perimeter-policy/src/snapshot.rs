@@ -567,6 +567,15 @@ impl Snapshot {
         }
         self.ingress.admit(source, listener)
     }
+
+    /// Judge a private ingress connection by the endpoint id its PROXY v2 header names. A
+    /// gateway without a snapshot admits no one.
+    pub fn admit_private_ingress(&self, endpoint_id: Option<&str>) -> IngressDecision {
+        if !self.installed {
+            return IngressDecision::refused(IngressReason::NoSnapshot);
+        }
+        self.ingress.admit_private(endpoint_id)
+    }
 }
 
 impl fmt::Debug for Snapshot {

@@ -45,6 +45,9 @@ pub struct ClusterUpdate {
     pub labels: Option<BTreeMap<String, String>>,
     pub plan: Option<String>,
     pub hardware: Option<serde_json::Value>,
+    /// `PUBLIC` or `PRIVATE`: a networking change, held under the cluster lock until every
+    /// live gateway applied it.
+    pub network_visibility: Option<String>,
 }
 
 impl Store {
@@ -204,6 +207,36 @@ impl Store {
                 .await
                 .ctx("replacing regions")?;
             write_regions(&mut tx, id, regions).await?;
+            // A removed region's private endpoint service goes with it, with its registration.
+            let gone: Vec<&str> = cluster
+                .regions
+                .iter()
+                .map(|r| r.name.as_str())
+                .filter(|n| !regions.iter().any(|(r, _)| r == n))
+                .collect();
+            for region in gone {
+                crate::ingress::retire_ingress_registrations(&mut tx, id, Some(region)).await?;
+                for table in ["ingress_endpoint_services", "ingress_endpoint_connections"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE cluster_id = $1 AND region = $2"
+                    ))
+                    .bind(id)
+                    .bind(region)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("removing a region's private endpoint service")?;
+                }
+            }
+        }
+        if let Some(v) = &u.network_visibility
+            && *v != cluster.network_visibility
+        {
+            sqlx::query("UPDATE clusters SET network_visibility = $1, visibility_changing = 1, visibility_version = policy_version WHERE id = $2")
+                .bind(v)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("changing the network visibility")?;
         }
         let labels = u.labels.as_ref().unwrap_or(&cluster.labels);
         let hardware = u.hardware.as_ref().unwrap_or(&cluster.hardware);
@@ -237,6 +270,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .ctx("closing endpoint connections")?;
+        // Its private endpoint services stop being `local` endpoint services.
+        crate::ingress::retire_ingress_registrations(&mut tx, id, None).await?;
         for table in [
             "egress_endpoints",
             "egress_rules",
@@ -347,6 +382,12 @@ pub(crate) async fn lock_reason(
             cluster.id, cluster.egress_policy
         )));
     }
+    if cluster.visibility_changing {
+        return Ok(Some(format!(
+            "cluster is locked: network visibility of cluster {} is being changed to {}",
+            cluster.id, cluster.network_visibility
+        )));
+    }
     let row = sqlx::query(
         "SELECT id, state, domain_names_state FROM egress_endpoints \
          WHERE cluster_id = $1 AND (state IN ('PENDING', 'DELETING') OR domain_names_state = 'PENDING') \
@@ -447,6 +488,8 @@ fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
         allowlist_propagating: flag(r, "allowlist_propagating")?,
         allowlist_version: int(r, "allowlist_version")?,
         allowlist_changed_at: text(r, "allowlist_changed_at")?,
+        visibility_changing: flag(r, "visibility_changing")?,
+        visibility_version: int(r, "visibility_version")?,
         policy_version: int(r, "policy_version")?,
         labels: json(r, "labels")?,
         hardware: json(r, "hardware")?,

@@ -24,6 +24,8 @@ pub struct PolicyInputs {
     pub allowlist: Vec<AllowlistEntry>,
     /// Workload addresses of the cluster's regions.
     pub workloads: Vec<RegionWorkload>,
+    /// Endpoint ids whose private endpoint connections the private ingress listeners admit.
+    pub private_connections: Vec<String>,
 }
 
 /// An endpoint the gateways route, and what its forwarders need of its service.
@@ -221,7 +223,8 @@ impl Store {
             .map(crate::rules::rule_from_row)
             .collect::<Result<Vec<_>>>()?;
         let rows = sqlx::query(
-            "SELECT e.*, s.backends AS service_backends, s.proxy_protocol AS service_proxy_protocol FROM egress_endpoints e \
+            "SELECT e.*, s.backends AS service_backends, s.proxy_protocol AS service_proxy_protocol, s.ingress_cluster_id AS service_ingress_cluster, \
+             s.region AS service_region FROM egress_endpoints e \
              JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
              JOIN endpoint_services s ON s.id = c.service_id \
              WHERE e.cluster_id = $1 AND e.state IN ('PENDING', 'AVAILABLE') AND c.status = 'AVAILABLE' ORDER BY e.created_at",
@@ -232,9 +235,29 @@ impl Store {
         .ctx("reading endpoints for a snapshot")?;
         let mut endpoints = Vec::with_capacity(rows.len());
         for r in &rows {
+            let ingress_cluster = crate::model::text(r, "service_ingress_cluster")?;
+            // A cluster's private endpoint service: its backends are the private ingress
+            // listeners its gateways in that region report.
+            let backends = if ingress_cluster.is_empty() {
+                crate::model::json(r, "service_backends")?
+            } else {
+                let addrs: Vec<(String,)> = sqlx::query_as(
+                    "SELECT private_ingress_address FROM gateways WHERE cluster_id = $1 AND region = $2 \
+                     AND private_ingress_address <> '' ORDER BY name",
+                )
+                .bind(&ingress_cluster)
+                .bind(crate::model::text(r, "service_region")?)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("reading private ingress listeners")?;
+                addrs
+                    .into_iter()
+                    .map(|(a,)| perimeter_policy::BackendDoc::plain(a))
+                    .collect()
+            };
             endpoints.push(RoutedEndpoint {
                 endpoint: crate::endpoints::endpoint_from_row(r)?,
-                backends: crate::model::json(r, "service_backends")?,
+                backends,
                 proxy_protocol: crate::model::flag(r, "service_proxy_protocol")?,
             });
         }
@@ -248,6 +271,14 @@ impl Store {
                 .map(crate::ingress::allowlist_from_row)
                 .collect::<Result<Vec<_>>>()?;
         let workloads = crate::ingress::load_workloads(&mut tx, &cluster).await?;
+        let private_connections: Vec<(String,)> = sqlx::query_as(
+            "SELECT endpoint_id FROM ingress_endpoint_connections WHERE cluster_id = $1 AND admitted_version > 0 \
+             AND status IN ('STATUS_PENDING', 'STATUS_AVAILABLE') ORDER BY endpoint_id",
+        )
+        .bind(cluster_id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("reading private endpoint connections for a snapshot")?;
         tx.commit().await.ctx("ending a read")?;
         Ok(PolicyInputs {
             cluster,
@@ -255,6 +286,7 @@ impl Store {
             endpoints,
             allowlist,
             workloads,
+            private_connections: private_connections.into_iter().map(|(e,)| e).collect(),
         })
     }
 
@@ -325,9 +357,11 @@ impl Store {
     /// Clusters with a change not yet observed everywhere (rules, policy or allowlist pending).
     pub async fn clusters_propagating(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM clusters WHERE deleted_at IS NULL AND (egress_policy_updating = 1 OR allowlist_propagating = 1) \
+            "SELECT id FROM clusters WHERE deleted_at IS NULL AND (egress_policy_updating = 1 OR allowlist_propagating = 1 OR visibility_changing = 1) \
              UNION SELECT DISTINCT cluster_id FROM egress_rules \
-             WHERE state IN ('PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'INCONSISTENT')",
+             WHERE state IN ('PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'INCONSISTENT') \
+             UNION SELECT DISTINCT cluster_id FROM ingress_endpoint_services WHERE status = 'CREATING' \
+             UNION SELECT DISTINCT cluster_id FROM ingress_endpoint_connections WHERE status = 'STATUS_PENDING' AND admitted_version > 0",
         )
         .fetch_all(&self.read)
         .await
@@ -397,6 +431,18 @@ impl Store {
             .execute(&self.write)
             .await
             .ctx("settling the traffic policy")?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// End the `network_visibility` change made at `version`.
+    pub async fn settle_visibility(&self, cluster_id: &str, version: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE clusters SET visibility_changing = 0 WHERE id = $1 AND visibility_version = $2 AND visibility_changing = 1")
+            .bind(cluster_id)
+            .bind(version)
+            .execute(&self.write)
+            .await
+            .ctx("settling the network visibility")?
             .rows_affected();
         Ok(n == 1)
     }
@@ -518,5 +564,6 @@ fn gateway_from_row(r: &AnyRow) -> Result<Gateway> {
         applied_version: int(r, "applied_version")?,
         failed_version: int(r, "failed_version")?,
         last_error: text(r, "last_error")?,
+        private_ingress_address: text(r, "private_ingress_address")?,
     })
 }

@@ -246,8 +246,10 @@ impl Store {
         rows.iter().map(ingress_service_from_row).collect()
     }
 
-    /// Create the cluster's ingress private endpoint service in every region that lacks one.
-    /// They read `CREATING` until the cluster's ingress listener serves them.
+    /// Create the cluster's ingress private endpoint service in every region that lacks one,
+    /// each registered as a `local` endpoint service (PROXY protocol v2, backends: the region's
+    /// private ingress listeners) so that another cluster's egress private endpoint reaches it.
+    /// They read `CREATING` until every live gateway of the region serves them.
     pub async fn create_ingress_services(
         &self,
         cluster_id: &str,
@@ -256,19 +258,57 @@ impl Store {
         let mut tx = self.begin().await?;
         let cluster = lock_cluster(&mut tx, cluster_id).await?;
         for r in &cluster.regions {
-            let svc_id = format!("pes-{}", &crate::new_id().replace('-', "")[..17]);
+            let hex = &crate::new_id().replace('-', "")[..17];
+            let (svc_id, name) = ingress_service_name(&cluster, &r.name, hex);
             sqlx::query(
-                "INSERT INTO ingress_endpoint_services (cluster_id, region, endpoint_service_id, service_name, status, created_at) \
-                 VALUES ($1, $2, $3, $4, 'CREATING', $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO ingress_endpoint_services (cluster_id, region, endpoint_service_id, service_name, status, created_at, routed_version, local_service_id) \
+                 VALUES ($1, $2, $3, $4, 'CREATING', $5, $6, '') ON CONFLICT DO NOTHING",
             )
             .bind(cluster_id)
             .bind(&r.name)
             .bind(&svc_id)
-            .bind(format!("perimeter.ingress.{}.{}", r.name, svc_id))
+            .bind(&name)
             .bind(crate::now())
+            .bind(cluster.policy_version)
             .execute(&mut *tx)
             .await
             .ctx("creating private endpoint services")?;
+        }
+        // Register every service that is not yet a `local` endpoint service.
+        let unregistered = sqlx::query(
+            "SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 AND local_service_id = '' ORDER BY region",
+        )
+        .bind(cluster_id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("reading private endpoint services")?;
+        for row in &unregistered {
+            let svc = ingress_service_from_row(row)?;
+            let id = crate::new_id();
+            let now = crate::now();
+            sqlx::query(
+                "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key, proxy_protocol, ingress_cluster_id) \
+                 VALUES ($1, $2, $3, '[]', 0, '[]', 0, $4, $5, 1, $6)",
+            )
+            .bind(&id)
+            .bind(&svc.service_name)
+            .bind(&svc.region)
+            .bind(&now)
+            .bind(crate::time_sort_key(&now, &id))
+            .bind(cluster_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("registering a private endpoint service as a local endpoint service")?;
+            sqlx::query(
+                "UPDATE ingress_endpoint_services SET local_service_id = $1, routed_version = $2 WHERE cluster_id = $3 AND region = $4",
+            )
+            .bind(&id)
+            .bind(cluster.policy_version)
+            .bind(cluster_id)
+            .bind(&svc.region)
+            .execute(&mut *tx)
+            .await
+            .ctx("registering a private endpoint service")?;
         }
         record(
             &mut tx,
@@ -294,8 +334,12 @@ impl Store {
         rows.iter().map(ingress_connection_from_row).collect()
     }
 
-    /// Register a customer's endpoint with the cluster's ingress service. It reads
-    /// `STATUS_PENDING` until the ingress listener admits it.
+    /// Register a customer's endpoint with the cluster's ingress service. An endpoint whose
+    /// owner the trusted owners (when any are listed) do not name reads `STATUS_REJECTED`;
+    /// any other enters the next snapshot and reads `STATUS_PENDING` until every live gateway
+    /// of the cluster admits it. On the `local` provider the owner of an egress private
+    /// endpoint (named by its `endpoint_connection_id`) is its cluster's account, and the
+    /// connection belongs to the service in that endpoint's region.
     pub async fn add_ingress_connection(
         &self,
         cluster_id: &str,
@@ -304,28 +348,57 @@ impl Store {
     ) -> Result<IngressConnection> {
         let mut tx = self.begin().await?;
         let cluster = lock_cluster(&mut tx, cluster_id).await?;
-        let svc = sqlx::query("SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 ORDER BY region LIMIT 1")
-            .bind(cluster_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .ctx("reading private endpoint services")?
-            .ok_or_else(|| StoreError::Precondition {
+        let services = sqlx::query(
+            "SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 ORDER BY region",
+        )
+        .bind(cluster_id)
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("reading private endpoint services")?
+        .iter()
+        .map(ingress_service_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        if services.is_empty() {
+            return Err(StoreError::Precondition {
                 field: "endpoint_id".into(),
                 message: format!(
                     "cluster {cluster_id} has no private endpoint service; create one with POST .../networking/private-endpoint-services first"
                 ),
-            })?;
-        let svc = ingress_service_from_row(&svc)?;
+            });
+        }
+        let local: Option<(String, String)> = sqlx::query_as(
+            "SELECT c.account_id, e.target_service_identifier FROM egress_endpoints e JOIN clusters c ON c.id = e.cluster_id \
+             WHERE e.endpoint_connection_id = $1 AND e.state <> 'DELETING' ORDER BY e.created_at LIMIT 1",
+        )
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .ctx("looking up the connecting endpoint")?;
+        let (owner, target) = local.unwrap_or_default();
+        let svc = services
+            .iter()
+            .find(|s| s.service_name == target)
+            .unwrap_or(&services[0])
+            .clone();
+        let owners = owner_ids(&mut tx, cluster_id).await?;
+        let (status, admitted) = if owner_trusted(&owners, &owner) {
+            ("STATUS_PENDING", cluster.policy_version)
+        } else {
+            ("STATUS_REJECTED", 0)
+        };
         let n = sqlx::query(
-            "INSERT INTO ingress_endpoint_connections (cluster_id, endpoint_id, region, endpoint_service_id, service_name, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'STATUS_PENDING', $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO ingress_endpoint_connections (cluster_id, endpoint_id, region, endpoint_service_id, service_name, status, created_at, owner_account, admitted_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(cluster_id)
         .bind(endpoint_id)
         .bind(&svc.region)
         .bind(&svc.endpoint_service_id)
         .bind(&svc.service_name)
+        .bind(status)
         .bind(crate::now())
+        .bind(&owner)
+        .bind(admitted)
         .execute(&mut *tx)
         .await
         .ctx("adding a private endpoint connection")?
@@ -351,8 +424,107 @@ impl Store {
             region: svc.region,
             endpoint_service_id: svc.endpoint_service_id,
             service_name: svc.service_name,
-            status: "STATUS_PENDING".into(),
+            status: status.into(),
+            owner_account: owner,
+            admitted_version: admitted,
         })
+    }
+
+    /// Private endpoint services still `CREATING` (any cluster region).
+    pub async fn creating_ingress_services(&self, cluster_id: &str) -> Result<Vec<IngressService>> {
+        sqlx::query("SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 AND status = 'CREATING' ORDER BY region")
+            .bind(cluster_id)
+            .fetch_all(&self.read)
+            .await
+            .ctx("reading private endpoint services")?
+            .iter()
+            .map(ingress_service_from_row)
+            .collect()
+    }
+
+    /// Connections admitted into a snapshot that gateways have not all applied yet.
+    pub async fn admitting_ingress_connections(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Vec<IngressConnection>> {
+        sqlx::query("SELECT * FROM ingress_endpoint_connections WHERE cluster_id = $1 AND status = 'STATUS_PENDING' AND admitted_version > 0")
+            .bind(cluster_id)
+            .fetch_all(&self.read)
+            .await
+            .ctx("reading private endpoint connections")?
+            .iter()
+            .map(ingress_connection_from_row)
+            .collect()
+    }
+
+    /// `CREATING` -> `AVAILABLE` for the service of `region`, if it is still the one routed
+    /// at `version`.
+    pub async fn settle_ingress_service(
+        &self,
+        cluster_id: &str,
+        region: &str,
+        version: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query("UPDATE ingress_endpoint_services SET status = 'AVAILABLE' WHERE cluster_id = $1 AND region = $2 AND routed_version = $3 AND status = 'CREATING'")
+            .bind(cluster_id)
+            .bind(region)
+            .bind(version)
+            .execute(&self.write)
+            .await
+            .ctx("settling a private endpoint service")?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// `STATUS_PENDING` -> `STATUS_AVAILABLE` for a connection still admitted at `version`.
+    pub async fn settle_ingress_connection(
+        &self,
+        cluster_id: &str,
+        endpoint_id: &str,
+        version: i64,
+    ) -> Result<bool> {
+        let n = sqlx::query("UPDATE ingress_endpoint_connections SET status = 'STATUS_AVAILABLE' WHERE cluster_id = $1 AND endpoint_id = $2 AND admitted_version = $3 AND status = 'STATUS_PENDING'")
+            .bind(cluster_id)
+            .bind(endpoint_id)
+            .bind(version)
+            .execute(&self.write)
+            .await
+            .ctx("settling a private endpoint connection")?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Record where gateway `gateway_id`'s private ingress listener is reached (`""`: it has
+    /// none). When that changed, every cluster whose egress private endpoints reach this
+    /// gateway's cluster through its private endpoint services gets a new snapshot version
+    /// (their forwarders' backends changed). Returns whether anything changed.
+    pub async fn report_private_ingress(&self, gateway_id: &str, address: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE gateways SET private_ingress_address = $1 WHERE id = $2 AND private_ingress_address <> $1")
+            .bind(address)
+            .bind(gateway_id)
+            .execute(&mut *tx)
+            .await
+            .ctx("recording a private ingress address")?
+            .rows_affected();
+        if n == 0 {
+            tx.rollback().await.ctx("ending a read")?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE clusters SET policy_version = policy_version + 1 WHERE deleted_at IS NULL AND id IN (\
+             SELECT e.cluster_id FROM egress_endpoints e JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
+             JOIN endpoint_services s ON s.id = c.service_id \
+             WHERE s.ingress_cluster_id = (SELECT cluster_id FROM gateways WHERE id = $1) AND e.state IN ('PENDING', 'AVAILABLE'))",
+        )
+        .bind(gateway_id)
+        .execute(&mut *tx)
+        .await
+        .ctx("publishing a private ingress address")?;
+        tx.commit()
+            .await
+            .ctx("committing a private ingress address")?;
+        Ok(true)
     }
 
     pub async fn delete_ingress_connection(
@@ -455,6 +627,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .ctx("reading a trusted owner")?;
+        reassess_connections(&mut tx, &cluster).await?;
         tx.commit().await.ctx("committing a trusted owner")?;
         owner_from_row(&row)
     }
@@ -484,6 +657,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("removing a trusted owner")?;
+        reassess_connections(&mut tx, &cluster).await?;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -494,6 +668,136 @@ impl Store {
             .ctx("committing a trusted owner removal")?;
         Ok(owner)
     }
+}
+
+/// The provider-shaped id and name of a cluster region's private endpoint service, from 17
+/// random hex digits: `vpce-svc-<hex>` and `com.amazonaws.vpce.<region>.vpce-svc-<hex>` on AWS.
+fn ingress_service_name(cluster: &Cluster, region: &str, hex: &str) -> (String, String) {
+    match cluster.provider.as_str() {
+        "GCP" => {
+            let id = format!("perimeter-{hex}");
+            let name = format!(
+                "projects/{}/regions/{region}/serviceAttachments/{id}",
+                cluster.account_id
+            );
+            (id, name)
+        }
+        "AZURE" => {
+            let id = format!("perimeter-{hex}");
+            let name = format!("{id}.{}.{region}.azure.privatelinkservice", cluster.id);
+            (id, name)
+        }
+        _ => {
+            let id = format!("vpce-svc-{hex}");
+            let name = format!("com.amazonaws.vpce.{region}.{id}");
+            (id, name)
+        }
+    }
+}
+
+/// Withdraw the `local` endpoint service registrations of a cluster's private endpoint services
+/// (of one region, or all): egress private endpoints that reached them fail with the reason,
+/// leave their clusters' next snapshots, and the registrations go.
+pub(crate) async fn retire_ingress_registrations(
+    conn: &mut sqlx::AnyConnection,
+    cluster_id: &str,
+    region: Option<&str>,
+) -> Result<()> {
+    let services = "SELECT id FROM endpoint_services WHERE ingress_cluster_id = $1 AND ($2 = '' OR region = $2)";
+    let region = region.unwrap_or("");
+    let now = crate::now();
+    sqlx::query(&format!(
+        "UPDATE clusters SET policy_version = policy_version + 1 WHERE deleted_at IS NULL AND id IN (\
+         SELECT e.cluster_id FROM egress_endpoints e JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
+         WHERE c.service_id IN ({services}) AND e.state NOT IN ('FAILED', 'REJECTED', 'EXPIRED'))"
+    ))
+    .bind(cluster_id)
+    .bind(region)
+    .execute(&mut *conn)
+    .await
+    .ctx("publishing a private endpoint service's removal")?;
+    sqlx::query(&format!(
+        "UPDATE egress_endpoints SET state = 'FAILED', state_reason = 'the private endpoint service was removed by its cluster', \
+         updated_at = $3, routed_version = (SELECT policy_version FROM clusters WHERE clusters.id = egress_endpoints.cluster_id) \
+         WHERE state NOT IN ('FAILED', 'REJECTED', 'EXPIRED', 'DELETING') AND id IN \
+         (SELECT egress_private_endpoint_id FROM endpoint_connections WHERE service_id IN ({services}))"
+    ))
+    .bind(cluster_id)
+    .bind(region)
+    .bind(&now)
+    .execute(&mut *conn)
+    .await
+    .ctx("failing endpoints of a removed private endpoint service")?;
+    sqlx::query(&format!(
+        "UPDATE endpoint_connections SET status = 'DELETED', updated_at = $3 WHERE service_id IN ({services})"
+    ))
+    .bind(cluster_id)
+    .bind(region)
+    .bind(&now)
+    .execute(&mut *conn)
+    .await
+    .ctx("closing connections of a removed private endpoint service")?;
+    sqlx::query(&format!(
+        "UPDATE endpoint_services SET ingress_cluster_id = '', backends = '[]', service_name = service_name || '#removed-' || id \
+         WHERE id IN ({services})"
+    ))
+    .bind(cluster_id)
+    .bind(region)
+    .execute(&mut *conn)
+    .await
+    .ctx("retiring private endpoint service registrations")?;
+    Ok(())
+}
+
+/// The external ids of a cluster's trusted owners.
+async fn owner_ids(conn: &mut sqlx::AnyConnection, cluster_id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT external_owner_id FROM trusted_owners WHERE cluster_id = $1")
+            .bind(cluster_id)
+            .fetch_all(conn)
+            .await
+            .ctx("reading trusted owners")?;
+    Ok(rows.into_iter().map(|(o,)| o).collect())
+}
+
+/// Whether an endpoint owned by `owner` (`""`: unknown) may connect: no trusted owners listed,
+/// `*` listed, or the owner listed. An unknown owner is trusted only where every owner is.
+fn owner_trusted(owners: &[String], owner: &str) -> bool {
+    owners.is_empty()
+        || owners
+            .iter()
+            .any(|o| o == "*" || (!owner.is_empty() && o == owner))
+}
+
+/// Judge every connection of the cluster again after its trusted owners changed (the cluster
+/// row is touched: `cluster.policy_version` is the version of the change). A connection newly
+/// trusted enters this snapshot (`STATUS_PENDING`); one no longer trusted reads
+/// `STATUS_REJECTED` and leaves it.
+async fn reassess_connections(conn: &mut sqlx::AnyConnection, cluster: &Cluster) -> Result<()> {
+    let owners = owner_ids(conn, &cluster.id).await?;
+    let rows = sqlx::query("SELECT * FROM ingress_endpoint_connections WHERE cluster_id = $1")
+        .bind(&cluster.id)
+        .fetch_all(&mut *conn)
+        .await
+        .ctx("reading private endpoint connections")?;
+    for row in &rows {
+        let c = ingress_connection_from_row(row)?;
+        let trusted = owner_trusted(&owners, &c.owner_account);
+        let (status, admitted) = match (trusted, c.status == "STATUS_REJECTED") {
+            (true, true) => ("STATUS_PENDING", cluster.policy_version),
+            (false, false) => ("STATUS_REJECTED", 0),
+            _ => continue,
+        };
+        sqlx::query("UPDATE ingress_endpoint_connections SET status = $1, admitted_version = $2 WHERE cluster_id = $3 AND endpoint_id = $4")
+            .bind(status)
+            .bind(admitted)
+            .bind(&cluster.id)
+            .bind(&c.endpoint_id)
+            .execute(&mut *conn)
+            .await
+            .ctx("judging a private endpoint connection")?;
+    }
+    Ok(())
 }
 
 async fn mark_allowlist_propagating(
@@ -564,6 +868,7 @@ fn ingress_service_from_row(r: &AnyRow) -> Result<IngressService> {
         endpoint_service_id: text(r, "endpoint_service_id")?,
         service_name: text(r, "service_name")?,
         status: text(r, "status")?,
+        routed_version: int(r, "routed_version")?,
     })
 }
 
@@ -574,6 +879,8 @@ fn ingress_connection_from_row(r: &AnyRow) -> Result<IngressConnection> {
         endpoint_service_id: text(r, "endpoint_service_id")?,
         service_name: text(r, "service_name")?,
         status: text(r, "status")?,
+        owner_account: text(r, "owner_account")?,
+        admitted_version: int(r, "admitted_version")?,
     })
 }
 

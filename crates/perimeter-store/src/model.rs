@@ -73,6 +73,10 @@ pub struct Cluster {
     pub allowlist_propagating: bool,
     pub allowlist_version: i64,
     pub allowlist_changed_at: String,
+    /// True while gateways have not all applied the latest `network_visibility` change, made
+    /// at `visibility_version`: it holds the cluster lock.
+    pub visibility_changing: bool,
+    pub visibility_version: i64,
     pub policy_version: i64,
     pub labels: BTreeMap<String, String>,
     pub hardware: serde_json::Value,
@@ -193,6 +197,8 @@ pub struct IngressService {
     pub endpoint_service_id: String,
     pub service_name: String,
     pub status: String,
+    /// The snapshot version that put it in front of the gateways.
+    pub routed_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +208,10 @@ pub struct IngressConnection {
     pub endpoint_service_id: String,
     pub service_name: String,
     pub status: String,
+    /// The connecting endpoint's owner (an account id), `""` when it cannot be told.
+    pub owner_account: String,
+    /// The snapshot version that admitted it; 0 while it is not admitted.
+    pub admitted_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +288,8 @@ pub struct Gateway {
     /// Latest version it failed to apply, with the error.
     pub failed_version: i64,
     pub last_error: String,
+    /// Where its private ingress listener is reached, as it reports (`""` without one).
+    pub private_ingress_address: String,
 }
 
 /// Aggregated decisions a gateway saw, pushed to the control plane.

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rule counts",
         include_str!("../migrations/0005_rule_counts.sql"),
     ),
+    (
+        6,
+        "private ingress",
+        include_str!("../migrations/0006_private_ingress.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

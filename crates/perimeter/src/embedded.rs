@@ -232,10 +232,19 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
         &ingress_port_setting(cluster_id, region, "ui"),
     )
     .await?;
-    let ingress_addrs = (
-        sql_ingress.local_addr()?.to_string(),
-        ui_ingress.local_addr()?.to_string(),
-    );
+    let private_ingress = bind_kept(
+        state,
+        cluster_id,
+        region,
+        &ingress_port_setting(cluster_id, region, "private"),
+    )
+    .await?;
+    let ingress_addrs = perimeter_api::IngressAddresses {
+        sql: sql_ingress.local_addr()?.to_string(),
+        ui: ui_ingress.local_addr()?.to_string(),
+        public_open: false,
+        private: private_ingress.local_addr()?.to_string(),
+    };
     let running = RunningGateway::start(
         GatewaySpec {
             control_plane: control_plane_url(cfg.api),
@@ -253,6 +262,7 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
             dns: Some(dns),
             sql_ingress: Some(sql_ingress),
             ui_ingress: Some(ui_ingress),
+            private_ingress: Some(private_ingress),
             also_own: vec![cfg.api],
         },
     )?;
@@ -262,7 +272,20 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
     }
     state
         .embedded
-        .set_ingress(cluster_id, region, ingress_addrs.0, ingress_addrs.1);
+        .set_ingress(cluster_id, region, ingress_addrs);
+    // The public addresses are shown while the listeners are bound, as the gateway observes.
+    let mut open = running.public_ingress_open();
+    let (embedded, c, r) = (state.embedded.clone(), cluster_id.clone(), region.clone());
+    tokio::spawn(async move {
+        loop {
+            let now = *open.borrow_and_update();
+            embedded.set_public_open(&c, &r, now);
+            if open.changed().await.is_err() {
+                embedded.set_public_open(&c, &r, false);
+                return;
+            }
+        }
+    });
     state.embedded.set(cluster_id, region, addr.to_string());
     tracing::info!(cluster = %cluster_id, %region, %addr, dns = ?running.dns_addr(), gateway = %gw.id, "embedded gateway listening on {addr}");
     Ok(running)

@@ -55,6 +55,14 @@ pub struct GatewayArgs {
     /// `ui: true`. Off unless given; port 0 picks one.
     #[arg(long)]
     pub ui_ingress_listen: Option<SocketAddr>,
+    /// Address of the private ingress listener, where the cluster's private endpoint service
+    /// is served: it admits only connections that open with a PROXY protocol v2 header whose
+    /// AWS VPC-endpoint TLV names an endpoint with an admitted private endpoint connection, and
+    /// forwards them to the SQL workload. The address is reported to the control plane as the
+    /// service's backend, so give an IP others can dial (not 0.0.0.0); bind it where only the
+    /// load balancer or the other gateways reach it. Off unless given; port 0 picks one.
+    #[arg(long)]
+    pub private_ingress_listen: Option<SocketAddr>,
     /// The region this gateway is meant to serve, as a check: the gateway learns its region
     /// from its registration (the control plane's answer, kept in --state-dir) and labels its
     /// metrics and decision events with it. When this is given and the registration names
@@ -141,9 +149,17 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
     };
     let dns_addr = dns.as_ref().map(|d| d.local_addr()).transpose()?;
     let mut ingress = Vec::new();
+    if let Some(a) = args.private_ingress_listen
+        && a.ip().is_unspecified()
+    {
+        anyhow::bail!(
+            "--private-ingress-listen {a}: give the IP address other gateways dial (its address is the private endpoint service's backend), not an unspecified one"
+        );
+    }
     for (name, addr) in [
         ("sql", args.sql_ingress_listen),
         ("ui", args.ui_ingress_listen),
+        ("private", args.private_ingress_listen),
     ] {
         ingress.push(match addr {
             Some(a) => Some(
@@ -154,11 +170,12 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
             None => None,
         });
     }
-    let ingress_addrs: Vec<(&str, SocketAddr)> = ["sql", "ui"]
+    let ingress_addrs: Vec<(&str, SocketAddr)> = ["sql", "ui", "private"]
         .into_iter()
         .zip(&ingress)
         .filter_map(|(n, l)| Some((n, l.as_ref()?.local_addr().ok()?)))
         .collect();
+    let private_ingress = ingress.pop().flatten();
     let ui_ingress = ingress.pop().flatten();
     let sql_ingress = ingress.pop().flatten();
     let mut also_own = Vec::new();
@@ -183,6 +200,7 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
             dns,
             sql_ingress,
             ui_ingress,
+            private_ingress,
             also_own,
         },
     )

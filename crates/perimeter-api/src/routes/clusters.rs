@@ -117,6 +117,22 @@ pub struct DedicatedClusterUpdateSpecification {
     pub region_nodes: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     pub hardware: Option<DedicatedHardwareSpecification>,
+    /// ext: `PRIVATE` closes the public ingress listeners, `PUBLIC` opens them again; a
+    /// networking change (the cluster reads `LOCKED` until every live gateway applied it).
+    #[serde(default)]
+    pub network_visibility: Option<String>,
+}
+
+/// `PUBLIC` or `PRIVATE` (also in the reference's `NETWORK_VISIBILITY_*` spelling).
+fn parse_visibility(v: &str, field: &str) -> ApiResult<&'static str> {
+    match v {
+        "PUBLIC" | "NETWORK_VISIBILITY_PUBLIC" => Ok("PUBLIC"),
+        "PRIVATE" | "NETWORK_VISIBILITY_PRIVATE" => Ok("PRIVATE"),
+        v => Err(ApiError::invalid(
+            field,
+            format!("network_visibility: {v:?} is not PUBLIC or PRIVATE"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -290,16 +306,7 @@ async fn create_cluster(
         .network_visibility
         .clone()
         .unwrap_or_else(|| "PUBLIC".into());
-    let visibility = match visibility.as_str() {
-        "PUBLIC" | "NETWORK_VISIBILITY_PUBLIC" => "PUBLIC",
-        "PRIVATE" | "NETWORK_VISIBILITY_PRIVATE" => "PRIVATE",
-        v => {
-            return Err(ApiError::invalid(
-                "spec.dedicated.network_visibility",
-                format!("network_visibility: {v:?} is not PUBLIC or PRIVATE"),
-            ));
-        }
-    };
+    let visibility = parse_visibility(&visibility, "spec.dedicated.network_visibility")?;
     let labels = req.spec.labels.clone().unwrap_or_default();
     validate_labels(&labels)?;
     let hardware = hardware_config(provider, dedicated.hardware.as_ref())?;
@@ -416,6 +423,10 @@ async fn update_cluster(
         }
         if d.hardware.is_some() {
             update.hardware = Some(hardware_config(provider, d.hardware.as_ref())?);
+        }
+        if let Some(v) = &d.network_visibility {
+            update.network_visibility =
+                Some(parse_visibility(v, "dedicated.network_visibility")?.to_string());
         }
     }
     let c = st

@@ -147,6 +147,10 @@ pub struct AckRequest {
     pub applied: bool,
     #[serde(default)]
     pub error: Option<String>,
+    /// Where the gateway's private ingress listener is reached (`host:port` with an IP), when
+    /// it has one: the backend of the cluster's private endpoint service in its region.
+    #[serde(default)]
+    pub private_ingress_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -400,10 +404,30 @@ async fn ack(
             "a failed acknowledgement (applied: false) must say why in error",
         ));
     }
+    let private_ingress = match req.private_ingress_address.as_deref() {
+        None => None,
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(sa) if !sa.ip().is_unspecified() && sa.port() != 0 => Some(sa.to_string()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "private_ingress_address",
+                    format!(
+                        "private_ingress_address: {a:?} must be an IP address and a port that other gateways can dial (not 0.0.0.0, [::] or port 0)"
+                    ),
+                ));
+            }
+        },
+    };
     let g = st
         .store
         .ack_gateway(&gw.id, version, req.applied, error)
         .await?;
+    if let Some(a) = private_ingress
+        && st.store.report_private_ingress(&gw.id, &a).await?
+    {
+        tracing::info!(gateway = %gw.id, cluster = %gw.cluster_id, address = %a, "gateway reports its private ingress listener");
+        st.changed();
+    }
     if !req.applied {
         tracing::warn!(gateway = %gw.id, cluster = %gw.cluster_id, version, error, "gateway failed to apply a snapshot");
     }

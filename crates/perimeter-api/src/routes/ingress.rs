@@ -123,6 +123,7 @@ async fn create_services(
             &audit(&p, "AUDIT_LOG_ACTION_CREATE_PRIVATE_LINK", &payload),
         )
         .await?;
+    st.changed();
     Ok(Json(PrivateEndpointServices {
         services: services
             .into_iter()
@@ -186,6 +187,7 @@ async fn add_connection(
             &audit(&p, "AUDIT_LOG_ACTION_ACCEPT_PRIVATE_LINK", &req),
         )
         .await?;
+    st.changed();
     Ok(Json(connection_view(&provider, c)))
 }
 
@@ -209,6 +211,7 @@ async fn delete_connection(
             &audit(&p, "AUDIT_LOG_ACTION_REJECT_PRIVATE_LINK", &payload),
         )
         .await?;
+    st.changed();
     Ok(Json(Empty {}))
 }
 
@@ -272,6 +275,7 @@ async fn add_owner(
             ),
         )
         .await?;
+    st.changed();
     Ok(Json(TrustedOwnerResponse {
         trusted_owner: o.into(),
     }))
@@ -324,6 +328,7 @@ async fn remove_owner(
             ),
         )
         .await?;
+    st.changed();
     Ok(Json(TrustedOwnerResponse {
         trusted_owner: o.into(),
     }))

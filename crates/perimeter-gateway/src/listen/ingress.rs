@@ -51,6 +51,7 @@ pub async fn serve_ingress(
     let what = match listener {
         IngressListener::Sql => "sql ingress",
         IngressListener::Ui => "ui ingress",
+        IngressListener::Private => "private ingress",
     };
     serve_loop(
         socket,
@@ -68,18 +69,78 @@ pub async fn serve_ingress(
     .await
 }
 
-/// A decision event being filled in for one ingress connection.
-struct Ev {
-    snap: Arc<Snapshot>,
+/// Serve the public ingress `listener` on `socket` until `shutdown`, closing the socket while the
+/// snapshot says the public side is closed (`network_visibility: PRIVATE`) and binding the same
+/// address again when it opens. `open` tells whether the socket is bound and served.
+pub async fn serve_public_ingress(
+    socket: TcpListener,
     listener: IngressListener,
-    source: SocketAddr,
-    peer: SocketAddr,
-    entry: Option<String>,
-    started: Instant,
+    ctx: ProxyContext,
+    shutdown: impl std::future::Future<Output = ()>,
+    open: tokio::sync::watch::Sender<bool>,
+) -> io::Result<()> {
+    let addr = socket.local_addr()?;
+    let mut socket = Some(socket);
+    let mut snapshots = ctx.snapshots.clone();
+    tokio::pin!(shutdown);
+    loop {
+        let public = snapshots.borrow_and_update().ingress().public();
+        if public {
+            let bound = match socket.take() {
+                Some(s) => Ok(s),
+                None => TcpListener::bind(addr).await,
+            };
+            match bound {
+                Ok(s) => {
+                    open.send_replace(true);
+                    tracing::info!(listener = listener.as_str(), %addr, "public ingress listener open");
+                    let mut watch = ctx.snapshots.clone();
+                    let closed = async move {
+                        let _ = watch.wait_for(|s| !s.ingress().public()).await;
+                    };
+                    tokio::select! {
+                        r = serve_ingress(s, listener, ctx.clone(), closed) => r?,
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    // The socket is dropped: closed.
+                    open.send_replace(false);
+                    tracing::info!(listener = listener.as_str(), %addr, "public ingress listener closed: network_visibility is PRIVATE");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(listener = listener.as_str(), %addr, error = %e, "cannot bind the public ingress listener again; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    continue;
+                }
+            }
+        }
+        open.send_replace(false);
+        tokio::select! {
+            r = snapshots.changed() => if r.is_err() {
+                // No more snapshots: stays closed until shutdown.
+                shutdown.as_mut().await;
+                return Ok(());
+            },
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
+/// A decision event being filled in for one ingress connection.
+pub(super) struct Ev {
+    pub(super) snap: Arc<Snapshot>,
+    pub(super) listener: IngressListener,
+    pub(super) source: SocketAddr,
+    pub(super) peer: SocketAddr,
+    pub(super) entry: Option<String>,
+    pub(super) started: Instant,
 }
 
 impl Ev {
-    fn emit(
+    pub(super) fn emit(
         &self,
         ctx: &ProxyContext,
         verdict: &'static str,
@@ -115,7 +176,7 @@ fn entry_label(d: &IngressDecision) -> Option<String> {
 
 /// Why a trusted proxy's connection is refused before its header is read through.
 #[derive(Debug)]
-enum HeaderRefusal {
+pub(super) enum HeaderRefusal {
     /// The bytes are not a header (`Invalid::NoSignature`: no PROXY signature at all).
     Invalid(Invalid),
     /// The peer closed (or reset) before the header was complete.
@@ -125,7 +186,7 @@ enum HeaderRefusal {
 }
 
 impl HeaderRefusal {
-    fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             HeaderRefusal::Invalid(Invalid::NoSignature) => "proxy_header_missing",
             HeaderRefusal::Invalid(_) => "proxy_header_invalid",
@@ -134,7 +195,7 @@ impl HeaderRefusal {
         }
     }
 
-    fn detail(&self) -> String {
+    pub(super) fn detail(&self) -> String {
         match self {
             HeaderRefusal::Invalid(i) => format!("{i} ({})", i.as_str()),
             HeaderRefusal::Truncated => "the peer closed before the header was complete".into(),
@@ -147,7 +208,7 @@ impl HeaderRefusal {
 
 /// Read a PROXY protocol header from a trusted proxy, within `timeout` and [`MAX_HEADER_LEN`]
 /// bytes: the header and the bytes read past it (the client's own, for the workload).
-async fn read_proxy_header(
+pub(super) async fn read_proxy_header(
     client: &mut TcpStream,
     timeout: Duration,
 ) -> Result<(proxy_protocol::Header, Vec<u8>), HeaderRefusal> {
@@ -229,6 +290,48 @@ async fn check_opening(
     }
 }
 
+/// Dial the workload of the gateway's region for `listener` from `snap`; `None` (the refusal
+/// emitted and logged) when there is no address or it cannot be reached.
+pub(super) async fn dial_workload(
+    ctx: &ProxyContext,
+    snap: &Snapshot,
+    listener: IngressListener,
+    ev: &Ev,
+) -> Option<TcpStream> {
+    let region = ctx.sink.region();
+    let Some(backend) = snap
+        .ingress()
+        .workload(&region)
+        .and_then(|w| w.address(listener))
+        .cloned()
+    else {
+        tracing::warn!(listener = listener.as_str(), %region, source = %ev.source, "closing an admitted ingress connection: the platform set no workload address for this region and listener");
+        ev.emit(ctx, "REFUSED", "no_workload_address", 0, 0);
+        return None;
+    };
+    let addrs: Vec<IpAddr> = match backend.host() {
+        BackendHost::Ip(ip) => vec![*ip],
+        BackendHost::Name(name) => match ctx.resolver.resolve(name).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(listener = listener.as_str(), workload = %backend, error = %e, "closing an admitted ingress connection: the workload address does not resolve");
+                ev.emit(ctx, "REFUSED", "workload_unreachable", 0, 0);
+                return None;
+            }
+        },
+    };
+    for ip in addrs {
+        match dial(ctx, SocketAddr::new(ip, backend.port())).await {
+            Ok(s) => return Some(s),
+            Err(r) => {
+                tracing::warn!(listener = listener.as_str(), workload = %backend, reason = r.why.as_str(), "dialling the workload failed: {}", r.message);
+            }
+        }
+    }
+    ev.emit(ctx, "REFUSED", "workload_unreachable", 0, 0);
+    None
+}
+
 async fn serve_one(
     ctx: ProxyContext,
     listener: IngressListener,
@@ -284,42 +387,7 @@ async fn serve_one(
         ev.emit(&ctx, decision.verdict(), decision.reason.as_str(), 0, 0);
         return;
     }
-    let region = ctx.sink.region();
-    let Some(backend) = snap
-        .ingress()
-        .workload(&region)
-        .and_then(|w| w.address(listener))
-        .cloned()
-    else {
-        tracing::warn!(listener = listener.as_str(), %region, %source, "closing an admitted ingress connection: the platform set no workload address for this region and listener");
-        ev.emit(&ctx, "REFUSED", "no_workload_address", 0, 0);
-        return;
-    };
-    let addrs: Vec<IpAddr> = match backend.host() {
-        BackendHost::Ip(ip) => vec![*ip],
-        BackendHost::Name(name) => match ctx.resolver.resolve(name).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(listener = listener.as_str(), workload = %backend, error = %e, "closing an admitted ingress connection: the workload address does not resolve");
-                ev.emit(&ctx, "REFUSED", "workload_unreachable", 0, 0);
-                return;
-            }
-        },
-    };
-    let mut upstream = None;
-    for ip in addrs {
-        match dial(&ctx, SocketAddr::new(ip, backend.port())).await {
-            Ok(s) => {
-                upstream = Some(s);
-                break;
-            }
-            Err(r) => {
-                tracing::warn!(listener = listener.as_str(), workload = %backend, reason = r.why.as_str(), "dialling the workload failed: {}", r.message);
-            }
-        }
-    }
-    let Some(mut upstream) = upstream else {
-        ev.emit(&ctx, "REFUSED", "workload_unreachable", 0, 0);
+    let Some(mut upstream) = dial_workload(&ctx, &snap, listener, &ev).await else {
         return;
     };
     let mut greeted = 0;
@@ -360,7 +428,7 @@ async fn serve_one(
     ))
     .await;
     if let RelayEnd::Revoked(why) = end {
-        tracing::info!(listener = listener.as_str(), %source, %peer, reason = %why, "closing an ingress connection: the allowlist no longer admits it");
+        tracing::info!(listener = listener.as_str(), %source, %peer, reason = %why, "closing an ingress connection: the allowlist or the network visibility no longer admits it");
         ev.entry = None;
         ev.emit(
             &ctx,

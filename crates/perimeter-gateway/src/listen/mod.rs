@@ -32,6 +32,7 @@ mod forward;
 pub mod ingress;
 pub mod own;
 mod prefixed;
+pub mod private_ingress;
 pub mod proxy;
 pub mod refusal;
 mod relay;
@@ -53,8 +54,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::decision::DecisionSink;
 use crate::dns::Resolver;
 
-pub use ingress::serve_ingress;
+pub use ingress::{serve_ingress, serve_public_ingress};
 pub use own::OwnAddresses;
+pub use private_ingress::serve_private_ingress;
 pub use proxy::serve;
 pub use refusal::{Party, Refusal, Why};
 pub use target::{Target, TargetHost};

@@ -50,6 +50,8 @@ enum Admission {
         source: IpAddr,
         listener: IngressListener,
     },
+    /// A connection admitted on the private ingress listener for an endpoint id.
+    PrivateIngress { endpoint_id: Arc<str> },
 }
 
 /// How a connection was forwarded to a private endpoint: judged again the same way.
@@ -151,6 +153,20 @@ impl Revocation {
         Self::judging(snapshots, admitted, Admission::Ingress { source, listener })
     }
 
+    /// Watch a connection admitted on the private ingress listener for `endpoint_id`: it stands
+    /// while each new snapshot still admits that endpoint's connection.
+    pub(crate) fn for_private_ingress(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        admitted: Arc<Snapshot>,
+        endpoint_id: Arc<str>,
+    ) -> Self {
+        Self::judging(
+            snapshots,
+            admitted,
+            Admission::PrivateIngress { endpoint_id },
+        )
+    }
+
     /// Watch a connection forwarded to a private endpoint (`route`): it stands while the
     /// target still routes to that endpoint, the same way it was chosen, and the endpoint still
     /// has that backend.
@@ -219,6 +235,14 @@ impl Revocation {
                     .map_err(RevokedBy::Egress),
                 Admission::Ingress { source, listener } => {
                     let d = current.admit_ingress(*source, *listener);
+                    if d.admitted {
+                        Ok(())
+                    } else {
+                        Err(RevokedBy::Ingress(d.reason))
+                    }
+                }
+                Admission::PrivateIngress { endpoint_id } => {
+                    let d = current.admit_private_ingress(Some(endpoint_id));
                     if d.admitted {
                         Ok(())
                     } else {

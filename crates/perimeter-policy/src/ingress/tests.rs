@@ -25,6 +25,7 @@ fn snapshot(allowlist: Vec<AllowlistDoc>, workloads: Vec<WorkloadDoc>) -> crate:
         ingress: IngressDoc {
             allowlist,
             workloads,
+            ..Default::default()
         },
     })
     .expect("compiles")
@@ -141,6 +142,7 @@ fn bad_documents_are_refused_with_the_field() {
             ingress: IngressDoc {
                 allowlist,
                 workloads,
+                ..Default::default()
             },
         })
     };
@@ -164,6 +166,97 @@ fn bad_documents_are_refused_with_the_field() {
     assert_eq!(e.field, "ingress.workloads[0].sql");
     let e = compile(vec![], vec![w("a", "127.0.0.1:1"), w("a", "127.0.0.1:2")]).unwrap_err();
     assert_eq!(e.field, "ingress.workloads[1].region");
+}
+
+fn private_snapshot(public: bool, private_endpoints: &[&str]) -> crate::Snapshot {
+    crate::compile(&PolicyDocument {
+        format: POLICY_FORMAT,
+        version: 4,
+        cluster_id: "c".into(),
+        traffic_policy: TrafficPolicy::DefaultDeny,
+        rules: Vec::new(),
+        private_endpoints: Vec::new(),
+        ingress: IngressDoc {
+            allowlist: vec![entry("0.0.0.0/0", true, true)],
+            public,
+            private_endpoints: private_endpoints.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    })
+    .expect("compiles")
+}
+
+#[test]
+fn private_visibility_closes_the_public_side_whatever_the_allowlist() {
+    let open = private_snapshot(true, &[]);
+    assert!(
+        open.admit_ingress(ip("127.0.0.2"), IngressListener::Sql)
+            .admitted
+    );
+    let closed = private_snapshot(false, &[]);
+    for l in IngressListener::ALL {
+        let d = closed.admit_ingress(ip("127.0.0.2"), l);
+        assert_eq!(d, IngressDecision::refused(IngressReason::PublicClosed));
+    }
+}
+
+#[test]
+fn the_private_listener_admits_only_admitted_endpoint_ids() {
+    let s = private_snapshot(false, &["vpce-0b", "vpce-0a"]);
+    for id in ["vpce-0a", "vpce-0b"] {
+        let d = s.admit_private_ingress(Some(id));
+        assert!(d.admitted, "{id}");
+        assert_eq!(d.reason, IngressReason::PrivateEndpoint);
+    }
+    for (id, reason) in [
+        (Some("vpce-0c"), IngressReason::UnknownEndpoint),
+        (Some("VPCE-0A"), IngressReason::UnknownEndpoint),
+        (Some("vpce-0"), IngressReason::UnknownEndpoint),
+        (Some(""), IngressReason::NoEndpointId),
+        (None, IngressReason::NoEndpointId),
+    ] {
+        assert_eq!(
+            s.admit_private_ingress(id),
+            IngressDecision::refused(reason)
+        );
+    }
+    // The allowlist does not open the private listener, and no snapshot admits no one.
+    assert_eq!(
+        s.admit_ingress(ip("127.0.0.2"), IngressListener::Private),
+        IngressDecision::refused(IngressReason::WrongListener)
+    );
+    assert_eq!(
+        crate::Snapshot::empty_deny().admit_private_ingress(Some("vpce-0a")),
+        IngressDecision::refused(IngressReason::NoSnapshot)
+    );
+}
+
+#[test]
+fn private_endpoint_ids_are_checked_when_compiled() {
+    let doc = |id: &str| PolicyDocument {
+        format: POLICY_FORMAT,
+        version: 1,
+        cluster_id: "c".into(),
+        traffic_policy: TrafficPolicy::DefaultDeny,
+        rules: Vec::new(),
+        private_endpoints: Vec::new(),
+        ingress: IngressDoc {
+            private_endpoints: vec!["vpce-1".into(), id.into()],
+            ..Default::default()
+        },
+    };
+    for bad in ["", "vpce 1", "vpce-\n", &"x".repeat(129)] {
+        let e = crate::compile(&doc(bad)).unwrap_err();
+        assert_eq!(e.field, "ingress.private_endpoints[1]", "{bad:?}");
+    }
+    assert!(crate::compile(&doc("pe-0123456789abcdef0")).is_ok());
+}
+
+#[test]
+fn a_document_without_the_new_fields_is_public_and_admits_no_endpoint() {
+    let d: IngressDoc = serde_json::from_str(r#"{"allowlist": [], "workloads": []}"#).unwrap();
+    assert!(d.public);
+    assert!(d.private_endpoints.is_empty());
 }
 
 #[test]
@@ -250,6 +343,7 @@ proptest! {
                 n.contains(&judged) && match listener {
                     IngressListener::Sql => *sql,
                     IngressListener::Ui => *ui,
+                    IngressListener::Private => false,
                 }
             });
             let d = s.admit_ingress(source, listener);

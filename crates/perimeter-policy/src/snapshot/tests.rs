@@ -205,7 +205,7 @@ fn wire_format_is_plain_json() {
                 "ports": [],
                 "proxy_protocol": false,
             }],
-            "ingress": {"allowlist": [], "workloads": []},
+            "ingress": {"allowlist": [], "workloads": [], "public": true, "private_endpoints": []},
         })
     );
     let back: PolicyDocument = serde_json::from_value(json.clone()).unwrap();

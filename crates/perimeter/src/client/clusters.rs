@@ -1,4 +1,4 @@
-//! `perimeter clusters create|list|get|delete`.
+//! `perimeter clusters create|list|get|visibility|delete`.
 
 use std::collections::BTreeMap;
 
@@ -53,11 +53,26 @@ enum ClustersCmd {
         /// Cluster id or name.
         cluster: String,
     },
+    /// Open (PUBLIC) or close (PRIVATE) the public ingress listeners, e.g. `clusters visibility
+    /// my-cluster private`. The cluster reads LOCKED until every live gateway applied it.
+    Visibility {
+        /// Cluster id or name.
+        cluster: String,
+        #[arg(value_enum, ignore_case = true)]
+        visibility: Visibility,
+    },
     /// Delete a cluster with its egress endpoints, egress rules and allowlist.
     Delete {
         /// Cluster id or name.
         cluster: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+enum Visibility {
+    Public,
+    Private,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -109,6 +124,12 @@ struct RegionView {
     node_count: i64,
     #[serde(default)]
     egress_proxy_address: String,
+    #[serde(default)]
+    sql_ingress_address: String,
+    #[serde(default)]
+    ui_ingress_address: String,
+    #[serde(default)]
+    private_ingress_address: String,
     sql_dns: String,
 }
 
@@ -146,12 +167,23 @@ fn clusters_table(clusters: &[Value]) -> Result<Table, Failure> {
 /// One cluster, then its regions.
 fn cluster_detail(cluster: &Value) -> Result<String, Failure> {
     let c: ClusterView = view(cluster, "cluster")?;
-    let mut regions = Table::new(&["REGION", "NODES", "EGRESS_PROXY", "SQL_DNS"]);
+    let mut regions = Table::new(&[
+        "REGION",
+        "NODES",
+        "EGRESS_PROXY",
+        "SQL_INGRESS",
+        "UI_INGRESS",
+        "PRIVATE_INGRESS",
+        "SQL_DNS",
+    ]);
     for r in &c.regions {
         regions.row(vec![
             r.name.clone(),
             r.node_count.to_string(),
             or_dash(&r.egress_proxy_address),
+            or_dash(&r.sql_ingress_address),
+            or_dash(&r.ui_ingress_address),
+            or_dash(&r.private_ingress_address),
             r.sql_dns.clone(),
         ]);
     }
@@ -210,6 +242,19 @@ pub async fn run(args: ClustersArgs) -> Result<(), Failure> {
         ClustersCmd::Get { cluster } => {
             let id = api.cluster_id(&cluster).await?;
             let cluster = api.get(&["clusters", &id]).await?;
+            emit(output, &cluster, || cluster_detail(&cluster))
+        }
+        ClustersCmd::Visibility {
+            cluster,
+            visibility,
+        } => {
+            let id = api.cluster_id(&cluster).await?;
+            let v = match visibility {
+                Visibility::Public => "PUBLIC",
+                Visibility::Private => "PRIVATE",
+            };
+            let body = json!({"dedicated": {"network_visibility": v}});
+            let cluster = api.patch(&["clusters", &id], &body).await?;
             emit(output, &cluster, || cluster_detail(&cluster))
         }
         ClustersCmd::Delete { cluster } => {

@@ -47,6 +47,7 @@ fn snapshot(
                     sql: sql.map(|a| a.to_string()).unwrap_or_default(),
                     ui: String::new(),
                 }],
+                ..Default::default()
             },
         })
         .unwrap(),
