@@ -2,6 +2,7 @@
 //! OpenAPI document, and the reconciler that drives asynchronous states.
 
 pub mod auth;
+pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod model;
@@ -40,8 +41,11 @@ pub struct AppState {
     pub store: Store,
     /// Wakes the reconciler after a change that it should act on.
     pub reconcile: Arc<Notify>,
-    /// Bumped on every networking change made through this process: wakes snapshot long-polls.
+    /// Bumped on every networking change made through this process, and on every change the
+    /// store notifies from other replicas: wakes snapshot long-polls.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cluster versions as the store's change notifications told them ([`changes::follow`]).
+    pub store_changes: Arc<changes::StoreChanges>,
     pub rate_limiter: Option<Arc<auth::RateLimiter>>,
     pub metrics: Option<PrometheusHandle>,
     /// Compiled snapshots for what-if queries.
@@ -216,6 +220,7 @@ impl AppState {
             store,
             reconcile: Arc::new(Notify::new()),
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            store_changes: Arc::default(),
             rate_limiter: None,
             metrics: None,
             snapshots: publish::SnapshotCache::default(),

@@ -18,6 +18,7 @@ mod idempotency;
 mod identity;
 mod ingress;
 mod model;
+mod notify;
 mod page;
 mod rules;
 mod schema;
@@ -28,6 +29,7 @@ pub use endpoints::{EndpointWork, NewEndpointService, endpoint_address};
 pub use gateways::{DecisionQuery, PolicyInputs, RoutedEndpoint};
 pub use ingress::Upsert;
 pub use model::*;
+pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
 pub use page::{Page, PageRequest};
 
 use std::path::Path;
@@ -97,6 +99,8 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     limits: Limits,
+    /// The PostgreSQL URL, for connections of their own (change notifications).
+    url: Option<String>,
 }
 
 /// How much one organisation and one cluster may hold (`serve --max-*`): every change ships the
@@ -146,6 +150,7 @@ impl Store {
             write: write.clone(),
             backend: Backend::Sqlite,
             limits: Limits::default(),
+            url: None,
         };
         schema::migrate(&store_for_migrate).await?;
         let readers = std::thread::available_parallelism()
@@ -165,6 +170,7 @@ impl Store {
             write,
             backend: Backend::Sqlite,
             limits: Limits::default(),
+            url: None,
         })
     }
 
@@ -199,6 +205,7 @@ impl Store {
             write: pool,
             backend: Backend::Postgres,
             limits: Limits::default(),
+            url: Some(url.to_string()),
         };
         schema::migrate(&store).await?;
         Ok(store)

@@ -28,23 +28,21 @@ impl Server {
         let log = data_dir.join(format!("serve-{}-{n}.log", std::process::id()));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--reconcile-interval-ms",
-            "50",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("PERIMETER_ADMIN_API_KEY")
-        .env_remove("PERIMETER_DATABASE_URL")
-        .env_remove("PERIMETER_LISTEN")
-        .env_remove("PERIMETER_DATA_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(logf);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        // A quick reconciler unless the test sets its own interval.
+        if !args.contains(&"--reconcile-interval-ms") {
+            cmd.args(["--reconcile-interval-ms", "50"]);
+        }
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_remove("PERIMETER_ADMIN_API_KEY")
+            .env_remove("PERIMETER_DATABASE_URL")
+            .env_remove("PERIMETER_LISTEN")
+            .env_remove("PERIMETER_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// the region's `egress_proxy_address`.
     #[arg(long)]
     pub no_embedded_gateways: bool,
+    /// On PostgreSQL, do not follow the store's change notifications (LISTEN/NOTIFY), e.g.
+    /// behind a pooler in transaction mode, where LISTEN does not work: snapshot long-polls then
+    /// read the store every second to see changes made through other replicas. Notifications
+    /// are used by default; on a database without them (CockroachDB) this is automatic.
+    #[arg(long)]
+    pub no_store_notifications: bool,
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
@@ -125,6 +131,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_resolver(Arc::new(GatewayNames(resolver.clone())));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Changes made through other replicas sharing PostgreSQL wake this one's long-polls.
+    if !args.no_store_notifications {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(perimeter_api::changes::follow(state.clone(), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
     let reconciler = Reconciler::new(
         store.clone(),
         state.reconcile.clone(),

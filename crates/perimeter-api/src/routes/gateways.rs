@@ -345,13 +345,31 @@ async fn snapshot(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = st.changes.subscribe();
     loop {
-        let (version, deleted) = st
-            .store
-            .policy_version_of(&gw.cluster_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("cluster {} not found", gw.cluster_id)))?;
+        // The version the store's notifications keep, when they are followed: an idle
+        // long-poll then reads nothing from the store.
+        let version = match st.store_changes.version(&gw.cluster_id) {
+            Some(v) => v,
+            None => {
+                let (v, _) = st
+                    .store
+                    .policy_version_of(&gw.cluster_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("cluster {} not found", gw.cluster_id))
+                    })?;
+                st.store_changes.observe(&gw.cluster_id, v);
+                v
+            }
+        };
         let version = version.max(0) as u64;
         if version > after {
+            let (_, deleted) = st
+                .store
+                .policy_version_of(&gw.cluster_id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("cluster {} not found", gw.cluster_id))
+                })?;
             let inputs = st.store.policy_inputs(&gw.cluster_id).await?;
             let mut doc = publish::document(&inputs)?;
             if deleted {
@@ -375,8 +393,14 @@ async fn snapshot(
                 gateway: (&gw).into(),
             }));
         }
-        // Woken by a change in this process, or every second for changes made by other replicas.
-        let nap = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        // Woken by a change in this process or one the store notifies; without notifications,
+        // every second for changes made by other replicas.
+        let fallback = if st.store_changes.live() {
+            Duration::from_secs(MAX_WAIT)
+        } else {
+            Duration::from_secs(1)
+        };
+        let nap = deadline.min(tokio::time::Instant::now() + fallback);
         let _ = tokio::time::timeout_at(nap, changes.changed()).await;
     }
 }
