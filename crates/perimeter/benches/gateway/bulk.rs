@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::clients::{Via, busy_since, machine_ticks};
-use crate::procs::{Proc, cpu_seconds};
+use crate::clients::Via;
+use crate::procs::{Proc, busy_since, cpu_seconds, machine_ticks};
 
 /// Send `CONNECT target` on `s` and read the answer's head; Err unless it is a 200.
 pub(crate) fn connect_std(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::CC_SYSCTL;
+use crate::cc::CC_SYSCTL;
 
 /// The child processes alive and the host's congestion control to put back, for the signal
 /// handler (drops do the same on a normal exit or a panic).
@@ -51,50 +51,6 @@ pub(crate) fn cleanup_on_signal(rt: &tokio::runtime::Runtime) {
         eprintln!("bench: interrupted; children killed, congestion control restored");
         std::process::exit(130);
     });
-}
-
-/// The host's congestion control and the ones it offers.
-pub(crate) fn host_cc() -> (String, Vec<String>) {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let cc = read(CC_SYSCTL);
-    let available = read("/proc/sys/net/ipv4/tcp_available_congestion_control")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    (if cc.is_empty() { "unknown".into() } else { cc }, available)
-}
-
-/// The host's congestion control set to another for the life of this value.
-pub(crate) struct CcOverride {
-    pub(crate) original: String,
-}
-
-impl CcOverride {
-    pub(crate) fn set(cc: &str) -> std::io::Result<CcOverride> {
-        let (original, _) = host_cc();
-        CLEANUP.lock().unwrap_or_else(|e| e.into_inner()).cc = Some(original.clone());
-        if let Err(e) = std::fs::write(CC_SYSCTL, cc) {
-            CLEANUP.lock().unwrap_or_else(|e| e.into_inner()).cc = None;
-            return Err(e);
-        }
-        Ok(CcOverride { original })
-    }
-}
-
-impl Drop for CcOverride {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CC_SYSCTL, &self.original) {
-            eprintln!(
-                "bench: could not restore net.ipv4.tcp_congestion_control={}: {e}",
-                self.original
-            );
-        }
-        CLEANUP.lock().unwrap_or_else(|e| e.into_inner()).cc = None;
-    }
 }
 
 /// Raise RLIMIT_NOFILE (children inherit it) to hold `idle` tunnels; returns the soft limit.

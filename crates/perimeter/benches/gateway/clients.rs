@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hello::client_hello;
-use crate::procs::{Proc, cpu_seconds};
+use crate::procs::{Proc, busy_since, cpu_seconds, machine_ticks};
 use crate::{CLIENTS, REPLY, REQUEST_TAIL, TLS_ANSWER, loopback, sink_name};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -99,29 +99,6 @@ pub(crate) struct Tunnels {
     /// Share of the machine's CPU time that was busy, 0..1.
     pub(crate) busy: f64,
     pub(crate) first_error: Option<String>,
-}
-
-/// (busy, total) clock ticks of all CPUs, from /proc/stat.
-pub(crate) fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    // idle and iowait are the 4th and 5th fields.
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-/// Share of the machine's CPU time that was busy since `ticks0` ([`machine_ticks`]), 0..1.
-pub(crate) fn busy_since(ticks0: (u64, u64)) -> f64 {
-    let t = machine_ticks();
-    (t.0 - ticks0.0) as f64 / ((t.1 - ticks0.1).max(1)) as f64
 }
 
 /// A connection from `source` to `dest`, through `via` (CONNECT answered 200).

@@ -63,7 +63,8 @@
 //! watches them, `sinks` answer, `hello` builds the ClientHello, `clients` open tunnels, `bulk`
 //! and `idle` measure those (`forwarder` sets up the private endpoint bulk also goes through),
 //! `report` prints figures, ratios and targets, and `cleanup` undoes what the bench changed on
-//! the host.
+//! the host. `api` (the REST API), `cc` (congestion control), `cleanup`, `procs` and `stats`
+//! (medians, ratios, targets) are shared with the ingress bench (`benches/ingress`).
 //!
 //! `cargo bench -p perimeter --bench gateway` (as root: Squid's install, the congestion control,
 //! descriptors). Environment: `BENCH_ROUNDS` (default 5), `BENCH_TUNNEL_SECS` (default 3; 0
@@ -71,7 +72,9 @@
 //! 100000), `BENCH_IDLE_TUNNELS` (default 10000; 0 skips), `BENCH_SQUID_ACCESS_LOG=0` (Squid
 //! without its access log).
 
+mod api;
 mod bulk;
+mod cc;
 mod cleanup;
 mod clients;
 mod forwarder;
@@ -82,19 +85,21 @@ mod procs;
 mod report;
 mod sinks;
 mod squid;
+mod stats;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bulk::{bulk, bulk_to};
-use crate::cleanup::{CLEANUP, CcOverride, cleanup_on_signal, raise_nofile};
+use crate::cc::BulkSetup;
+use crate::cleanup::{CLEANUP, cleanup_on_signal, raise_nofile};
 use crate::clients::{PathKind, Via, dests, tunnels};
 use crate::forwarder::forwarder_target;
 use crate::idle::idle_tunnels;
 use crate::perimeter::{rule_to_active, sni_mismatch_refused, start_perimeter, wait_ready};
 use crate::procs::Proc;
-use crate::report::{BulkSetup, Figures, Report, Setting};
+use crate::report::{Figures, Report, Setting};
 use crate::sinks::{idle_sinks_main, sinks, start_idle_sinks};
 use crate::squid::{squid_binary, start_squid};
 
@@ -113,10 +118,6 @@ const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close
 const TLS_ANSWER: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 /// The sinks' names are `sink-N.bench.test`; one FQDN rule names them all.
 const SINK_DOMAIN: &str = "bench.test";
-const CC_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
-/// The congestion control the gateway's tweak uses towards loopback peers, and the bench's
-/// common one on a `bbr` host.
-const SAME_CC: &str = "cubic";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -131,13 +132,6 @@ fn loopback(i: u8) -> Ipv4Addr {
 
 fn sink_name(i: u8) -> String {
     format!("sink-{}.{SINK_DOMAIN}", 1 + (i % ADDRS))
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 /// A contender: a name, how to reach the sinks, the proxy process (none for direct).
@@ -262,11 +256,7 @@ fn main() {
         if bulk_bytes > 0 {
             // Same congestion control for all; then the host's, where the tweak engages.
             if bulk_setup.same().is_some() {
-                let set = bulk_setup.set_cc.map(|cc| {
-                    CcOverride::set(cc).unwrap_or_else(|e| {
-                        panic!("setting net.ipv4.tcp_congestion_control={cc}: {e}")
-                    })
-                });
+                let set = bulk_setup.override_for_bulk();
                 for &i in &order {
                     let c = &mut cs[i];
                     eprint!(" bulk-same {}", c.name);

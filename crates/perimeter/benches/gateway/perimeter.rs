@@ -8,63 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::api::{Api, futures_join_all};
 use crate::clients::{Dest, Via, one_tunnel, open, read_to_close};
 use crate::hello::client_hello;
 use crate::procs::Proc;
 use crate::{BIN, RULE_CONCURRENCY, SINK_DOMAIN, loopback};
 
-pub(crate) struct Api {
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: String,
-    pub(crate) key: String,
-}
-
 impl Api {
-    pub(crate) async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        for attempt in 0..20 {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base))
-                .bearer_auth(&self.key);
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            match req.send().await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let v = r.json::<Value>().await.unwrap_or(Value::Null);
-                    if status == 429 || status == 503 {
-                        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-                        continue;
-                    }
-                    return (status, v);
-                }
-                Err(e) if attempt < 19 => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("{method} {path}: {e}"),
-            }
-        }
-        panic!("{method} {path}: still refused after 20 attempts");
-    }
-
-    pub(crate) async fn ok(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let (st, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
-        v
-    }
-
     pub(crate) async fn rule_state(&self, cid: &str, rid: &str) -> String {
         let v = self
             .ok(
@@ -245,23 +195,6 @@ pub(crate) fn start_perimeter(
         cluster,
         rules_load,
     }
-}
-
-/// Await every future, polling them together (no extra dependency for join_all).
-pub(crate) async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    std::future::poll_fn(move |cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// Rule creation until ACTIVE, `n` times; the durations.

@@ -1,4 +1,5 @@
-//! Processes: children killed on drop, their CPU time and resident set.
+//! Processes: children killed on drop, their CPU time and resident set; the machine's busy
+//! time; whether this one runs as root.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -112,4 +113,34 @@ pub(crate) fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// (busy, total) clock ticks of all CPUs, from /proc/stat.
+pub(crate) fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Share of the machine's CPU time that was busy since `ticks0` ([`machine_ticks`]), 0..1.
+pub(crate) fn busy_since(ticks0: (u64, u64)) -> f64 {
+    let t = machine_ticks();
+    (t.0 - ticks0.0) as f64 / ((t.1 - ticks0.1).max(1)) as f64
+}
+
+pub(crate) fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }

@@ -3,23 +3,11 @@
 use std::time::Duration;
 
 use crate::bulk::Bulk;
-use crate::cleanup::host_cc;
+use crate::cc::{BulkSetup, SAME_CC};
 use crate::clients::{PathKind, Tunnels};
 use crate::idle::Idle;
-use crate::{CLIENTS, RULE_CONCURRENCY, SAME_CC, is_root};
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Median over rounds of `a[r] / b[r]` (each ratio from figures measured side by side).
-pub(crate) fn ratio(a: &[f64], b: &[f64]) -> f64 {
-    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
-}
+use crate::stats::{check, median, ratio};
+use crate::{CLIENTS, RULE_CONCURRENCY};
 
 #[derive(Default)]
 pub(crate) struct BulkFigs {
@@ -72,48 +60,6 @@ pub(crate) struct Figures {
     pub(crate) ip: TunnelFigs,
     pub(crate) name: TunnelFigs,
     pub(crate) idle: Option<Idle>,
-}
-
-/// How bulk ran.
-pub(crate) struct BulkSetup {
-    /// The host's congestion control.
-    pub(crate) host_cc: String,
-    pub(crate) available: Vec<String>,
-    /// The congestion control the same-cc runs set, when it is not the host's.
-    pub(crate) set_cc: Option<&'static str>,
-    /// Why the same-cc runs could not set it, if they could not.
-    pub(crate) unset_why: Option<String>,
-}
-
-impl BulkSetup {
-    pub(crate) fn new() -> BulkSetup {
-        let (host_cc, available) = host_cc();
-        let (set_cc, unset_why) = if host_cc != "bbr" {
-            // The tweak engages only on bbr: every socket already runs the host's setting.
-            (None, None)
-        } else if !available.iter().any(|c| c == SAME_CC) {
-            (None, Some(format!("{SAME_CC} is not available")))
-        } else if !is_root() {
-            (None, Some("not root".to_string()))
-        } else {
-            (Some(SAME_CC), None)
-        };
-        BulkSetup {
-            host_cc,
-            available,
-            set_cc,
-            unset_why,
-        }
-    }
-
-    /// The congestion control every contender's bulk runs on in the same-cc runs.
-    pub(crate) fn same(&self) -> Option<&str> {
-        match (&self.set_cc, &self.unset_why) {
-            (Some(cc), _) => Some(cc),
-            (None, None) => Some(&self.host_cc),
-            (None, Some(_)) => None,
-        }
-    }
 }
 
 pub(crate) struct Setting {
@@ -521,12 +467,4 @@ impl Report<'_> {
             format!("{change_ms:.0} ms"),
         );
     }
-}
-
-pub(crate) fn check(name: &str, ok: bool, detail: String) {
-    println!(
-        "  {:<52} {}  ({detail})",
-        name,
-        if ok { "PASS" } else { "FAIL" }
-    );
 }

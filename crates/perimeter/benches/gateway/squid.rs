@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::is_root;
-use crate::procs::{Proc, free_port};
+use crate::procs::{Proc, free_port, is_root};
 
 pub(crate) fn squid_binary() -> Result<PathBuf, String> {
     let bin = PathBuf::from("/usr/sbin/squid");
