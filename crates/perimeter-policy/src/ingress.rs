@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use crate::Cidr;
 use crate::document::{AllowlistDoc, IngressDoc};
 use crate::error::quote;
+use crate::prefix_table::{PrefixItem, PrefixTable};
 use crate::snapshot::{Backend, CompileError, compile_backend};
 
 /// An ingress listener: the public ones (`sql`, `ui`) judge sources by the IP allowlist; the
@@ -171,11 +172,46 @@ impl Workload {
     }
 }
 
+/// The allowlist indexed for longest-prefix lookups: positions in [`Ingress::entries`].
+struct AllowIndex {
+    v4: PrefixTable<u32, u32>,
+    v6: PrefixTable<u128, u32>,
+}
+
+impl AllowIndex {
+    fn build(entries: &[AllowlistEntry]) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match e.cidr.net() {
+                IpNet::V4(n) => v4.push(PrefixItem {
+                    first: u32::from(n.network()),
+                    last: u32::from(n.broadcast()),
+                    len: n.prefix_len(),
+                    value: i as u32,
+                }),
+                IpNet::V6(n) => v6.push(PrefixItem {
+                    first: u128::from(n.network()),
+                    last: u128::from(n.broadcast()),
+                    len: n.prefix_len(),
+                    value: i as u32,
+                }),
+            }
+        }
+        Self {
+            v4: PrefixTable::build(v4),
+            v6: PrefixTable::build(v6),
+        }
+    }
+}
+
 /// The compiled ingress side of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Ingress {
     /// Entries, most specific prefix first (ties in document order).
     entries: Vec<AllowlistEntry>,
+    /// `entries` by prefix: a lookup costs a binary search whatever the allowlist's size.
+    index: Arc<AllowIndex>,
     workloads: Vec<Workload>,
     /// The public listeners are open.
     public: bool,
@@ -183,11 +219,35 @@ pub struct Ingress {
     private_endpoints: Vec<Arc<str>>,
 }
 
+impl fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ingress")
+            .field("entries", &self.entries)
+            .field("workloads", &self.workloads)
+            .field("public", &self.public)
+            .field("private_endpoints", &self.private_endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The index is built from the entries: equal entries, equal index.
+impl PartialEq for Ingress {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+            && self.workloads == other.workloads
+            && self.public == other.public
+            && self.private_endpoints == other.private_endpoints
+    }
+}
+
+impl Eq for Ingress {}
+
 impl Default for Ingress {
     /// No snapshot: nothing admitted anywhere.
     fn default() -> Self {
         Self {
             entries: Vec::new(),
+            index: Arc::new(AllowIndex::build(&[])),
             workloads: Vec::new(),
             public: true,
             private_endpoints: Vec::new(),
@@ -212,7 +272,31 @@ impl Ingress {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
             v4 => v4,
         };
-        let mut containing = self.entries.iter().filter(|e| e.cidr.contains(source));
+        // Containing entries, longest prefix first (as `entries` is ordered).
+        match source {
+            IpAddr::V4(a) => self.judge(
+                self.index
+                    .v4
+                    .covering(u32::from(a))
+                    .map(|&i| &self.entries[i as usize]),
+                listener,
+            ),
+            IpAddr::V6(a) => self.judge(
+                self.index
+                    .v6
+                    .covering(u128::from(a))
+                    .map(|&i| &self.entries[i as usize]),
+                listener,
+            ),
+        }
+    }
+
+    /// The decision from the entries containing a source, longest prefix first.
+    fn judge<'a>(
+        &'a self,
+        mut containing: impl Iterator<Item = &'a AllowlistEntry>,
+        listener: IngressListener,
+    ) -> IngressDecision {
         let Some(first) = containing.next() else {
             return IngressDecision::refused(IngressReason::NotAllowlisted);
         };
@@ -347,6 +431,7 @@ pub(crate) fn compile_ingress(doc: &IngressDoc) -> Result<Ingress, CompileError>
     private_endpoints.sort();
     private_endpoints.dedup();
     Ok(Ingress {
+        index: Arc::new(AllowIndex::build(&entries)),
         entries,
         workloads,
         public: doc.public,

@@ -260,7 +260,8 @@ async fn check_opening(
     header_timeout: Duration,
 ) -> (Opening, u64) {
     let mut first = Vec::with_capacity(64);
-    let mut greeting = vec![0u8; 16 * 1024];
+    // Filled by `read_buf` into spare capacity: nothing is zeroed for clients that speak first.
+    let mut greeting: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut down = 0u64;
     let mut quiet = tokio::time::Instant::now() + idle;
     loop {
@@ -273,10 +274,12 @@ async fn check_opening(
                     None => quiet = tokio::time::Instant::now() + header_timeout,
                 },
             },
-            r = upstream.read(&mut greeting) => match r {
+            r = upstream.read_buf(&mut greeting) => match r {
                 Ok(0) | Err(_) => return (Opening::Closed, down),
                 Ok(n) => {
-                    if client.write_all(&greeting[..n]).await.is_err() {
+                    let sent = client.write_all(&greeting).await;
+                    greeting.clear();
+                    if sent.is_err() {
                         return (Opening::Closed, down);
                     }
                     down += n as u64;
