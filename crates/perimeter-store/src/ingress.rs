@@ -98,6 +98,21 @@ impl Store {
             }
             _ => {}
         }
+        if exists.is_none() {
+            let (have,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM allowlist_entries WHERE cluster_id = $1")
+                    .bind(cluster_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("counting allowlist entries")?;
+            Store::within(
+                have,
+                self.limits.allowlist_per_cluster,
+                "cidr_ip",
+                &format!("cluster {cluster_id} has too many allowlist entries"),
+                "--max-allowlist-entries-per-cluster",
+            )?;
+        }
         if exists.is_some() {
             sqlx::query("UPDATE allowlist_entries SET name = $1, sql_access = $2, ui_access = $3 WHERE cluster_id = $4 AND cidr_ip = $5 AND cidr_mask = $6")
                 .bind(&e.name)

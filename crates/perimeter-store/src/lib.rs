@@ -110,6 +110,7 @@ pub struct Store {
 pub struct Limits {
     pub rules_per_cluster: u64,
     pub endpoints_per_cluster: u64,
+    pub allowlist_per_cluster: u64,
     pub clusters: u64,
 }
 
@@ -118,6 +119,7 @@ impl Default for Limits {
         Limits {
             rules_per_cluster: 100_000,
             endpoints_per_cluster: 100,
+            allowlist_per_cluster: 2_000,
             clusters: 1_000,
         }
     }

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Most egress private endpoints a cluster may hold.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_endpoints_per_cluster: u64,
+    /// Most IP allowlist entries a cluster may hold.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_allowlist_entries_per_cluster: u64,
     /// Most clusters the organization may hold (deleted ones do not count).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_clusters: u64,
@@ -113,6 +116,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let store = store.with_limits(perimeter_store::Limits {
         rules_per_cluster: args.max_rules_per_cluster,
         endpoints_per_cluster: args.max_endpoints_per_cluster,
+        allowlist_per_cluster: args.max_allowlist_entries_per_cluster,
         clusters: args.max_clusters,
     });
     let where_ = match &args.database_url {

@@ -339,6 +339,8 @@ fn limits_refuse_with_a_400_naming_the_limit() {
             "1",
             "--max-endpoints-per-cluster",
             "1",
+            "--max-allowlist-entries-per-cluster",
+            "2",
             "--no-embedded-gateways",
         ],
         &[],
@@ -382,6 +384,27 @@ fn limits_refuse_with_a_400_naming_the_limit() {
     let (st, b) = api(&s, &key, "POST", &endpoints, Some(ep));
     assert_eq!(st, 400, "{b}");
     assert!(b.contains("--max-endpoints-per-cluster"), "{b}");
+    let allowlist = format!("/api/v1/clusters/{cid}/networking/allowlist");
+    let entry = |ip: &str| json!({"cidr_ip": ip, "cidr_mask": 32, "sql": true, "ui": false});
+    for ip in ["198.51.100.1", "198.51.100.2"] {
+        let (st, b) = api(&s, &key, "POST", &allowlist, Some(entry(ip)));
+        assert_eq!(st, 200, "{b}");
+    }
+    let (st, b) = api(&s, &key, "POST", &allowlist, Some(entry("198.51.100.3")));
+    assert_eq!(st, 400, "{b}");
+    assert!(
+        b.contains("--max-allowlist-entries-per-cluster") && b.contains("\"field\":\"cidr_ip\""),
+        "{b}"
+    );
+    // Replacing an entry in place is not a new one.
+    let (st, b) = api(
+        &s,
+        &key,
+        "PUT",
+        &format!("{allowlist}/198.51.100.2/32"),
+        Some(json!({"sql": false, "ui": true})),
+    );
+    assert_eq!(st, 200, "{b}");
     let labels: serde_json::Map<String, serde_json::Value> =
         (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
     let (st, b) = api(
