@@ -15,11 +15,19 @@ use crate::error::{ApiError, ApiResult};
 /// The document gateways apply for a cluster, as of its current version.
 pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
     let c = &inputs.cluster;
-    // A policy the gateways cannot read (an `ERROR` left by a failed change) fails closed.
-    let traffic_policy = c
-        .egress_policy
-        .parse::<TrafficPolicy>()
-        .unwrap_or(TrafficPolicy::DefaultDeny);
+    // `ERROR` (left by a change no gateway could apply) is enforced as DEFAULT_DENY: it fails
+    // closed. Any other value the store holds that is not a policy is corruption: an error that
+    // the gateway's request reports (it keeps its last-known-good policy), never a guess.
+    let traffic_policy = match c.egress_policy.as_str() {
+        "ERROR" => TrafficPolicy::DefaultDeny,
+        stored => stored.parse::<TrafficPolicy>().map_err(|e| {
+            tracing::error!(cluster = %c.id, egress_policy = stored, "the stored egress traffic policy is unreadable");
+            ApiError::internal(format!(
+                "cluster {}: the stored egress_traffic_policy {stored:?} is unreadable: {e}",
+                c.id
+            ))
+        })?,
+    };
     let rules = inputs
         .rules
         .iter()
@@ -146,5 +154,55 @@ impl SnapshotCache {
         }
         map.insert(key, snap.clone());
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use perimeter_store::{AuditEntry, Durability, NewCluster, Store};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_stored_policy_is_an_error_and_error_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), Durability::Normal)
+            .await
+            .unwrap();
+        let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+        let cluster = store
+            .create_cluster(
+                &NewCluster {
+                    name: "published".into(),
+                    provider: "AWS".into(),
+                    plan: "ADVANCED".into(),
+                    account_id: "123456789012".into(),
+                    network_visibility: "PRIVATE".into(),
+                    egress_policy: "ALLOW_ALL".into(),
+                    labels: Default::default(),
+                    hardware: serde_json::json!({}),
+                    cockroach_version: "v25.2".into(),
+                    creator_id: "test".into(),
+                    regions: vec![("us-east-1".into(), 1)],
+                },
+                &audit,
+            )
+            .await
+            .unwrap();
+        let mut inputs = store.policy_inputs(&cluster.id).await.unwrap();
+        let doc = document(&inputs).unwrap();
+        assert_eq!(doc.traffic_policy, TrafficPolicy::AllowAll);
+        assert!(!doc.ingress.public, "PRIVATE closes the public side");
+        inputs.cluster.egress_policy = "ERROR".into();
+        assert_eq!(
+            document(&inputs).unwrap().traffic_policy,
+            TrafficPolicy::DefaultDeny
+        );
+        inputs.cluster.egress_policy = "ALLOW_SOME".into();
+        let e = document(&inputs).unwrap_err();
+        assert!(
+            format!("{e:?}").contains("ALLOW_SOME"),
+            "the error names the value: {e:?}"
+        );
     }
 }
