@@ -11,8 +11,9 @@
 //!
 //! Environment:
 //! - `PERIMETER_BENCH_SECONDS`: measurement time of each phase (default 5).
-//! - `PERIMETER_BENCH_PHASES`: comma-separated subset of `list,get,create,create-normal`
-//!   (default all), e.g. to profile one phase; `diag` adds a breakdown of where a read's time
+//! - `PERIMETER_BENCH_PHASES`: comma-separated subset of `list,get,mixed,create,create-normal`
+//!   (default all), e.g. to profile one phase; `mixed` lists rules from 28 clients while 4
+//!   others create rules, so that every write invalidates the list cache under load; `diag` adds a breakdown of where a read's time
 //!   goes (HTTP without the store, and the store calls of a list made in process).
 //! - `PERIMETER_BENCH_DIR`: directory for the databases (default the system temp dir).
 
@@ -38,6 +39,8 @@ const WARMUP: Duration = Duration::from_secs(1);
 const DEFAULT_MEASURE_SECS: f64 = 5.0;
 const TARGET_RPS: f64 = 3000.0;
 const TARGET_P99_MS: f64 = 10.0;
+/// Clients creating rules during the mixed phase; the others list.
+const MIXED_WRITERS: usize = 4;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,15 +58,15 @@ fn main() -> Result<(), BoxError> {
         .unwrap_or(DEFAULT_MEASURE_SECS);
     let measure = Duration::from_secs_f64(measure);
     let phases: Vec<String> = std::env::var("PERIMETER_BENCH_PHASES")
-        .unwrap_or_else(|_| "list,get,create,create-normal".into())
+        .unwrap_or_else(|_| "list,get,mixed,create,create-normal".into())
         .split(',')
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
     for p in &phases {
-        if !["list", "get", "create", "create-normal", "diag"].contains(&p.as_str()) {
+        if !["list", "get", "mixed", "create", "create-normal", "diag"].contains(&p.as_str()) {
             return Err(format!(
-                "PERIMETER_BENCH_PHASES: unknown phase {p:?}; use list,get,create,create-normal,diag"
+                "PERIMETER_BENCH_PHASES: unknown phase {p:?}; use list,get,mixed,create,create-normal,diag"
             )
             .into());
         }
@@ -92,7 +95,7 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     let mut results: Vec<(String, Stats)> = Vec::new();
 
-    if want("list") || want("get") || want("create") || want("diag") {
+    if want("list") || want("get") || want("mixed") || want("create") || want("diag") {
         let srv = Server::start(&base_dir, Durability::Full, metrics.clone())?;
         let fx = clients.block_on(setup(&srv))?;
         println!(
@@ -114,6 +117,13 @@ fn main() -> Result<(), BoxError> {
             let s = clients.block_on(run_phase(&srv, &fx, Op::Get, measure));
             print_row("get cluster [FULL]", &s);
             results.push(("get".into(), s));
+        }
+        if want("mixed") {
+            let (lists, writes) = clients.block_on(run_mixed(&srv, &fx, measure));
+            print_row("list while rules are written [FULL]", &lists);
+            print_row("  create meanwhile [FULL]", &writes);
+            results.push(("mixed list".into(), lists));
+            results.push(("mixed create".into(), writes));
         }
         if want("create") {
             let s = clients.block_on(run_phase(&srv, &fx, Op::Create, measure));
@@ -157,7 +167,7 @@ fn main() -> Result<(), BoxError> {
     for (name, s) in &results {
         let rps = s.rps();
         let p99 = ms(s.pct(0.99));
-        if name == "list" || name == "get" {
+        if name == "list" || name == "get" || name == "mixed list" {
             let ok = rps >= TARGET_RPS && p99 <= TARGET_P99_MS && s.errors == 0;
             println!(
                 "{name}: {rps:.0} req/s (target {TARGET_RPS:.0}: {:.2}x), p99 {p99:.1} ms (target {TARGET_P99_MS:.0} ms) -> {}",
@@ -493,6 +503,30 @@ async fn run_phase(srv: &Server, fx: &Fixture, op: Op, measure: Duration) -> Sta
         }
     }
     run_load(workers, measure).await
+}
+
+/// Lists from `CLIENTS - MIXED_WRITERS` clients while `MIXED_WRITERS` clients create rules, over
+/// the same warm-up and measurement: (lists, creates).
+async fn run_mixed(srv: &Server, fx: &Fixture, measure: Duration) -> (Stats, Stats) {
+    let build = |op: Op, n: usize| -> Result<Vec<Worker>, BoxError> {
+        (0..n).map(|_| http_worker(srv, fx, op)).collect()
+    };
+    match (
+        build(Op::List, CLIENTS - MIXED_WRITERS),
+        build(Op::Create, MIXED_WRITERS),
+    ) {
+        (Ok(lists), Ok(writes)) => {
+            tokio::join!(run_load(lists, measure), run_load(writes, measure))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let failed = || Stats {
+                errors: 1,
+                first_error: Some(format!("building a client: {e}")),
+                ..Default::default()
+            };
+            (failed(), failed())
+        }
+    }
 }
 
 /// Run every worker concurrently, each call after the previous one: a warm-up, then a timed

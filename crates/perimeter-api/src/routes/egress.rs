@@ -287,21 +287,20 @@ async fn list_rules(
         "{cluster_id}|{:?}|{:?}|{}|{}",
         req.after, req.before, req.limit, req.descending
     );
-    let body = match st.rule_pages.get(&key, epoch) {
-        Some(body) => body,
-        None => {
+    let body = st
+        .rule_pages
+        .fill(key, epoch, || async {
             let page = st.store.list_rules(&cluster_id, &req).await?;
             let pagination = pagination(&page);
             let resp = ListEgressRulesResponse {
                 rules: page.items.into_iter().map(Into::into).collect(),
                 pagination,
             };
-            let body =
-                axum::body::Bytes::from(serde_json::to_vec(&resp).map_err(ApiError::internal)?);
-            st.rule_pages.put(key, epoch, body.clone());
-            body
-        }
-    };
+            Ok::<_, ApiError>(axum::body::Bytes::from(
+                serde_json::to_vec(&resp).map_err(ApiError::internal)?,
+            ))
+        })
+        .await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,
