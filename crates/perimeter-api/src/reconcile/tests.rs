@@ -225,3 +225,240 @@ async fn deletion_waits_for_the_region_to_apply_it() {
         "gone once the region applied the snapshot without it"
     );
 }
+
+/// A cluster of one region with two gateways there, for the ingress states.
+async fn ingress_fixture() -> (
+    Store,
+    ReconcilerConfig,
+    String,
+    [String; 2],
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path(), Durability::Normal)
+        .await
+        .unwrap();
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let cluster = store
+        .create_cluster(
+            &NewCluster {
+                name: "ingress".into(),
+                provider: "AWS".into(),
+                plan: "ADVANCED".into(),
+                account_id: "210987654321".into(),
+                network_visibility: "PUBLIC".into(),
+                egress_policy: "DEFAULT_DENY".into(),
+                labels: Default::default(),
+                hardware: serde_json::json!({}),
+                cockroach_version: "v25.2".into(),
+                creator_id: "test".into(),
+                regions: vec![("us-east-1".into(), 1)],
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    let mut gateways = [String::new(), String::new()];
+    for (i, g) in gateways.iter_mut().enumerate() {
+        *g = uuid::Uuid::new_v4().to_string();
+        store
+            .create_gateway(&cluster.id, "us-east-1", &format!("gw-{i}"), g, "", None)
+            .await
+            .unwrap();
+    }
+    let cfg = ReconcilerConfig {
+        holder: HOLDER.into(),
+        ..Default::default()
+    };
+    (store, cfg, cluster.id, gateways, dir)
+}
+
+#[tokio::test]
+async fn a_private_endpoint_service_is_available_once_every_gateway_serves_it() {
+    let (store, cfg, cluster, [a, b], _dir) = ingress_fixture().await;
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let svc = store
+        .create_ingress_services(&cluster, &audit)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(svc.status, "CREATING");
+    let v = svc.routed_version;
+    let status = || async {
+        store.list_ingress_services(&cluster).await.unwrap()[0]
+            .status
+            .clone()
+    };
+    // Both applied it, but no gateway reports a private ingress listener: not served.
+    store.ack_gateway(&a, v, true, "").await.unwrap();
+    store.ack_gateway(&b, v, true, "").await.unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(status().await, "CREATING");
+    // One reports its listener; the other does not yet.
+    assert!(
+        store
+            .report_private_ingress(&a, "127.0.0.1:4001")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .report_private_ingress(&a, "127.0.0.1:4001")
+            .await
+            .unwrap()
+    );
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(status().await, "CREATING");
+    store
+        .report_private_ingress(&b, "127.0.0.1:4002")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(status().await, "AVAILABLE");
+    // A gateway that stopped being live no longer holds it back, nor counts: with none live,
+    // nothing is observed at all.
+    let later = Utc::now() + chrono::Duration::hours(1);
+    settle_cluster(&store, &cluster, &cfg, later).await.unwrap();
+    assert_eq!(status().await, "AVAILABLE");
+}
+
+#[tokio::test]
+async fn connections_are_available_when_admitted_everywhere_and_rejected_by_owners() {
+    let (store, cfg, cluster, [a, b], _dir) = ingress_fixture().await;
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    store
+        .create_ingress_services(&cluster, &audit)
+        .await
+        .unwrap();
+    let c = store
+        .add_ingress_connection(&cluster, "vpce-0a1b2c3d4e5f67890", &audit)
+        .await
+        .unwrap();
+    assert_eq!(c.status, "STATUS_PENDING");
+    assert!(c.admitted_version > 0);
+    let status = || async {
+        store.list_ingress_connections(&cluster).await.unwrap()[0]
+            .status
+            .clone()
+    };
+    // In the snapshot from its admitted version.
+    let inputs = store.policy_inputs(&cluster).await.unwrap();
+    assert_eq!(inputs.private_connections, vec!["vpce-0a1b2c3d4e5f67890"]);
+    store
+        .ack_gateway(&a, c.admitted_version, true, "")
+        .await
+        .unwrap();
+    store
+        .ack_gateway(&b, c.admitted_version - 1, true, "")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        status().await,
+        "STATUS_PENDING",
+        "one gateway has not applied it"
+    );
+    store
+        .ack_gateway(&b, c.admitted_version, true, "")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(status().await, "STATUS_AVAILABLE");
+    // Trusted owners that do not name its (unknown) owner reject it, and it leaves the snapshot.
+    let owner = store
+        .add_trusted_owner(&cluster, "AWS_ACCOUNT_ID", "123456789012", &audit)
+        .await
+        .unwrap();
+    assert_eq!(status().await, "STATUS_REJECTED");
+    let inputs = store.policy_inputs(&cluster).await.unwrap();
+    assert!(inputs.private_connections.is_empty());
+    // `*` trusts every owner again: admitted at a new version, pending until applied.
+    store
+        .add_trusted_owner(&cluster, "AWS_ACCOUNT_ID", "*", &audit)
+        .await
+        .unwrap();
+    assert_eq!(status().await, "STATUS_PENDING");
+    store
+        .remove_trusted_owner(&cluster, &owner.id, &audit)
+        .await
+        .unwrap();
+    assert_eq!(status().await, "STATUS_PENDING");
+}
+
+#[tokio::test]
+async fn a_visibility_change_holds_the_lock_until_every_gateway_applied_it() {
+    let (store, cfg, cluster, [a, b], _dir) = ingress_fixture().await;
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let c = store
+        .update_cluster(
+            &cluster,
+            &perimeter_store::ClusterUpdate {
+                network_visibility: Some("PRIVATE".into()),
+                ..Default::default()
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    assert!(c.visibility_changing);
+    assert_eq!(c.network_visibility, "PRIVATE");
+    // Locked: another networking change is refused meanwhile.
+    let e = store.create_ingress_services(&cluster, &audit).await;
+    assert!(matches!(e, Err(StoreError::Locked(_))), "{e:?}");
+    // Both gateways live; one applied it, the other an older version.
+    store
+        .ack_gateway(&a, c.visibility_version, true, "")
+        .await
+        .unwrap();
+    store
+        .ack_gateway(&b, c.visibility_version - 1, true, "")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .visibility_changing
+    );
+    store
+        .ack_gateway(&b, c.visibility_version, true, "")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .visibility_changing
+    );
+    // The same visibility again is no change: nothing to wait for.
+    let c = store
+        .update_cluster(
+            &cluster,
+            &perimeter_store::ClusterUpdate {
+                network_visibility: Some("PRIVATE".into()),
+                ..Default::default()
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    assert!(!c.visibility_changing);
+}
