@@ -31,18 +31,16 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
     let rules = inputs
         .rules
         .iter()
-        .map(|r| {
-            Ok(RuleDoc {
-                id: r.id.clone(),
-                name: r.name.clone(),
-                rule_type: r.rule_type.parse().map_err(ApiError::internal)?,
-                destination: r.destination.clone(),
-                ports: r.ports.clone(),
-                paths: r.paths.clone(),
-                crl_managed: r.crl_managed,
-            })
+        .map(|r| RuleDoc {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            rule_type: r.rule_type,
+            destination: r.destination.clone(),
+            ports: r.ports.clone(),
+            paths: r.paths.clone(),
+            crl_managed: r.crl_managed,
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect();
     let private_endpoints = inputs
         .endpoints
         .iter()

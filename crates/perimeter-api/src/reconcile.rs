@@ -464,26 +464,28 @@ pub async fn settle_cluster(
         !changed_at.is_empty() && changed_at < deadline.as_str()
     };
     for rule in store.pending_rules(cluster_id).await? {
+        use perimeter_store::RuleState as S;
         let v = rule.version;
-        let deleting = rule.state == "PENDING_DELETION";
+        let deleting = rule.state == S::PendingDeletion;
         let to = if all_applied(v) {
-            if deleting { "GONE" } else { "ACTIVE" }
+            if deleting { None } else { Some(S::Active) }
         } else if any_failed(v) && !any_applied(v) {
-            match rule.state.as_str() {
-                "PENDING_CREATION" => "CREATION_FAILED",
-                "PENDING_DELETION" => "DELETION_FAILED",
-                _ => "UPDATE_FAILED",
-            }
+            Some(match rule.state {
+                S::PendingCreation => S::CreationFailed,
+                S::PendingDeletion => S::DeletionFailed,
+                _ => S::UpdateFailed,
+            })
         } else if !deleting
-            && rule.state != "INCONSISTENT"
+            && rule.state != S::Inconsistent
             && any_applied(v)
             && past_deadline(&rule.updated_at)
         {
-            "INCONSISTENT"
+            Some(S::Inconsistent)
         } else {
             continue;
         };
-        if store.settle_rule(&rule.id, &rule.state, v, to).await? {
+        if store.settle_rule(&rule.id, rule.state, v, to).await? {
+            let to = to.map_or("GONE", S::as_str);
             tracing::info!(cluster = %cluster_id, rule = %rule.name, from = %rule.state, to, version = v, "egress rule state observed");
         }
     }

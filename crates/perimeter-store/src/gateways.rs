@@ -369,9 +369,15 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Move a rule to `to` if it is still in `from` at `version`; `GONE` removes it. Bumps the
+    /// Move a rule to `to` if it is still in `from` at `version`; `None` removes it. Bumps the
     /// cluster's rules epoch in the same transaction.
-    pub async fn settle_rule(&self, id: &str, from: &str, version: i64, to: &str) -> Result<bool> {
+    pub async fn settle_rule(
+        &self,
+        id: &str,
+        from: crate::RuleState,
+        version: i64,
+        to: Option<crate::RuleState>,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE clusters SET rules_epoch = rules_epoch + 1 WHERE id = (SELECT cluster_id FROM egress_rules WHERE id = $1)")
             .bind(id)
@@ -384,12 +390,20 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .ctx("reading an egress rule's cluster")?;
-        let n = if to == "GONE" {
+        let n = if let Some(to) = to {
+            sqlx::query("UPDATE egress_rules SET state = $4 WHERE id = $1 AND state = $2 AND policy_version = $3")
+                .bind(id)
+                .bind(from.as_str())
+                .bind(version)
+                .bind(to.as_str())
+                .execute(&mut *tx)
+                .await
+        } else {
             let deleted = sqlx::query(
                 "DELETE FROM egress_rules WHERE id = $1 AND state = $2 AND policy_version = $3",
             )
             .bind(id)
-            .bind(from)
+            .bind(from.as_str())
             .bind(version)
             .execute(&mut *tx)
             .await;
@@ -399,14 +413,6 @@ impl Store {
                 crate::rules::rules_counted(&mut tx, cluster_id, -1).await?;
             }
             deleted
-        } else {
-            sqlx::query("UPDATE egress_rules SET state = $4 WHERE id = $1 AND state = $2 AND policy_version = $3")
-                .bind(id)
-                .bind(from)
-                .bind(version)
-                .bind(to)
-                .execute(&mut *tx)
-                .await
         }
         .ctx("settling an egress rule")?
         .rows_affected();

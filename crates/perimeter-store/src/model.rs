@@ -99,10 +99,10 @@ pub struct EgressRule {
     pub id: String,
     pub cluster_id: String,
     pub name: String,
-    pub rule_type: String,
+    pub rule_type: perimeter_policy::RuleType,
     pub destination: String,
     pub description: String,
-    pub state: String,
+    pub state: RuleState,
     pub crl_managed: bool,
     pub ports: Vec<u16>,
     pub paths: Vec<String>,
@@ -112,10 +112,73 @@ pub struct EgressRule {
     pub updated_at: String,
 }
 
+/// Where an egress rule stands: pending until every live gateway applied its last change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleState {
+    PendingCreation,
+    PendingUpdate,
+    PendingDeletion,
+    Active,
+    Inconsistent,
+    CreationFailed,
+    UpdateFailed,
+    DeletionFailed,
+}
+
+impl RuleState {
+    pub const ALL: [RuleState; 8] = [
+        RuleState::PendingCreation,
+        RuleState::PendingUpdate,
+        RuleState::PendingDeletion,
+        RuleState::Active,
+        RuleState::Inconsistent,
+        RuleState::CreationFailed,
+        RuleState::UpdateFailed,
+        RuleState::DeletionFailed,
+    ];
+
+    /// The API's (and the store column's) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleState::PendingCreation => "PENDING_CREATION",
+            RuleState::PendingUpdate => "PENDING_UPDATE",
+            RuleState::PendingDeletion => "PENDING_DELETION",
+            RuleState::Active => "ACTIVE",
+            RuleState::Inconsistent => "INCONSISTENT",
+            RuleState::CreationFailed => "CREATION_FAILED",
+            RuleState::UpdateFailed => "UPDATE_FAILED",
+            RuleState::DeletionFailed => "DELETION_FAILED",
+        }
+    }
+
+    /// A rule no gateway ever applied: deleting it removes it at once, and editing it keeps
+    /// it a creation.
+    pub fn never_applied(self) -> bool {
+        matches!(self, RuleState::PendingCreation | RuleState::CreationFailed)
+    }
+}
+
+impl std::fmt::Display for RuleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RuleState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RuleState::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a rule state"))
+    }
+}
+
 /// The validated content of an egress rule, for creates and edits.
 #[derive(Debug, Clone)]
 pub struct RuleSpec {
-    pub rule_type: String,
+    pub rule_type: perimeter_policy::RuleType,
     pub destination: String,
     pub description: String,
     pub ports: Vec<u16>,

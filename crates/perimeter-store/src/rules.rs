@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::{AuditEntry, record};
 use crate::clusters::touch_live_cluster;
-use crate::model::{EgressRule, RuleSpec, flag, int, json, text, to_json};
+use crate::model::{EgressRule, RuleSpec, RuleState, flag, int, json, text, to_json};
 use crate::page::{Arg, Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
@@ -43,7 +43,7 @@ impl Store {
         .bind(&id)
         .bind(cluster_id)
         .bind(name)
-        .bind(&spec.rule_type)
+        .bind(spec.rule_type.as_str())
         .bind(&spec.destination)
         .bind(&spec.description)
         .bind(crl_managed as i64)
@@ -123,27 +123,27 @@ impl Store {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
         let cur = load_rule(&mut tx, cluster_id, id).await?;
-        if cur.state == "PENDING_DELETION" {
+        if cur.state == RuleState::PendingDeletion {
             return Err(StoreError::Precondition {
                 field: "rule_id".into(),
                 message: format!("egress rule {id} is being deleted"),
             });
         }
-        let state = if cur.state == "PENDING_CREATION" || cur.state == "CREATION_FAILED" {
-            "PENDING_CREATION"
+        let state = if cur.state.never_applied() {
+            RuleState::PendingCreation
         } else {
-            "PENDING_UPDATE"
+            RuleState::PendingUpdate
         };
         sqlx::query(
             "UPDATE egress_rules SET rule_type = $1, destination = $2, description = $3, ports = $4, paths = $5, \
              state = $6, policy_version = $7, updated_at = $8 WHERE id = $9",
         )
-        .bind(&spec.rule_type)
+        .bind(spec.rule_type.as_str())
         .bind(&spec.destination)
         .bind(&spec.description)
         .bind(to_json(&spec.ports))
         .bind(to_json(&spec.paths))
-        .bind(state)
+        .bind(state.as_str())
         .bind(cluster.policy_version)
         .bind(crate::now())
         .bind(id)
@@ -172,7 +172,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, cluster_id).await?;
         let mut rule = load_rule(&mut tx, cluster_id, id).await?;
-        if rule.state == "PENDING_CREATION" || rule.state == "CREATION_FAILED" {
+        if rule.state.never_applied() {
             sqlx::query("DELETE FROM egress_rules WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -188,7 +188,7 @@ impl Store {
                 .await
                 .ctx("deleting an egress rule")?;
         }
-        rule.state = "PENDING_DELETION".into();
+        rule.state = RuleState::PendingDeletion;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -216,15 +216,27 @@ async fn load_rule(conn: &mut AnyConnection, cluster_id: &str, id: &str) -> Resu
     rule_from_row(&row)
 }
 
+/// A text column read as a typed value: an unreadable one is a corrupt row, never a default.
+fn decode<T: std::str::FromStr>(r: &AnyRow, column: &'static str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = text(r, column)?;
+    raw.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        table: "egress_rules",
+        detail: format!("{column} {raw:?}: {e}"),
+    })
+}
+
 pub(crate) fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
     Ok(EgressRule {
         id: text(r, "id")?,
         cluster_id: text(r, "cluster_id")?,
         name: text(r, "name")?,
-        rule_type: text(r, "rule_type")?,
+        rule_type: decode(r, "rule_type")?,
         destination: text(r, "destination")?,
         description: text(r, "description")?,
-        state: text(r, "state")?,
+        state: decode(r, "state")?,
         crl_managed: flag(r, "crl_managed")?,
         ports: json(r, "ports")?,
         paths: json(r, "paths")?,
@@ -247,4 +259,93 @@ pub(crate) async fn rules_counted(
         .await
         .ctx("counting egress rules")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Durability, NewCluster};
+
+    #[test]
+    fn states_spell_as_the_api_does() {
+        for s in RuleState::ALL {
+            assert_eq!(s.as_str().parse::<RuleState>(), Ok(s));
+        }
+        assert!("active".parse::<RuleState>().is_err());
+        assert!(RuleState::PendingCreation.never_applied());
+        assert!(RuleState::CreationFailed.never_applied());
+        assert!(!RuleState::Active.never_applied());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_rule_is_a_corrupt_row_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), Durability::Normal)
+            .await
+            .unwrap();
+        let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+        let cluster = store
+            .create_cluster(
+                &NewCluster {
+                    name: "typed".into(),
+                    provider: "AWS".into(),
+                    plan: "ADVANCED".into(),
+                    account_id: "123456789012".into(),
+                    network_visibility: "PUBLIC".into(),
+                    egress_policy: "DEFAULT_DENY".into(),
+                    labels: Default::default(),
+                    hardware: serde_json::json!({}),
+                    cockroach_version: "v25.2".into(),
+                    creator_id: "test".into(),
+                    regions: vec![("us-east-1".into(), 1)],
+                },
+                &audit,
+            )
+            .await
+            .unwrap();
+        let spec = RuleSpec {
+            rule_type: perimeter_policy::RuleType::Fqdn,
+            destination: "example.com".into(),
+            description: String::new(),
+            ports: vec![443],
+            paths: vec![],
+        };
+        let rule = store
+            .create_rule(&cluster.id, "typed", &spec, false, &audit)
+            .await
+            .unwrap();
+        assert_eq!(rule.rule_type, perimeter_policy::RuleType::Fqdn);
+        assert_eq!(rule.state, RuleState::PendingCreation);
+        for (column, value) in [("rule_type", "FQDNX"), ("state", "ACTIVATED")] {
+            sqlx::query(&format!(
+                "UPDATE egress_rules SET {column} = $1 WHERE id = $2"
+            ))
+            .bind(value)
+            .bind(&rule.id)
+            .execute(&store.write)
+            .await
+            .unwrap();
+            let e = store.get_rule(&cluster.id, &rule.id).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Corrupt { detail, .. } if detail.contains(value)),
+                "{e}"
+            );
+            // The policy a gateway would get is not built from it either.
+            assert!(store.policy_inputs(&cluster.id).await.is_err());
+            let restore = if column == "state" {
+                "PENDING_CREATION"
+            } else {
+                "FQDN"
+            };
+            sqlx::query(&format!(
+                "UPDATE egress_rules SET {column} = $1 WHERE id = $2"
+            ))
+            .bind(restore)
+            .bind(&rule.id)
+            .execute(&store.write)
+            .await
+            .unwrap();
+        }
+        assert!(store.get_rule(&cluster.id, &rule.id).await.is_ok());
+    }
 }

@@ -240,7 +240,7 @@ async fn add_rule(
         ));
     }
     let spec = RuleSpec {
-        rule_type: v.rule_type.as_str().to_string(),
+        rule_type: v.rule_type,
         destination: v.destination,
         description: req.description.clone(),
         ports: ordered_ports(req.ports.as_deref(), &v.ports),
@@ -361,7 +361,7 @@ async fn edit_rule(
     let rule_type = req
         .rule_type
         .clone()
-        .unwrap_or_else(|| cur.rule_type.clone());
+        .unwrap_or_else(|| cur.rule_type.as_str().to_string());
     let destination = req
         .destination
         .clone()
@@ -381,7 +381,7 @@ async fn edit_rule(
         paths: Some(&paths),
     })?;
     let spec = RuleSpec {
-        rule_type: v.rule_type.as_str().to_string(),
+        rule_type: v.rule_type,
         destination: v.destination,
         description: req.description.clone().unwrap_or(cur.description),
         ports: ordered_ports(Some(&ports), &v.ports),
