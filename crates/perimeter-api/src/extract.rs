@@ -257,6 +257,69 @@ pub fn pagination<T>(page: &perimeter_store::Page<T>) -> Option<Pagination> {
 }
 
 /// Check that a path id is a UUID.
+/// What a route needs of its caller on the cluster of its path, as a type ([`ClusterScope`]).
+pub trait Access {
+    const NEED: crate::auth::Need;
+}
+
+/// The accesses routes ask of [`ClusterScope`], named as [`crate::auth::Need`]'s variants.
+pub mod access {
+    use super::Access;
+    use crate::auth::Need;
+
+    macro_rules! accesses {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("[`Need::", stringify!($name), "`]")]
+            pub struct $name;
+            impl Access for $name {
+                const NEED: Need = Need::$name;
+            }
+        )*};
+    }
+    accesses!(
+        ReadNetworking,
+        ReadEndpoints,
+        WriteNetworking,
+        TrustedOwners,
+        ReadWorkload,
+        WriteWorkload
+    );
+}
+
+/// The `{cluster_id}` of the route's path (a UUID, else 400 naming it) and the authenticated
+/// caller, allowed `A::NEED` on that cluster (else 403): the preamble of every cluster route.
+/// It checks the caller before the body is read, so a caller without the role learns nothing
+/// of what a valid body would be.
+pub struct ClusterScope<A> {
+    pub principal: Principal,
+    pub cluster_id: String,
+    pub access: std::marker::PhantomData<A>,
+}
+
+impl<A: Access> FromRequestParts<AppState> for ClusterScope<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::invalid("cluster_id", e.body_text()))?;
+        let cluster_id = params
+            .get("cluster_id")
+            .cloned()
+            .ok_or_else(|| ApiError::internal("ClusterScope on a route without {cluster_id}"))?;
+        uuid_param("cluster_id", &cluster_id)?;
+        let Auth(principal) = Auth::from_request_parts(parts, state).await?;
+        crate::auth::require(&principal, A::NEED, Some(&cluster_id))?;
+        Ok(ClusterScope {
+            principal,
+            cluster_id,
+            access: std::marker::PhantomData,
+        })
+    }
+}
+
 pub fn uuid_param(field: &str, value: &str) -> ApiResult<()> {
     uuid::Uuid::parse_str(value)
         .map(|_| ())

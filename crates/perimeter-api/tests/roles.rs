@@ -454,6 +454,27 @@ async fn cluster_scope(s: &TestServer) {
         .call(Method::POST, "/api/v1/clusters", Some(&key), Some(json!({"name": "scope-ccc", "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}})))
         .await;
     assert_eq!(st, 403, "creating clusters needs organization scope");
+    // The scope is checked before the body is read: a caller without the role learns nothing of
+    // what a valid body would be, and a path that is not a cluster id is a 400 naming it.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/clusters/{b}/networking/allowlist"),
+            Some(&key),
+            Some(json!({"cidr_ip": "not an address"})),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/clusters/not-a-uuid/networking/allowlist",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("cluster_id must be a UUID"), "{v}");
 }
 
 /// Only PLATFORM_OPERATOR may edit or delete an operator-managed rule.

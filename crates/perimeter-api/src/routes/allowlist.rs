@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
+use crate::extract::{
+    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
+};
 use crate::model::{AllowlistEntry, ListAllowlistEntriesResponse};
 use crate::{AppState, audit};
 
@@ -56,12 +58,14 @@ pub struct IngressCheckResponse {
     responses((status = 200, body = IngressCheckResponse), (status = "default", body = crate::error::Status)))]
 async fn ingress_check(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
     AppJson(req): AppJson<IngressCheckRequest>,
 ) -> ApiResult<Json<IngressCheckResponse>> {
     use perimeter_policy::{IngressListener, parse_ip_literal};
-    uuid_param("cluster_id", &cluster_id)?;
     let source = parse_ip_literal(req.source.trim())
         .map_err(|e| ApiError::invalid("source", format!("source: {e}")))?;
     let listener = match req.listener.as_str() {
@@ -74,7 +78,6 @@ async fn ingress_check(
             ));
         }
     };
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
     let d = snap.admit_ingress(source, listener);
@@ -154,13 +157,14 @@ fn validate_entry_name(name: &str) -> ApiResult<()> {
     responses((status = 200, body = ListAllowlistEntriesResponse), (status = "default", body = crate::error::Status)))]
 async fn list_allowlist(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListAllowlistEntriesResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     let req = pq.to_request()?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     let (page, propagating) = st.store.list_allowlist(&cluster_id, &req).await?;
     let pagination = pagination(&page);
     Ok(Json(ListAllowlistEntriesResponse {
@@ -176,15 +180,16 @@ async fn list_allowlist(
     responses((status = 200, body = AllowlistEntry), (status = "default", body = crate::error::Status)))]
 async fn add_allowlist(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
     AppJson(req): AppJson<AddAllowlistEntryRequest>,
 ) -> ApiResult<Json<AllowlistEntry>> {
-    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
     let (ip, mask) = validate_cidr(&req.cidr_ip, req.cidr_mask)?;
     validate_entry_name(&req.name)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let entry = StoreEntry {
         cidr_ip: ip,
         cidr_mask: mask,
@@ -325,10 +330,13 @@ async fn patch_allowlist(
     responses((status = 200, body = AllowlistEntry), (status = "default", body = crate::error::Status)))]
 async fn delete_allowlist(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, ip, mask)): Path<(String, String, String)>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
+    Path((_, ip, mask)): Path<(String, String, String)>,
 ) -> ApiResult<Json<AllowlistEntry>> {
-    uuid_param("cluster_id", &cluster_id)?;
     let mask_n: i64 = mask.parse().map_err(|_| {
         ApiError::invalid(
             "cidr_mask",
@@ -336,7 +344,6 @@ async fn delete_allowlist(
         )
     })?;
     let (ip, mask_n) = validate_cidr(&ip, mask_n)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let payload = serde_json::json!({"cidr_ip": ip, "cidr_mask": mask_n});
     let e = st
         .store

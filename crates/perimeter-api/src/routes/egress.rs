@@ -13,7 +13,9 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, allowed, require};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
+use crate::extract::{
+    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
+};
 use crate::model::{Empty, GetEgressRuleResponse, ListEgressRulesResponse, RuleResponse};
 use crate::{AppState, audit};
 use perimeter_store::Principal;
@@ -273,13 +275,14 @@ async fn add_rule(
     responses((status = 200, body = ListEgressRulesResponse), (status = "default", body = crate::error::Status)))]
 async fn list_rules(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<axum::response::Response> {
-    uuid_param("cluster_id", &cluster_id)?;
     let req = pq.to_request()?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     // One indexed read tells whether the cluster is live and whether a cached page is current:
     // the epoch changes in the same transaction as any change of the cluster's rules.
     let epoch = st.store.rules_epoch(&cluster_id).await?;
@@ -314,12 +317,14 @@ async fn list_rules(
     responses((status = 200, body = GetEgressRuleResponse), (status = "default", body = crate::error::Status)))]
 async fn get_rule(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, rule_id)): Path<(String, String)>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
+    Path((_, rule_id)): Path<(String, String)>,
 ) -> ApiResult<Json<GetEgressRuleResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("rule_id", &rule_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     Ok(Json(GetEgressRuleResponse {
         rule: st.store.get_rule(&cluster_id, &rule_id).await?.into(),
@@ -454,11 +459,13 @@ async fn delete_rule(
     responses((status = 200, body = Empty), (status = "default", body = crate::error::Status)))]
 async fn set_traffic_policy(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
     AppJson(req): AppJson<SetEgressTrafficPolicyRequest>,
 ) -> ApiResult<Json<Empty>> {
-    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
     let policy = match (req.allow_all, req.report_only.unwrap_or(false)) {
         (true, true) => {
@@ -471,7 +478,6 @@ async fn set_traffic_policy(
         (false, false) => "DEFAULT_DENY",
         (false, true) => "REPORT_ONLY",
     };
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let cur = st.store.get_live_cluster(&cluster_id).await?;
     let scope = format!("traffic-policy/{cluster_id}");
     let replayed = replay(&st, &scope, req.idempotency_key.as_deref(), &req).await?;
@@ -563,15 +569,17 @@ pub struct ResolutionError {
     responses((status = 200, body = EgressCheckResponse), (status = "default", body = crate::error::Status)))]
 async fn egress_check(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
     AppJson(req): AppJson<EgressCheckRequest>,
 ) -> ApiResult<Json<EgressCheckResponse>> {
     use crate::what_if::{gateway_verdict, needs_resolution};
     use perimeter_policy::{
         Destination, Hostname, TrafficPolicy, normalize_path, parse_ip_literal,
     };
-    uuid_param("cluster_id", &cluster_id)?;
     if req.port == 0 {
         return Err(ApiError::invalid("port", "port must be 1 to 65535"));
     }
@@ -600,7 +608,6 @@ async fn egress_check(
             Some(normalize_path(p).map_err(|e| ApiError::invalid("path", format!("path: {e}")))?)
         }
     };
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let dest = || match (&name, ip) {
         (Some(h), _) => Destination::Name(h),

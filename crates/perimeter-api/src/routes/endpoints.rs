@@ -14,7 +14,9 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, Query, agrees, pagination, uuid_param};
+use crate::extract::{
+    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
+};
 use crate::model::{
     EgressPrivateEndpoint, Empty, EndpointConnection, EndpointService, ListConnectionsResponse,
     ListEgressPrivateEndpointsResponse, ListEndpointServicesResponse,
@@ -91,13 +93,14 @@ const DEFAULT_ACCEPTANCE_TIMEOUT: i64 = 7 * 24 * 3600;
     responses((status = 200, body = EgressPrivateEndpoint), (status = "default", body = crate::error::Status)))]
 async fn create_endpoint(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
     AppJson(req): AppJson<CreateEgressPrivateEndpointRequest>,
 ) -> ApiResult<Json<EgressPrivateEndpoint>> {
-    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let cluster = st.store.get_live_cluster(&cluster_id).await?;
     let provider: Provider = cluster.provider.parse().map_err(ApiError::internal)?;
     let kind = validate_endpoint_target(
@@ -126,13 +129,14 @@ async fn create_endpoint(
     responses((status = 200, body = ListEgressPrivateEndpointsResponse), (status = "default", body = crate::error::Status)))]
 async fn list_endpoints(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadEndpoints>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListEgressPrivateEndpointsResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     let req = pq.to_request()?;
-    require(&p, Need::ReadEndpoints, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let page = st.store.list_endpoints(&cluster_id, &req).await?;
     let pagination = pagination(&page);
@@ -148,12 +152,14 @@ async fn list_endpoints(
     responses((status = 200, body = EgressPrivateEndpoint), (status = "default", body = crate::error::Status)))]
 async fn get_endpoint(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, id)): Path<(String, String)>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadEndpoints>,
+    Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<EgressPrivateEndpoint>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("id", &id)?;
-    require(&p, Need::ReadEndpoints, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     Ok(Json(st.store.get_endpoint(&cluster_id, &id).await?.into()))
 }
@@ -247,12 +253,14 @@ async fn update_domain_names(
     responses((status = 200, body = Empty), (status = "default", body = crate::error::Status)))]
 async fn delete_endpoint(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, id)): Path<(String, String)>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
+    Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Empty>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("id", &id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let payload = serde_json::json!({"id": id});
     st.store

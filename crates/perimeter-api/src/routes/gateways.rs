@@ -13,9 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, authenticate_gateway, generate_gateway_token, hash_secret, require};
+use crate::auth::{authenticate_gateway, generate_gateway_token, hash_secret};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, Query, uuid_param};
+use crate::extract::{AppJson, ClusterScope, Query, access, uuid_param};
 use crate::model::Empty;
 use crate::{AppState, audit, publish};
 
@@ -252,13 +252,14 @@ fn validate_name(name: &str) -> ApiResult<()> {
     responses((status = 200, body = CreateGatewayResponse), (status = "default", body = crate::error::Status)))]
 async fn create_gateway(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
     AppJson(req): AppJson<CreateGatewayRequest>,
 ) -> ApiResult<Json<CreateGatewayResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     validate_name(&req.name)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let id = uuid::Uuid::new_v4().to_string();
     let token = generate_gateway_token(&id);
     let gw = st
@@ -284,11 +285,12 @@ async fn create_gateway(
     responses((status = 200, body = ListGatewaysResponse), (status = "default", body = crate::error::Status)))]
 async fn list_gateways(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
 ) -> ApiResult<Json<ListGatewaysResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let gws = st.store.list_gateways(&cluster_id).await?;
     Ok(Json(ListGatewaysResponse {
@@ -302,12 +304,14 @@ async fn list_gateways(
     responses((status = 200, body = GatewayView), (status = "default", body = crate::error::Status)))]
 async fn delete_gateway(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, gateway_id)): Path<(String, String)>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
+    Path((_, gateway_id)): Path<(String, String)>,
 ) -> ApiResult<Json<GatewayView>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("gateway_id", &gateway_id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let payload = serde_json::json!({"gateway_id": gateway_id});
     let gw = st
         .store
@@ -527,11 +531,13 @@ async fn push_decisions(
     responses((status = 200, body = ListDecisionsResponse), (status = "default", body = crate::error::Status)))]
 async fn list_decisions(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
     Query(q): Query<DecisionsQuery>,
 ) -> ApiResult<Json<ListDecisionsResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     if let Some(v) = &q.verdict
         && !VERDICTS.contains(&v.as_str())
     {
@@ -554,7 +560,6 @@ async fn list_decisions(
         )),
     };
     let limit = parse_u64("limit", q.limit.as_deref(), 200)?.clamp(1, 1000) as u32;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let rows = st
         .store

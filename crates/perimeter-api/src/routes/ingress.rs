@@ -8,9 +8,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, agrees, uuid_param};
+use crate::extract::{AppJson, ClusterScope, access, agrees, uuid_param};
 use crate::model::{
     AwsPrivateLinkServiceDetail, Empty, ListPrivateEndpointTrustedOwnersResponse,
     PrivateEndpointConnection, PrivateEndpointConnections, PrivateEndpointService,
@@ -88,11 +87,12 @@ fn connection_view(
     responses((status = 200, body = PrivateEndpointServices), (status = "default", body = crate::error::Status)))]
 async fn list_services(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
 ) -> ApiResult<Json<PrivateEndpointServices>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     let provider = provider_of(&st, &cluster_id).await?;
     let services = st.store.list_ingress_services(&cluster_id).await?;
     Ok(Json(PrivateEndpointServices {
@@ -109,11 +109,12 @@ async fn list_services(
     responses((status = 200, body = PrivateEndpointServices), (status = "default", body = crate::error::Status)))]
 async fn create_services(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
 ) -> ApiResult<Json<PrivateEndpointServices>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let provider = provider_of(&st, &cluster_id).await?;
     let payload = serde_json::json!({"cluster_id": cluster_id});
     let services = st
@@ -138,11 +139,12 @@ async fn create_services(
     responses((status = 200, body = PrivateEndpointConnections), (status = "default", body = crate::error::Status)))]
 async fn list_connections(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
 ) -> ApiResult<Json<PrivateEndpointConnections>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     let provider = provider_of(&st, &cluster_id).await?;
     let conns = st.store.list_ingress_connections(&cluster_id).await?;
     Ok(Json(PrivateEndpointConnections {
@@ -159,11 +161,13 @@ async fn list_connections(
     responses((status = 200, body = PrivateEndpointConnection), (status = "default", body = crate::error::Status)))]
 async fn add_connection(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
     AppJson(req): AppJson<AddPrivateEndpointConnectionRequest>,
 ) -> ApiResult<Json<PrivateEndpointConnection>> {
-    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
     let id = &req.endpoint_id;
     if id.is_empty()
@@ -177,7 +181,6 @@ async fn add_connection(
             "endpoint_id must be 1-128 characters of letters, digits, '-' or '_' (e.g. vpce-0123456789abcdef0)",
         ));
     }
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     let provider = provider_of(&st, &cluster_id).await?;
     let c = st
         .store
@@ -197,11 +200,13 @@ async fn add_connection(
     responses((status = 200, body = Empty), (status = "default", body = crate::error::Status)))]
 async fn delete_connection(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, endpoint_id)): Path<(String, String)>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteNetworking>,
+    Path((_, endpoint_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Empty>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::WriteNetworking, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let payload = serde_json::json!({"endpoint_id": endpoint_id});
     st.store
@@ -221,11 +226,12 @@ async fn delete_connection(
     responses((status = 200, body = ListPrivateEndpointTrustedOwnersResponse), (status = "default", body = crate::error::Status)))]
 async fn list_owners(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
 ) -> ApiResult<Json<ListPrivateEndpointTrustedOwnersResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     let owners = st.store.list_trusted_owners(&cluster_id).await?;
     Ok(Json(ListPrivateEndpointTrustedOwnersResponse {
         trusted_owners: owners.into_iter().map(Into::into).collect(),
@@ -238,11 +244,13 @@ async fn list_owners(
     responses((status = 200, body = TrustedOwnerResponse), (status = "default", body = crate::error::Status)))]
 async fn add_owner(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::TrustedOwners>,
     AppJson(req): AppJson<AddPrivateEndpointTrustedOwnerRequest>,
 ) -> ApiResult<Json<TrustedOwnerResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
     if req.owner_type != "AWS_ACCOUNT_ID" {
         return Err(ApiError::invalid(
@@ -260,7 +268,6 @@ async fn add_owner(
             format!("external_owner_id: {ext:?} must be a 12-digit AWS account id or \"*\""),
         ));
     }
-    require(&p, Need::TrustedOwners, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let o = st
         .store
@@ -287,12 +294,14 @@ async fn add_owner(
     responses((status = 200, body = TrustedOwnerResponse), (status = "default", body = crate::error::Status)))]
 async fn get_owner(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, owner_id)): Path<(String, String)>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
+    Path((_, owner_id)): Path<(String, String)>,
 ) -> ApiResult<Json<TrustedOwnerResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("owner_id", &owner_id)?;
-    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     Ok(Json(TrustedOwnerResponse {
         trusted_owner: st
             .store
@@ -308,12 +317,14 @@ async fn get_owner(
     responses((status = 200, body = TrustedOwnerResponse), (status = "default", body = crate::error::Status)))]
 async fn remove_owner(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path((cluster_id, owner_id)): Path<(String, String)>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::TrustedOwners>,
+    Path((_, owner_id)): Path<(String, String)>,
 ) -> ApiResult<Json<TrustedOwnerResponse>> {
-    uuid_param("cluster_id", &cluster_id)?;
     uuid_param("owner_id", &owner_id)?;
-    require(&p, Need::TrustedOwners, Some(&cluster_id))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let payload = serde_json::json!({"owner_id": owner_id});
     let o = st

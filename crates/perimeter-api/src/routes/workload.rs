@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use perimeter_store::RegionWorkload;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, uuid_param};
+use crate::extract::{AppJson, ClusterScope, access};
 use crate::{AppState, audit};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,11 +59,12 @@ fn view(w: Vec<RegionWorkload>) -> Workload {
     responses((status = 200, body = Workload), (status = "default", body = crate::error::Status)))]
 async fn get_workload(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: _,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadWorkload>,
 ) -> ApiResult<Json<Workload>> {
-    uuid_param("cluster_id", &cluster_id)?;
-    require(&p, Need::ReadWorkload, Some(&cluster_id))?;
     Ok(Json(view(st.store.get_workload(&cluster_id).await?)))
 }
 
@@ -75,11 +75,13 @@ async fn get_workload(
     responses((status = 200, body = Workload), (status = "default", body = crate::error::Status)))]
 async fn put_workload(
     State(st): State<AppState>,
-    Auth(p): Auth,
-    Path(cluster_id): Path<String>,
+    ClusterScope {
+        principal: p,
+        cluster_id,
+        ..
+    }: ClusterScope<access::WriteWorkload>,
     AppJson(req): AppJson<Workload>,
 ) -> ApiResult<Json<Workload>> {
-    uuid_param("cluster_id", &cluster_id)?;
     let mut workloads = Vec::with_capacity(req.regions.len());
     for (region, w) in &req.regions {
         for (field, address) in [("sql", &w.sql), ("ui", &w.ui)] {
@@ -96,7 +98,6 @@ async fn put_workload(
             ui: w.ui.clone(),
         });
     }
-    require(&p, Need::WriteWorkload, Some(&cluster_id))?;
     let w = st
         .store
         .put_workload(
