@@ -448,7 +448,16 @@ pub async fn settle_cluster(
                 .is_some_and(|t| t >= cutoff.as_str())
         })
         .collect();
+    let deadline_passed = |changed_at: &str| {
+        let deadline = perimeter_store::ts(
+            now - chrono::Duration::from_std(cfg.propagation_deadline).unwrap_or_default(),
+        );
+        !changed_at.is_empty() && changed_at < deadline.as_str()
+    };
     if live.is_empty() {
+        // Nothing is observed; only a visibility change past the deadline lets go of the lock,
+        // so that a cluster without gateways is not locked forever.
+        release_stale_visibility(store, cluster_id, &deadline_passed).await?;
         return Ok(());
     }
     let all_applied = |v: i64| live.iter().all(|g| g.applied_version >= v);
@@ -456,12 +465,6 @@ pub async fn settle_cluster(
     let any_failed = |v: i64| {
         live.iter()
             .any(|g| g.failed_version >= v && g.applied_version < v)
-    };
-    let past_deadline = |changed_at: &str| {
-        let deadline = perimeter_store::ts(
-            now - chrono::Duration::from_std(cfg.propagation_deadline).unwrap_or_default(),
-        );
-        !changed_at.is_empty() && changed_at < deadline.as_str()
     };
     for rule in store.pending_rules(cluster_id).await? {
         use perimeter_store::RuleState as S;
@@ -478,7 +481,7 @@ pub async fn settle_cluster(
         } else if !deleting
             && rule.state != S::Inconsistent
             && any_applied(v)
-            && past_deadline(&rule.updated_at)
+            && deadline_passed(&rule.updated_at)
         {
             Some(S::Inconsistent)
         } else {
@@ -496,7 +499,7 @@ pub async fn settle_cluster(
             store.settle_policy(cluster_id, v, false).await?;
         } else if any_failed(v)
             && !any_applied(v)
-            && past_deadline(&cluster.egress_policy_changed_at)
+            && deadline_passed(&cluster.egress_policy_changed_at)
         {
             store.settle_policy(cluster_id, v, true).await?;
         }
@@ -513,6 +516,8 @@ pub async fn settle_cluster(
             .await?
     {
         tracing::info!(cluster = %cluster_id, visibility = %cluster.network_visibility, "network visibility observed on every live gateway");
+    } else {
+        release_stale_visibility(store, cluster_id, &deadline_passed).await?;
     }
     // A private endpoint service is served once every live gateway of its region applied the
     // snapshot that carries it and reports a private ingress listener.
@@ -539,6 +544,26 @@ pub async fn settle_cluster(
         {
             tracing::info!(cluster = %cluster_id, endpoint_id = %c.endpoint_id, "private endpoint connection STATUS_AVAILABLE");
         }
+    }
+    Ok(())
+}
+
+/// A `network_visibility` change that not every live gateway applied within the propagation
+/// deadline releases the cluster lock (logged as a warning): the gateways that lag apply it when
+/// they catch up, and the cluster is not locked forever meanwhile.
+async fn release_stale_visibility(
+    store: &Store,
+    cluster_id: &str,
+    deadline_passed: &impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    let cluster = store.get_cluster(cluster_id).await?;
+    if cluster.visibility_changing
+        && deadline_passed(&cluster.updated_at)
+        && store
+            .settle_visibility(cluster_id, cluster.visibility_version)
+            .await?
+    {
+        tracing::warn!(cluster = %cluster_id, visibility = %cluster.network_visibility, "network visibility change not observed on every live gateway within the propagation deadline; releasing the cluster lock");
     }
     Ok(())
 }

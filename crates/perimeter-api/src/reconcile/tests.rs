@@ -462,3 +462,51 @@ async fn a_visibility_change_holds_the_lock_until_every_gateway_applied_it() {
         .unwrap();
     assert!(!c.visibility_changing);
 }
+
+#[tokio::test]
+async fn a_visibility_change_no_gateway_applies_lets_go_of_the_lock_at_the_deadline() {
+    let (store, cfg, cluster, [a, _b], _dir) = ingress_fixture().await;
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    let c = store
+        .update_cluster(
+            &cluster,
+            &perimeter_store::ClusterUpdate {
+                network_visibility: Some("PRIVATE".into()),
+                ..Default::default()
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    // One live gateway that has not applied it: locked until the deadline, not after.
+    store
+        .ack_gateway(&a, c.visibility_version - 1, true, "")
+        .await
+        .unwrap();
+    settle_cluster(&store, &cluster, &cfg, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .visibility_changing
+    );
+    let late = Utc::now() + chrono::Duration::from_std(cfg.propagation_deadline).unwrap()
+        - chrono::Duration::seconds(1);
+    settle_cluster(&store, &cluster, &cfg, late).await.unwrap();
+    assert!(
+        store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .visibility_changing
+    );
+    // Past it (the gateway no longer live either): released.
+    let past = Utc::now() + chrono::Duration::hours(1);
+    settle_cluster(&store, &cluster, &cfg, past).await.unwrap();
+    let after = store.get_cluster(&cluster).await.unwrap();
+    assert!(!after.visibility_changing);
+    assert_eq!(after.network_visibility, "PRIVATE");
+}
