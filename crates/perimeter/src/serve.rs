@@ -64,7 +64,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 500)]
     pub reconcile_interval_ms: u64,
     /// How long a change may take to reach every live gateway before a rule applied by only
-    /// some of them reads INCONSISTENT, in seconds.
+    /// some of them reads INCONSISTENT (and a network visibility change lets go of the cluster
+    /// lock), in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub propagation_deadline_seconds: u64,
     /// How long an accepted egress private endpoint may wait for every live gateway of its
