@@ -215,7 +215,8 @@ impl Store {
                 .filter(|n| !regions.iter().any(|(r, _)| r == n))
                 .collect();
             for region in gone {
-                crate::ingress::retire_ingress_registrations(&mut tx, id, Some(region)).await?;
+                crate::private_ingress::retire_ingress_registrations(&mut tx, id, Some(region))
+                    .await?;
                 for table in ["ingress_endpoint_services", "ingress_endpoint_connections"] {
                     sqlx::query(&format!(
                         "DELETE FROM {table} WHERE cluster_id = $1 AND region = $2"
@@ -271,7 +272,7 @@ impl Store {
         .await
         .ctx("closing endpoint connections")?;
         // Its private endpoint services stop being `local` endpoint services.
-        crate::ingress::retire_ingress_registrations(&mut tx, id, None).await?;
+        crate::private_ingress::retire_ingress_registrations(&mut tx, id, None).await?;
         for table in [
             "egress_endpoints",
             "egress_rules",

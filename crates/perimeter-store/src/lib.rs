@@ -20,6 +20,7 @@ mod ingress;
 mod model;
 mod notify;
 mod page;
+mod private_ingress;
 mod rules;
 mod schema;
 
