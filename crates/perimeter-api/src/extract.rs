@@ -338,16 +338,9 @@ pub fn agrees(field: &str, body: &Option<String>, path: &str) -> ApiResult<()> {
     }
 }
 
-/// Read a JSON `null` as an empty array, as the published API's JSON front end reads repeated
-/// fields (the official SDK sends `"roles": null` when it has none). A missing field stays an
-/// error where the field is required (`#[serde(deserialize_with = ...)]` without `default`).
-pub fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    Ok(<Option<Vec<T>> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
-}
+/// Read a JSON `null` as an empty array (the official SDK sends `"roles": null` when it has
+/// none): the one the gateway's messages use too.
+pub use perimeter_wire::null_as_empty;
 
 /// Query-string parameters, whose rejections (a duplicate key, a value of the wrong type) are
 /// the API's error shape naming the parameter, not axum's plain-text 400.

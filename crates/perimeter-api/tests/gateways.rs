@@ -400,6 +400,39 @@ async fn decisions_are_aggregated(s: &TestServer) {
         )
         .await;
     assert_eq!(st, 400);
+    // A verdict other than the three refuses the whole push, naming the field.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/decisions",
+            Some(&g.token),
+            Some(json!({"decisions": [
+                {"destination": "new.example.com", "port": 443, "verdict": "ALLOWED", "reason": "allowed_by_rule", "count": 1, "first_seen": "2026-11-23T10:03:00.000000Z", "last_seen": "2026-11-23T10:03:00.000000Z"},
+                {"destination": "new.example.com", "port": 80, "verdict": "allowed", "reason": "allowed_by_rule", "count": 1, "first_seen": "2026-11-23T10:03:00.000000Z", "last_seen": "2026-11-23T10:03:00.000000Z"},
+            ]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let field = v["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .map(|d| d["field_violations"][0]["field"].clone());
+    assert_eq!(field, Some(json!("decisions[1].verdict")), "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("verdict must be ALLOWED, DENIED or WOULD_DENY"),
+        "{v}"
+    );
+    let all = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/clusters/{c}/networking/egress-decisions"),
+            None,
+        )
+        .await;
+    assert_eq!(all["decisions"].as_array().unwrap().len(), 2, "{all}");
 }
 
 async fn egress_check_answers(s: &TestServer) {

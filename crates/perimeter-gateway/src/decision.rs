@@ -2,7 +2,8 @@
 //! in exactly one [`DecisionEvent`], emitted as a tracing event with target
 //! [`DECISION_TARGET`], counted in `perimeter_egress_decisions_total` and
 //! `perimeter_egress_bytes_total`, and folded into a bounded [`DecisionAggregator`] that a task
-//! pushes to the control plane (`POST /api/v1/gateway/decisions`).
+//! pushes to the control plane (`POST /api/v1/gateway/decisions`, a
+//! [`PushDecisionsRequest`] of [`DecisionCount`]s).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use perimeter_wire::{DecisionCount, EndpointBytes, PushDecisionsRequest, Verdict};
+
+use crate::control_plane::{ControlPlane, ControlPlaneError};
 
 /// Tracing target of decision events.
 pub const DECISION_TARGET: &str = "perimeter::decision";
@@ -46,11 +49,11 @@ impl EventVerdict {
 
     /// The control plane's verdict: `ALLOWED`, `DENIED` or `WOULD_DENY`. An upstream failure
     /// is reported as `DENIED` (the connection did not go through) with its reason.
-    pub fn wire(self) -> &'static str {
+    pub fn wire(self) -> Verdict {
         match self {
-            EventVerdict::Allowed => "ALLOWED",
-            EventVerdict::WouldDeny => "WOULD_DENY",
-            EventVerdict::Denied | EventVerdict::Failed => "DENIED",
+            EventVerdict::Allowed => Verdict::Allowed,
+            EventVerdict::WouldDeny => Verdict::WouldDeny,
+            EventVerdict::Denied | EventVerdict::Failed => Verdict::Denied,
         }
     }
 }
@@ -199,7 +202,7 @@ impl std::fmt::Display for OptionalAddr {
 struct AggKey {
     destination: String,
     port: u16,
-    verdict: &'static str,
+    verdict: Verdict,
     rule_name: String,
     reason: String,
 }
@@ -211,20 +214,6 @@ struct AggValue {
     /// Kept as times, formatted when drained: an event costs a clock read, not a formatting.
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
-}
-
-/// One aggregate as the control plane takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DecisionCount {
-    pub destination: String,
-    pub port: u16,
-    pub verdict: &'static str,
-    pub rule_name: String,
-    pub reason: String,
-    pub count: u64,
-    pub bytes: u64,
-    pub first_seen: String,
-    pub last_seen: String,
 }
 
 /// Decision counts since the last push, keyed (destination, port, verdict, rule, reason), at
@@ -447,73 +436,41 @@ impl DecisionSink {
     }
 }
 
-/// Bytes a gateway's forwarders relayed for one private endpoint, as pushed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct EndpointBytes {
-    pub endpoint_id: String,
-    pub bytes: u64,
-}
-
-/// Where and how to push aggregates.
-#[derive(Debug, Clone)]
-pub struct PushConfig {
-    pub control_plane: String,
-    pub token: String,
-    pub interval: Duration,
-}
-
-/// Push the aggregates every `interval` until `shutdown`, then once more (bounded).
+/// Push the aggregates every `interval` until `shutdown`, then once more (bounded by the
+/// client's push timeout).
 pub async fn push_loop(
     sink: Arc<DecisionSink>,
-    cfg: PushConfig,
+    control_plane: Arc<ControlPlane>,
+    interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-    {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the HTTP client for decision pushes");
-            return;
-        }
-    };
-    let url = format!(
-        "{}/api/v1/gateway/decisions",
-        cfg.control_plane.trim_end_matches('/')
-    );
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(cfg.interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let last = tokio::select! {
             _ = &mut shutdown => true,
             _ = tick.tick() => false,
         };
-        let counts = sink.aggregator.drain();
-        let endpoint_bytes = sink.drain_endpoint_bytes();
-        if !counts.is_empty() || !endpoint_bytes.is_empty() {
-            let body = serde_json::json!({ "decisions": counts, "endpoint_bytes": endpoint_bytes });
-            let sent = http
-                .post(&url)
-                .bearer_auth(&cfg.token)
-                .json(&body)
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
+        let push = PushDecisionsRequest {
+            decisions: sink.aggregator.drain(),
+            endpoint_bytes: sink.drain_endpoint_bytes(),
+        };
+        if !push.decisions.is_empty() || !push.endpoint_bytes.is_empty() {
+            match control_plane.push(&push).await {
+                Ok(()) => {}
+                Err(ControlPlaneError::Refused { status, body, .. }) => {
                     // A refusal of the content will not get better by retrying it.
                     tracing::warn!(
-                        status = r.status().as_u16(),
+                        status,
+                        body,
                         "control plane refused decision counts; dropping them"
                     );
                 }
-                Err(e) => {
+                Err(e @ ControlPlaneError::Unreachable { .. }) => {
                     tracing::debug!(error = %e, "control plane unreachable; keeping decision counts for the next push");
-                    sink.aggregator.restore(counts);
-                    sink.restore_endpoint_bytes(endpoint_bytes);
+                    sink.aggregator.restore(push.decisions);
+                    sink.restore_endpoint_bytes(push.endpoint_bytes);
                 }
             }
         }
@@ -554,7 +511,7 @@ mod tests {
         agg.record(&event("b.example.com", EventVerdict::Allowed, 0));
         let out = agg.drain();
         assert_eq!(out.len(), 2, "the third key is dropped: {out:?}");
-        let allowed = out.iter().find(|c| c.verdict == "ALLOWED").unwrap();
+        let allowed = out.iter().find(|c| c.verdict == Verdict::Allowed).unwrap();
         assert_eq!((allowed.count, allowed.bytes), (2, 17));
         assert!(agg.is_empty());
         agg.restore(out);
@@ -563,7 +520,8 @@ mod tests {
 
     #[test]
     fn failures_are_reported_as_denied() {
-        assert_eq!(EventVerdict::Failed.wire(), "DENIED");
-        assert_eq!(EventVerdict::WouldDeny.wire(), "WOULD_DENY");
+        assert_eq!(EventVerdict::Failed.wire(), Verdict::Denied);
+        assert_eq!(EventVerdict::WouldDeny.wire(), Verdict::WouldDeny);
+        assert_eq!(EventVerdict::Allowed.wire(), Verdict::Allowed);
     }
 }

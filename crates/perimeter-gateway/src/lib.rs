@@ -13,6 +13,8 @@
 //! - **decision events** ([`decision`]): one structured event and one metric per decision,
 //!   and aggregates pushed to the control plane, labelled with the region of the gateway's
 //!   [`registration`];
+//! - [`control_plane`]: the one client of the control plane the sync and the push share, with
+//!   the messages of `perimeter-wire` (the crate the control plane reads and answers them with);
 //! - [`runtime`]: one gateway's tasks started and stopped together, as `perimeter gateway` runs
 //!   one and `perimeter serve` runs one per cluster region.
 //!
@@ -30,8 +32,10 @@
 //! Refusals say who caused them: the listeners' `Refusal` carries the status (400 client, 403
 //! policy, 502/504 upstream), the decision verdict and the stable `x-perimeter-error` reason.
 //!
-//! The gateway depends on `perimeter-policy` only, never on the store or the API.
+//! The gateway depends on `perimeter-policy` and `perimeter-wire` only, never on the store or
+//! the API.
 
+pub mod control_plane;
 pub mod decision;
 pub mod dns;
 pub mod fuzzing;

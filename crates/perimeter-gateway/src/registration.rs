@@ -12,22 +12,12 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+/// Who the gateway is, as the control plane registered it: the registration every snapshot
+/// answer carries, kept as that JSON.
+pub use perimeter_wire::GatewayRegistration as Registration;
 
 /// Where the gateway keeps its registration, in its state directory.
 pub const REGISTRATION_FILE: &str = "registration.json";
-
-/// Who the gateway is, as the control plane registered it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
-    /// The gateway's id (the one its token carries).
-    pub id: String,
-    pub cluster_id: String,
-    /// Unique in the cluster, e.g. the host the gateway runs on.
-    pub name: String,
-    /// The region of the cluster the gateway serves: the `region` label of its decisions.
-    pub region: String,
-}
 
 /// A registration whose region is not the one the gateway was told to expect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,38 +33,36 @@ pub struct RegionMismatch {
     pub expected: String,
 }
 
-impl Registration {
-    /// `Err` when `expected` names another region than this registration.
-    pub fn check_region(&self, expected: Option<&str>) -> Result<(), RegionMismatch> {
-        match expected {
-            Some(expected) if expected != self.region => Err(RegionMismatch {
-                id: self.id.clone(),
-                name: self.name.clone(),
-                registered: self.region.clone(),
-                expected: expected.to_string(),
-            }),
-            _ => Ok(()),
-        }
+/// `Err` when `expected` names another region than `reg`.
+pub fn check_region(reg: &Registration, expected: Option<&str>) -> Result<(), RegionMismatch> {
+    match expected {
+        Some(expected) if expected != reg.region => Err(RegionMismatch {
+            id: reg.id.clone(),
+            name: reg.name.clone(),
+            registered: reg.region.clone(),
+            expected: expected.to_string(),
+        }),
+        _ => Ok(()),
     }
+}
 
-    /// The registration kept in `state_dir`, if there is a readable one for the gateway that
-    /// `token` authenticates.
-    pub fn load(state_dir: &Path, token: &str) -> Option<Registration> {
-        let path = state_dir.join(REGISTRATION_FILE);
-        let text = std::fs::read_to_string(&path).ok()?;
-        let reg: Registration = match serde_json::from_str(&text) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "the kept registration is unreadable; waiting for the control plane's");
-                return None;
-            }
-        };
-        if Some(reg.id.as_str()) != token_gateway_id(token) {
-            tracing::info!(path = %path.display(), gateway = %reg.id, "the kept registration is another gateway's; waiting for the control plane's");
+/// The registration kept in `state_dir`, if there is a readable one for the gateway `gateway_id`
+/// (the id its token names; none for a token that names none).
+pub fn load(state_dir: &Path, gateway_id: Option<&str>) -> Option<Registration> {
+    let path = state_dir.join(REGISTRATION_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let reg: Registration = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the kept registration is unreadable; waiting for the control plane's");
             return None;
         }
-        Some(reg)
+    };
+    if Some(reg.id.as_str()) != gateway_id {
+        tracing::info!(path = %path.display(), gateway = %reg.id, "the kept registration is another gateway's; waiting for the control plane's");
+        return None;
     }
+    Some(reg)
 }
 
 /// The gateway id a token (`PRGW.<id>.<secret>`) carries.
@@ -116,9 +104,9 @@ mod tests {
     #[test]
     fn an_expected_region_must_be_the_registered_one() {
         let r = reg("g", "us-east-1");
-        assert_eq!(r.check_region(None), Ok(()));
-        assert_eq!(r.check_region(Some("us-east-1")), Ok(()));
-        let e = r.check_region(Some("eu-west-1")).unwrap_err();
+        assert_eq!(check_region(&r, None), Ok(()));
+        assert_eq!(check_region(&r, Some("us-east-1")), Ok(()));
+        let e = check_region(&r, Some("eu-west-1")).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("us-east-1") && text.contains("eu-west-1") && text.contains("edge-1"),
@@ -136,10 +124,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let r = reg("gw-a", "us-east-1");
         crate::sync::persist_registration(&dir, &r).unwrap();
-        assert_eq!(Registration::load(&dir, "PRGW.gw-a.secret"), Some(r));
-        assert_eq!(Registration::load(&dir, "PRGW.gw-b.secret"), None);
+        assert_eq!(load(&dir, token_gateway_id("PRGW.gw-a.secret")), Some(r));
+        assert_eq!(load(&dir, token_gateway_id("PRGW.gw-b.secret")), None);
+        assert_eq!(load(&dir, token_gateway_id("not a gateway token")), None);
         std::fs::write(dir.join(REGISTRATION_FILE), "{not json").unwrap();
-        assert_eq!(Registration::load(&dir, "PRGW.gw-a.secret"), None);
+        assert_eq!(load(&dir, token_gateway_id("PRGW.gw-a.secret")), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

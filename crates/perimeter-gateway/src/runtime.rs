@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::decision::{DecisionSink, PushConfig, push_loop};
+use crate::control_plane::ControlPlane;
+use crate::decision::{DecisionSink, push_loop};
 use crate::dns::Resolver;
 use crate::listen::dns_listener::DnsListener;
 use crate::listen::{self, GatewayLimits, ProxyContext};
@@ -69,6 +70,8 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
     #[error(transparent)]
     Registration(#[from] RegionMismatch),
+    #[error("building the control plane's HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// A started gateway; dropping it does not stop it, [`RunningGateway::stop`] does.
@@ -115,17 +118,18 @@ impl RunningGateway {
         bound.extend(listeners.also_own.iter().copied());
 
         let sink = DecisionSink::new(String::new());
+        let wait = spec
+            .poll_wait
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let control_plane = Arc::new(ControlPlane::new(&spec.control_plane, &spec.token, wait)?);
         let (sync, snapshots) = PolicySync::new(
             SyncConfig {
-                control_plane: spec.control_plane.clone(),
-                token: spec.token.clone(),
                 state_dir: spec.state_dir.clone(),
-                wait: spec
-                    .poll_wait
-                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                wait,
                 expected_region: spec.region.clone(),
                 private_ingress_address: private_ingress_addr.map(|a| a.to_string()),
             },
+            control_plane.clone(),
             sink.clone(),
         )?;
         let ctx = ProxyContext {
@@ -159,11 +163,8 @@ impl RunningGateway {
                 "decision push",
                 tokio::spawn(push_loop(
                     sink,
-                    PushConfig {
-                        control_plane: spec.control_plane.clone(),
-                        token: spec.token.clone(),
-                        interval: spec.push_interval.max(Duration::from_millis(100)),
-                    },
+                    control_plane,
+                    spec.push_interval.max(Duration::from_millis(100)),
                     stopped(),
                 )),
             ),

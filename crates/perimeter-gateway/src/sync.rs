@@ -6,6 +6,8 @@
 //! Every answer also carries the gateway's [`Registration`]: its region labels the gateway's
 //! decisions, and is kept beside the last-known-good policy. The first poll of a process asks
 //! not to wait, so the registration (and any newer policy) is known at once.
+//!
+//! It reaches the control plane through the gateway's [`ControlPlane`] client.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,24 +15,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use perimeter_policy::{PolicyDocument, Snapshot, compile};
-use serde::Deserialize;
+use perimeter_wire::AckRequest;
 use tokio::sync::watch;
 
+use crate::control_plane::{ControlPlane, ControlPlaneError};
 use crate::decision::DecisionSink;
-use crate::registration::{REGISTRATION_FILE, RegionMismatch, Registration};
+use crate::registration::{self, REGISTRATION_FILE, RegionMismatch, Registration};
 
 /// Where the gateway keeps its last-known-good document.
 pub const LKG_FILE: &str = "last-known-good.json";
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Base URL of the control plane, e.g. `http://127.0.0.1:8080`.
-    pub control_plane: String,
-    /// The gateway's token (`PRGW.<id>.<secret>`).
-    pub token: String,
     /// Directory of the last-known-good document.
     pub state_dir: PathBuf,
-    /// Longest long-poll wait asked of the control plane.
+    /// Longest long-poll wait asked of the control plane (the [`ControlPlane`]'s timeouts allow
+    /// for it).
     pub wait: Duration,
     /// The region the gateway was started for, if it was told one: the registration must name
     /// the same region, else the sync stops with [`RegionMismatch`].
@@ -42,14 +42,8 @@ pub struct SyncConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("control plane unreachable at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
-    #[error("control plane answered {status} while {context}: {body}")]
-    Refused {
-        status: u16,
-        context: &'static str,
-        body: String,
-    },
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
     #[error("while {context} {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -58,15 +52,6 @@ pub enum SyncError {
     },
     #[error(transparent)]
     Registration(#[from] RegionMismatch),
-}
-
-#[derive(Debug, Deserialize)]
-struct SnapshotAnswer {
-    version: u64,
-    document: Option<PolicyDocument>,
-    /// The asking gateway's registration (absent from control planes that predate it).
-    #[serde(default)]
-    gateway: Option<Registration>,
 }
 
 /// Read and compile the last-known-good document, if there is a usable one.
@@ -125,27 +110,10 @@ fn write_durably(state_dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SyncE
     Ok(())
 }
 
-/// The response if it is a 200, else the control plane's refusal with its body.
-async fn ok_or_refused(
-    resp: reqwest::Response,
-    context: &'static str,
-) -> Result<reqwest::Response, SyncError> {
-    let status = resp.status().as_u16();
-    if status == 200 {
-        return Ok(resp);
-    }
-    let body = resp.text().await.unwrap_or_default();
-    Err(SyncError::Refused {
-        status,
-        context,
-        body,
-    })
-}
-
 /// The running sync: a receiver of the current snapshot, swapped atomically on every version.
 pub struct PolicySync {
     cfg: SyncConfig,
-    http: reqwest::Client,
+    control_plane: Arc<ControlPlane>,
     tx: watch::Sender<Arc<Snapshot>>,
     /// Where the region label of decisions is set.
     sink: Arc<DecisionSink>,
@@ -163,12 +131,13 @@ impl PolicySync {
     /// expected one is refused.
     pub fn new(
         cfg: SyncConfig,
+        control_plane: Arc<ControlPlane>,
         sink: Arc<DecisionSink>,
     ) -> Result<(Self, watch::Receiver<Arc<Snapshot>>), RegionMismatch> {
-        let kept = Registration::load(&cfg.state_dir, &cfg.token);
+        let kept = registration::load(&cfg.state_dir, control_plane.gateway_id());
         match &kept {
             Some(reg) => {
-                reg.check_region(cfg.expected_region.as_deref())?;
+                registration::check_region(reg, cfg.expected_region.as_deref())?;
                 tracing::info!(gateway = %reg.id, name = %reg.name, region = %reg.region, "labelling decisions with the kept registration's region until the control plane answers");
                 sink.set_region(&reg.region);
             }
@@ -185,14 +154,9 @@ impl PolicySync {
             }
         };
         let (tx, rx) = watch::channel(Arc::new(initial));
-        let http = reqwest::Client::builder()
-            .timeout(cfg.wait + Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("an HTTP client with timeouts builds");
         let sync = PolicySync {
             cfg,
-            http,
+            control_plane,
             tx,
             sink,
             registration: std::sync::Mutex::new(kept),
@@ -204,7 +168,7 @@ impl PolicySync {
     /// Take the control plane's word on the registration: refuse one of another region than
     /// expected, keep it beside the last-known-good policy, and label decisions with its region.
     fn learn(&self, reg: Registration) -> Result<(), SyncError> {
-        reg.check_region(self.cfg.expected_region.as_deref())?;
+        registration::check_region(&reg, self.cfg.expected_region.as_deref())?;
         let mut kept = self.registration.lock().unwrap_or_else(|p| p.into_inner());
         if kept.as_ref() != Some(&reg) {
             persist_registration(&self.cfg.state_dir, &reg)?;
@@ -280,26 +244,7 @@ impl PolicySync {
         } else {
             0
         };
-        let url = format!(
-            "{}/api/v1/gateway/snapshot?after_version={after}&wait_seconds={wait}",
-            self.cfg.control_plane.trim_end_matches('/'),
-        );
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.cfg.token)
-            .send()
-            .await
-            .map_err(|source| SyncError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let resp = ok_or_refused(resp, "fetching a snapshot").await?;
-        let answer: SnapshotAnswer =
-            resp.json().await.map_err(|source| SyncError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let answer = self.control_plane.snapshot(after, wait).await?;
         if let Some(reg) = answer.gateway {
             self.learn(reg)?;
         }
@@ -341,26 +286,12 @@ impl PolicySync {
         applied: bool,
         error: Option<String>,
     ) -> Result<(), SyncError> {
-        let url = format!(
-            "{}/api/v1/gateway/ack",
-            self.cfg.control_plane.trim_end_matches('/')
-        );
-        let mut body = serde_json::json!({"version": version, "applied": applied, "error": error});
-        if let Some(a) = &self.cfg.private_ingress_address {
-            body["private_ingress_address"] = serde_json::Value::String(a.clone());
-        }
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.cfg.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|source| SyncError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        ok_or_refused(resp, "acknowledging a snapshot").await?;
-        Ok(())
+        let ack = AckRequest {
+            version,
+            applied,
+            error,
+            private_ingress_address: self.cfg.private_ingress_address.clone(),
+        };
+        Ok(self.control_plane.ack(&ack).await?)
     }
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use perimeter_policy::PolicyDocument;
 use perimeter_store::{DecisionAggregate, DecisionQuery, Gateway};
+use perimeter_wire::{
+    AckRequest, DecisionCount, GatewayRegistration, PushDecisionsRequest, SnapshotResponse, Verdict,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -76,6 +78,16 @@ pub(crate) fn is_live(last_seen: &str) -> bool {
     last_seen >= perimeter_store::ts(cutoff).as_str()
 }
 
+/// The registration a snapshot answer carries.
+fn registration(g: &Gateway) -> GatewayRegistration {
+    GatewayRegistration {
+        id: g.id.clone(),
+        cluster_id: g.cluster_id.clone(),
+        name: g.name.clone(),
+        region: g.region.clone(),
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGatewayRequest {
@@ -108,85 +120,6 @@ pub struct SnapshotQuery {
     pub wait_seconds: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SnapshotResponse {
-    /// The cluster's current policy version.
-    pub version: u64,
-    /// The document at `version`, or null when it is not newer than `after_version` (the wait ended).
-    #[schema(value_type = Option<Object>)]
-    pub document: Option<PolicyDocument>,
-    /// The asking gateway's registration. Its region labels the gateway's metrics and decision
-    /// events; gateways keep it beside their last-known-good policy.
-    pub gateway: GatewayRegistration,
-}
-
-/// Who a gateway is, as registered with `POST /api/v1/clusters/{cluster_id}/gateways`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct GatewayRegistration {
-    pub id: String,
-    pub cluster_id: String,
-    pub name: String,
-    pub region: String,
-}
-
-impl From<&Gateway> for GatewayRegistration {
-    fn from(g: &Gateway) -> Self {
-        GatewayRegistration {
-            id: g.id.clone(),
-            cluster_id: g.cluster_id.clone(),
-            name: g.name.clone(),
-            region: g.region.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AckRequest {
-    pub version: u64,
-    pub applied: bool,
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Where the gateway's private ingress listener is reached (`host:port` with an IP), when
-    /// it has one: the backend of the cluster's private endpoint service in its region.
-    #[serde(default)]
-    pub private_ingress_address: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionCount {
-    pub destination: String,
-    pub port: u16,
-    /// `ALLOWED`, `DENIED` or `WOULD_DENY`.
-    pub verdict: String,
-    #[serde(default)]
-    pub rule_name: String,
-    pub reason: String,
-    pub count: u64,
-    #[serde(default)]
-    pub bytes: u64,
-    pub first_seen: String,
-    pub last_seen: String,
-}
-
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PushDecisionsRequest {
-    #[serde(deserialize_with = "crate::extract::null_as_empty")]
-    pub decisions: Vec<DecisionCount>,
-    /// Bytes the gateway's forwarders relayed per private endpoint since the last push.
-    #[serde(default, deserialize_with = "crate::extract::null_as_empty")]
-    pub endpoint_bytes: Vec<EndpointBytes>,
-}
-
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointBytes {
-    pub endpoint_id: String,
-    pub bytes: u64,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ListDecisionsResponse {
     pub decisions: Vec<DecisionCount>,
@@ -205,8 +138,6 @@ pub struct DecisionsQuery {
     #[serde(default)]
     pub limit: Option<String>,
 }
-
-const VERDICTS: [&str; 3] = ["ALLOWED", "DENIED", "WOULD_DENY"];
 
 /// The calling gateway, authenticated by its token; every call renews its liveness.
 pub struct GatewayAuth(pub Gateway);
@@ -337,7 +268,7 @@ fn parse_u64(field: &str, v: Option<&str>, default: u64) -> ApiResult<u64> {
 /// Long-poll for the next policy snapshot of the gateway's cluster (gateway token). Every answer
 /// carries the gateway's registration (`gateway`): its region labels the gateway's metrics. The
 /// gateways of a deleted cluster get one last document that denies everything.
-#[utoipa::path(get, path = "/api/v1/gateway/snapshot", tag = "Gateways", params(SnapshotQuery),
+#[utoipa::path(get, path = perimeter_wire::SNAPSHOT_PATH, tag = "Gateways", params(SnapshotQuery),
     responses((status = 200, body = SnapshotResponse), (status = "default", body = crate::error::Status)))]
 async fn snapshot(
     State(st): State<AppState>,
@@ -387,14 +318,14 @@ async fn snapshot(
             return Ok(Json(SnapshotResponse {
                 version: doc.version,
                 document: Some(doc),
-                gateway: (&gw).into(),
+                gateway: Some(registration(&gw)),
             }));
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(Json(SnapshotResponse {
                 version,
                 document: None,
-                gateway: (&gw).into(),
+                gateway: Some(registration(&gw)),
             }));
         }
         // Woken by a change in this process or one the store notifies; without notifications,
@@ -410,7 +341,7 @@ async fn snapshot(
 }
 
 /// Acknowledge a snapshot version: applied, or failed with the error (gateway token).
-#[utoipa::path(post, path = "/api/v1/gateway/ack", tag = "Gateways", request_body = AckRequest,
+#[utoipa::path(post, path = perimeter_wire::ACK_PATH, tag = "Gateways", request_body = AckRequest,
     responses((status = 200, body = GatewayView), (status = "default", body = crate::error::Status)))]
 async fn ack(
     State(st): State<AppState>,
@@ -464,7 +395,7 @@ async fn ack(
 }
 
 /// Push aggregated decision counts since the last push (gateway token).
-#[utoipa::path(post, path = "/api/v1/gateway/decisions", tag = "Gateways", request_body = PushDecisionsRequest,
+#[utoipa::path(post, path = perimeter_wire::DECISIONS_PATH, tag = "Gateways", request_body = PushDecisionsRequest,
     responses((status = 200, body = Empty), (status = "default", body = crate::error::Status)))]
 async fn push_decisions(
     State(st): State<AppState>,
@@ -479,12 +410,8 @@ async fn push_decisions(
     }
     let mut items = Vec::with_capacity(req.decisions.len());
     for (i, d) in req.decisions.iter().enumerate() {
-        if !VERDICTS.contains(&d.verdict.as_str()) {
-            return Err(ApiError::invalid(
-                format!("decisions[{i}].verdict"),
-                "verdict must be ALLOWED, DENIED or WOULD_DENY",
-            ));
-        }
+        // The verdict is one of the three: the body does not parse otherwise, and the error
+        // names the field (`decisions[3].verdict`).
         if d.destination.is_empty()
             || d.destination.len() > 300
             || d.reason.len() > 200
@@ -498,7 +425,7 @@ async fn push_decisions(
         items.push(DecisionAggregate {
             destination: d.destination.clone(),
             port: d.port as i64,
-            verdict: d.verdict.clone(),
+            verdict: d.verdict.as_str().to_string(),
             rule_name: d.rule_name.clone(),
             reason: d.reason.clone(),
             count: d.count.min(i64::MAX as u64) as i64,
@@ -538,14 +465,12 @@ async fn list_decisions(
     }: ClusterScope<access::ReadNetworking>,
     Query(q): Query<DecisionsQuery>,
 ) -> ApiResult<Json<ListDecisionsResponse>> {
-    if let Some(v) = &q.verdict
-        && !VERDICTS.contains(&v.as_str())
-    {
-        return Err(ApiError::invalid(
-            "verdict",
-            "verdict must be ALLOWED, DENIED or WOULD_DENY",
-        ));
-    }
+    let verdict = q
+        .verdict
+        .as_deref()
+        .map(str::parse::<Verdict>)
+        .transpose()
+        .map_err(|e| ApiError::invalid("verdict", e.to_string()))?;
     let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(perimeter_store::ts(
@@ -566,19 +491,24 @@ async fn list_decisions(
         .list_decisions(
             &cluster_id,
             &DecisionQuery {
-                verdict: q.verdict.clone(),
+                verdict: verdict.map(|v| v.as_str().to_string()),
                 since,
                 limit,
             },
         )
         .await?;
-    Ok(Json(ListDecisionsResponse {
-        decisions: rows
-            .into_iter()
-            .map(|d| DecisionCount {
+    let decisions = rows
+        .into_iter()
+        .map(|d| {
+            // Stored only after the push parsed it, so a verdict that does not parse is a
+            // fault of the store, not of the request.
+            let verdict = d.verdict.parse::<Verdict>().map_err(|e| {
+                ApiError::internal(format!("stored decision verdict {:?}: {e}", d.verdict))
+            })?;
+            Ok(DecisionCount {
                 destination: d.destination,
                 port: d.port as u16,
-                verdict: d.verdict,
+                verdict,
                 rule_name: d.rule_name,
                 reason: d.reason,
                 count: d.count as u64,
@@ -586,6 +516,7 @@ async fn list_decisions(
                 first_seen: d.first_seen,
                 last_seen: d.last_seen,
             })
-            .collect(),
-    }))
+        })
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(ListDecisionsResponse { decisions }))
 }

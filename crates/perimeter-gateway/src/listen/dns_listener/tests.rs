@@ -194,7 +194,7 @@ fn events(f: &Fixture) -> Vec<(String, &'static str, String, String)> {
         .aggregator
         .drain()
         .into_iter()
-        .map(|c| (c.destination, c.verdict, c.rule_name, c.reason))
+        .map(|c| (c.destination, c.verdict.as_str(), c.rule_name, c.reason))
         .collect();
     v.sort();
     v
