@@ -29,6 +29,7 @@ pub mod lock;
 pub mod netns;
 pub mod pg;
 pub mod serve;
+pub mod tunnel;
 pub mod upstream;
 pub mod wait;
 
@@ -36,5 +37,6 @@ pub use api::{api, json, ok};
 pub use curl::{curl, header_value};
 pub use gateway::Gateway;
 pub use serve::{Server, serve_supports};
+pub use tunnel::connect_tunnel;
 pub use upstream::http_upstream;
 pub use wait::wait_until;

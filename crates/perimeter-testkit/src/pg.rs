@@ -61,3 +61,34 @@ fn psql(admin: &str, sql: &str) -> Output {
         .output()
         .expect("running psql (the PostgreSQL client is needed)")
 }
+
+/// Transactions the database at `url` has committed or rolled back, as PostgreSQL counts them
+/// (`pg_stat_database`).
+pub fn transactions(url: &str) -> i64 {
+    let out = Command::new("psql")
+        .args([
+            url,
+            "-tAc",
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+        ])
+        .output()
+        .expect("running psql (Debian package postgresql-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Transactions of the database at `url` over `window`. PostgreSQL flushes its counters about
+/// once a second, so the window is read after a settling pause on both sides; the two reads
+/// themselves are taken out.
+pub fn transactions_over(url: &str, window: std::time::Duration) -> i64 {
+    let settle = std::time::Duration::from_millis(1500);
+    std::thread::sleep(settle);
+    let before = transactions(url);
+    std::thread::sleep(window);
+    std::thread::sleep(settle);
+    transactions(url) - before - 2
+}

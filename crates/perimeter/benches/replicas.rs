@@ -17,10 +17,9 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use perimeter_testkit::pg::PgDatabase;
+use perimeter_testkit::pg::{PgDatabase, transactions_over};
 use perimeter_testkit::{Gateway, Server, api, ok, wait_until};
 use serde_json::json;
 
@@ -34,31 +33,9 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn transactions(url: &str) -> i64 {
-    let out = Command::new("psql")
-        .args([
-            url,
-            "-tAc",
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
-        ])
-        .output()
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// Transactions per second over `window` (PostgreSQL flushes its counters about once a second:
-/// the window is read after a settling pause on both sides; the reads themselves are taken out).
+/// Transactions per second over `window`.
 fn rate(url: &str, window: Duration) -> f64 {
-    std::thread::sleep(Duration::from_millis(1500));
-    let before = transactions(url);
-    std::thread::sleep(window);
-    std::thread::sleep(Duration::from_millis(1500));
-    (transactions(url) - before - 2) as f64 / window.as_secs_f64()
+    transactions_over(url, window) as f64 / window.as_secs_f64()
 }
 
 struct Figures {

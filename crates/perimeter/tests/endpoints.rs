@@ -21,11 +21,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use perimeter_testkit::certs::self_signed;
 use perimeter_testkit::pg::PgDatabase;
-use perimeter_testkit::{Server, api, curl, ok, wait_until};
+use perimeter_testkit::{Server, api, connect_tunnel, curl, ok, wait_until};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
@@ -90,28 +89,6 @@ fn wait_state(s: &Server, key: &str, cluster: &str, id: &str, field: &str, want:
 
 fn register_service(s: &Server, key: &str, body: Value) -> Value {
     ok(s, key, "POST", "/api/v1/endpoint-services", Some(body))
-}
-
-/// Open a CONNECT tunnel through `proxy` to `target`; the proxy's status code and the stream.
-fn connect(proxy: &str, target: &str) -> (u16, TcpStream) {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, s)
 }
 
 /// Whether a read says the connection was closed (not merely that the read timed out).
@@ -378,17 +355,17 @@ fn plain_service_lifecycle(args: &[&str]) {
     let port = backend.port();
 
     // DEFAULT_DENY and no egress rule: the endpoint's own name reaches the service.
-    let (status, mut t) = connect(&proxy, &format!("{address}:{port}"));
+    let (status, mut t) = connect_tunnel(&proxy, &format!("{address}:{port}"));
     assert_eq!(status, 200);
     assert_eq!(echo_through(&mut t, b"hello endpoint"), b"hello endpoint");
     drop(t);
     // A port the service does not listen on, and an unrelated name, are refused.
-    let (status, _) = connect(
+    let (status, _) = connect_tunnel(
         &proxy,
         &format!("{address}:{}", port.wrapping_add(1).max(1)),
     );
     assert_eq!(status, 403);
-    let (status, _) = connect(&proxy, &format!("unrelated.test:{port}"));
+    let (status, _) = connect_tunnel(&proxy, &format!("unrelated.test:{port}"));
     assert_eq!(status, 403);
 
     // A custom domain, observed on the gateways before it reads AVAILABLE.
@@ -400,7 +377,7 @@ fn plain_service_lifecycle(args: &[&str]) {
         Some(json!({"domain_names": ["svc.internal.test"]})),
     );
     wait_state(&s, &key, &cluster, &id, "domain_names_state", "AVAILABLE");
-    let (status, mut t) = connect(&proxy, &format!("svc.internal.test:{port}"));
+    let (status, mut t) = connect_tunnel(&proxy, &format!("svc.internal.test:{port}"));
     assert_eq!(status, 200);
     let payload = vec![7u8; 100_000];
     assert_eq!(echo_through(&mut t, &payload), payload);
@@ -431,7 +408,7 @@ fn plain_service_lifecycle(args: &[&str]) {
     assert_eq!(metered, sent, "bytes metered equal the bytes sent");
 
     // DELETE cuts the open tunnel, and neither name reaches the backend afterwards.
-    let (status, mut open) = connect(&proxy, &format!("svc.internal.test:{port}"));
+    let (status, mut open) = connect_tunnel(&proxy, &format!("svc.internal.test:{port}"));
     assert_eq!(status, 200);
     assert_eq!(echo_through(&mut open, b"before"), b"before");
     let connections = seen.lock().unwrap().connections;
@@ -460,7 +437,7 @@ fn plain_service_lifecycle(args: &[&str]) {
         format!("{address}:{port}"),
         format!("svc.internal.test:{port}"),
     ] {
-        let (status, _) = connect(&proxy, &target);
+        let (status, _) = connect_tunnel(&proxy, &target);
         assert_eq!(status, 403, "{target} after deletion");
     }
     assert_eq!(
@@ -542,7 +519,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
         None,
     );
     let ep = wait_state(&s, &key, &cluster, &first, "state", "AVAILABLE");
-    let (status, mut t) = connect(
+    let (status, mut t) = connect_tunnel(
         &proxy,
         &format!(
             "{}:{}",
@@ -611,10 +588,10 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     let msk_ep = create_endpoint(&s, &key, &cluster, msk, "MSK_SASL_SCRAM");
     let ep = wait_state(&s, &key, &cluster, &msk_ep, "state", "AVAILABLE");
     let address = ep["endpoint_address"].as_str().unwrap();
-    let (status, mut t) = connect(&proxy, &format!("{address}:9096"));
+    let (status, mut t) = connect_tunnel(&proxy, &format!("{address}:9096"));
     assert_eq!(status, 200);
     assert_eq!(echo_through(&mut t, b"scram"), b"scram");
-    let (status, _) = connect(&proxy, &format!("{address}:{}", backend.port()));
+    let (status, _) = connect_tunnel(&proxy, &format!("{address}:{}", backend.port()));
     assert_eq!(status, 403, "an MSK endpoint exposes its broker port only");
 
     // The documentation's CloudWatch example (its ".log" spelling), served by a registered
@@ -627,7 +604,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     );
     let logs_ep = create_endpoint(&s, &key, &cluster, logs, "PRIVATE_SERVICE");
     let ep = wait_state(&s, &key, &cluster, &logs_ep, "state", "AVAILABLE");
-    let (status, mut logs_tunnel) = connect(
+    let (status, mut logs_tunnel) = connect_tunnel(
         &proxy,
         &format!(
             "{}:{}",

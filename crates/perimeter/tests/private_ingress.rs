@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
 use perimeter_testkit::pg::PgDatabase;
-use perimeter_testkit::{Server, api, ok, wait_until};
+use perimeter_testkit::{Server, api, connect_tunnel, ok, wait_until};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
@@ -495,28 +495,6 @@ fn cockroach_flow(args: &[&str]) {
     assert_ne!(c["regions"][0]["private_ingress_address"], "", "{c}");
 }
 
-/// Open a CONNECT tunnel through `proxy` to `target`; the proxy's status code and the stream.
-fn tunnel(proxy: &str, target: &str) -> (u16, TcpStream) {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&head);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, s)
-}
-
 fn cluster_to_cluster(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(BIN, dir.path(), args, &[]);
@@ -579,7 +557,7 @@ fn cluster_to_cluster(args: &[&str]) {
     let target = format!("{endpoint_address}:{}", private.port());
 
     // Not registered with B yet: B's private ingress refuses A.
-    let (status, mut t) = tunnel(&proxy, &target);
+    let (status, mut t) = connect_tunnel(&proxy, &target);
     assert_eq!(status, 200);
     assert!(closed(&mut t), "an unregistered endpoint is refused by B");
 
@@ -592,7 +570,7 @@ fn cluster_to_cluster(args: &[&str]) {
         Some(json!({"endpoint_id": connection_id})),
     );
     wait_connection(&s, &key, &b, &connection_id, "STATUS_AVAILABLE");
-    let (status, mut t) = tunnel(&proxy, &target);
+    let (status, mut t) = connect_tunnel(&proxy, &target);
     assert_eq!(status, 200);
     assert!(echoes(&mut t, "from cluster a\n"), "A reaches B's workload");
     assert_eq!(*accepted.lock().unwrap(), 1);
@@ -621,7 +599,7 @@ fn cluster_to_cluster(args: &[&str]) {
         Some(json!({"type": "AWS_ACCOUNT_ID", "external_owner_id": a_account})),
     );
     wait_connection(&s, &key, &b, &connection_id, "STATUS_AVAILABLE");
-    let (status, mut t) = tunnel(&proxy, &target);
+    let (status, mut t) = connect_tunnel(&proxy, &target);
     assert_eq!(status, 200);
     assert!(echoes(&mut t, "trusted\n"));
     assert!(owner["trusted_owner"]["id"].is_string());

@@ -6,41 +6,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use perimeter_testkit::pg::PgDatabase;
+use perimeter_testkit::pg::{PgDatabase, transactions_over};
 use perimeter_testkit::{Gateway, Server, api, curl, ok, wait_until};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 const REGION: &str = "us-east-1";
 const IDLE_POLLS: usize = 100;
-
-/// Transactions the database has committed or rolled back, as PostgreSQL counts them.
-fn transactions(url: &str) -> i64 {
-    let out = Command::new("psql")
-        .args([
-            url,
-            "-tAc",
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
-        ])
-        .output()
-        .expect("running psql (Debian package postgresql-client)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// Transactions over `window`, once PostgreSQL's counters (flushed about once a second) settled.
-fn transactions_over(url: &str, window: Duration) -> i64 {
-    // Statistics are flushed by each backend at most once a second: wait a little both sides.
-    std::thread::sleep(Duration::from_millis(1500));
-    let before = transactions(url);
-    std::thread::sleep(window);
-    std::thread::sleep(Duration::from_millis(1500));
-    transactions(url) - before - 2
-}
 
 /// A long-poll for the gateway's next snapshot after `after`, held by a curl process.
 fn long_poll(url: &str, token: &str, after: u64) -> Child {

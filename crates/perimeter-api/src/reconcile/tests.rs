@@ -11,6 +11,30 @@ use super::*;
 const HOLDER: &str = "test-reconciler";
 const SERVICE: &str = "com.amazonaws.vpce.us-east-1.vpce-svc-reconciled";
 
+/// A DEFAULT_DENY AWS cluster of one node per region.
+async fn new_cluster(store: &Store, name: &str, regions: &[&str]) -> perimeter_store::Cluster {
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    store
+        .create_cluster(
+            &NewCluster {
+                name: name.into(),
+                provider: "AWS".into(),
+                plan: "ADVANCED".into(),
+                account_id: "210987654321".into(),
+                network_visibility: "PUBLIC".into(),
+                egress_policy: "DEFAULT_DENY".into(),
+                labels: Default::default(),
+                hardware: serde_json::json!({}),
+                cockroach_version: "v25.2".into(),
+                creator_id: "test".into(),
+                regions: regions.iter().map(|r| (r.to_string(), 1)).collect(),
+            },
+            &audit,
+        )
+        .await
+        .unwrap()
+}
+
 struct Fixture {
     store: Store,
     cfg: ReconcilerConfig,
@@ -25,25 +49,7 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
-    let cluster = store
-        .create_cluster(
-            &NewCluster {
-                name: "reconciled".into(),
-                provider: "AWS".into(),
-                plan: "ADVANCED".into(),
-                account_id: "123456789012".into(),
-                network_visibility: "PUBLIC".into(),
-                egress_policy: "DEFAULT_DENY".into(),
-                labels: Default::default(),
-                hardware: serde_json::json!({}),
-                cockroach_version: "v25.2".into(),
-                creator_id: "test".into(),
-                regions: vec![("us-east-1".into(), 1), ("eu-west-1".into(), 1)],
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let cluster = new_cluster(&store, "reconciled", &["us-east-1", "eu-west-1"]).await;
     store
         .create_endpoint_service(
             &NewEndpointService {
@@ -238,26 +244,7 @@ async fn ingress_fixture() -> (
     let store = Store::open_sqlite(dir.path(), Durability::Normal)
         .await
         .unwrap();
-    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
-    let cluster = store
-        .create_cluster(
-            &NewCluster {
-                name: "ingress".into(),
-                provider: "AWS".into(),
-                plan: "ADVANCED".into(),
-                account_id: "210987654321".into(),
-                network_visibility: "PUBLIC".into(),
-                egress_policy: "DEFAULT_DENY".into(),
-                labels: Default::default(),
-                hardware: serde_json::json!({}),
-                cockroach_version: "v25.2".into(),
-                creator_id: "test".into(),
-                regions: vec![("us-east-1".into(), 1)],
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let cluster = new_cluster(&store, "ingress", &["us-east-1"]).await;
     let mut gateways = [String::new(), String::new()];
     for (i, g) in gateways.iter_mut().enumerate() {
         *g = uuid::Uuid::new_v4().to_string();
