@@ -123,7 +123,11 @@ impl Reconciler {
             .await?;
         let mut next = self.cfg.interval;
         for cluster in self.store.clusters_propagating().await? {
-            settle_cluster(&self.store, &cluster, &self.cfg, now).await?;
+            if let Action::Requeue(d) =
+                settle_cluster(&self.store, &cluster, &self.cfg, now).await?
+            {
+                next = next.min(d);
+            }
         }
         for id in ids {
             let result = match self.store.endpoint_work(&id).await? {
@@ -428,13 +432,28 @@ async fn observe(
 }
 
 /// Turn the live gateways' acknowledgements into the states of a cluster's rules, traffic
-/// policy and allowlist. Every write is conditional on the state and version it read.
+/// policy, allowlist, network visibility and ingress private endpoints. Every write is
+/// conditional on the state and version it read. Acknowledgements wake the reconciler; what
+/// the clock alone moves (a change past the propagation deadline) is the `Requeue` returned:
+/// the time until the nearest such deadline, or `Await` when there is none.
 pub async fn settle_cluster(
     store: &Store,
     cluster_id: &str,
     cfg: &ReconcilerConfig,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Action, StoreError> {
+    let deadline_of = |changed_at: &str| -> Option<Duration> {
+        let at = chrono::DateTime::parse_from_rfc3339(changed_at).ok()?;
+        let due = at.with_timezone(&chrono::Utc)
+            + chrono::Duration::from_std(cfg.propagation_deadline).unwrap_or_default();
+        Some((due - now).to_std().unwrap_or(Duration::ZERO))
+    };
+    let mut next: Option<Duration> = None;
+    let mut wake_by = |d: Option<Duration>| {
+        if let Some(d) = d {
+            next = Some(next.map_or(d, |n| n.min(d)));
+        }
+    };
     let cutoff = perimeter_store::ts(
         now - chrono::Duration::from_std(cfg.gateway_liveness).unwrap_or_default(),
     );
@@ -457,8 +476,13 @@ pub async fn settle_cluster(
     if live.is_empty() {
         // Nothing is observed; only a visibility change past the deadline lets go of the lock,
         // so that a cluster without gateways is not locked forever.
-        release_stale_visibility(store, cluster_id, &deadline_passed).await?;
-        return Ok(());
+        if !release_stale_visibility(store, cluster_id, &deadline_passed).await? {
+            let c = store.get_cluster(cluster_id).await?;
+            if c.visibility_changing {
+                wake_by(deadline_of(&c.updated_at));
+            }
+        }
+        return Ok(next.map_or(Action::Await, Action::Requeue));
     }
     let all_applied = |v: i64| live.iter().all(|g| g.applied_version >= v);
     let any_applied = |v: i64| live.iter().any(|g| g.applied_version >= v);
@@ -485,6 +509,9 @@ pub async fn settle_cluster(
         {
             Some(S::Inconsistent)
         } else {
+            if !deleting && rule.state != S::Inconsistent {
+                wake_by(deadline_of(&rule.updated_at));
+            }
             continue;
         };
         if store.settle_rule(&rule.id, rule.state, v, to).await? {
@@ -516,8 +543,10 @@ pub async fn settle_cluster(
             .await?
     {
         tracing::info!(cluster = %cluster_id, visibility = %cluster.network_visibility, "network visibility observed on every live gateway");
-    } else {
-        release_stale_visibility(store, cluster_id, &deadline_passed).await?;
+    } else if cluster.visibility_changing
+        && !release_stale_visibility(store, cluster_id, &deadline_passed).await?
+    {
+        wake_by(deadline_of(&cluster.updated_at));
     }
     // A private endpoint service is served once every live gateway of its region applied the
     // snapshot that carries it and reports a private ingress listener.
@@ -545,17 +574,18 @@ pub async fn settle_cluster(
             tracing::info!(cluster = %cluster_id, endpoint_id = %c.endpoint_id, "private endpoint connection STATUS_AVAILABLE");
         }
     }
-    Ok(())
+    Ok(next.map_or(Action::Await, Action::Requeue))
 }
 
 /// A `network_visibility` change that not every live gateway applied within the propagation
 /// deadline releases the cluster lock (logged as a warning): the gateways that lag apply it when
 /// they catch up, and the cluster is not locked forever meanwhile.
+/// Whether it released the lock.
 async fn release_stale_visibility(
     store: &Store,
     cluster_id: &str,
     deadline_passed: &impl Fn(&str) -> bool,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let cluster = store.get_cluster(cluster_id).await?;
     if cluster.visibility_changing
         && deadline_passed(&cluster.updated_at)
@@ -564,8 +594,9 @@ async fn release_stale_visibility(
             .await?
     {
         tracing::warn!(cluster = %cluster_id, visibility = %cluster.network_visibility, "network visibility change not observed on every live gateway within the propagation deadline; releasing the cluster lock");
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 #[cfg(test)]

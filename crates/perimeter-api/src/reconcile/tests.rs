@@ -497,3 +497,39 @@ async fn a_visibility_change_no_gateway_applies_lets_go_of_the_lock_at_the_deadl
     assert!(!after.visibility_changing);
     assert_eq!(after.network_visibility, "PRIVATE");
 }
+
+#[tokio::test]
+async fn settling_asks_to_be_woken_at_the_nearest_deadline_and_not_otherwise() {
+    let (store, cfg, cluster, [a, _b], _dir) = ingress_fixture().await;
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    store.ack_gateway(&a, 1, true, "").await.unwrap();
+    // Nothing pending: nothing for the clock to move.
+    let now = Utc::now();
+    assert_eq!(
+        settle_cluster(&store, &cluster, &cfg, now).await.unwrap(),
+        Action::Await
+    );
+    let c = store
+        .update_cluster(
+            &cluster,
+            &perimeter_store::ClusterUpdate {
+                network_visibility: Some("PRIVATE".into()),
+                ..Default::default()
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    store
+        .ack_gateway(&a, c.visibility_version - 1, true, "")
+        .await
+        .unwrap();
+    let now = Utc::now();
+    match settle_cluster(&store, &cluster, &cfg, now).await.unwrap() {
+        Action::Requeue(d) => assert!(
+            d <= cfg.propagation_deadline && d + Duration::from_secs(5) > cfg.propagation_deadline,
+            "{d:?}"
+        ),
+        Action::Await => panic!("a pending visibility change has a deadline"),
+    }
+}
