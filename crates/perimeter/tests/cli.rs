@@ -1401,6 +1401,31 @@ fn check_ingress() {
         ])
         .failed(1);
     assert!(bad.stderr.contains("field: source"), "{bad:#?}");
+    // The private listener judges an endpoint id; the cluster has no connection yet.
+    let v = srv
+        .cli(&[
+            "check",
+            "cli-ingress",
+            "vpce-0a1b2c3d4e5f67890",
+            "--ingress",
+            "--private",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["admitted"], false, "{v}");
+    assert_eq!(v["reason"], "unknown_endpoint", "{v}");
+    assert_eq!(v["endpoint_id"], "vpce-0a1b2c3d4e5f67890", "{v}");
+    srv.cli(&[
+        "check",
+        "cli-ingress",
+        "vpce-0a1b2c3d4e5f67890",
+        "--ingress",
+        "--private",
+        "--sql",
+    ])
+    .failed(2);
 }
 
 #[test]

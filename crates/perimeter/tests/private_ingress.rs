@@ -271,6 +271,18 @@ fn rockset_flow(args: &[&str]) {
     );
     assert_eq!(c["status"], "STATUS_PENDING", "{c}");
     wait_connection(&s, &key, &cid, VPCE, "STATUS_AVAILABLE");
+    // The what-if agrees with the listener.
+    let check = |id: &str| {
+        ok(
+            &s,
+            &key,
+            "POST",
+            &networking(&cid, "ingress-check"),
+            Some(json!({"listener": "private", "endpoint_id": id})),
+        )
+    };
+    assert_eq!(check(VPCE)["reason"], "private_endpoint");
+    assert_eq!(check("vpce-0ffffffffffffffff")["admitted"], false);
 
     // 1. Both paths reach the workload.
     let sql = addr(&region_address(&s, &key, &cid, "sql_ingress_address"));

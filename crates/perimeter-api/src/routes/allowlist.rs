@@ -28,10 +28,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngressCheckRequest {
-    /// The connection's source address (canonical IPv4 or IPv6, no zone id).
+    /// The connection's source address (canonical IPv4 or IPv6, no zone id); for the public
+    /// listeners.
+    #[serde(default)]
     pub source: String,
-    /// `sql` or `ui`.
+    /// `sql`, `ui`, or `private` (the private ingress listener).
     pub listener: String,
+    /// For `private`: the endpoint id the connection's PROXY v2 header names.
+    #[serde(default)]
+    pub endpoint_id: Option<String>,
 }
 
 /// ext: the verdict of the public ingress listener, and the entry that decides it.
@@ -42,8 +47,13 @@ pub struct IngressCheckResponse {
     pub admitted: bool,
     /// `ADMITTED` or `REFUSED`.
     pub verdict: String,
-    /// `allowlisted`, `allowlist_empty`, `not_allowlisted` or `listener_not_allowed`.
+    /// Public listeners: `allowlisted`, `allowlist_empty`, `not_allowlisted`,
+    /// `listener_not_allowed` or `network_visibility_private`; the private one:
+    /// `private_endpoint` or `unknown_endpoint`.
     pub reason: String,
+    /// For `private`: the endpoint id judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
     /// The deciding entry: the most specific one containing the source that admits it, or, when
     /// none admits, the most specific one containing it.
     pub entry: Option<AllowlistEntry>,
@@ -51,8 +61,9 @@ pub struct IngressCheckResponse {
     pub version: u64,
 }
 
-/// What-if for ingress: the verdict the public `sql` or `ui` listener gives a source under the
-/// cluster's newest snapshot, computed by the code the gateways run.
+/// What-if for ingress: the verdict the public `sql` or `ui` listener gives a source, or the
+/// private listener an endpoint id, under the cluster's newest snapshot, computed by the code
+/// the gateways run.
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/ingress-check", tag = "IP allowlist",
     params(("cluster_id" = String, Path)), request_body = IngressCheckRequest,
     responses((status = 200, body = IngressCheckResponse), (status = "default", body = crate::error::Status)))]
@@ -66,18 +77,41 @@ async fn ingress_check(
     AppJson(req): AppJson<IngressCheckRequest>,
 ) -> ApiResult<Json<IngressCheckResponse>> {
     use perimeter_policy::{IngressListener, parse_ip_literal};
-    let source = parse_ip_literal(req.source.trim())
-        .map_err(|e| ApiError::invalid("source", format!("source: {e}")))?;
     let listener = match req.listener.as_str() {
         "sql" => IngressListener::Sql,
         "ui" => IngressListener::Ui,
+        "private" => IngressListener::Private,
         other => {
             return Err(ApiError::invalid(
                 "listener",
-                format!("listener {other:?} is not known; use \"sql\" or \"ui\""),
+                format!("listener {other:?} is not known; use \"sql\", \"ui\" or \"private\""),
             ));
         }
     };
+    if listener == IngressListener::Private {
+        let id = req.endpoint_id.as_deref().unwrap_or("").trim();
+        if id.is_empty() {
+            return Err(ApiError::invalid(
+                "endpoint_id",
+                "the private listener judges an endpoint id: give endpoint_id (e.g. vpce-0a1b2c3d4e5f67890)",
+            ));
+        }
+        st.store.get_live_cluster(&cluster_id).await?;
+        let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+        let d = snap.admit_private_ingress(Some(id));
+        return Ok(Json(IngressCheckResponse {
+            source: String::new(),
+            listener: listener.as_str().to_string(),
+            admitted: d.admitted,
+            verdict: d.verdict().to_string(),
+            reason: d.reason.as_str().to_string(),
+            endpoint_id: Some(id.to_string()),
+            entry: None,
+            version: snap.version(),
+        }));
+    }
+    let source = parse_ip_literal(req.source.trim())
+        .map_err(|e| ApiError::invalid("source", format!("source: {e}")))?;
     st.store.get_live_cluster(&cluster_id).await?;
     let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
     let d = snap.admit_ingress(source, listener);
@@ -87,6 +121,7 @@ async fn ingress_check(
         admitted: d.admitted,
         verdict: d.verdict().to_string(),
         reason: d.reason.as_str().to_string(),
+        endpoint_id: None,
         entry: d.entry.map(|e| {
             let net = e.cidr().net();
             AllowlistEntry {

@@ -1,7 +1,8 @@
 //! `perimeter check`: what the cluster's gateways would decide for a destination. For a name,
 //! the control plane resolves it as the gateways do and lists each address with its verdict.
 //! With `--ingress`, what the public `--sql` or `--ui` listener decides for a source address,
-//! and the allowlist entry that decides it.
+//! and the allowlist entry that decides it; with `--ingress --private`, what the private
+//! ingress listener decides for an endpoint id.
 
 use clap::Args;
 use serde_json::json;
@@ -16,7 +17,8 @@ pub struct CheckArgs {
     conn: Connection,
     /// Cluster id or name.
     cluster: String,
-    /// Host name or canonical IP literal; with --ingress, the connection's source address.
+    /// Host name or canonical IP literal; with --ingress, the connection's source address
+    /// (with --private, the endpoint id its PROXY v2 header names).
     destination: String,
     /// TCP port.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..), required_unless_present = "ingress")]
@@ -32,23 +34,32 @@ pub struct CheckArgs {
     #[arg(long, requires = "ingress", conflicts_with = "ui")]
     sql: bool,
     /// With --ingress: the UI listener.
-    #[arg(long, requires = "ingress")]
+    #[arg(long, requires = "ingress", conflicts_with = "private")]
     ui: bool,
+    /// With --ingress: the private ingress listener, judging the endpoint id given as the
+    /// destination.
+    #[arg(long, requires = "ingress", conflicts_with = "sql")]
+    private: bool,
 }
 
 async fn run_ingress(args: CheckArgs) -> Result<(), Failure> {
-    let listener = match (args.sql, args.ui) {
-        (true, false) => "sql",
-        (false, true) => "ui",
+    let listener = match (args.sql, args.ui, args.private) {
+        (true, false, false) => "sql",
+        (false, true, false) => "ui",
+        (false, false, true) => "private",
         _ => {
             return Err(Failure::Usage(
-                "--ingress judges one listener: pass --sql or --ui".into(),
+                "--ingress judges one listener: pass --sql, --ui or --private".into(),
             ));
         }
     };
     let api = args.conn.connect()?;
     let id = api.cluster_id(&args.cluster).await?;
-    let body = json!({"source": args.destination, "listener": listener});
+    let body = if args.private {
+        json!({"listener": listener, "endpoint_id": args.destination})
+    } else {
+        json!({"source": args.destination, "listener": listener})
+    };
     let answer = api
         .post(&["clusters", &id, "networking", "ingress-check"], &body)
         .await?;
@@ -76,8 +87,12 @@ async fn run_ingress(args: CheckArgs) -> Result<(), Failure> {
         let text = |f| -> Result<String, Failure> {
             Ok(member(&answer, f)?.as_str().unwrap_or_default().to_string())
         };
+        let source = match answer.get("endpoint_id").and_then(|v| v.as_str()) {
+            Some(endpoint) => endpoint.to_string(),
+            None => text("source")?,
+        };
         t.row(vec![
-            text("source")?,
+            source,
             text("listener")?,
             member(&answer, "admitted")?.to_string(),
             text("reason")?,
