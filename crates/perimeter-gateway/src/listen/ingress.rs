@@ -96,7 +96,10 @@ pub async fn serve_public_ingress(
                     tracing::info!(listener = listener.as_str(), %addr, "public ingress listener open");
                     let mut watch = ctx.snapshots.clone();
                     let closed = async move {
-                        let _ = watch.wait_for(|s| !s.ingress().public()).await;
+                        // No more snapshots (the sync is gone): the one in hand stands.
+                        if watch.wait_for(|s| !s.ingress().public()).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
                     };
                     tokio::select! {
                         r = serve_ingress(s, listener, ctx.clone(), closed) => r?,
