@@ -188,7 +188,9 @@ pub(crate) fn dns_name(h: &str) -> Result<String, &'static str> {
         .next()
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err("the last label is all digits: not a host name, nor a canonical IPv4 address");
+        return Err(
+            "the last label is all digits; expected a host name or a canonical IPv4 address (a.b.c.d)",
+        );
     }
     Ok(h)
 }

@@ -21,11 +21,28 @@ pub fn redact(input: &str) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
+    // A raw '?', '#' or '&' in a userinfo password ends the authority early: the real '@' then
+    // shows up in the query (in a segment that is not a known parameter) or in the fragment,
+    // and everything after "://" is taken for the password.
+    let cut_short = fragment.is_some_and(|f| f.contains('@'))
+        || query.is_some_and(|q| {
+            q.split('&').any(|seg| {
+                seg.contains('@')
+                    && seg
+                        .split_once('=')
+                        .and_then(|(n, _)| decode(n).ok())
+                        .is_none_or(|n| known_ignoring_case(&n).is_none())
+            })
+        });
     let mut out = match pre.split_once("://") {
         Some((scheme, after)) => {
             let webhook = scheme.eq_ignore_ascii_case("webhook-https");
             let scheme = if is_scheme(scheme) { scheme } else { REDACTED };
-            format!("{scheme}://{}", authority_and_path(after, webhook))
+            if cut_short {
+                format!("{scheme}://{REDACTED}")
+            } else {
+                format!("{scheme}://{}", authority_and_path(after, webhook))
+            }
         }
         None if pre.is_empty() => String::new(),
         None => REDACTED.to_string(),
@@ -49,7 +66,8 @@ fn authority_and_path(after: &str, webhook: bool) -> String {
         let (userinfo, hostpath) = (&after[..at], &after[at + 1..]);
         let user = match userinfo.split_once(':') {
             Some((u, _)) => format!("{u}:{REDACTED}"),
-            None => userinfo.to_string(),
+            // A lone userinfo is often a token (https://TOKEN@host): not shown either.
+            None => REDACTED.to_string(),
         };
         return format!("{user}@{}", host_and_path(hostpath, webhook));
     }
@@ -61,26 +79,36 @@ fn host_and_path(s: &str, webhook: bool) -> String {
         Some(i) => s.split_at(i),
         None => (s, ""),
     };
-    let items: Vec<String> = authority
-        .split(',')
-        .map(|item| {
-            let port = match item.strip_prefix('[') {
-                Some(v6) => v6.split_once(']').map(|(_, after)| after),
-                None => item.find(':').map(|i| &item[i..]),
-            };
-            match port {
-                None | Some("") => item.to_string(),
-                Some(p)
-                    if p.len() > 1
-                        && p.starts_with(':')
-                        && p[1..].bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    item.to_string()
-                }
-                Some(p) => format!("{}:{REDACTED}", &item[..item.len() - p.len()]),
+    // Hosts, ports and broker lists hold only these; anything else is taken for a stray piece
+    // of a password, and nothing from here on is shown.
+    if !authority.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b',' | b'[' | b']')
+    }) {
+        return REDACTED.to_string();
+    }
+    let mut items = Vec::new();
+    for item in authority.split(',') {
+        let port = match item.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').map(|(_, after)| after),
+            None => item.find(':').map(|i| &item[i..]),
+        };
+        match port {
+            None | Some("") => items.push(item.to_string()),
+            Some(p)
+                if p.len() > 1
+                    && p[1..].bytes().all(|b| b.is_ascii_digit())
+                    && p.starts_with(':') =>
+            {
+                items.push(item.to_string())
             }
-        })
-        .collect();
+            // Not a port: a password cut short. What follows it (more of the authority, the
+            // path) may be more of the password, so nothing more is shown.
+            Some(p) => {
+                items.push(format!("{}:{REDACTED}", &item[..item.len() - p.len()]));
+                return items.join(",");
+            }
+        }
+    }
     let path = if webhook && !path.is_empty() && path != "/" {
         format!("/{REDACTED}")
     } else {

@@ -4,6 +4,7 @@
 use crate::destination::{self, Destination, Host, HostPortError, Purpose};
 use crate::error::{UriError, UriPart};
 use crate::params::Params;
+use crate::secret::Secret;
 use crate::tls::{self, Tls};
 
 /// A parsed `webhook-https://` URI.
@@ -11,7 +12,8 @@ use crate::tls::{self, Tls};
 pub struct WebhookUri {
     pub host: Host,
     pub port: u16,
-    pub path: String,
+    /// The path (and the token it often carries): a secret.
+    pub path: Secret,
     pub tls: Tls,
 }
 
@@ -34,7 +36,7 @@ pub(crate) fn parse(
     Ok(WebhookUri {
         host,
         port,
-        path: path.to_string(),
+        path: Secret::new(path.to_string()),
         tls,
     })
 }
