@@ -1,14 +1,16 @@
 //! Client subcommands over the REST API: `clusters`, `egress-rules`, `egress-policy`,
-//! `egress-endpoints`, `endpoint-services`, `allowlist`, `check`, `gateways` and `workload`. Each sends the
-//! API's own JSON shapes (API.md) and prints an aligned table or the API's JSON.
+//! `egress-endpoints`, `endpoint-services`, `allowlist`, `check`, `creds`, `gateways` and
+//! `workload`. Each sends the API's own JSON shapes (API.md) and prints an aligned table or the
+//! API's JSON.
 //!
-//! Exit status: 0 on success; 1 when the API (or a name lookup) refused the request; 2 when the
-//! command line is wrong or the API could not be reached.
+//! Exit status: 0 on success; 1 when the API (or a name lookup) refused the request, or `creds
+//! check` refused the URI; 2 when the command line is wrong or the API could not be reached.
 
 mod allowlist;
 mod api;
 mod check;
 mod clusters;
+mod creds;
 mod egress_endpoints;
 mod egress_policy;
 mod egress_rules;
@@ -33,6 +35,10 @@ const ADMIN_KEY_FILE: &str = "./perimeter-data/admin-api-key";
 
 const EXIT_STATUS_HELP: &str = "Exit status: 0 on success, 1 when the API refused the request, \
      2 on a command-line error or when the API could not be reached.";
+
+const CREDS_EXIT_STATUS_HELP: &str = "Exit status: 0 when the URI is valid (whatever the egress \
+     verdicts), 1 when it is not or the API refused the request, 2 on a command-line error or \
+     when the API could not be reached.";
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -59,6 +65,10 @@ pub enum ClientCommand {
     /// resolved as the gateways resolve it and judged per address, each listed with its verdict.
     #[command(after_help = EXIT_STATUS_HELP)]
     Check(check::CheckArgs),
+    /// Storage and sink URIs (s3, gs, azure-blob, kafka, webhook-https): `creds check`
+    /// validates one, redacts its secrets and lists the destinations it implies.
+    #[command(after_help = CREDS_EXIT_STATUS_HELP)]
+    Creds(creds::CredsArgs),
     /// Register, list and deregister the gateways that enforce a cluster's policy.
     #[command(after_help = EXIT_STATUS_HELP)]
     Gateways(gateways::GatewaysArgs),
@@ -168,6 +178,7 @@ pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
         ClientCommand::EndpointServices(a) => endpoint_services::run(a).await,
         ClientCommand::Allowlist(a) => allowlist::run(a).await,
         ClientCommand::Check(a) => check::run(a).await,
+        ClientCommand::Creds(a) => creds::run(a).await,
         ClientCommand::Gateways(a) => gateways::run(a).await,
         ClientCommand::Workload(a) => workload::run(a).await,
         ClientCommand::PrivateEndpoints(a) => private_endpoints::run(a).await,

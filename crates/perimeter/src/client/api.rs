@@ -28,6 +28,8 @@ pub enum Failure {
     Unreachable { url: String, cause: String },
     /// The command line asks for something refused before any request.
     Usage(String),
+    /// A value judged locally and refused (an invalid storage or sink URI).
+    Invalid(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,7 +43,10 @@ pub struct FieldViolation {
 impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Api { .. } | Failure::Lookup(_) | Failure::Response(_) => 1,
+            Failure::Api { .. }
+            | Failure::Lookup(_)
+            | Failure::Response(_)
+            | Failure::Invalid(_) => 1,
             Failure::Unreachable { .. } | Failure::Usage(_) => 2,
         }
     }
@@ -76,7 +81,7 @@ impl fmt::Display for Failure {
                     _ => Ok(()),
                 }
             }
-            Failure::Lookup(m) | Failure::Response(m) | Failure::Usage(m) => {
+            Failure::Lookup(m) | Failure::Response(m) | Failure::Usage(m) | Failure::Invalid(m) => {
                 writeln!(f, "error: {m}")
             }
             Failure::Unreachable { url, cause } => {
