@@ -53,7 +53,13 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
                 endpoint_address: e.endpoint_address.clone(),
                 domain_names: e.domain_names.clone(),
                 backends: r.backends.clone(),
-                ports: exposed_ports(&e.target_service_type),
+                ports: if r.ingress_backed {
+                    // A cluster reached privately answers SQL on CockroachDB's port, whatever
+                    // port its private ingress listeners have.
+                    vec![SQL_PORT]
+                } else {
+                    exposed_ports(&e.target_service_type)
+                },
                 proxy_protocol: r.proxy_protocol,
             }
         })
@@ -92,6 +98,9 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
         ingress,
     })
 }
+
+/// The port an egress private endpoint to another cluster's private endpoint service exposes.
+pub const SQL_PORT: u16 = 26257;
 
 /// The ports an endpoint of this target type exposes in front of every backend: an MSK
 /// cluster's broker port for its authentication type; none (each backend's own port) for a

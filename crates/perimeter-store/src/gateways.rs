@@ -34,6 +34,9 @@ pub struct RoutedEndpoint {
     pub endpoint: EgressEndpoint,
     pub backends: Vec<perimeter_policy::BackendDoc>,
     pub proxy_protocol: bool,
+    /// The service is a cluster's private endpoint service: its backends are that cluster's
+    /// private ingress listeners.
+    pub ingress_backed: bool,
 }
 
 /// A decision aggregate filter.
@@ -259,6 +262,7 @@ impl Store {
                 endpoint: crate::endpoints::endpoint_from_row(r)?,
                 backends,
                 proxy_protocol: crate::model::flag(r, "service_proxy_protocol")?,
+                ingress_backed: !ingress_cluster.is_empty(),
             });
         }
         let allowlist =

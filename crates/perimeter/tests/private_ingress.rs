@@ -566,7 +566,9 @@ fn cluster_to_cluster(args: &[&str]) {
     });
     let connection_id = ep["endpoint_connection_id"].as_str().unwrap().to_string();
     let endpoint_address = ep["endpoint_address"].as_str().unwrap().to_string();
-    let target = format!("{endpoint_address}:{}", private.port());
+    // Reached on CockroachDB's SQL port, whatever port B's private ingress listener has.
+    let target = format!("{endpoint_address}:26257");
+    assert_ne!(private.port(), 26257);
 
     // Not registered with B yet: B's private ingress refuses A.
     let (status, mut t) = connect_tunnel(&proxy, &target);
