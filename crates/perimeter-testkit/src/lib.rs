@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod certs;
+pub mod clients;
 pub mod curl;
 pub mod dns;
 pub mod gateway;

@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+use perimeter_testkit::clients::{closed, connect_from, echoes};
 use perimeter_testkit::dns::dns_server;
 use perimeter_testkit::pg::PgDatabase;
 use perimeter_testkit::{Gateway, Server, api, curl, ok, wait_until};
@@ -64,53 +64,6 @@ fn echo_workload() -> (SocketAddr, Arc<Mutex<Seen>>) {
         }
     });
     (addr, seen)
-}
-
-/// A TCP connection to `to` from the loopback source `from`.
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 listener expected: {to}")
-    };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(from, 0)),
-    )
-    .unwrap();
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)).unwrap();
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Send a line and read its echo: the connection reaches the workload.
-fn echoes(s: &mut TcpStream, line: &str) -> bool {
-    if s.write_all(line.as_bytes()).is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; line.len()];
-    s.read_exact(&mut got).is_ok() && got == line.as_bytes()
-}
-
-/// The connection is closed by the gateway: a read ends (end of stream or reset) within the
-/// bound, with no byte.
-fn closed(s: &mut TcpStream) -> bool {
-    let _ = s.write_all(b"should not arrive\n");
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 fn cluster_region(s: &Server, key: &str, cid: &str) -> Value {
@@ -161,7 +114,7 @@ fn public_ingress(args: &[&str]) {
     let a = Ipv4Addr::new(127, 0, 0, 2);
     let b = Ipv4Addr::new(127, 0, 0, 3);
     // No entry yet: the public side admits no one.
-    let mut c = connect_from(a, sql);
+    let mut c = connect_from(a, sql).unwrap();
     assert!(closed(&mut c), "an empty allowlist admits no one");
 
     let allowlist = format!("/api/v1/clusters/{cid}/networking/allowlist");
@@ -175,14 +128,14 @@ fn public_ingress(args: &[&str]) {
         ),
     );
     wait_settled(&s, &key, &cid);
-    let mut admitted = connect_from(a, sql);
+    let mut admitted = connect_from(a, sql).unwrap();
     assert!(
         echoes(&mut admitted, "hello from a\n"),
         "127.0.0.2 admitted on sql"
     );
-    let mut refused = connect_from(b, sql);
+    let mut refused = connect_from(b, sql).unwrap();
     assert!(closed(&mut refused), "127.0.0.3 is in no entry");
-    let mut refused_ui = connect_from(a, ui);
+    let mut refused_ui = connect_from(a, ui).unwrap();
     assert!(closed(&mut refused_ui), "the entry does not set ui");
     {
         let seen = seen.lock().unwrap();
@@ -202,7 +155,7 @@ fn public_ingress(args: &[&str]) {
         Some(json!({"ui": true})),
     );
     wait_settled(&s, &key, &cid);
-    let mut via_ui = connect_from(a, ui);
+    let mut via_ui = connect_from(a, ui).unwrap();
     assert!(
         echoes(&mut via_ui, "ui from a\n"),
         "ui admitted after the PATCH"
@@ -222,7 +175,7 @@ fn public_ingress(args: &[&str]) {
         Some(json!({"cidr_ip": "127.0.0.3", "cidr_mask": 32, "sql": false, "ui": false})),
     );
     wait_settled(&s, &key, &cid);
-    let mut refused = connect_from(b, sql);
+    let mut refused = connect_from(b, sql).unwrap();
     assert!(closed(&mut refused), "127.0.0.3's entry sets neither flag");
 
     // Deleting the admitting entry cuts the open connection.
@@ -257,7 +210,7 @@ fn public_ingress(args: &[&str]) {
         }
     };
     assert!(cut, "deleting the entry cuts the open admitted connection");
-    let mut c = connect_from(a, sql);
+    let mut c = connect_from(a, sql).unwrap();
     assert!(
         closed(&mut c),
         "127.0.0.2 is refused once its entry is gone"
@@ -273,7 +226,7 @@ fn public_ingress(args: &[&str]) {
     );
     wait_settled(&s, &key, &cid);
     for (from, to) in [(a, sql), (a, ui), (b, sql), (b, ui)] {
-        let mut c = connect_from(from, to);
+        let mut c = connect_from(from, to).unwrap();
         assert!(closed(&mut c), "{from} -> {to} with an empty allowlist");
     }
     let connections = seen.lock().unwrap().connections;
@@ -312,12 +265,12 @@ fn public_ingress(args: &[&str]) {
         Some(json!({"sql": true, "ui": false})),
     );
     wait_settled(&s, &key, &cid);
-    let mut c = connect_from(b, sql);
+    let mut c = connect_from(b, sql).unwrap();
     assert!(
         echoes(&mut c, "b after the restart\n"),
         "127.0.0.3 admitted"
     );
-    let mut c = connect_from(a, sql);
+    let mut c = connect_from(a, sql).unwrap();
     assert!(closed(&mut c), "127.0.0.2 still refused");
     assert_eq!(seen.lock().unwrap().connections, 3);
 }
@@ -391,14 +344,14 @@ fn standalone_gateway_ingress_listeners() {
     );
     wait_settled(&s, &key, &cid);
     let a = Ipv4Addr::new(127, 0, 0, 2);
-    let mut c = connect_from(a, sql);
+    let mut c = connect_from(a, sql).unwrap();
     assert!(
         echoes(&mut c, "by name\n"),
         "admitted and relayed to the named workload"
     );
-    let mut c = connect_from(a, ui);
+    let mut c = connect_from(a, ui).unwrap();
     assert!(closed(&mut c), "no ui workload address in this region");
-    let mut c = connect_from(Ipv4Addr::new(127, 0, 0, 3), sql);
+    let mut c = connect_from(Ipv4Addr::new(127, 0, 0, 3), sql).unwrap();
     assert!(closed(&mut c), "127.0.0.3 is in no entry");
     assert_eq!(seen.lock().unwrap().connections, 1);
 
@@ -514,15 +467,15 @@ fn proxy_protocol(args: &[&str]) {
     let stranger: SocketAddrV4 = "203.0.113.9:40000".parse().unwrap();
 
     // An untrusted peer, allowlisted itself, is refused when it opens with a PROXY header.
-    let mut c = connect_from(untrusted, sql);
+    let mut c = connect_from(untrusted, sql).unwrap();
     c.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\r\n")
         .unwrap();
     assert!(closed(&mut c), "an untrusted peer's v1 header");
-    let mut c = connect_from(untrusted, sql);
+    let mut c = connect_from(untrusted, sql).unwrap();
     c.write_all(&proxy_v2(client, sql4)).unwrap();
     assert!(closed(&mut c), "an untrusted peer's v2 header");
     assert!(seen.lock().unwrap().bytes.is_empty());
-    let mut c = connect_from(untrusted, sql);
+    let mut c = connect_from(untrusted, sql).unwrap();
     assert!(
         echoes(&mut c, "plain from 127.0.0.2\n"),
         "the untrusted peer without a header is judged by its own address"
@@ -530,11 +483,11 @@ fn proxy_protocol(args: &[&str]) {
 
     // The trusted proxy's v1 and v2 headers name an allowlisted client: admitted, and the
     // header is not relayed.
-    let mut c = connect_from(proxy, sql);
+    let mut c = connect_from(proxy, sql).unwrap();
     c.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 5432\r\n")
         .unwrap();
     assert!(echoes(&mut c, "via v1\n"), "v1 honoured");
-    let mut c = connect_from(proxy, sql);
+    let mut c = connect_from(proxy, sql).unwrap();
     let header = proxy_v2(client, sql4);
     let (first, second) = header.split_at(9);
     c.write_all(first).unwrap();
@@ -545,14 +498,14 @@ fn proxy_protocol(args: &[&str]) {
         echoes(&mut c, "via v2\n"),
         "v2 honoured, split across writes"
     );
-    let mut c = connect_from(proxy, sql);
+    let mut c = connect_from(proxy, sql).unwrap();
     c.write_all(b"PROXY TCP6 2001:db8::7 ::1 40000 5432\r\n")
         .unwrap();
     assert!(
         closed(&mut c),
         "a v1 header naming a source not allowlisted"
     );
-    let mut c = connect_from(proxy, sql);
+    let mut c = connect_from(proxy, sql).unwrap();
     c.write_all(&proxy_v2(stranger, sql4)).unwrap();
     assert!(
         closed(&mut c),
@@ -573,7 +526,7 @@ fn proxy_protocol(args: &[&str]) {
         long,
         bad_tlv,
     ] {
-        let mut c = connect_from(proxy, sql);
+        let mut c = connect_from(proxy, sql).unwrap();
         let _ = c.write_all(&bytes);
         assert!(
             closed_unprompted(&mut c, Duration::from_secs(10)),
@@ -581,7 +534,7 @@ fn proxy_protocol(args: &[&str]) {
             String::from_utf8_lossy(&bytes)
         );
     }
-    let mut c = connect_from(proxy, sql);
+    let mut c = connect_from(proxy, sql).unwrap();
     c.write_all(b"PROXY TCP4 198.51.100.7 127.0").unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(
@@ -592,7 +545,7 @@ fn proxy_protocol(args: &[&str]) {
         &b"PROXY TCP4 198.51.100.7 127.0"[..],
         &proxy_v2(client, sql4)[..20],
     ] {
-        let mut c = connect_from(proxy, sql);
+        let mut c = connect_from(proxy, sql).unwrap();
         let started = Instant::now();
         c.write_all(slow).unwrap();
         assert!(

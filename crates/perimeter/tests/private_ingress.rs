@@ -19,9 +19,8 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+use perimeter_testkit::clients::{closed, connect_from, echoes};
 use perimeter_testkit::pg::PgDatabase;
 use perimeter_testkit::{Server, api, connect_tunnel, ok, wait_until};
 use serde_json::{Value, json};
@@ -55,50 +54,6 @@ fn echo_workload() -> (SocketAddr, Arc<Mutex<usize>>) {
         }
     });
     (addr, seen)
-}
-
-/// A TCP connection to `to` from the loopback source `from`.
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 listener expected: {to}")
-    };
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(from, 0)),
-    )?;
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to))?;
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(s)
-}
-
-/// Send a line and read its echo: the connection reaches the workload.
-fn echoes(s: &mut TcpStream, line: &str) -> bool {
-    if s.write_all(line.as_bytes()).is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; line.len()];
-    s.read_exact(&mut got).is_ok() && got == line.as_bytes()
-}
-
-/// The gateway closed the connection: a read ends (end of stream or reset) with no byte.
-fn closed(s: &mut TcpStream) -> bool {
-    let _ = s.write_all(b"should not arrive\n");
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 /// A PROXY protocol v2 header (PROXY, TCP over IPv4) as an AWS NLB sends it: with the VPC

@@ -232,6 +232,22 @@ async fn deletion_waits_for_the_region_to_apply_it() {
     );
 }
 
+/// Change the cluster's network visibility to PRIVATE; the cluster as it then reads.
+async fn make_private(store: &Store, cluster: &str) -> perimeter_store::Cluster {
+    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+    store
+        .update_cluster(
+            cluster,
+            &perimeter_store::ClusterUpdate {
+                network_visibility: Some("PRIVATE".into()),
+                ..Default::default()
+            },
+            &audit,
+        )
+        .await
+        .unwrap()
+}
+
 /// A cluster of one region with two gateways there, for the ingress states.
 async fn ingress_fixture() -> (
     Store,
@@ -386,17 +402,7 @@ async fn connections_are_available_when_admitted_everywhere_and_rejected_by_owne
 async fn a_visibility_change_holds_the_lock_until_every_gateway_applied_it() {
     let (store, cfg, cluster, [a, b], _dir) = ingress_fixture().await;
     let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
-    let c = store
-        .update_cluster(
-            &cluster,
-            &perimeter_store::ClusterUpdate {
-                network_visibility: Some("PRIVATE".into()),
-                ..Default::default()
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let c = make_private(&store, &cluster).await;
     assert!(c.visibility_changing);
     assert_eq!(c.network_visibility, "PRIVATE");
     // Locked: another networking change is refused meanwhile.
@@ -436,35 +442,14 @@ async fn a_visibility_change_holds_the_lock_until_every_gateway_applied_it() {
             .visibility_changing
     );
     // The same visibility again is no change: nothing to wait for.
-    let c = store
-        .update_cluster(
-            &cluster,
-            &perimeter_store::ClusterUpdate {
-                network_visibility: Some("PRIVATE".into()),
-                ..Default::default()
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let c = make_private(&store, &cluster).await;
     assert!(!c.visibility_changing);
 }
 
 #[tokio::test]
 async fn a_visibility_change_no_gateway_applies_lets_go_of_the_lock_at_the_deadline() {
     let (store, cfg, cluster, [a, _b], _dir) = ingress_fixture().await;
-    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
-    let c = store
-        .update_cluster(
-            &cluster,
-            &perimeter_store::ClusterUpdate {
-                network_visibility: Some("PRIVATE".into()),
-                ..Default::default()
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let c = make_private(&store, &cluster).await;
     // One live gateway that has not applied it: locked until the deadline, not after.
     store
         .ack_gateway(&a, c.visibility_version - 1, true, "")
@@ -501,7 +486,6 @@ async fn a_visibility_change_no_gateway_applies_lets_go_of_the_lock_at_the_deadl
 #[tokio::test]
 async fn settling_asks_to_be_woken_at_the_nearest_deadline_and_not_otherwise() {
     let (store, cfg, cluster, [a, _b], _dir) = ingress_fixture().await;
-    let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
     store.ack_gateway(&a, 1, true, "").await.unwrap();
     // Nothing pending: nothing for the clock to move.
     let now = Utc::now();
@@ -509,17 +493,7 @@ async fn settling_asks_to_be_woken_at_the_nearest_deadline_and_not_otherwise() {
         settle_cluster(&store, &cluster, &cfg, now).await.unwrap(),
         Action::Await
     );
-    let c = store
-        .update_cluster(
-            &cluster,
-            &perimeter_store::ClusterUpdate {
-                network_visibility: Some("PRIVATE".into()),
-                ..Default::default()
-            },
-            &audit,
-        )
-        .await
-        .unwrap();
+    let c = make_private(&store, &cluster).await;
     store
         .ack_gateway(&a, c.visibility_version - 1, true, "")
         .await
