@@ -447,4 +447,4 @@ async fn serve_one(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -55,7 +55,7 @@ fn snapshot(
 }
 
 /// A TCP echo workload; counts its connections.
-async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -107,7 +107,7 @@ async fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
 }
 
 /// Read until the end of stream (or a reset), at most 5 s; what was read.
-async fn read_to_close(c: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn read_to_close(c: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
         .await
@@ -230,7 +230,7 @@ async fn trusting_listener(first: Arc<Snapshot>) -> SocketAddr {
     addr
 }
 
-async fn echoed(c: &mut TcpStream, want: &[u8]) {
+pub(crate) async fn echoed(c: &mut TcpStream, want: &[u8]) {
     let mut buf = vec![0u8; want.len()];
     tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
         .await

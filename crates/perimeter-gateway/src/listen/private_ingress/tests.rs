@@ -1,13 +1,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use perimeter_policy::{
     AllowlistDoc, IngressDoc, POLICY_FORMAT, PolicyDocument, Snapshot, TrafficPolicy, WorkloadDoc,
     compile,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -15,6 +15,7 @@ use super::serve_private_ingress;
 use crate::decision::DecisionSink;
 use crate::dns::{Resolver, ResolverConfig};
 use crate::listen::endpoint::proxy_header::encode;
+use crate::listen::ingress::tests::{echo, echoed, read_to_close};
 use crate::listen::{GatewayLimits, OwnAddresses, ProxyContext, serve_public_ingress};
 
 const REGION: &str = "us-east-1";
@@ -47,24 +48,6 @@ fn snapshot(version: u64, public: bool, endpoints: &[&str], sql: SocketAddr) -> 
         })
         .unwrap(),
     )
-}
-
-/// A TCP echo workload; counts its connections.
-async fn echo() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut c, _)) = l.accept().await {
-            seen.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (mut r, mut w) = c.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    (addr, count)
 }
 
 fn context(
@@ -111,24 +94,6 @@ fn header_without_tlv(to: SocketAddr) -> Vec<u8> {
     let mut h = full[..16 + 12].to_vec();
     h[14..16].copy_from_slice(&12u16.to_be_bytes());
     h
-}
-
-/// Read until the end of stream (or a reset), at most 5 s; what was read.
-async fn read_to_close(c: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
-        .await
-        .expect("the gateway closes the connection");
-    got
-}
-
-async fn echoed(c: &mut TcpStream, want: &[u8]) {
-    let mut got = vec![0u8; want.len()];
-    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
-        .await
-        .expect("echo within 5 s")
-        .expect("echo");
-    assert_eq!(got, want);
 }
 
 #[tokio::test]
