@@ -137,7 +137,7 @@ fn iam_name_byte(b: u8) -> bool {
 }
 
 /// One link of a role chain: the role, and the external id its trust policy asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AwsRole {
     pub arn: RoleArn,
     pub external_id: Option<Secret>,
@@ -275,7 +275,7 @@ pub(crate) fn sts(region: Option<&AwsRegion>, first: &RoleArn) -> Destination {
 }
 
 /// The credentials an AWS chain starts from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AwsAuth {
     /// The environment's: instance profile, container or web identity, environment variables.
     Implicit,

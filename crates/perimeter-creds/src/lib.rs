@@ -17,12 +17,14 @@
 //! secret: [`SECRET_PARAMS`], userinfo passwords, `ASSUME_ROLE` external ids, a webhook's path,
 //! and the value of any parameter this crate does not know.
 //!
-//! This crate is pure: no I/O, no clock, no async. Assuming the role chain (STS), refreshing the
-//! credentials and serving them to jobs belong to later layers; [`S3Uri::auth`] (the base
-//! credentials) and [`S3Uri::assume_role`] are what they start from.
+//! The URI model above is pure: no I/O, no clock, no async. The [`broker`] module (feature
+//! `broker`, on by default) is the I/O half: it assumes AWS role chains with STS, caches and
+//! refreshes the credentials, and serves them over the container-credentials protocol.
 
 mod aws;
 mod azure;
+#[cfg(feature = "broker")]
+pub mod broker;
 mod destination;
 mod error;
 mod gcs;

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// A secret parameter value (a key, a password, a token, an external id). Read it with
 /// [`Secret::expose`], only where it is handed to the party it is meant for.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

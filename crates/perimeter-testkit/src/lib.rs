@@ -16,6 +16,7 @@
 //! - [`upstream`] and [`dns`]: a loopback HTTP upstream and a loopback DNS server;
 //! - [`lock`] and [`netns`]: machine-wide locks, and the `ip` commands of network-namespace
 //!   fixtures;
+//! - [`moto`]: moto's AWS-compatible server and the aws CLI and boto3 of the project's venv;
 //! - [`wait`]: polling with a bound, never a bare sleep.
 //!
 //! Tests send traffic only to loopback or to network namespaces they create.
@@ -27,6 +28,7 @@ pub mod curl;
 pub mod dns;
 pub mod gateway;
 pub mod lock;
+pub mod moto;
 pub mod netns;
 pub mod pg;
 pub mod serve;

@@ -1,0 +1,170 @@
+//! moto's server mode, the AWS-compatible server of the credentials tests (STS, IAM, S3), and
+//! the real AWS clients beside it (boto3, the aws CLI), all from the project-local virtual
+//! environment that `.ci/run` makes (`.venv`, from `.ci/requirements.txt`). A missing
+//! environment fails the test with the command that makes it: never a silent skip.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::wait::wait_until;
+
+/// The virtual environment: `$PERIMETER_TEST_VENV`, else `<workspace>/.venv`.
+pub fn venv() -> PathBuf {
+    let dir = std::env::var_os("PERIMETER_TEST_VENV").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
+        PathBuf::from,
+    );
+    let python = dir.join("bin/python");
+    assert!(
+        python.exists()
+            && Command::new(&python)
+                .args(["-c", "import moto.server, boto3, awscli"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        "the tests' Python environment is missing or incomplete at {}: run .ci/run, or \
+         `python3 -m venv .venv && .venv/bin/pip install -r .ci/requirements.txt` at the \
+         workspace root",
+        dir.display()
+    );
+    dir
+}
+
+/// A program of the environment (`python`, `aws`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    venv().join("bin").join(name)
+}
+
+/// A free port on `host` (bound and released: the server that takes it starts at once).
+fn free_port(host: &str) -> u16 {
+    std::net::TcpListener::bind((host, 0))
+        .expect("bind a probe port")
+        .local_addr()
+        .expect("probe address")
+        .port()
+}
+
+/// Whether an HTTP server answers `GET /moto-api/` at `addr`.
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s
+        .write_all(b"GET /moto-api/ HTTP/1.1\r\nhost: moto\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// A running moto server, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Moto {
+    /// moto on 127.0.0.1 at a free port.
+    pub fn start() -> Moto {
+        Moto::start_with(&[], "127.0.0.1", free_port("127.0.0.1"), &[])
+    }
+
+    /// moto on `host:port`, its command line prefixed by `prefix` (`ip netns exec <ns>`), with
+    /// extra environment.
+    pub fn start_with(prefix: &[&str], host: &str, port: u16, env: &[(&str, &str)]) -> Moto {
+        let python = venv_bin("python");
+        let log = std::env::temp_dir().join(format!(
+            "perimeter-moto-{}-{host}-{port}.log",
+            std::process::id()
+        ));
+        let out = std::fs::File::create(&log).expect("moto log");
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&python);
+                c
+            }
+            None => Command::new(&python),
+        };
+        cmd.args(["-m", "moto.server", "-H", host, "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start moto");
+        let addr: SocketAddr = format!("{host}:{port}").parse().expect("moto address");
+        let mut moto = Moto { child, addr, log };
+        wait_until("moto answers", 60, || {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited ({status}):\n{}", moto.log_text());
+            }
+            answers(moto.addr)
+        });
+        moto
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run a Python script of the environment with boto3 pointed at this server (dummy base
+    /// keys, region us-east-1); its stdout, or a panic with both streams.
+    pub fn python(&self, script: &str) -> String {
+        let out = self.python_output(script);
+        assert!(
+            out.status.success(),
+            "python failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn python_output(&self, script: &str) -> Output {
+        Command::new(venv_bin("python"))
+            .args(["-c", script])
+            .env("MOTO_URL", self.url())
+            .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "setup-secret")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .output()
+            .expect("run python")
+    }
+
+    /// Turn on moto's IAM checks (signatures and policies) for every later request.
+    pub fn enforce_iam(&self) {
+        self.python(
+            "import os, urllib.request\n\
+             urllib.request.urlopen(urllib.request.Request(os.environ['MOTO_URL'] + \
+             '/moto-api/reset-auth', data=b'0', method='POST', \
+             headers={'Content-Type': 'text/plain'})).read()",
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
