@@ -16,6 +16,7 @@
 //! - [`upstream`] and [`dns`]: a loopback HTTP upstream and a loopback DNS server;
 //! - [`lock`] and [`netns`]: machine-wide locks, and the `ip` commands of network-namespace
 //!   fixtures;
+//! - [`creds`]: `perimeter creds serve` as a process;
 //! - [`moto`]: moto's AWS-compatible server and the aws CLI and boto3 of the project's venv;
 //! - [`wait`]: polling with a bound, never a bare sleep.
 //!
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod certs;
 pub mod clients;
+pub mod creds;
 pub mod curl;
 pub mod dns;
 pub mod gateway;

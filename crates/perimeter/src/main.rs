@@ -2,6 +2,7 @@
 //! API for people who would rather not hand-write JSON.
 
 mod client;
+mod creds_serve;
 mod embedded;
 mod gateway;
 mod logwriter;

@@ -260,3 +260,208 @@ fn check_with_a_cluster_denied_then_allowed() {
     assert_eq!(o.code, 1, "{o:#?}");
     drop(serve);
 }
+
+const BASE_KEY: &str = "AKIABASEBASEBASE0001";
+const BASE_SECRET: &str = "base-secret-never-served";
+const SERVE_EXTERNAL_ID: &str = "ext-tenant-77";
+
+/// The profile of the `creds serve` tests: implicit base credentials (the environment's), the
+/// platform's functional role first, then the customer's role with an external id.
+fn serve_config(sts_url: &str) -> String {
+    format!(
+        "[sts]\nendpoint_url = \"{sts_url}\"\n\n[profiles.backup]\n\
+         uri = \"s3://perimeter-backups/c1?AUTH=implicit&AWS_REGION=us-east-1\
+         &ASSUME_ROLE=arn:aws:iam::123456789012:role/backup;external_id={SERVE_EXTERNAL_ID}\"\n\
+         functional_role = \"arn:aws:iam::999999999999:role/crl-dr-store-user-c1\"\n"
+    )
+}
+
+/// A command of the venv (python, aws) configured only with the credential endpoint: no keys,
+/// no config files, no instance metadata.
+fn endpoint_client(
+    program: &str,
+    creds: &perimeter_testkit::creds::CredsServe,
+    token: &str,
+) -> Command {
+    let mut c = Command::new(perimeter_testkit::moto::venv_bin(program));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
+            c.env_remove(k);
+        }
+    }
+    c.env("AWS_CONTAINER_CREDENTIALS_FULL_URI", creds.uri("backup"))
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", token)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/perimeter-test-aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/perimeter-test-aws-credentials",
+        )
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    c
+}
+
+#[test]
+fn serve_hands_boto3_the_chained_role_and_refuses_without_the_token() {
+    let moto = perimeter_testkit::moto::Moto::start();
+    let dir = TempDir::new().expect("temp dir");
+    let creds = perimeter_testkit::creds::CredsServe::start(
+        BIN,
+        dir.path(),
+        &serve_config(&moto.url()),
+        &[
+            ("AWS_ACCESS_KEY_ID", BASE_KEY),
+            ("AWS_SECRET_ACCESS_KEY", BASE_SECRET),
+        ],
+    );
+    assert!(
+        creds.banner.contains(
+            "profile backup: implicit -> arn:aws:iam::999999999999:role/crl-dr-store-user-c1 \
+             -> arn:aws:iam::123456789012:role/backup (external id)"
+        ),
+        "{}",
+        creds.banner
+    );
+
+    // boto3, knowing only the endpoint, is the customer's role, reached through the platform's.
+    let script = format!(
+        "import boto3\n\
+         sts = boto3.client('sts', endpoint_url='{url}')\n\
+         print(sts.get_caller_identity()['Arn'])\n\
+         s3 = boto3.client('s3', endpoint_url='{url}')\n\
+         s3.create_bucket(Bucket='perimeter-backups')\n\
+         s3.put_object(Bucket='perimeter-backups', Key='c1/backup-1', Body=b'rows')\n\
+         print(s3.get_object(Bucket='perimeter-backups', Key='c1/backup-1')['Body'].read().decode())\n",
+        url = moto.url()
+    );
+    let out = endpoint_client("python", &creds, &creds.token)
+        .args(["-c", &script])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "arn:aws:sts::123456789012:assumed-role/backup/perimeter",
+            "rows"
+        ]
+    );
+
+    // moto saw the chain: the functional role (no external id), then the customer's role.
+    let data: Value = serde_json::from_str(&moto.python(
+        "import os, urllib.request\n\
+         print(urllib.request.urlopen(os.environ['MOTO_URL'] + '/moto-api/data.json').read().decode())",
+    ))
+    .expect("moto data");
+    let assumed: Vec<(String, Value)> = data["sts"]["AssumedRole"]
+        .as_array()
+        .expect("assumed roles")
+        .iter()
+        .map(|r| {
+            (
+                r["role_arn"].as_str().unwrap_or("").to_string(),
+                r["external_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        assumed,
+        [
+            (
+                "arn:aws:iam::999999999999:role/crl-dr-store-user-c1".to_string(),
+                Value::Null
+            ),
+            (
+                "arn:aws:iam::123456789012:role/backup".to_string(),
+                Value::from(SERVE_EXTERNAL_ID)
+            ),
+        ],
+        "one assumption of the chain served every call"
+    );
+
+    // The protocol's refusals.
+    let get = |auth: Option<&str>, profile: &str| {
+        let url = creds.uri(profile);
+        let mut args = vec![];
+        let header;
+        if let Some(a) = auth {
+            header = format!("Authorization: {a}");
+            args.extend(["-H", &header]);
+        }
+        args.push(&url);
+        perimeter_testkit::curl(&args).0
+    };
+    assert_eq!(get(None, "backup"), 401);
+    assert_eq!(get(Some("wrong-token"), "backup"), 401);
+    assert_eq!(get(Some(&format!("{}x", creds.token)), "backup"), 401);
+    assert_eq!(get(Some(&creds.token), "restore"), 404);
+    let (code, body) = perimeter_testkit::curl(&[
+        "-H",
+        &format!("Authorization: {}", creds.token),
+        &creds.uri("backup"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let served: Value = serde_json::from_str(&body).expect("credentials JSON");
+    for field in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "Token",
+        "Expiration",
+        "RoleArn",
+    ] {
+        assert!(
+            served[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {served}"
+        );
+    }
+    assert_ne!(
+        served["AccessKeyId"], BASE_KEY,
+        "never the base credentials"
+    );
+
+    // The log tells what was served and refused, and holds no secret.
+    perimeter_testkit::wait_until("the log records the refusals", 10, || {
+        creds.log_text().contains("missing or wrong token")
+    });
+    let log = creds.log_text();
+    assert!(log.contains("credentials served"), "{log}");
+    for secret in [
+        BASE_SECRET,
+        SERVE_EXTERNAL_ID,
+        creds.token.as_str(),
+        served["SecretAccessKey"].as_str().unwrap_or("-"),
+        served["Token"].as_str().unwrap_or("-"),
+    ] {
+        assert!(!log.contains(secret), "the log holds a secret: {log}");
+    }
+}
+
+#[test]
+fn serve_binds_beyond_loopback_only_when_told() {
+    let dir = TempDir::new().expect("temp dir");
+    let config = dir.path().join("creds.toml");
+    std::fs::write(&config, serve_config("http://127.0.0.1:9")).expect("config");
+    let o = run({
+        let mut c = Command::new(BIN);
+        c.args(["creds", "serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "0.0.0.0:0", "--token-file"])
+            .arg(dir.path().join("token"));
+        c
+    });
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("listen: 0.0.0.0:0 is not a loopback address; set allow_remote = true"),
+        "{o:#?}"
+    );
+    assert!(
+        !dir.path().join("token").exists(),
+        "nothing made before the refusal"
+    );
+}

@@ -119,3 +119,14 @@ async fn credentials(
         }
     }
 }
+
+/// Serve the endpoint on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoint: Arc<Endpoint>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, endpoint.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -12,5 +12,5 @@ mod sts;
 
 pub use cache::{CacheStats, Cached, CredentialCache, RefreshPolicy};
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, serve};
 pub use sts::{AwsCredentials, ChainError, RoleChain, SettingsError, Sts, StsSettings};

@@ -31,6 +31,10 @@ enum CredsCmd {
     /// it implies: redacted URI, auth mode, role chain, destinations. With --cluster, whether
     /// the cluster's egress policy allows each destination.
     Check(CheckArgs),
+    /// Serve chained, refreshed AWS credentials to workloads on this machine over the AWS
+    /// container-credentials protocol (AWS_CONTAINER_CREDENTIALS_FULL_URI and
+    /// AWS_CONTAINER_AUTHORIZATION_TOKEN): profiles, STS and the listener come from a TOML file.
+    Serve(crate::creds_serve::CredsServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +50,9 @@ struct CheckArgs {
 pub async fn run(args: CredsArgs) -> Result<(), Failure> {
     match args.cmd {
         CredsCmd::Check(check) => run_check(&args.conn, check).await,
+        CredsCmd::Serve(serve) => crate::creds_serve::run(serve)
+            .await
+            .map_err(|e| Failure::Invalid(format!("{e:#}"))),
     }
 }
 

@@ -49,6 +49,8 @@
 //!   [`default_deny`] (with the tables of [`addresses`], [`names`], [`consistency`] and
 //!   [`paths`]), [`allow_all`], [`rule_states`], [`transparent`] and [`endpoints`] (private
 //!   endpoints in transparent mode: the DNS listener and the redirect);
+//! - [`creds`]: the aws CLI with `perimeter creds serve`'s credentials, writing to moto's S3
+//!   through the gateway while a rule allows it, refused once it is gone;
 //! - [`bypasses`]: the bypasses and wrong answers found under attack (issue 8), against real
 //!   servers (Python's `http.server` and Node's `http`) besides the fixture's own upstreams.
 
@@ -58,6 +60,7 @@ mod bypasses;
 mod case;
 mod clients;
 mod consistency;
+mod creds;
 mod default_deny;
 mod endpoints;
 mod fixture;
