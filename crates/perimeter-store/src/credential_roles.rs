@@ -1,5 +1,6 @@
 //! Functional roles: per cluster and purpose, the role ARN template the platform puts first in
 //! the cluster's role chains. The API validates the templates; the store keeps them as text.
+//! A cluster read carries them (`Cluster::credential_roles`); a deleted cluster has none.
 
 use sqlx::AnyConnection;
 
@@ -8,13 +9,6 @@ use crate::model::{CredentialRole, text};
 use crate::{Ctx, Result, Store, StoreError};
 
 impl Store {
-    /// The functional roles of a live cluster, in purpose order; 404 for a missing or deleted
-    /// cluster.
-    pub async fn get_credential_roles(&self, cluster_id: &str) -> Result<Vec<CredentialRole>> {
-        let c = self.get_live_cluster(cluster_id).await?;
-        Ok(c.credential_roles)
-    }
-
     /// Replace the functional roles of a live cluster with `roles` (none clears them), with
     /// its audit entry, in one transaction. The cluster's `updated_at` moves: its roles are
     /// part of what it shows. No gateway carries them, so the policy version stays.
