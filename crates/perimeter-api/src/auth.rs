@@ -206,6 +206,11 @@ pub enum Need {
     ReadWorkload,
     /// set where a cluster's workloads listen: the platform wires them
     WriteWorkload,
+    /// read a cluster's functional roles: whoever may read the cluster (a customer learns
+    /// which role to trust) and the platform that sets them
+    ReadCredentialRoles,
+    /// set a cluster's functional roles: the platform's own roles
+    WriteCredentialRoles,
 }
 
 impl Need {
@@ -229,6 +234,14 @@ impl Need {
             EndpointServices => &[ORG_ADMIN, CLUSTER_ADMIN],
             ReadWorkload => &[CLUSTER_ADMIN, PLATFORM_OPERATOR],
             WriteWorkload => &[PLATFORM_OPERATOR],
+            ReadCredentialRoles => &[
+                ORG_ADMIN,
+                CLUSTER_ADMIN,
+                CLUSTER_OPERATOR_WRITER,
+                CLUSTER_DEVELOPER,
+                PLATFORM_OPERATOR,
+            ],
+            WriteCredentialRoles => &[PLATFORM_OPERATOR],
         }
     }
 

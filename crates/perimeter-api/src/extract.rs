@@ -282,7 +282,9 @@ pub mod access {
         WriteNetworking,
         TrustedOwners,
         ReadWorkload,
-        WriteWorkload
+        WriteWorkload,
+        ReadCredentialRoles,
+        WriteCredentialRoles
     );
 }
 

@@ -165,6 +165,24 @@ pub struct Cluster {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+    /// ext: the functional roles the platform puts first in the cluster's role chains, by
+    /// purpose (`backup`, `changefeed`): the role ARN a customer's role must trust. `{}` when
+    /// none is set.
+    pub credential_roles: BTreeMap<String, String>,
+}
+
+/// A stored functional role template's ARN for a cluster. The template was checked with this
+/// cluster's id and account when it was set, and neither changes.
+pub fn credential_role_arn(template: &str, cluster_id: &str, account_id: &str) -> String {
+    let id = perimeter_creds::ClusterIdentity {
+        cluster_id,
+        account_id,
+    };
+    match template.parse::<perimeter_creds::RoleTemplate>() {
+        Ok(t) => t.render(&id),
+        // Not a template this build accepts: shown as stored rather than hidden.
+        Err(_) => template.to_string(),
+    }
 }
 
 impl From<perimeter_store::Cluster> for Cluster {
@@ -195,7 +213,18 @@ impl From<perimeter_store::Cluster> for Cluster {
         } else {
             c.egress_policy.clone()
         };
+        let credential_roles = c
+            .credential_roles
+            .iter()
+            .map(|r| {
+                (
+                    r.purpose.clone(),
+                    credential_role_arn(&r.template, &c.id, &c.account_id),
+                )
+            })
+            .collect();
         Cluster {
+            credential_roles,
             id: c.id,
             name: c.name,
             cockroach_version: c.cockroach_version,

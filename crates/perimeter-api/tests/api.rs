@@ -1552,7 +1552,233 @@ async fn ingress_check(s: &TestServer) {
     assert_eq!(field_of(&v), "listener");
 }
 
+/// Functional roles: set by the platform (PUT replaces the set, `{}` clears it), expanded with
+/// the cluster's real id and account, shown on the cluster, readable by the cluster's readers,
+/// each template refused with its purpose named, each write audited, gone with the cluster.
+async fn credential_roles(s: &TestServer) {
+    let c = s.create_cluster("roles-1", json!({"us-east-1": 1})).await;
+    let cluster = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    assert_eq!(
+        cluster["credential_roles"],
+        json!({}),
+        "none at first: {cluster}"
+    );
+    let account = cluster["account_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/clusters/{c}/credential-roles");
+    assert_eq!(s.ok(Method::GET, &path, None).await, json!({"roles": {}}));
+    let (_, platform) = s
+        .key_with(
+            "platform-cr",
+            json!([{"name": "PLATFORM_OPERATOR", "resource": {"type": "ORGANIZATION"}}]),
+        )
+        .await;
+    let set = |body: Value| {
+        let path = path.clone();
+        let platform = platform.clone();
+        async move {
+            s.call(Method::PUT, &path, Some(&platform), Some(body))
+                .await
+        }
+    };
+    let backup = "arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}";
+    let cdc = "arn:aws:iam::{account_id}:role/cdc/crl-cdc-sink-user-{cluster_id}";
+    let (st, v) = set(json!({"roles": {"backup": backup, "changefeed": cdc}})).await;
+    assert_eq!(st, 200, "{v}");
+    let backup_arn = format!("arn:aws:iam::123456789012:role/crl-dr-store-user-{c}");
+    let cdc_arn = format!("arn:aws:iam::{account}:role/cdc/crl-cdc-sink-user-{c}");
+    assert_eq!(
+        v,
+        json!({"roles": {
+            "backup": {"template": backup, "role_arn": backup_arn},
+            "changefeed": {"template": cdc, "role_arn": cdc_arn},
+        }})
+    );
+    assert_eq!(s.ok(Method::GET, &path, None).await, v);
+    let cluster = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    assert_eq!(
+        cluster["credential_roles"],
+        json!({"backup": backup_arn, "changefeed": cdc_arn}),
+        "{cluster}"
+    );
+    let listed = s.ok(Method::GET, "/api/v1/clusters", None).await;
+    let mine = listed["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == c.as_str())
+        .unwrap();
+    assert_eq!(mine["credential_roles"]["backup"], backup_arn.as_str());
+
+    // Refusals name the purpose and leave the set as it was.
+    let refusals = [
+        (
+            json!({"roles": {"backup": "arn:aws:iam::123456789012:user/x-{cluster_id}"}}),
+            "roles.backup",
+            "not an IAM role ARN",
+        ),
+        (
+            json!({"roles": {"backup": "arn:aws:iam::123456789012:role/x-{cluster}"}}),
+            "roles.backup",
+            "unknown placeholder {cluster}",
+        ),
+        (
+            json!({"roles": {"changefeed": "arn:aws:iam::123456789012:role/x-{cluster_id"}}),
+            "roles.changefeed",
+            "unmatched '{'",
+        ),
+        (
+            json!({"roles": {"changefeed": "arn:aws:iam::123456789012:role/x-}"}}),
+            "roles.changefeed",
+            "unmatched '}'",
+        ),
+        (
+            json!({"roles": {"Backup": backup}}),
+            "roles.Backup",
+            "a purpose is",
+        ),
+        (
+            json!({"roles": {"back up": backup}}),
+            "roles.back up",
+            "a purpose is",
+        ),
+        (json!({"roles": {"backup": ""}}), "roles.backup", "empty"),
+        (
+            json!({"roles": {"backup": "arn:aws:iam::123456789012:role/crl-disaster-recovery-stores-{cluster_id}"}}),
+            "roles.backup",
+            "at most 64",
+        ),
+        (
+            json!({"roles": {"backup": 7}}),
+            "roles.backup",
+            "invalid type",
+        ),
+        (json!({"roles": {}, "extra": 1}), "extra", "unknown field"),
+    ];
+    for (body, field, needle) in refusals {
+        let (st, v) = set(body.clone()).await;
+        assert_eq!(st, 400, "{body} should be 400: {v}");
+        assert_eq!(v["code"], 3, "{v}");
+        assert_eq!(field_of(&v), field, "{body}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains(needle),
+            "{body}: {msg:?} should contain {needle:?}"
+        );
+    }
+    let too_many: serde_json::Map<String, Value> = (0..33)
+        .map(|i| (format!("p{i}"), Value::from(backup)))
+        .collect();
+    let (st, v) = set(json!({"roles": too_many})).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "roles");
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await["roles"]["backup"]["role_arn"],
+        backup_arn.as_str()
+    );
+
+    // A GCP cluster's account id is no AWS account: refused with the cluster's real identity.
+    let gcp = s
+        .ok(
+            Method::POST,
+            "/api/v1/clusters",
+            Some(json!({"name": "roles-gcp", "provider": "GCP", "spec": {"dedicated": {"region_nodes": {"us-east1": 1}}}})),
+        )
+        .await;
+    let gcp_path = format!(
+        "/api/v1/clusters/{}/credential-roles",
+        gcp["id"].as_str().unwrap()
+    );
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &gcp_path,
+            Some(&platform),
+            Some(json!({"roles": {"changefeed": cdc}})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(field_of(&v), "roles.changefeed", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("for this cluster"),
+        "{v}"
+    );
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &gcp_path,
+            Some(&platform),
+            Some(json!({"roles": {"backup": backup}})),
+        )
+        .await;
+    assert_eq!(st, 200, "a fixed account fits any cluster: {v}");
+
+    // PUT replaces the whole set; a purpose beyond the well-known two is accepted.
+    let export = "arn:aws:iam::123456789012:role/export-{cluster_id}";
+    let (st, v) = set(json!({"roles": {"export": export}})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"roles": {"export": {"template": export, "role_arn": format!("arn:aws:iam::123456789012:role/export-{c}")}}})
+    );
+
+    // Readers of the cluster read them; the platform alone sets them.
+    let (_, reader) = s
+        .key_with(
+            "cr-reader",
+            json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "CLUSTER", "id": c}}]),
+        )
+        .await;
+    let (st, v) = s.call(Method::GET, &path, Some(&reader), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["roles"]["export"]["role_arn"].is_string(), "{v}");
+    let (st, v) = s.call(Method::GET, &gcp_path, Some(&reader), None).await;
+    assert_eq!(st, 403, "another cluster: {v}");
+    let clear = Some(json!({"roles": {}}));
+    let (st, v) = s
+        .call(Method::PUT, &path, Some(&reader), clear.clone())
+        .await;
+    assert_eq!(st, 403, "{v}");
+    // The bootstrap admin holds PLATFORM_OPERATOR too.
+    let (st, v) = s.admin(Method::PUT, &path, clear).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v, json!({"roles": {}}), "an empty map clears them");
+    let cluster = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    assert_eq!(cluster["credential_roles"], json!({}));
+
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let sets = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_CREDENTIAL_ROLES")
+        .count();
+    assert_eq!(sets, 4, "one entry per accepted write: {audit}");
+
+    // Deleted with the cluster: the route answers 404 and the deleted cluster shows none.
+    set(json!({"roles": {"backup": backup}})).await;
+    s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    let (st, v) = s.admin(Method::GET, &path, None).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = set(json!({"roles": {"backup": backup}})).await;
+    assert_eq!(st, 404, "{v}");
+    let cluster = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    assert_eq!(cluster["state"], "DELETED");
+    assert_eq!(cluster["credential_roles"], json!({}), "{cluster}");
+}
+
 on_both_backends!(
+    credential_roles,
     ingress_check,
     workload_addresses,
     clusters_happy_path,

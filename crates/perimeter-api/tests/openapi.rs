@@ -258,3 +258,27 @@ fn what_if_and_registration_shapes_are_documented() {
         );
     }
 }
+
+/// The functional roles route and the cluster's `credential_roles` extension are documented.
+#[test]
+fn credential_roles_are_documented() {
+    let doc = doc();
+    let path = &doc["paths"]["/api/v1/clusters/{cluster_id}/credential-roles"];
+    assert!(!path["get"].is_null() && !path["put"].is_null(), "{path:#}");
+    let cluster = schema(&doc, "Cluster");
+    assert_eq!(
+        cluster["properties"]["credential_roles"]["type"], "object",
+        "{cluster:#}"
+    );
+    let roles = schema(&doc, "CredentialRoles");
+    assert!(!roles["properties"]["roles"].is_null(), "{roles:#}");
+    let role = schema(&doc, "CredentialRoleView");
+    for field in ["template", "role_arn"] {
+        assert!(
+            !role["properties"][field].is_null(),
+            "CredentialRoleView.{field}: {role:#}"
+        );
+    }
+    let request = schema(&doc, "CredentialRolesRequest");
+    assert!(!request["properties"]["roles"].is_null(), "{request:#}");
+}

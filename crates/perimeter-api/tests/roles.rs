@@ -69,6 +69,20 @@ fn table() -> Vec<Route> {
             &[PLATFORM],
         ),
         r(
+            M::GET,
+            "/api/v1/clusters/{c}/credential-roles",
+            None,
+            &[ORG_ADMIN, ADMIN, OPW, DEV, PLATFORM],
+        ),
+        r(
+            M::PUT,
+            "/api/v1/clusters/{c}/credential-roles",
+            Some(
+                json!({"roles": {"backup": "arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}"}}),
+            ),
+            &[PLATFORM],
+        ),
+        r(
             M::POST,
             "/api/v1/clusters",
             Some(

@@ -7,6 +7,7 @@
 //! a log gains nothing from seeing it. They are redacted and shown only as present or absent.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::destination::{Destination, Purpose};
 use crate::error::{UriError, UriPart};
@@ -117,6 +118,21 @@ impl RoleArn {
             account: account.to_string(),
             name: name.to_string(),
         })
+    }
+}
+
+/// A refused role ARN: what is expected, never the value (it may be part of a URI that carries
+/// secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RoleArnError(String);
+
+impl FromStr for RoleArn {
+    type Err = RoleArnError;
+
+    /// `"arn:aws:iam::123456789012:role/ops/backup".parse::<RoleArn>()`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RoleArn::parse(s).map_err(RoleArnError)
     }
 }
 
@@ -338,6 +354,17 @@ mod tests {
         ] {
             assert!(RoleArn::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn from_str_is_parse_without_the_value() {
+        let a: RoleArn = "arn:aws:iam::123456789012:role/backup".parse().expect("ok");
+        assert_eq!(a.account(), "123456789012");
+        let e = "arn:aws:iam::123456789012:role/secret value"
+            .parse::<RoleArn>()
+            .unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(e.to_string().contains("role name"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! - [`redact`] returns the URI with every secret replaced by `redacted`, even when the URI is
 //!   not valid; errors never contain a value of the URI at all.
 //!
+//! - [`RoleTemplate`] and [`RolePurpose`] are the platform's functional roles: per purpose
+//!   (`backup`, `changefeed`), the role ARN template, such as
+//!   `arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}`, that is put first in every
+//!   chain a cluster's jobs assume; [`RoleTemplate::expand`] gives a cluster's role ARN.
+//!
 //! Secret values are held in [`Secret`], whose `Debug` does not show them. Which parameters are
 //! secret: [`SECRET_PARAMS`], userinfo passwords, `ASSUME_ROLE` external ids, a webhook's path,
 //! and the value of any parameter this crate does not know.
@@ -27,6 +32,7 @@ mod azure;
 pub mod broker;
 mod destination;
 mod error;
+mod functional;
 mod gcs;
 mod kafka;
 mod params;
@@ -39,10 +45,14 @@ mod webhook;
 
 use std::str::FromStr;
 
-pub use aws::{AwsAuth, AwsRegion, AwsRole, MAX_CHAIN, Partition, RoleArn};
+pub use aws::{AwsAuth, AwsRegion, AwsRole, MAX_CHAIN, Partition, RoleArn, RoleArnError};
 pub use azure::{AzureAuth, AzureEnvironment, AzureUri};
 pub use destination::{Destination, Endpoint, Host, Purpose};
 pub use error::{UriError, UriPart};
+pub use functional::{
+    BACKUP, CHANGEFEED, ClusterIdentity, FunctionalRoleError, MAX_ROLE_NAME, RolePurpose,
+    RoleTemplate, WELL_KNOWN_PURPOSES,
+};
 pub use gcs::{GcsAuth, GcsUri, ServiceAccount};
 pub use kafka::{KafkaUri, Sasl};
 pub use params::SECRET_PARAMS;

@@ -6,7 +6,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::audit::{AuditEntry, record};
-use crate::model::{Cluster, Region, flag, int, json, opt_text, text, to_json};
+use crate::model::{Cluster, CredentialRole, Region, flag, int, json, opt_text, text, to_json};
 use crate::page::{Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError};
 
@@ -161,8 +161,10 @@ impl Store {
         let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
         let mut items = Vec::with_capacity(rows.items.len());
         for r in &rows.items {
-            let regions = load_regions(&mut conn, &text(r, "id")?).await?;
-            items.push(cluster_from_row(r, regions)?);
+            let id = text(r, "id")?;
+            let regions = load_regions(&mut conn, &id).await?;
+            let roles = crate::credential_roles::load_credential_roles(&mut conn, &id).await?;
+            items.push(cluster_from_row(r, regions, roles)?);
         }
         Ok(rows.with_items(items))
     }
@@ -257,8 +259,8 @@ impl Store {
         Ok(cluster)
     }
 
-    /// Delete a cluster: it stays readable with state `DELETED`; its endpoints, rules, allowlist
-    /// and ingress records are removed in the same transaction.
+    /// Delete a cluster: it stays readable with state `DELETED`; its endpoints, rules, allowlist,
+    /// ingress records and functional roles are removed in the same transaction.
     pub async fn delete_cluster(&self, id: &str, audit: &AuditEntry) -> Result<Cluster> {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, id).await?;
@@ -280,6 +282,7 @@ impl Store {
             "ingress_endpoint_services",
             "ingress_endpoint_connections",
             "trusted_owners",
+            "cluster_credential_roles",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE cluster_id = $1"))
                 .bind(id)
@@ -469,10 +472,15 @@ pub(crate) async fn load_cluster(conn: &mut AnyConnection, id: &str) -> Result<C
             });
         }
     }
-    cluster_from_row(first, regions)
+    let roles = crate::credential_roles::load_credential_roles(conn, id).await?;
+    cluster_from_row(first, regions, roles)
 }
 
-fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
+fn cluster_from_row(
+    r: &AnyRow,
+    regions: Vec<Region>,
+    credential_roles: Vec<CredentialRole>,
+) -> Result<Cluster> {
     Ok(Cluster {
         id: text(r, "id")?,
         name: text(r, "name")?,
@@ -500,5 +508,6 @@ fn cluster_from_row(r: &AnyRow, regions: Vec<Region>) -> Result<Cluster> {
         updated_at: text(r, "updated_at")?,
         deleted_at: opt_text(r, "deleted_at")?,
         regions,
+        credential_roles,
     })
 }

@@ -12,6 +12,7 @@
 
 mod audit;
 mod clusters;
+mod credential_roles;
 mod endpoints;
 mod gateways;
 mod idempotency;

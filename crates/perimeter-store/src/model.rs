@@ -86,6 +86,16 @@ pub struct Cluster {
     pub updated_at: String,
     pub deleted_at: Option<String>,
     pub regions: Vec<Region>,
+    /// The functional roles the platform set, in purpose order (none once deleted).
+    pub credential_roles: Vec<CredentialRole>,
+}
+
+/// A functional role: for one purpose (`backup`, `changefeed`), the role ARN template the
+/// platform puts first in the cluster's role chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRole {
+    pub purpose: String,
+    pub template: String,
 }
 
 impl Cluster {

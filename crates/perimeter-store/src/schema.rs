@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "private ingress",
         include_str!("../migrations/0006_private_ingress.sql"),
     ),
+    (
+        7,
+        "credential roles",
+        include_str!("../migrations/0007_credential_roles.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

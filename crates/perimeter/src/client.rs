@@ -42,7 +42,7 @@ const CREDS_EXIT_STATUS_HELP: &str = "Exit status: 0 when the URI is valid (what
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Create, list, show and delete clusters.
+    /// Create, list, show and delete clusters; change their visibility and functional roles.
     #[command(after_help = EXIT_STATUS_HELP)]
     Clusters(clusters::ClustersArgs),
     /// Add, list, show, edit and delete a cluster's egress rules.

@@ -1342,6 +1342,124 @@ fn workload_show_and_set() {
 }
 
 #[test]
+fn clusters_credential_roles() {
+    let srv = Server::start();
+    let created = srv
+        .cli(&[
+            "clusters",
+            "create",
+            "cli-roles",
+            "--provider",
+            "AWS",
+            "--region",
+            "us-east-1=1",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let id = created["id"].as_str().expect("id").to_string();
+    let account = created["account_id"].as_str().expect("account").to_string();
+    assert_eq!(created["credential_roles"], serde_json::json!({}));
+    let none = srv
+        .cli(&["clusters", "credential-roles", "cli-roles"])
+        .ok()
+        .stdout;
+    assert_eq!(none.lines().count(), 1, "a header only: {none}");
+    let set = srv
+        .cli(&[
+            "clusters",
+            "credential-roles",
+            "cli-roles",
+            "--set",
+            "backup=arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}",
+            "--set",
+            "changefeed=arn:aws:iam::{account_id}:role/crl-cdc-sink-user-{cluster_id}",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let backup = format!("arn:aws:iam::123456789012:role/crl-dr-store-user-{id}");
+    let cdc = format!("arn:aws:iam::{account}:role/crl-cdc-sink-user-{id}");
+    assert_eq!(set["roles"]["backup"]["role_arn"], backup.as_str(), "{set}");
+    assert_eq!(
+        set["roles"]["changefeed"]["role_arn"],
+        cdc.as_str(),
+        "{set}"
+    );
+    // The table shows each purpose with its expanded ARN; `clusters get` shows them too.
+    let table = srv
+        .cli(&["clusters", "credential-roles", "cli-roles"])
+        .ok()
+        .stdout;
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("PURPOSE "), "{table}");
+    let row = lines.next().expect("backup row");
+    assert_eq!(cell(header, row, "PURPOSE"), "backup");
+    assert_eq!(cell(header, row, "ROLE_ARN"), backup);
+    let detail = srv.cli(&["clusters", "get", "cli-roles"]).ok().stdout;
+    assert!(
+        detail.contains("CREDENTIAL_ROLE") && detail.contains(&cdc),
+        "{detail}"
+    );
+    // --unset removes one purpose; the others keep theirs.
+    let v = srv
+        .cli(&[
+            "clusters",
+            "credential-roles",
+            "cli-roles",
+            "--unset",
+            "backup",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let purposes: Vec<&String> = v["roles"].as_object().expect("roles").keys().collect();
+    assert_eq!(purposes, ["changefeed"], "{v}");
+    // A refused template names the purpose, and changes nothing.
+    let bad = srv
+        .cli(&[
+            "clusters",
+            "credential-roles",
+            "cli-roles",
+            "--set",
+            "backup=arn:aws:iam::123456789012:role/x-{cluster}",
+        ])
+        .failed(1);
+    assert!(bad.stderr.contains("field: roles.backup"), "{bad:#?}");
+    assert!(bad.stderr.contains("{cluster}"), "{bad:#?}");
+    srv.cli(&[
+        "clusters",
+        "credential-roles",
+        "cli-roles",
+        "--set",
+        "backup",
+    ])
+    .failed(2);
+    // --clear empties the set.
+    let v = srv
+        .cli(&[
+            "clusters",
+            "credential-roles",
+            "cli-roles",
+            "--clear",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v, serde_json::json!({"roles": {}}));
+    let shown = srv
+        .cli(&["clusters", "get", "cli-roles", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(shown["credential_roles"], serde_json::json!({}));
+}
+
+#[test]
 fn check_ingress() {
     let srv = Server::start();
     srv.cli(&[

@@ -2,6 +2,7 @@
 
 mod allowlist;
 mod clusters;
+mod credential_roles;
 mod egress;
 mod endpoints;
 mod gateways;
@@ -26,5 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(identity::router())
         .merge(gateways::router())
         .merge(workload::router())
+        .merge(credential_roles::router())
         .merge(meta::router())
 }

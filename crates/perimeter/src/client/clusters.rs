@@ -1,12 +1,12 @@
-//! `perimeter clusters create|list|get|visibility|delete`.
+//! `perimeter clusters create|list|get|visibility|credential-roles|delete`.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::api::{Failure, view};
+use super::api::{Failure, member, view};
 use super::output::{Table, emit, emit_list, or_dash};
 use super::{Connection, Output, Paging};
 
@@ -61,6 +61,26 @@ enum ClustersCmd {
         #[arg(value_enum, ignore_case = true)]
         visibility: Visibility,
     },
+    /// Show or change the cluster's functional roles: per purpose (backup, changefeed), the
+    /// role the platform puts first in every role chain the cluster's jobs assume, i.e. the role
+    /// your own roles must trust. Changing them takes PLATFORM_OPERATOR, e.g. `clusters
+    /// credential-roles my-cluster --set
+    /// 'backup=arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}'`.
+    #[command(name = "credential-roles")]
+    CredentialRoles {
+        /// Cluster id or name.
+        cluster: String,
+        /// Set one purpose's role ARN template, PURPOSE=TEMPLATE (repeat for more); templates
+        /// may use {cluster_id} and {account_id}. Other purposes keep theirs.
+        #[arg(long = "set", value_name = "PURPOSE=TEMPLATE", value_parser = parse_role)]
+        set: Vec<(String, String)>,
+        /// Remove one purpose's role (repeat for more).
+        #[arg(long = "unset", value_name = "PURPOSE")]
+        unset: Vec<String>,
+        /// Remove every role first (with --set: replace the whole set).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Delete a cluster with its egress endpoints, egress rules and allowlist.
     Delete {
         /// Cluster id or name.
@@ -106,6 +126,32 @@ fn parse_region(s: &str) -> Result<(String, u32), String> {
     Ok((name.to_string(), nodes))
 }
 
+fn parse_role(s: &str) -> Result<(String, String), String> {
+    let (purpose, template) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "{s:?} is not PURPOSE=TEMPLATE, e.g. backup=arn:aws:iam::123456789012:role/crl-dr-store-user-{{cluster_id}}"
+        )
+    })?;
+    Ok((purpose.to_string(), template.to_string()))
+}
+
+/// `{"roles": {purpose: {template, role_arn}}}` as PURPOSE, ROLE_ARN, TEMPLATE rows.
+fn credential_roles_table(v: &Value) -> Result<String, Failure> {
+    let mut t = Table::new(&["PURPOSE", "ROLE_ARN", "TEMPLATE"]);
+    let roles = member(v, "roles")?
+        .as_object()
+        .ok_or_else(|| Failure::Response(format!("roles is not an object: {v}")))?;
+    for (purpose, r) in roles {
+        let field = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
+        t.row(vec![
+            purpose.clone(),
+            field("role_arn").to_string(),
+            field("template").to_string(),
+        ]);
+    }
+    Ok(t.render())
+}
+
 /// The fields of a cluster the tables show.
 #[derive(Deserialize)]
 pub(super) struct ClusterView {
@@ -116,6 +162,8 @@ pub(super) struct ClusterView {
     pub egress_traffic_policy: String,
     network_visibility: String,
     regions: Vec<RegionView>,
+    #[serde(default)]
+    credential_roles: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -187,11 +235,19 @@ fn cluster_detail(cluster: &Value) -> Result<String, Failure> {
             r.sql_dns.clone(),
         ]);
     }
-    Ok(format!(
+    let mut out = format!(
         "{}\n{}",
         clusters_table(std::slice::from_ref(cluster))?.render(),
         regions.render()
-    ))
+    );
+    if !c.credential_roles.is_empty() {
+        let mut roles = Table::new(&["CREDENTIAL_ROLE", "ROLE_ARN"]);
+        for (purpose, arn) in &c.credential_roles {
+            roles.row(vec![purpose.clone(), arn.clone()]);
+        }
+        out = format!("{out}\n{}", roles.render());
+    }
+    Ok(out)
 }
 
 pub async fn run(args: ClustersArgs) -> Result<(), Failure> {
@@ -256,6 +312,35 @@ pub async fn run(args: ClustersArgs) -> Result<(), Failure> {
             let body = json!({"dedicated": {"network_visibility": v}});
             let cluster = api.patch(&["clusters", &id], &body).await?;
             emit(output, &cluster, || cluster_detail(&cluster))
+        }
+        ClustersCmd::CredentialRoles {
+            cluster,
+            set,
+            unset,
+            clear,
+        } => {
+            let id = api.cluster_id(&cluster).await?;
+            let path = ["clusters", id.as_str(), "credential-roles"];
+            let current = api.get(&path).await?;
+            if set.is_empty() && unset.is_empty() && !clear {
+                return emit(output, &current, || credential_roles_table(&current));
+            }
+            let mut roles = Map::new();
+            if !clear {
+                for (purpose, r) in member(&current, "roles")?.as_object().into_iter().flatten() {
+                    if let Some(t) = r.get("template") {
+                        roles.insert(purpose.clone(), t.clone());
+                    }
+                }
+            }
+            for purpose in &unset {
+                roles.remove(purpose);
+            }
+            for (purpose, template) in set {
+                roles.insert(purpose, template.into());
+            }
+            let v = api.put(&path, &json!({ "roles": roles })).await?;
+            emit(output, &v, || credential_roles_table(&v))
         }
         ClustersCmd::Delete { cluster } => {
             let id = api.cluster_id(&cluster).await?;
