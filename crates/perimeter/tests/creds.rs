@@ -194,7 +194,44 @@ fn check_with_a_cluster_denied_then_allowed() {
             "json",
         ]))
     };
+    // The platform's functional role for backups heads the chain the cluster's jobs assume.
+    ok(cli(&[
+        "clusters",
+        "credential-roles",
+        "creds-e2e",
+        "--set",
+        "backup=arn:aws:iam::123456789012:role/crl-dr-store-user-{cluster_id}",
+    ]));
     let before = check();
+    let chain = before["role_chain"].as_array().expect("chain");
+    assert_eq!(chain.len(), 3, "{before:#}");
+    assert_eq!(chain[0]["functional_role"], "backup", "{before:#}");
+    assert!(
+        chain[0]["principal"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("arn:aws:iam::123456789012:role/crl-dr-store-user-")),
+        "{before:#}"
+    );
+    assert_eq!(
+        chain[1]["principal"],
+        "arn:aws:iam::123456789012:role/backup"
+    );
+    let changefeed = json(&cli(&[
+        "creds",
+        "check",
+        &uri,
+        "--cluster",
+        "creds-e2e",
+        "--purpose",
+        "changefeed",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        changefeed["role_chain"].as_array().map(Vec::len),
+        Some(2),
+        "no functional role for changefeeds: {changefeed:#}"
+    );
     let storage = &before["destinations"][0];
     assert_eq!(
         storage["host"], "backups-1.s3.us-east-1.amazonaws.com",
@@ -225,6 +262,12 @@ fn check_with_a_cluster_denied_then_allowed() {
         "{table:#?}"
     );
     assert!(table.stdout.contains(&suggested), "{table:#?}");
+    assert!(
+        table
+            .stdout
+            .contains("(external id: absent, the cluster's functional role for backup)"),
+        "{table:#?}"
+    );
     assert!(!table.stdout.contains(EXTERNAL_ID), "{table:#?}");
 
     // Run the suggested command as printed (through sh, for its quoting).

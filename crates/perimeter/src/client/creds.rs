@@ -1,7 +1,8 @@
 //! `perimeter creds check <uri>`: what an external storage or sink URI means (perimeter-creds):
 //! the URI with its secrets redacted, scheme, auth mode, the role chain it assumes and the
 //! destinations it implies. With `--cluster`, the cluster's egress-check verdict for each
-//! destination, and the egress rule that would allow one the policy denies.
+//! destination, the egress rule that would allow one the policy denies, and the cluster's
+//! functional role for the job's purpose (`--purpose`) in front of an AWS role chain.
 //!
 //! External ids are shown only as present or absent: AWS does not call them secret, but they
 //! are what keeps a confused deputy from assuming the role, and nobody reading the output
@@ -42,9 +43,14 @@ struct CheckArgs {
     /// The URI, quoted. `-` reads it from stdin: command lines are visible to other users of
     /// the machine, and this one may hold keys.
     uri: String,
-    /// Cluster id or name: ask its egress-check for every destination the URI implies.
+    /// Cluster id or name: ask its egress-check for every destination the URI implies, and
+    /// put the cluster's functional role for the job's purpose in front of the role chain.
     #[arg(long)]
     cluster: Option<String>,
+    /// The job's purpose, naming the cluster's functional role (`credential_roles`): default
+    /// `changefeed` for kafka and webhook URIs, `backup` for storage.
+    #[arg(long, requires = "cluster")]
+    purpose: Option<String>,
 }
 
 pub async fn run(args: CredsArgs) -> Result<(), Failure> {
@@ -71,10 +77,27 @@ async fn run_check(conn: &Connection, args: CheckArgs) -> Result<(), Failure> {
     let destinations = uri.destinations();
     let mut verdicts = Vec::new();
     let mut cluster_name = String::new();
+    let mut functional = None;
     if let Some(cluster) = &args.cluster {
         let api = conn.connect()?;
         let id = api.cluster_id(cluster).await?;
         cluster_name = cluster.clone();
+        let purpose = args.purpose.clone().unwrap_or_else(|| {
+            match uri {
+                ExternalUri::Kafka(_) | ExternalUri::Webhook(_) => "changefeed",
+                _ => "backup",
+            }
+            .to_string()
+        });
+        let doc = api.get(&["clusters", &id]).await?;
+        if let Some(arn) = doc
+            .get("credential_roles")
+            .and_then(|r| r.get(&purpose))
+            .and_then(Value::as_str)
+            && assumes_aws_roles(&uri)
+        {
+            functional = Some((purpose, arn.to_string()));
+        }
         for d in &destinations {
             let body = json!({"destination": d.host.as_check_destination(), "port": d.port});
             let answer = api
@@ -83,11 +106,29 @@ async fn run_check(conn: &Connection, args: CheckArgs) -> Result<(), Failure> {
             verdicts.push(answer);
         }
     }
-    let document = document(&uri, &shown, &destinations, &verdicts, &cluster_name)?;
+    let mut document = document(&uri, &shown, &destinations, &verdicts, &cluster_name)?;
+    if let Some((purpose, arn)) = functional
+        && let Some(chain) = document["role_chain"].as_array_mut()
+    {
+        chain.insert(
+            0,
+            json!({"principal": arn, "external_id": "absent", "functional_role": purpose}),
+        );
+    }
     for w in uri.warnings() {
         super::note(&format!("warning: {w}"));
     }
     emit(conn.output, &document, || table(&document))
+}
+
+/// Whether the URI's credentials come from AWS roles, which a cluster's functional role (an
+/// IAM role) can head.
+fn assumes_aws_roles(uri: &ExternalUri) -> bool {
+    match uri {
+        ExternalUri::S3(_) => true,
+        ExternalUri::Kafka(k) => matches!(k.sasl, Some(perimeter_creds::Sasl::AwsMskIam { .. })),
+        _ => false,
+    }
 }
 
 /// The JSON answer: everything the table shows.
@@ -187,8 +228,12 @@ fn table(doc: &Value) -> Result<String, Failure> {
     } else {
         out.push_str("roles:   assumed in this order\n");
         for (i, link) in chain.iter().enumerate() {
+            let functional = match link.get("functional_role").and_then(Value::as_str) {
+                Some(purpose) => format!(", the cluster's functional role for {purpose}"),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  {}. {}  (external id: {})\n",
+                "  {}. {}  (external id: {}{functional})\n",
                 i + 1,
                 text(link, "principal"),
                 text(link, "external_id")
