@@ -164,6 +164,32 @@ async fn credentials_are_refreshed_before_they_expire() {
     let third = cache.get(&chain).await.expect("still valid");
     assert_eq!(third.access_key_id, second.access_key_id);
     assert_eq!(cache.stats().fills, 1);
+
+    // A job running for hours: minute by minute over four more hours, every credential handed
+    // out has at least 15 minutes left, and no caller ever waited for STS.
+    let end = clock.now() + Duration::from_secs(4 * 3600);
+    while clock.now() < end {
+        clock.advance(Duration::from_secs(60));
+        perimeter_testkit::wait_until("no refresh overdue", 30, || {
+            cache
+                .next_refresh(&chain)
+                .is_some_and(|at| at > clock.now())
+        });
+        let c = cache.get(&chain).await.expect("credentials");
+        let held = cache.peek(&chain).expect("cached");
+        assert_eq!(c.access_key_id, held.credentials.access_key_id);
+        assert!(
+            held.expires_at >= clock.now() + policy.refresh_before,
+            "handed out with less than 15 minutes left"
+        );
+    }
+    let refreshes = cache.stats().refreshes;
+    assert!(
+        refreshes >= 6,
+        "{refreshes} refreshes in four hours and a quarter"
+    );
+    assert_eq!(cache.stats().fills, 1);
+    assert_eq!(cache.stats().failures, 0);
 }
 
 /// IAM as moto enforces it: a user allowed to assume roles, a first role with no permission

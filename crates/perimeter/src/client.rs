@@ -169,6 +169,30 @@ impl Connection {
     }
 }
 
+/// The cluster's functional role for `purpose` (its `credential_roles`), for `creds serve`:
+/// `None` when it has none. Errors are the client's messages (`error: ...`), one line.
+pub async fn cluster_functional_role(
+    url: &str,
+    api_key: &str,
+    cluster: &str,
+    purpose: &str,
+) -> std::result::Result<Option<String>, String> {
+    let flat = |f: api::Failure| {
+        f.to_string()
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string()
+    };
+    let api = api::Api::new(url, &Secret(api_key.trim().to_string())).map_err(flat)?;
+    let id = api.cluster_id(cluster).await.map_err(flat)?;
+    let doc = api.get(&["clusters", &id]).await.map_err(flat)?;
+    Ok(doc
+        .get("credential_roles")
+        .and_then(|r| r.get(purpose))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string))
+}
+
 pub async fn run(cmd: ClientCommand) -> Result<ExitCode> {
     let outcome = match cmd {
         ClientCommand::Clusters(a) => clusters::run(a).await,

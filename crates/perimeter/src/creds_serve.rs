@@ -13,9 +13,16 @@
 //! session_name = "perimeter"
 //! duration_seconds = 3600
 //!
+//! [control_plane]                # needed by profiles that name a cluster
+//! url = "http://127.0.0.1:8080"
+//! api_key_file = "perimeter-data/admin-api-key"
+//!
 //! [profiles.backup]
 //! uri = "s3://backups?AUTH=implicit&ASSUME_ROLE=arn:aws:iam::123456789012:role/backup"
-//! functional_role = "arn:aws:iam::999999999999:role/crl-dr-store-user-..."  # optional, first hop
+//! # The first hop, optional: a role ARN, or the cluster's functional role for a purpose.
+//! functional_role = "arn:aws:iam::999999999999:role/crl-dr-store-user-..."
+//! # cluster = "orders-db"         # instead of functional_role: read from the control plane
+//! # purpose = "backup"            # the default
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,8 +66,16 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     #[serde(default)]
     sts: StsFile,
+    control_plane: Option<ControlPlaneFile>,
     #[serde(default)]
     profiles: BTreeMap<String, ProfileFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlPlaneFile {
+    url: String,
+    api_key_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +93,8 @@ struct StsFile {
 struct ProfileFile {
     uri: String,
     functional_role: Option<String>,
+    cluster: Option<String>,
+    purpose: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
@@ -98,8 +115,10 @@ fn load(path: &Path) -> Result<FileConfig> {
     })
 }
 
-/// A profile's role chain: its URI's, with the functional role in front.
-fn profile_chain(name: &str, p: &ProfileFile) -> Result<RoleChain> {
+/// A profile's role chain: its URI's, with the functional role in front (the profile's own, or
+/// `functional`, its cluster's as the control plane answered).
+fn profile_chain(name: &str, p: &ProfileFile, functional: Option<&str>) -> Result<RoleChain> {
+    let functional = functional.or(p.functional_role.as_deref());
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -116,7 +135,16 @@ fn profile_chain(name: &str, p: &ProfileFile) -> Result<RoleChain> {
         );
     };
     let mut chain = RoleChain::of_s3(s3);
-    if let Some(role) = &p.functional_role {
+    if p.functional_role.is_some() && p.cluster.is_some() {
+        bail!(
+            "profiles.{name}: give functional_role or cluster, not both (a cluster's functional \
+             role is read from the control plane)"
+        );
+    }
+    if p.purpose.is_some() && p.cluster.is_none() {
+        bail!("profiles.{name}.purpose: names a cluster's functional role; give cluster too");
+    }
+    if let Some(role) = functional {
         chain
             .prepend("functional_role", role)
             .map_err(|e| anyhow::anyhow!("profiles.{name}.{e}"))?;
@@ -128,6 +156,34 @@ fn profile_chain(name: &str, p: &ProfileFile) -> Result<RoleChain> {
         );
     }
     Ok(chain)
+}
+
+/// The functional role of a profile's cluster, read from the control plane (once, at start).
+async fn cluster_role(
+    file: &FileConfig,
+    name: &str,
+    cluster: &str,
+    purpose: Option<&str>,
+) -> Result<String> {
+    let purpose = purpose.unwrap_or("backup");
+    let Some(cp) = &file.control_plane else {
+        bail!("profiles.{name}.cluster: needs a [control_plane] table with url and api_key_file");
+    };
+    let key = std::fs::read_to_string(&cp.api_key_file).with_context(|| {
+        format!(
+            "control_plane.api_key_file: cannot read {}",
+            cp.api_key_file.display()
+        )
+    })?;
+    match crate::client::cluster_functional_role(&cp.url, &key, cluster, purpose).await {
+        Ok(Some(arn)) => Ok(arn),
+        Ok(None) => bail!(
+            "profiles.{name}.cluster: cluster {cluster} has no functional role for {purpose} \
+             (set one: perimeter clusters credential-roles {cluster} --set '{purpose}=<role ARN \
+             template>')"
+        ),
+        Err(e) => bail!("profiles.{name}.cluster: {e}"),
+    }
 }
 
 /// The token callers must send: read from the file, or made and written there (mode 0600).
@@ -181,7 +237,13 @@ pub async fn run(args: CredsServeArgs) -> Result<()> {
     }
     let mut profiles = BTreeMap::new();
     for (name, p) in &file.profiles {
-        profiles.insert(name.clone(), profile_chain(name, p)?);
+        // Check the profile alone first, so that a bad one fails before any request.
+        profile_chain(name, p, None)?;
+        let functional = match &p.cluster {
+            Some(cluster) => Some(cluster_role(&file, name, cluster, p.purpose.as_deref()).await?),
+            None => None,
+        };
+        profiles.insert(name.clone(), profile_chain(name, p, functional.as_deref())?);
     }
     let token_file = args
         .token_file
@@ -253,6 +315,8 @@ mod tests {
         ProfileFile {
             uri: uri.into(),
             functional_role: role.map(str::to_string),
+            cluster: None,
+            purpose: None,
         }
     }
 
@@ -292,6 +356,22 @@ mod tests {
                 "profiles.role.functional_role:",
             ),
             (
+                "both",
+                ProfileFile {
+                    cluster: Some("orders-db".into()),
+                    ..profile(ok, Some("arn:aws:iam::999999999999:role/crl"))
+                },
+                "profiles.both: give functional_role or cluster, not both",
+            ),
+            (
+                "purpose",
+                ProfileFile {
+                    purpose: Some("backup".into()),
+                    ..profile(ok, None)
+                },
+                "profiles.purpose.purpose: names a cluster's functional role",
+            ),
+            (
                 "typo",
                 profile(
                     &format!("s3://bucket?AUTH=implicit&AWS_SECRET_ACCES_KEY={secret}"),
@@ -300,7 +380,7 @@ mod tests {
                 "profiles.typo.uri: ",
             ),
         ] {
-            let e = profile_chain(name, &p).expect_err(name).to_string();
+            let e = profile_chain(name, &p, None).expect_err(name).to_string();
             assert!(e.starts_with(want), "{name}: {e}");
             assert!(!e.contains(secret), "{name}: {e}");
         }

@@ -232,6 +232,34 @@ fn check_with_a_cluster_denied_then_allowed() {
         Some(2),
         "no functional role for changefeeds: {changefeed:#}"
     );
+    // creds serve reads the same role from the control plane; a purpose without one is
+    // refused at start, naming the profile and the command that sets it.
+    let config = dir.path().join("creds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[control_plane]\nurl = \"{url}\"\napi_key_file = \"{}\"\n\n\
+             [profiles.cdc]\nuri = \"{uri}\"\ncluster = \"creds-e2e\"\npurpose = \"changefeed\"\n",
+            dir.path().join("perimeter-data/admin-api-key").display()
+        ),
+    )
+    .expect("config");
+    let o = run({
+        let mut c = Command::new(BIN);
+        c.args(["creds", "serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(dir.path().join("token"));
+        c
+    });
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(
+        o.stderr.contains(
+            "profiles.cdc.cluster: cluster creds-e2e has no functional role for changefeed \
+             (set one: perimeter clusters credential-roles creds-e2e --set"
+        ),
+        "{o:#?}"
+    );
     let storage = &before["destinations"][0];
     assert_eq!(
         storage["host"], "backups-1.s3.us-east-1.amazonaws.com",

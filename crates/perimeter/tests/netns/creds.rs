@@ -4,7 +4,8 @@
 //! write is refused at the gateway; `perimeter creds check --cluster` shows both verdicts.
 //!
 //! moto stands in the upstream namespace on the allowed address, port 5000 (`allowed.test`);
-//! the credential endpoint assumes its chain at moto directly, by address.
+//! the credential endpoint assumes its chain at moto directly, by address, starting with the
+//! cluster's functional role for backups, which it reads from the control plane.
 
 use std::process::Command;
 
@@ -122,13 +123,31 @@ fn the_aws_cli_writes_through_the_gateway_only_while_a_rule_allows_the_endpoint(
     let rid = rule["id"].as_str().expect("rule id").to_string();
     wait_rule_active(&p.s, &p.key, &p.cid, &rid);
 
+    // The platform's functional role for the cluster's backups heads the chain: the endpoint
+    // reads it from the control plane.
+    let roles = perimeter_testkit::ok(
+        &p.s,
+        &p.key,
+        "PUT",
+        &format!("/api/v1/clusters/{}/credential-roles", p.cid),
+        Some(json!({"roles": {"backup":
+            "arn:aws:iam::999999999999:role/crl-dr-store-user-{cluster_id}"}})),
+    );
+    let functional = roles["roles"]["backup"]["role_arn"]
+        .as_str()
+        .expect("expanded role")
+        .to_string();
     let creds = CredsServe::start(
         BIN,
         &net.dir.path().join("creds"),
         &format!(
-            "[sts]\nendpoint_url = \"{}\"\n\n[profiles.backup]\nuri = \"{}\"\n",
+            "[sts]\nendpoint_url = \"{}\"\n\n[control_plane]\nurl = \"{}\"\n\
+             api_key_file = \"{}\"\n\n[profiles.backup]\nuri = \"{}\"\ncluster = \"{}\"\n",
             moto.url(),
-            uri()
+            p.s.url(),
+            net.dir.path().join("cp/admin-api-key").display(),
+            uri(),
+            p.cid
         ),
         &[
             ("AWS_ACCESS_KEY_ID", "AKIABASEBASEBASE0002"),
@@ -183,6 +202,22 @@ fn the_aws_cli_writes_through_the_gateway_only_while_a_rule_allows_the_endpoint(
         ))
         .trim(),
         "backup rows"
+    );
+    assert!(
+        creds.banner.contains(&format!(
+            "profile backup: implicit -> {functional} -> arn:aws:iam::123456789012:role/backup"
+        )),
+        "{}",
+        creds.banner
+    );
+    let assumed = moto.python(
+        "import json, os, urllib.request\n\
+         d = json.load(urllib.request.urlopen(os.environ['MOTO_URL'] + '/moto-api/data.json'))\n\
+         print(' '.join(r['role_arn'] for r in d['sts']['AssumedRole']))",
+    );
+    assert_eq!(
+        assumed.trim(),
+        format!("{functional} arn:aws:iam::123456789012:role/backup")
     );
     wait_until("the gateway logs the allowed write", 30, || {
         p.gw.decisions().iter().any(|d| {
