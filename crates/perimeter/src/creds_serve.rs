@@ -326,6 +326,7 @@ mod tests {
         let c = profile_chain(
             "backup",
             &profile(ok, Some("arn:aws:iam::999999999999:role/crl")),
+            None,
         )
         .expect("valid");
         assert_eq!(
