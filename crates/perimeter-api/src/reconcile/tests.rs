@@ -507,3 +507,84 @@ async fn settling_asks_to_be_woken_at_the_nearest_deadline_and_not_otherwise() {
         Action::Await => panic!("a pending visibility change has a deadline"),
     }
 }
+
+/// The loop itself on a [`ManualClock`]: it sleeps until the nearest deadline (never past it),
+/// wakes only when time reaches it, and releases the lock of a visibility change that a live
+/// gateway never applied at the propagation deadline, not a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_wakes_at_the_deadline_on_its_clock_and_not_before() {
+    let (store, cfg, cluster, [a, _b], _dir) = ingress_fixture().await;
+    let cfg = ReconcilerConfig {
+        // Long enough that the gateway stays live however far the clock moves here, and an
+        // interval longer than the deadline: only the deadline can wake the loop.
+        gateway_liveness: Duration::from_secs(24 * 3600),
+        interval: Duration::from_secs(3600),
+        ..cfg
+    };
+    let c = make_private(&store, &cluster).await;
+    store
+        .ack_gateway(&a, c.visibility_version - 1, true, "")
+        .await
+        .unwrap();
+    let start = Utc::now();
+    let clock = ManualClock::new(start);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reconciler = Reconciler::new(store.clone(), Arc::new(Notify::new()), cfg.clone())
+        .with_clock(Arc::new(clock.clone()));
+    let task = tokio::spawn(reconciler.run(async {
+        let _ = stopped.await;
+    }));
+    let wait_pass = |n: u64| {
+        let clock = clock.clone();
+        async move {
+            for _ in 0..500 {
+                if clock.sleeps() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the loop did not finish pass {n} in 5 s");
+        }
+    };
+    wait_pass(1).await;
+    let deadline = clock.next_wake().expect("a planned wake");
+    let budget = chrono::Duration::from_std(cfg.propagation_deadline).unwrap();
+    assert!(
+        deadline <= start + budget && deadline > start + budget - chrono::Duration::seconds(5),
+        "the loop sleeps until the propagation deadline: {deadline} (start {start})"
+    );
+    let locked = || async {
+        store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .visibility_changing
+    };
+    assert!(locked().await);
+
+    // Just short of the deadline nothing wakes the loop: no pass, still locked.
+    clock.advance((deadline - start).to_std().unwrap() - Duration::from_millis(1));
+    tokio::task::yield_now().await;
+    assert_eq!(clock.sleeps(), 1, "the loop woke before its deadline");
+    assert!(locked().await);
+
+    // At the deadline it wakes, passes once, and lets go of the lock.
+    clock.advance(Duration::from_millis(1));
+    wait_pass(2).await;
+    assert!(!locked().await, "released at the deadline");
+    assert_eq!(
+        store
+            .get_cluster(&cluster)
+            .await
+            .unwrap()
+            .network_visibility,
+        "PRIVATE"
+    );
+    // Nothing left to wait for: the next sleep is the plain interval.
+    assert_eq!(
+        clock.next_wake(),
+        Some(clock.now() + chrono::Duration::from_std(cfg.interval).unwrap())
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}
