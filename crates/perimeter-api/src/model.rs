@@ -321,12 +321,12 @@ impl From<perimeter_store::EgressRule> for EgressRule {
             cluster_id: r.cluster_id,
             name: r.name,
             rule_type: r.rule_type.as_str().to_string(),
-            destination: r.destination,
+            destination: r.destination.to_string(),
             description: r.description,
             state: r.state.as_str().to_string(),
             crl_managed: r.crl_managed,
             ports: r.ports,
-            paths: r.paths,
+            paths: r.paths.iter().map(ToString::to_string).collect(),
             created_at: r.created_at,
         }
     }

@@ -35,9 +35,9 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
             id: r.id.clone(),
             name: r.name.clone(),
             rule_type: r.rule_type,
-            destination: r.destination.clone(),
+            destination: r.destination.to_string(),
             ports: r.ports.clone(),
-            paths: r.paths.clone(),
+            paths: r.paths.iter().map(ToString::to_string).collect(),
             crl_managed: r.crl_managed,
         })
         .collect();

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use crate::{
-    Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, normalize_path,
-    parse_ip_literal, validate_rule,
+    Cidr, HostPattern, Hostname, PathPattern, RuleDestination, RuleInput, RuleType, normalize_path,
+    parse_canonical_path, parse_ip_literal, validate_rule,
 };
 
 fn text(data: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -200,28 +200,32 @@ pub fn fuzz_rule_json(data: &[u8]) {
         "ports not sorted"
     );
     assert!(!rule.ports.contains(&0));
-    match rule.rule_type {
-        RuleType::Fqdn => {
-            let pattern: HostPattern = rule.destination.parse().expect("destination re-parses");
-            assert_eq!(pattern.to_string(), rule.destination);
-        }
-        RuleType::Cidr => {
-            assert!(rule.paths.is_empty(), "CIDR rule with paths");
-            let cidr: Cidr = rule.destination.parse().expect("destination re-parses");
-            assert_eq!(cidr.to_string(), rule.destination);
-        }
+    assert_eq!(rule.destination.rule_type(), rule.rule_type);
+    if rule.rule_type == RuleType::Cidr {
+        assert!(rule.paths.is_empty(), "CIDR rule with paths");
     }
-    for path in &rule.paths {
-        let pattern: PathPattern = path.parse().expect("canonical path re-parses");
-        assert_eq!(&pattern.to_string(), path);
+    // What is stored is the canonical text, and it reads back as the same values.
+    let destination = rule.destination.to_string();
+    assert_eq!(
+        RuleDestination::parse_canonical(rule.rule_type, &destination).as_ref(),
+        Ok(&rule.destination),
+        "destination does not read back"
+    );
+    let paths: Vec<String> = rule.paths.iter().map(ToString::to_string).collect();
+    for (path, pattern) in paths.iter().zip(&rule.paths) {
+        assert_eq!(
+            parse_canonical_path(path).as_ref(),
+            Ok(pattern),
+            "path does not read back"
+        );
     }
     // Validating the canonical rule gives the same rule.
     let ports: Vec<i64> = rule.ports.iter().map(|&p| i64::from(p)).collect();
     let again = validate_rule(&RuleInput {
         rule_type: rule.rule_type.as_str(),
-        destination: &rule.destination,
+        destination: &destination,
         ports: Some(&ports),
-        paths: Some(&rule.paths),
+        paths: Some(&paths),
     })
     .expect("a validated rule validates again");
     assert_eq!(again, rule, "rule validation is not idempotent");

@@ -76,7 +76,7 @@ pub use port::{MAX_PORTS, validate_ports};
 pub use psl::is_public_suffix;
 pub use region::{Provider, ProviderError, validate_region};
 pub use rule::{
-    MAX_DESTINATION_LEN, MAX_PATH_LEN, MAX_PATHS, RuleInput, RuleType, RuleTypeError,
-    ValidatedRule, validate_rule,
+    MAX_DESTINATION_LEN, MAX_PATH_LEN, MAX_PATHS, RuleDestination, RuleDestinationError, RuleInput,
+    RuleType, RuleTypeError, ValidatedRule, parse_canonical_path, validate_rule,
 };
 pub use snapshot::{Backend, BackendHost, CompileError, Endpoint, Snapshot, compile};

@@ -182,6 +182,8 @@ pub enum PathPatternError {
         "{pattern} contains '?' or '#'; a path pattern matches the path only, without query or fragment"
     )]
     QueryOrFragment { pattern: String },
+    #[error("not in canonical form; its canonical form is {0}")]
+    NotCanonical(String),
     #[error(transparent)]
     Path(#[from] PathError),
 }

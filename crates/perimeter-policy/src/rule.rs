@@ -72,16 +72,91 @@ pub struct RuleInput<'a> {
     pub paths: Option<&'a [String]>,
 }
 
+/// What an egress rule allows: host names (FQDN rules) or an address prefix (CIDR rules).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RuleDestination {
+    Host(HostPattern),
+    Cidr(Cidr),
+}
+
+/// A stored destination that is not its rule type's canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rule_type} destination {value:?} is not canonical: {reason}")]
+pub struct RuleDestinationError {
+    rule_type: RuleType,
+    value: String,
+    reason: String,
+}
+
+impl RuleDestination {
+    pub fn rule_type(&self) -> RuleType {
+        match self {
+            RuleDestination::Host(_) => RuleType::Fqdn,
+            RuleDestination::Cidr(_) => RuleType::Cidr,
+        }
+    }
+
+    /// Read a destination as [`validate_rule`] wrote it (its `Display` form). Anything else,
+    /// a non-canonical spelling included, is an error: a stored value is never corrected.
+    pub fn parse_canonical(
+        rule_type: RuleType,
+        value: &str,
+    ) -> Result<RuleDestination, RuleDestinationError> {
+        let error = |reason: String| RuleDestinationError {
+            rule_type,
+            value: value.chars().take(80).collect(),
+            reason,
+        };
+        let parsed = match rule_type {
+            RuleType::Fqdn => value
+                .parse::<HostPattern>()
+                .map(RuleDestination::Host)
+                .map_err(|e| error(e.to_string()))?,
+            RuleType::Cidr => value
+                .parse::<Cidr>()
+                .map(RuleDestination::Cidr)
+                .map_err(|e| error(e.to_string()))?,
+        };
+        if parsed.to_string() != value {
+            return Err(error(format!("its canonical form is {parsed}")));
+        }
+        Ok(parsed)
+    }
+}
+
+impl fmt::Display for RuleDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleDestination::Host(h) => h.fmt(f),
+            RuleDestination::Cidr(c) => c.fmt(f),
+        }
+    }
+}
+
+impl serde::Serialize for RuleDestination {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read a stored path pattern (its `Display` form); a non-canonical spelling is an error.
+pub fn parse_canonical_path(value: &str) -> Result<PathPattern, crate::PathPatternError> {
+    let parsed: PathPattern = value.parse()?;
+    if parsed.to_string() != value {
+        return Err(crate::PathPatternError::NotCanonical(parsed.to_string()));
+    }
+    Ok(parsed)
+}
+
 /// A valid egress rule in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ValidatedRule {
     pub rule_type: RuleType,
-    /// Canonical: the [`HostPattern`] or [`Cidr`] display form.
-    pub destination: String,
+    pub destination: RuleDestination,
     /// Sorted and deduplicated; empty means every port.
     pub ports: Vec<u16>,
-    /// Canonical [`PathPattern`] display forms, deduplicated, in the order given.
-    pub paths: Vec<String>,
+    /// Deduplicated, in the order given.
+    pub paths: Vec<PathPattern>,
     /// Things that are valid but probably not what the user meant.
     pub warnings: Vec<String>,
 }
@@ -130,13 +205,13 @@ pub fn validate_rule(input: &RuleInput<'_>) -> Result<ValidatedRule, FieldError>
                 HostPattern::Exact(name) => Some(name.clone()),
                 HostPattern::Wildcard(_) => None,
             };
-            (pattern.to_string(), exact)
+            (RuleDestination::Host(pattern), exact)
         }
         RuleType::Cidr => {
             let cidr: Cidr = destination
                 .parse()
                 .map_err(|e: crate::CidrError| FieldError::new("destination", e.to_string()))?;
-            (cidr.to_string(), None)
+            (RuleDestination::Cidr(cidr), None)
         }
     };
 
@@ -217,7 +292,7 @@ fn parse_fqdn_destination(destination: &str) -> Result<HostPattern, FieldError> 
     })
 }
 
-fn validate_paths(paths: &[String]) -> Result<Vec<String>, FieldError> {
+fn validate_paths(paths: &[String]) -> Result<Vec<PathPattern>, FieldError> {
     if paths.len() > MAX_PATHS {
         return Err(FieldError::new(
             "paths",
@@ -227,7 +302,7 @@ fn validate_paths(paths: &[String]) -> Result<Vec<String>, FieldError> {
             ),
         ));
     }
-    let mut out: Vec<String> = Vec::with_capacity(paths.len());
+    let mut out: Vec<PathPattern> = Vec::with_capacity(paths.len());
     for (i, raw) in paths.iter().enumerate() {
         let field = || format!("paths[{i}]");
         if raw.len() > MAX_PATH_LEN {
@@ -242,9 +317,8 @@ fn validate_paths(paths: &[String]) -> Result<Vec<String>, FieldError> {
         let pattern: PathPattern = raw
             .parse()
             .map_err(|e: crate::PathPatternError| FieldError::new(field(), e.to_string()))?;
-        let canonical = pattern.to_string();
-        if !out.contains(&canonical) {
-            out.push(canonical);
+        if !out.contains(&pattern) {
+            out.push(pattern);
         }
     }
     Ok(out)

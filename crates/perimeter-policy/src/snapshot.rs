@@ -16,7 +16,7 @@ use crate::error::quote;
 use crate::ingress::{Ingress, IngressDecision, IngressListener, IngressReason, compile_ingress};
 use crate::name_index::{NameIndex, wildcard_key};
 use crate::prefix_table::{PrefixItem, PrefixTable};
-use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, RuleType, validate_rule};
+use crate::{Cidr, HostPattern, Hostname, PathPattern, RuleInput, validate_rule};
 
 /// A document that cannot be compiled: which rule (or private endpoint), which field, and why.
 /// A gateway that gets one keeps enforcing its last-known-good snapshot.
@@ -760,27 +760,11 @@ fn compile_rule(i: usize, rule: &RuleDoc) -> Result<(CompiledRule, Destination),
         };
         err(field, e.message.clone())
     })?;
-    let destination = match valid.rule_type {
-        RuleType::Fqdn => valid
-            .destination
-            .parse()
-            .map(Destination::Pattern)
-            .map_err(|e: crate::HostPatternError| err("destination", e.to_string()))?,
-        RuleType::Cidr => valid
-            .destination
-            .parse()
-            .map(Destination::Cidr)
-            .map_err(|e: crate::CidrError| err("destination", e.to_string()))?,
+    let destination = match valid.destination {
+        crate::RuleDestination::Host(h) => Destination::Pattern(h),
+        crate::RuleDestination::Cidr(c) => Destination::Cidr(c),
     };
-    let paths = valid
-        .paths
-        .iter()
-        .enumerate()
-        .map(|(j, p)| {
-            p.parse::<PathPattern>()
-                .map_err(|e| err(&format!("paths[{j}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let paths = valid.paths;
     let compiled = CompiledRule::new(
         valid.ports,
         paths,

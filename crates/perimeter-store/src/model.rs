@@ -110,12 +110,13 @@ pub struct EgressRule {
     pub cluster_id: String,
     pub name: String,
     pub rule_type: perimeter_policy::RuleType,
-    pub destination: String,
+    /// Of `rule_type`'s kind (the store refuses a row where they disagree).
+    pub destination: perimeter_policy::RuleDestination,
     pub description: String,
     pub state: RuleState,
     pub crl_managed: bool,
     pub ports: Vec<u16>,
-    pub paths: Vec<String>,
+    pub paths: Vec<perimeter_policy::PathPattern>,
     /// Snapshot version that carried the rule's last change.
     pub version: i64,
     pub created_at: String,
@@ -188,11 +189,10 @@ impl std::str::FromStr for RuleState {
 /// The validated content of an egress rule, for creates and edits.
 #[derive(Debug, Clone)]
 pub struct RuleSpec {
-    pub rule_type: perimeter_policy::RuleType,
-    pub destination: String,
+    pub destination: perimeter_policy::RuleDestination,
     pub description: String,
     pub ports: Vec<u16>,
-    pub paths: Vec<String>,
+    pub paths: Vec<perimeter_policy::PathPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,8 +43,8 @@ impl Store {
         .bind(&id)
         .bind(cluster_id)
         .bind(name)
-        .bind(spec.rule_type.as_str())
-        .bind(&spec.destination)
+        .bind(spec.destination.rule_type().as_str())
+        .bind(spec.destination.to_string())
         .bind(&spec.description)
         .bind(crl_managed as i64)
         .bind(to_json(&spec.ports))
@@ -138,8 +138,8 @@ impl Store {
             "UPDATE egress_rules SET rule_type = $1, destination = $2, description = $3, ports = $4, paths = $5, \
              state = $6, policy_version = $7, updated_at = $8 WHERE id = $9",
         )
-        .bind(spec.rule_type.as_str())
-        .bind(&spec.destination)
+        .bind(spec.destination.rule_type().as_str())
+        .bind(spec.destination.to_string())
         .bind(&spec.description)
         .bind(to_json(&spec.ports))
         .bind(to_json(&spec.paths))
@@ -229,17 +229,33 @@ where
 }
 
 pub(crate) fn rule_from_row(r: &AnyRow) -> Result<EgressRule> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "egress_rules",
+        detail,
+    };
+    let rule_type: perimeter_policy::RuleType = decode(r, "rule_type")?;
+    let destination =
+        perimeter_policy::RuleDestination::parse_canonical(rule_type, &text(r, "destination")?)
+            .map_err(|e| corrupt(format!("destination: {e}")))?;
+    let paths = json::<Vec<String>>(r, "paths")?
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            perimeter_policy::parse_canonical_path(p)
+                .map_err(|e| corrupt(format!("paths[{i}] {p:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(EgressRule {
         id: text(r, "id")?,
         cluster_id: text(r, "cluster_id")?,
         name: text(r, "name")?,
-        rule_type: decode(r, "rule_type")?,
-        destination: text(r, "destination")?,
+        rule_type,
+        destination,
         description: text(r, "description")?,
         state: decode(r, "state")?,
         crl_managed: flag(r, "crl_managed")?,
         ports: json(r, "ports")?,
-        paths: json(r, "paths")?,
+        paths,
         version: int(r, "policy_version")?,
         created_at: text(r, "created_at")?,
         updated_at: text(r, "updated_at")?,
@@ -304,11 +320,10 @@ mod tests {
             .await
             .unwrap();
         let spec = RuleSpec {
-            rule_type: perimeter_policy::RuleType::Fqdn,
-            destination: "example.com".into(),
+            destination: perimeter_policy::RuleDestination::Host("example.com".parse().unwrap()),
             description: String::new(),
             ports: vec![443],
-            paths: vec![],
+            paths: vec!["/v1/*".parse().unwrap()],
         };
         let rule = store
             .create_rule(&cluster.id, "typed", &spec, false, &audit)
@@ -316,7 +331,21 @@ mod tests {
             .unwrap();
         assert_eq!(rule.rule_type, perimeter_policy::RuleType::Fqdn);
         assert_eq!(rule.state, RuleState::PendingCreation);
-        for (column, value) in [("rule_type", "FQDNX"), ("state", "ACTIVATED")] {
+        assert_eq!(rule.destination.to_string(), "example.com");
+        assert_eq!(rule.paths, spec.paths);
+        // (column, corrupt value, the part the error names, the value to restore)
+        for (column, value, named, restore) in [
+            ("rule_type", "FQDNX", "rule_type", "FQDN"),
+            ("state", "ACTIVATED", "state", "PENDING_CREATION"),
+            // A CIDR rule type over a host name: the columns disagree.
+            ("rule_type", "CIDR", "CIDR destination", "FQDN"),
+            // Not canonical (upper case), and not a host pattern at all.
+            ("destination", "Example.com", "destination", "example.com"),
+            ("destination", "*", "destination", "example.com"),
+            // A path that the API would have stored in its canonical form.
+            ("paths", "[\"/v1/%2e/*\"]", "paths[0]", "[\"/v1/*\"]"),
+            ("paths", "[\"no-slash\"]", "paths[0]", "[\"/v1/*\"]"),
+        ] {
             sqlx::query(&format!(
                 "UPDATE egress_rules SET {column} = $1 WHERE id = $2"
             ))
@@ -327,16 +356,11 @@ mod tests {
             .unwrap();
             let e = store.get_rule(&cluster.id, &rule.id).await.unwrap_err();
             assert!(
-                matches!(&e, StoreError::Corrupt { detail, .. } if detail.contains(value)),
-                "{e}"
+                matches!(&e, StoreError::Corrupt { detail, .. } if detail.contains(named)),
+                "{column} {value}: {e}"
             );
             // The policy a gateway would get is not built from it either.
             assert!(store.policy_inputs(&cluster.id).await.is_err());
-            let restore = if column == "state" {
-                "PENDING_CREATION"
-            } else {
-                "FQDN"
-            };
             sqlx::query(&format!(
                 "UPDATE egress_rules SET {column} = $1 WHERE id = $2"
             ))

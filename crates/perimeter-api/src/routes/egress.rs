@@ -242,7 +242,6 @@ async fn add_rule(
         ));
     }
     let spec = RuleSpec {
-        rule_type: v.rule_type,
         destination: v.destination,
         description: req.description.clone(),
         ports: ordered_ports(req.ports.as_deref(), &v.ports),
@@ -370,14 +369,14 @@ async fn edit_rule(
     let destination = req
         .destination
         .clone()
-        .unwrap_or_else(|| cur.destination.clone());
+        .unwrap_or_else(|| cur.destination.to_string());
     let cur_ports: Vec<i64> = cur.ports.iter().map(|&p| p as i64).collect();
     let ports = req.ports.clone().unwrap_or(cur_ports);
     // A type change to CIDR drops paths unless new ones are given (CIDR rules carry none).
     let paths = match (&req.paths, rule_type.eq_ignore_ascii_case("CIDR")) {
         (Some(p), _) => p.clone(),
         (None, true) => vec![],
-        (None, false) => cur.paths.clone(),
+        (None, false) => cur.paths.iter().map(ToString::to_string).collect(),
     };
     let v = validate_rule(&RuleInput {
         rule_type: &rule_type,
@@ -386,7 +385,6 @@ async fn edit_rule(
         paths: Some(&paths),
     })?;
     let spec = RuleSpec {
-        rule_type: v.rule_type,
         destination: v.destination,
         description: req.description.clone().unwrap_or(cur.description),
         ports: ordered_ports(Some(&ports), &v.ports),

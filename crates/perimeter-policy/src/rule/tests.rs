@@ -41,26 +41,26 @@ fn valid_rules() {
         got,
         ValidatedRule {
             rule_type: RuleType::Fqdn,
-            destination: "*.example.com".into(),
+            destination: RuleDestination::Host("*.example.com".parse().unwrap()),
             ports: vec![80, 443],
-            paths: vec!["/v1/*".into(), "/health".into()],
+            paths: vec!["/v1/*".parse().unwrap(), "/health".parse().unwrap()],
             warnings: vec![],
         }
     );
 
     let got = validate_rule(&rule("cidr", "10.0.0.0/8", Some(&[5432]), Some(&[]))).unwrap();
     assert_eq!(got.rule_type, RuleType::Cidr);
-    assert_eq!(got.destination, "10.0.0.0/8");
+    assert_eq!(got.destination.to_string(), "10.0.0.0/8");
     assert!(got.paths.is_empty() && got.warnings.is_empty());
 
     let got = validate_rule(&rule("CIDR", "2001:db8::1", Some(&[443]), None)).unwrap();
-    assert_eq!(got.destination, "2001:db8::1/128");
+    assert_eq!(got.destination.to_string(), "2001:db8::1/128");
 }
 
 #[test]
 fn warnings() {
     let got = validate_rule(&rule("FQDN", "Example.com", None, None)).unwrap();
-    assert_eq!(got.destination, "example.com");
+    assert_eq!(got.destination.to_string(), "example.com");
     assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
     assert!(
         got.warnings[0].contains("allows every port"),
@@ -222,4 +222,29 @@ fn invalid_rules() {
         assert_eq!(err.field, field, "{name}: {err}");
         assert!(err.message.contains(reason), "{name}: {}", err.message);
     }
+}
+
+#[test]
+fn stored_values_read_back_only_in_canonical_form() {
+    let d = RuleDestination::parse_canonical(RuleType::Fqdn, "*.example.com").unwrap();
+    assert_eq!(d.rule_type(), RuleType::Fqdn);
+    assert_eq!(d.to_string(), "*.example.com");
+    assert!(RuleDestination::parse_canonical(RuleType::Cidr, "10.0.0.0/8").is_ok());
+    for (t, bad) in [
+        (RuleType::Fqdn, "*.Example.com"),
+        (RuleType::Fqdn, "example.com."),
+        (RuleType::Fqdn, "10.0.0.0/8"),
+        (RuleType::Cidr, "10.0.0.1"),
+        (RuleType::Cidr, "example.com"),
+    ] {
+        assert!(
+            RuleDestination::parse_canonical(t, bad).is_err(),
+            "{t} {bad}"
+        );
+    }
+    assert!(parse_canonical_path("/v1/*").is_ok());
+    assert!(matches!(
+        parse_canonical_path("/v1/%2e/*"),
+        Err(crate::PathPatternError::NotCanonical(_))
+    ));
 }

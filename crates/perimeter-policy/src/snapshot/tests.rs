@@ -1,4 +1,5 @@
 use super::*;
+use crate::RuleType;
 use crate::decide::tests::{document, endpoint, rule};
 use crate::document::{BackendDoc, EndpointDoc};
 
