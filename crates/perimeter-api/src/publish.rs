@@ -96,6 +96,7 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
         rules,
         private_endpoints,
         ingress,
+        tls_inspection: None,
     })
 }
 

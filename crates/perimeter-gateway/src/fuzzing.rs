@@ -217,6 +217,7 @@ fn dns_fuzz_handler() -> &'static (
                 ports: vec![],
                 proxy_protocol: false,
             }],
+            tls_inspection: None,
         };
         let snap = perimeter_policy::compile(&doc).expect("the fuzz policy compiles");
         let resolver = Resolver::new(ResolverConfig {

@@ -229,6 +229,7 @@ fn build(rng: &mut Rng) -> Built {
             rules,
             ingress: Default::default(),
             private_endpoints,
+            tls_inspection: None,
         },
         exact,
         wildcard,

@@ -29,6 +29,35 @@ pub struct PolicyDocument {
     /// they forward to.
     #[serde(default)]
     pub ingress: IngressDoc,
+    /// TLS inspection of the cluster's HTTPS destinations whose allowing rules carry paths;
+    /// absent when it is off (such destinations are then denied: the path cannot be seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_inspection: Option<TlsInspectionDoc>,
+}
+
+/// The cluster's inspection CA and what it may not inspect.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsInspectionDoc {
+    /// The cluster's CA certificate (PEM): what workloads trust, and the issuer of the leaf
+    /// certificates the gateway presents.
+    pub ca_certificate: String,
+    /// Its private key (PEM, PKCS#8), for the gateways to sign leaves with. Never logged, and
+    /// never written into a gateway's last-known-good file.
+    pub ca_key: String,
+    /// Host patterns never inspected (pinning-sensitive destinations): their path rules deny.
+    #[serde(default)]
+    pub never_inspect: Vec<String>,
+}
+
+impl std::fmt::Debug for TlsInspectionDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsInspectionDoc")
+            .field("ca_certificate", &self.ca_certificate)
+            .field("ca_key", &"(redacted)")
+            .field("never_inspect", &self.never_inspect)
+            .finish()
+    }
 }
 
 /// The ingress side of a [`PolicyDocument`].

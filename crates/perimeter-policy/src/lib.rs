@@ -57,7 +57,7 @@ pub use decide::{
 };
 pub use document::{
     AllowlistDoc, BackendDoc, EndpointDoc, IngressDoc, POLICY_FORMAT, PolicyDocument, RuleDoc,
-    TrafficPolicy, TrafficPolicyError, WorkloadDoc,
+    TlsInspectionDoc, TrafficPolicy, TrafficPolicyError, WorkloadDoc,
 };
 pub use endpoint::{
     MAX_DOMAIN_NAMES, MAX_TARGET_IDENTIFIER_LEN, TargetServiceType, TargetServiceTypeError,

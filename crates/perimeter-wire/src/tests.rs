@@ -71,6 +71,7 @@ fn snapshot_answer() {
         rules: Vec::new(),
         private_endpoints: Vec::new(),
         ingress: IngressDoc::default(),
+        tls_inspection: None,
     };
     round_trip(
         &SnapshotResponse {

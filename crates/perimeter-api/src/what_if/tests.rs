@@ -32,6 +32,7 @@ fn snapshot(policy: TrafficPolicy) -> Snapshot {
         ],
         ingress: Default::default(),
         private_endpoints: Vec::new(),
+        tls_inspection: None,
     })
     .expect("the fixture compiles")
 }

@@ -434,6 +434,7 @@ mod tests {
                 ports: vec![],
                 proxy_protocol: false,
             }],
+            tls_inspection: None,
         })
         .unwrap()
     }

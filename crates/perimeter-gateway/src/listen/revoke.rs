@@ -354,6 +354,7 @@ mod tests {
             version,
             cluster_id: "c".into(),
             traffic_policy: TrafficPolicy::DefaultDeny,
+            tls_inspection: None,
             ingress: Default::default(),
             rules: (0..rules)
                 .map(|i| RuleDoc {

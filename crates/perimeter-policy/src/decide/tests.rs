@@ -55,6 +55,7 @@ pub(crate) fn document(
         rules,
         ingress: Default::default(),
         private_endpoints: endpoints,
+        tls_inspection: None,
     }
 }
 

@@ -20,6 +20,7 @@ fn snapshot(allowlist: Vec<AllowlistDoc>, workloads: Vec<WorkloadDoc>) -> crate:
         version: 3,
         cluster_id: "c".into(),
         traffic_policy: TrafficPolicy::DefaultDeny,
+        tls_inspection: None,
         rules: Vec::new(),
         private_endpoints: Vec::new(),
         ingress: IngressDoc {
@@ -137,6 +138,7 @@ fn bad_documents_are_refused_with_the_field() {
             version: 1,
             cluster_id: "c".into(),
             traffic_policy: TrafficPolicy::DefaultDeny,
+            tls_inspection: None,
             rules: Vec::new(),
             private_endpoints: Vec::new(),
             ingress: IngressDoc {
@@ -174,6 +176,7 @@ fn private_snapshot(public: bool, private_endpoints: &[&str]) -> crate::Snapshot
         version: 4,
         cluster_id: "c".into(),
         traffic_policy: TrafficPolicy::DefaultDeny,
+        tls_inspection: None,
         rules: Vec::new(),
         private_endpoints: Vec::new(),
         ingress: IngressDoc {
@@ -238,6 +241,7 @@ fn private_endpoint_ids_are_checked_when_compiled() {
         version: 1,
         cluster_id: "c".into(),
         traffic_policy: TrafficPolicy::DefaultDeny,
+        tls_inspection: None,
         rules: Vec::new(),
         private_endpoints: Vec::new(),
         ingress: IngressDoc {

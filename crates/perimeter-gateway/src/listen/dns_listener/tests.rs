@@ -59,6 +59,7 @@ fn policy(traffic_policy: TrafficPolicy) -> PolicyDocument {
             ports: vec![],
             proxy_protocol: false,
         }],
+        tls_inspection: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn double_encoding_is_found_and_only_matters_under_path_rules() {
         ],
         ingress: Default::default(),
         private_endpoints: vec![],
+        tls_inspection: None,
     })
     .unwrap();
     let t = |s: &str| Target::parse_authority(s, Some(80)).unwrap();

@@ -30,6 +30,7 @@ fn snapshot(
             version,
             cluster_id: "c-1".into(),
             traffic_policy: TrafficPolicy::DefaultDeny,
+            tls_inspection: None,
             rules: vec![],
             private_endpoints: vec![],
             ingress: IngressDoc {

@@ -45,6 +45,7 @@ fn snapshot(version: u64, public: bool, endpoints: &[&str], sql: SocketAddr) -> 
                 public,
                 private_endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
             },
+            tls_inspection: None,
         })
         .unwrap(),
     )

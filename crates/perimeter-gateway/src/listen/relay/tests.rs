@@ -81,6 +81,7 @@ fn snapshot(version: u64, allow: bool) -> Snapshot {
         rules,
         ingress: Default::default(),
         private_endpoints: vec![],
+        tls_inspection: None,
     })
     .unwrap()
 }

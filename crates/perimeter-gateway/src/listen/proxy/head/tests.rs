@@ -186,6 +186,7 @@ async fn proxy(port: u16, limits: GatewayLimits) -> SocketAddr {
         }],
         ingress: Default::default(),
         private_endpoints: vec![],
+        tls_inspection: None,
     };
     let snap = perimeter_policy::compile(&doc).unwrap();
     let (tx, snapshots) = watch::channel(Arc::new(snap));
