@@ -230,6 +230,7 @@ fn dns_fuzz_handler() -> &'static (
         // The policy never changes: the sender may go.
         drop(tx);
         let ctx = ProxyContext {
+            inspection: Default::default(),
             endpoint_answer: None,
             snapshots,
             resolver: Arc::new(resolver),

@@ -41,6 +41,9 @@ pub struct GatewaySpec {
     pub poll_wait: Duration,
     /// How often decision counts are pushed.
     pub push_interval: Duration,
+    /// TLS inspection's roots for upstream certificates (the system's and `--upstream-ca-file`),
+    /// shared by the gateways of a process.
+    pub inspection: Arc<crate::listen::inspect::InspectionState>,
 }
 
 /// The listeners of one gateway.
@@ -139,6 +142,7 @@ impl RunningGateway {
             limits: spec.limits.clone(),
             sink: sink.clone(),
             own: listen::OwnAddresses::watched(&bound),
+            inspection: spec.inspection.clone(),
         };
 
         let (stop, stop_rx) = watch::channel(false);

@@ -76,6 +76,19 @@ pub fn load_last_known_good(state_dir: &Path) -> Option<(PolicyDocument, Snapsho
 
 /// Write the document durably: temp file, fsync, rename, fsync the directory.
 pub fn persist(state_dir: &Path, doc: &PolicyDocument) -> Result<(), SyncError> {
+    // The inspection CA's key never goes to disk: a gateway that restarts without the control
+    // plane enforces the rest of the policy, and denies what only inspection could allow
+    // (`path_needs_tls_inspection`): it fails closed.
+    let stored;
+    let doc = if doc.tls_inspection.is_some() {
+        stored = PolicyDocument {
+            tls_inspection: None,
+            ..doc.clone()
+        };
+        &stored
+    } else {
+        doc
+    };
     let bytes = serde_json::to_vec(doc).expect("a policy document serialises");
     write_durably(state_dir, LKG_FILE, &bytes)
 }

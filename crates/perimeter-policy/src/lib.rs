@@ -79,4 +79,4 @@ pub use rule::{
     MAX_DESTINATION_LEN, MAX_PATH_LEN, MAX_PATHS, RuleDestination, RuleDestinationError, RuleInput,
     RuleType, RuleTypeError, ValidatedRule, parse_canonical_path, validate_rule,
 };
-pub use snapshot::{Backend, BackendHost, CompileError, Endpoint, Snapshot, compile};
+pub use snapshot::{Backend, BackendHost, CompileError, Endpoint, Inspection, Snapshot, compile};

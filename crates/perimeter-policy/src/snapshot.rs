@@ -493,6 +493,34 @@ pub struct Snapshot {
     pub(crate) endpoint_names: NameIndex<u32>,
     /// The IP allowlist and workload addresses of the ingress listeners.
     ingress: Ingress,
+    /// TLS inspection, when the cluster turned it on.
+    inspection: Option<Arc<Inspection>>,
+}
+
+/// A cluster's TLS inspection settings, compiled: its CA (PEM, for the gateway to sign leaf
+/// certificates with; this crate does no cryptography) and the never-inspect patterns.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub ca_certificate: String,
+    pub ca_key: String,
+    pub never_inspect: Vec<HostPattern>,
+}
+
+impl fmt::Debug for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inspection")
+            .field("ca_certificate", &self.ca_certificate)
+            .field("ca_key", &"(redacted)")
+            .field("never_inspect", &self.never_inspect)
+            .finish()
+    }
+}
+
+impl Inspection {
+    /// Whether `name` is on the never-inspect list.
+    pub fn never_inspects(&self, name: &Hostname) -> bool {
+        self.never_inspect.iter().any(|p| p.matches(name))
+    }
 }
 
 impl Snapshot {
@@ -517,7 +545,13 @@ impl Snapshot {
             endpoints: Vec::new(),
             endpoint_names: NameIndex::new(),
             ingress: Ingress::default(),
+            inspection: None,
         }
+    }
+
+    /// TLS inspection settings, when the cluster turned inspection on.
+    pub fn inspection(&self) -> Option<&Arc<Inspection>> {
+        self.inspection.as_ref()
     }
 
     /// The document version this snapshot was compiled from (0 for [`Snapshot::empty_deny`]).
@@ -703,6 +737,37 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
 
     let (endpoints, endpoint_names) = compile_endpoints(&doc.private_endpoints)?;
     let ingress = compile_ingress(&doc.ingress)?;
+    let inspection = match &doc.tls_inspection {
+        None => None,
+        Some(t) => {
+            let err = |field: String, message: String| {
+                CompileError::new(None, format!("tls_inspection.{field}"), message)
+            };
+            if !t.ca_certificate.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(err("ca_certificate".into(), "not a PEM certificate".into()));
+            }
+            if !t.ca_key.contains("-----BEGIN PRIVATE KEY-----") {
+                return Err(err(
+                    "ca_key".into(),
+                    "not a PEM (PKCS#8) private key".into(),
+                ));
+            }
+            let never_inspect = t
+                .never_inspect
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    p.parse::<HostPattern>()
+                        .map_err(|e| err(format!("never_inspect[{i}]"), e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Arc::new(Inspection {
+                ca_certificate: t.ca_certificate.clone(),
+                ca_key: t.ca_key.clone(),
+                never_inspect,
+            }))
+        }
+    };
 
     Ok(Snapshot {
         instance: NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed),
@@ -726,6 +791,7 @@ pub fn compile(doc: &PolicyDocument) -> Result<Snapshot, CompileError> {
         endpoints,
         endpoint_names,
         ingress,
+        inspection,
     })
 }
 

@@ -38,6 +38,8 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     pub resolver: Arc<Resolver>,
     pub limits: GatewayLimits,
+    /// TLS inspection's roots, shared by every embedded gateway.
+    pub inspection: Arc<perimeter_gateway::listen::inspect::InspectionState>,
     /// Longest pause between scans for clusters and regions that came or went.
     pub scan_interval: Duration,
 }
@@ -255,6 +257,7 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
             limits: cfg.limits.clone(),
             poll_wait: Duration::from_secs(25),
             push_interval: Duration::from_secs(5),
+            inspection: cfg.inspection.clone(),
         },
         Listeners {
             proxy,

@@ -193,6 +193,7 @@ pub async fn run(args: GatewayArgs) -> Result<ExitCode> {
             limits: args.limits.limits(),
             poll_wait: Duration::from_secs(args.poll_wait_seconds),
             push_interval: Duration::from_millis(args.decisions_push_ms),
+            inspection: args.limits.inspection()?,
         },
         Listeners {
             proxy,

@@ -140,6 +140,10 @@ pub struct LimitArgs {
     /// address and refused if it opens with a PROXY header.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<perimeter_policy::Cidr>,
+    /// TLS inspection: certificates (PEM) trusted for inspected upstreams besides the system's
+    /// roots, for services with a private CA.
+    #[arg(long)]
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 impl LimitArgs {
@@ -153,5 +157,14 @@ impl LimitArgs {
             trusted_proxies: self.trusted_proxies.clone().into(),
             ..GatewayLimits::default()
         }
+    }
+
+    /// The roots inspected upstreams are verified against.
+    pub fn inspection(&self) -> Result<Arc<perimeter_gateway::listen::inspect::InspectionState>> {
+        Ok(Arc::new(
+            perimeter_gateway::listen::inspect::InspectionState::with_extra_roots(
+                self.upstream_ca_file.as_deref(),
+            )?,
+        ))
     }
 }

@@ -180,6 +180,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
                 data_dir: args.data_dir.clone(),
                 resolver,
                 limits: args.gateway_limits.limits(),
+                inspection: args.gateway_limits.inspection()?,
                 scan_interval: Duration::from_secs(1),
             },
             embedded_stop_rx,

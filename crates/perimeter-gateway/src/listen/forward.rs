@@ -69,6 +69,15 @@ pub(crate) enum Route {
     /// Redirected to the transparent listener: each request's Host (at the original port) is
     /// its destination, pinned to the original address.
     Redirected { original: SocketAddr },
+    /// Decrypted from an inspected tunnel ([`super::inspect`]): every request must name the
+    /// tunnel's target, is decided with its path, and goes upstream over TLS to `name`,
+    /// verified with `tls`.
+    Inspected {
+        target: Target,
+        name: perimeter_policy::Hostname,
+        kept: Kept,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    },
 }
 
 /// Serve the plaintext HTTP requests of a connection (`first`: its bytes already read).
@@ -112,10 +121,27 @@ async fn route_request(
                 pin: Some(dialled),
                 at_literal: AtLiteral::AllowedNames,
                 kept: Some(kept),
+                tls: None,
             };
             forward(ctx, draft, req, target, how).await
         }
         Route::Redirected { original } => redirected(ctx, peer, original, req).await,
+        Route::Inspected {
+            target,
+            name,
+            kept,
+            tls,
+        } => {
+            let draft = Draft::new(&ctx, peer, target.host.to_string(), target.port);
+            let how = How {
+                port_if_omitted: target.port,
+                pin: None,
+                at_literal: AtLiteral::OnlyItself,
+                kept: Some(kept),
+                tls: Some((tls, name)),
+            };
+            forward(ctx, draft, req, target, how).await
+        }
     }
 }
 
@@ -169,6 +195,7 @@ async fn redirected(
         pin: Some(original.ip()),
         at_literal: AtLiteral::OnlyItself,
         kept: None,
+        tls: None,
     };
     forward(ctx, draft, req, target, how).await
 }
@@ -202,6 +229,7 @@ pub(crate) async fn absolute_form(
         pin: None,
         at_literal: AtLiteral::OnlyItself,
         kept: None,
+        tls: None,
     };
     forward(ctx, draft, req, target, how).await
 }
@@ -215,6 +243,11 @@ struct How {
     at_literal: AtLiteral,
     /// The tunnel's upstream connection, reused between its requests.
     kept: Option<Kept>,
+    /// Upstream over TLS to this name, verified with this configuration (inspected tunnels).
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        perimeter_policy::Hostname,
+    )>,
 }
 
 /// The one Host header of a request, if any.
@@ -371,10 +404,11 @@ async fn forward(
         let kept = how.kept.as_ref().and_then(|k| k.take(upstream_addr));
         (outcome, upstream_addr, revocation, watch, kept)
     };
-    let (mut sender, activity) = match upstream_conn(&ctx, kept, upstream_addr, watch).await {
-        Ok(c) => c,
-        Err(r) => return draft.refuse(r),
-    };
+    let (mut sender, activity) =
+        match upstream_conn(&ctx, kept, upstream_addr, watch, how.tls.clone()).await {
+            Ok(c) => c,
+            Err(r) => return draft.refuse(r),
+        };
     // Two parts finish the event: the request body and the response. Its bytes are this
     // request's share of a connection that may serve several.
     let shared = SharedDraft::new(draft, outcome, 2, activity);
@@ -458,7 +492,7 @@ fn double_encoded(path: &str) -> bool {
 
 /// Whether path rules decide for `target`: without a path, only rules with paths would allow
 /// it (the decision is then `path_needs_tls_inspection`).
-fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: &Target) -> bool {
+pub(crate) fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: &Target) -> bool {
     let without_path = snap.decide_target(target.destination(), target.port, None);
     without_path
         .final_decision()

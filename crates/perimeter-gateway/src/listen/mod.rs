@@ -30,6 +30,7 @@ mod event;
 pub(crate) mod first_bytes;
 mod forward;
 pub mod ingress;
+pub mod inspect;
 pub mod own;
 mod prefixed;
 pub mod private_ingress;
@@ -123,6 +124,9 @@ pub struct ProxyContext {
     /// connection to it that names no endpoint (no SNI, no Host) goes to the one endpoint of the
     /// region serving its port.
     pub endpoint_answer: Option<std::net::IpAddr>,
+    /// TLS inspection: the roots inspected upstreams are verified against, and the current
+    /// CA's configurations.
+    pub inspection: Arc<inspect::InspectionState>,
 }
 
 /// The accept step of both listeners: take connections until `shutdown`, each with a slot of

@@ -33,12 +33,16 @@ use super::consistency::{AtLiteral, check_host};
 use super::dial::{Admission, Admitted, admit};
 use super::endpoint;
 use super::event::{Draft, allowed_outcome};
-use super::forward::{Kept, Route, absolute_form, http1_server, single_host};
+use super::forward::{
+    Kept, Route, absolute_form, governed_by_path_rules, http1_server, single_host,
+};
+use super::inspect;
 use super::prefixed::Prefixed;
 use super::refusal::{ProxyBody, Refusal, Then, Why, empty};
-use super::target::Target;
+use super::target::{Target, TargetHost};
 use super::tunnel::{TunnelClient, tunnel};
 use super::{ProxyContext, serve_loop};
+use crate::decision::EventVerdict;
 
 pub(super) mod head;
 
@@ -150,7 +154,24 @@ pub(super) async fn serve_connection(
             host,
             rest,
         })) => match Box::pin(admit_connect(&ctx, peer, Some(&authority), host)).await {
-            Ok((admission, draft)) => {
+            Ok((Connect::Inspect(i), draft)) => {
+                if let Err(e) = stream.write_all(head::ESTABLISHED).await {
+                    tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
+                    return draft.finish(EventVerdict::Allowed, "tls_inspection", 0, 0);
+                }
+                let serve = inspect::serve(
+                    ctx,
+                    i.inspector,
+                    i.target,
+                    i.name,
+                    draft,
+                    stream,
+                    rest,
+                    peer,
+                );
+                return Box::pin(serve).await;
+            }
+            Ok((Connect::Admitted(admission), draft)) => {
                 if let Err(e) = stream.write_all(head::ESTABLISHED).await {
                     tracing::debug!(%peer, error = %e, "client left before the tunnel opened");
                     return abandon(admission, draft);
@@ -262,7 +283,34 @@ async fn handle_connect(
         Ok(Some(v)) => HostField::One(Bytes::copy_from_slice(v.as_bytes())),
     };
     let (admission, draft) = match admit_connect(&ctx, peer, authority.as_deref(), host).await {
-        Ok(a) => a,
+        Ok((Connect::Admitted(a), draft)) => (a, draft),
+        Ok((Connect::Inspect(i), draft)) => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let _permit = permit;
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        let io = TokioIo::new(upgraded);
+                        let serve = inspect::serve(
+                            ctx,
+                            i.inspector,
+                            i.target,
+                            i.name,
+                            draft,
+                            io,
+                            Bytes::new(),
+                            peer,
+                        );
+                        Box::pin(serve).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "CONNECT upgrade failed");
+                        draft.finish(EventVerdict::Allowed, "tls_inspection", 0, 0);
+                    }
+                }
+            });
+            return Response::new(empty());
+        }
         Err((draft, r)) => return draft.refuse(r),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -290,6 +338,22 @@ async fn handle_connect(
     Response::new(empty())
 }
 
+/// What an admitted CONNECT becomes.
+enum Connect {
+    /// A tunnel (or a private endpoint's), dialled.
+    Admitted(Admission),
+    /// A tunnel the gateway terminates ([`inspect`]): only rules with paths allow the
+    /// destination, and the cluster inspects TLS. Nothing is dialled yet: each request is
+    /// decided and dialled on its own.
+    Inspect(Inspect),
+}
+
+struct Inspect {
+    inspector: std::sync::Arc<inspect::Inspector>,
+    target: Target,
+    name: perimeter_policy::Hostname,
+}
+
 /// Read the target of a CONNECT (`authority` is its request target, `host` its Host header),
 /// check the Host, decide, resolve and dial: the one admission of both the hyper path and the
 /// fast path of [`head`]. A refusal comes with the draft of its decision event.
@@ -298,7 +362,7 @@ async fn admit_connect(
     peer: SocketAddr,
     authority: Option<&str>,
     host: HostField,
-) -> Result<(Admission, Draft), (Draft, Refusal)> {
+) -> Result<(Connect, Draft), (Draft, Refusal)> {
     let snap = ctx.snapshots.borrow().clone();
     let mut draft = Draft::on(ctx, &snap, peer, authority.unwrap_or("-").to_string(), 0);
     let Some(authority) = authority else {
@@ -338,8 +402,38 @@ async fn admit_connect(
     if let Err(r) = host_checked {
         return Err((draft, r));
     }
+    if let Some(inspection) = snap.inspection()
+        && let TargetHost::Name(name) = &target.host
+        && governed_by_path_rules(&snap, &target)
+    {
+        if inspection.never_inspects(name) {
+            return Err((
+                draft,
+                Refusal::new(
+                    Why::NeverInspected,
+                    format!(
+                        "only rules with paths allow {name}, and it is on the cluster's never-inspect list: its paths cannot be seen"
+                    ),
+                ),
+            ));
+        }
+        return match ctx.inspection.inspector(inspection) {
+            Ok(inspector) => Ok((
+                Connect::Inspect(Inspect {
+                    inspector,
+                    name: name.clone(),
+                    target,
+                }),
+                draft,
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS inspection is on but its CA cannot be used");
+                Err((draft, Refusal::new(Why::InspectionUnavailable, e)))
+            }
+        };
+    }
     match admit(ctx, snap, target, None).await {
-        Ok(a) => Ok((a, draft)),
+        Ok(a) => Ok((Connect::Admitted(a), draft)),
         Err(r) => Err((draft, r)),
     }
 }

@@ -116,6 +116,15 @@ pub enum Why {
     PrivateEndpointBackendRefused,
     /// The gateway serves as many connections as it may.
     GatewayOverloaded,
+    /// Only rules with paths allow the destination, and it is on the never-inspect list: its
+    /// paths cannot be seen.
+    NeverInspected,
+    /// The TLS handshake of an inspected connection failed on the client's side.
+    InspectionHandshake,
+    /// The cluster's inspection CA cannot be used (the gateway cannot sign leaves).
+    InspectionUnavailable,
+    /// An inspected connection's upstream presented a certificate that does not verify.
+    UpstreamCertificate,
 }
 
 impl Why {
@@ -159,6 +168,10 @@ impl Why {
             Why::PrivateEndpointServerName => "private_endpoint_server_name",
             Why::PrivateEndpointBackendRefused => "private_endpoint_backend_refused",
             Why::GatewayOverloaded => "gateway_overloaded",
+            Why::NeverInspected => "path_rule_never_inspected",
+            Why::InspectionHandshake => "inspection_handshake_failed",
+            Why::InspectionUnavailable => "inspection_unavailable",
+            Why::UpstreamCertificate => "upstream_certificate_invalid",
         }
     }
 
@@ -173,6 +186,7 @@ impl Why {
             | Why::PrivateEndpointPort
             | Why::PrivateEndpointServerName
             | Why::PrivateEndpointBackendRefused
+            | Why::NeverInspected
             | Why::NotRedirected => Party::Policy,
             Why::Head(_)
             | Why::Tls(_)
@@ -191,6 +205,7 @@ impl Why {
             | Why::RequestHeadTooLarge
             | Why::ClientHelloTooLarge
             | Why::IncompleteFirstBytes
+            | Why::InspectionHandshake
             | Why::FirstBytesTimeout => Party::Client,
             Why::Dns(_)
             | Why::DnsNoAddresses
@@ -198,8 +213,10 @@ impl Why {
             | Why::UpstreamConnectRefused
             | Why::UpstreamConnectFailed
             | Why::UpstreamTimeout
+            | Why::UpstreamCertificate
             | Why::UpstreamFailed => Party::Upstream,
-            Why::PrivateEndpointNotServed
+            Why::InspectionUnavailable
+            | Why::PrivateEndpointNotServed
             | Why::PrivateEndpointOtherRegion
             | Why::GatewayOverloaded => Party::Internal,
         }

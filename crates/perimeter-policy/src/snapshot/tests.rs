@@ -482,3 +482,37 @@ fn backends_written_by_earlier_registrations_still_compile() {
         assert_eq!(b, shown);
     }
 }
+
+#[test]
+fn tls_inspection_compiles_with_its_never_inspect_patterns_checked() {
+    let mut doc = crate::decide::tests::document(TrafficPolicy::DefaultDeny, vec![], vec![]);
+    assert!(compile(&doc).unwrap().inspection().is_none());
+    let pem = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nMA==\n-----END PRIVATE KEY-----\n";
+    doc.tls_inspection = Some(crate::TlsInspectionDoc {
+        ca_certificate: pem.into(),
+        ca_key: key.into(),
+        never_inspect: vec!["pinned.example.com".into(), "*.bank.example".into()],
+    });
+    let snap = compile(&doc).unwrap();
+    let inspection = snap.inspection().expect("on");
+    assert!(inspection.never_inspects(&"pinned.example.com".parse().unwrap()));
+    assert!(inspection.never_inspects(&"www.bank.example".parse().unwrap()));
+    assert!(!inspection.never_inspects(&"storage.example.com".parse().unwrap()));
+    assert!(!format!("{inspection:?}").contains("PRIVATE KEY"));
+    for (field, mutate) in [
+        ("tls_inspection.never_inspect[1]", 0),
+        ("tls_inspection.ca_key", 1),
+        ("tls_inspection.ca_certificate", 2),
+    ] {
+        let mut bad = doc.clone();
+        let t = bad.tls_inspection.as_mut().unwrap();
+        match mutate {
+            0 => t.never_inspect[1] = "*".into(),
+            1 => t.ca_key = "not a key".into(),
+            _ => t.ca_certificate = "not a certificate".into(),
+        }
+        let e = compile(&bad).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+    }
+}

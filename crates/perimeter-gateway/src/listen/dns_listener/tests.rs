@@ -132,6 +132,7 @@ fn fixture(traffic_policy: TrafficPolicy, answer: Option<IpAddr>) -> Fixture {
     let (tx, rx) = watch::channel(Arc::new(snap));
     let sink = DecisionSink::new("us-east-1");
     let ctx = ProxyContext {
+        inspection: Default::default(),
         endpoint_answer: None,
         snapshots: rx,
         resolver: Arc::new(resolver),

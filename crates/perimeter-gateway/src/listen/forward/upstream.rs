@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
@@ -62,6 +63,7 @@ pub(super) async fn upstream_conn(
     kept: Option<Upstream>,
     addr: SocketAddr,
     watch: Revocation,
+    tls: Option<(Arc<rustls::ClientConfig>, perimeter_policy::Hostname)>,
 ) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
     let stream = match kept {
         Some(Upstream::Open {
@@ -79,7 +81,64 @@ pub(super) async fn upstream_conn(
         None => dial(ctx, addr).await?,
     };
     let activity = Activity::new();
-    let io = TokioIo::new(Counted::new(stream, activity.clone()));
+    let counted = Counted::new(stream, activity.clone());
+    let sender = match tls {
+        None => handshake(TokioIo::new(counted), addr, watch).await?,
+        Some((config, name)) => {
+            let server_name = ServerName::try_from(name.as_str().to_string()).map_err(|e| {
+                Refusal::new(
+                    Why::UpstreamFailed,
+                    format!("{name} is not a TLS server name: {e}"),
+                )
+            })?;
+            let connected = tokio::time::timeout(
+                ctx.limits.connect_timeout,
+                tokio_rustls::TlsConnector::from(config).connect(server_name, counted),
+            )
+            .await;
+            let stream = match connected {
+                Err(_) => {
+                    return Err(Refusal::new(
+                        Why::UpstreamConnectTimeout,
+                        format!(
+                            "no TLS handshake with upstream {addr} within {:?}",
+                            ctx.limits.connect_timeout
+                        ),
+                    ));
+                }
+                Ok(Err(e)) => {
+                    let certificate = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                    let why = if certificate {
+                        Why::UpstreamCertificate
+                    } else {
+                        Why::UpstreamFailed
+                    };
+                    return Err(Refusal::new(
+                        why,
+                        format!("TLS with upstream {name} ({addr}) failed: {e}"),
+                    ));
+                }
+                Ok(Ok(s)) => s,
+            };
+            handshake(TokioIo::new(stream), addr, watch).await?
+        }
+    };
+    Ok((sender, activity))
+}
+
+/// The HTTP/1 client handshake over `io`; its connection task ends when a newer policy
+/// revokes the target.
+async fn handshake<T>(
+    io: TokioIo<T>,
+    addr: SocketAddr,
+    watch: Revocation,
+) -> Result<http1::SendRequest<RequestBody>, Refusal>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::handshake(io).await.map_err(|e| {
         Refusal::new(
             Why::UpstreamFailed,
@@ -97,5 +156,5 @@ pub(super) async fn upstream_conn(
             }
         }
     });
-    Ok((sender, activity))
+    Ok(sender)
 }

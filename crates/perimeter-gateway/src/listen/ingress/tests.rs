@@ -83,6 +83,7 @@ async fn listener(first: Arc<Snapshot>) -> (SocketAddr, watch::Sender<Arc<Snapsh
     })
     .unwrap();
     let ctx = ProxyContext {
+        inspection: Default::default(),
         endpoint_answer: None,
         snapshots: rx,
         resolver: Arc::new(resolver),
@@ -209,6 +210,7 @@ async fn trusting_listener(first: Arc<Snapshot>) -> SocketAddr {
     })
     .unwrap();
     let ctx = ProxyContext {
+        inspection: Default::default(),
         endpoint_answer: None,
         snapshots: rx,
         resolver: Arc::new(resolver),

@@ -63,6 +63,7 @@ fn context(
     })
     .unwrap();
     let ctx = ProxyContext {
+        inspection: Default::default(),
         endpoint_answer: None,
         snapshots: rx,
         resolver: Arc::new(resolver),

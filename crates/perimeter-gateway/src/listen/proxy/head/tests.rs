@@ -213,6 +213,7 @@ fn context(
     })
     .unwrap();
     ProxyContext {
+        inspection: Default::default(),
         endpoint_answer: None,
         snapshots,
         resolver: Arc::new(resolver),
