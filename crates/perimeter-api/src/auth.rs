@@ -211,6 +211,11 @@ pub enum Need {
     ReadCredentialRoles,
     /// set a cluster's functional roles: the platform's own roles
     WriteCredentialRoles,
+    /// read a cluster's TLS inspection setting and its CA certificate: whoever may read the
+    /// cluster (workloads must trust the CA)
+    ReadTlsInspection,
+    /// turn TLS inspection on or off: it hands the gateways a CA that workloads trust
+    WriteTlsInspection,
 }
 
 impl Need {
@@ -242,6 +247,8 @@ impl Need {
                 PLATFORM_OPERATOR,
             ],
             WriteCredentialRoles => &[PLATFORM_OPERATOR],
+            ReadTlsInspection => Need::ReadCluster.roles(),
+            WriteTlsInspection => &[ORG_ADMIN, CLUSTER_ADMIN],
         }
     }
 

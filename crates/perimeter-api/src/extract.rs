@@ -284,7 +284,9 @@ pub mod access {
         ReadWorkload,
         WriteWorkload,
         ReadCredentialRoles,
-        WriteCredentialRoles
+        WriteCredentialRoles,
+        ReadTlsInspection,
+        WriteTlsInspection
     );
 }
 

@@ -6,14 +6,17 @@ use std::sync::{Arc, Mutex};
 
 use perimeter_policy::{
     AllowlistDoc, EndpointDoc, IngressDoc, POLICY_FORMAT, PolicyDocument, RuleDoc, Snapshot,
-    TargetServiceType, TrafficPolicy, WorkloadDoc,
+    TargetServiceType, TlsInspectionDoc, TrafficPolicy, WorkloadDoc,
 };
 use perimeter_store::{PolicyInputs, Store};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::secrets::SecretsKey;
 
-/// The document gateways apply for a cluster, as of its current version.
-pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
+/// The document gateways apply for a cluster, as of its current version. `secrets` opens the
+/// inspection CA key of a cluster that has TLS inspection on: a key it cannot open is an error
+/// (logged, and the request fails), never a document without inspection.
+pub fn document(inputs: &PolicyInputs, secrets: Option<&SecretsKey>) -> ApiResult<PolicyDocument> {
     let c = &inputs.cluster;
     // `ERROR` (left by a change no gateway could apply) is enforced as DEFAULT_DENY: it fails
     // closed. Any other value the store holds that is not a policy is corruption: an error that
@@ -96,8 +99,42 @@ pub fn document(inputs: &PolicyInputs) -> ApiResult<PolicyDocument> {
         rules,
         private_endpoints,
         ingress,
-        tls_inspection: None,
+        tls_inspection: tls_inspection(inputs, secrets)?,
     })
+}
+
+/// The cluster's TLS inspection as the gateways get it: the CA with its key opened, when on.
+fn tls_inspection(
+    inputs: &PolicyInputs,
+    secrets: Option<&SecretsKey>,
+) -> ApiResult<Option<TlsInspectionDoc>> {
+    let Some(t) = inputs.tls_inspection.as_ref().filter(|t| t.enabled) else {
+        return Ok(None);
+    };
+    let id = &inputs.cluster.id;
+    let unusable = |cause: String| {
+        tracing::error!(cluster = %id, cause = %cause, "the cluster's TLS inspection CA key cannot be opened; its snapshot is not published");
+        ApiError {
+            internal: Some(cause),
+            ..ApiError::new(
+                Code::Internal,
+                format!(
+                    "cluster {id}: the TLS inspection CA key cannot be opened with this control plane's secrets key (serve --secrets-key-file; every replica must use the same one)"
+                ),
+            )
+        }
+    };
+    let secrets = secrets.ok_or_else(|| unusable("no secrets key is configured".into()))?;
+    let key = secrets
+        .open(&t.ca_key_sealed, id)
+        .map_err(|e| unusable(format!("cluster {id}: the sealed CA key {e}")))?;
+    let ca_key = String::from_utf8(key)
+        .map_err(|_| unusable(format!("cluster {id}: the opened CA key is not text")))?;
+    Ok(Some(TlsInspectionDoc {
+        ca_certificate: t.ca_certificate.clone(),
+        ca_key,
+        never_inspect: t.never_inspect.clone(),
+    }))
 }
 
 /// The port an egress private endpoint to another cluster's private endpoint service exposes.
@@ -130,6 +167,7 @@ impl SnapshotCache {
     pub async fn current(
         &self,
         store: &Store,
+        secrets: Option<&SecretsKey>,
         cluster_id: &str,
         policy: Option<TrafficPolicy>,
     ) -> ApiResult<Arc<Snapshot>> {
@@ -149,7 +187,7 @@ impl SnapshotCache {
             return Ok(s.clone());
         }
         let inputs = store.policy_inputs(cluster_id).await?;
-        let mut doc = document(&inputs)?;
+        let mut doc = document(&inputs, secrets)?;
         // The inputs may be of a newer version than the one just read: key what was compiled.
         let key = (cluster_id.to_string(), doc.version, policy);
         if let Some(p) = policy {
@@ -198,19 +236,87 @@ mod tests {
             .await
             .unwrap();
         let mut inputs = store.policy_inputs(&cluster.id).await.unwrap();
-        let doc = document(&inputs).unwrap();
+        let doc = document(&inputs, None).unwrap();
         assert_eq!(doc.traffic_policy, TrafficPolicy::AllowAll);
         assert!(!doc.ingress.public, "PRIVATE closes the public side");
         inputs.cluster.egress_policy = "ERROR".into();
         assert_eq!(
-            document(&inputs).unwrap().traffic_policy,
+            document(&inputs, None).unwrap().traffic_policy,
             TrafficPolicy::DefaultDeny
         );
         inputs.cluster.egress_policy = "ALLOW_SOME".into();
-        let e = document(&inputs).unwrap_err();
+        let e = document(&inputs, None).unwrap_err();
         assert!(
             format!("{e:?}").contains("ALLOW_SOME"),
             "the error names the value: {e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn inspection_travels_with_its_key_opened_and_a_key_that_does_not_open_is_an_error() {
+        use crate::secrets::SecretsKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), Durability::Normal)
+            .await
+            .unwrap();
+        let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
+        let cluster = store
+            .create_cluster(
+                &NewCluster {
+                    name: "inspected".into(),
+                    provider: "AWS".into(),
+                    plan: "ADVANCED".into(),
+                    account_id: "123456789012".into(),
+                    network_visibility: "PUBLIC".into(),
+                    egress_policy: "DEFAULT_DENY".into(),
+                    labels: Default::default(),
+                    hardware: serde_json::json!({}),
+                    cockroach_version: "v25.2".into(),
+                    creator_id: "test".into(),
+                    regions: vec![("us-east-1".into(), 1)],
+                },
+                &audit,
+            )
+            .await
+            .unwrap();
+        let key = SecretsKey::generate().unwrap();
+        let ca = crate::inspection_ca::generate(&cluster.id).unwrap();
+        let new_ca = perimeter_store::NewInspectionCa {
+            ca_certificate: ca.certificate_pem.clone(),
+            ca_key_sealed: key.seal(ca.key_pem.as_bytes(), &cluster.id).unwrap(),
+        };
+        store
+            .put_tls_inspection(
+                &cluster.id,
+                true,
+                &["pinned.example.com".into()],
+                Some(&new_ca),
+                &audit,
+            )
+            .await
+            .unwrap();
+        let inputs = store.policy_inputs(&cluster.id).await.unwrap();
+        let doc = document(&inputs, Some(&key)).unwrap();
+        let t = doc.tls_inspection.as_ref().expect("inspection is on");
+        assert_eq!(t.ca_certificate, ca.certificate_pem);
+        assert_eq!(t.ca_key, ca.key_pem);
+        assert_eq!(t.never_inspect, vec!["pinned.example.com".to_string()]);
+        perimeter_policy::compile(&doc).expect("the gateways compile it");
+        // Another replica's key, or none: an error that says what is wrong, never a document
+        // without inspection.
+        let other = SecretsKey::generate().unwrap();
+        for secrets in [Some(&other), None] {
+            let e = document(&inputs, secrets).unwrap_err();
+            assert_eq!(e.code, crate::Code::Internal);
+            assert!(e.message.contains("secrets key"), "{}", e.message);
+            assert!(e.message.contains(&cluster.id), "{}", e.message);
+        }
+        // Off: no inspection in the document, and no key needed.
+        store
+            .put_tls_inspection(&cluster.id, false, &[], None, &audit)
+            .await
+            .unwrap();
+        let inputs = store.policy_inputs(&cluster.id).await.unwrap();
+        assert_eq!(document(&inputs, None).unwrap().tls_inspection, None);
     }
 }

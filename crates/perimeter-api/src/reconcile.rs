@@ -628,6 +628,16 @@ pub async fn settle_cluster(
             .settle_allowlist(cluster_id, cluster.allowlist_version)
             .await?;
     }
+    if !cluster.is_deleted()
+        && let Some(t) = store.get_tls_inspection(cluster_id).await?
+        && t.propagating
+        && all_applied(t.changed_version)
+        && store
+            .settle_tls_inspection(cluster_id, t.changed_version)
+            .await?
+    {
+        tracing::info!(cluster = %cluster_id, enabled = t.enabled, version = t.changed_version, "TLS inspection setting observed on every live gateway");
+    }
     if cluster.visibility_changing
         && all_applied(cluster.visibility_version)
         && store

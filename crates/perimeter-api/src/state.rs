@@ -9,6 +9,7 @@ use perimeter_store::Store;
 use tokio::sync::Notify;
 
 use crate::read_cache::ReadCache;
+use crate::secrets::SecretsKey;
 use crate::{auth, changes, model, publish, resolve};
 
 /// Shared state of every handler.
@@ -35,6 +36,9 @@ pub struct AppState {
     /// Resolves names for egress-check as the gateways do; without one, egress-check judges a
     /// name before resolution (FQDN rules only) and says so in a warning.
     pub resolver: Option<Arc<dyn resolve::NameResolver>>,
+    /// The master key sealing secrets at rest (a cluster's inspection CA key). Without one,
+    /// TLS inspection cannot be turned on, and a cluster that has it on cannot be published.
+    pub secrets: Option<Arc<SecretsKey>>,
 }
 
 /// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
@@ -204,6 +208,7 @@ impl AppState {
             rule_pages: Arc::default(),
             embedded: EmbeddedGateways::default(),
             resolver: None,
+            secrets: None,
         }
     }
 
@@ -222,6 +227,12 @@ impl AppState {
 
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Seal and open secrets at rest with `key` (`serve --secrets-key-file`).
+    pub fn with_secrets_key(mut self, key: Arc<SecretsKey>) -> Self {
+        self.secrets = Some(key);
         self
     }
 

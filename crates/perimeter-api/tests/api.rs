@@ -1777,7 +1777,238 @@ async fn credential_roles(s: &TestServer) {
     assert_eq!(cluster["credential_roles"], json!({}), "{cluster}");
 }
 
+/// The certificate of a PEM, parsed.
+fn parse_pem_certificate(pem: &str) -> Vec<u8> {
+    let block = pem::parse(pem).unwrap_or_else(|e| panic!("not PEM: {e}: {pem}"));
+    assert_eq!(block.tag(), "CERTIFICATE");
+    block.contents().to_vec()
+}
+
+/// TLS inspection: off at first (no CA, ca.pem 404); the first enable generates the cluster's
+/// CA (a P-256 CA with the cluster's name), which turning off and on again keeps; the
+/// never-inspect patterns are checked one by one; the CA key is sealed in the store; every
+/// change is audited, bumps the policy version and propagates; the setting goes with the
+/// cluster.
+async fn tls_inspection(s: &TestServer) {
+    use x509_parser::prelude::*;
+    let c = s.create_cluster("inspect-1", json!({"us-east-1": 1})).await;
+    let path = format!("/api/v1/clusters/{c}/networking/tls-inspection");
+    let ca_path = format!("{path}/ca.pem");
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await,
+        json!({"enabled": false, "never_inspect": [], "ca_certificate": "", "ca_fingerprint_sha256": "", "propagating": false})
+    );
+    let (st, v) = s.admin(Method::GET, &ca_path, None).await;
+    assert_eq!(st, 404, "no CA before the first enable: {v}");
+    assert_eq!(v["code"], 5, "the API's error shape: {v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("never enabled"),
+        "{v}"
+    );
+
+    // Each pattern is checked, named by its index; at most 100.
+    expect_invalid(
+        s,
+        Method::PUT,
+        &path,
+        json!({"enabled": true, "never_inspect": ["pinned.example.com", "not a host"]}),
+        "never_inspect[1]",
+        "never_inspect[1]",
+    )
+    .await;
+    let many: Vec<String> = (0..101).map(|i| format!("h{i}.example.com")).collect();
+    expect_invalid(
+        s,
+        Method::PUT,
+        &path,
+        json!({"enabled": true, "never_inspect": many}),
+        "never_inspect",
+        "at most 100",
+    )
+    .await;
+    let (st, v) = s
+        .admin(
+            Method::PUT,
+            &path,
+            Some(json!({"enabled": true, "extra": 1})),
+        )
+        .await;
+    assert_eq!(st, 400, "unknown fields are refused: {v}");
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await["ca_certificate"],
+        "",
+        "refused requests generate nothing"
+    );
+
+    let before = s.store.policy_version_of(&c).await.unwrap().unwrap().0;
+    let on = s
+        .ok(
+            Method::PUT,
+            &path,
+            Some(
+                json!({"enabled": true, "never_inspect": ["pinned.example.com", "*.bank.example"]}),
+            ),
+        )
+        .await;
+    assert!(
+        s.store.policy_version_of(&c).await.unwrap().unwrap().0 > before,
+        "a change the gateways get"
+    );
+    assert_eq!(on["enabled"], true);
+    assert_eq!(
+        on["never_inspect"],
+        json!(["pinned.example.com", "*.bank.example"])
+    );
+    assert_eq!(on["propagating"], true, "no gateway applied it yet: {on}");
+    let pem = on["ca_certificate"].as_str().unwrap().to_string();
+    let fingerprint = on["ca_fingerprint_sha256"].as_str().unwrap().to_string();
+    assert_eq!(s.ok(Method::GET, &path, None).await, on);
+
+    // ca.pem: the certificate alone, a CA named for the cluster.
+    let resp = s
+        .http
+        .get(s.url(&ca_path))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-pem-file");
+    let body = resp.text().await.unwrap();
+    assert_eq!(body, pem);
+    let der = parse_pem_certificate(&body);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    assert!(
+        cert.subject()
+            .to_string()
+            .contains(&format!("CN=Perimeter inspection CA {c}")),
+        "{}",
+        cert.subject()
+    );
+    assert!(cert.subject().to_string().contains("O=Perimeter"));
+    let bc = cert.basic_constraints().unwrap().unwrap().value;
+    assert!(bc.ca && bc.path_len_constraint == Some(0));
+    let ku = cert.key_usage().unwrap().unwrap().value;
+    assert!(ku.key_cert_sign() && ku.crl_sign());
+    use sha2::Digest;
+    let want: Vec<String> = sha2::Sha256::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(fingerprint, want.join(":"));
+    // And openssl agrees that it is a CA, where it is installed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, &body).unwrap();
+    if let Ok(out) = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&file)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+        assert!(text.contains("Certificate Sign, CRL Sign"), "{text}");
+        assert!(text.contains("prime256v1"), "{text}");
+    }
+
+    // The key is sealed in the store: never the PEM, and bound to this cluster.
+    let row = s.store.get_tls_inspection(&c).await.unwrap().unwrap();
+    assert!(!row.ca_key_sealed.is_empty());
+    assert!(
+        !row.ca_key_sealed.contains("PRIVATE KEY"),
+        "sealed, not PEM"
+    );
+    assert!(!row.ca_key_sealed.contains("BEGIN"));
+    assert_eq!(row.ca_certificate, pem);
+
+    // Off and on again: the same CA.
+    let off = s
+        .ok(Method::PUT, &path, Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(off["enabled"], false);
+    assert_eq!(off["never_inspect"], json!([]), "absent means none");
+    assert_eq!(
+        off["ca_fingerprint_sha256"],
+        fingerprint.as_str(),
+        "kept while off"
+    );
+    let (st, _) = s.admin(Method::GET, &ca_path, None).await;
+    assert_eq!(st, 200, "the CA stays downloadable while off");
+    let again = s
+        .ok(Method::PUT, &path, Some(json!({"enabled": true})))
+        .await;
+    assert_eq!(again["ca_fingerprint_sha256"], fingerprint.as_str());
+    assert_eq!(again["ca_certificate"], pem.as_str());
+    assert_eq!(
+        s.store
+            .get_tls_inspection(&c)
+            .await
+            .unwrap()
+            .unwrap()
+            .ca_key_sealed,
+        row.ca_key_sealed,
+        "the same sealed key"
+    );
+
+    // Another cluster gets a CA of its own.
+    let c2 = s.create_cluster("inspect-2", json!({"us-east-1": 1})).await;
+    let other = s
+        .ok(
+            Method::PUT,
+            &format!("/api/v1/clusters/{c2}/networking/tls-inspection"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_ne!(other["ca_fingerprint_sha256"], fingerprint.as_str());
+
+    // Whoever may read the cluster reads it; cluster admins and org admins change it.
+    let (_, dev) = s
+        .key_with(
+            "tls-dev",
+            json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "CLUSTER", "id": c}}]),
+        )
+        .await;
+    let (st, v) = s.call(Method::GET, &path, Some(&dev), None).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = s.call(Method::GET, &ca_path, Some(&dev), None).await;
+    assert_eq!(st, 200);
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &path,
+            Some(&dev),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let sets = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_TLS_INSPECTION")
+        .count();
+    assert_eq!(sets, 4, "one entry per accepted change: {audit}");
+
+    // Gone with the cluster.
+    s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
+        .await;
+    let (st, v) = s.admin(Method::GET, &path, None).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = s.admin(Method::GET, &ca_path, None).await;
+    assert_eq!(st, 404, "{v}");
+}
+
 on_both_backends!(
+    tls_inspection,
     credential_roles,
     ingress_check,
     workload_addresses,

@@ -570,7 +570,74 @@ async fn egress_check_answers(s: &TestServer) {
     assert_eq!(st, 400);
 }
 
+/// TLS inspection reaches the gateways: once on, the snapshot carries the cluster's CA and its
+/// key (opened, and the certificate's own), and the setting stays `propagating` until every
+/// live gateway applied it; once off, the snapshot carries none.
+async fn tls_inspection_reaches_the_gateways(s: &TestServer) {
+    use x509_parser::prelude::*;
+    let c = s
+        .create_cluster("inspect-gw", json!({"us-east-1": 1}))
+        .await;
+    let mut g1 = register(s, &c, "gw-1").await;
+    let mut g2 = register(s, &c, "gw-2").await;
+    let doc = sync(s, &mut g1).await;
+    assert!(doc.get("tls_inspection").is_none(), "off by default: {doc}");
+    sync(s, &mut g2).await;
+    let path = format!("/api/v1/clusters/{c}/networking/tls-inspection");
+    let on = s
+        .ok(
+            Method::PUT,
+            &path,
+            Some(json!({"enabled": true, "never_inspect": ["pinned.example.com"]})),
+        )
+        .await;
+    assert_eq!(on["propagating"], true);
+    let doc = sync(s, &mut g1).await;
+    let t = &doc["tls_inspection"];
+    assert_eq!(t["ca_certificate"], on["ca_certificate"], "{doc}");
+    assert_eq!(t["never_inspect"], json!(["pinned.example.com"]));
+    let key_pem = t["ca_key"].as_str().unwrap();
+    assert!(
+        key_pem.contains("-----BEGIN PRIVATE KEY-----"),
+        "PKCS#8 PEM"
+    );
+    // The key is the certificate's.
+    let cert_pem = ::pem::parse(t["ca_certificate"].as_str().unwrap()).unwrap();
+    let (_, cert) = X509Certificate::from_der(cert_pem.contents()).unwrap();
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    assert_eq!(
+        key.public_key_raw(),
+        cert.public_key().subject_public_key.data.as_ref(),
+        "the key matches the certificate"
+    );
+    let document: perimeter_policy::PolicyDocument = serde_json::from_value(doc.clone()).unwrap();
+    perimeter_policy::compile(&document).expect("the gateways compile it");
+    // Until the second live gateway applied it, still propagating.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.ok(Method::GET, &path, None).await["propagating"],
+        true,
+        "one of two live gateways applied it"
+    );
+    sync(s, &mut g2).await;
+    s.wait_for(&path, 10, "TLS inspection to stop propagating", |v| {
+        v["propagating"] == false
+    })
+    .await;
+    // Off: the next snapshot carries none.
+    s.ok(Method::PUT, &path, Some(json!({"enabled": false})))
+        .await;
+    let doc = sync(s, &mut g1).await;
+    assert!(doc.get("tls_inspection").is_none(), "off again: {doc}");
+    sync(s, &mut g2).await;
+    s.wait_for(&path, 10, "TLS inspection to stop propagating", |v| {
+        v["propagating"] == false
+    })
+    .await;
+}
+
 on_both_backends!(
+    tls_inspection_reaches_the_gateways,
     propagation_to_states,
     long_poll_and_tokens,
     decisions_are_aggregated,

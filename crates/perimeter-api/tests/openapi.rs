@@ -282,3 +282,35 @@ fn credential_roles_are_documented() {
     let request = schema(&doc, "CredentialRolesRequest");
     assert!(!request["properties"]["roles"].is_null(), "{request:#}");
 }
+
+/// The TLS inspection routes and their shapes are documented.
+#[test]
+fn tls_inspection_is_documented() {
+    let doc = doc();
+    let path = &doc["paths"]["/api/v1/clusters/{cluster_id}/networking/tls-inspection"];
+    assert!(!path["get"].is_null() && !path["put"].is_null(), "{path:#}");
+    let pem = &doc["paths"]["/api/v1/clusters/{cluster_id}/networking/tls-inspection/ca.pem"];
+    assert!(
+        !pem["get"]["responses"]["200"]["content"]["application/x-pem-file"].is_null(),
+        "{pem:#}"
+    );
+    let view = schema(&doc, "TlsInspectionView");
+    for field in [
+        "enabled",
+        "never_inspect",
+        "ca_certificate",
+        "ca_fingerprint_sha256",
+        "propagating",
+    ] {
+        assert!(
+            !view["properties"][field].is_null(),
+            "TlsInspectionView.{field}: {view:#}"
+        );
+    }
+    let request = schema(&doc, "TlsInspectionRequest");
+    assert!(!request["properties"]["enabled"].is_null(), "{request:#}");
+    assert!(
+        !request["properties"]["never_inspect"].is_null(),
+        "{request:#}"
+    );
+}

@@ -83,6 +83,24 @@ fn table() -> Vec<Route> {
             &[PLATFORM],
         ),
         r(
+            M::GET,
+            "/api/v1/clusters/{c}/networking/tls-inspection",
+            None,
+            READ_CLUSTER,
+        ),
+        r(
+            M::GET,
+            "/api/v1/clusters/{c}/networking/tls-inspection/ca.pem",
+            None,
+            READ_CLUSTER,
+        ),
+        r(
+            M::PUT,
+            "/api/v1/clusters/{c}/networking/tls-inspection",
+            Some(json!({"enabled": true, "never_inspect": ["pinned.example.com"]})),
+            &[ORG_ADMIN, ADMIN],
+        ),
+        r(
             M::POST,
             "/api/v1/clusters",
             Some(

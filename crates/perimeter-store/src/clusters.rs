@@ -260,7 +260,8 @@ impl Store {
     }
 
     /// Delete a cluster: it stays readable with state `DELETED`; its endpoints, rules, allowlist,
-    /// ingress records and functional roles are removed in the same transaction.
+    /// ingress records, functional roles and TLS inspection
+    /// setting (its CA with it) are removed in the same transaction.
     pub async fn delete_cluster(&self, id: &str, audit: &AuditEntry) -> Result<Cluster> {
         let mut tx = self.begin().await?;
         let cluster = touch_live_cluster(&mut tx, id).await?;
@@ -283,6 +284,7 @@ impl Store {
             "ingress_endpoint_connections",
             "trusted_owners",
             "cluster_credential_roles",
+            "cluster_tls_inspection",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE cluster_id = $1"))
                 .bind(id)

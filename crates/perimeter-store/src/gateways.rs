@@ -8,7 +8,7 @@ use crate::audit::{AuditEntry, record};
 use crate::clusters::touch_live_cluster;
 use crate::model::{
     AllowlistEntry, Cluster, DecisionAggregate, EgressEndpoint, EgressRule, Gateway,
-    RegionWorkload, int, opt_text, text,
+    RegionWorkload, TlsInspection, int, opt_text, text,
 };
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
@@ -26,6 +26,8 @@ pub struct PolicyInputs {
     pub workloads: Vec<RegionWorkload>,
     /// Endpoint ids whose private endpoint connections the private ingress listeners admit.
     pub private_connections: Vec<String>,
+    /// The TLS inspection setting, when one was ever made (its CA key sealed).
+    pub tls_inspection: Option<TlsInspection>,
 }
 
 /// An endpoint the gateways route, and what its forwarders need of its service.
@@ -283,6 +285,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .ctx("reading private endpoint connections for a snapshot")?;
+        let tls_inspection =
+            crate::tls_inspection::load_tls_inspection(&mut tx, cluster_id).await?;
         tx.commit().await.ctx("ending a read")?;
         Ok(PolicyInputs {
             cluster,
@@ -291,6 +295,7 @@ impl Store {
             allowlist,
             workloads,
             private_connections: private_connections.into_iter().map(|(e,)| e).collect(),
+            tls_inspection,
         })
     }
 
@@ -358,14 +363,16 @@ impl Store {
         Ok(())
     }
 
-    /// Clusters with a change not yet observed everywhere (rules, policy or allowlist pending).
+    /// Clusters with a change not yet observed everywhere (rules, policy, allowlist or TLS
+    /// inspection pending).
     pub async fn clusters_propagating(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM clusters WHERE deleted_at IS NULL AND (egress_policy_updating = 1 OR allowlist_propagating = 1 OR visibility_changing = 1) \
              UNION SELECT DISTINCT cluster_id FROM egress_rules \
              WHERE state IN ('PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'INCONSISTENT') \
              UNION SELECT DISTINCT cluster_id FROM ingress_endpoint_services WHERE status = 'CREATING' \
-             UNION SELECT DISTINCT cluster_id FROM ingress_endpoint_connections WHERE status = 'STATUS_PENDING' AND admitted_version > 0",
+             UNION SELECT DISTINCT cluster_id FROM ingress_endpoint_connections WHERE status = 'STATUS_PENDING' AND admitted_version > 0 \
+             UNION SELECT cluster_id FROM cluster_tls_inspection WHERE propagating = 1",
         )
         .fetch_all(&self.read)
         .await

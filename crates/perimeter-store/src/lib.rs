@@ -24,6 +24,7 @@ mod page;
 mod private_ingress;
 mod rules;
 mod schema;
+mod tls_inspection;
 
 pub use audit::{AuditEntry, AuditQuery};
 pub use clusters::{ClusterUpdate, NewCluster};

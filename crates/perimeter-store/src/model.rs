@@ -98,6 +98,44 @@ pub struct CredentialRole {
     pub template: String,
 }
 
+/// A cluster's TLS inspection setting, as stored. `ca_key_sealed` is the CA's private key as the
+/// control plane sealed it; the store never sees it in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsInspection {
+    pub enabled: bool,
+    /// PEM; kept when inspection is turned off.
+    pub ca_certificate: String,
+    pub ca_key_sealed: String,
+    /// Host patterns never inspected, canonical, in the order given.
+    pub never_inspect: Vec<String>,
+    /// The latest change has not yet been applied by every live gateway.
+    pub propagating: bool,
+    /// The policy version of the latest change.
+    pub changed_version: i64,
+    pub changed_at: String,
+}
+
+impl std::fmt::Debug for TlsInspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsInspection")
+            .field("enabled", &self.enabled)
+            .field("ca_certificate", &self.ca_certificate)
+            .field("ca_key_sealed", &"(sealed)")
+            .field("never_inspect", &self.never_inspect)
+            .field("propagating", &self.propagating)
+            .field("changed_version", &self.changed_version)
+            .field("changed_at", &self.changed_at)
+            .finish()
+    }
+}
+
+/// A new inspection CA for a cluster that has none: its certificate and its sealed key.
+#[derive(Clone)]
+pub struct NewInspectionCa {
+    pub ca_certificate: String,
+    pub ca_key_sealed: String,
+}
+
 impl Cluster {
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "credential roles",
         include_str!("../migrations/0007_credential_roles.sql"),
     ),
+    (
+        8,
+        "tls inspection",
+        include_str!("../migrations/0008_tls_inspection.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

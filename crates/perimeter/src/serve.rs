@@ -26,6 +26,12 @@ pub struct ServeArgs {
     /// Directory of the embedded SQLite store and the bootstrap admin key.
     #[arg(long, default_value = "./perimeter-data", env = "PERIMETER_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// The 32-byte master key that seals secrets at rest (each cluster's TLS inspection CA key).
+    /// Created with random bytes at mode 0600 when missing; default `<data-dir>/secrets-key`.
+    /// Every replica sharing one PostgreSQL database must use the same key file: a replica with
+    /// another key cannot publish the snapshots of clusters that have TLS inspection on.
+    #[arg(long, env = "PERIMETER_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Use PostgreSQL (or CockroachDB) instead of the embedded store: postgres://user@host:port/db
     #[arg(long, env = "PERIMETER_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -100,6 +106,17 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let log = init_tracing(args.log_format)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let secrets_key_file = args
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secrets-key"));
+    let secrets = perimeter_api::secrets::SecretsKey::load_or_create(&secrets_key_file)
+        .with_context(|| {
+            format!(
+                "--secrets-key-file {}: the master key sealing secrets at rest",
+                secrets_key_file.display()
+            )
+        })?;
     let store = match &args.database_url {
         Some(url) => Store::open_postgres(url)
             .await
@@ -133,7 +150,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(store.clone())
         .with_rate_limit(Some(args.rate_limit_per_key))
         .with_metrics(metrics)
-        .with_resolver(Arc::new(GatewayNames(resolver.clone())));
+        .with_resolver(Arc::new(GatewayNames(resolver.clone())))
+        .with_secrets_key(Arc::new(secrets));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Changes made through other replicas sharing PostgreSQL wake this one's long-polls.

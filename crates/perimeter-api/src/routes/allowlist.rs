@@ -97,7 +97,10 @@ async fn ingress_check(
             ));
         }
         st.store.get_live_cluster(&cluster_id).await?;
-        let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+        let snap = st
+            .snapshots
+            .current(&st.store, st.secrets.as_deref(), &cluster_id, None)
+            .await?;
         let d = snap.admit_private_ingress(Some(id));
         return Ok(Json(IngressCheckResponse {
             source: String::new(),
@@ -113,7 +116,10 @@ async fn ingress_check(
     let source = parse_ip_literal(req.source.trim())
         .map_err(|e| ApiError::invalid("source", format!("source: {e}")))?;
     st.store.get_live_cluster(&cluster_id).await?;
-    let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+    let snap = st
+        .snapshots
+        .current(&st.store, st.secrets.as_deref(), &cluster_id, None)
+        .await?;
     let d = snap.admit_ingress(source, listener);
     Ok(Json(IngressCheckResponse {
         source: source.to_string(),

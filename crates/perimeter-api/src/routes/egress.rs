@@ -613,10 +613,18 @@ async fn egress_check(
         (None, None) => unreachable!("one of the two was parsed above"),
     };
     let path = path.as_deref();
-    let snap = st.snapshots.current(&st.store, &cluster_id, None).await?;
+    let snap = st
+        .snapshots
+        .current(&st.store, st.secrets.as_deref(), &cluster_id, None)
+        .await?;
     let strict = st
         .snapshots
-        .current(&st.store, &cluster_id, Some(TrafficPolicy::DefaultDeny))
+        .current(
+            &st.store,
+            st.secrets.as_deref(),
+            &cluster_id,
+            Some(TrafficPolicy::DefaultDeny),
+        )
         .await?;
     // Resolve only what the gateways would resolve: a name that the target step leaves open.
     let resolution = match (&name, &st.resolver) {

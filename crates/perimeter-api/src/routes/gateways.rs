@@ -306,7 +306,7 @@ async fn snapshot(
                     ApiError::not_found(format!("cluster {} not found", gw.cluster_id))
                 })?;
             let inputs = st.store.policy_inputs(&gw.cluster_id).await?;
-            let mut doc = publish::document(&inputs)?;
+            let mut doc = publish::document(&inputs, st.secrets.as_deref())?;
             if deleted {
                 // The cluster is gone: its gateways deny everything, and the connections they
                 // still hold (tunnels, private endpoint forwarders) are cut.
@@ -314,6 +314,7 @@ async fn snapshot(
                 doc.rules.clear();
                 doc.private_endpoints.clear();
                 doc.ingress = perimeter_policy::IngressDoc::default();
+                doc.tls_inspection = None;
             }
             return Ok(Json(SnapshotResponse {
                 version: doc.version,

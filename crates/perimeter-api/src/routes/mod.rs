@@ -9,6 +9,7 @@ mod gateways;
 mod identity;
 mod ingress;
 mod meta;
+mod tls_inspection;
 mod workload;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -28,5 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(gateways::router())
         .merge(workload::router())
         .merge(credential_roles::router())
+        .merge(tls_inspection::router())
         .merge(meta::router())
 }

@@ -98,7 +98,9 @@ impl TestServer {
                 .await
                 .unwrap()
         );
-        let state = AppState::new(store.clone());
+        let state = AppState::new(store.clone()).with_secrets_key(std::sync::Arc::new(
+            perimeter_api::secrets::SecretsKey::generate().unwrap(),
+        ));
         let (stop, rx) = watch::channel(false);
         let rec = Reconciler::new(
             store.clone(),
