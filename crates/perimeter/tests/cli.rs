@@ -1460,6 +1460,114 @@ fn clusters_credential_roles() {
 }
 
 #[test]
+fn clusters_tls_inspection() {
+    let srv = Server::start();
+    srv.cli(&[
+        "clusters",
+        "create",
+        "cli-inspect",
+        "--provider",
+        "AWS",
+        "--region",
+        "us-east-1=1",
+    ])
+    .ok();
+    let off = srv
+        .cli(&[
+            "clusters",
+            "tls-inspection",
+            "cli-inspect",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(off["enabled"], false, "{off}");
+    assert_eq!(off["ca_certificate"], "", "{off}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    let ca_arg = ca.to_str().expect("utf-8 path");
+    // No CA to write before the first enable.
+    srv.cli(&[
+        "clusters",
+        "tls-inspection",
+        "cli-inspect",
+        "--ca-out",
+        ca_arg,
+    ])
+    .failed(2);
+    let on = srv
+        .cli(&[
+            "clusters",
+            "tls-inspection",
+            "cli-inspect",
+            "--enable",
+            "--never-inspect",
+            "pinned.example.com",
+            "--never-inspect",
+            "*.bank.example",
+            "--ca-out",
+            ca_arg,
+        ])
+        .ok()
+        .stdout;
+    let fingerprint = on
+        .lines()
+        .find_map(|l| l.strip_prefix("ca_fingerprint_sha256"))
+        .expect("a fingerprint row")
+        .trim()
+        .to_string();
+    assert_eq!(fingerprint.len(), 95, "{on}");
+    assert!(
+        on.lines()
+            .any(|l| l.starts_with("enabled") && l.trim_end().ends_with("true")),
+        "{on}"
+    );
+    assert!(on.contains("pinned.example.com,*.bank.example"), "{on}");
+    let pem = std::fs::read_to_string(&ca).expect("--ca-out wrote the CA");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    // --disable keeps the CA and the list; a bad pattern names its index.
+    let v = srv
+        .cli(&[
+            "clusters",
+            "tls-inspection",
+            "cli-inspect",
+            "--disable",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["ca_fingerprint_sha256"], fingerprint.as_str());
+    assert_eq!(v["ca_certificate"], pem.as_str());
+    assert_eq!(
+        v["never_inspect"],
+        serde_json::json!(["pinned.example.com", "*.bank.example"])
+    );
+    let bad = srv
+        .cli(&[
+            "clusters",
+            "tls-inspection",
+            "cli-inspect",
+            "--never-inspect",
+            "ok.example.com",
+            "--never-inspect",
+            "not a host",
+        ])
+        .failed(1);
+    assert!(bad.stderr.contains("never_inspect[1]"), "{bad:#?}");
+    srv.cli(&[
+        "clusters",
+        "tls-inspection",
+        "cli-inspect",
+        "--enable",
+        "--disable",
+    ])
+    .failed(2);
+}
+
+#[test]
 fn check_ingress() {
     let srv = Server::start();
     srv.cli(&[

@@ -1,4 +1,4 @@
-//! `perimeter clusters create|list|get|visibility|credential-roles|delete`.
+//! `perimeter clusters create|list|get|visibility|credential-roles|tls-inspection|delete`.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +81,36 @@ enum ClustersCmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Show or change TLS inspection of the cluster's egress: with it on, the gateways can hold
+    /// path rules over HTTPS, presenting certificates from the cluster's inspection CA, which
+    /// workloads must trust (`--ca-out` writes it). The CA is made on the first `--enable` and
+    /// kept. Changing it takes CLUSTER_ADMIN or ORG_ADMIN, e.g. `clusters tls-inspection
+    /// my-cluster --enable --never-inspect pinned.example.com --ca-out ca.pem`.
+    #[command(name = "tls-inspection")]
+    TlsInspection {
+        /// Cluster id or name.
+        cluster: String,
+        /// Turn inspection on (the first time, the cluster's CA is generated).
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Turn inspection off (the CA is kept).
+        #[arg(long)]
+        disable: bool,
+        /// A host pattern never inspected (`name` or `*.suffix`; repeat for more): replaces
+        /// the list. Without it the list is kept.
+        #[arg(
+            long = "never-inspect",
+            value_name = "PATTERN",
+            conflicts_with = "clear_never_inspect"
+        )]
+        never_inspect: Vec<String>,
+        /// Empty the never-inspect list.
+        #[arg(long)]
+        clear_never_inspect: bool,
+        /// Write the CA certificate (PEM) to FILE.
+        #[arg(long, value_name = "FILE")]
+        ca_out: Option<std::path::PathBuf>,
+    },
     /// Delete a cluster with its egress endpoints, egress rules and allowlist.
     Delete {
         /// Cluster id or name.
@@ -149,6 +179,35 @@ fn credential_roles_table(v: &Value) -> Result<String, Failure> {
             field("template").to_string(),
         ]);
     }
+    Ok(t.render())
+}
+
+/// The TLS inspection setting as `FIELD VALUE` rows.
+fn tls_inspection_table(v: &Value) -> Result<String, Failure> {
+    let flag = |k: &str| -> Result<String, Failure> {
+        Ok(member(v, k)?.as_bool().unwrap_or(false).to_string())
+    };
+    let mut t = Table::new(&["FIELD", "VALUE"]);
+    t.row(vec!["enabled".into(), flag("enabled")?]);
+    t.row(vec![
+        "ca_fingerprint_sha256".into(),
+        or_dash(
+            member(v, "ca_fingerprint_sha256")?
+                .as_str()
+                .unwrap_or_default(),
+        ),
+    ]);
+    t.row(vec!["propagating".into(), flag("propagating")?]);
+    let never: Vec<&str> = member(v, "never_inspect")?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    t.row(vec![
+        "never_inspect".into(),
+        super::output::joined(&never, "-"),
+    ]);
     Ok(t.render())
 }
 
@@ -341,6 +400,44 @@ pub async fn run(args: ClustersArgs) -> Result<(), Failure> {
             }
             let v = api.put(&path, &json!({ "roles": roles })).await?;
             emit(output, &v, || credential_roles_table(&v))
+        }
+        ClustersCmd::TlsInspection {
+            cluster,
+            enable,
+            disable,
+            never_inspect,
+            clear_never_inspect,
+            ca_out,
+        } => {
+            let id = api.cluster_id(&cluster).await?;
+            let path = ["clusters", id.as_str(), "networking", "tls-inspection"];
+            let mut v = api.get(&path).await?;
+            if enable || disable || !never_inspect.is_empty() || clear_never_inspect {
+                let enabled = if enable || disable {
+                    enable
+                } else {
+                    member(&v, "enabled")?.as_bool().unwrap_or(false)
+                };
+                let list = if clear_never_inspect || !never_inspect.is_empty() {
+                    json!(never_inspect)
+                } else {
+                    member(&v, "never_inspect")?.clone()
+                };
+                v = api
+                    .put(&path, &json!({"enabled": enabled, "never_inspect": list}))
+                    .await?;
+            }
+            if let Some(file) = ca_out {
+                let pem = member(&v, "ca_certificate")?.as_str().unwrap_or_default();
+                if pem.is_empty() {
+                    return Err(Failure::Usage(format!(
+                        "cluster {cluster} has no TLS inspection CA yet: inspection was never enabled (use --enable)"
+                    )));
+                }
+                std::fs::write(&file, pem)
+                    .map_err(|e| Failure::Usage(format!("--ca-out {}: {e}", file.display())))?;
+            }
+            emit(output, &v, || tls_inspection_table(&v))
         }
         ClustersCmd::Delete { cluster } => {
             let id = api.cluster_id(&cluster).await?;
