@@ -11,7 +11,10 @@ pub struct SelfSigned {
 
 /// A self-signed P-256 certificate for `names` (the first is the subject's CN; all are DNS
 /// subject alternative names), valid for two days, written to `dir/cert.pem` and
-/// `dir/key.pem`. Clients trust it by taking `cert` as their CA file.
+/// `dir/key.pem`. Clients trust it by taking `cert` as their CA file. It is a server
+/// certificate (CA:FALSE, serverAuth), not the CA `openssl req -x509` makes by default: strict
+/// verifiers (webpki, the gateway's upstream side under TLS inspection) refuse a CA certificate
+/// presented by a server.
 pub fn self_signed(dir: &Path, names: &[&str]) -> SelfSigned {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -26,6 +29,8 @@ pub fn self_signed(dir: &Path, names: &[&str]) -> SelfSigned {
         .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
         .args(["-nodes", "-days", "2", "-subj", &cn])
         .args(["-addext", &format!("subjectAltName={san}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

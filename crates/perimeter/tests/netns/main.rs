@@ -49,6 +49,9 @@
 //!   [`default_deny`] (with the tables of [`addresses`], [`names`], [`consistency`] and
 //!   [`paths`]), [`allow_all`], [`rule_states`], [`transparent`] and [`endpoints`] (private
 //!   endpoints in transparent mode: the DNS listener and the redirect);
+//! - [`inspection`]: path rules over HTTPS with TLS inspection on (the plain HTTP path tricks
+//!   inside inspected tunnels, Host against SNI, never-inspect, an upstream certificate that
+//!   does not name it);
 //! - [`creds`]: the aws CLI with `perimeter creds serve`'s credentials, writing to moto's S3
 //!   through the gateway while a rule allows it, refused once it is gone;
 //! - [`bypasses`]: the bypasses and wrong answers found under attack (issue 8), against real
@@ -64,6 +67,7 @@ mod creds;
 mod default_deny;
 mod endpoints;
 mod fixture;
+mod inspection;
 mod names;
 mod paths;
 mod rule_states;

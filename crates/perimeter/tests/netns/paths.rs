@@ -6,6 +6,33 @@ use crate::case::{Case, Reason, case, curl_with, raw_bytes, raw_until_closed};
 /// Every spelling of a path outside `/api/*` is refused; a path that cannot be normalised is
 /// the client's error (400, with a reason); allowed paths reach the upstream normalised.
 pub fn path_rule_tricks() -> Vec<Case> {
+    let mut cases = path_tricks_by_curl("http://allowed.test", &[]);
+    // Raw, so that no client tidies the path first.
+    for path in [
+        "/api/../secret",
+        "/api/%2e%2e/secret",
+        "/%61pi/%2E%2E/secret",
+    ] {
+        cases.push(
+            case(
+                format!("raw path {path}"),
+                raw_bytes(format!(
+                    "GET http://allowed.test{path} HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n"
+                )),
+            )
+            .refused(403, "path_not_allowed"),
+        );
+    }
+    cases.push(keep_alive_case());
+    cases
+}
+
+/// The path tricks curl can send (`--path-as-is`) to `base` (`http://allowed.test`, or
+/// `https://allowed.test` through TLS inspection), with `extra` curl arguments: refused
+/// spellings, spellings allowed once normalised (the upstream gets the normalised path), and
+/// double percent-encoding.
+pub fn path_tricks_by_curl(base: &str, extra: &[&str]) -> Vec<Case> {
+    let args: Vec<&str> = [&["--path-as-is"][..], extra].concat();
     let mut cases = Vec::new();
     for (path, status, reason) in [
         ("/secret", 403, Some("path_not_allowed")),
@@ -29,25 +56,9 @@ pub fn path_rule_tricks() -> Vec<Case> {
         cases.push(
             case(
                 format!("path {path}"),
-                curl_with(&["--path-as-is"], format!("http://allowed.test{path}")),
+                curl_with(&args, format!("{base}{path}")),
             )
             .refused_with(status, reason),
-        );
-    }
-    // Raw, so that no client tidies the path first.
-    for path in [
-        "/api/../secret",
-        "/api/%2e%2e/secret",
-        "/%61pi/%2E%2E/secret",
-    ] {
-        cases.push(
-            case(
-                format!("raw path {path}"),
-                raw_bytes(format!(
-                    "GET http://allowed.test{path} HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n"
-                )),
-            )
-            .refused(403, "path_not_allowed"),
         );
     }
     // Allowed after normalisation: the upstream is sent the normalised path.
@@ -55,7 +66,7 @@ pub fn path_rule_tricks() -> Vec<Case> {
         cases.push(
             case(
                 format!("path {path}, allowed once normalised"),
-                curl_with(&["--path-as-is"], format!("http://allowed.test{path}")),
+                curl_with(&args, format!("{base}{path}")),
             )
             .allowed(200)
             .contains(format!("path={forwarded} "))
@@ -68,14 +79,17 @@ pub fn path_rule_tricks() -> Vec<Case> {
         cases.push(
             case(
                 format!("path {path}, percent-encoded twice"),
-                curl_with(&["--path-as-is"], format!("http://allowed.test{path}")),
+                curl_with(&args, format!("{base}{path}")),
             )
             .refused(400, "double_encoded_path"),
         );
     }
-    // Keep-alive: every request on one client connection is decided on its own.
-    cases.push(
-        case(
+    cases
+}
+
+/// Keep-alive: every request on one client connection is decided on its own.
+fn keep_alive_case() -> Case {
+    case(
             "keep-alive: each request decided on its own",
             raw_until_closed(
                 &b"GET http://allowed.test/api/first HTTP/1.1\r\nHost: allowed.test\r\n\r\n\
@@ -88,9 +102,7 @@ pub fn path_rule_tricks() -> Vec<Case> {
             "HTTP/1.1 403 Forbidden",
             "HTTP/1.1 403 Forbidden",
         ])
-        .serves(["/api/first"]),
-    );
-    cases
+        .serves(["/api/first"])
 }
 
 /// A tunnel would hide the path: CONNECT to the path-ruled port is refused.
