@@ -73,6 +73,8 @@ pub struct DecisionEvent {
     pub sni_or_host: Option<String>,
     /// Normalised request path, when seen.
     pub path: Option<String>,
+    /// The request's method, when the gateway saw a request (plain HTTP, inspected HTTPS).
+    pub method: Option<String>,
     pub verdict: EventVerdict,
     /// Name of the rule that allowed.
     pub rule: Option<String>,
@@ -99,6 +101,7 @@ impl DecisionEvent {
             port = self.port,
             sni_or_host = self.sni_or_host.as_deref().unwrap_or(""),
             path = self.path.as_deref().unwrap_or(""),
+            method = self.method.as_deref().unwrap_or(""),
             verdict = self.verdict.as_str(),
             rule = self.rule.as_deref().unwrap_or(""),
             reason = %self.reason,
@@ -493,6 +496,7 @@ mod tests {
             port: 443,
             sni_or_host: None,
             path: None,
+            method: None,
             verdict,
             rule: Some("rule".into()),
             reason: "allowed_by_rule".into(),

@@ -24,6 +24,8 @@ pub(crate) struct Draft {
     pub(crate) port: u16,
     pub(crate) sni_or_host: Option<String>,
     pub(crate) path: Option<String>,
+    /// The request's method (forwarded requests only).
+    pub(crate) method: Option<String>,
     pub(crate) rule: Option<String>,
     /// A request forwarded to this private endpoint: its bytes are metered at the finish.
     pub(crate) endpoint: Option<Arc<str>>,
@@ -58,6 +60,7 @@ impl Draft {
             sni_or_host: None,
             path: None,
             rule: None,
+            method: None,
             endpoint: None,
             started: Instant::now(),
         }
@@ -80,6 +83,7 @@ impl Draft {
             port: self.port,
             sni_or_host: self.sni_or_host,
             path: self.path,
+            method: self.method,
             verdict,
             rule: self.rule,
             reason: reason.to_string(),

@@ -273,6 +273,7 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
+    draft.method = Some(req.method().to_string());
     let uri = req.uri().clone();
     let host_header = match single_host(req.headers()) {
         Err(r) => return draft.refuse(r),

@@ -162,17 +162,20 @@ fn path_rules_hold_over_https_under_inspection() {
         r.text
     );
 
-    // Each request has its decision event with its path and rule.
+    // Each request has its decision event with its method, path and rule.
     wait_until("per-request decision events", 30, || {
         let d = p.gw.decisions();
         d.iter().any(|e| {
             e["destination"] == "allowed.test"
                 && e["path"] == "/api/backup-1"
+                && e["method"] == "PUT"
                 && e["verdict"] == "allowed"
                 && e["rule"] == "api-paths"
-        }) && d
-            .iter()
-            .any(|e| e["path"] == "/other-bucket/x" && e["reason"] == "path_not_allowed")
+        }) && d.iter().any(|e| {
+            e["path"] == "/other-bucket/x"
+                && e["method"] == "GET"
+                && e["reason"] == "path_not_allowed"
+        })
     });
 }
 
