@@ -6,7 +6,9 @@
 //! 2. The gateway completes the handshake with a leaf certificate for that name, signed by the
 //!    cluster's CA ([`Leaves`]: minted on first use, cached, valid for a day). ALPN offers
 //!    HTTP/1.1. rustls accepts no early data and never renegotiates.
-//! 3. The decrypted requests are served one by one ([`super::forward`], `Route::Inspected`):
+//! 3. The decrypted stream is read through the strict request checker of plaintext tunnels
+//!    ([`Strict`]): ambiguous framing ends the session before hyper or the upstream sees it.
+//! 4. The decrypted requests are served one by one ([`super::forward`], `Route::Inspected`):
 //!    each request's Host must name the SNI, its normalised path is decided with the target,
 //!    and it goes upstream over the gateway's own TLS connection, verified against the system
 //!    roots and `--upstream-ca-file`. A refused request gets its 403 inside the TLS session.
@@ -32,6 +34,7 @@ use super::ProxyContext;
 use super::event::Draft;
 use super::forward::{Kept, Route, serve_http};
 use super::refusal::Why;
+use super::requests::Requests;
 use super::target::Target;
 use crate::decision::EventVerdict;
 
@@ -309,13 +312,107 @@ pub(crate) async fn serve<IO>(
         Err(_) => return draft.finish_why(&Why::FirstBytesTimeout, 0, 0),
     };
     draft.finish(EventVerdict::Allowed, "tls_inspection", 0, 0);
+    let strict = Strict {
+        inner: tls,
+        requests: Requests::framing_only(target.clone(), ctx.limits.max_header_bytes.max(8192)),
+        ready: Vec::new(),
+        at: 0,
+        refused: None,
+        refusal: Some(Draft::new(&ctx, peer, target.host.to_string(), target.port)),
+    };
     let route = Route::Inspected {
         target,
         name,
         kept: Kept::default(),
         tls: inspector.client.clone(),
     };
-    serve_http(ctx, tls, Bytes::new(), peer, route).await;
+    serve_http(ctx, strict, Bytes::new(), peer, route).await;
+}
+
+/// The decrypted client stream, read through the strict request checker of plaintext tunnels
+/// ([`Requests`]) before hyper parses it: every head is held until complete, parsed strictly
+/// (framing: Content-Length with Transfer-Encoding, differing Content-Lengths, obs-fold, chunk
+/// sizes; the Host is the forwarding path's to check and answer). hyper would read some leniently
+/// (Transfer-Encoding over Content-Length); here the stream ends at the refused head, nothing of
+/// it reaches hyper or the upstream, the connection closes once the requests before it are
+/// answered, and a decision event records why.
+struct Strict<T> {
+    inner: T,
+    requests: Requests,
+    /// Checked bytes not yet read by hyper, from `at`.
+    ready: Vec<u8>,
+    at: usize,
+    refused: Option<Why>,
+    /// The event of a refusal (one per connection: the stream ends there).
+    refusal: Option<Draft>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Strict<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.at < this.ready.len() {
+                let n = (this.ready.len() - this.at).min(buf.remaining());
+                buf.put_slice(&this.ready[this.at..this.at + n]);
+                this.at += n;
+                if this.at == this.ready.len() {
+                    this.ready.clear();
+                    this.at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.refused.is_some() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut rb = tokio::io::ReadBuf::new(&mut chunk);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let data = rb.filled();
+            if data.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut found = Vec::new();
+            if let Err(why) = this.requests.push(data, &mut this.ready, &mut found) {
+                if let Some(draft) = this.refusal.take() {
+                    draft.finish_why(&why, 0, 0);
+                }
+                this.refused = Some(why);
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Strict<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub(crate) struct Requests {
     /// Bytes of an incomplete head, chunk-size line or trailer section.
     held: Vec<u8>,
     limits: HeadLimits,
+    /// Whether each head must name the target ([`Requests::check`]); off where the requests'
+    /// own handler checks the Host and answers a mismatch itself (inspected sessions).
+    check_hosts: bool,
 }
 
 /// Longest chunk-size line or trailer section.
@@ -81,6 +84,16 @@ impl Requests {
                 max_head_bytes,
                 max_headers: 100,
             },
+            check_hosts: true,
+        }
+    }
+
+    /// Framing only: heads are found and parsed strictly, bodies followed, but the Host is left
+    /// to whoever serves the requests.
+    pub(crate) fn framing_only(target: Target, max_head_bytes: usize) -> Self {
+        Self {
+            check_hosts: false,
+            ..Self::new(target, max_head_bytes)
         }
     }
 
@@ -118,7 +131,11 @@ impl Requests {
                         }
                         Err(e) => return Err(Why::from(e)),
                     };
-                    let host = self.check(&head)?;
+                    let host = if self.check_hosts {
+                        self.check(&head)?
+                    } else {
+                        (String::new(), None)
+                    };
                     found.push(Found {
                         at: out.len(),
                         name_at_literal: host.1,

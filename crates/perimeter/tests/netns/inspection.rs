@@ -123,11 +123,11 @@ fn path_rules_hold_over_https_under_inspection() {
     case::assert_passed("inspected", &case::run(&net, &p.gw.proxy, cases));
 
     // Smuggling inside the session: raw requests through openssl s_client trusting only the
-    // cluster CA. Whatever the framing trick, nothing outside /api/ reaches the upstream and no
-    // answer for /secret comes back. (Content-Length with Transfer-Encoding is read by
-    // Transfer-Encoding alone and the connection closed after it, as RFC 9112 6.1 allows.)
+    // cluster CA. Whatever the trick, nothing outside /api/ reaches the upstream and no answer
+    // for /secret comes back; framing in doubt reaches nothing at all (the session ends at its
+    // head, with a decision event naming the reason).
     let mut failures = Vec::new();
-    for (name, request) in SMUGGLING {
+    for (name, request, refused) in SMUGGLING {
         let seen = net.events().len();
         let (_, out) = s_client(
             &p.gw.proxy,
@@ -144,6 +144,21 @@ fn path_rules_hold_over_https_under_inspection() {
         let answered_secret = out.contains("path=/secret");
         if !leaked.is_empty() || answered_secret {
             failures.push(format!("{name}: upstream saw {leaked:?}; answer {out:?}"));
+        }
+        if let Some(reason) = refused {
+            let reached: Vec<_> = after[seen..]
+                .iter()
+                .filter(|e| e["kind"] == "https")
+                .collect();
+            if !reached.is_empty() || out.contains("HTTP/1.1 200") {
+                failures.push(format!(
+                    "{name}: not refused: upstream saw {reached:?}; answer {out:?}"
+                ));
+            }
+            let logged = || p.gw.decisions().iter().any(|e| e["reason"] == *reason);
+            if !wait_for(logged) {
+                failures.push(format!("{name}: no decision event with reason {reason}"));
+            }
         }
     }
     assert!(
@@ -181,37 +196,58 @@ fn path_rules_hold_over_https_under_inspection() {
 
 /// Framing tricks that would smuggle `GET /secret` past a checker that reads one request while
 /// the upstream reads two. Each is sent inside an inspected session to allowed.test.
-const SMUGGLING: &[(&str, &str)] = &[
+/// Bounded wait for a condition (the gateway writes its log in batches).
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+/// (name, request, the reason of its refusal when framing is in doubt)
+const SMUGGLING: &[(&str, &str, Option<&str>)] = &[
     (
         "Content-Length and Transfer-Encoding",
         "POST /api/x HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        Some("ambiguous_framing"),
     ),
     (
         "two Content-Length values",
         "POST /api/x HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\nGET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        Some("conflicting_content_length"),
     ),
     (
         "obs-fold continuing a header",
         "GET /api/x HTTP/1.1\r\nHost: allowed.test\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n",
+        Some("obs_fold"),
     ),
     (
         "an invalid chunk size",
         "POST /api/x HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nGET /secret HTTP/1.1\r\n\r\n0\r\n\r\n",
+        Some("invalid_http_request"),
     ),
     (
         "Transfer-Encoding not chunked last",
         "POST /api/x HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\nGET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        Some("unsupported_transfer_encoding"),
     ),
     (
         "a request line with two spaces",
         "GET  /secret HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+        Some("invalid_http_request"),
     ),
     (
         "an absolute-form target naming another host",
         "GET http://denied.test/secret HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+        None,
     ),
     (
         "a space before the header colon",
         "GET /api/x HTTP/1.1\r\nHost : denied.test\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+        Some("invalid_http_request"),
     ),
 ];
