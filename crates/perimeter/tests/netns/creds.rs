@@ -66,6 +66,24 @@ fn aws(creds: &CredsServe, proxy: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `aws s3api put-object` of `body` at `key` in the bucket, through the gateway.
+fn put(creds: &CredsServe, proxy: &str, key: &str, body: &str) -> (bool, String) {
+    aws(
+        creds,
+        proxy,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            BUCKET,
+            "--key",
+            key,
+            "--body",
+            body,
+        ],
+    )
+}
+
 /// `creds check <uri> --cluster <id> --output json`: the storage destination's egress verdict.
 fn storage_verdict(url: &str, key: &str, cid: &str) -> Value {
     let out = Command::new(BIN)
@@ -162,20 +180,7 @@ fn the_aws_cli_writes_through_the_gateway_only_while_a_rule_allows_the_endpoint(
     let before = storage_verdict(&p.s.url(), &p.key, &p.cid);
     assert_eq!(before["allowed"], true, "{before:#}");
     assert_eq!(before["rule"], "backups-endpoint", "{before:#}");
-    let (ok, out) = aws(
-        &creds,
-        &p.gw.proxy,
-        &[
-            "s3api",
-            "put-object",
-            "--bucket",
-            BUCKET,
-            "--key",
-            "c1/backup-1",
-            "--body",
-            body,
-        ],
-    );
+    let (ok, out) = put(&creds, &p.gw.proxy, "c1/backup-1", body);
     assert!(ok, "{out}");
     let (ok, out) = aws(
         &creds,
@@ -241,20 +246,7 @@ fn the_aws_cli_writes_through_the_gateway_only_while_a_rule_allows_the_endpoint(
             .is_some_and(|r| r.contains("--destination allowed.test --port 5000")),
         "{after:#}"
     );
-    let (ok, out) = aws(
-        &creds,
-        &p.gw.proxy,
-        &[
-            "s3api",
-            "put-object",
-            "--bucket",
-            BUCKET,
-            "--key",
-            "c1/backup-2",
-            "--body",
-            body,
-        ],
-    );
+    let (ok, out) = put(&creds, &p.gw.proxy, "c1/backup-2", body);
     assert!(!ok, "the write went through without a rule: {out}");
     assert!(out.contains("403"), "{out}");
     wait_until("the gateway logs the refused write", 30, || {
