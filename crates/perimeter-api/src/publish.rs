@@ -219,17 +219,9 @@ mod tests {
         let cluster = store
             .create_cluster(
                 &NewCluster {
-                    name: "published".into(),
-                    provider: "AWS".into(),
-                    plan: "ADVANCED".into(),
-                    account_id: "123456789012".into(),
                     network_visibility: "PRIVATE".into(),
                     egress_policy: "ALLOW_ALL".into(),
-                    labels: Default::default(),
-                    hardware: serde_json::json!({}),
-                    cockroach_version: "v25.2".into(),
-                    creator_id: "test".into(),
-                    regions: vec![("us-east-1".into(), 1)],
+                    ..NewCluster::example("published")
                 },
                 &audit,
             )
@@ -261,22 +253,7 @@ mod tests {
             .unwrap();
         let audit = AuditEntry::api("AUDIT_LOG_ACTION_TEST", "test", "{}".into());
         let cluster = store
-            .create_cluster(
-                &NewCluster {
-                    name: "inspected".into(),
-                    provider: "AWS".into(),
-                    plan: "ADVANCED".into(),
-                    account_id: "123456789012".into(),
-                    network_visibility: "PUBLIC".into(),
-                    egress_policy: "DEFAULT_DENY".into(),
-                    labels: Default::default(),
-                    hardware: serde_json::json!({}),
-                    cockroach_version: "v25.2".into(),
-                    creator_id: "test".into(),
-                    regions: vec![("us-east-1".into(), 1)],
-                },
-                &audit,
-            )
+            .create_cluster(&NewCluster::example("inspected"), &audit)
             .await
             .unwrap();
         let key = SecretsKey::generate().unwrap();

@@ -14,17 +14,9 @@ use tokio::sync::Notify;
 /// A one-region AWS cluster to hang endpoints on.
 fn new_cluster(name: impl Into<String>, account_id: impl Into<String>) -> NewCluster {
     NewCluster {
-        name: name.into(),
-        provider: "AWS".into(),
-        plan: "ADVANCED".into(),
         account_id: account_id.into(),
-        network_visibility: "PUBLIC".into(),
         egress_policy: "ALLOW_ALL".into(),
-        labels: Default::default(),
-        hardware: serde_json::json!({}),
-        cockroach_version: "v25.2".into(),
-        creator_id: "test".into(),
-        regions: vec![("us-east-1".into(), 1)],
+        ..NewCluster::example(&name.into())
     }
 }
 

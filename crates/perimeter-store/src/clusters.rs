@@ -38,6 +38,26 @@ pub struct NewCluster {
     pub regions: Vec<(String, i64)>,
 }
 
+impl NewCluster {
+    /// A public AWS cluster of one node in us-east-1, account 123456789012, under
+    /// DEFAULT_DENY: the cluster of tests and examples (change what matters with `..`).
+    pub fn example(name: &str) -> NewCluster {
+        NewCluster {
+            name: name.into(),
+            provider: "AWS".into(),
+            plan: "ADVANCED".into(),
+            account_id: "123456789012".into(),
+            network_visibility: "PUBLIC".into(),
+            egress_policy: "DEFAULT_DENY".into(),
+            labels: BTreeMap::new(),
+            hardware: serde_json::json!({}),
+            cockroach_version: "v25.2".into(),
+            creator_id: "test".into(),
+            regions: vec![("us-east-1".into(), 1)],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClusterUpdate {
     /// The complete new set of regions, when it changes.

@@ -17,17 +17,9 @@ async fn new_cluster(store: &Store, name: &str, regions: &[&str]) -> perimeter_s
     store
         .create_cluster(
             &NewCluster {
-                name: name.into(),
-                provider: "AWS".into(),
-                plan: "ADVANCED".into(),
                 account_id: "210987654321".into(),
-                network_visibility: "PUBLIC".into(),
-                egress_policy: "DEFAULT_DENY".into(),
-                labels: Default::default(),
-                hardware: serde_json::json!({}),
-                cockroach_version: "v25.2".into(),
-                creator_id: "test".into(),
                 regions: regions.iter().map(|r| (r.to_string(), 1)).collect(),
+                ..NewCluster::example(name)
             },
             &audit,
         )
