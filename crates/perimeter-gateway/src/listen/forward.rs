@@ -27,7 +27,7 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use perimeter_policy::normalize_path;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -55,6 +55,9 @@ pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1
         .keep_alive(true);
     b
 }
+
+/// Most concurrent streams of one client HTTP/2 connection (an inspected tunnel's).
+const H2_MAX_STREAMS: u32 = 100;
 
 /// Where the requests of a plaintext connection go.
 #[derive(Debug, Clone)]
@@ -99,6 +102,33 @@ pub(crate) async fn serve_http<T>(
     let conn = server.serve_connection(TokioIo::new(Prefixed::new(first, io)), svc);
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "plaintext HTTP connection ended with an error");
+    }
+}
+
+/// Serve the HTTP/2 requests of an inspected tunnel whose client chose `h2`: each stream is a
+/// request of its own, decided and forwarded as an HTTP/1.1 request is ([`route_request`]).
+/// The h2 codec refuses malformed streams itself before they reach the gateway (a missing or
+/// repeated pseudo-header, one after a regular header, an unknown one, connection-specific
+/// headers, upper-case names, a body longer or shorter than its `content-length`): the stream
+/// is reset with `PROTOCOL_ERROR`, and the others of the connection go on.
+pub(crate) async fn serve_h2<T>(ctx: ProxyContext, io: T, peer: SocketAddr, route: Route)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut server = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    server
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(
+            u32::try_from(ctx.limits.max_header_bytes.max(8192)).unwrap_or(u32::MAX),
+        );
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(route_request(ctx, peer, route, req).await) }
+    });
+    if let Err(e) = server.serve_connection(TokioIo::new(io), svc).await {
+        tracing::debug!(%peer, error = %e, "inspected HTTP/2 connection ended with an error");
     }
 }
 
@@ -279,7 +309,35 @@ async fn forward(
         Err(r) => return draft.refuse(r),
         Ok(h) => h.cloned(),
     };
-    if let Some(h) = &host_header {
+    // An HTTP/2 request names its host in `:authority` (hyper puts it in the URI); a Host
+    // beside it must name the same target. Both are checked.
+    let h2 = req.version() == http::Version::HTTP_2;
+    if h2 {
+        if let Err(r) = h2_pseudo(&req) {
+            return draft.refuse(r);
+        }
+    } else if req.method() == http::Method::CONNECT {
+        return draft.refuse(Refusal::new(
+            Why::InvalidHttpRequest,
+            "CONNECT is not forwarded inside a tunnel",
+        ));
+    }
+    let authority = if h2 {
+        uri.authority().map(|a| HeaderValue::from_str(a.as_str()))
+    } else {
+        None
+    };
+    let named: Vec<HeaderValue> = match authority {
+        Some(Err(_)) => {
+            return draft.refuse(Refusal::new(
+                Why::HostMismatch,
+                ":authority is not a valid header value",
+            ));
+        }
+        Some(Ok(a)) => std::iter::once(a).chain(host_header.clone()).collect(),
+        None => host_header.iter().cloned().collect(),
+    };
+    for h in &named {
         draft.sni_or_host = Some(String::from_utf8_lossy(h.as_bytes()).into_owned());
         let checked = check_host(
             &ctx,
@@ -294,6 +352,9 @@ async fn forward(
         if let Err(r) = checked {
             return draft.refuse(r);
         }
+    }
+    if let Some(h) = named.first() {
+        draft.sni_or_host = Some(String::from_utf8_lossy(h.as_bytes()).into_owned());
     }
     let path = match normalize_path(uri.path()) {
         Ok(p) => p,
@@ -410,17 +471,42 @@ async fn forward(
             Ok(c) => c,
             Err(r) => return draft.refuse(r),
         };
+    // The Host a request without one gets (the :authority of an HTTP/2 upstream's).
+    let host = if how.tls.is_some() {
+        host_value_tls(&target)
+    } else {
+        host_value(&target)
+    };
+    let upstream_uri = if sender.is_h2() {
+        match format!("https://{host}{origin_form}").parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => {
+                return draft.refuse(Refusal::new(
+                    Why::InvalidPath,
+                    "the request path cannot be forwarded",
+                ));
+            }
+        }
+    } else {
+        origin_form
+    };
     // Two parts finish the event: the request body and the response. Its bytes are this
     // request's share of a connection that may serve several.
     let shared = SharedDraft::new(draft, outcome, 2, activity);
     let (mut parts, body) = req.into_parts();
-    parts.uri = origin_form;
-    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    if host_header.is_none()
-        && let Ok(v) = HeaderValue::from_str(&host_value(&target))
-    {
-        parts.headers.insert(header::HOST, v);
+    parts.uri = upstream_uri;
+    if sender.is_h2() {
+        // HTTP/2 upstream: the target in `:scheme` and `:authority`, no Host beside it.
+        parts.headers.remove(header::HOST);
+        parts.version = http::Version::HTTP_2;
+    } else {
+        parts.version = http::Version::HTTP_11;
+        if host_header.is_none()
+            && let Ok(v) = HeaderValue::from_str(&host)
+        {
+            parts.headers.insert(header::HOST, v);
+        }
     }
     let body = RequestBody {
         inner: body,
@@ -498,6 +584,42 @@ pub(crate) fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: 
     without_path
         .final_decision()
         .is_some_and(|d| d.reason() == perimeter_policy::Reason::PathNeedsTlsInspection)
+}
+
+/// What a request inside an inspected HTTP/2 session may not carry past the h2 codec's own
+/// checks: a `:scheme` other than `https` (it arrived over TLS), or CONNECT (a tunnel inside
+/// the tunnel would carry bytes no path decides). A request without `:authority` has no
+/// scheme in its URI (hyper keeps `:scheme` only beside an authority); it names its host in
+/// a Host header, checked as any other.
+fn h2_pseudo(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Refusal::new(
+            Why::InvalidHttpRequest,
+            "CONNECT is not forwarded inside an inspected HTTP/2 session",
+        ));
+    }
+    if req.uri().authority().is_some() && req.uri().scheme_str() != Some("https") {
+        return Err(Refusal::new(
+            Why::InvalidHttpRequest,
+            format!(
+                ":scheme must be https inside TLS, not {:?}",
+                req.uri().scheme_str().unwrap_or("")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `:authority` of an HTTP/2 request upstream: the target, with its port unless 443.
+fn host_value_tls(target: &Target) -> String {
+    if target.port == 443 {
+        match &target.host {
+            TargetHost::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
+            h => h.to_string(),
+        }
+    } else {
+        target.to_string()
+    }
 }
 
 /// The Host of a request that came without one: the target, with its port unless 80.

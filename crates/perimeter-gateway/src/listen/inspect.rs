@@ -5,13 +5,17 @@
 //!    CONNECT name (else the connection is closed, `sni_mismatch`).
 //! 2. The gateway completes the handshake with a leaf certificate for that name, signed by the
 //!    cluster's CA ([`Leaves`]: minted on first use, cached, valid for a day). ALPN offers
-//!    HTTP/1.1. rustls accepts no early data and never renegotiates.
-//! 3. The decrypted stream is read through the strict request checker of plaintext tunnels
-//!    ([`Strict`]): ambiguous framing ends the session before hyper or the upstream sees it.
-//! 4. The decrypted requests are served one by one ([`super::forward`], `Route::Inspected`):
-//!    each request's Host must name the SNI, its normalised path is decided with the target,
-//!    and it goes upstream over the gateway's own TLS connection, verified against the system
-//!    roots and `--upstream-ca-file`. A refused request gets its 403 inside the TLS session.
+//!    HTTP/2 and HTTP/1.1 (the client's choice). rustls accepts no early data and never
+//!    renegotiates.
+//! 3. HTTP/1.1: the decrypted stream is read through the strict request checker of plaintext
+//!    tunnels ([`Strict`]): ambiguous framing ends the session before hyper or the upstream sees
+//!    it. HTTP/2: frames carry their own lengths; the h2 codec resets malformed streams
+//!    ([`super::forward::serve_h2`]).
+//! 4. Every request (every HTTP/2 stream) is served on its own ([`super::forward`],
+//!    `Route::Inspected`): its Host, or `:authority`, must name the SNI, its normalised path is
+//!    decided with the target, and it goes upstream over the gateway's own TLS connection,
+//!    verified against the system roots and `--upstream-ca-file`, in the protocol the
+//!    upstream's ALPN chose. A refused request gets its 403 inside the TLS session.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ProxyContext;
 use super::event::Draft;
-use super::forward::{Kept, Route, serve_http};
+use super::forward::{Kept, Route, serve_h2, serve_http};
 use super::refusal::Why;
 use super::requests::Requests;
 use super::target::Target;
@@ -156,13 +160,13 @@ impl Inspector {
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
             .with_cert_resolver(leaves.clone());
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let mut client = ClientConfig::builder_with_provider(crypto)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Inspector {
             server: Arc::new(server),
             client: Arc::new(client),
@@ -312,6 +316,16 @@ pub(crate) async fn serve<IO>(
         Err(_) => return draft.finish_why(&Why::FirstBytesTimeout, 0, 0),
     };
     draft.finish(EventVerdict::Allowed, "tls_inspection", 0, 0);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let route = Route::Inspected {
+        target: target.clone(),
+        name,
+        kept: Kept::default(),
+        tls: inspector.client.clone(),
+    };
+    if h2 {
+        return serve_h2(ctx, tls, peer, route).await;
+    }
     let strict = Strict {
         inner: tls,
         requests: Requests::framing_only(target.clone(), ctx.limits.max_header_bytes.max(8192)),
@@ -319,12 +333,6 @@ pub(crate) async fn serve<IO>(
         at: 0,
         refused: None,
         refusal: Some(Draft::new(&ctx, peer, target.host.to_string(), target.port)),
-    };
-    let route = Route::Inspected {
-        target,
-        name,
-        kept: Kept::default(),
-        tls: inspector.client.clone(),
     };
     serve_http(ctx, strict, Bytes::new(), peer, route).await;
 }

@@ -68,6 +68,7 @@ mod default_deny;
 mod endpoints;
 mod fixture;
 mod inspection;
+mod inspection_h2;
 mod names;
 mod paths;
 mod rule_states;

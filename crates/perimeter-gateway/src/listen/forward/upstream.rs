@@ -1,11 +1,15 @@
 //! The upstream connection of forwarded requests: a tunnel keeps its own between requests
-//! ([`Kept`]); any other request dials one.
+//! ([`Kept`]); any other request dials one. Plaintext upstreams speak HTTP/1.1; an inspected
+//! tunnel's TLS upstream speaks what its ALPN chose (HTTP/2 or HTTP/1.1), whatever the client
+//! speaks: hyper translates between the two.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
@@ -31,12 +35,45 @@ impl std::fmt::Debug for Kept {
 pub(crate) enum Upstream {
     /// Dialled when the tunnel was admitted; nothing sent yet.
     Fresh(TcpStream, SocketAddr),
-    /// Served a request; ready for the next once its response was read.
+    /// Served a request; ready for the next once its response was read (HTTP/1.1), or shared
+    /// by concurrent requests (HTTP/2).
     Open {
-        sender: http1::SendRequest<RequestBody>,
+        sender: Sender,
         addr: SocketAddr,
         activity: Arc<Activity>,
     },
+}
+
+/// The request side of an upstream client connection, in the protocol its ALPN chose.
+pub(crate) enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    /// Streams of one connection: clones send concurrently.
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    /// Whether requests go as HTTP/2 (absolute URI: `:scheme` and `:authority`, no Host).
+    pub(crate) fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    /// Wait until the connection takes a request; `Err` once it is closed.
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    pub(crate) async fn send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
 }
 
 impl Kept {
@@ -44,17 +81,32 @@ impl Kept {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
     }
 
-    /// The kept connection, if it goes to `addr`.
+    /// The kept connection, if it goes to `addr`. An HTTP/2 connection stays kept (its clone
+    /// is handed out): concurrent requests share it as streams.
     pub(super) fn take(&self, addr: SocketAddr) -> Option<Upstream> {
-        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        kept.filter(|u| match u {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Upstream::Open {
+            sender: Sender::H2(sender),
+            addr: a,
+            activity,
+        }) = slot.as_ref()
+        {
+            if *a != addr || sender.is_closed() {
+                *slot = None;
+                return None;
+            }
+            return Some(Upstream::Open {
+                sender: Sender::H2(sender.clone()),
+                addr: *a,
+                activity: activity.clone(),
+            });
+        }
+        slot.take().filter(|u| match u {
             Upstream::Fresh(_, a) | Upstream::Open { addr: a, .. } => *a == addr,
         })
     }
 }
 
-/// A client connection to `addr` for one request: `kept` when it is still usable, else a new
-/// one, dialled and handshaken, whose task closes it when a newer policy revokes the target.
 /// A connection for a forwarded request to `addr`: the kept one if it is still open, else a new
 /// one. `watch` ends it once a snapshot no longer allows it (the connection outlives a request
 /// when a tunnel keeps it).
@@ -64,7 +116,7 @@ pub(super) async fn upstream_conn(
     addr: SocketAddr,
     watch: Revocation,
     tls: Option<(Arc<rustls::ClientConfig>, perimeter_policy::Hostname)>,
-) -> Result<(http1::SendRequest<RequestBody>, Arc<Activity>), Refusal> {
+) -> Result<(Sender, Arc<Activity>), Refusal> {
     let stream = match kept {
         Some(Upstream::Open {
             mut sender,
@@ -83,7 +135,7 @@ pub(super) async fn upstream_conn(
     let activity = Activity::new();
     let counted = Counted::new(stream, activity.clone());
     let sender = match tls {
-        None => handshake(TokioIo::new(counted), addr, watch).await?,
+        None => Sender::H1(handshake(TokioIo::new(counted), addr, watch).await?),
         Some((config, name)) => {
             let server_name = ServerName::try_from(name.as_str().to_string()).map_err(|e| {
                 Refusal::new(
@@ -123,7 +175,11 @@ pub(super) async fn upstream_conn(
                 }
                 Ok(Ok(s)) => s,
             };
-            handshake(TokioIo::new(stream), addr, watch).await?
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Sender::H2(handshake_h2(TokioIo::new(stream), addr, watch).await?)
+            } else {
+                Sender::H1(handshake(TokioIo::new(stream), addr, watch).await?)
+            }
         }
     };
     Ok((sender, activity))
@@ -145,6 +201,40 @@ where
             format!("while talking to upstream {addr}: {e}"),
         )
     })?;
+    drive(conn, addr, watch);
+    Ok(sender)
+}
+
+/// The HTTP/2 client handshake over `io` (an inspected tunnel's TLS upstream whose ALPN chose
+/// `h2`); its connection task ends when a newer policy revokes the target.
+async fn handshake_h2<T>(
+    io: TokioIo<T>,
+    addr: SocketAddr,
+    watch: Revocation,
+) -> Result<http2::SendRequest<RequestBody>, Refusal>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                Why::UpstreamFailed,
+                format!("while opening HTTP/2 with upstream {addr}: {e}"),
+            )
+        })?;
+    drive(conn, addr, watch);
+    Ok(sender)
+}
+
+/// Run an upstream connection until it ends or a newer policy revokes its target.
+fn drive<C, E>(conn: C, addr: SocketAddr, watch: Revocation)
+where
+    C: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
     let stop = watch.revoked();
     tokio::spawn(async move {
         tokio::select! {
@@ -156,5 +246,4 @@ where
             }
         }
     });
-    Ok(sender)
 }
