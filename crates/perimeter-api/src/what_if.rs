@@ -14,10 +14,39 @@
 //! Without addresses for a name (no resolver, or the name does not resolve), the verdict is
 //! [`Snapshot::check`]: the FQDN rules' word on the name, as if it resolved to a public address
 //! no CIDR rule covers.
+//!
+//! TLS inspection: a cluster that inspects refuses, at the CONNECT and before anything is
+//! resolved, a name that only rules with paths allow when it is on the never-inspect list
+//! ([`never_inspected`]): its paths can never be seen, so no path allows it over HTTPS. Any
+//! other path is decided against the path rules, inspection on or off (plain HTTP shows its
+//! path either way).
 
 use std::net::IpAddr;
 
-use perimeter_policy::{Decision, Destination, Snapshot};
+use perimeter_policy::{Decision, Destination, Reason, Snapshot};
+
+/// The reason the gateways give a CONNECT refused by [`never_inspected`] (their
+/// `x-perimeter-error`).
+pub const PATH_RULE_NEVER_INSPECTED: &str = "path_rule_never_inspected";
+
+/// Whether the gateways refuse `dest` at the CONNECT because the cluster inspects, only rules
+/// with paths allow it on `port` (without a path the target step answers
+/// `path_needs_tls_inspection`), and it is on the cluster's never-inspect list: the gateways'
+/// own test, whatever the path.
+pub fn never_inspected(snap: &Snapshot, dest: Destination<'_>, port: u16) -> bool {
+    let Destination::Name(name) = dest else {
+        return false;
+    };
+    snap.inspection().is_some_and(|i| i.never_inspects(name))
+        && governed_by_path_rules(snap, dest, port)
+}
+
+/// Whether only rules with paths allow `dest` on `port`: a CONNECT to it needs TLS inspection.
+pub fn governed_by_path_rules(snap: &Snapshot, dest: Destination<'_>, port: u16) -> bool {
+    snap.decide_target(dest, port, None)
+        .final_decision()
+        .is_some_and(|d| d.reason() == Reason::PathNeedsTlsInspection)
+}
 
 /// One resolved address and what the gateways decide for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -570,6 +570,188 @@ async fn egress_check_answers(s: &TestServer) {
     assert_eq!(st, 400);
 }
 
+/// egress-check answers as an inspecting gateway does. A path is decided against the path
+/// rules whether inspection is on or off (plain HTTP shows its path; with inspection off a
+/// warning says HTTPS is refused); without a path, a destination only path rules allow is
+/// `path_needs_tls_inspection`. Once the cluster inspects, a destination on its never-inspect
+/// list that only path rules allow is denied `path_rule_never_inspected` whatever the path,
+/// as the gateways refuse its CONNECT; never-inspect changes nothing for rules without paths
+/// nor under ALLOW_ALL.
+async fn egress_check_under_tls_inspection(s: &TestServer) {
+    let c = s
+        .create_cluster("check-inspection", json!({"us-east-1": 1}))
+        .await;
+    let rules = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    let check = format!("/api/v1/clusters/{c}/networking/egress-check");
+    let inspection = format!("/api/v1/clusters/{c}/networking/tls-inspection");
+    let policy = format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy");
+    // A live gateway applies each change, so that the next one is not refused while the cluster
+    // is locked.
+    let mut g = register(s, &c, "gw-check").await;
+    let cluster = format!("/api/v1/clusters/{c}");
+    for body in [
+        json!({"name": "repo", "type": "FQDN", "destination": "repo.example.com", "ports": [80, 443], "paths": ["/releases/*"], "description": ""}),
+        json!({"name": "pinned", "type": "FQDN", "destination": "pinned.example.com", "ports": [443], "paths": ["/api/*"], "description": ""}),
+        json!({"name": "bank", "type": "FQDN", "destination": "*.bank.example", "ports": [443], "paths": ["/v1/*"], "description": ""}),
+        json!({"name": "open", "type": "FQDN", "destination": "open.example.com", "ports": [443], "description": ""}),
+    ] {
+        s.ok(Method::POST, &rules, Some(body)).await;
+    }
+    s.ok(Method::POST, &policy, Some(json!({"allow_all": false})))
+        .await;
+    sync(s, &mut g).await;
+    s.wait_for(&cluster, 10, "DEFAULT_DENY to settle", |v| {
+        v["egress_traffic_policy"] == "DEFAULT_DENY"
+    })
+    .await;
+    let ask = |dest: &str, path: Option<&str>| {
+        let mut b = json!({"destination": dest, "port": 443});
+        if let Some(p) = path {
+            b["path"] = json!(p);
+        }
+        b
+    };
+    let inspection_warning = |v: &Value| {
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|w| w.contains("inspect"))
+            .map(str::to_string)
+    };
+
+    // Inspection off: paths decided by the path rules (today's answer, kept), with a warning
+    // that HTTPS needs inspection; no path: path_needs_tls_inspection.
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("pinned.example.com", Some("/api/x"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["rule"]["name"], "pinned", "{v}");
+    assert_eq!(v["reason"], "allowed_by_rule", "{v}");
+    let w = inspection_warning(&v).expect("a warning about HTTPS");
+    assert!(w.contains("path_needs_tls_inspection"), "{w}");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("pinned.example.com", None)))
+        .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reason"], "path_needs_tls_inspection", "{v}");
+
+    let on = s
+        .ok(
+            Method::PUT,
+            &inspection,
+            Some(json!({"enabled": true,
+                        "never_inspect": ["pinned.example.com", "*.bank.example", "open.example.com"]})),
+        )
+        .await;
+    assert_eq!(on["enabled"], true, "{on}");
+    sync(s, &mut g).await;
+    s.wait_for(&inspection, 10, "inspection to settle", |v| {
+        v["propagating"] == false
+    })
+    .await;
+
+    // Inspecting: paths of inspected destinations are decided by their path rules.
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("repo.example.com", Some("/releases/v2/app.tgz"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["rule"]["name"], "repo", "{v}");
+    assert_eq!(v["would_allow_under_default_deny"], true, "{v}");
+    assert_eq!(inspection_warning(&v), None, "{v}");
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("repo.example.com", Some("/admin"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reason"], "path_not_allowed", "{v}");
+    let v = s
+        .ok(Method::POST, &check, Some(ask("repo.example.com", None)))
+        .await;
+    assert_eq!(v["reason"], "path_needs_tls_inspection", "{v}");
+
+    // Never inspected: denied whatever the path (one its rule allows, one it does not, none),
+    // exact names and wildcard patterns alike, with no rule named and no address judged.
+    for (dest, path) in [
+        ("pinned.example.com", Some("/api/x")),
+        ("pinned.example.com", Some("/other")),
+        ("pinned.example.com", None),
+        ("eu.bank.example", Some("/v1/accounts")),
+    ] {
+        let v = s.ok(Method::POST, &check, Some(ask(dest, path))).await;
+        assert_eq!(v["allowed"], false, "{dest} {path:?}: {v}");
+        assert_eq!(
+            v["reason"], "path_rule_never_inspected",
+            "{dest} {path:?}: {v}"
+        );
+        assert_eq!(v["rule"], Value::Null, "{dest} {path:?}: {v}");
+        assert_eq!(v["addresses"], Value::Null, "{dest} {path:?}: {v}");
+        assert_eq!(v["would_allow_under_default_deny"], false, "{v}");
+        let w = inspection_warning(&v).expect("a warning about never-inspect");
+        assert!(w.contains("never-inspect"), "{w}");
+    }
+    // A rule without paths needs no inspection: never-inspect changes nothing.
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("open.example.com", Some("/anything"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["rule"]["name"], "open", "{v}");
+    // Under ALLOW_ALL nothing is inspected (the gateways splice the tunnel): allowed, but
+    // DEFAULT_DENY would refuse it at the CONNECT.
+    s.ok(Method::POST, &policy, Some(json!({"allow_all": true})))
+        .await;
+    sync(s, &mut g).await;
+    s.wait_for(&cluster, 10, "ALLOW_ALL to settle", |v| {
+        v["egress_traffic_policy"] == "ALLOW_ALL"
+    })
+    .await;
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("pinned.example.com", Some("/api/x"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["would_allow_under_default_deny"], false, "{v}");
+    s.ok(Method::POST, &policy, Some(json!({"allow_all": false})))
+        .await;
+    sync(s, &mut g).await;
+    s.wait_for(&cluster, 10, "DEFAULT_DENY to settle", |v| {
+        v["egress_traffic_policy"] == "DEFAULT_DENY"
+    })
+    .await;
+
+    // Off again: the path rule decides as before.
+    s.ok(Method::PUT, &inspection, Some(json!({"enabled": false})))
+        .await;
+    let v = s
+        .ok(
+            Method::POST,
+            &check,
+            Some(ask("pinned.example.com", Some("/api/x"))),
+        )
+        .await;
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["reason"], "allowed_by_rule", "{v}");
+}
+
 /// TLS inspection reaches the gateways: once on, the snapshot carries the cluster's CA and its
 /// key (opened, and the certificate's own), and the setting stays `propagating` until every
 /// live gateway applied it; once off, the snapshot carries none.
@@ -641,5 +823,6 @@ on_both_backends!(
     propagation_to_states,
     long_poll_and_tokens,
     decisions_are_aggregated,
-    egress_check_answers
+    egress_check_answers,
+    egress_check_under_tls_inspection
 );

@@ -44,4 +44,4 @@ pub use gateway::Gateway;
 pub use serve::{Server, serve_supports};
 pub use tunnel::connect_tunnel;
 pub use upstream::http_upstream;
-pub use wait::wait_until;
+pub use wait::{output_within, wait_until};

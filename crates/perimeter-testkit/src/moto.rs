@@ -1,11 +1,12 @@
-//! moto's server mode, the AWS-compatible server of the credentials tests (STS, IAM, S3), and
+//! moto's server mode, the AWS-compatible server of the credentials and inspection tests (STS,
+//! IAM, S3; over HTTP, or HTTPS with a certificate of the test's own CA), and
 //! the real AWS clients beside it (boto3, the aws CLI), all from the project-local virtual
 //! environment that `.ci/run` makes (`.venv`, from `.ci/requirements.txt`). A missing
 //! environment fails the test with the command that makes it: never a silent skip.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -63,11 +64,36 @@ fn answers(addr: SocketAddr) -> bool {
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
+/// Whether moto answers `GET /moto-api/` over HTTPS at `addr`, verifying its certificate
+/// against `ca` (the certificate names the address).
+fn answers_tls(addr: SocketAddr, ca: &Path) -> bool {
+    let (code, _) = crate::curl::curl(&[
+        "--noproxy",
+        "*",
+        "--connect-timeout",
+        "1",
+        "--cacert",
+        ca.to_str().expect("UTF-8 path"),
+        &format!("https://{addr}/moto-api/"),
+    ]);
+    code == 200
+}
+
+/// moto's TLS: its certificate and key, and the CA that issued the certificate (which must
+/// name the address moto listens on: the readiness probe and [`Moto::python`] verify it).
+#[derive(Debug, Clone)]
+pub struct MotoTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 /// A running moto server, killed on drop.
 pub struct Moto {
     child: Child,
     pub addr: SocketAddr,
     log: PathBuf,
+    tls: Option<MotoTls>,
 }
 
 impl Moto {
@@ -79,6 +105,27 @@ impl Moto {
     /// moto on `host:port`, its command line prefixed by `prefix` (`ip netns exec <ns>`), with
     /// extra environment.
     pub fn start_with(prefix: &[&str], host: &str, port: u16, env: &[(&str, &str)]) -> Moto {
+        Moto::start_on(prefix, host, port, env, None)
+    }
+
+    /// [`Moto::start_with`], serving HTTPS with `tls` (`moto.server --ssl-cert --ssl-key`).
+    pub fn start_https(
+        prefix: &[&str],
+        host: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        tls: MotoTls,
+    ) -> Moto {
+        Moto::start_on(prefix, host, port, env, Some(tls))
+    }
+
+    fn start_on(
+        prefix: &[&str],
+        host: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        tls: Option<MotoTls>,
+    ) -> Moto {
         let python = venv_bin("python");
         let log = std::env::temp_dir().join(format!(
             "perimeter-moto-{}-{host}-{port}.log",
@@ -93,8 +140,14 @@ impl Moto {
             }
             None => Command::new(&python),
         };
-        cmd.args(["-m", "moto.server", "-H", host, "-p", &port.to_string()])
-            .stdin(Stdio::null())
+        cmd.args(["-m", "moto.server", "-H", host, "-p", &port.to_string()]);
+        if let Some(t) = &tls {
+            cmd.arg("--ssl-cert")
+                .arg(&t.cert)
+                .arg("--ssl-key")
+                .arg(&t.key);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out);
         for (k, v) in env {
@@ -102,18 +155,28 @@ impl Moto {
         }
         let child = cmd.spawn().expect("start moto");
         let addr: SocketAddr = format!("{host}:{port}").parse().expect("moto address");
-        let mut moto = Moto { child, addr, log };
+        let mut moto = Moto {
+            child,
+            addr,
+            log,
+            tls,
+        };
         wait_until("moto answers", 60, || {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 panic!("moto exited ({status}):\n{}", moto.log_text());
             }
-            answers(moto.addr)
+            match &moto.tls {
+                None => answers(moto.addr),
+                Some(t) => answers_tls(moto.addr, &t.ca),
+            }
         });
         moto
     }
 
+    /// `http://<addr>`, or `https://<addr>` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn log_text(&self) -> String {
@@ -133,9 +196,14 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// [`Moto::python`]'s output, whatever it is. Over HTTPS, boto3 verifies moto's certificate
+    /// against its CA (`AWS_CA_BUNDLE`).
     pub fn python_output(&self, script: &str) -> Output {
-        Command::new(venv_bin("python"))
-            .args(["-c", script])
+        let mut cmd = Command::new(venv_bin("python"));
+        if let Some(t) = &self.tls {
+            cmd.env("AWS_CA_BUNDLE", &t.ca);
+        }
+        cmd.args(["-c", script])
             .env("MOTO_URL", self.url())
             .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
             .env("AWS_SECRET_ACCESS_KEY", "setup-secret")

@@ -519,7 +519,9 @@ pub struct EgressCheckResponse {
     /// The rule that decided, if a rule did: for a name, possibly a CIDR rule covering the
     /// address the gateways dial.
     pub rule: Option<crate::model::EgressRule>,
-    /// Stable reason name, e.g. `allowed_by_rule`, `no_rule_for_destination`, `special_address`.
+    /// Stable reason name, e.g. `allowed_by_rule`, `no_rule_for_destination`, `special_address`;
+    /// `path_rule_never_inspected` when the cluster inspects TLS and only rules with paths
+    /// allow a destination on its never-inspect list (the gateways refuse its CONNECT).
     pub reason: String,
     pub warnings: Vec<String>,
     pub snapshot_version: u64,
@@ -561,7 +563,10 @@ pub struct ResolutionError {
 /// computed by the same code they run. A name is resolved as the gateways resolve it (same DNS
 /// servers and hosts file as `perimeter serve`'s embedded gateways) and judged per address, so
 /// a CIDR rule covering its address allows it; the answer lists the addresses with their
-/// verdicts. A name that cannot be resolved is not an error: the answer says so.
+/// verdicts. A name that cannot be resolved is not an error: the answer says so. With a path,
+/// path rules decide it (inspection on or off: plain HTTP shows its path); a cluster that
+/// inspects TLS denies a name on its never-inspect list that only path rules allow
+/// (`path_rule_never_inspected`), whatever the path.
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/egress-check", tag = "Egress rules",
     params(("cluster_id" = String, Path)), request_body = EgressCheckRequest,
     responses((status = 200, body = EgressCheckResponse), (status = "default", body = crate::error::Status)))]
@@ -574,7 +579,10 @@ async fn egress_check(
     }: ClusterScope<access::ReadNetworking>,
     AppJson(req): AppJson<EgressCheckRequest>,
 ) -> ApiResult<Json<EgressCheckResponse>> {
-    use crate::what_if::{gateway_verdict, needs_resolution};
+    use crate::what_if::{
+        PATH_RULE_NEVER_INSPECTED, gateway_verdict, governed_by_path_rules, needs_resolution,
+        never_inspected,
+    };
     use perimeter_policy::{
         Destination, Hostname, TrafficPolicy, normalize_path, parse_ip_literal,
     };
@@ -626,11 +634,15 @@ async fn egress_check(
             Some(TrafficPolicy::DefaultDeny),
         )
         .await?;
+    // Under TLS inspection, a name on the never-inspect list that only path rules allow is
+    // refused at the CONNECT, before resolution, whatever the path.
+    let never = never_inspected(&snap, dest(), req.port);
+    let strict_never = never_inspected(&strict, dest(), req.port);
     // Resolve only what the gateways would resolve: a name that the target step leaves open.
     let resolution = match (&name, &st.resolver) {
         (Some(h), Some(resolver))
-            if needs_resolution(&snap, dest(), req.port, path)
-                || needs_resolution(&strict, dest(), req.port, path) =>
+            if (!never && needs_resolution(&snap, dest(), req.port, path))
+                || (!strict_never && needs_resolution(&strict, dest(), req.port, path)) =>
         {
             Some(resolver.resolve(h).await)
         }
@@ -643,8 +655,8 @@ async fn egress_check(
     let outcome = gateway_verdict(&snap, dest(), req.port, path, resolved);
     let strict_outcome = gateway_verdict(&strict, dest(), req.port, path, resolved);
     let decision = &outcome.decision;
-    let allowed = decision.is_allowed();
-    let rule = match decision.rule() {
+    let allowed = !never && decision.is_allowed();
+    let rule = match decision.rule().filter(|_| !never) {
         Some(r) => st
             .store
             .get_rule(&cluster_id, &r.id)
@@ -654,8 +666,21 @@ async fn egress_check(
         None => None,
     };
     let mut warnings = Vec::new();
-    if name.is_some() && st.resolver.is_none() && !allowed && decision.rule().is_none() {
+    if name.is_some() && st.resolver.is_none() && !never && !allowed && decision.rule().is_none() {
         warnings.push("a CIDR rule covering the addresses this name resolves to would also allow it; the gateways decide on the resolved address".into());
+    }
+    if never {
+        warnings.push(format!(
+            "{} is on the cluster's never-inspect list and only rules with paths allow it: the gateways refuse HTTPS to it at the CONNECT ({PATH_RULE_NEVER_INSPECTED}); plain HTTP requests to it are still decided by their path",
+            req.destination.trim()
+        ));
+    } else if path.is_some()
+        && snap.inspection().is_none()
+        && governed_by_path_rules(&snap, dest(), req.port)
+    {
+        warnings.push(
+            "only rules with paths allow this destination and the cluster does not inspect TLS: the verdict holds for plain HTTP; HTTPS to it is refused at the CONNECT (path_needs_tls_inspection) until TLS inspection is on".into(),
+        );
     }
     let resolution_error = match resolution {
         Some(Err(e)) => {
@@ -669,7 +694,7 @@ async fn egress_check(
         }
         _ => None,
     };
-    let addresses = outcome.addresses.map(|list| {
+    let addresses = outcome.addresses.filter(|_| !never).map(|list| {
         list.into_iter()
             .map(|a| AddressVerdict {
                 address: a.addr.to_string(),
@@ -682,9 +707,13 @@ async fn egress_check(
     });
     Ok(Json(EgressCheckResponse {
         allowed,
-        would_allow_under_default_deny: strict_outcome.decision.is_allowed(),
+        would_allow_under_default_deny: !strict_never && strict_outcome.decision.is_allowed(),
         rule,
-        reason: decision.reason().as_str().to_string(),
+        reason: if never {
+            PATH_RULE_NEVER_INSPECTED.to_string()
+        } else {
+            decision.reason().as_str().to_string()
+        },
         warnings,
         snapshot_version: snap.version(),
         addresses,

@@ -230,3 +230,70 @@ fn a_name_settled_by_its_target_is_not_resolved() {
     let ip: IpAddr = "203.0.113.5".parse().unwrap();
     assert!(!needs_resolution(&snap, Destination::Ip(ip), 443, None));
 }
+
+#[test]
+fn never_inspected_is_the_gateways_connect_refusal() {
+    use perimeter_policy::TlsInspectionDoc;
+    let mut paths = rule("pinned", RuleType::Fqdn, "pinned.example.com", &[443]);
+    paths.paths = vec!["/api/*".to_owned()];
+    let mut wild = rule("bank", RuleType::Fqdn, "*.bank.example", &[443]);
+    wild.paths = vec!["/v1/*".to_owned()];
+    let open = rule("open", RuleType::Fqdn, "open.example.com", &[443]);
+    let mut inspected = paths.clone();
+    inspected.name = "inspected".to_owned();
+    inspected.id = "id-inspected".to_owned();
+    inspected.destination = "repo.example.com".to_owned();
+    let compiled = |policy, inspection: Option<TlsInspectionDoc>| {
+        compile(&PolicyDocument {
+            format: 1,
+            version: 3,
+            cluster_id: "cluster-1".to_owned(),
+            traffic_policy: policy,
+            rules: vec![paths.clone(), wild.clone(), open.clone(), inspected.clone()],
+            ingress: Default::default(),
+            private_endpoints: Vec::new(),
+            tls_inspection: inspection,
+        })
+        .expect("compiles")
+    };
+    let on = || {
+        Some(TlsInspectionDoc {
+            // Only the PEM labels are checked when compiling: the gateways sign with them.
+            ca_certificate: "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n"
+                .to_owned(),
+            ca_key: "-----BEGIN PRIVATE KEY-----\nMA==\n-----END PRIVATE KEY-----\n".to_owned(),
+            never_inspect: vec![
+                "pinned.example.com".to_owned(),
+                "*.bank.example".to_owned(),
+                "open.example.com".to_owned(),
+            ],
+        })
+    };
+    let name = |n: &str| -> Hostname { n.parse().unwrap() };
+    let deny = compiled(TrafficPolicy::DefaultDeny, on());
+    for (host, port, refused) in [
+        ("pinned.example.com", 443, true),
+        ("eu.bank.example", 443, true),
+        // Its rule has no paths: nothing to inspect.
+        ("open.example.com", 443, false),
+        // Inspected, not on the list.
+        ("repo.example.com", 443, false),
+        // No rule on that port: denied for that, not for inspection.
+        ("pinned.example.com", 8443, false),
+    ] {
+        let h = name(host);
+        assert_eq!(
+            never_inspected(&deny, Destination::Name(&h), port),
+            refused,
+            "{host}:{port}"
+        );
+    }
+    let h = name("pinned.example.com");
+    // Inspection off, or ALLOW_ALL (nothing inspected): never refused for it.
+    let off = compiled(TrafficPolicy::DefaultDeny, None);
+    assert!(!never_inspected(&off, Destination::Name(&h), 443));
+    let all = compiled(TrafficPolicy::AllowAll, on());
+    assert!(!never_inspected(&all, Destination::Name(&h), 443));
+    let ip: IpAddr = "203.0.113.5".parse().unwrap();
+    assert!(!never_inspected(&deny, Destination::Ip(ip), 443));
+}

@@ -413,6 +413,60 @@ impl Net {
             .collect()
     }
 
+    /// Add `names` for `addr` to the hosts file the gateways resolve with. Only names added
+    /// before a gateway starts count: it reads the file once.
+    pub fn add_hosts(&self, addr: Ipv4Addr, names: &[&str]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.hosts)
+            .expect("open the hosts file");
+        writeln!(f, "{addr} {}", names.join(" ")).expect("write the hosts file");
+    }
+
+    /// Another TLS upstream in the namespace: the fixture's Python upstream (its `tls` kind)
+    /// on `addr:port` with its own certificate and key and its own event log, e.g. an upstream
+    /// whose certificate has expired or comes from a CA nobody trusts. Stopped on drop.
+    pub fn tls_upstream(
+        &self,
+        name: &str,
+        addr: Ipv4Addr,
+        port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> ExtraUpstream {
+        let script = self.dir.path().join("upstream.py");
+        let log = self.dir.path().join(format!("upstream-{name}.log"));
+        let err_path = self.dir.path().join(format!("upstream-{name}.err"));
+        let err = std::fs::File::create(&err_path).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "python3", "-u"])
+            .arg(&script)
+            .arg(&log)
+            .arg(cert)
+            .arg(key)
+            .arg(format!("tls:{addr}:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("ip netns exec python3");
+        let mut up = ExtraUpstream { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !up.events().iter().any(|e| e["kind"] == "ready") {
+            let exited = up.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "the {name} upstream in {} did not start ({exited:?}): {}",
+                    self.ns,
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        up
+    }
+
     /// Add `addr`/32 to the root namespace's end of the link (the gateway host's interface),
     /// removed when the guard is dropped (and with the link, by the fixture).
     pub fn add_root_address(&self, addr: Ipv4Addr) -> RootAddress {
@@ -671,6 +725,49 @@ log(kind="ready")
 for t in threads:
     t.join()
 "#;
+
+/// An upstream started by [`Net::tls_upstream`], killed on drop.
+pub struct ExtraUpstream {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ExtraUpstream {
+    /// Every event it logged, in order (the kinds of the fixture's upstream: `accept`, then
+    /// `https`, `tls-fail`, `https-nohead` ...).
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait (5 s at most) until every connection it accepted has ended, then return its
+    /// events.
+    pub fn settled_events(&self) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ev = self.events();
+            let accepted = ev.iter().filter(|e| e["kind"] == "accept").count();
+            let ended = ev
+                .iter()
+                .filter(|e| ENDS.contains(&e["kind"].as_str().unwrap_or_default()))
+                .count();
+            if accepted == ended || Instant::now() > deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ExtraUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// An address on the root namespace's end of the link, deleted on drop.
 pub struct RootAddress {

@@ -51,7 +51,11 @@
 //!   endpoints in transparent mode: the DNS listener and the redirect);
 //! - [`inspection`]: path rules over HTTPS with TLS inspection on (the plain HTTP path tricks
 //!   inside inspected tunnels, Host against SNI, never-inspect, an upstream certificate that
-//!   does not name it);
+//!   does not name it; upstream certificates expired or from an untrusted CA, TLS 1.2
+//!   renegotiation and TLS 1.3 early data inside an inspected session);
+//! - [`inspection_clients`]: curl, the aws CLI and boto3 through inspection to an HTTPS object
+//!   store with its own CA (moto), trusting only the cluster CA: the allowed bucket is written,
+//!   another bucket on the same host is refused and never reached;
 //! - [`creds`]: the aws CLI with `perimeter creds serve`'s credentials, writing to moto's S3
 //!   through the gateway while a rule allows it, refused once it is gone;
 //! - [`bypasses`]: the bypasses and wrong answers found under attack (issue 8), against real
@@ -68,6 +72,7 @@ mod default_deny;
 mod endpoints;
 mod fixture;
 mod inspection;
+mod inspection_clients;
 mod inspection_h2;
 mod names;
 mod paths;
