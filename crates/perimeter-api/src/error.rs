@@ -136,7 +136,9 @@ impl From<StoreError> for ApiError {
             },
             StoreError::Locked(m) => ApiError::new(Code::Aborted, m),
             StoreError::Precondition { field, message } => ApiError::precondition(field, message),
-            e @ (StoreError::Database { .. } | StoreError::Corrupt { .. }) => ApiError::internal(e),
+            e @ (StoreError::Database { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Io { .. }) => ApiError::internal(e),
         }
     }
 }

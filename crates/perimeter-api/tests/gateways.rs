@@ -219,13 +219,30 @@ async fn propagation_to_states(s: &TestServer) {
         gws.iter()
             .all(|g| g["live"] == true && g["applied_version"].as_u64().unwrap() == g1.version)
     );
-    // A failed application is reported with its error, and only goes forward.
+    // A failed application is reported with its error, and only goes forward: the next
+    // version, delivered (polled) but not applied.
+    s.ok(Method::POST, &format!("/api/v1/clusters/{c}/networking/egress-rules"), Some(json!({"name": "next", "type": "FQDN", "destination": "next.example.com", "ports": [443], "description": ""}))).await;
+    let (st, next) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/gateway/snapshot?after_version={}&wait_seconds=5",
+                g1.version
+            ),
+            Some(&g1.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{next}");
+    let failed = next["document"]["version"]
+        .as_u64()
+        .expect("a newer document");
     let (st, v) = s
         .call(
             Method::POST,
             "/api/v1/gateway/ack",
             Some(&g1.token),
-            Some(json!({"version": g1.version + 1, "applied": false, "error": "disk full"})),
+            Some(json!({"version": failed, "applied": false, "error": "disk full"})),
         )
         .await;
     assert_eq!(st, 200, "{v}");
@@ -818,7 +835,157 @@ async fn tls_inspection_reaches_the_gateways(s: &TestServer) {
     .await;
 }
 
+/// Issue 14, finding 3: a gateway acknowledges only versions it was given. A fresh gateway's
+/// `{"version": 1000000, "applied": true}` used to turn rules ACTIVE though nothing had been
+/// delivered.
+async fn acks_name_only_delivered_versions(s: &TestServer) {
+    let c = s
+        .create_cluster("ack-cluster", json!({"us-east-1": 1}))
+        .await;
+    let mut g = register(s, &c, "forger").await;
+    let rule = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/clusters/{c}/networking/egress-rules"),
+            Some(json!({"name": "r", "type": "FQDN", "destination": "a.example.com", "ports": [443], "description": ""})),
+        )
+        .await;
+    let id = rule["Rule"]["id"].as_str().unwrap().to_string();
+    for version in [1_000_000u64, 1, 0] {
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/gateway/ack",
+                Some(&g.token),
+                Some(json!({"version": version, "applied": true})),
+            )
+            .await;
+        assert_eq!(st, 400, "version {version} was never delivered: {v}");
+        assert_eq!(
+            v["details"][0]["field_violations"][0]["field"], "version",
+            "{v}"
+        );
+    }
+    // Nothing was acknowledged: the rule stays PENDING_CREATION, the gateway applied nothing.
+    assert_eq!(rule_state(s, &c, &id).await, "PENDING_CREATION");
+    let gws = s
+        .ok(Method::GET, &format!("/api/v1/clusters/{c}/gateways"), None)
+        .await;
+    assert_eq!(gws["gateways"][0]["applied_version"], 0, "{gws}");
+    // Once delivered, the version (and any earlier one) can be acknowledged.
+    sync(s, &mut g).await;
+    wait_state(s, &c, &id, "ACTIVE").await;
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/ack",
+            Some(&g.token),
+            Some(json!({"version": g.version + 1, "applied": true})),
+        )
+        .await;
+    assert_eq!(st, 400, "one past the delivered version: {v}");
+}
+
+/// Issue 14, finding 4: counts and bytes near `i64::MAX`, pushed twice, saturate instead of
+/// overflowing (an i64/REAL mismatch in SQLite's sum, an error in PostgreSQL's) and breaking
+/// the cluster's decisions list for good.
+async fn oversized_decision_counts_saturate(s: &TestServer) {
+    let c = s
+        .create_cluster("huge-counts", json!({"us-east-1": 1}))
+        .await;
+    let g = register(s, &c, "pusher").await;
+    let huge = u64::MAX - 5;
+    for _ in 0..2 {
+        let (st, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/gateway/decisions",
+                Some(&g.token),
+                Some(json!({"decisions": [
+                    {"destination": "x.example.com", "port": 443, "verdict": "DENIED", "reason": "no_rule_for_destination",
+                     "count": huge, "bytes": huge, "first_seen": "2026-11-23T10:00:00.000000Z", "last_seen": "2026-11-23T10:00:00.000000Z"},
+                ]})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    for _ in 0..2 {
+        let v = s
+            .ok(
+                Method::GET,
+                &format!("/api/v1/clusters/{c}/networking/egress-decisions"),
+                None,
+            )
+            .await;
+        assert_eq!(v["decisions"][0]["count"], i64::MAX, "{v}");
+        assert_eq!(v["decisions"][0]["bytes"], i64::MAX, "{v}");
+    }
+}
+
+/// Issue 14, finding 5: deleting a gateway or its cluster ends the open long-poll with 401
+/// (never the next snapshot) and refuses its token on every route at once.
+async fn deleted_gateways_and_clusters_revoke_tokens(s: &TestServer) {
+    let open_poll = |s: &TestServer, g: &Gw| {
+        let http = s.http.clone();
+        let url = s.url(&format!(
+            "/api/v1/gateway/snapshot?after_version={}&wait_seconds=20",
+            g.version
+        ));
+        let token = g.token.clone();
+        tokio::spawn(async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    for deleted in ["gateway", "cluster"] {
+        let c = s
+            .create_cluster(&format!("revoke-{deleted}"), json!({"us-east-1": 1}))
+            .await;
+        let mut g = register(s, &c, "doomed").await;
+        sync(s, &mut g).await;
+        let poll = open_poll(s, &g);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let path = match deleted {
+            "gateway" => format!("/api/v1/clusters/{c}/gateways/{}", g.id),
+            _ => format!("/api/v1/clusters/{c}"),
+        };
+        s.ok(Method::DELETE, &path, None).await;
+        if deleted == "gateway" {
+            // A change after the deletion must not reach the deleted gateway's poll.
+            s.ok(Method::POST, &format!("/api/v1/clusters/{c}/networking/egress-rules"), Some(json!({"name": "after", "type": "FQDN", "destination": "after.example.com", "ports": [443], "description": ""}))).await;
+        }
+        let (status, v) = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .expect("the open poll ends at once")
+            .unwrap();
+        assert_eq!(
+            status, 401,
+            "the open poll after deleting the {deleted}: {v}"
+        );
+        for (method, route, body) in [
+            (Method::GET, "/api/v1/gateway/snapshot", None),
+            (
+                Method::POST,
+                "/api/v1/gateway/ack",
+                Some(json!({"version": g.version, "applied": true})),
+            ),
+            (
+                Method::POST,
+                "/api/v1/gateway/decisions",
+                Some(json!({"decisions": []})),
+            ),
+        ] {
+            let (st, v) = s.call(method, route, Some(&g.token), body).await;
+            assert_eq!(st, 401, "{route} after deleting the {deleted}: {v}");
+        }
+    }
+}
+
 on_both_backends!(
+    acks_name_only_delivered_versions,
+    oversized_decision_counts_saturate,
+    deleted_gateways_and_clusters_revoke_tokens,
     tls_inspection_reaches_the_gateways,
     propagation_to_states,
     long_poll_and_tokens,

@@ -44,6 +44,10 @@ pub struct SyncConfig {
 pub enum SyncError {
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
+    /// The control plane refused the gateway's token: everything is denied until it accepts
+    /// it again.
+    #[error("the control plane refuses this gateway's token; denying everything")]
+    Revoked,
     #[error("while {context} {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -110,9 +114,10 @@ fn write_durably(state_dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SyncE
             source,
         }
     };
-    std::fs::create_dir_all(state_dir).map_err(io("creating the state directory", state_dir))?;
+    // The policy names what the cluster may reach: readable by the gateway's user alone.
+    private_dir(state_dir).map_err(io("creating the state directory", state_dir))?;
     let tmp = state_dir.join(format!("{file}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(io("writing", &tmp))?;
+    let mut f = private_file(&tmp).map_err(io("writing", &tmp))?;
     f.write_all(bytes).map_err(io("writing", &tmp))?;
     f.sync_all().map_err(io("syncing", &tmp))?;
     let path = state_dir.join(file);
@@ -121,6 +126,34 @@ fn write_durably(state_dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SyncE
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Create `dir` (and its parents) if missing, and make it 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Create (or truncate) `path` for writing, 0600 from its first byte.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let f = options.open(path)?;
+        // A file left by an earlier run keeps its mode through `open`: set it.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
 }
 
 /// The running sync: a receiver of the current snapshot, swapped atomically on every version.
@@ -257,7 +290,13 @@ impl PolicySync {
         } else {
             0
         };
-        let answer = self.control_plane.snapshot(after, wait).await?;
+        let answer = match self.control_plane.snapshot(after, wait).await {
+            Err(ControlPlaneError::Refused { status: 401, .. }) => {
+                self.revoked();
+                return Err(SyncError::Revoked);
+            }
+            r => r?,
+        };
         if let Some(reg) = answer.gateway {
             self.learn(reg)?;
         }
@@ -293,6 +332,25 @@ impl PolicySync {
         }
     }
 
+    /// The control plane refuses the gateway's token: the gateway (or its cluster) was
+    /// deleted, or the token is not this control plane's. Whatever the policy allowed no longer
+    /// holds: deny everything now (the connections still open are cut), and forget the
+    /// last-known-good policy so that a restart denies too. The sync keeps asking, backing off.
+    fn revoked(&self) {
+        if self.tx.borrow().version() != 0 || self.cfg.state_dir.join(LKG_FILE).exists() {
+            tracing::error!(
+                "the control plane refuses this gateway's token (401): the gateway or its cluster was deleted, or the token is wrong; denying everything"
+            );
+        }
+        self.tx.send_replace(Arc::new(Snapshot::empty_deny()));
+        let path = self.cfg.state_dir.join(LKG_FILE);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove the last-known-good policy of a revoked gateway");
+        }
+    }
+
     async fn ack(
         &self,
         version: u64,
@@ -306,5 +364,42 @@ impl PolicySync {
             private_ingress_address: self.cfg.private_ingress_address.clone(),
         };
         Ok(self.control_plane.ack(&ack).await?)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use perimeter_policy::PolicyDocument;
+
+    use super::{LKG_FILE, load_last_known_good, persist};
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Issue 14, finding 8: the state directory and `last-known-good.json` were 0755/0644.
+    #[test]
+    fn the_last_known_good_policy_is_private() {
+        let dir = std::env::temp_dir().join(format!("perimeter-lkg-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = dir.join("state");
+        let doc: PolicyDocument = serde_json::from_value(serde_json::json!({
+            "version": 3, "cluster_id": "c", "traffic_policy": "DEFAULT_DENY", "rules": []
+        }))
+        .unwrap();
+        persist(&state, &doc).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(LKG_FILE)), 0o600);
+        // Files and directories left open by an earlier version are closed at the next write.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(state.join(LKG_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        persist(&state, &doc).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(LKG_FILE)), 0o600);
+        assert_eq!(load_last_known_good(&state).unwrap().0.version, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

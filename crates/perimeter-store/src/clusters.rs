@@ -305,6 +305,8 @@ impl Store {
             "trusted_owners",
             "cluster_credential_roles",
             "cluster_tls_inspection",
+            // Its gateways' tokens die with it, on every route at once.
+            "gateways",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE cluster_id = $1"))
                 .bind(id)

@@ -8,7 +8,7 @@ use crate::audit::{AuditEntry, record};
 use crate::clusters::touch_live_cluster;
 use crate::model::{
     AllowlistEntry, Cluster, DecisionAggregate, EgressEndpoint, EgressRule, Gateway,
-    RegionWorkload, TlsInspection, int, opt_text, text,
+    RegionWorkload, TlsInspection, counter, int, opt_text, text,
 };
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
@@ -168,6 +168,20 @@ impl Store {
             .execute(&self.write)
             .await
             .ctx("recording a gateway heartbeat")?;
+        Ok(())
+    }
+
+    /// Note that snapshot `version` was delivered to gateway `id` (delivered versions only move
+    /// forward): it may acknowledge up to it.
+    pub async fn record_delivery(&self, id: &str, version: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE gateways SET delivered_version = CASE WHEN delivered_version < $1 THEN $1 ELSE delivered_version END WHERE id = $2",
+        )
+        .bind(version)
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .ctx("recording a snapshot delivery")?;
         Ok(())
     }
 
@@ -507,7 +521,8 @@ impl Store {
                 "INSERT INTO egress_decisions (cluster_id, destination, port, verdict, rule_name, reason, count, bytes, first_seen, last_seen) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (cluster_id, destination, port, verdict, rule_name, reason) DO UPDATE SET \
-                 count = egress_decisions.count + excluded.count, bytes = egress_decisions.bytes + excluded.bytes, \
+                 count = CASE WHEN egress_decisions.count > $11 - excluded.count THEN $11 ELSE egress_decisions.count + excluded.count END, \
+                 bytes = CASE WHEN egress_decisions.bytes > $11 - excluded.bytes THEN $11 ELSE egress_decisions.bytes + excluded.bytes END, \
                  first_seen = CASE WHEN excluded.first_seen < egress_decisions.first_seen THEN excluded.first_seen ELSE egress_decisions.first_seen END, \
                  last_seen = CASE WHEN excluded.last_seen > egress_decisions.last_seen THEN excluded.last_seen ELSE egress_decisions.last_seen END",
             )
@@ -521,6 +536,7 @@ impl Store {
             .bind(d.bytes)
             .bind(&d.first_seen)
             .bind(&d.last_seen)
+            .bind(i64::MAX)
             .execute(&mut *tx)
             .await
             .ctx("recording decisions")?;
@@ -560,8 +576,8 @@ impl Store {
                     verdict: text(r, "verdict")?,
                     rule_name: text(r, "rule_name")?,
                     reason: text(r, "reason")?,
-                    count: int(r, "count")?,
-                    bytes: int(r, "bytes")?,
+                    count: counter(r, "count"),
+                    bytes: counter(r, "bytes"),
                     first_seen: text(r, "first_seen")?,
                     last_seen: text(r, "last_seen")?,
                 })
@@ -582,5 +598,6 @@ fn gateway_from_row(r: &AnyRow) -> Result<Gateway> {
         failed_version: int(r, "failed_version")?,
         last_error: text(r, "last_error")?,
         private_ingress_address: text(r, "private_ingress_address")?,
+        delivered_version: int(r, "delivered_version")?,
     })
 }

@@ -65,6 +65,14 @@ pub enum StoreError {
     },
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// A file of the embedded database could not be prepared.
+    #[error("{context} ({path}): {source}")]
+    Io {
+        context: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -128,12 +136,45 @@ impl Default for Limits {
     }
 }
 
+/// The database holds API key hashes, sealed secrets and every cluster's policy: readable by
+/// its owner alone. A new database file is created 0600 (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode), and the files of an existing one are set to 0600.
+fn private_database_files(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Io {
+            context: "making the database files private",
+            path: path.display().to_string(),
+            source: e,
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl Store {
     /// Open (creating if needed) the embedded SQLite store at `<data_dir>/perimeter.db` and
     /// apply migrations.
     pub async fn open_sqlite(data_dir: &Path, durability: Durability) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let path = data_dir.join("perimeter.db");
+        private_database_files(&path)?;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let sync = match durability {
             Durability::Full => "FULL",
@@ -308,5 +349,45 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
                 || db.message().contains("UNIQUE constraint failed")
         }
         _ => false,
+    }
+}
+
+#[cfg(all(test, unix))]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::{Durability, Store};
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    /// Issue 14, finding 8: the database and its WAL and SHM files were 0644.
+    #[tokio::test]
+    async fn the_sqlite_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), Durability::Normal)
+            .await
+            .unwrap();
+        // A write, so that the WAL and the shared memory file exist.
+        sqlx::query("CREATE TABLE mode_probe (x INTEGER)")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        for file in ["perimeter.db", "perimeter.db-wal", "perimeter.db-shm"] {
+            assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+        }
+        drop(store);
+        // A database left world-readable by an earlier version is made private at open.
+        let db = dir.path().join("perimeter.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = Store::open_sqlite(dir.path(), Durability::Normal)
+            .await
+            .unwrap();
+        assert_eq!(mode(&db), 0o600);
     }
 }

@@ -362,6 +362,24 @@ pub(crate) fn int(row: &AnyRow, col: &str) -> Result<i64> {
     row.try_get::<i64, _>(col).map_err(|e| corrupt(col, e))
 }
 
+/// A counter column, read so that no stored value fails the read: SQLite turns an integer sum
+/// that overflowed into a REAL, which is read saturated (a negative or non-finite one as 0).
+pub(crate) fn counter(row: &AnyRow, col: &str) -> i64 {
+    match row.try_get::<i64, _>(col) {
+        Ok(n) => n.max(0),
+        Err(_) => match row.try_get::<f64, _>(col) {
+            Ok(f) if f.is_finite() && f > 0.0 => {
+                if f >= i64::MAX as f64 {
+                    i64::MAX
+                } else {
+                    f as i64
+                }
+            }
+            _ => 0,
+        },
+    }
+}
+
 pub(crate) fn flag(row: &AnyRow, col: &str) -> Result<bool> {
     Ok(int(row, col)? != 0)
 }
@@ -401,6 +419,8 @@ pub struct Gateway {
     pub last_error: String,
     /// Where its private ingress listener is reached, as it reports (`""` without one).
     pub private_ingress_address: String,
+    /// Highest snapshot version the control plane delivered to it: what it may acknowledge.
+    pub delivered_version: i64,
 }
 
 /// Aggregated decisions a gateway saw, pushed to the control plane.

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tls inspection",
         include_str!("../migrations/0008_tls_inspection.sql"),
     ),
+    (
+        10,
+        "gateway deliveries",
+        include_str!("../migrations/0010_gateway_deliveries.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(store: &Store) -> Result<()> {

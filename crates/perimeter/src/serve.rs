@@ -104,7 +104,9 @@ pub enum DurabilityArg {
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let log = init_tracing(args.log_format)?;
-    std::fs::create_dir_all(&args.data_dir)
+    // The database, the secrets key and the gateways' state: the data directory is its
+    // owner's alone.
+    perimeter_gateway::sync::private_dir(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let secrets_key_file = args
         .secrets_key_file

@@ -313,6 +313,85 @@ fn default_deny_enforced_live_and_from_last_known_good() {
     assert_ne!(st, 200);
 }
 
+/// Issue 14, finding 5: deleting a gateway refuses its token at once; the gateway, told 401,
+/// denies everything it allowed a moment before and forgets its last-known-good policy, so a
+/// restart does not bring the old policy back.
+#[test]
+fn a_deleted_gateway_denies_everything_and_forgets_its_policy() {
+    let t = setup();
+    let (s, key, cid, token) = control_plane(&t, "gw-e2e-revoked");
+    let rule = ok(
+        &s,
+        &key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/networking/egress-rules"),
+        Some(
+            json!({"name": "loopback-upstream", "type": "CIDR", "destination": "127.0.0.0/8", "ports": [t.up], "description": "test upstream"}),
+        ),
+    );
+    let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
+    let state = t.dir.path().join("gw-state");
+    let gw = Gateway::start(
+        BIN,
+        t.dir.path(),
+        &s.url,
+        &token,
+        "us-east-1",
+        &state,
+        &t.hosts,
+        &t.dns,
+    );
+    wait_until("the rule to become ACTIVE", 30, || {
+        let (_, b) = api(
+            &s,
+            &key,
+            "GET",
+            &format!("/api/v1/clusters/{cid}/networking/egress-rules/{rid}"),
+            None,
+        );
+        serde_json::from_str::<Value>(&b)
+            .ok()
+            .is_some_and(|v| v["rule"]["state"] == "ACTIVE")
+    });
+    let allowed = format!("http://allowed.test.example:{}/hello", t.up);
+    assert_eq!(via(&gw.proxy, &[], &allowed).0, 200);
+    assert!(state.join("last-known-good.json").exists());
+
+    let gateways = ok(
+        &s,
+        &key,
+        "GET",
+        &format!("/api/v1/clusters/{cid}/gateways"),
+        None,
+    );
+    let gid = gateways["gateways"][0]["id"].as_str().unwrap().to_string();
+    ok(
+        &s,
+        &key,
+        "DELETE",
+        &format!("/api/v1/clusters/{cid}/gateways/{gid}"),
+        None,
+    );
+    wait_until("the deleted gateway to deny everything", 30, || {
+        via(&gw.proxy, &[], &allowed).0 == 403
+    });
+    let (_, body) = via(&gw.proxy, &[], &allowed);
+    assert_eq!(
+        header_value(&body, "x-perimeter-error").as_deref(),
+        Some("no_snapshot"),
+        "{body}"
+    );
+    assert!(
+        !state.join("last-known-good.json").exists(),
+        "the revoked gateway's last-known-good policy is gone"
+    );
+    assert!(
+        gw.log_text().contains("refuses this gateway's token"),
+        "{}",
+        gw.log_text()
+    );
+}
+
 #[test]
 fn allow_all_still_guards_special_addresses() {
     let t = setup();

@@ -148,8 +148,27 @@ impl FromRequestParts<AppState> for GatewayAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = crate::extract::bearer(parts, "gateway token")?;
         let id = authenticate_gateway(&state.store, token.trim()).await?;
+        let gw = still_registered(state, &id).await?;
         state.store.touch_gateway(&id).await?;
-        Ok(GatewayAuth(state.store.get_gateway(&id).await?))
+        Ok(GatewayAuth(gw))
+    }
+}
+
+/// Gateway `id`, if it is still registered to a live cluster; else the 401 of a revoked
+/// token. A cluster's deletion removes its gateways; a gateway kept from before that rule
+/// (its cluster deleted) is refused all the same.
+async fn still_registered(state: &AppState, id: &str) -> Result<Gateway, ApiError> {
+    let revoked = || {
+        ApiError::unauthenticated("gateway token revoked: the gateway or its cluster was deleted")
+    };
+    let gw = match state.store.get_gateway(id).await {
+        Ok(gw) => gw,
+        Err(perimeter_store::StoreError::NotFound(_)) => return Err(revoked()),
+        Err(e) => return Err(e.into()),
+    };
+    match state.store.policy_version_of(&gw.cluster_id).await? {
+        Some((_, false)) => Ok(gw),
+        _ => Err(revoked()),
     }
 }
 
@@ -266,8 +285,9 @@ fn parse_u64(field: &str, v: Option<&str>, default: u64) -> ApiResult<u64> {
 }
 
 /// Long-poll for the next policy snapshot of the gateway's cluster (gateway token). Every answer
-/// carries the gateway's registration (`gateway`): its region labels the gateway's metrics. The
-/// gateways of a deleted cluster get one last document that denies everything.
+/// carries the gateway's registration (`gateway`): its region labels the gateway's metrics. A
+/// poll whose gateway (or cluster) is deleted while it waits ends with 401, as every later call
+/// with its token does: the gateway then denies everything.
 #[utoipa::path(get, path = perimeter_wire::SNAPSHOT_PATH, tag = "Gateways", params(SnapshotQuery),
     responses((status = 200, body = SnapshotResponse), (status = "default", body = crate::error::Status)))]
 async fn snapshot(
@@ -279,7 +299,12 @@ async fn snapshot(
     let wait = parse_u64("wait_seconds", q.wait_seconds.as_deref(), 25)?.min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = st.changes.subscribe();
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            // Woken: the gateway may have been deleted meanwhile.
+            still_registered(&st, &gw.id).await?;
+        }
         // The version the store's notifications keep, when they are followed: an idle
         // long-poll then reads nothing from the store.
         let version = match st.store_changes.version(&gw.cluster_id) {
@@ -298,24 +323,13 @@ async fn snapshot(
         };
         let version = version.max(0) as u64;
         if version > after {
-            let (_, deleted) = st
-                .store
-                .policy_version_of(&gw.cluster_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("cluster {} not found", gw.cluster_id))
-                })?;
             let inputs = st.store.policy_inputs(&gw.cluster_id).await?;
-            let mut doc = publish::document(&inputs, st.secrets.as_deref())?;
-            if deleted {
-                // The cluster is gone: its gateways deny everything, and the connections they
-                // still hold (tunnels, private endpoint forwarders) are cut.
-                doc.traffic_policy = perimeter_policy::TrafficPolicy::DefaultDeny;
-                doc.rules.clear();
-                doc.private_endpoints.clear();
-                doc.ingress = perimeter_policy::IngressDoc::default();
-                doc.tls_inspection = None;
-            }
+            let doc = publish::document(&inputs, st.secrets.as_deref())?;
+            // Deleted while this document was compiled: not delivered.
+            let gw = still_registered(&st, &gw.id).await?;
+            st.store
+                .record_delivery(&gw.id, i64::try_from(doc.version).unwrap_or(i64::MAX))
+                .await?;
             return Ok(Json(SnapshotResponse {
                 version: doc.version,
                 document: Some(doc),
@@ -351,6 +365,17 @@ async fn ack(
 ) -> ApiResult<Json<GatewayView>> {
     let version = i64::try_from(req.version)
         .map_err(|_| ApiError::invalid("version", "version is too large"))?;
+    // Only what was delivered to this gateway can be acknowledged: an acknowledgement is what
+    // turns rules ACTIVE and settles propagation.
+    if version < 1 || version > gw.delivered_version {
+        return Err(ApiError::invalid(
+            "version",
+            format!(
+                "version {version} was never delivered to this gateway (the latest it was given is {})",
+                gw.delivered_version
+            ),
+        ));
+    }
     let error = req.error.as_deref().unwrap_or("");
     if error.len() > 4096 {
         return Err(ApiError::invalid(

@@ -11,16 +11,15 @@
 //!   (403/400 with `x-perimeter-error`) or reset by the h2 codec; nothing outside `/api/` ever
 //!   reaches an upstream.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
 
 use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
-use perimeter_testkit::{ok, wait_until};
+use perimeter_testkit::wait_until;
 use serde_json::{Value, json};
 
 use crate::case::{self, case, curl_with};
 use crate::fixture::{Net, NetOptions};
+use crate::inspection::turn_on;
 use crate::paths::path_tricks_by_curl;
 use crate::{Perimeter, start_perimeter_on};
 
@@ -28,15 +27,9 @@ use crate::{Perimeter, start_perimeter_on};
 const H2_PORT: u16 = 8443;
 
 /// A gateway of a cluster with inspection on (never inspecting `denied.test`), whose rule
-/// `api-paths` allows `allowed.test` on `ports` for `/api/*` only, and the cluster's CA
-/// (written to a file) that clients trust.
-pub struct Inspected {
-    pub p: Perimeter,
-    pub ca: String,
-}
-
-/// Start [`Inspected`] on `net`.
-pub fn inspected(net: &Net, ports: &[u16]) -> Inspected {
+/// `api-paths` allows `allowed.test` on `ports` for `/api/*` only; returns it and the file of
+/// the cluster's CA, which clients trust.
+fn inspected(net: &Net, ports: &[u16]) -> (Perimeter, String) {
     let cert = net.cert.to_str().expect("UTF-8 path").to_string();
     let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
     let p = start_perimeter_on(
@@ -55,35 +48,15 @@ pub fn inspected(net: &Net, ports: &[u16]) -> Inspected {
                "ports": ports, "paths": ["/api/*"], "description": "inspected"}),
     );
     wait_rule_active(&p.s, &p.key, &p.cid, r["id"].as_str().expect("id"));
-    let path = format!("/api/v1/clusters/{}/networking/tls-inspection", p.cid);
-    let on = ok(
-        &p.s,
-        &p.key,
-        "PUT",
-        &path,
-        Some(json!({"enabled": true, "never_inspect": ["denied.test"]})),
-    );
-    assert_eq!(on["enabled"], true, "{on}");
-    wait_until("inspection reaches the gateway", 30, || {
-        ok(&p.s, &p.key, "GET", &path, None)["propagating"] == false
-    });
-    let (code, pem) = perimeter_testkit::curl(&[
-        "-H",
-        &format!("Authorization: Bearer {}", p.key),
-        &format!("{}{path}/ca.pem", p.s.url()),
-    ]);
-    assert_eq!(code, 200, "{pem}");
-    let ca = net.dir.path().join("cluster-ca.pem");
-    std::fs::write(&ca, &pem).expect("write the CA");
-    let ca = ca.to_str().expect("UTF-8 path").to_string();
-    Inspected { p, ca }
+    let ca = turn_on(&p, net, &["denied.test"]);
+    (p, ca)
 }
 
 #[test]
 fn http2_is_decided_stream_by_stream_under_inspection() {
     let net = Net::new(NetOptions::default());
     let _node = NodeH2::start(&net);
-    let Inspected { p, ca } = inspected(&net, &[443, H2_PORT]);
+    let (p, ca) = inspected(&net, &[443, H2_PORT]);
     let trust = ["--cacert", ca.as_str()];
     let h2 = [&trust[..], &["--http2"]].concat();
     let h1 = [&trust[..], &["--http1.1"]].concat();
@@ -574,21 +547,14 @@ fn run_battery(proxy: &str, ca: &str, battery: &[(&str, &[Stream])]) -> Vec<Valu
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("h2_battery.py");
     std::fs::write(&script, H2_BATTERY_PY).expect("write the battery script");
-    let mut child = Command::new(perimeter_testkit::moto::venv_bin("python"))
-        .arg(&script)
-        .args([proxy, "allowed.test:443", "allowed.test", ca])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the venv's python (run .ci/run to make .venv)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(Value::Array(cases).to_string().as_bytes())
-        .expect("send the cases");
-    let out = output_within(child, Duration::from_secs(120));
+    let out = perimeter_testkit::wait::output_within(
+        "the h2 battery",
+        120,
+        Command::new(perimeter_testkit::moto::venv_bin("python"))
+            .arg(&script)
+            .args([proxy, "allowed.test:443", "allowed.test", ca]),
+        Value::Array(cases).to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "the h2 battery failed: {}",
@@ -602,48 +568,6 @@ fn run_battery(proxy: &str, ca: &str, battery: &[(&str, &[Stream])]) -> Vec<Valu
     });
     assert_eq!(results.len(), battery.len(), "one result per case");
     results
-}
-
-/// The output of `child` once it exited, within `limit` (else it is killed and the test fails).
-fn output_within(mut child: Child, limit: Duration) -> Output {
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout"),
-        stderr: stderr.join().expect("stderr"),
-    }
 }
 
 /// The raw HTTP/2 client: for each case, CONNECT through the proxy, TLS with ALPN h2 trusting

@@ -1,0 +1,4 @@
+-- The highest snapshot version the control plane delivered to each gateway: an
+-- acknowledgement may only name a version up to it (a gateway cannot acknowledge what it was
+-- never given).
+ALTER TABLE gateways ADD COLUMN delivered_version BIGINT NOT NULL DEFAULT 0;
