@@ -202,6 +202,9 @@ pub enum Need {
     Identity,
     /// endpoint services of the local provider (organization scope)
     EndpointServices,
+    /// register endpoint-service backends on special addresses (loopback, private, CGNAT),
+    /// which the address guard refuses otherwise: the platform's own network
+    SpecialBackends,
     /// read where a cluster's workloads listen (what its ingress listeners forward to)
     ReadWorkload,
     /// set where a cluster's workloads listen: the platform wires them
@@ -237,6 +240,7 @@ impl Need {
             OperatorRules => &[PLATFORM_OPERATOR],
             Identity => &[ORG_ADMIN],
             EndpointServices => &[ORG_ADMIN, CLUSTER_ADMIN],
+            SpecialBackends => &[PLATFORM_OPERATOR],
             ReadWorkload => &[CLUSTER_ADMIN, PLATFORM_OPERATOR],
             WriteWorkload => &[PLATFORM_OPERATOR],
             ReadCredentialRoles => &[
@@ -256,7 +260,7 @@ impl Need {
     fn org_only(self) -> bool {
         matches!(
             self,
-            Need::CreateCluster | Need::Identity | Need::EndpointServices
+            Need::CreateCluster | Need::Identity | Need::EndpointServices | Need::SpecialBackends
         )
     }
 }

@@ -413,6 +413,9 @@ pub struct EndpointService {
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,
     pub created_at: String,
+    /// Its backends may be special addresses (loopback, private, CGNAT): a platform operator
+    /// registered them so.
+    pub allow_special_addresses: bool,
 }
 
 impl From<perimeter_store::EndpointService> for EndpointService {
@@ -427,6 +430,7 @@ impl From<perimeter_store::EndpointService> for EndpointService {
             auto_accept_accounts: s.auto_accept_accounts,
             acceptance_timeout_seconds: s.acceptance_timeout_seconds,
             created_at: s.created_at,
+            allow_special_addresses: s.special_addresses,
         }
     }
 }

@@ -64,6 +64,9 @@ pub fn document(inputs: &PolicyInputs, secrets: Option<&SecretsKey>) -> ApiResul
                     exposed_ports(&e.target_service_type)
                 },
                 proxy_protocol: r.proxy_protocol,
+                // A cluster's private endpoint service is the platform's own: its backends are
+                // the gateways' private ingress listeners.
+                special_addresses: r.special_addresses || r.ingress_backed,
             }
         })
         .collect();

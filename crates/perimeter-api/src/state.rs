@@ -39,6 +39,8 @@ pub struct AppState {
     /// The master key sealing secrets at rest (a cluster's inspection CA key). Without one,
     /// TLS inspection cannot be turned on, and a cluster that has it on cannot be published.
     pub secrets: Option<Arc<SecretsKey>>,
+    /// Where this process's API listens: endpoint-service backends never name it.
+    pub api_listeners: Arc<std::sync::RwLock<Vec<std::net::SocketAddr>>>,
 }
 
 /// Name prefix of the gateways that `perimeter serve` runs itself; reserved.
@@ -209,7 +211,51 @@ impl AppState {
             embedded: EmbeddedGateways::default(),
             resolver: None,
             secrets: None,
+            api_listeners: Arc::default(),
         }
+    }
+
+    /// This process's API listens at `addr`.
+    pub fn add_api_listener(&self, addr: std::net::SocketAddr) {
+        self.api_listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(addr);
+    }
+
+    /// The platform's own listeners this process knows: its API and its embedded gateways'
+    /// proxy, DNS and ingress listeners. Forwarders never dial them, whoever registers them.
+    pub fn platform_listeners(&self) -> Vec<std::net::SocketAddr> {
+        let mut all = self
+            .api_listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let e = &self.embedded;
+        let mut texts: Vec<String> = Vec::new();
+        texts.extend(
+            e.addrs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
+        texts.extend(
+            e.dns
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned(),
+        );
+        for a in e.ingress.read().unwrap_or_else(|p| p.into_inner()).values() {
+            texts.extend([a.sql.clone(), a.ui.clone(), a.private.clone()]);
+        }
+        all.extend(
+            texts
+                .iter()
+                .filter_map(|t| t.parse::<std::net::SocketAddr>().ok()),
+        );
+        all
     }
 
     /// A change was committed: wake the reconciler and every waiting snapshot long-poll.

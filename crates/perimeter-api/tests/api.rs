@@ -361,7 +361,7 @@ async fn endpoints_and_services(s: &TestServer) {
     // gateway's forwarder listens.
     let svc = s
         .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-example", "region": "us-east-1",
-            "backends": ["127.0.0.1:9092"], "acceptance_required": true, "auto_accept_accounts": [account]})))
+            "backends": ["198.51.100.1:9092"], "acceptance_required": true, "auto_accept_accounts": [account]})))
         .await;
     let svc_id = svc["id"].as_str().unwrap().to_string();
     let ep = s
@@ -489,12 +489,12 @@ async fn endpoints_and_services(s: &TestServer) {
 async fn endpoint_state_transitions(s: &TestServer) {
     let svc = s
         .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-guarded", "region": "us-east-1",
-            "backends": ["127.0.0.1:9093"], "acceptance_required": true})))
+            "backends": ["198.51.100.1:9093"], "acceptance_required": true})))
         .await;
     let svc_id = svc["id"].as_str().unwrap().to_string();
     let short = s
         .ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-short", "region": "us-east-1",
-            "backends": ["127.0.0.1:9094"], "acceptance_required": true, "acceptance_timeout_seconds": 1})))
+            "backends": ["198.51.100.1:9094"], "acceptance_required": true, "acceptance_timeout_seconds": 1})))
         .await;
     let short_id = short["id"].as_str().unwrap().to_string();
     let mut eps = Vec::new();
@@ -1361,7 +1361,7 @@ async fn lock_conflict(s: &TestServer) {
     let path = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
     // A service that accepts at once: the winning endpoint stays PENDING (no forwarder yet) and
     // holds the lock for the whole race.
-    s.ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-lock", "region": "us-east-1", "backends": ["127.0.0.1:9095"]}))).await;
+    s.ok(Method::POST, "/api/v1/endpoint-services", Some(json!({"service_name": "com.amazonaws.vpce.us-east-1.vpce-svc-lock", "region": "us-east-1", "backends": ["198.51.100.1:9095"]}))).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let http = s.http.clone();

@@ -46,6 +46,7 @@ async fn two_replicas_never_drive_one_operation_twice() {
             region: "us-east-1".into(),
             backends: vec![perimeter_policy::BackendDoc::plain("127.0.0.1:9092")],
             proxy_protocol: false,
+            special_addresses: false,
             acceptance_required: false,
             auto_accept_accounts: vec![],
             acceptance_timeout_seconds: 60,

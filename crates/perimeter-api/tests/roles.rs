@@ -313,7 +313,7 @@ fn table() -> Vec<Route> {
             M::POST,
             "/api/v1/endpoint-services",
             Some(
-                json!({"service_name": "{name}", "region": "us-east-1", "backends": ["127.0.0.1:9092"]}),
+                json!({"service_name": "{name}", "region": "us-east-1", "backends": ["198.51.100.1:9092"]}),
             ),
             SERVICES,
         ),

@@ -216,6 +216,7 @@ fn dns_fuzz_handler() -> &'static (
                 connection_id: "pe-1-connection".into(),
                 ports: vec![],
                 proxy_protocol: false,
+                special_addresses: false,
             }],
             tls_inspection: None,
         };

@@ -385,10 +385,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("perimeter-lkg-mode-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = dir.join("state");
-        let doc: PolicyDocument = serde_json::from_value(serde_json::json!({
-            "version": 3, "cluster_id": "c", "traffic_policy": "DEFAULT_DENY", "rules": []
-        }))
-        .unwrap();
+        let doc = PolicyDocument {
+            format: perimeter_policy::POLICY_FORMAT,
+            version: 3,
+            cluster_id: "c".into(),
+            traffic_policy: perimeter_policy::TrafficPolicy::DefaultDeny,
+            ingress: Default::default(),
+            rules: vec![],
+            private_endpoints: vec![],
+            tls_inspection: None,
+        };
         persist(&state, &doc).unwrap();
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(LKG_FILE)), 0o600);

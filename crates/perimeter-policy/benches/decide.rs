@@ -218,6 +218,7 @@ fn build(rng: &mut Rng) -> Built {
             connection_id: format!("pe-{i}-connection"),
             ports: vec![],
             proxy_protocol: false,
+            special_addresses: false,
         })
         .collect();
     Built {

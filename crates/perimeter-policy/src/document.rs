@@ -162,6 +162,10 @@ pub struct EndpointDoc {
     /// Open each backend connection with a PROXY protocol v2 header.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Its backends may be special addresses (loopback, private, CGNAT): a platform operator
+    /// registered them so. Without it, forwarders dial public addresses only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub special_addresses: bool,
 }
 
 /// One backend of a private endpoint's service: `"host:port"`, or an object naming the TLS

@@ -21,6 +21,8 @@ pub struct NewEndpointService {
     pub acceptance_required: bool,
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,
+    /// A platform operator registered special-address backends explicitly.
+    pub special_addresses: bool,
 }
 
 /// What the reconciler needs to take one step on an endpoint.
@@ -250,8 +252,8 @@ impl Store {
         let id = crate::new_id();
         let now = crate::now();
         sqlx::query(
-            "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key, proxy_protocol) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO endpoint_services (id, service_name, region, backends, acceptance_required, auto_accept_accounts, acceptance_timeout_seconds, created_at, sort_key, proxy_protocol, special_addresses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(&s.service_name)
@@ -263,6 +265,7 @@ impl Store {
         .bind(&now)
         .bind(crate::time_sort_key(&now, &id))
         .bind(s.proxy_protocol as i64)
+        .bind(s.special_addresses as i64)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -720,6 +723,7 @@ fn service_from_row(r: &AnyRow) -> Result<EndpointService> {
         auto_accept_accounts: json(r, "auto_accept_accounts")?,
         acceptance_timeout_seconds: int(r, "acceptance_timeout_seconds")?,
         created_at: text(r, "created_at")?,
+        special_addresses: flag(r, "special_addresses")?,
     })
 }
 

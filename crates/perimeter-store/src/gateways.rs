@@ -36,6 +36,8 @@ pub struct RoutedEndpoint {
     pub endpoint: EgressEndpoint,
     pub backends: Vec<perimeter_policy::BackendDoc>,
     pub proxy_protocol: bool,
+    /// Its backends may be special addresses (registered so by a platform operator).
+    pub special_addresses: bool,
     /// The service is a cluster's private endpoint service: its backends are that cluster's
     /// private ingress listeners.
     pub ingress_backed: bool,
@@ -242,7 +244,7 @@ impl Store {
             .map(crate::rules::rule_from_row)
             .collect::<Result<Vec<_>>>()?;
         let rows = sqlx::query(
-            "SELECT e.*, s.backends AS service_backends, s.proxy_protocol AS service_proxy_protocol, s.ingress_cluster_id AS service_ingress_cluster, \
+            "SELECT e.*, s.backends AS service_backends, s.proxy_protocol AS service_proxy_protocol, s.special_addresses AS service_special_addresses, s.ingress_cluster_id AS service_ingress_cluster, \
              s.region AS service_region FROM egress_endpoints e \
              JOIN endpoint_connections c ON c.egress_private_endpoint_id = e.id \
              JOIN endpoint_services s ON s.id = c.service_id \
@@ -278,6 +280,7 @@ impl Store {
                 endpoint: crate::endpoints::endpoint_from_row(r)?,
                 backends,
                 proxy_protocol: crate::model::flag(r, "service_proxy_protocol")?,
+                special_addresses: crate::model::flag(r, "service_special_addresses")?,
                 ingress_backed: !ingress_cluster.is_empty(),
             });
         }

@@ -288,6 +288,8 @@ pub struct EndpointService {
     pub auto_accept_accounts: Vec<String>,
     pub acceptance_timeout_seconds: i64,
     pub created_at: String,
+    /// A platform operator registered special-address backends explicitly.
+    pub special_addresses: bool,
 }
 
 #[derive(Debug, Clone)]

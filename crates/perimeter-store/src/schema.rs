@@ -43,8 +43,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         10,
-        "gateway deliveries",
-        include_str!("../migrations/0010_gateway_deliveries.sql"),
+        "control plane hardening",
+        include_str!("../migrations/0010_control_plane_hardening.sql"),
     ),
 ];
 

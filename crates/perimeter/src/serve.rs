@@ -182,6 +182,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("binding the API listener on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    state.add_api_listener(addr);
     tracing::info!(%addr, "control plane listening on http://{addr}");
     // The line that says all is up comes after every line logged before it.
     log.flush();

@@ -926,6 +926,7 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
             plain,
             "--region",
             "us-east-1",
+            "--allow-special-addresses",
             "--backend",
             &backend,
             "--auto-accept",
@@ -944,6 +945,7 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
             plain,
             "--region",
             "us-east-1",
+            "--allow-special-addresses",
             "--backend",
             "127.0.0.1:9093=",
         ])
@@ -957,6 +959,7 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
             plain,
             "--region",
             "us-east-1",
+            "--allow-special-addresses",
             "--backend",
             &backend,
             "--backend",
@@ -969,6 +972,25 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
         "{bad_port:#?}"
     );
 
+    // A loopback backend is a special address: refused without the operator's explicit flag.
+    let special = srv
+        .cli(&[
+            "endpoint-services",
+            "create",
+            "--name",
+            plain,
+            "--region",
+            "us-east-1",
+            "--backend",
+            &backend,
+        ])
+        .failed(1);
+    assert!(
+        special.stderr.contains("field: backends[0]")
+            && special.stderr.contains("allow_special_addresses"),
+        "{special:#?}"
+    );
+
     // A plain service whose owner accepts each connection (another account is auto-accepted).
     let svc = srv
         .cli(&[
@@ -978,6 +1000,7 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
             plain,
             "--region",
             "us-east-1",
+            "--allow-special-addresses",
             "--backend",
             &backend,
             "--acceptance-required",
@@ -1008,6 +1031,7 @@ fn endpoint_services_and_a_private_endpoint_end_to_end() {
             kafka,
             "--region",
             "us-east-1",
+            "--allow-special-addresses",
             "--backend",
             "127.0.0.1:19093=b-1.kafka.example,*.b-1.kafka.example",
             "--backend",

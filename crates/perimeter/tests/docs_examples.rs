@@ -250,7 +250,7 @@ fn egress_private_endpoint_examples() {
         "POST",
         "/api/v1/endpoint-services",
         Some(&format!(
-            r#"{{"service_name":"com.amazonaws.vpce.us-east-1.vpce-svc-example","region":"us-east-1","backends":["127.0.0.1:9092"],"acceptance_required":true,"auto_accept_accounts":["{account}"]}}"#
+            r#"{{"service_name":"com.amazonaws.vpce.us-east-1.vpce-svc-example","region":"us-east-1","backends":["127.0.0.1:9092"],"allow_special_addresses":true,"acceptance_required":true,"auto_accept_accounts":["{account}"]}}"#
         )),
     );
     let create = |cluster: &str, body: &str| -> Value {

@@ -276,7 +276,7 @@ fn kafka_brokers_behind_one_endpoint_by_sni(args: &[&str]) {
     register_service(
         &s,
         &key,
-        json!({"service_name": service, "region": "us-east-1", "backends": backends,
+        json!({"service_name": service, "region": "us-east-1", "backends": backends, "allow_special_addresses": true,
                "acceptance_required": true, "auto_accept_accounts": [account]}),
     );
     let id = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
@@ -345,7 +345,7 @@ fn plain_service_lifecycle(args: &[&str]) {
         &s,
         &key,
         json!({"service_name": service, "region": "us-east-1",
-               "backends": [backend.to_string()], "proxy_protocol": true}),
+               "backends": [backend.to_string()], "allow_special_addresses": true, "proxy_protocol": true}),
     );
     assert_eq!(svc["proxy_protocol"], true, "{svc}");
     let id = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
@@ -492,7 +492,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     let svc = register_service(
         &s,
         &key,
-        json!({"service_name": service, "region": "us-east-1", "backends": [backend.to_string()],
+        json!({"service_name": service, "region": "us-east-1", "backends": [backend.to_string()], "allow_special_addresses": true,
                "acceptance_required": true}),
     );
     let svc_id = svc["id"].as_str().unwrap().to_string();
@@ -572,7 +572,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     register_service(
         &s,
         &key,
-        json!({"service_name": slow, "region": "us-east-1", "backends": [backend.to_string()],
+        json!({"service_name": slow, "region": "us-east-1", "backends": [backend.to_string()], "allow_special_addresses": true,
                "acceptance_required": true, "acceptance_timeout_seconds": 1}),
     );
     let third = create_endpoint(&s, &key, &cluster, slow, "PRIVATE_SERVICE");
@@ -583,7 +583,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     register_service(
         &s,
         &key,
-        json!({"service_name": msk, "region": "us-east-1", "backends": [backend.to_string()]}),
+        json!({"service_name": msk, "region": "us-east-1", "backends": [backend.to_string()], "allow_special_addresses": true}),
     );
     let msk_ep = create_endpoint(&s, &key, &cluster, msk, "MSK_SASL_SCRAM");
     let ep = wait_state(&s, &key, &cluster, &msk_ep, "state", "AVAILABLE");
@@ -600,7 +600,7 @@ fn acceptance_rejection_expiry_and_msk(args: &[&str]) {
     register_service(
         &s,
         &key,
-        json!({"service_name": logs, "region": "us-east-1", "backends": [backend.to_string()]}),
+        json!({"service_name": logs, "region": "us-east-1", "backends": [backend.to_string()], "allow_special_addresses": true}),
     );
     let logs_ep = create_endpoint(&s, &key, &cluster, logs, "PRIVATE_SERVICE");
     let ep = wait_state(&s, &key, &cluster, &logs_ep, "state", "AVAILABLE");
@@ -662,7 +662,7 @@ fn no_live_gateway_fails_at_the_deadline_and_releases_the_lock(args: &[&str]) {
     register_service(
         &s,
         &key,
-        json!({"service_name": service, "region": "us-east-1", "backends": ["127.0.0.1:9"]}),
+        json!({"service_name": service, "region": "us-east-1", "backends": ["127.0.0.1:9"], "allow_special_addresses": true}),
     );
     let id = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
     // While it waits for a gateway, the cluster is locked: another endpoint is a 409.
@@ -727,7 +727,7 @@ fn plain_http_through_the_proxy_reaches_an_endpoint() {
             "/api/v1/endpoint-services",
             Some(
                 json!({"service_name": format!("com.amazonaws.vpce.us-east-1.vpce-svc-bad{i}"),
-                        "region": "us-east-1", "backends": ["127.0.0.1:9", bad]}),
+                        "region": "us-east-1", "backends": ["127.0.0.1:9", bad], "allow_special_addresses": true}),
             ),
         );
         assert_eq!(st, 400, "{bad}: {b}");
@@ -737,7 +737,7 @@ fn plain_http_through_the_proxy_reaches_an_endpoint() {
     register_service(
         &s,
         &key,
-        json!({"service_name": service, "region": "us-east-1", "backends": [format!("127.0.0.1:{port}")]}),
+        json!({"service_name": service, "region": "us-east-1", "backends": [format!("127.0.0.1:{port}")], "allow_special_addresses": true}),
     );
     let id = create_endpoint(&s, &key, &cluster, service, "PRIVATE_SERVICE");
     let ep = wait_state(&s, &key, &cluster, &id, "state", "AVAILABLE");

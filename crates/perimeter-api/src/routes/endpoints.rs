@@ -83,6 +83,10 @@ pub struct CreateEndpointServiceRequest {
     /// How long a connection may wait for acceptance (default 7 days).
     #[serde(default)]
     pub acceptance_timeout_seconds: Option<i64>,
+    /// Let backends be special addresses (loopback, private, CGNAT), which the address guard
+    /// refuses otherwise, at registration and when forwarders dial. PLATFORM_OPERATOR only.
+    #[serde(default)]
+    pub allow_special_addresses: bool,
 }
 
 const DEFAULT_ACCEPTANCE_TIMEOUT: i64 = 7 * 24 * 3600;
@@ -280,7 +284,10 @@ async fn delete_endpoint(
 
 // ---- endpoint services (ext) ----------------------------------------------------------------
 
-fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
+fn validate_service(
+    req: &CreateEndpointServiceRequest,
+    platform: &[std::net::SocketAddr],
+) -> ApiResult<()> {
     let n = &req.service_name;
     if n.is_empty() || n.len() > 255 || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ApiError::invalid(
@@ -332,12 +339,33 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>();
         if let Ok(ip) = ip {
-            let class = perimeter_policy::classify(ip.to_canonical());
+            let ip = ip.to_canonical();
+            let class = perimeter_policy::classify(ip);
             if class.refused_as_backend() {
                 return Err(ApiError::invalid(
                     &field,
                     format!(
                         "{field}: {b:?} is a {} address, which forwarders never dial",
+                        class.as_str()
+                    ),
+                ));
+            }
+            let port: u16 = port.parse().unwrap_or_default();
+            if platform.iter().any(|p| {
+                p.port() == port && (p.ip().is_unspecified() || p.ip().to_canonical() == ip)
+            }) {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!(
+                        "{field}: {b:?} is one of the platform's own listeners, which forwarders never dial"
+                    ),
+                ));
+            }
+            if class != perimeter_policy::AddrClass::Public && !req.allow_special_addresses {
+                return Err(ApiError::invalid(
+                    &field,
+                    format!(
+                        "{field}: {b:?} is a {} address, which the address guard refuses; a PLATFORM_OPERATOR may register it with allow_special_addresses: true",
                         class.as_str()
                     ),
                 ));
@@ -353,6 +381,30 @@ fn validate_service(req: &CreateEndpointServiceRequest) -> ApiResult<()> {
             let field = format!("backends[{i}].server_names[{j}]");
             name.parse::<perimeter_policy::HostPattern>()
                 .map_err(|e| ApiError::invalid(&field, format!("{field}: {e}")))?;
+        }
+    }
+    for (i, account) in req.auto_accept_accounts.iter().enumerate() {
+        let field = format!("auto_accept_accounts[{i}]");
+        if account == "*" {
+            return Err(ApiError::invalid(
+                &field,
+                format!(
+                    "{field}: \"*\" would accept every account; list the account ids to accept"
+                ),
+            ));
+        }
+        if account.is_empty()
+            || account.len() > 128
+            || !account
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(ApiError::invalid(
+                &field,
+                format!(
+                    "{field}: {account:?} must be an account id: 1-128 letters, digits, '-', '_', '.' or ':'"
+                ),
+            ));
         }
     }
     if let Some(t) = req.acceptance_timeout_seconds
@@ -374,8 +426,11 @@ async fn create_service(
     Auth(p): Auth,
     AppJson(req): AppJson<CreateEndpointServiceRequest>,
 ) -> ApiResult<Json<EndpointService>> {
-    validate_service(&req)?;
     require(&p, Need::EndpointServices, None)?;
+    if req.allow_special_addresses {
+        require(&p, Need::SpecialBackends, None)?;
+    }
+    validate_service(&req, &st.platform_listeners())?;
     let new = NewEndpointService {
         service_name: req.service_name.clone(),
         region: req.region.clone(),
@@ -386,6 +441,7 @@ async fn create_service(
         acceptance_timeout_seconds: req
             .acceptance_timeout_seconds
             .unwrap_or(DEFAULT_ACCEPTANCE_TIMEOUT),
+        special_addresses: req.allow_special_addresses,
     };
     let s = st
         .store

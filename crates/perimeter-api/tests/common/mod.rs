@@ -117,6 +117,7 @@ impl TestServer {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        state.add_api_listener(addr);
         let mut r2 = rx.clone();
         tokio::spawn(perimeter_api::serve(listener, state, async move {
             let _ = r2.wait_for(|s| *s).await;

@@ -102,7 +102,7 @@ pub(crate) async fn route(
         None
     } else {
         let backends: Vec<&Backend> = endpoint.backends_on(port).collect();
-        Some(dial_backends(ctx, &backends, port).await?)
+        Some(dial_backends(ctx, &backends, port, endpoint.special_addresses()).await?)
     };
     Ok(Routed {
         snap: snap.clone(),
@@ -175,6 +175,7 @@ async fn dial_backends(
     ctx: &ProxyContext,
     backends: &[&Backend],
     port: u16,
+    special: bool,
 ) -> Result<(TcpStream, SocketAddr, String), Refusal> {
     let start = NEXT_BACKEND.fetch_add(1, Ordering::Relaxed);
     let mut last = None;
@@ -195,7 +196,7 @@ async fn dial_backends(
         };
         for ip in addrs {
             let addr = SocketAddr::new(ip, backend.port());
-            if let Err(r) = backend_guard(ctx, addr) {
+            if let Err(r) = backend_guard(ctx, addr, special) {
                 tracing::warn!(%backend, address = %addr, "{}", r.message);
                 last = Some(r);
                 continue;
@@ -215,19 +216,36 @@ async fn dial_backends(
 }
 
 /// What a forwarder never dials, whoever registered it: cloud metadata and link-local
-/// addresses, addresses no host is dialled on, and the gateway's own listeners (a loop). Checked
-/// on the address actually dialled, after a backend name was resolved.
-fn backend_guard(ctx: &ProxyContext, addr: SocketAddr) -> Result<(), Refusal> {
+/// addresses, addresses no host is dialled on, and the gateway's own listeners (a loop); and,
+/// unless a platform operator registered the service's backends as special (`special`),
+/// loopback, private and CGNAT addresses: the address guard, as egress applies it. Checked on
+/// the address actually dialled, after a backend name was resolved.
+fn backend_guard(ctx: &ProxyContext, addr: SocketAddr, special: bool) -> Result<(), Refusal> {
+    guard_class(addr, special)?;
+    if ctx.own.is_listener(addr) {
+        return Err(Refusal::new(
+            Why::PrivateEndpointBackendRefused,
+            format!("backend {addr} is one of this gateway's own listeners"),
+        ));
+    }
+    Ok(())
+}
+
+/// The address classes of [`backend_guard`].
+fn guard_class(addr: SocketAddr, special: bool) -> Result<(), Refusal> {
     let class = perimeter_policy::classify(addr.ip().to_canonical());
     if class.refused_as_backend() {
         return Err(Refusal::policy(perimeter_policy::Reason::SpecialAddress(
             class,
         )));
     }
-    if ctx.own.is_listener(addr) {
+    if !special && class != perimeter_policy::AddrClass::Public {
         return Err(Refusal::new(
             Why::PrivateEndpointBackendRefused,
-            format!("backend {addr} is one of this gateway's own listeners"),
+            format!(
+                "backend {addr} is a {} address, and its service was not registered with allow_special_addresses (a platform operator's choice)",
+                class.as_str()
+            ),
         ));
     }
     Ok(())
@@ -280,7 +298,9 @@ pub(crate) async fn forward(
             draft.sni_or_host.clone_from(&sni);
             let picked = pick_for_sni(endpoint, target.port, sni.as_deref());
             match picked {
-                Some(backends) => dial_backends(&ctx, &backends, target.port).await,
+                Some(backends) => {
+                    dial_backends(&ctx, &backends, target.port, endpoint.special_addresses()).await
+                }
                 None => {
                     tracing::info!(endpoint = %endpoint_id, destination = %target, sni = sni.as_deref().unwrap_or(""), "refusing a connection to a private endpoint: its ClientHello names no backend");
                     return draft.finish_why(&Why::PrivateEndpointServerName, 0, 0);
@@ -433,6 +453,7 @@ mod tests {
                 backends,
                 ports: vec![],
                 proxy_protocol: false,
+                special_addresses: true,
             }],
             tls_inspection: None,
         })
@@ -442,6 +463,40 @@ mod tests {
     fn picked(snap: &Snapshot, sni: Option<&str>) -> Option<Vec<String>> {
         let e = snap.endpoint("pe-1").unwrap();
         pick_for_sni(e, 9092, sni).map(|v| v.iter().map(ToString::to_string).collect())
+    }
+
+    /// Issue 14, finding 6: a backend name that resolves to loopback, a private address or
+    /// the metadata address is refused when dialled unless its service was registered with
+    /// special addresses (and metadata, link-local, unspecified always).
+    #[test]
+    fn backends_are_guarded_on_the_address_dialled() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for special in [false, true] {
+            for always in [
+                "169.254.169.254:80",
+                "0.0.0.0:80",
+                "[fe80::1]:80",
+                "[::]:80",
+            ] {
+                assert!(guard_class(addr(always), special).is_err(), "{always}");
+            }
+            assert!(guard_class(addr("198.51.100.7:9092"), special).is_ok());
+        }
+        for guarded in [
+            "127.0.0.1:5432",
+            "[::1]:80",
+            "10.0.0.5:9092",
+            "100.64.0.1:80",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            let refused = guard_class(addr(guarded), false).unwrap_err();
+            assert_eq!(refused.why, Why::PrivateEndpointBackendRefused, "{guarded}");
+            assert!(
+                refused.message.contains("allow_special_addresses"),
+                "{guarded}"
+            );
+            assert!(guard_class(addr(guarded), true).is_ok(), "{guarded}");
+        }
     }
 
     #[test]

@@ -402,38 +402,62 @@ async fn admit_connect(
     if let Err(r) = host_checked {
         return Err((draft, r));
     }
-    if let Some(inspection) = snap.inspection()
-        && let TargetHost::Name(name) = &target.host
-        && governed_by_path_rules(&snap, &target)
-    {
-        if inspection.never_inspects(name) {
-            return Err((
-                draft,
-                Refusal::new(
-                    Why::NeverInspected,
-                    format!(
-                        "only rules with paths allow {name}, and it is on the cluster's never-inspect list: its paths cannot be seen"
-                    ),
-                ),
-            ));
-        }
-        return match ctx.inspection.inspector(inspection) {
-            Ok(inspector) => Ok((
-                Connect::Inspect(Inspect {
-                    inspector,
-                    name: name.clone(),
-                    target,
-                }),
-                draft,
-            )),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS inspection is on but its CA cannot be used");
-                Err((draft, Refusal::new(Why::InspectionUnavailable, e)))
-            }
-        };
+    if governed_by_path_rules(&snap, &target) {
+        return inspect_or_refuse(ctx, &snap, target, draft, None);
     }
-    match admit(ctx, snap, target, None).await {
+    match admit(ctx, snap.clone(), target.clone(), None).await {
         Ok(a) => Ok((Connect::Admitted(a), draft)),
+        // Undecided by the name alone (a CIDR rule names the port, and may cover its address),
+        // the addresses then showed that only rules with paths allow it.
+        Err(r) if r.why == Why::Policy(perimeter_policy::Reason::PathNeedsTlsInspection) => {
+            inspect_or_refuse(ctx, &snap, target, draft, Some(r))
+        }
         Err(r) => Err((draft, r)),
+    }
+}
+
+/// A destination that only rules with paths allow: inspected when the cluster inspects TLS and
+/// the name is not on its never-inspect list; else refused (`refused`, or
+/// `path_needs_tls_inspection`).
+#[allow(clippy::result_large_err)]
+fn inspect_or_refuse(
+    ctx: &ProxyContext,
+    snap: &perimeter_policy::Snapshot,
+    target: Target,
+    draft: Draft,
+    refused: Option<Refusal>,
+) -> Result<(Connect, Draft), (Draft, Refusal)> {
+    let refused = || {
+        refused.unwrap_or_else(|| {
+            Refusal::policy(perimeter_policy::Reason::PathNeedsTlsInspection)
+        })
+    };
+    let (Some(inspection), TargetHost::Name(name)) = (snap.inspection(), &target.host) else {
+        return Err((draft, refused()));
+    };
+    if inspection.never_inspects(name) {
+        return Err((
+            draft,
+            Refusal::new(
+                Why::NeverInspected,
+                format!(
+                    "only rules with paths allow {name}, and it is on the cluster's never-inspect list: its paths cannot be seen"
+                ),
+            ),
+        ));
+    }
+    match ctx.inspection.inspector(inspection) {
+        Ok(inspector) => Ok((
+            Connect::Inspect(Inspect {
+                inspector,
+                name: name.clone(),
+                target,
+            }),
+            draft,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS inspection is on but its CA cannot be used");
+            Err((draft, Refusal::new(Why::InspectionUnavailable, e)))
+        }
     }
 }

@@ -378,6 +378,7 @@ mod tests {
                     backends: vec![BackendDoc::plain(*backend)],
                     ports: vec![],
                     proxy_protocol: false,
+                    special_addresses: true,
                 })
                 .collect(),
         })

@@ -39,6 +39,7 @@ pub(crate) fn endpoint(id: &str, address: &str, domains: &[&str]) -> EndpointDoc
         connection_id: format!("{id}-connection"),
         ports: vec![],
         proxy_protocol: false,
+        special_addresses: false,
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Endpoint {
     backends: Vec<Backend>,
     ports: Vec<u16>,
     proxy_protocol: bool,
+    special_addresses: bool,
 }
 
 /// Where a backend listens: an address, or a name the gateway resolves (the service owner's
@@ -102,6 +103,11 @@ impl Endpoint {
     /// Whether backend connections open with a PROXY protocol v2 header.
     pub fn proxy_protocol(&self) -> bool {
         self.proxy_protocol
+    }
+
+    /// Whether its backends may be special addresses ([`EndpointDoc::special_addresses`]).
+    pub fn special_addresses(&self) -> bool {
+        self.special_addresses
     }
 
     /// The backends that connections to `port` of the endpoint reach: every backend on an
@@ -262,6 +268,7 @@ pub(super) fn compile_endpoints(
             backends,
             ports: doc.ports.clone(),
             proxy_protocol: doc.proxy_protocol,
+            special_addresses: doc.special_addresses,
         });
     }
     let mut keys = Vec::with_capacity(names.len());

@@ -25,7 +25,7 @@ pub(crate) fn forwarder_target(
             .ok(
                 Method::POST,
                 "/api/v1/endpoint-services",
-                Some(json!({"service_name": service, "region": "us-east-1", "backends": [sink.to_string()]})),
+                Some(json!({"service_name": service, "region": "us-east-1", "backends": [sink.to_string()], "allow_special_addresses": true})),
             )
             .await;
         let endpoints = format!(

@@ -71,9 +71,12 @@ Backends (--backend, repeatable):
       as *.kafka.example allowed), without terminating TLS; a ClientHello whose SNI no backend
       names is refused
 
+Loopback, private and CGNAT backends are special addresses: only a PLATFORM_OPERATOR may
+register them, with --allow-special-addresses.
+
 Three Kafka brokers behind one service, routed by SNI:
   perimeter endpoint-services create --name com.amazonaws.vpce.us-east-1.vpce-svc-kafka \\
-    --region us-east-1 --backend 10.0.0.1:9092=b-1.kafka.example \\
+    --region us-east-1 --allow-special-addresses --backend 10.0.0.1:9092=b-1.kafka.example \\
     --backend 10.0.0.2:9092=b-2.kafka.example --backend 10.0.0.3:9092=b-3.kafka.example";
 
 #[derive(Debug, Args)]
@@ -109,6 +112,10 @@ struct CreateArgs {
     /// How long a connection may wait for acceptance before it reads EXPIRED (default 7 days).
     #[arg(long, value_name = "SECONDS", requires = "acceptance_required")]
     acceptance_timeout_seconds: Option<i64>,
+    /// Let backends be special addresses (loopback, private, CGNAT), which the address guard
+    /// refuses otherwise: the platform's own network. PLATFORM_OPERATOR only.
+    #[arg(long)]
+    allow_special_addresses: bool,
 }
 
 /// `host:port` or `host:port=name[,name...]`; the API checks the address and the names.
@@ -235,6 +242,7 @@ pub async fn run(args: EndpointServicesArgs) -> Result<(), Failure> {
                 "proxy_protocol": a.proxy_protocol,
                 "acceptance_required": a.acceptance_required,
                 "auto_accept_accounts": a.auto_accept,
+                "allow_special_addresses": a.allow_special_addresses,
             });
             if let Some(t) = a.acceptance_timeout_seconds {
                 body["acceptance_timeout_seconds"] = json!(t);

@@ -160,7 +160,7 @@ fn transparent_workload_reaches_an_endpoint(serve_args: &[&str]) {
         "POST",
         "/api/v1/endpoint-services",
         Some(
-            json!({"service_name": service, "region": "us-east-1", "backends": [backend.to_string()]}),
+            json!({"service_name": service, "region": "us-east-1", "backends": [backend.to_string()], "allow_special_addresses": true}),
         ),
     );
     let created = ok(

@@ -27,8 +27,9 @@ use crate::{Perimeter, start_perimeter_on};
 const H2_PORT: u16 = 8443;
 
 /// A gateway of a cluster with inspection on (never inspecting `denied.test`), whose rule
-/// `api-paths` allows `allowed.test` on `ports` for `/api/*` only; returns it and the file of
-/// the cluster's CA, which clients trust.
+/// `api-paths` allows `allowed.test` on `ports` for `/api/*` only (beside a CIDR rule on the
+/// same ports for another network); returns it and the file of the cluster's CA, which
+/// clients trust.
 fn inspected(net: &Net, ports: &[u16]) -> (Perimeter, String) {
     let cert = net.cert.to_str().expect("UTF-8 path").to_string();
     let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
@@ -46,6 +47,17 @@ fn inspected(net: &Net, ports: &[u16]) -> (Perimeter, String) {
         &p.cid,
         json!({"name": "api-paths", "type": "FQDN", "destination": "allowed.test",
                "ports": ports, "paths": ["/api/*"], "description": "inspected"}),
+    );
+    wait_rule_active(&p.s, &p.key, &p.cid, r["id"].as_str().expect("id"));
+    // A CIDR rule on the same ports that does not cover allowed.test's address: the name alone
+    // no longer decides (the rule might cover it), and the CONNECT must still be inspected once
+    // the addresses show that only the path rule allows it.
+    let r = add_rule(
+        &p.s,
+        &p.key,
+        &p.cid,
+        json!({"name": "vpc", "type": "CIDR", "destination": "10.99.0.0/16",
+               "ports": ports, "description": "another network"}),
     );
     wait_rule_active(&p.s, &p.key, &p.cid, r["id"].as_str().expect("id"));
     let ca = turn_on(&p, net, &["denied.test"]);

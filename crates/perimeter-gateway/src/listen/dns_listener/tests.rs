@@ -58,6 +58,7 @@ fn policy(traffic_policy: TrafficPolicy) -> PolicyDocument {
             connection_id: "pe-1-connection".into(),
             ports: vec![],
             proxy_protocol: false,
+            special_addresses: true,
         }],
         tls_inspection: None,
     }
