@@ -11,6 +11,7 @@ pub(crate) static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup {
     pids: Vec::new(),
     cc: None,
     dir: None,
+    netns: None,
 });
 
 pub(crate) struct Cleanup {
@@ -18,10 +19,12 @@ pub(crate) struct Cleanup {
     pub(crate) cc: Option<String>,
     /// The temporary directory (logs, the control plane's data, Squid's files).
     pub(crate) dir: Option<PathBuf>,
+    /// A network namespace the bench created (deleted with its links).
+    pub(crate) netns: Option<String>,
 }
 
 /// On SIGINT or SIGTERM: kill every child, restore the congestion control, remove the temporary
-/// directory, exit.
+/// directory and the network namespace, exit.
 pub(crate) fn cleanup_on_signal(rt: &tokio::runtime::Runtime) {
     rt.spawn(async {
         use tokio::signal::unix::{SignalKind, signal};
@@ -47,6 +50,11 @@ pub(crate) fn cleanup_on_signal(rt: &tokio::runtime::Runtime) {
         }
         if let Some(dir) = &c.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(ns) = &c.netns {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
         }
         eprintln!("bench: interrupted; children killed, congestion control restored");
         std::process::exit(130);

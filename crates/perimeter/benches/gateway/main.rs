@@ -64,7 +64,8 @@
 //! and `idle` measure those (`forwarder` sets up the private endpoint bulk also goes through),
 //! `report` prints figures, ratios and targets, and `cleanup` undoes what the bench changed on
 //! the host. `api` (the REST API), `cc` (congestion control), `cleanup`, `procs` and `stats`
-//! (medians, ratios, targets) are shared with the ingress bench (`benches/ingress`).
+//! (medians, ratios, targets) are shared with the ingress and inspection benches
+//! (`benches/ingress`, `benches/inspection`).
 //!
 //! `cargo bench -p perimeter --bench gateway` (as root: Squid's install, the congestion control,
 //! descriptors). Environment: `BENCH_ROUNDS` (default 5), `BENCH_TUNNEL_SECS` (default 3; 0
