@@ -128,14 +128,20 @@ fn write_durably(state_dir: &Path, file: &str, bytes: &[u8]) -> Result<(), SyncE
     Ok(())
 }
 
-/// Create `dir` (and its parents) if missing, and make it 0700.
+/// Create `dir` if missing, and the parents it needs, 0700 each; make `dir` 0700 if it was
+/// there already (parents that were are left as they are).
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use perimeter_testkit::{Server, curl, json};
+use perimeter_testkit::{Server, curl, json, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_perimeter");
 
@@ -88,8 +88,59 @@ fn restart_keeps_data_and_the_admin_key() {
         &format!("{}/api/v1/clusters", s.url()),
     ]);
     assert_eq!(st, 401, "the ignored variable grants nothing");
+    // Issue 14, finding 8: the data directory and everything serve wrote in it (the database
+    // and its WAL, the keys, the embedded gateways' state and last-known-good policies) are
+    // its owner's alone.
+    wait_until("the embedded gateway's last-known-good policy", 30, || {
+        private_tree(dir.path())
+            .iter()
+            .any(|(p, _)| p.ends_with("last-known-good.json"))
+    });
+    let seen = private_tree(dir.path());
+    for name in [
+        "perimeter.db",
+        "perimeter.db-wal",
+        "secrets-key",
+        "last-known-good.json",
+    ] {
+        assert!(
+            seen.iter().any(|(p, _)| p.ends_with(name)),
+            "{name} in {seen:?}"
+        );
+    }
+    let open: Vec<_> = seen
+        .iter()
+        .filter(|(p, mode)| *mode != if p.is_dir() { 0o700 } else { 0o600 })
+        .collect();
+    assert!(open.is_empty(), "not private: {open:?}");
     let log = s.log_text();
     assert!(s.terminate().success(), "{log}");
+}
+
+/// Every path under `root` (itself included) with its permission bits, but the log files the
+/// test harness writes there.
+fn private_tree(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                todo.push(e.path());
+            }
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("serve-") && n.ends_with(".log"))
+        {
+            continue;
+        }
+        out.push((p, meta.permissions().mode() & 0o777));
+    }
+    out
 }
 
 #[test]

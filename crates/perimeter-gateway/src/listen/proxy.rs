@@ -428,9 +428,7 @@ fn inspect_or_refuse(
     refused: Option<Refusal>,
 ) -> Result<(Connect, Draft), (Draft, Refusal)> {
     let refused = || {
-        refused.unwrap_or_else(|| {
-            Refusal::policy(perimeter_policy::Reason::PathNeedsTlsInspection)
-        })
+        refused.unwrap_or_else(|| Refusal::policy(perimeter_policy::Reason::PathNeedsTlsInspection))
     };
     let (Some(inspection), TargetHost::Name(name)) = (snap.inspection(), &target.host) else {
         return Err((draft, refused()));
