@@ -90,6 +90,15 @@ pub struct RuleMeta {
     pub name: Box<str>,
 }
 
+impl RuleRef {
+    /// Whether the rule allows only the paths it lists (a rule with paths).
+    pub fn has_paths(&self) -> bool {
+        self.table
+            .get(self.index)
+            .is_some_and(|rule| !rule.paths().is_empty())
+    }
+}
+
 impl Deref for RuleRef {
     type Target = RuleMeta;
 

@@ -361,13 +361,9 @@ async fn forward(
         Err(e) => return draft.refuse(Refusal::new(Why::InvalidPath, e.to_string())),
     };
     draft.path = Some(path.clone());
+    let path_text = path.clone();
     if double_encoded(&path) && governed_by_path_rules(&snap, &target) {
-        return draft.refuse(Refusal::new(
-            Why::DoubleEncodedPath,
-            format!(
-                "{path} is percent-encoded twice (%25 followed by an escape); path rules govern this destination, and a server that decodes twice would see another path"
-            ),
-        ));
+        return draft.refuse(double_encoded_refusal(&path));
     }
     let origin_form = match uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -442,6 +438,17 @@ async fn forward(
             Ok(c) => c,
             Err(r) => return draft.refuse(r),
         };
+        // Allowed by a rule with paths (whatever the name alone said: a CIDR rule on the port
+        // leaves it to the addresses), the path must not be one a server decoding twice
+        // would read as another.
+        if double_encoded(&path_text)
+            && chosen
+                .decision
+                .rule()
+                .is_some_and(perimeter_policy::RuleRef::has_paths)
+        {
+            return draft.refuse(double_encoded_refusal(&path_text));
+        }
         draft.allowed_by(&chosen.decision);
         let outcome = allowed_outcome(&chosen.decision);
         let upstream_addr = SocketAddr::new(chosen.addr, target.port);
@@ -568,6 +575,15 @@ async fn forward(
         shared: Some(shared),
     };
     Response::from_parts(parts, body.boxed())
+}
+
+fn double_encoded_refusal(path: &str) -> Refusal {
+    Refusal::new(
+        Why::DoubleEncodedPath,
+        format!(
+            "{path} is percent-encoded twice (%25 followed by an escape); path rules govern this destination, and a server that decodes twice would see another path"
+        ),
+    )
 }
 
 /// Whether a normalised path holds a percent-escape of a percent-escape (`%252F`, `%252e`).
