@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use crate::audit::{AuditEntry, record};
 use crate::model::{ApiKey, Principal, RoleBinding, ServiceAccount, text};
 use crate::page::{Arg, Page, PageRequest, fetch_page};
-use crate::{Ctx, Result, Store, StoreError};
+use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
 
 impl Store {
     /// True when no service account exists yet (first start).
@@ -103,13 +103,14 @@ impl Store {
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
         let cur = load_account(&mut tx, id).await?;
+        let name = name.unwrap_or(&cur.name);
         sqlx::query("UPDATE service_accounts SET name = $1, description = $2 WHERE id = $3")
-            .bind(name.unwrap_or(&cur.name))
+            .bind(name)
             .bind(description.unwrap_or(&cur.description))
             .bind(id)
             .execute(&mut *tx)
             .await
-            .ctx("updating a service account")?;
+            .map_err(|e| name_taken(e, name, "updating a service account"))?;
         let sa = load_account(&mut tx, id).await?;
         record(&mut tx, audit).await?;
         tx.commit().await.ctx("committing a service account")?;
@@ -304,9 +305,21 @@ async fn insert_account(
     .bind(crate::time_sort_key(&created_at, &id))
     .execute(&mut *conn)
     .await
-    .ctx("creating a service account")?;
+    .map_err(|e| name_taken(e, name, "creating a service account"))?;
     insert_roles(conn, &id, roles).await?;
     load_account(conn, &id).await
+}
+
+/// A unique violation on a service account's name as the conflict it is; any other error as is.
+fn name_taken(e: sqlx::Error, name: &str, context: &'static str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict {
+            field: "name".into(),
+            message: format!("a service account named {name:?} already exists; names are unique"),
+        }
+    } else {
+        StoreError::Database { context, source: e }
+    }
 }
 
 async fn insert_roles(conn: &mut AnyConnection, id: &str, roles: &[RoleBinding]) -> Result<()> {

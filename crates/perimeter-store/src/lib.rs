@@ -132,6 +132,15 @@ impl Store {
     /// Open (creating if needed) the embedded SQLite store at `<data_dir>/perimeter.db` and
     /// apply migrations.
     pub async fn open_sqlite(data_dir: &Path, durability: Durability) -> Result<Self> {
+        Self::open_sqlite_to(data_dir, durability, i64::MAX).await
+    }
+
+    /// [`Store::open_sqlite`], applying the migrations up to `last` only.
+    pub(crate) async fn open_sqlite_to(
+        data_dir: &Path,
+        durability: Durability,
+        last: i64,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let path = data_dir.join("perimeter.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -157,7 +166,7 @@ impl Store {
             limits: Limits::default(),
             url: None,
         };
-        schema::migrate(&store_for_migrate).await?;
+        schema::migrate_to(&store_for_migrate, last).await?;
         let readers = std::thread::available_parallelism()
             .map(|n| n.get() as u32 * 2)
             .unwrap_or(4)
@@ -181,6 +190,11 @@ impl Store {
 
     /// Connect to PostgreSQL (or CockroachDB) at `url` and apply migrations.
     pub async fn open_postgres(url: &str) -> Result<Self> {
+        Self::open_postgres_to(url, i64::MAX).await
+    }
+
+    /// [`Store::open_postgres`], applying the migrations up to `last` only.
+    pub(crate) async fn open_postgres_to(url: &str, last: i64) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let opts = AnyConnectOptions::from_str(url)
             .ctx("parsing the database URL")?
@@ -212,7 +226,7 @@ impl Store {
             limits: Limits::default(),
             url: Some(url.to_string()),
         };
-        schema::migrate(&store).await?;
+        schema::migrate_to(&store, last).await?;
         Ok(store)
     }
 

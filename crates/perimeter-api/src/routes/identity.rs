@@ -94,11 +94,64 @@ pub struct AuditQueryParams {
     pub limit: Option<String>,
 }
 
-fn validate_label(field: &str, v: &str, max: usize) -> ApiResult<()> {
-    if v.trim().is_empty() || v.len() > max || v.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+/// Why `c` may not appear in a name people read, if it may not: control and format characters
+/// (bidi overrides such as U+202E, zero-width characters), line and paragraph separators,
+/// private-use, surrogate and unassigned code points.
+fn unprintable(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    match c.general_category() {
+        G::Control => Some("a control character"),
+        G::Format => Some("a format character (bidi control or invisible)"),
+        G::LineSeparator | G::ParagraphSeparator => Some("a line break"),
+        G::PrivateUse | G::Surrogate | G::Unassigned => Some("not a printable character"),
+        _ => None,
+    }
+}
+
+/// A name people read in lists and the audit log (of a service account, an API key): 1-`max`
+/// bytes of printable characters, no markup (`<`, `>`), no space at either end, so that what is
+/// shown is what it is.
+fn validate_name(field: &str, v: &str, max: usize) -> ApiResult<()> {
+    let bad = |why: String| {
+        Err(ApiError::invalid(
             field,
-            format!("{field} must be 1-{max} printable characters"),
+            format!("{field} {why}; use 1-{max} bytes of printable characters"),
+        ))
+    };
+    if v.is_empty() || v.len() > max {
+        return bad(format!("has {} bytes", v.len()));
+    }
+    if let Some((c, why)) = v.chars().find_map(|c| unprintable(c).map(|w| (c, w))) {
+        return bad(format!("holds U+{:04X}, {why}", c as u32));
+    }
+    if v.contains(['<', '>']) {
+        return bad("holds markup (< or >)".into());
+    }
+    if v.starts_with(char::is_whitespace) || v.ends_with(char::is_whitespace) {
+        return bad("begins or ends with a space".into());
+    }
+    Ok(())
+}
+
+/// A description: at most 1024 bytes, printable but for line breaks and tabs.
+fn validate_description(v: &str) -> ApiResult<()> {
+    if v.len() > 1024 {
+        return Err(ApiError::invalid(
+            "description",
+            "description must be at most 1024 characters",
+        ));
+    }
+    let found = v
+        .chars()
+        .filter(|c| !matches!(c, '\n' | '\t'))
+        .find_map(|c| unprintable(c).map(|w| (c, w)));
+    if let Some((c, why)) = found {
+        return Err(ApiError::invalid(
+            "description",
+            format!(
+                "description holds U+{:04X}, {why}; use printable characters, line breaks and tabs",
+                c as u32
+            ),
         ));
     }
     Ok(())
@@ -156,13 +209,8 @@ async fn create_service_account(
     Auth(p): Auth,
     AppJson(req): AppJson<CreateServiceAccountRequest>,
 ) -> ApiResult<Json<ServiceAccount>> {
-    validate_label("name", &req.name, 128)?;
-    if req.description.len() > 1024 {
-        return Err(ApiError::invalid(
-            "description",
-            "description must be at most 1024 characters",
-        ));
-    }
+    validate_name("name", &req.name, 128)?;
+    validate_description(&req.description)?;
     let roles = bindings(&req.roles)?;
     require(&p, Need::Identity, None)?;
     let sa = st
@@ -221,7 +269,10 @@ async fn update_service_account(
 ) -> ApiResult<Json<ServiceAccount>> {
     uuid_param("id", &id)?;
     if let Some(n) = &req.name {
-        validate_label("name", n, 128)?;
+        validate_name("name", n, 128)?;
+    }
+    if let Some(d) = &req.description {
+        validate_description(d)?;
     }
     require(&p, Need::Identity, None)?;
     let sa = st
@@ -274,7 +325,7 @@ async fn create_api_key(
     Auth(p): Auth,
     AppJson(req): AppJson<CreateApiKeyRequest>,
 ) -> ApiResult<Json<CreateApiKeyResponse>> {
-    validate_label("name", &req.name, 128)?;
+    validate_name("name", &req.name, 128)?;
     uuid_param("service_account_id", &req.service_account_id)?;
     require(&p, Need::Identity, None)?;
     let (id, secret) = generate_key();
@@ -340,7 +391,7 @@ async fn update_api_key(
     Path(id): Path<String>,
     AppJson(req): AppJson<UpdateApiKeySpecification>,
 ) -> ApiResult<Json<ApiKey>> {
-    validate_label("name", &req.name, 128)?;
+    validate_name("name", &req.name, 128)?;
     require(&p, Need::Identity, None)?;
     Ok(Json(
         st.store
@@ -474,4 +525,41 @@ async fn list_audit_logs(
         entries: entries.into_iter().map(Into::into).collect(),
         next_starting_from: next,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_print_as_what_they_are() {
+        for ok in [
+            "admin",
+            "ci/cd bot (prod) #2",
+            "Équipe données",
+            "デプロイ",
+            "a b",
+            "R&D",
+        ] {
+            assert!(validate_name("name", ok, 128).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " admin",
+            "admin\u{a0}",
+            "admin\u{202e}nimda",
+            "\u{2066}x",
+            "a\u{200d}b",
+            "a\u{2028}b",
+            "a\u{e000}b",
+            "tab\there",
+            "<i>x</i>",
+            &"x".repeat(129),
+        ] {
+            let e = validate_name("name", bad, 128).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("name"), "{bad:?}");
+        }
+        assert!(validate_description("two\nlines\tand a tab").is_ok());
+        assert!(validate_description("rtl \u{202e} override").is_err());
+    }
 }
