@@ -9,7 +9,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use perimeter_store::{Principal, RoleBinding, Store};
+use perimeter_store::{Principal, Protected, RoleBinding, Store};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -290,6 +290,32 @@ pub fn require(p: &Principal, need: Need, cluster: Option<&str>) -> ApiResult<()
         "service account {} lacks a required role: one of {} {scope}",
         p.service_account_name,
         need.roles().join(", ")
+    )))
+}
+
+/// Whether `p` is the platform: it holds PLATFORM_OPERATOR at organization scope. Only the
+/// platform grants PLATFORM_OPERATOR (at any scope) and changes an account that holds it (its
+/// roles, name, keys, existence): an ORG_ADMIN cannot make itself, or anyone, the platform.
+pub fn is_platform(p: &Principal) -> bool {
+    p.roles
+        .iter()
+        .any(|b| b.role == PLATFORM_OPERATOR && b.resource_type == "ORGANIZATION")
+}
+
+/// The accounts `p` may not change: those holding PLATFORM_OPERATOR, unless `p` is the platform.
+pub fn protected(p: &Principal) -> Protected<'static> {
+    Protected((!is_platform(p)).then_some(PLATFORM_OPERATOR))
+}
+
+/// 403 unless `p` may hand out every binding of `roles` (PLATFORM_OPERATOR: the platform only).
+pub fn may_grant(p: &Principal, roles: &[RoleBinding]) -> ApiResult<()> {
+    if is_platform(p) || roles.iter().all(|b| b.role != PLATFORM_OPERATOR) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "service account {} may not grant {PLATFORM_OPERATOR}: only a caller holding \
+         {PLATFORM_OPERATOR} on the organization may",
+        p.service_account_name
     )))
 }
 

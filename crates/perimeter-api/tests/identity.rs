@@ -34,6 +34,156 @@ async fn admin_id(s: &TestServer) -> String {
         .to_string()
 }
 
+/// An ORG_ADMIN cannot make itself PLATFORM_OPERATOR (and then edit operator-managed rules):
+/// not through its own bindings, a new account holding it, or a key of the bootstrap admin.
+/// Each way is a 403 that changes nothing, and the platform's own account is out of its reach.
+async fn org_admin_cannot_become_platform_operator(s: &TestServer) {
+    let (me, key) = s
+        .key_with("tenant-admin", json!([binding("ORG_ADMIN")]))
+        .await;
+    let admin = admin_id(s).await;
+    let c = s
+        .create_cluster("escalate-1", json!({"us-east-1": 1}))
+        .await;
+    let forbidden = |st: u16, v: &Value, what: &str| {
+        assert_eq!(st, 403, "{what}: {v}");
+        assert_eq!(v["code"], 7, "{what}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("PLATFORM_OPERATOR"),
+            "{what}: the refusal names the role: {v}"
+        );
+    };
+
+    // 1. Its own bindings.
+    for scope in [
+        json!({"type": "ORGANIZATION"}),
+        json!({"type": "CLUSTER", "id": c}),
+    ] {
+        let (st, v) = s
+            .call(
+                Method::PUT,
+                &format!("/api/v1/roles/{me}"),
+                Some(&key),
+                Some(json!({"roles": [binding("ORG_ADMIN"), {"name": "PLATFORM_OPERATOR", "resource": scope}]})),
+            )
+            .await;
+        forbidden(st, &v, "PUT /roles/{self} with PLATFORM_OPERATOR");
+    }
+    let roles = s
+        .ok(Method::GET, &format!("/api/v1/roles/{me}"), None)
+        .await;
+    assert_eq!(roles["roles"], json!([binding("ORG_ADMIN")]), "unchanged");
+
+    // 2. A new account that holds it: refused, and not created.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/service-accounts",
+            Some(&key),
+            Some(json!({"name": "sidekick", "description": "", "roles": [binding("PLATFORM_OPERATOR")]})),
+        )
+        .await;
+    forbidden(st, &v, "a service account holding PLATFORM_OPERATOR");
+    let list = s.ok(Method::GET, "/api/v1/service-accounts", None).await;
+    assert!(
+        !list.to_string().contains("sidekick"),
+        "no account was created: {list}"
+    );
+
+    // 3. A key of the bootstrap admin: refused, no secret handed out.
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(&key),
+            Some(json!({"name": "mine", "service_account_id": admin})),
+        )
+        .await;
+    forbidden(st, &v, "an API key of the bootstrap admin");
+    assert!(v.get("secret").is_none(), "{v}");
+    let keys = s
+        .ok(
+            Method::GET,
+            &format!("/api/v1/api-keys?service_account_id={admin}"),
+            None,
+        )
+        .await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1, "{keys}");
+    let admin_key = keys["api_keys"][0]["id"].as_str().unwrap().to_string();
+
+    // The platform's account is the platform's: its roles, name, keys and existence.
+    let attempts = [
+        (
+            Method::PUT,
+            format!("/api/v1/roles/{admin}"),
+            Some(json!({"roles": [binding("ORG_ADMIN")]})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/service-accounts/{admin}"),
+            Some(json!({"name": "retired"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/service-accounts/{admin}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/api-keys/{admin_key}"),
+            Some(json!({"name": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/api-keys/{admin_key}"),
+            None,
+        ),
+    ];
+    for (m, path, body) in attempts {
+        let (st, v) = s.call(m.clone(), &path, Some(&key), body).await;
+        forbidden(st, &v, &format!("{m} {path}"));
+    }
+    let (st, _) = s.admin(Method::GET, "/api/v1/clusters", None).await;
+    assert_eq!(st, 200, "the bootstrap admin's key still works");
+
+    // Nor could it reach operator-managed rules.
+    let (st, _) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/clusters/{c}/networking/egress-rules"),
+            Some(&key),
+            Some(json!({"name": "op", "type": "FQDN", "destination": "telemetry.example.com", "ports": [443], "description": "", "crl_managed": true})),
+        )
+        .await;
+    assert_eq!(st, 403);
+
+    // The platform may: a caller holding ORG_ADMIN and PLATFORM_OPERATOR.
+    let (op, _) = s
+        .key_with(
+            "platform-staff",
+            json!([binding("ORG_ADMIN"), binding("PLATFORM_OPERATOR")]),
+        )
+        .await;
+    let k = s
+        .ok(
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(json!({"name": "second", "service_account_id": op})),
+        )
+        .await;
+    assert!(k["secret"].as_str().is_some(), "{k}");
+    // And an ORG_ADMIN still manages every other account, its own included.
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            &format!("/api/v1/roles/{me}"),
+            Some(&key),
+            Some(json!({"roles": [binding("ORG_ADMIN"), binding("CLUSTER_ADMIN")]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
 /// A second account named `admin` cannot write audit entries that read as the real admin's:
 /// names are unique and printable (no bidi controls, no markup), and entries carry the
 /// account's id.
@@ -168,4 +318,7 @@ async fn audit_attribution_cannot_be_spoofed(s: &TestServer) {
     assert_eq!(by_admin["service_account_id"], admin, "{by_admin}");
 }
 
-on_both_backends!(audit_attribution_cannot_be_spoofed);
+on_both_backends!(
+    org_admin_cannot_become_platform_operator,
+    audit_attribution_cannot_be_spoofed,
+);

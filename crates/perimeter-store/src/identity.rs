@@ -1,4 +1,9 @@
 //! Service accounts, role bindings and API keys. Secrets never reach the store: only hashes.
+//!
+//! A change to an existing account (its name, roles, keys, existence) may be refused for the
+//! accounts that hold a protected role ([`Protected`]). The check runs in the change's
+//! transaction after the account's row is locked, so a grant committed meanwhile cannot slip
+//! between the check and the change.
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -7,6 +12,11 @@ use crate::audit::{AuditEntry, record};
 use crate::model::{ApiKey, Principal, RoleBinding, ServiceAccount, text};
 use crate::page::{Arg, Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
+
+/// The accounts a change may not touch: those holding `Protected(Some(role))` at any scope.
+/// `Protected(None)`: any account may be changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Protected<'a>(pub Option<&'a str>);
 
 impl Store {
     /// True when no service account exists yet (first start).
@@ -99,10 +109,11 @@ impl Store {
         id: &str,
         name: Option<&str>,
         description: Option<&str>,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        let cur = load_account(&mut tx, id).await?;
+        let cur = lock_account(&mut tx, id, protected).await?;
         let name = name.unwrap_or(&cur.name);
         sqlx::query("UPDATE service_accounts SET name = $1, description = $2 WHERE id = $3")
             .bind(name)
@@ -121,10 +132,11 @@ impl Store {
     pub async fn delete_service_account(
         &self,
         id: &str,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        let sa = load_account(&mut tx, id).await?;
+        let sa = lock_account(&mut tx, id, protected).await?;
         for table in ["api_keys", "role_bindings"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE service_account_id = $1"
@@ -151,10 +163,11 @@ impl Store {
         &self,
         id: &str,
         roles: &[RoleBinding],
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        load_account(&mut tx, id).await?;
+        lock_account(&mut tx, id, protected).await?;
         sqlx::query("DELETE FROM role_bindings WHERE service_account_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -173,10 +186,11 @@ impl Store {
         service_account_id: &str,
         name: &str,
         secret_hash: &str,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
-        load_account(&mut tx, service_account_id)
+        lock_account(&mut tx, service_account_id, protected)
             .await
             .map_err(|e| match e {
                 StoreError::NotFound(m) => StoreError::Precondition {
@@ -222,8 +236,15 @@ impl Store {
         Ok(rows.with_items(items))
     }
 
-    pub async fn rename_api_key(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<ApiKey> {
+    pub async fn rename_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        protected: Protected<'_>,
+        audit: &AuditEntry,
+    ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
+        lock_key_account(&mut tx, id, protected).await?;
         let n = sqlx::query("UPDATE api_keys SET name = $1 WHERE id = $2")
             .bind(name)
             .bind(id)
@@ -239,8 +260,14 @@ impl Store {
         self.get_api_key(id).await
     }
 
-    pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<ApiKey> {
+    pub async fn delete_api_key(
+        &self,
+        id: &str,
+        protected: Protected<'_>,
+        audit: &AuditEntry,
+    ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
+        lock_key_account(&mut tx, id, protected).await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -383,6 +410,51 @@ async fn load_roles(conn: &mut AnyConnection, id: &str) -> Result<Vec<RoleBindin
             })
         })
         .collect()
+}
+
+/// Lock account `id`'s row for the rest of the transaction (an UPDATE that changes nothing, the
+/// portable row lock) and read it; refuse when it holds the protected role.
+async fn lock_account(
+    conn: &mut AnyConnection,
+    id: &str,
+    protected: Protected<'_>,
+) -> Result<ServiceAccount> {
+    let n = sqlx::query("UPDATE service_accounts SET name = name WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .ctx("locking a service account")?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "service account {id} not found"
+        )));
+    }
+    let sa = load_account(conn, id).await?;
+    if let Protected(Some(role)) = protected
+        && sa.roles.iter().any(|b| b.role == role)
+    {
+        return Err(StoreError::Forbidden(format!(
+            "service account {id} holds {role}: only a caller holding {role} may change it, its roles or its keys"
+        )));
+    }
+    Ok(sa)
+}
+
+/// [`lock_account`] for the account of key `id` (NotFound when the key is unknown).
+async fn lock_key_account(
+    conn: &mut AnyConnection,
+    id: &str,
+    protected: Protected<'_>,
+) -> Result<ServiceAccount> {
+    let owner: Option<(String,)> =
+        sqlx::query_as("SELECT service_account_id FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx("reading an API key")?;
+    let (sa,) = owner.ok_or_else(|| StoreError::NotFound(format!("api key {id} not found")))?;
+    lock_account(conn, &sa, protected).await
 }
 
 async fn load_account(conn: &mut AnyConnection, id: &str) -> Result<ServiceAccount> {

@@ -30,6 +30,7 @@ pub use audit::{AuditEntry, AuditQuery};
 pub use clusters::{ClusterUpdate, NewCluster};
 pub use endpoints::{EndpointWork, NewEndpointService, endpoint_address};
 pub use gateways::{DecisionQuery, PolicyInputs, RoutedEndpoint};
+pub use identity::Protected;
 pub use ingress::Upsert;
 pub use model::*;
 pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
@@ -42,8 +43,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions};
 
-/// Errors of the store. `Conflict`, `NotFound`, `Locked` and `Precondition` are expected outcomes
-/// that the API maps to its error shape; `Database` is an internal failure.
+/// Errors of the store. `Conflict`, `NotFound`, `Forbidden`, `Locked` and `Precondition` are
+/// expected outcomes that the API maps to its error shape; `Database` is an internal failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// A unique constraint: the message names the resource and the field.
     #[error("{message}")]
     Conflict { field: String, message: String },
+    /// The caller's roles do not allow this change of this resource (an account holding a
+    /// protected role, see [`Protected`]).
+    #[error("{0}")]
+    Forbidden(String),
     /// The cluster has a networking operation in flight.
     #[error("{0}")]
     Locked(String),

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, ROLES, generate_key, hash_secret, require};
+use crate::auth::{Need, ROLES, generate_key, hash_secret, may_grant, protected, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{
@@ -202,6 +202,9 @@ fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
 }
 
 /// Create a service account with its role bindings.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(post, path = "/api/v1/service-accounts", tag = "Identity", request_body = CreateServiceAccountRequest,
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
 async fn create_service_account(
@@ -213,6 +216,7 @@ async fn create_service_account(
     validate_description(&req.description)?;
     let roles = bindings(&req.roles)?;
     require(&p, Need::Identity, None)?;
+    may_grant(&p, &roles)?;
     let sa = st
         .store
         .create_service_account(
@@ -258,6 +262,9 @@ async fn get_service_account(
 }
 
 /// Rename or re-describe a service account.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(patch, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
     request_body = UpdateServiceAccountSpecification,
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
@@ -281,6 +288,7 @@ async fn update_service_account(
             &id,
             req.name.as_deref(),
             req.description.as_deref(),
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_UPDATE_SERVICE_ACCOUNT", &req),
         )
         .await?;
@@ -289,6 +297,9 @@ async fn update_service_account(
 }
 
 /// Delete a service account with its keys.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(delete, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
 async fn delete_service_account(
@@ -309,6 +320,7 @@ async fn delete_service_account(
         .store
         .delete_service_account(
             &id,
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT", &payload),
         )
         .await?;
@@ -318,6 +330,9 @@ async fn delete_service_account(
 }
 
 /// Create an API key; the secret is shown only in this answer.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "Identity", request_body = CreateApiKeyRequest,
     responses((status = 200, body = CreateApiKeyResponse), (status = "default", body = crate::error::Status)))]
 async fn create_api_key(
@@ -336,6 +351,7 @@ async fn create_api_key(
             &req.service_account_id,
             &req.name,
             &hash_secret(&secret),
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_CREATE_API_KEY", &(&req, &id)),
         )
         .await?;
@@ -383,6 +399,9 @@ async fn get_api_key(
 }
 
 /// Rename an API key.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)), request_body = UpdateApiKeySpecification,
     responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
 async fn update_api_key(
@@ -398,6 +417,7 @@ async fn update_api_key(
             .rename_api_key(
                 &id,
                 &req.name,
+                protected(&p),
                 &audit(&p, "AUDIT_LOG_ACTION_UPDATE_API_KEY", &(&id, &req)),
             )
             .await?
@@ -406,6 +426,9 @@ async fn update_api_key(
 }
 
 /// Delete (revoke) an API key at once.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
 async fn delete_api_key(
@@ -417,7 +440,11 @@ async fn delete_api_key(
     let payload = serde_json::json!({"id": id});
     let gone = st
         .store
-        .delete_api_key(&id, &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload))
+        .delete_api_key(
+            &id,
+            protected(&p),
+            &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload),
+        )
         .await?;
     // After the delete: a request racing it cannot leave the key cached.
     st.principals.clear();
@@ -442,6 +469,9 @@ async fn get_roles(
 }
 
 /// Replace a service account's role bindings.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(put, path = "/api/v1/roles/{user_id}", tag = "Identity", params(("user_id" = String, Path)), request_body = SetRolesForUserRequest,
     responses((status = 200, body = GetAllRolesForUserResponse), (status = "default", body = crate::error::Status)))]
 async fn set_roles(
@@ -454,11 +484,13 @@ async fn set_roles(
     crate::extract::agrees("user_id", &req.user_id, &user_id)?;
     let roles = bindings(&req.roles)?;
     require(&p, Need::Identity, None)?;
+    may_grant(&p, &roles)?;
     let sa = st
         .store
         .set_roles(
             &user_id,
             &roles,
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE", &(&user_id, &req)),
         )
         .await?;
