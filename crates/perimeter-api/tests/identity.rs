@@ -318,7 +318,222 @@ async fn audit_attribution_cannot_be_spoofed(s: &TestServer) {
     assert_eq!(by_admin["service_account_id"], admin, "{by_admin}");
 }
 
+/// Bindings are read strictly: an ORGANIZATION binding that carries a cluster id is refused
+/// (not silently widened to the organization), and so are organization roles at CLUSTER scope.
+async fn bindings_are_read_strictly(s: &TestServer) {
+    let c = s.create_cluster("strict-1", json!({"us-east-1": 1})).await;
+    let (sa, _) = s.key_with("strict", json!([])).await;
+    let cases = [
+        (
+            json!([{"name": "CLUSTER_ADMIN", "resource": {"type": "ORGANIZATION", "id": c}}]),
+            "roles[0].resource.id",
+        ),
+        (
+            json!([binding("CLUSTER_DEVELOPER"), {"name": "ORG_ADMIN", "resource": {"type": "CLUSTER", "id": c}}]),
+            "roles[1].resource.type",
+        ),
+        (
+            json!([{"name": "CLUSTER_CREATOR", "resource": {"type": "CLUSTER", "id": c}}]),
+            "roles[0].resource.type",
+        ),
+    ];
+    for (roles, field) in cases {
+        let (st, v) = s
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/roles/{sa}"),
+                Some(json!({"roles": roles})),
+            )
+            .await;
+        assert_eq!((st, field_of(&v)), (400, field.to_string()), "{roles}: {v}");
+        let (st, v) = s
+            .admin(
+                Method::POST,
+                "/api/v1/service-accounts",
+                Some(json!({"name": "loose", "description": "", "roles": roles})),
+            )
+            .await;
+        assert_eq!((st, field_of(&v)), (400, field.to_string()), "{roles}: {v}");
+    }
+    // The reference's SDK may send an empty id with an ORGANIZATION binding: that carries none.
+    s.ok(
+        Method::PUT,
+        &format!("/api/v1/roles/{sa}"),
+        Some(json!({"roles": [{"name": "CLUSTER_DEVELOPER", "resource": {"type": "ORGANIZATION", "id": ""}}]})),
+    )
+    .await;
+}
+
+/// Two Authorization headers are a 401, whichever of them is valid, for API keys and gateway
+/// tokens alike: no credential is picked out of several.
+async fn two_authorization_headers_are_refused(s: &TestServer) {
+    let c = s.create_cluster("twohdr-1", json!({"us-east-1": 1})).await;
+    let (_, key) = s
+        .key_with("twohdr", json!([binding("CLUSTER_DEVELOPER")]))
+        .await;
+    let url = s.url("/api/v1/clusters");
+    let bearer = |k: &str| format!("Bearer {k}");
+    for (first, second) in [
+        (bearer(&s.admin), bearer("garbage")),
+        (bearer("garbage"), bearer(&s.admin)),
+        (bearer(&s.admin), bearer(&s.admin)),
+        (bearer(&key), bearer(&s.admin)),
+    ] {
+        let resp = s
+            .http
+            .get(&url)
+            .header("Authorization", first)
+            .header("Authorization", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], 16, "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("one Authorization header"),
+            "{v}"
+        );
+    }
+    // A gateway token too.
+    let gw = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/clusters/{c}/gateways"),
+            Some(json!({"region": "us-east-1", "name": "gw-strict"})),
+        )
+        .await;
+    let token = gw["token"].as_str().unwrap();
+    let resp = s
+        .http
+        .post(s.url("/api/v1/gateway/ack"))
+        .header("Authorization", bearer(token))
+        .header("Authorization", bearer(token))
+        .json(&json!({"version": 1, "applied": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+/// As in the reference, a CLUSTER_CREATOR is granted CLUSTER_ADMIN on the clusters it creates:
+/// it reads, changes and deletes what it creates, and only that.
+async fn cluster_creator_administers_its_clusters(s: &TestServer) {
+    let c = s.create_cluster("other-1", json!({"us-east-1": 1})).await;
+    let (creator, ckey) = s
+        .key_with("creator", json!([binding("CLUSTER_CREATOR")]))
+        .await;
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/clusters",
+            Some(&ckey),
+            Some(json!({"name": "created-1", "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mine = v["id"].as_str().unwrap().to_string();
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/clusters/{mine}"),
+            Some(&ckey),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "the creator reads its cluster: {v}");
+    let (st, v) = s
+        .call(Method::GET, "/api/v1/clusters", Some(&ckey), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let ids: Vec<&str> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![mine.as_str()], "only its own cluster");
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/clusters/{mine}/networking/egress-rules"),
+            Some(&ckey),
+            Some(json!({"name": "r1", "type": "FQDN", "destination": "a.example.com", "ports": [443], "description": ""})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/clusters/{c}"),
+            Some(&ckey),
+            None,
+        )
+        .await;
+    assert_eq!(st, 403, "not another cluster");
+    let roles = s
+        .ok(Method::GET, &format!("/api/v1/roles/{creator}"), None)
+        .await;
+    assert_eq!(
+        roles["roles"],
+        json!([
+            {"name": "CLUSTER_ADMIN", "resource": {"type": "CLUSTER", "id": mine}},
+            binding("CLUSTER_CREATOR"),
+        ]),
+        "{roles}"
+    );
+    let audit = s
+        .ok(
+            Method::GET,
+            "/api/v1/auditlogevents?sort_order=DESC&limit=1000",
+            None,
+        )
+        .await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE"
+                && e["cluster_id"] == mine.as_str()
+                && e["service_account_id"] == creator.as_str()),
+        "the grant is audited: {audit}"
+    );
+    // An organization-wide CLUSTER_ADMIN needs no binding of its own.
+    let (admin_sa, akey) = s
+        .key_with("org-cadmin", json!([binding("CLUSTER_ADMIN")]))
+        .await;
+    let (st, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/clusters",
+            Some(&akey),
+            Some(json!({"name": "created-2", "provider": "AWS", "spec": {"dedicated": {"region_nodes": {"us-east-1": 1}}}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let roles = s
+        .ok(Method::GET, &format!("/api/v1/roles/{admin_sa}"), None)
+        .await;
+    assert_eq!(roles["roles"], json!([binding("CLUSTER_ADMIN")]), "{roles}");
+    let (st, v) = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/clusters/{mine}"),
+            Some(&ckey),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "the creator deletes its cluster: {v}");
+}
+
 on_both_backends!(
     org_admin_cannot_become_platform_operator,
     audit_attribution_cannot_be_spoofed,
+    bindings_are_read_strictly,
+    two_authorization_headers_are_refused,
+    cluster_creator_administers_its_clusters,
 );

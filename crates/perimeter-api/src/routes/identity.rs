@@ -8,7 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, ROLES, generate_key, hash_secret, may_grant, protected, require};
+use crate::auth::{
+    Need, ORG_ROLES, ROLES, generate_key, hash_secret, may_grant, protected, require,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{
@@ -157,7 +159,9 @@ fn validate_description(v: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Parse bindings: known role names, ORGANIZATION (no id) or CLUSTER (UUID id) scope.
+/// Parse bindings: known role names, ORGANIZATION (no id, or an empty one) or CLUSTER (UUID id)
+/// scope; the organization roles (ORG_ADMIN, CLUSTER_CREATOR) at ORGANIZATION scope only.
+/// Nothing is widened or dropped: a binding means what it says or is a 400.
 fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
     roles
         .iter()
@@ -174,7 +178,26 @@ fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
                 ));
             }
             let id = match (r.resource.resource_type.as_str(), r.resource.id.as_deref()) {
-                ("ORGANIZATION", _) => String::new(),
+                ("ORGANIZATION", None | Some("")) => String::new(),
+                ("ORGANIZATION", Some(id)) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.id"),
+                        format!(
+                            "roles[{i}].resource.id: an ORGANIZATION binding covers every \
+                             cluster and takes no id (got {id:?}); for one cluster use type CLUSTER"
+                        ),
+                    ));
+                }
+                ("CLUSTER", Some(_)) if ORG_ROLES.contains(&r.name.as_str()) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.type"),
+                        format!(
+                            "roles[{i}].resource.type: {} is an organization role; bind it \
+                             with type ORGANIZATION",
+                            r.name
+                        ),
+                    ));
+                }
                 ("CLUSTER", Some(id)) => {
                     uuid_param(&format!("roles[{i}].resource.id"), id)?;
                     id.to_string()
