@@ -3,11 +3,15 @@
 use perimeter_store::{AuditEntry, Principal};
 use serde::Serialize;
 
-/// Build an audit entry for an API change by `p`, with secrets in the payload redacted.
+/// Build an audit entry for an API change by `p`, with secrets in the payload redacted. It names
+/// the caller's service account by id, which identifies it, and by name.
 pub(crate) fn audit(p: &Principal, action: &str, payload: &impl Serialize) -> AuditEntry {
     let mut v = serde_json::to_value(payload).unwrap_or(serde_json::Value::Null);
     redact(&mut v);
-    AuditEntry::api(action, &p.service_account_name, v.to_string())
+    AuditEntry {
+        service_account_id: p.service_account_id.clone(),
+        ..AuditEntry::api(action, &p.service_account_name, v.to_string())
+    }
 }
 
 /// Replace the value of every key that names a secret with "[REDACTED]".

@@ -9,7 +9,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use perimeter_store::{Principal, RoleBinding, Store};
+use perimeter_store::{Principal, Protected, RoleBinding, Store};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -179,6 +179,10 @@ pub const ROLES: &[&str] = &[
     PLATFORM_OPERATOR,
 ];
 
+/// Roles bound at organization scope only: what they allow is the organization's (identity,
+/// creating clusters), so a CLUSTER binding of one is refused, and would grant nothing.
+pub const ORG_ROLES: &[&str] = &[ORG_ADMIN, CLUSTER_CREATOR];
+
 /// What an operation needs (the role matrix of the API contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -276,7 +280,11 @@ fn covers(b: &RoleBinding, need: Need, cluster: Option<&str>) -> bool {
     }
     match b.resource_type.as_str() {
         "ORGANIZATION" => true,
-        "CLUSTER" => !need.org_only() && cluster.is_some_and(|c| c == b.resource_id),
+        "CLUSTER" => {
+            !need.org_only()
+                && !ORG_ROLES.contains(&b.role.as_str())
+                && cluster.is_some_and(|c| c == b.resource_id)
+        }
         _ => false,
     }
 }
@@ -297,6 +305,32 @@ pub fn require(p: &Principal, need: Need, cluster: Option<&str>) -> ApiResult<()
     )))
 }
 
+/// Whether `p` is the platform: it holds PLATFORM_OPERATOR at organization scope. Only the
+/// platform grants PLATFORM_OPERATOR (at any scope) and changes an account that holds it (its
+/// roles, name, keys, existence): an ORG_ADMIN cannot make itself, or anyone, the platform.
+pub fn is_platform(p: &Principal) -> bool {
+    p.roles
+        .iter()
+        .any(|b| b.role == PLATFORM_OPERATOR && b.resource_type == "ORGANIZATION")
+}
+
+/// The accounts `p` may not change: those holding PLATFORM_OPERATOR, unless `p` is the platform.
+pub fn protected(p: &Principal) -> Protected<'static> {
+    Protected((!is_platform(p)).then_some(PLATFORM_OPERATOR))
+}
+
+/// 403 unless `p` may hand out every binding of `roles` (PLATFORM_OPERATOR: the platform only).
+pub fn may_grant(p: &Principal, roles: &[RoleBinding]) -> ApiResult<()> {
+    if is_platform(p) || roles.iter().all(|b| b.role != PLATFORM_OPERATOR) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "service account {} may not grant {PLATFORM_OPERATOR}: only a caller holding \
+         {PLATFORM_OPERATOR} on the organization may",
+        p.service_account_name
+    )))
+}
+
 /// Clusters a principal may read: None means all.
 pub fn readable_clusters(p: &Principal) -> Option<Vec<String>> {
     let mut ids = Vec::new();
@@ -305,7 +339,9 @@ pub fn readable_clusters(p: &Principal) -> Option<Vec<String>> {
             if b.resource_type == "ORGANIZATION" {
                 return None;
             }
-            ids.push(b.resource_id.clone());
+            if b.resource_type == "CLUSTER" && !ORG_ROLES.contains(&b.role.as_str()) {
+                ids.push(b.resource_id.clone());
+            }
         }
     }
     Some(ids)
@@ -374,6 +410,33 @@ mod tests {
         assert!(!allowed(&p, Need::WriteNetworking, Some("c2")));
         assert!(!allowed(&p, Need::CreateCluster, None));
         assert!(!allowed(&p, Need::EndpointServices, None));
+    }
+
+    /// An organization role bound at CLUSTER scope (the API refuses such bindings; a store may
+    /// hold one from before) grants nothing.
+    #[test]
+    fn organization_roles_at_cluster_scope_grant_nothing() {
+        let p = Principal {
+            key_id: "k".into(),
+            service_account_id: "s".into(),
+            service_account_name: "n".into(),
+            roles: [ORG_ADMIN, CLUSTER_CREATOR]
+                .map(|role| RoleBinding {
+                    role: role.into(),
+                    resource_type: "CLUSTER".into(),
+                    resource_id: "c1".into(),
+                })
+                .to_vec(),
+        };
+        for need in [
+            Need::ReadCluster,
+            Need::WriteTlsInspection,
+            Need::ReadCredentialRoles,
+        ] {
+            assert!(!allowed(&p, need, Some("c1")), "{need:?}");
+        }
+        assert_eq!(readable_clusters(&p), Some(vec![]));
+        assert!(!is_platform(&p));
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(m) => ApiError::not_found(m),
+            StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::Conflict { field, message } => ApiError {
                 field: Some(field),
                 ..ApiError::new(Code::AlreadyExists, message)

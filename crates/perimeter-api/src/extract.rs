@@ -97,16 +97,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })
 }
 
-/// The credential of `Authorization: Bearer <credential>`, or a 401 saying what to send.
+/// The credential of `Authorization: Bearer <credential>`, or a 401 saying what to send. A
+/// request with several Authorization headers is a 401 too, whichever of them is valid: which
+/// one counts would be a guess that proxies and servers make differently.
 pub fn bearer<'a>(parts: &'a Parts, what: &str) -> Result<&'a str, ApiError> {
-    let header = parts
+    let mut headers = parts
         .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::unauthenticated(format!(
-                "missing Authorization header; send Authorization: Bearer <{what}>"
-            ))
-        })?;
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter();
+    let header = headers.next().ok_or_else(|| {
+        ApiError::unauthenticated(format!(
+            "missing Authorization header; send Authorization: Bearer <{what}>"
+        ))
+    })?;
+    if headers.next().is_some() {
+        return Err(ApiError::unauthenticated(format!(
+            "several Authorization headers; send exactly one Authorization header: Bearer <{what}>"
+        )));
+    }
     header
         .to_str()
         .ok()

@@ -554,6 +554,10 @@ pub struct AuditLogEntry {
     pub action: String,
     pub cluster_id: String,
     pub cluster_name: String,
+    /// ext: the id of the service account that made the change (empty for the platform's own
+    /// changes and for entries written before ids were recorded). Names may be reused after a
+    /// deletion; the id identifies the account.
+    pub service_account_id: String,
     pub service_account_name: String,
     pub user_email: String,
     pub source: String,
@@ -569,6 +573,7 @@ impl From<perimeter_store::AuditRecord> for AuditLogEntry {
             action: a.action,
             cluster_id: a.cluster_id,
             cluster_name: a.cluster_name,
+            service_account_id: a.service_account_id,
             service_account_name: a.service_account_name,
             user_email: String::new(),
             source: a.source,

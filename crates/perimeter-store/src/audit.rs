@@ -11,6 +11,9 @@ pub struct AuditEntry {
     pub action: String,
     pub cluster_id: String,
     pub cluster_name: String,
+    /// The acting service account: its id (empty for the platform's own changes) and its name.
+    /// The id is what identifies it; a name is only what it was called at the time.
+    pub service_account_id: String,
     pub service_account_name: String,
     /// `AUDIT_LOG_SOURCE_CC_API` for API calls, `AUDIT_LOG_SOURCE_INTERNAL` for the reconciler.
     pub source: String,
@@ -47,8 +50,8 @@ pub(crate) async fn record(conn: &mut AnyConnection, entry: &AuditEntry) -> Resu
     let created_at = crate::now();
     let sort_key = crate::time_sort_key(&created_at, &id);
     sqlx::query(
-        "INSERT INTO audit_log (id, created_at, sort_key, action, cluster_id, cluster_name, service_account_name, source, payload, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '')",
+        "INSERT INTO audit_log (id, created_at, sort_key, action, cluster_id, cluster_name, service_account_id, service_account_name, source, payload, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '')",
     )
     .bind(&id)
     .bind(&created_at)
@@ -56,6 +59,7 @@ pub(crate) async fn record(conn: &mut AnyConnection, entry: &AuditEntry) -> Resu
     .bind(&entry.action)
     .bind(&entry.cluster_id)
     .bind(&entry.cluster_name)
+    .bind(&entry.service_account_id)
     .bind(&entry.service_account_name)
     .bind(&entry.source)
     .bind(&entry.payload)
@@ -173,6 +177,7 @@ fn audit_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
         action: text(r, "action")?,
         cluster_id: text(r, "cluster_id")?,
         cluster_name: text(r, "cluster_name")?,
+        service_account_id: text(r, "service_account_id")?,
         service_account_name: text(r, "service_account_name")?,
         source: text(r, "source")?,
         payload: text(r, "payload")?,

@@ -72,6 +72,19 @@ pub struct ClusterUpdate {
 
 impl Store {
     pub async fn create_cluster(&self, c: &NewCluster, audit: &AuditEntry) -> Result<Cluster> {
+        self.create_cluster_granting(c, None, audit).await
+    }
+
+    /// [`Store::create_cluster`], binding the creator (`c.creator_id`, a service account) to
+    /// `grant` on the new cluster in the same transaction, with an audit entry of its own
+    /// (`AUDIT_LOG_ACTION_ASSIGN_USER_ROLE`, by the creator). An account deleted meanwhile gets
+    /// nothing.
+    pub async fn create_cluster_granting(
+        &self,
+        c: &NewCluster,
+        grant: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<Cluster> {
         let mut tx = self.begin().await?;
         let (have,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM clusters WHERE deleted_at IS NULL")
@@ -123,6 +136,32 @@ impl Store {
         write_regions(&mut tx, &id, &c.regions).await?;
         let audit = audit.clone().for_cluster(&id, &c.name);
         record(&mut tx, &audit).await?;
+        if let Some(role) = grant {
+            let granted = sqlx::query(
+                "INSERT INTO role_bindings (service_account_id, role, resource_type, resource_id) \
+                 SELECT id, $2, 'CLUSTER', $3 FROM service_accounts WHERE id = $1",
+            )
+            .bind(&c.creator_id)
+            .bind(role)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .ctx("granting the creator its cluster")?
+            .rows_affected();
+            if granted > 0 {
+                let payload = serde_json::json!({
+                    "user_id": c.creator_id,
+                    "roles": [{"name": role, "resource": {"type": "CLUSTER", "id": id}}],
+                    "reason": "creator of the cluster",
+                });
+                let entry = AuditEntry {
+                    action: "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE".into(),
+                    payload: payload.to_string(),
+                    ..audit
+                };
+                record(&mut tx, &entry).await?;
+            }
+        }
         let cluster = load_cluster(&mut tx, &id).await?;
         tx.commit().await.ctx("committing a cluster")?;
         Ok(cluster)

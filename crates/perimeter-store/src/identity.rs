@@ -1,4 +1,9 @@
 //! Service accounts, role bindings and API keys. Secrets never reach the store: only hashes.
+//!
+//! A change to an existing account (its name, roles, keys, existence) may be refused for the
+//! accounts that hold a protected role ([`Protected`]). The check runs in the change's
+//! transaction after the account's row is locked, so a grant committed meanwhile cannot slip
+//! between the check and the change.
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -6,7 +11,12 @@ use sqlx::any::AnyRow;
 use crate::audit::{AuditEntry, record};
 use crate::model::{ApiKey, Principal, RoleBinding, ServiceAccount, text};
 use crate::page::{Arg, Page, PageRequest, fetch_page};
-use crate::{Ctx, Result, Store, StoreError};
+use crate::{Ctx, Result, Store, StoreError, is_unique_violation};
+
+/// The accounts a change may not touch: those holding `Protected(Some(role))` at any scope.
+/// `Protected(None)`: any account may be changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Protected<'a>(pub Option<&'a str>);
 
 impl Store {
     /// True when no service account exists yet (first start).
@@ -99,17 +109,19 @@ impl Store {
         id: &str,
         name: Option<&str>,
         description: Option<&str>,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        let cur = load_account(&mut tx, id).await?;
+        let cur = lock_account(&mut tx, id, protected).await?;
+        let name = name.unwrap_or(&cur.name);
         sqlx::query("UPDATE service_accounts SET name = $1, description = $2 WHERE id = $3")
-            .bind(name.unwrap_or(&cur.name))
+            .bind(name)
             .bind(description.unwrap_or(&cur.description))
             .bind(id)
             .execute(&mut *tx)
             .await
-            .ctx("updating a service account")?;
+            .map_err(|e| name_taken(e, name, "updating a service account"))?;
         let sa = load_account(&mut tx, id).await?;
         record(&mut tx, audit).await?;
         tx.commit().await.ctx("committing a service account")?;
@@ -120,10 +132,11 @@ impl Store {
     pub async fn delete_service_account(
         &self,
         id: &str,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        let sa = load_account(&mut tx, id).await?;
+        let sa = lock_account(&mut tx, id, protected).await?;
         for table in ["api_keys", "role_bindings"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE service_account_id = $1"
@@ -150,10 +163,11 @@ impl Store {
         &self,
         id: &str,
         roles: &[RoleBinding],
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ServiceAccount> {
         let mut tx = self.begin().await?;
-        load_account(&mut tx, id).await?;
+        lock_account(&mut tx, id, protected).await?;
         sqlx::query("DELETE FROM role_bindings WHERE service_account_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -172,10 +186,11 @@ impl Store {
         service_account_id: &str,
         name: &str,
         secret_hash: &str,
+        protected: Protected<'_>,
         audit: &AuditEntry,
     ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
-        load_account(&mut tx, service_account_id)
+        lock_account(&mut tx, service_account_id, protected)
             .await
             .map_err(|e| match e {
                 StoreError::NotFound(m) => StoreError::Precondition {
@@ -221,8 +236,15 @@ impl Store {
         Ok(rows.with_items(items))
     }
 
-    pub async fn rename_api_key(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<ApiKey> {
+    pub async fn rename_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        protected: Protected<'_>,
+        audit: &AuditEntry,
+    ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
+        lock_key_account(&mut tx, id, protected).await?;
         let n = sqlx::query("UPDATE api_keys SET name = $1 WHERE id = $2")
             .bind(name)
             .bind(id)
@@ -238,8 +260,14 @@ impl Store {
         self.get_api_key(id).await
     }
 
-    pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<ApiKey> {
+    pub async fn delete_api_key(
+        &self,
+        id: &str,
+        protected: Protected<'_>,
+        audit: &AuditEntry,
+    ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
+        lock_key_account(&mut tx, id, protected).await?;
         let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -304,9 +332,21 @@ async fn insert_account(
     .bind(crate::time_sort_key(&created_at, &id))
     .execute(&mut *conn)
     .await
-    .ctx("creating a service account")?;
+    .map_err(|e| name_taken(e, name, "creating a service account"))?;
     insert_roles(conn, &id, roles).await?;
     load_account(conn, &id).await
+}
+
+/// A unique violation on a service account's name as the conflict it is; any other error as is.
+fn name_taken(e: sqlx::Error, name: &str, context: &'static str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict {
+            field: "name".into(),
+            message: format!("a service account named {name:?} already exists; names are unique"),
+        }
+    } else {
+        StoreError::Database { context, source: e }
+    }
 }
 
 async fn insert_roles(conn: &mut AnyConnection, id: &str, roles: &[RoleBinding]) -> Result<()> {
@@ -370,6 +410,51 @@ async fn load_roles(conn: &mut AnyConnection, id: &str) -> Result<Vec<RoleBindin
             })
         })
         .collect()
+}
+
+/// Lock account `id`'s row for the rest of the transaction (an UPDATE that changes nothing, the
+/// portable row lock) and read it; refuse when it holds the protected role.
+async fn lock_account(
+    conn: &mut AnyConnection,
+    id: &str,
+    protected: Protected<'_>,
+) -> Result<ServiceAccount> {
+    let n = sqlx::query("UPDATE service_accounts SET name = name WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .ctx("locking a service account")?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "service account {id} not found"
+        )));
+    }
+    let sa = load_account(conn, id).await?;
+    if let Protected(Some(role)) = protected
+        && sa.roles.iter().any(|b| b.role == role)
+    {
+        return Err(StoreError::Forbidden(format!(
+            "service account {id} holds {role}: only a caller holding {role} may change it, its roles or its keys"
+        )));
+    }
+    Ok(sa)
+}
+
+/// [`lock_account`] for the account of key `id` (NotFound when the key is unknown).
+async fn lock_key_account(
+    conn: &mut AnyConnection,
+    id: &str,
+    protected: Protected<'_>,
+) -> Result<ServiceAccount> {
+    let owner: Option<(String,)> =
+        sqlx::query_as("SELECT service_account_id FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx("reading an API key")?;
+    let (sa,) = owner.ok_or_else(|| StoreError::NotFound(format!("api key {id} not found")))?;
+    lock_account(conn, &sa, protected).await
 }
 
 async fn load_account(conn: &mut AnyConnection, id: &str) -> Result<ServiceAccount> {

@@ -30,6 +30,7 @@ pub use audit::{AuditEntry, AuditQuery};
 pub use clusters::{ClusterUpdate, NewCluster};
 pub use endpoints::{EndpointWork, NewEndpointService, endpoint_address};
 pub use gateways::{DecisionQuery, PolicyInputs, RoutedEndpoint};
+pub use identity::Protected;
 pub use ingress::Upsert;
 pub use model::*;
 pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
@@ -42,8 +43,8 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions};
 
-/// Errors of the store. `Conflict`, `NotFound`, `Locked` and `Precondition` are expected outcomes
-/// that the API maps to its error shape; `Database` is an internal failure.
+/// Errors of the store. `Conflict`, `NotFound`, `Forbidden`, `Locked` and `Precondition` are
+/// expected outcomes that the API maps to its error shape; `Database` is an internal failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// A unique constraint: the message names the resource and the field.
     #[error("{message}")]
     Conflict { field: String, message: String },
+    /// The caller's roles do not allow this change of this resource (an account holding a
+    /// protected role, see [`Protected`]).
+    #[error("{0}")]
+    Forbidden(String),
     /// The cluster has a networking operation in flight.
     #[error("{0}")]
     Locked(String),
@@ -172,6 +177,15 @@ impl Store {
     /// Open (creating if needed) the embedded SQLite store at `<data_dir>/perimeter.db` and
     /// apply migrations.
     pub async fn open_sqlite(data_dir: &Path, durability: Durability) -> Result<Self> {
+        Self::open_sqlite_to(data_dir, durability, i64::MAX).await
+    }
+
+    /// [`Store::open_sqlite`], applying the migrations up to `last` only.
+    pub(crate) async fn open_sqlite_to(
+        data_dir: &Path,
+        durability: Durability,
+        last: i64,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let path = data_dir.join("perimeter.db");
         private_database_files(&path)?;
@@ -198,7 +212,7 @@ impl Store {
             limits: Limits::default(),
             url: None,
         };
-        schema::migrate(&store_for_migrate).await?;
+        schema::migrate_to(&store_for_migrate, last).await?;
         let readers = std::thread::available_parallelism()
             .map(|n| n.get() as u32 * 2)
             .unwrap_or(4)
@@ -222,6 +236,11 @@ impl Store {
 
     /// Connect to PostgreSQL (or CockroachDB) at `url` and apply migrations.
     pub async fn open_postgres(url: &str) -> Result<Self> {
+        Self::open_postgres_to(url, i64::MAX).await
+    }
+
+    /// [`Store::open_postgres`], applying the migrations up to `last` only.
+    pub(crate) async fn open_postgres_to(url: &str, last: i64) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let opts = AnyConnectOptions::from_str(url)
             .ctx("parsing the database URL")?
@@ -253,7 +272,7 @@ impl Store {
             limits: Limits::default(),
             url: Some(url.to_string()),
         };
-        schema::migrate(&store).await?;
+        schema::migrate_to(&store, last).await?;
         Ok(store)
     }
 

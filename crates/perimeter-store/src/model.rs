@@ -343,6 +343,7 @@ pub struct AuditRecord {
     pub action: String,
     pub cluster_id: String,
     pub cluster_name: String,
+    pub service_account_id: String,
     pub service_account_name: String,
     pub source: String,
     pub payload: String,

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, readable_clusters, require};
+use crate::auth::{CLUSTER_ADMIN, Need, readable_clusters, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{Cluster, ListClustersResponse};
@@ -269,6 +269,9 @@ fn account_id(provider: Provider) -> String {
 }
 
 /// Create a cluster.
+///
+/// A creator that is not CLUSTER_ADMIN of the organization (a CLUSTER_CREATOR) is granted
+/// CLUSTER_ADMIN on the new cluster, as in the reference.
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "Clusters", request_body = CreateClusterRequest,
     responses((status = 200, body = Cluster), (status = "default", body = crate::error::Status)))]
 async fn create_cluster(
@@ -332,10 +335,23 @@ async fn create_cluster(
         creator_id: p.service_account_id.clone(),
         regions,
     };
+    // As in the reference, the creator administers what it creates (a CLUSTER_CREATOR could not
+    // even read it otherwise), unless it already does on the whole organization.
+    let administers_all = p
+        .roles
+        .iter()
+        .any(|b| b.role == CLUSTER_ADMIN && b.resource_type == "ORGANIZATION");
     let c = st
         .store
-        .create_cluster(&new, &audit(&p, "AUDIT_LOG_ACTION_CREATE_CLUSTER", &req))
+        .create_cluster_granting(
+            &new,
+            (!administers_all).then_some(CLUSTER_ADMIN),
+            &audit(&p, "AUDIT_LOG_ACTION_CREATE_CLUSTER", &req),
+        )
         .await?;
+    if !administers_all {
+        st.principals.clear();
+    }
     st.changed();
     st.embedded.wait_for_regions(&c).await;
     Ok(Json(st.embedded.view(c)))

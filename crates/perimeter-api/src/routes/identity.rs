@@ -8,7 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Need, ROLES, generate_key, hash_secret, require};
+use crate::auth::{
+    Need, ORG_ROLES, ROLES, generate_key, hash_secret, may_grant, protected, require,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
 use crate::model::{
@@ -94,17 +96,72 @@ pub struct AuditQueryParams {
     pub limit: Option<String>,
 }
 
-fn validate_label(field: &str, v: &str, max: usize) -> ApiResult<()> {
-    if v.trim().is_empty() || v.len() > max || v.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+/// Why `c` may not appear in a name people read, if it may not: control and format characters
+/// (bidi overrides such as U+202E, zero-width characters), line and paragraph separators,
+/// private-use, surrogate and unassigned code points.
+fn unprintable(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    match c.general_category() {
+        G::Control => Some("a control character"),
+        G::Format => Some("a format character (bidi control or invisible)"),
+        G::LineSeparator | G::ParagraphSeparator => Some("a line break"),
+        G::PrivateUse | G::Surrogate | G::Unassigned => Some("not a printable character"),
+        _ => None,
+    }
+}
+
+/// A name people read in lists and the audit log (of a service account, an API key): 1-`max`
+/// bytes of printable characters, no markup (`<`, `>`), no space at either end, so that what is
+/// shown is what it is.
+fn validate_name(field: &str, v: &str, max: usize) -> ApiResult<()> {
+    let bad = |why: String| {
+        Err(ApiError::invalid(
             field,
-            format!("{field} must be 1-{max} printable characters"),
+            format!("{field} {why}; use 1-{max} bytes of printable characters"),
+        ))
+    };
+    if v.is_empty() || v.len() > max {
+        return bad(format!("has {} bytes", v.len()));
+    }
+    if let Some((c, why)) = v.chars().find_map(|c| unprintable(c).map(|w| (c, w))) {
+        return bad(format!("holds U+{:04X}, {why}", c as u32));
+    }
+    if v.contains(['<', '>']) {
+        return bad("holds markup (< or >)".into());
+    }
+    if v.starts_with(char::is_whitespace) || v.ends_with(char::is_whitespace) {
+        return bad("begins or ends with a space".into());
+    }
+    Ok(())
+}
+
+/// A description: at most 1024 bytes, printable but for line breaks and tabs.
+fn validate_description(v: &str) -> ApiResult<()> {
+    if v.len() > 1024 {
+        return Err(ApiError::invalid(
+            "description",
+            "description must be at most 1024 characters",
+        ));
+    }
+    let found = v
+        .chars()
+        .filter(|c| !matches!(c, '\n' | '\t'))
+        .find_map(|c| unprintable(c).map(|w| (c, w)));
+    if let Some((c, why)) = found {
+        return Err(ApiError::invalid(
+            "description",
+            format!(
+                "description holds U+{:04X}, {why}; use printable characters, line breaks and tabs",
+                c as u32
+            ),
         ));
     }
     Ok(())
 }
 
-/// Parse bindings: known role names, ORGANIZATION (no id) or CLUSTER (UUID id) scope.
+/// Parse bindings: known role names, ORGANIZATION (no id, or an empty one) or CLUSTER (UUID id)
+/// scope; the organization roles (ORG_ADMIN, CLUSTER_CREATOR) at ORGANIZATION scope only.
+/// Nothing is widened or dropped: a binding means what it says or is a 400.
 fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
     roles
         .iter()
@@ -121,7 +178,26 @@ fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
                 ));
             }
             let id = match (r.resource.resource_type.as_str(), r.resource.id.as_deref()) {
-                ("ORGANIZATION", _) => String::new(),
+                ("ORGANIZATION", None | Some("")) => String::new(),
+                ("ORGANIZATION", Some(id)) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.id"),
+                        format!(
+                            "roles[{i}].resource.id: an ORGANIZATION binding covers every \
+                             cluster and takes no id (got {id:?}); for one cluster use type CLUSTER"
+                        ),
+                    ));
+                }
+                ("CLUSTER", Some(_)) if ORG_ROLES.contains(&r.name.as_str()) => {
+                    return Err(ApiError::invalid(
+                        format!("roles[{i}].resource.type"),
+                        format!(
+                            "roles[{i}].resource.type: {} is an organization role; bind it \
+                             with type ORGANIZATION",
+                            r.name
+                        ),
+                    ));
+                }
                 ("CLUSTER", Some(id)) => {
                     uuid_param(&format!("roles[{i}].resource.id"), id)?;
                     id.to_string()
@@ -149,6 +225,9 @@ fn bindings(roles: &[BuiltInRole]) -> ApiResult<Vec<RoleBinding>> {
 }
 
 /// Create a service account with its role bindings.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(post, path = "/api/v1/service-accounts", tag = "Identity", request_body = CreateServiceAccountRequest,
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
 async fn create_service_account(
@@ -156,15 +235,11 @@ async fn create_service_account(
     Auth(p): Auth,
     AppJson(req): AppJson<CreateServiceAccountRequest>,
 ) -> ApiResult<Json<ServiceAccount>> {
-    validate_label("name", &req.name, 128)?;
-    if req.description.len() > 1024 {
-        return Err(ApiError::invalid(
-            "description",
-            "description must be at most 1024 characters",
-        ));
-    }
+    validate_name("name", &req.name, 128)?;
+    validate_description(&req.description)?;
     let roles = bindings(&req.roles)?;
     require(&p, Need::Identity, None)?;
+    may_grant(&p, &roles)?;
     let sa = st
         .store
         .create_service_account(
@@ -210,6 +285,9 @@ async fn get_service_account(
 }
 
 /// Rename or re-describe a service account.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(patch, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
     request_body = UpdateServiceAccountSpecification,
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
@@ -221,7 +299,10 @@ async fn update_service_account(
 ) -> ApiResult<Json<ServiceAccount>> {
     uuid_param("id", &id)?;
     if let Some(n) = &req.name {
-        validate_label("name", n, 128)?;
+        validate_name("name", n, 128)?;
+    }
+    if let Some(d) = &req.description {
+        validate_description(d)?;
     }
     require(&p, Need::Identity, None)?;
     let sa = st
@@ -230,6 +311,7 @@ async fn update_service_account(
             &id,
             req.name.as_deref(),
             req.description.as_deref(),
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_UPDATE_SERVICE_ACCOUNT", &req),
         )
         .await?;
@@ -238,6 +320,9 @@ async fn update_service_account(
 }
 
 /// Delete a service account with its keys.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(delete, path = "/api/v1/service-accounts/{id}", tag = "Identity", params(("id" = String, Path)),
     responses((status = 200, body = ServiceAccount), (status = "default", body = crate::error::Status)))]
 async fn delete_service_account(
@@ -258,6 +343,7 @@ async fn delete_service_account(
         .store
         .delete_service_account(
             &id,
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_DELETE_SERVICE_ACCOUNT", &payload),
         )
         .await?;
@@ -267,6 +353,9 @@ async fn delete_service_account(
 }
 
 /// Create an API key; the secret is shown only in this answer.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "Identity", request_body = CreateApiKeyRequest,
     responses((status = 200, body = CreateApiKeyResponse), (status = "default", body = crate::error::Status)))]
 async fn create_api_key(
@@ -274,7 +363,7 @@ async fn create_api_key(
     Auth(p): Auth,
     AppJson(req): AppJson<CreateApiKeyRequest>,
 ) -> ApiResult<Json<CreateApiKeyResponse>> {
-    validate_label("name", &req.name, 128)?;
+    validate_name("name", &req.name, 128)?;
     uuid_param("service_account_id", &req.service_account_id)?;
     require(&p, Need::Identity, None)?;
     let (id, secret) = generate_key();
@@ -285,6 +374,7 @@ async fn create_api_key(
             &req.service_account_id,
             &req.name,
             &hash_secret(&secret),
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_CREATE_API_KEY", &(&req, &id)),
         )
         .await?;
@@ -332,6 +422,9 @@ async fn get_api_key(
 }
 
 /// Rename an API key.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(patch, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)), request_body = UpdateApiKeySpecification,
     responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
 async fn update_api_key(
@@ -340,13 +433,14 @@ async fn update_api_key(
     Path(id): Path<String>,
     AppJson(req): AppJson<UpdateApiKeySpecification>,
 ) -> ApiResult<Json<ApiKey>> {
-    validate_label("name", &req.name, 128)?;
+    validate_name("name", &req.name, 128)?;
     require(&p, Need::Identity, None)?;
     Ok(Json(
         st.store
             .rename_api_key(
                 &id,
                 &req.name,
+                protected(&p),
                 &audit(&p, "AUDIT_LOG_ACTION_UPDATE_API_KEY", &(&id, &req)),
             )
             .await?
@@ -355,6 +449,9 @@ async fn update_api_key(
 }
 
 /// Delete (revoke) an API key at once.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "Identity", params(("id" = String, Path)),
     responses((status = 200, body = ApiKey), (status = "default", body = crate::error::Status)))]
 async fn delete_api_key(
@@ -366,7 +463,11 @@ async fn delete_api_key(
     let payload = serde_json::json!({"id": id});
     let gone = st
         .store
-        .delete_api_key(&id, &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload))
+        .delete_api_key(
+            &id,
+            protected(&p),
+            &audit(&p, "AUDIT_LOG_ACTION_DELETE_API_KEY", &payload),
+        )
         .await?;
     // After the delete: a request racing it cannot leave the key cached.
     st.principals.clear();
@@ -391,6 +492,9 @@ async fn get_roles(
 }
 
 /// Replace a service account's role bindings.
+///
+/// PLATFORM_OPERATOR is the platform's: only a caller holding it on the organization may grant
+/// it, or change an account that holds it (its roles, name, keys, existence); others get 403.
 #[utoipa::path(put, path = "/api/v1/roles/{user_id}", tag = "Identity", params(("user_id" = String, Path)), request_body = SetRolesForUserRequest,
     responses((status = 200, body = GetAllRolesForUserResponse), (status = "default", body = crate::error::Status)))]
 async fn set_roles(
@@ -403,11 +507,13 @@ async fn set_roles(
     crate::extract::agrees("user_id", &req.user_id, &user_id)?;
     let roles = bindings(&req.roles)?;
     require(&p, Need::Identity, None)?;
+    may_grant(&p, &roles)?;
     let sa = st
         .store
         .set_roles(
             &user_id,
             &roles,
+            protected(&p),
             &audit(&p, "AUDIT_LOG_ACTION_ASSIGN_USER_ROLE", &(&user_id, &req)),
         )
         .await?;
@@ -474,4 +580,41 @@ async fn list_audit_logs(
         entries: entries.into_iter().map(Into::into).collect(),
         next_starting_from: next,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_print_as_what_they_are() {
+        for ok in [
+            "admin",
+            "ci/cd bot (prod) #2",
+            "Équipe données",
+            "デプロイ",
+            "a b",
+            "R&D",
+        ] {
+            assert!(validate_name("name", ok, 128).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " admin",
+            "admin\u{a0}",
+            "admin\u{202e}nimda",
+            "\u{2066}x",
+            "a\u{200d}b",
+            "a\u{2028}b",
+            "a\u{e000}b",
+            "tab\there",
+            "<i>x</i>",
+            &"x".repeat(129),
+        ] {
+            let e = validate_name("name", bad, 128).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some("name"), "{bad:?}");
+        }
+        assert!(validate_description("two\nlines\tand a tab").is_ok());
+        assert!(validate_description("rtl \u{202e} override").is_err());
+    }
 }
