@@ -33,7 +33,9 @@ pub use gateways::{DecisionQuery, PolicyInputs, RoutedEndpoint};
 pub use ingress::Upsert;
 pub use model::*;
 pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
-pub use page::{Page, PageRequest};
+pub use page::{
+    Cursor, InvalidPageToken, MAX_PAGE_TOKEN_CHARS, Page, PageBinding, PageRequest, PageTokens,
+};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -112,6 +114,8 @@ pub struct Store {
     limits: Limits,
     /// The PostgreSQL URL, for connections of their own (change notifications).
     url: Option<String>,
+    /// The page-token signer, read from the database on first use ([`Store::page_tokens`]).
+    page_tokens: std::sync::Arc<tokio::sync::OnceCell<PageTokens>>,
 }
 
 /// How much one organisation and one cluster may hold (`serve --max-*`): every change ships the
@@ -197,6 +201,7 @@ impl Store {
             backend: Backend::Sqlite,
             limits: Limits::default(),
             url: None,
+            page_tokens: Default::default(),
         };
         schema::migrate(&store_for_migrate).await?;
         let readers = std::thread::available_parallelism()
@@ -217,6 +222,7 @@ impl Store {
             backend: Backend::Sqlite,
             limits: Limits::default(),
             url: None,
+            page_tokens: Default::default(),
         })
     }
 
@@ -252,6 +258,7 @@ impl Store {
             backend: Backend::Postgres,
             limits: Limits::default(),
             url: Some(url.to_string()),
+            page_tokens: Default::default(),
         };
         schema::migrate(&store).await?;
         Ok(store)
