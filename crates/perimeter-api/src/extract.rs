@@ -2,9 +2,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use perimeter_store::{PageRequest, Principal};
+use perimeter_store::{Cursor, PageBinding, PageRequest, PageTokens, Principal, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -155,7 +153,8 @@ impl FromRequestParts<AppState> for Auth {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Opaque token from a previous response's `next_page` or `previous_page`.
+    /// Opaque token from a previous response's `next_page` or `previous_page`, valid only for
+    /// the same list, caller and query (filters, page size, order) that it came with.
     #[serde(rename = "pagination.page")]
     #[param(rename = "pagination.page")]
     pub page: Option<String>,
@@ -180,15 +179,27 @@ pub struct Pagination {
     pub previous_page: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Token {
-    /// "a": after key, "b": before key.
-    d: String,
-    k: String,
+/// A list request as the route reads it: the page asked for, and what the tokens it reads and
+/// answers are bound to.
+pub struct Paging {
+    pub req: PageRequest,
+    tokens: PageTokens,
+    binding: PageBinding,
 }
 
 impl PageQuery {
-    pub fn to_request(&self) -> ApiResult<PageRequest> {
+    /// Read the pagination parameters of a list. The list is `resource` (with the ids of the
+    /// path, so each cluster's rules are a list of their own) narrowed by the route's `filters`
+    /// (name and value as the route understood them). A `pagination.page` token opens only if
+    /// this store issued it for the same list, filters, page size and order, to the same
+    /// service account; anything else is a 400 naming `pagination.page`.
+    pub async fn paging(
+        &self,
+        store: &Store,
+        caller: &Principal,
+        resource: &str,
+        filters: &[(&str, &str)],
+    ) -> ApiResult<Paging> {
         let limit = match self.limit.as_deref() {
             None | Some("") => 100,
             Some(s) => match s.parse::<u32>() {
@@ -211,57 +222,60 @@ impl PageQuery {
                 ));
             }
         };
+        let mut binding = PageBinding::new(resource, &caller.service_account_id);
+        for (name, value) in filters {
+            binding = binding.with(name, value);
+        }
+        let binding = binding.with("pagination.limit", &limit.to_string()).with(
+            "pagination.sort_order",
+            if descending { "DESC" } else { "ASC" },
+        );
+        let tokens = store.page_tokens().await?;
         let mut req = PageRequest {
             limit,
             descending,
             ..Default::default()
         };
         if let Some(tok) = self.page.as_deref().filter(|t| !t.is_empty()) {
-            let bad = || {
-                ApiError::invalid(
-                    "pagination.page",
-                    "pagination.page is not a token this server issued; pass next_page or previous_page from a previous response",
-                )
-            };
-            let raw = URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
-            let t: Token = serde_json::from_slice(&raw).map_err(|_| bad())?;
-            match t.d.as_str() {
-                "a" => req.after = Some(t.k),
-                "b" => req.before = Some(t.k),
-                _ => return Err(bad()),
+            match tokens.open(&binding, tok) {
+                Ok(Cursor::After(k)) => req.after = Some(k),
+                Ok(Cursor::Before(k)) => req.before = Some(k),
+                Err(_) => {
+                    return Err(ApiError::invalid(
+                        "pagination.page",
+                        "pagination.page is not a token this server issued for this list, caller, filters, page size and order; pass next_page or previous_page from the previous response with the same query",
+                    ));
+                }
             }
         }
-        Ok(req)
-    }
-}
-
-fn token(d: &str, k: &str) -> String {
-    URL_SAFE_NO_PAD.encode(
-        serde_json::to_vec(&Token {
-            d: d.into(),
-            k: k.into(),
+        Ok(Paging {
+            req,
+            tokens,
+            binding,
         })
-        .expect("plain data"),
-    )
+    }
 }
 
-/// The `pagination` value of a list response: null when everything fit on one page.
-pub fn pagination<T>(page: &perimeter_store::Page<T>) -> Option<Pagination> {
-    if !page.more_after && !page.more_before {
-        return None;
+impl Paging {
+    /// The `pagination` value of the answer: null when everything fit on one page.
+    pub fn pagination<T>(&self, page: &perimeter_store::Page<T>) -> Option<Pagination> {
+        if !page.more_after && !page.more_before {
+            return None;
+        }
+        let token = |c: Cursor| self.tokens.seal(&self.binding, &c);
+        let next_page = match (&page.last_key, page.more_after) {
+            (Some(k), true) => token(Cursor::After(k.clone())),
+            _ => String::new(),
+        };
+        let previous_page = match (&page.first_key, page.more_before) {
+            (Some(k), true) => token(Cursor::Before(k.clone())),
+            _ => String::new(),
+        };
+        Some(Pagination {
+            next_page,
+            previous_page,
+        })
     }
-    let next_page = match (&page.last_key, page.more_after) {
-        (Some(k), true) => token("a", k),
-        _ => String::new(),
-    };
-    let previous_page = match (&page.first_key, page.more_before) {
-        (Some(k), true) => token("b", k),
-        _ => String::new(),
-    };
-    Some(Pagination {
-        next_page,
-        previous_page,
-    })
 }
 
 /// Check that a path id is a UUID.

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::{AuditEntry, record};
 use crate::model::{Cluster, CredentialRole, Region, flag, int, json, opt_text, text, to_json};
-use crate::page::{Page, PageRequest, fetch_page};
+use crate::page::{Arg, Page, PageRequest, fetch_page};
 use crate::{Ctx, Result, Store, StoreError};
 
 /// The column `endpoint_locked` of a cluster row aliased `$c`: 1 while one of its egress private
@@ -198,25 +198,38 @@ impl Store {
         Ok(c)
     }
 
+    /// A page of the clusters among `visible` (None: all of them), so that a caller scoped to
+    /// some clusters pages over those alone: neither the rows, the page boundaries nor whether
+    /// more pages exist depend on clusters outside `visible`.
     pub async fn list_clusters(
         &self,
         show_inactive: bool,
+        visible: Option<&[String]>,
         page: &PageRequest,
     ) -> Result<Page<Cluster>> {
-        let sql = if show_inactive {
-            concat!(
-                "SELECT clusters.*, ",
-                endpoint_locked!("clusters"),
-                " FROM clusters WHERE 1 = 1"
-            )
-        } else {
-            concat!(
-                "SELECT clusters.*, ",
-                endpoint_locked!("clusters"),
-                " FROM clusters WHERE deleted_at IS NULL"
-            )
-        };
-        let rows = fetch_page(&self.read, sql, vec![], "sort_key", page).await?;
+        let mut sql = concat!(
+            "SELECT clusters.*, ",
+            endpoint_locked!("clusters"),
+            " FROM clusters WHERE 1 = 1"
+        )
+        .to_string();
+        if !show_inactive {
+            sql.push_str(" AND deleted_at IS NULL");
+        }
+        let mut args = Vec::new();
+        if let Some(ids) = visible {
+            if ids.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                let mut marks = Vec::with_capacity(ids.len());
+                for id in ids {
+                    args.push(Arg::Text(id.clone()));
+                    marks.push(format!("${}", args.len()));
+                }
+                sql.push_str(&format!(" AND id IN ({})", marks.join(", ")));
+            }
+        }
+        let rows = fetch_page(&self.read, &sql, args, "sort_key", page).await?;
         let mut conn = self.read.acquire().await.ctx("acquiring a connection")?;
         let mut items = Vec::with_capacity(rows.items.len());
         for r in &rows.items {

@@ -34,7 +34,9 @@ pub use identity::Protected;
 pub use ingress::Upsert;
 pub use model::*;
 pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
-pub use page::{Page, PageRequest};
+pub use page::{
+    Cursor, InvalidPageToken, MAX_PAGE_TOKEN_CHARS, Page, PageBinding, PageRequest, PageTokens,
+};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -117,6 +119,8 @@ pub struct Store {
     limits: Limits,
     /// The PostgreSQL URL, for connections of their own (change notifications).
     url: Option<String>,
+    /// The page-token signer, read from the database on first use ([`Store::page_tokens`]).
+    page_tokens: std::sync::Arc<tokio::sync::OnceCell<PageTokens>>,
 }
 
 /// How much one organisation and one cluster may hold (`serve --max-*`): every change ships the
@@ -211,6 +215,7 @@ impl Store {
             backend: Backend::Sqlite,
             limits: Limits::default(),
             url: None,
+            page_tokens: Default::default(),
         };
         schema::migrate_to(&store_for_migrate, last).await?;
         let readers = std::thread::available_parallelism()
@@ -231,6 +236,7 @@ impl Store {
             backend: Backend::Sqlite,
             limits: Limits::default(),
             url: None,
+            page_tokens: Default::default(),
         })
     }
 
@@ -271,6 +277,7 @@ impl Store {
             backend: Backend::Postgres,
             limits: Limits::default(),
             url: Some(url.to_string()),
+            page_tokens: Default::default(),
         };
         schema::migrate_to(&store, last).await?;
         Ok(store)

@@ -11,9 +11,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
-};
+use crate::extract::{AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, uuid_param};
 use crate::model::{AllowlistEntry, ListAllowlistEntriesResponse};
 use crate::{AppState, audit};
 
@@ -199,15 +197,22 @@ fn validate_entry_name(name: &str) -> ApiResult<()> {
 async fn list_allowlist(
     State(st): State<AppState>,
     ClusterScope {
-        principal: _,
+        principal,
         cluster_id,
         ..
     }: ClusterScope<access::ReadNetworking>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListAllowlistEntriesResponse>> {
-    let req = pq.to_request()?;
-    let (page, propagating) = st.store.list_allowlist(&cluster_id, &req).await?;
-    let pagination = pagination(&page);
+    let paging = pq
+        .paging(
+            &st.store,
+            &principal,
+            &format!("clusters/{cluster_id}/allowlist"),
+            &[],
+        )
+        .await?;
+    let (page, propagating) = st.store.list_allowlist(&cluster_id, &paging.req).await?;
+    let pagination = paging.pagination(&page);
     Ok(Json(ListAllowlistEntriesResponse {
         allowlist: page.items.into_iter().map(Into::into).collect(),
         propagating,

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{CLUSTER_ADMIN, Need, readable_clusters, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, uuid_param};
 use crate::model::{Cluster, ListClustersResponse};
 use crate::{AppState, audit};
 
@@ -376,17 +376,24 @@ async fn list_clusters(
             ));
         }
     };
-    let req = pq.to_request()?;
+    let show = if show_inactive { "true" } else { "false" };
+    let paging = pq
+        .paging(&st.store, &p, "clusters", &[("show_inactive", show)])
+        .await?;
     let visible = readable_clusters(&p);
     if visible.as_ref().is_some_and(|v| v.is_empty()) {
         require(&p, Need::ReadCluster, None)?;
     }
-    let page = st.store.list_clusters(show_inactive, &req).await?;
-    let pagination = pagination(&page);
+    // Filtered in the query, before paging: a caller scoped to some clusters pages over those
+    // alone, and its tokens and page boundaries say nothing of the others.
+    let page = st
+        .store
+        .list_clusters(show_inactive, visible.as_deref(), &paging.req)
+        .await?;
+    let pagination = paging.pagination(&page);
     let clusters = page
         .items
         .into_iter()
-        .filter(|c| visible.as_ref().is_none_or(|v| v.contains(&c.id)))
         .map(|c| st.embedded.view(c))
         .collect();
     Ok(Json(ListClustersResponse {

@@ -13,9 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, allowed, require};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{
-    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
-};
+use crate::extract::{AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, uuid_param};
 use crate::model::{Empty, GetEgressRuleResponse, ListEgressRulesResponse, RuleResponse};
 use crate::{AppState, audit};
 use perimeter_store::Principal;
@@ -275,25 +273,34 @@ async fn add_rule(
 async fn list_rules(
     State(st): State<AppState>,
     ClusterScope {
-        principal: _,
+        principal,
         cluster_id,
         ..
     }: ClusterScope<access::ReadNetworking>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<axum::response::Response> {
-    let req = pq.to_request()?;
+    let paging = pq
+        .paging(
+            &st.store,
+            &principal,
+            &format!("clusters/{cluster_id}/egress-rules"),
+            &[],
+        )
+        .await?;
+    let req = &paging.req;
     // One indexed read tells whether the cluster is live and whether a cached page is current:
     // the epoch changes in the same transaction as any change of the cluster's rules.
     let epoch = st.store.rules_epoch(&cluster_id).await?;
+    // The answer's tokens are bound to the caller: so is the cache entry.
     let key = format!(
-        "{cluster_id}|{:?}|{:?}|{}|{}",
-        req.after, req.before, req.limit, req.descending
+        "{cluster_id}|{}|{:?}|{:?}|{}|{}",
+        principal.service_account_id, req.after, req.before, req.limit, req.descending
     );
     let body = st
         .rule_pages
         .fill(key, epoch, || async {
-            let page = st.store.list_rules(&cluster_id, &req).await?;
-            let pagination = pagination(&page);
+            let page = st.store.list_rules(&cluster_id, req).await?;
+            let pagination = paging.pagination(&page);
             let resp = ListEgressRulesResponse {
                 rules: page.items.into_iter().map(Into::into).collect(),
                 pagination,

@@ -14,9 +14,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Need, require};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, pagination, uuid_param,
-};
+use crate::extract::{AppJson, Auth, ClusterScope, PageQuery, Query, access, agrees, uuid_param};
 use crate::model::{
     EgressPrivateEndpoint, Empty, EndpointConnection, EndpointService, ListConnectionsResponse,
     ListEgressPrivateEndpointsResponse, ListEndpointServicesResponse,
@@ -134,16 +132,23 @@ async fn create_endpoint(
 async fn list_endpoints(
     State(st): State<AppState>,
     ClusterScope {
-        principal: _,
+        principal,
         cluster_id,
         ..
     }: ClusterScope<access::ReadEndpoints>,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListEgressPrivateEndpointsResponse>> {
-    let req = pq.to_request()?;
+    let paging = pq
+        .paging(
+            &st.store,
+            &principal,
+            &format!("clusters/{cluster_id}/egress-private-endpoints"),
+            &[],
+        )
+        .await?;
     st.store.get_live_cluster(&cluster_id).await?;
-    let page = st.store.list_endpoints(&cluster_id, &req).await?;
-    let pagination = pagination(&page);
+    let page = st.store.list_endpoints(&cluster_id, &paging.req).await?;
+    let pagination = paging.pagination(&page);
     Ok(Json(ListEgressPrivateEndpointsResponse {
         egress_private_endpoints: page.items.into_iter().map(Into::into).collect(),
         pagination,
@@ -462,10 +467,10 @@ async fn list_services(
     Auth(p): Auth,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListEndpointServicesResponse>> {
-    let req = pq.to_request()?;
+    let paging = pq.paging(&st.store, &p, "endpoint-services", &[]).await?;
     require(&p, Need::EndpointServices, None)?;
-    let page = st.store.list_endpoint_services(&req).await?;
-    let pagination = pagination(&page);
+    let page = st.store.list_endpoint_services(&paging.req).await?;
+    let pagination = paging.pagination(&page);
     Ok(Json(ListEndpointServicesResponse {
         endpoint_services: page.items.into_iter().map(Into::into).collect(),
         pagination,
@@ -517,10 +522,17 @@ async fn list_connections(
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListConnectionsResponse>> {
     uuid_param("id", &id)?;
-    let req = pq.to_request()?;
+    let paging = pq
+        .paging(
+            &st.store,
+            &p,
+            &format!("endpoint-services/{id}/connections"),
+            &[],
+        )
+        .await?;
     require(&p, Need::EndpointServices, None)?;
-    let page = st.store.list_connections(&id, &req).await?;
-    let pagination = pagination(&page);
+    let page = st.store.list_connections(&id, &paging.req).await?;
+    let pagination = paging.pagination(&page);
     Ok(Json(ListConnectionsResponse {
         connections: page.items.into_iter().map(Into::into).collect(),
         pagination,

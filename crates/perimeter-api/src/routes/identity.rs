@@ -12,7 +12,7 @@ use crate::auth::{
     Need, ORG_ROLES, ROLES, generate_key, hash_secret, may_grant, protected, require,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, Auth, PageQuery, Query, pagination, uuid_param};
+use crate::extract::{AppJson, Auth, PageQuery, Query, uuid_param};
 use crate::model::{
     ApiKey, BuiltInRole, CreateApiKeyResponse, GetAllRolesForUserResponse, ListApiKeysResponse,
     ListAuditLogsResponse, ListServiceAccountsResponse, ServiceAccount,
@@ -261,10 +261,10 @@ async fn list_service_accounts(
     Auth(p): Auth,
     Query(pq): Query<PageQuery>,
 ) -> ApiResult<Json<ListServiceAccountsResponse>> {
-    let req = pq.to_request()?;
+    let paging = pq.paging(&st.store, &p, "service-accounts", &[]).await?;
     require(&p, Need::Identity, None)?;
-    let page = st.store.list_service_accounts(&req).await?;
-    let pagination = pagination(&page);
+    let page = st.store.list_service_accounts(&paging.req).await?;
+    let pagination = paging.pagination(&page);
     Ok(Json(ListServiceAccountsResponse {
         service_accounts: page.items.into_iter().map(Into::into).collect(),
         pagination,
@@ -396,13 +396,23 @@ async fn list_api_keys(
     if let Some(sa) = &q.service_account_id {
         uuid_param("service_account_id", sa)?;
     }
-    let req = pq.to_request()?;
+    let paging = pq
+        .paging(
+            &st.store,
+            &p,
+            "api-keys",
+            &[(
+                "service_account_id",
+                q.service_account_id.as_deref().unwrap_or_default(),
+            )],
+        )
+        .await?;
     require(&p, Need::Identity, None)?;
     let page = st
         .store
-        .list_api_keys(q.service_account_id.as_deref(), &req)
+        .list_api_keys(q.service_account_id.as_deref(), &paging.req)
         .await?;
-    let pagination = pagination(&page);
+    let pagination = paging.pagination(&page);
     Ok(Json(ListApiKeysResponse {
         api_keys: page.items.into_iter().map(Into::into).collect(),
         pagination,
