@@ -17,12 +17,11 @@
 //! with its own self-signed certificate, which the gateway trusts through `--upstream-ca-file`;
 //! every GET answered `200` with a 2-byte body). It runs in a network namespace the bench creates
 //! (this binary with `--upstream`, on 198.51.100.226:443 behind a veth pair), not on loopback:
-//! the address guard refuses loopback unless a CIDR rule covers it and the port, and with a CIDR
-//! rule on port 443 the gateway no longer takes `inspected.test` for a destination only path
-//! rules allow: it admits the CONNECT per address and splices it through the CIDR rule (a CIDR
-//! rule on the port that does not cover the address gets it refused, `path_needs_tls_inspection`,
-//! inspection on or not). The documentation range is no special address, so no CIDR rule is needed. Clients and the gateway
-//! talk over loopback; nothing leaves the machine. This needs root (`ip netns`, veth).
+//! the address guard refuses loopback unless a CIDR rule covers it and the port, and a CIDR
+//! rule covering the address allows any path: the gateway would splice `inspected.test` through
+//! it. The documentation range is no special address, so no CIDR rule is needed. Clients and
+//! the gateway talk over loopback; nothing leaves the machine. This needs root (`ip netns`,
+//! veth).
 //!
 //! **Honest clients.** Each client makes a CONNECT, then a TLS handshake inside the tunnel
 //! (rustls, no session resumption) trusting only the cluster's CA on the inspected name and only
