@@ -293,30 +293,112 @@ pub(crate) fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, R
     Ok(first)
 }
 
-/// Forward one request to `target`.
+/// Forward one request to `target`. An HTTP/2 request refused before its body was read has the
+/// body read first (up to 1 MiB, for 2 s), so that a small refused upload ends as usual: some
+/// clients (curl 7.88) take any reset during their upload for a failed transfer and never show
+/// the 403. A longer body is kept until the answer is sent: dropping it before would reset the
+/// stream (`CANCEL`) ahead of the answer; after it, the reset is the early answer RFC 9113
+/// section 8.1 allows (`NO_ERROR`).
 async fn forward(
     ctx: ProxyContext,
-    mut draft: Draft,
+    draft: Draft,
     req: Request<Incoming>,
+    target: Target,
+    how: How,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let h2 = parts.version == http::Version::HTTP_2;
+    let mut body = Some(body);
+    let response = forward_parts(ctx, draft, parts, &mut body, target, how).await;
+    match body {
+        None => response,
+        Some(mut unread) => {
+            if h2 {
+                // A small refused upload is read to its end first, so that the stream closes
+                // as usual (some clients take any reset during their upload for a failure).
+                drain(&mut unread).await;
+            }
+            response.map(|answer| {
+                Holding {
+                    inner: answer,
+                    _request: unread,
+                }
+                .boxed()
+            })
+        }
+    }
+}
+
+/// Most of a refused HTTP/2 request body read (and dropped) before the refusal is sent, and for
+/// how long.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read and drop `body` up to [`DRAIN_BYTES`] within [`DRAIN_TIME`].
+async fn drain(body: &mut Incoming) {
+    let read = async {
+        let mut seen = 0usize;
+        while seen <= DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// A response body that holds the unread request body until it ends.
+struct Holding {
+    inner: ProxyBody,
+    _request: Incoming,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// [`forward`] on the request's head; takes `body` only to send it upstream.
+async fn forward_parts(
+    ctx: ProxyContext,
+    mut draft: Draft,
+    parts: http::request::Parts,
+    body: &mut Option<Incoming>,
     target: Target,
     how: How,
 ) -> Response<ProxyBody> {
     let snap = ctx.snapshots.borrow().clone();
     draft.cluster = snap.cluster_id().to_string();
-    draft.method = Some(req.method().to_string());
-    let uri = req.uri().clone();
-    let host_header = match single_host(req.headers()) {
+    draft.method = Some(parts.method.to_string());
+    let uri = parts.uri.clone();
+    let host_header = match single_host(&parts.headers) {
         Err(r) => return draft.refuse(r),
         Ok(h) => h.cloned(),
     };
     // An HTTP/2 request names its host in `:authority` (hyper puts it in the URI); a Host
     // beside it must name the same target. Both are checked.
-    let h2 = req.version() == http::Version::HTTP_2;
+    let h2 = parts.version == http::Version::HTTP_2;
     if h2 {
-        if let Err(r) = h2_pseudo(&req) {
+        if let Err(r) = h2_pseudo(&parts) {
             return draft.refuse(r);
         }
-    } else if req.method() == http::Method::CONNECT {
+    } else if parts.method == http::Method::CONNECT {
         return draft.refuse(Refusal::new(
             Why::InvalidHttpRequest,
             "CONNECT is not forwarded inside a tunnel",
@@ -500,7 +582,13 @@ async fn forward(
     // Two parts finish the event: the request body and the response. Its bytes are this
     // request's share of a connection that may serve several.
     let shared = SharedDraft::new(draft, outcome, 2, activity);
-    let (mut parts, body) = req.into_parts();
+    let mut parts = parts;
+    let Some(body) = body.take() else {
+        shared.set_outcome((EventVerdict::Failed, Why::UpstreamFailed.as_str()));
+        shared.part_done();
+        shared.part_done();
+        return Refusal::new(Why::UpstreamFailed, "the request body was already taken").response();
+    };
     strip_hop_by_hop(&mut parts.headers);
     parts.uri = upstream_uri;
     if sender.is_h2() {
@@ -607,19 +695,19 @@ pub(crate) fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: 
 /// the tunnel would carry bytes no path decides). A request without `:authority` has no
 /// scheme in its URI (hyper keeps `:scheme` only beside an authority); it names its host in
 /// a Host header, checked as any other.
-fn h2_pseudo(req: &Request<Incoming>) -> Result<(), Refusal> {
-    if req.method() == http::Method::CONNECT {
+fn h2_pseudo(req: &http::request::Parts) -> Result<(), Refusal> {
+    if req.method == http::Method::CONNECT {
         return Err(Refusal::new(
             Why::InvalidHttpRequest,
             "CONNECT is not forwarded inside an inspected HTTP/2 session",
         ));
     }
-    if req.uri().authority().is_some() && req.uri().scheme_str() != Some("https") {
+    if req.uri.authority().is_some() && req.uri.scheme_str() != Some("https") {
         return Err(Refusal::new(
             Why::InvalidHttpRequest,
             format!(
                 ":scheme must be https inside TLS, not {:?}",
-                req.uri().scheme_str().unwrap_or("")
+                req.uri.scheme_str().unwrap_or("")
             ),
         ));
     }

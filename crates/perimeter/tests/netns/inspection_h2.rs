@@ -73,6 +73,9 @@ fn http2_is_decided_stream_by_stream_under_inspection() {
     let h2 = [&trust[..], &["--http2"]].concat();
     let h1 = [&trust[..], &["--http1.1"]].concat();
     let node_url = |path: &str| format!("https://allowed.test:{H2_PORT}{path}");
+    let upload = net.dir.path().join("upload");
+    std::fs::write(&upload, b"rows for another bucket").expect("the upload's file");
+    let upload = upload.to_str().expect("UTF-8 path").to_string();
 
     let mut cases = vec![
         case(
@@ -105,6 +108,14 @@ fn http2_is_decided_stream_by_stream_under_inspection() {
         )
         .allowed(200)
         .serves(["/api/backup-1"]),
+        case(
+            "h2: an upload (curl -T) to another path, refused before its body is read",
+            curl_with(
+                &[&h2[..], &["-T", upload.as_str()]].concat(),
+                node_url("/other-bucket/upload"),
+            ),
+        )
+        .refused(403, "path_not_allowed"),
         case(
             "h2: another path on the same host",
             curl_with(&h2, node_url("/other-bucket/x")),
