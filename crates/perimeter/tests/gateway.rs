@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use perimeter_testkit::api::{create_cluster, gateway_token};
+use perimeter_testkit::api::{create_cluster, gateway_token, wait_rule_active};
 use perimeter_testkit::dns::dns_server;
 use perimeter_testkit::{Gateway, Server, api, curl, header_value, http_upstream, ok, wait_until};
 use serde_json::{Value, json};
@@ -75,6 +75,40 @@ fn control_plane(t: &Setup, name: &str) -> (Server, String, String, String) {
     (s, key, cid, token)
 }
 
+/// The CIDR rule that names the loopback upstream, and the gateway `gw-1` (its state in
+/// `gw-state`), once the rule reads ACTIVE: the gateway applied and acknowledged it.
+fn upstream_rule_and_gateway(
+    t: &Setup,
+    s: &Server,
+    key: &str,
+    cid: &str,
+    token: &str,
+) -> (Gateway, PathBuf) {
+    let rule = ok(
+        s,
+        key,
+        "POST",
+        &format!("/api/v1/clusters/{cid}/networking/egress-rules"),
+        Some(
+            json!({"name": "loopback-upstream", "type": "CIDR", "destination": "127.0.0.0/8", "ports": [t.up], "description": "test upstream"}),
+        ),
+    );
+    let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
+    let state = t.dir.path().join("gw-state");
+    let gw = Gateway::start(
+        BIN,
+        t.dir.path(),
+        &s.url,
+        token,
+        "us-east-1",
+        &state,
+        &t.hosts,
+        &t.dns,
+    );
+    wait_rule_active(s, key, cid, &rid);
+    (gw, state)
+}
+
 #[test]
 fn default_deny_enforced_live_and_from_last_known_good() {
     let t = setup();
@@ -86,44 +120,10 @@ fn default_deny_enforced_live_and_from_last_known_good() {
         &format!("/api/v1/clusters/{cid}/networking/egress-rules/egress-traffic-policy"),
         Some(json!({"allow_all": false})),
     );
-    let rule = ok(
-        &s,
-        &key,
-        "POST",
-        &format!("/api/v1/clusters/{cid}/networking/egress-rules"),
-        Some(
-            json!({"name": "loopback-upstream", "type": "CIDR", "destination": "127.0.0.0/8", "ports": [t.up], "description": "test upstream"}),
-        ),
-    );
-    let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
-
-    let state = t.dir.path().join("gw-state");
-    let gw = Gateway::start(
-        BIN,
-        t.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &state,
-        &t.hosts,
-        &t.dns,
-    );
+    // The rule reads ACTIVE once the gateway applied and acknowledged it.
+    let (gw, state) = upstream_rule_and_gateway(&t, &s, &key, &cid, &token);
     let p = gw.proxy.clone();
     let allowed = format!("http://allowed.test.example:{}/hello", t.up);
-
-    // The rule reads ACTIVE once the gateway applied and acknowledged it.
-    wait_until("the rule to become ACTIVE", 30, || {
-        let (_, b) = api(
-            &s,
-            &key,
-            "GET",
-            &format!("/api/v1/clusters/{cid}/networking/egress-rules/{rid}"),
-            None,
-        );
-        serde_json::from_str::<Value>(&b)
-            .ok()
-            .is_some_and(|v| v["rule"]["state"] == "ACTIVE")
-    });
 
     let check_enforced = |p: &str, what: &str| {
         // Absolute-form HTTP to the allowed upstream.
@@ -320,39 +320,7 @@ fn default_deny_enforced_live_and_from_last_known_good() {
 fn a_deleted_gateway_denies_everything_and_forgets_its_policy() {
     let t = setup();
     let (s, key, cid, token) = control_plane(&t, "gw-e2e-revoked");
-    let rule = ok(
-        &s,
-        &key,
-        "POST",
-        &format!("/api/v1/clusters/{cid}/networking/egress-rules"),
-        Some(
-            json!({"name": "loopback-upstream", "type": "CIDR", "destination": "127.0.0.0/8", "ports": [t.up], "description": "test upstream"}),
-        ),
-    );
-    let rid = rule["Rule"]["id"].as_str().unwrap().to_string();
-    let state = t.dir.path().join("gw-state");
-    let gw = Gateway::start(
-        BIN,
-        t.dir.path(),
-        &s.url,
-        &token,
-        "us-east-1",
-        &state,
-        &t.hosts,
-        &t.dns,
-    );
-    wait_until("the rule to become ACTIVE", 30, || {
-        let (_, b) = api(
-            &s,
-            &key,
-            "GET",
-            &format!("/api/v1/clusters/{cid}/networking/egress-rules/{rid}"),
-            None,
-        );
-        serde_json::from_str::<Value>(&b)
-            .ok()
-            .is_some_and(|v| v["rule"]["state"] == "ACTIVE")
-    });
+    let (gw, state) = upstream_rule_and_gateway(&t, &s, &key, &cid, &token);
     let allowed = format!("http://allowed.test.example:{}/hello", t.up);
     assert_eq!(via(&gw.proxy, &[], &allowed).0, 200);
     assert!(state.join("last-known-good.json").exists());
