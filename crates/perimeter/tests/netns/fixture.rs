@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -376,29 +376,13 @@ impl Net {
 
     /// Every event the upstream logged, in order.
     pub fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.upstream_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        log_events(&self.upstream_log)
     }
 
     /// Wait (5 s at most) until every connection the upstream accepted has ended, then return
     /// its events.
     pub fn settled_events(&self) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let ev = self.events();
-            let accepted = ev.iter().filter(|e| e["kind"] == "accept").count();
-            let ended = ev
-                .iter()
-                .filter(|e| ENDS.contains(&e["kind"].as_str().unwrap_or_default()))
-                .count();
-            if accepted == ended || Instant::now() > deadline {
-                return ev;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        settled_log_events(&self.upstream_log)
     }
 
     /// What the real HTTP servers (Python's `http.server`, Node) logged, in order: `request`
@@ -736,29 +720,39 @@ impl ExtraUpstream {
     /// Every event it logged, in order (the kinds of the fixture's upstream: `accept`, then
     /// `https`, `tls-fail`, `https-nohead` ...).
     pub fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        log_events(&self.log)
     }
 
     /// Wait (5 s at most) until every connection it accepted has ended, then return its
     /// events.
     pub fn settled_events(&self) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let ev = self.events();
-            let accepted = ev.iter().filter(|e| e["kind"] == "accept").count();
-            let ended = ev
-                .iter()
-                .filter(|e| ENDS.contains(&e["kind"].as_str().unwrap_or_default()))
-                .count();
-            if accepted == ended || Instant::now() > deadline {
-                return ev;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        settled_log_events(&self.log)
+    }
+}
+
+/// The JSON events of an upstream's log, in order.
+fn log_events(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// [`log_events`] once every connection the upstream accepted has ended (5 s at most).
+fn settled_log_events(log: &Path) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = log_events(log);
+        let accepted = ev.iter().filter(|e| e["kind"] == "accept").count();
+        let ended = ev
+            .iter()
+            .filter(|e| ENDS.contains(&e["kind"].as_str().unwrap_or_default()))
+            .count();
+        if accepted == ended || Instant::now() > deadline {
+            return ev;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
