@@ -21,19 +21,28 @@ use crate::fixture::{ExtraUpstream, Net, NetOptions};
 use crate::paths::path_tricks_by_curl;
 use crate::{Perimeter, start_perimeter_on};
 
+/// A gateway (JSON decision log) of a new cluster `cluster` under DEFAULT_DENY, trusting the
+/// upstream certificates of `upstream_ca` and resolving with the slot's hosts file and DNS
+/// server: the start of every inspection scenario.
+pub fn start_inspecting(net: &Net, cluster: &str, upstream_ca: &Path) -> Perimeter {
+    let ca = upstream_ca.to_str().expect("UTF-8 path");
+    let hosts = net.hosts.to_str().expect("UTF-8 path");
+    let p = start_perimeter_on(
+        net,
+        cluster,
+        "gateway",
+        &["--log-format", "json", "--upstream-ca-file", ca],
+        &["--hosts-file", hosts, "--dns-server", &net.dns],
+    );
+    set_policy(&p.s, &p.key, &p.cid, false);
+    p
+}
+
 #[test]
 fn path_rules_hold_over_https_under_inspection() {
     let net = Net::new(NetOptions::default());
     let cert = net.cert.to_str().expect("UTF-8 path").to_string();
-    let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
-    let p = start_perimeter_on(
-        &net,
-        "inspected",
-        "gateway",
-        &["--log-format", "json", "--upstream-ca-file", &cert],
-        &["--hosts-file", &hosts, "--dns-server", &net.dns],
-    );
-    set_policy(&p.s, &p.key, &p.cid, false);
+    let p = start_inspecting(&net, "inspected", &net.cert);
     for (name, destination) in [
         ("api-paths", "allowed.test"),
         ("pinned-paths", "denied.test"),
@@ -302,16 +311,7 @@ fn inspection_refuses_bad_upstream_certificates_renegotiation_and_early_data() {
         .concat(),
     )
     .expect("write the roots");
-    let roots = roots.to_str().expect("UTF-8 path").to_string();
-    let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
-    let p = start_perimeter_on(
-        &net,
-        "inspected-tls",
-        "gateway",
-        &["--log-format", "json", "--upstream-ca-file", &roots],
-        &["--hosts-file", &hosts, "--dns-server", &net.dns],
-    );
-    set_policy(&p.s, &p.key, &p.cid, false);
+    let p = start_inspecting(&net, "inspected-tls", &roots);
     for (name, destination, port) in [
         ("api-paths", "allowed.test", 443),
         ("valid-paths", "valid.test", 8445),

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
+use perimeter_testkit::api::{add_rule, wait_rule_active};
 use perimeter_testkit::certs::{Validity, authority};
 use perimeter_testkit::moto::{Moto, MotoTls, venv_bin};
 use perimeter_testkit::{output_within, wait_until};
@@ -21,8 +21,7 @@ use serde_json::{Value, json};
 
 use crate::clients::curl_via;
 use crate::fixture::{Net, NetOptions};
-use crate::inspection::turn_on;
-use crate::start_perimeter_on;
+use crate::inspection::{start_inspecting, turn_on};
 
 const HOST: &str = "s3.allowed.test";
 const PORT: u16 = 9443;
@@ -186,16 +185,7 @@ fn object_store_clients_write_only_to_the_allowed_bucket_under_inspection() {
          s3.create_bucket(Bucket='{OTHER}')"
     ));
     net.add_hosts(net.a.allowed, &[HOST]);
-    let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
-    let store_ca_file = store_ca.cert.to_str().expect("UTF-8 path").to_string();
-    let p = start_perimeter_on(
-        &net,
-        "object-store",
-        "gateway",
-        &["--log-format", "json", "--upstream-ca-file", &store_ca_file],
-        &["--hosts-file", &hosts, "--dns-server", &net.dns],
-    );
-    set_policy(&p.s, &p.key, &p.cid, false);
+    let p = start_inspecting(&net, "object-store", &store_ca.cert);
     // The bucket itself (listing it) and everything in it.
     let rule = add_rule(
         &p.s,

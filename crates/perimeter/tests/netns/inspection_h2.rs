@@ -13,15 +13,15 @@
 
 use std::process::{Child, Command, Stdio};
 
-use perimeter_testkit::api::{add_rule, set_policy, wait_rule_active};
+use perimeter_testkit::api::{add_rule, wait_rule_active};
 use perimeter_testkit::wait_until;
 use serde_json::{Value, json};
 
+use crate::Perimeter;
 use crate::case::{self, case, curl_with};
 use crate::fixture::{Net, NetOptions};
-use crate::inspection::turn_on;
+use crate::inspection::{start_inspecting, turn_on};
 use crate::paths::path_tricks_by_curl;
-use crate::{Perimeter, start_perimeter_on};
 
 /// The port of the Node HTTP/2 upstream on allowed.test's address.
 const H2_PORT: u16 = 8443;
@@ -31,16 +31,7 @@ const H2_PORT: u16 = 8443;
 /// same ports for another network); returns it and the file of the cluster's CA, which
 /// clients trust.
 fn inspected(net: &Net, ports: &[u16]) -> (Perimeter, String) {
-    let cert = net.cert.to_str().expect("UTF-8 path").to_string();
-    let hosts = net.hosts.to_str().expect("UTF-8 path").to_string();
-    let p = start_perimeter_on(
-        net,
-        "inspected",
-        "gateway",
-        &["--log-format", "json", "--upstream-ca-file", &cert],
-        &["--hosts-file", &hosts, "--dns-server", &net.dns],
-    );
-    set_policy(&p.s, &p.key, &p.cid, false);
+    let p = start_inspecting(net, "inspected", &net.cert);
     let r = add_rule(
         &p.s,
         &p.key,
