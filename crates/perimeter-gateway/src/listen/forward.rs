@@ -15,6 +15,7 @@
 //!    and its response are done, so it counts the whole upload.
 
 mod body;
+mod h2;
 mod upstream;
 
 use std::convert::Infallible;
@@ -27,11 +28,13 @@ use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use perimeter_policy::normalize_path;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use self::body::{EventBody, RequestBody, RevokedError};
+use self::body::{EventBody, Holding, RequestBody, RevokedError, drain};
+use self::h2::h2_pseudo;
+pub(crate) use self::h2::serve_h2;
 use self::upstream::upstream_conn;
 pub(crate) use self::upstream::{Kept, Upstream};
 use super::consistency::{AtLiteral, check_host};
@@ -55,9 +58,6 @@ pub(crate) fn http1_server(limits: &GatewayLimits) -> hyper::server::conn::http1
         .keep_alive(true);
     b
 }
-
-/// Most concurrent streams of one client HTTP/2 connection (an inspected tunnel's).
-const H2_MAX_STREAMS: u32 = 100;
 
 /// Where the requests of a plaintext connection go.
 #[derive(Debug, Clone)]
@@ -102,33 +102,6 @@ pub(crate) async fn serve_http<T>(
     let conn = server.serve_connection(TokioIo::new(Prefixed::new(first, io)), svc);
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "plaintext HTTP connection ended with an error");
-    }
-}
-
-/// Serve the HTTP/2 requests of an inspected tunnel whose client chose `h2`: each stream is a
-/// request of its own, decided and forwarded as an HTTP/1.1 request is ([`route_request`]).
-/// The h2 codec refuses malformed streams itself before they reach the gateway (a missing or
-/// repeated pseudo-header, one after a regular header, an unknown one, connection-specific
-/// headers, upper-case names, a body longer or shorter than its `content-length`): the stream
-/// is reset with `PROTOCOL_ERROR`, and the others of the connection go on.
-pub(crate) async fn serve_h2<T>(ctx: ProxyContext, io: T, peer: SocketAddr, route: Route)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut server = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    server
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(
-            u32::try_from(ctx.limits.max_header_bytes.max(8192)).unwrap_or(u32::MAX),
-        );
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let ctx = ctx.clone();
-        let route = route.clone();
-        async move { Ok::<_, Infallible>(route_request(ctx, peer, route, req).await) }
-    });
-    if let Err(e) = server.serve_connection(TokioIo::new(io), svc).await {
-        tracing::debug!(%peer, error = %e, "inspected HTTP/2 connection ended with an error");
     }
 }
 
@@ -326,51 +299,6 @@ async fn forward(
                 .boxed()
             })
         }
-    }
-}
-
-/// Most of a refused HTTP/2 request body read (and dropped) before the refusal is sent, and for
-/// how long.
-const DRAIN_BYTES: usize = 1 << 20;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Read and drop `body` up to [`DRAIN_BYTES`] within [`DRAIN_TIME`].
-async fn drain(body: &mut Incoming) {
-    let read = async {
-        let mut seen = 0usize;
-        while seen <= DRAIN_BYTES {
-            match body.frame().await {
-                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
-                _ => return,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
-}
-
-/// A response body that holds the unread request body until it ends.
-struct Holding {
-    inner: ProxyBody,
-    _request: Incoming,
-}
-
-impl hyper::body::Body for Holding {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -688,30 +616,6 @@ pub(crate) fn governed_by_path_rules(snap: &perimeter_policy::Snapshot, target: 
     without_path
         .final_decision()
         .is_some_and(|d| d.reason() == perimeter_policy::Reason::PathNeedsTlsInspection)
-}
-
-/// What a request inside an inspected HTTP/2 session may not carry past the h2 codec's own
-/// checks: a `:scheme` other than `https` (it arrived over TLS), or CONNECT (a tunnel inside
-/// the tunnel would carry bytes no path decides). A request without `:authority` has no
-/// scheme in its URI (hyper keeps `:scheme` only beside an authority); it names its host in
-/// a Host header, checked as any other.
-fn h2_pseudo(req: &http::request::Parts) -> Result<(), Refusal> {
-    if req.method == http::Method::CONNECT {
-        return Err(Refusal::new(
-            Why::InvalidHttpRequest,
-            "CONNECT is not forwarded inside an inspected HTTP/2 session",
-        ));
-    }
-    if req.uri.authority().is_some() && req.uri.scheme_str() != Some("https") {
-        return Err(Refusal::new(
-            Why::InvalidHttpRequest,
-            format!(
-                ":scheme must be https inside TLS, not {:?}",
-                req.uri.scheme_str().unwrap_or("")
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The `:authority` of an HTTP/2 request upstream: the target, with its port unless 443.

@@ -1,5 +1,6 @@
 //! The bodies of a forwarded exchange: the request body, checked against revocation frame by
-//! frame, and the response body; each one's end is a part of the request's decision event.
+//! frame, and the response body; each one's end is a part of the request's decision event. And
+//! the body of a refused request, read or held until the refusal is sent.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -7,10 +8,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 
 use crate::decision::EventVerdict;
 use crate::listen::event::SharedDraft;
+use crate::listen::refusal::ProxyBody;
 use crate::listen::refusal::Why;
 use crate::listen::revoke::Revocation;
 
@@ -130,5 +133,50 @@ impl Body for EventBody {
 impl Drop for EventBody {
     fn drop(&mut self) {
         self.done();
+    }
+}
+
+/// Most of a refused HTTP/2 request body read (and dropped) before the refusal is sent, and for
+/// how long.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read and drop `body` up to [`DRAIN_BYTES`] within [`DRAIN_TIME`].
+pub(super) async fn drain(body: &mut Incoming) {
+    let read = async {
+        let mut seen = 0usize;
+        while seen <= DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// A response body that holds the unread request body until it ends.
+pub(super) struct Holding {
+    pub(super) inner: ProxyBody,
+    pub(super) _request: Incoming,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
