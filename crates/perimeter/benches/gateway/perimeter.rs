@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{Api, futures_join_all};
+use crate::api::{Api, futures_join_all, start_serve};
 use crate::clients::{Dest, Via, one_tunnel, open, read_to_close};
 use crate::hello::client_hello;
 use crate::procs::Proc;
@@ -56,42 +56,18 @@ pub(crate) fn start_perimeter(
     hosts: &Path,
     max_connections: u64,
 ) -> Perimeter {
-    let data = dir.join("cp");
-    std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--durability",
-        "normal",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .env_remove("PERIMETER_ADMIN_API_KEY")
-    .env_remove("PERIMETER_DATABASE_URL")
-    .env_remove("PERIMETER_LISTEN")
-    .env_remove("PERIMETER_DATA_DIR")
-    .env_remove("PERIMETER_LOG")
-    // The gateway measured is the separate process; none runs inside serve.
-    .arg("--no-embedded-gateways")
-    // Room for every rule loaded, the CIDR rule and the rules the rule-change runs add.
-    .args(["--max-rules-per-cluster", &(rules + 64).to_string()]);
-    let mut serve = Proc::spawn("perimeter serve", &mut cmd, dir.join("serve.log"));
-    let base = serve.announced("control plane listening on ", 60);
-    let key = std::fs::read_to_string(data.join("admin-api-key"))
-        .expect("admin-api-key")
-        .trim()
-        .to_string();
-    let api = Api {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(RULE_CONCURRENCY)
-            .build()
-            .unwrap(),
-        base,
-        key,
-    };
+    // The gateway measured is the separate process; none runs inside serve. Room for every
+    // rule loaded, the CIDR rule and the rules the rule-change runs add.
+    let max_rules = (rules + 64).to_string();
+    let (serve, api) = start_serve(
+        dir,
+        &[
+            "--no-embedded-gateways",
+            "--max-rules-per-cluster",
+            &max_rules,
+        ],
+        RULE_CONCURRENCY,
+    );
     use reqwest::Method;
     let (cluster, token, rules_load) = rt.block_on(async {
         let c = api

@@ -3,16 +3,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::{Api, futures_join_all};
+use crate::api::{futures_join_all, start_serve};
 use crate::procs::Proc;
-use crate::{ALLOWLIST_CONCURRENCY, BIN, REGION};
+use crate::{ALLOWLIST_CONCURRENCY, REGION};
 
 pub(crate) struct Ingress {
     /// `perimeter serve`: control plane and the embedded gateway the ingress runs go through.
@@ -61,41 +60,9 @@ pub(crate) fn start_ingress(
     workload: SocketAddr,
     entries: u64,
 ) -> Ingress {
-    let data = dir.join("cp");
-    std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--durability",
-        "normal",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .env_remove("PERIMETER_ADMIN_API_KEY")
-    .env_remove("PERIMETER_DATABASE_URL")
-    .env_remove("PERIMETER_LISTEN")
-    .env_remove("PERIMETER_DATA_DIR")
-    .env_remove("PERIMETER_LOG_FORMAT")
     // The ingress decision log as deployed: the default filter (info), text, to stderr: its
     // file.
-    .env_remove("PERIMETER_LOG");
-    let mut serve = Proc::spawn("perimeter serve", &mut cmd, dir.join("serve.log"));
-    let base = serve.announced("control plane listening on ", 60);
-    let key = std::fs::read_to_string(data.join("admin-api-key"))
-        .expect("admin-api-key")
-        .trim()
-        .to_string();
-    let api = Api {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(ALLOWLIST_CONCURRENCY)
-            .build()
-            .unwrap(),
-        base,
-        key,
-    };
+    let (serve, api) = start_serve(dir, &[], ALLOWLIST_CONCURRENCY);
     let (sql, allowlist_load, propagated) = rt.block_on(async {
         let api = &api;
         let c = api

@@ -1,7 +1,7 @@
 //! TLS inspection against splicing the same TLS traffic, in one run, through the real gateway.
 //!
 //! **Setup: the path workloads take.** `perimeter serve` (SQLite in a temporary data directory,
-//! a fresh `--secrets-key-file`, no embedded gateway) and `perimeter gateway` as its own process,
+//! its secrets key made fresh in the data directory, no embedded gateway) and `perimeter gateway` as its own process,
 //! on one worker thread (`--worker-threads 1`), logging as deployed (the decision log at info
 //! level into its log file), its metrics on `--metrics-listen`. One cluster under DEFAULT_DENY
 //! with three FQDN rules on port 443, created through the API: `inspected.test` with paths

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api::Api;
+use crate::api::{Api, start_serve};
 use crate::procs::Proc;
 use crate::{BIN, INSPECTED, NAMES_DOMAIN, PORT, SPLICED};
 
@@ -44,42 +44,8 @@ pub(crate) fn start_perimeter(
     hosts: &Path,
     upstream_ca: &Path,
 ) -> Perimeter {
-    let data = dir.join("cp");
-    std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--durability",
-        "normal",
-        "--data-dir",
-    ])
-    .arg(&data)
-    // The secrets key sealing the cluster's CA key: a fresh one in the data directory.
-    .arg("--secrets-key-file")
-    .arg(data.join("secrets-key"))
-    .arg("--no-embedded-gateways")
-    .env_remove("PERIMETER_ADMIN_API_KEY")
-    .env_remove("PERIMETER_DATABASE_URL")
-    .env_remove("PERIMETER_LISTEN")
-    .env_remove("PERIMETER_DATA_DIR")
-    .env_remove("PERIMETER_SECRETS_KEY_FILE")
-    .env_remove("PERIMETER_LOG");
-    let mut serve = Proc::spawn("perimeter serve", &mut cmd, dir.join("serve.log"));
-    let base = serve.announced("control plane listening on ", 60);
-    let key = std::fs::read_to_string(data.join("admin-api-key"))
-        .expect("admin-api-key")
-        .trim()
-        .to_string();
-    let api = Api {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-        base,
-        key,
-    };
+    // The cluster's CA key is sealed under the secrets key serve makes in its data directory.
+    let (serve, api) = start_serve(dir, &["--no-embedded-gateways"], usize::MAX);
     let (cluster, token) = rt.block_on(async {
         let c = api
             .ok(
