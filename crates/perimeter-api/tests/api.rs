@@ -714,6 +714,20 @@ async fn ingress_private_endpoints(s: &TestServer) {
     assert_eq!(gone["trusted_owner"]["id"], oid.as_str());
 }
 
+/// How many audit entries have `action`, and the whole audit log (for the failure message).
+async fn audit_entries(s: &TestServer, action: &str) -> (usize, Value) {
+    let audit = s
+        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
+        .await;
+    let n = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == action)
+        .count();
+    (n, audit)
+}
+
 async fn identity_and_audit(s: &TestServer) {
     let (sa, key) = s
         .key_with(
@@ -1475,15 +1489,7 @@ async fn workload_addresses(s: &TestServer) {
         s.ok(Method::GET, &path, None).await["regions"]["us-east-1"]["sql"],
         "127.0.0.1:26257"
     );
-    let audit = s
-        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
-        .await;
-    let sets = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_WORKLOAD")
-        .count();
+    let (sets, audit) = audit_entries(s, "AUDIT_LOG_ACTION_SET_WORKLOAD").await;
     assert_eq!(sets, 1, "one accepted write, one entry: {audit}");
 }
 
@@ -1751,15 +1757,7 @@ async fn credential_roles(s: &TestServer) {
         .await;
     assert_eq!(cluster["credential_roles"], json!({}));
 
-    let audit = s
-        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
-        .await;
-    let sets = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_CREDENTIAL_ROLES")
-        .count();
+    let (sets, audit) = audit_entries(s, "AUDIT_LOG_ACTION_SET_CREDENTIAL_ROLES").await;
     assert_eq!(sets, 4, "one entry per accepted write: {audit}");
 
     // Deleted with the cluster: the route answers 404 and the deleted cluster shows none.
@@ -1987,15 +1985,7 @@ async fn tls_inspection(s: &TestServer) {
         .await;
     assert_eq!(st, 403, "{v}");
 
-    let audit = s
-        .ok(Method::GET, "/api/v1/auditlogevents?limit=1000", None)
-        .await;
-    let sets = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "AUDIT_LOG_ACTION_SET_TLS_INSPECTION")
-        .count();
+    let (sets, audit) = audit_entries(s, "AUDIT_LOG_ACTION_SET_TLS_INSPECTION").await;
     assert_eq!(sets, 4, "one entry per accepted change: {audit}");
 
     // Gone with the cluster.
