@@ -23,12 +23,15 @@
 //! with some applied and others not -> `INCONSISTENT`; failed everywhere it was tried and
 //! applied nowhere -> `*_FAILED`. With no live gateway nothing is observed and nothing moves.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use perimeter_aws::AwsProvider;
 use perimeter_store::{EndpointWork, Store, StoreError};
 use tokio::sync::Notify;
 
+pub mod aws;
 mod clock;
 pub use clock::{Clock, ManualClock, WallClock};
 
@@ -62,6 +65,12 @@ pub struct ReconcilerConfig {
     /// How long an accepted endpoint may wait for its region's gateways to serve its
     /// forwarder (and a deletion or a domain name change to reach them) before it fails.
     pub provision_timeout: Duration,
+    /// How often what a cloud provider carries is looked at again while it is on its way
+    /// (an endpoint pending, a change not yet in sync).
+    pub provider_poll: Duration,
+    /// The first wait after a provider error that may pass (throttling, 5xx); it doubles with
+    /// each failure in a row, up to 64 times.
+    pub provider_backoff: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -74,6 +83,8 @@ impl Default for ReconcilerConfig {
             propagation_deadline: Duration::from_secs(30),
             gateway_liveness: crate::routes::GATEWAY_LIVENESS,
             provision_timeout: DEFAULT_PROVISION_TIMEOUT,
+            provider_poll: Duration::from_secs(2),
+            provider_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -83,6 +94,11 @@ pub struct Reconciler {
     wake: Arc<Notify>,
     cfg: ReconcilerConfig,
     clock: Arc<dyn Clock>,
+    /// The `aws` provider, when `serve --provider aws` runs.
+    aws: Option<Arc<AwsProvider>>,
+    /// Items a cloud provider carries, not to be looked at again before the time given:
+    /// (errors in a row, not before).
+    provider_waits: Mutex<HashMap<String, (u32, chrono::DateTime<chrono::Utc>)>>,
 }
 
 impl Reconciler {
@@ -92,7 +108,15 @@ impl Reconciler {
             wake,
             cfg,
             clock: Arc::new(WallClock),
+            aws: None,
+            provider_waits: Mutex::default(),
         }
+    }
+
+    /// The same reconciler, driving what the `aws` provider carries.
+    pub fn with_aws(mut self, aws: Arc<AwsProvider>) -> Self {
+        self.aws = Some(aws);
+        self
     }
 
     /// The same reconciler on another clock.
@@ -146,7 +170,10 @@ impl Reconciler {
         }
         for id in ids {
             let result = match self.store.endpoint_work(&id).await? {
-                Some(work) => reconcile_endpoint(&self.store, &self.cfg, &work, now).await,
+                Some(work) if work.endpoint.provider == perimeter_store::LOCAL_PROVIDER => {
+                    reconcile_endpoint(&self.store, &self.cfg, &work, now).await
+                }
+                Some(work) => self.provider_endpoint(&work, now).await,
                 None => Ok(Action::Await),
             };
             self.store.release_endpoint(&self.cfg.holder, &id).await?;
@@ -155,7 +182,138 @@ impl Reconciler {
                 Action::Await => {}
             }
         }
+        if self.aws.is_some() {
+            let services = self
+                .store
+                .claim_ingress_services(&self.cfg.holder, &until, self.cfg.batch)
+                .await?;
+            for (cluster, region) in services {
+                if let Action::Requeue(d) = self.provider_service(&cluster, &region, now).await? {
+                    next = next.min(d);
+                }
+            }
+        }
         Ok(next)
+    }
+
+    /// Whether a provider-carried item is due (not waiting out a poll or a backoff).
+    fn due(&self, key: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let waits = self.provider_waits.lock().expect("provider waits");
+        waits.get(key).is_none_or(|(_, at)| *at <= now)
+    }
+
+    /// Record how a provider step went: when to look again (`Await`: when something changes).
+    /// A transient error doubles the wait from `provider_backoff`.
+    fn after(
+        &self,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        outcome: &Result<Action, aws::StepError>,
+    ) -> Action {
+        let mut waits = self.provider_waits.lock().expect("provider waits");
+        let (wait, failures) = match outcome {
+            Ok(Action::Requeue(d)) => (*d, 0),
+            Ok(Action::Await) => {
+                waits.remove(key);
+                return Action::Await;
+            }
+            Err(_) => {
+                let failures = waits.get(key).map_or(0, |(f, _)| *f) + 1;
+                let wait = self.cfg.provider_backoff * (1u32 << (failures - 1).min(6));
+                (wait, failures)
+            }
+        };
+        waits.insert(
+            key.to_string(),
+            (
+                failures,
+                now + chrono::Duration::from_std(wait).unwrap_or_default(),
+            ),
+        );
+        Action::Requeue(wait)
+    }
+
+    /// One step on an egress private endpoint a cloud provider carries.
+    async fn provider_endpoint(
+        &self,
+        work: &EndpointWork,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Action, StoreError> {
+        let ep = &work.endpoint;
+        let Some(aws) = self
+            .aws
+            .as_ref()
+            .filter(|_| ep.provider == perimeter_store::AWS_PROVIDER)
+        else {
+            let reason = format!(
+                "carried by the {} provider, which this control plane does not run (serve --provider)",
+                ep.provider
+            );
+            if ep.state_reason != reason {
+                self.store.note_endpoint_reason(&ep.id, &reason).await?;
+            }
+            return Ok(Action::Requeue(self.cfg.interval * 20));
+        };
+        let key = format!("endpoint/{}", ep.id);
+        if !self.due(&key, now) {
+            return Ok(Action::Requeue(self.cfg.interval));
+        }
+        let outcome = aws::step_endpoint(&self.store, &self.cfg, aws, work, now).await;
+        let action = self.after(&key, now, &outcome);
+        match outcome {
+            Ok(_) => Ok(action),
+            Err(aws::StepError::Store(e)) => Err(e),
+            Err(aws::StepError::Transient(e)) => {
+                tracing::warn!(endpoint = %ep.id, cluster = %ep.cluster_id, error = %e, retry_in_ms = match action { Action::Requeue(d) => d.as_millis() as u64, Action::Await => 0 }, "AWS call failed; retrying with backoff");
+                self.store
+                    .note_endpoint_reason(&ep.id, &format!("retrying after: {e}"))
+                    .await?;
+                Ok(action)
+            }
+        }
+    }
+
+    /// One step on a private endpoint service a cloud provider carries.
+    async fn provider_service(
+        &self,
+        cluster: &str,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Action, StoreError> {
+        let Some(aws) = self.aws.as_ref() else {
+            return Ok(Action::Await);
+        };
+        let key = format!("service/{cluster}/{region}");
+        let holder = self.cfg.holder.as_str();
+        let Some(work) = self.store.ingress_service_work(cluster, region).await? else {
+            return Ok(Action::Await);
+        };
+        if !self.due(&key, now) {
+            self.store
+                .finish_ingress_service(holder, cluster, region, work.generation, false)
+                .await?;
+            return Ok(Action::Requeue(self.cfg.interval));
+        }
+        let outcome = aws::step_service(&self.store, &self.cfg, aws, &work).await;
+        let done = matches!(outcome, Ok(true));
+        let as_action = match &outcome {
+            Ok(true) => Ok(Action::Await),
+            Ok(false) => Ok(Action::Requeue(self.cfg.provider_poll)),
+            Err(aws::StepError::Transient(e)) => Err(aws::StepError::Transient(e.clone())),
+            Err(aws::StepError::Store(_)) => Ok(Action::Requeue(self.cfg.provider_poll)),
+        };
+        let action = self.after(&key, now, &as_action);
+        self.store
+            .finish_ingress_service(holder, cluster, region, work.generation, done)
+            .await?;
+        match outcome {
+            Err(aws::StepError::Store(e)) => Err(e),
+            Err(aws::StepError::Transient(e)) => {
+                tracing::warn!(cluster, region, error = %e, "AWS call failed; retrying with backoff");
+                Ok(action)
+            }
+            Ok(_) => Ok(action),
+        }
     }
 }
 

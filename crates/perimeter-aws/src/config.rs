@@ -207,16 +207,15 @@ fn nlb_arn(key: &str, arn: &str, region: &str) -> Result<(), ConfigError> {
     if parts[4].len() != 12 || !parts[4].bytes().all(|b| b.is_ascii_digit()) {
         return bad("the account is not 12 digits");
     }
+    // AWS itself refuses a load balancer that is not a network load balancer when the
+    // service is created (with its own message); AWS-compatible servers name their kinds
+    // differently, so only the shape is checked here.
     let resource: Vec<&str> = parts[5].split('/').collect();
     if resource.len() != 4
         || resource[0] != "loadbalancer"
-        || resource[1] != "net"
-        || resource[2].is_empty()
-        || resource[3].is_empty()
+        || resource[1..].iter().any(|p| p.is_empty())
     {
-        return bad(
-            "expected loadbalancer/net/<name>/<id> (only network load balancers front endpoint services)",
-        );
+        return bad("expected loadbalancer/net/<name>/<id>");
     }
     Ok(())
 }
@@ -272,7 +271,7 @@ subnet_ids = ["subnet-12345678"]
                 "regions.us-east-1.nlb_arns[0]",
             ),
             (
-                GOOD.replace("loadbalancer/net/", "loadbalancer/app/"),
+                GOOD.replace("loadbalancer/net/ingress/", "loadbalancer/net/"),
                 "regions.us-east-1.nlb_arns[0]",
             ),
             (

@@ -21,10 +21,31 @@ pub struct VpcEndpoint {
     pub endpoint_tag: Option<String>,
 }
 
+/// An endpoint state as AWS sends it on the wire (`pendingAcceptance`), however it was read:
+/// the SDK's enum spells its variants `PendingAcceptance` and keeps wire values it does not
+/// match as they came.
+pub fn wire_state(state: &str) -> String {
+    const STATES: [&str; 9] = [
+        "pendingAcceptance",
+        "pending",
+        "available",
+        "deleting",
+        "deleted",
+        "rejected",
+        "failed",
+        "expired",
+        "partial",
+    ];
+    STATES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(state))
+        .map_or_else(|| state.to_string(), |s| s.to_string())
+}
+
 /// Our state for an AWS endpoint state: `None` for `deleted` (the endpoint is gone), and
 /// `UNSPECIFIED` for a state this version does not know.
 pub fn our_state(aws: &str) -> Option<&'static str> {
-    Some(match aws {
+    Some(match wire_state(aws).as_str() {
         "pendingAcceptance" => "PENDING_ACCEPTANCE",
         "pending" => "PENDING",
         "available" => "AVAILABLE",
@@ -53,10 +74,7 @@ fn read(v: &aws_sdk_ec2::types::VpcEndpoint) -> VpcEndpoint {
     let first = v.dns_entries().first();
     VpcEndpoint {
         id: v.vpc_endpoint_id().unwrap_or_default().to_string(),
-        state: v
-            .state()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
+        state: wire_state(v.state().map(|s| s.as_str()).unwrap_or_default()),
         dns_name: first
             .and_then(|d| d.dns_name())
             .unwrap_or_default()
@@ -215,6 +233,9 @@ mod tests {
             ("deleting", Some("DELETING")),
             ("deleted", None),
             ("partial", Some("UNSPECIFIED")),
+            ("PendingAcceptance", Some("PENDING_ACCEPTANCE")),
+            ("Deleted", None),
+            ("somethingNew", Some("UNSPECIFIED")),
         ] {
             assert_eq!(our_state(aws), ours, "{aws}");
         }

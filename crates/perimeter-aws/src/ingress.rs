@@ -271,10 +271,11 @@ impl AwsProvider {
                     .map(|c| Connection {
                         endpoint_id: c.vpc_endpoint_id().unwrap_or_default().to_string(),
                         owner: c.vpc_endpoint_owner().unwrap_or_default().to_string(),
-                        state: c
-                            .vpc_endpoint_state()
-                            .map(|s| s.as_str().to_string())
-                            .unwrap_or_default(),
+                        state: crate::egress::wire_state(
+                            c.vpc_endpoint_state()
+                                .map(|s| s.as_str())
+                                .unwrap_or_default(),
+                        ),
                     }),
             );
             match out.next_token() {

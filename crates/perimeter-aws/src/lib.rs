@@ -68,6 +68,16 @@ impl AwsProvider {
     /// Clients for every configured region, with credentials from the standard AWS chain
     /// (environment, profile, web identity, container or instance role). Nothing is called yet.
     pub async fn connect(config: ProviderConfig, retries: Retries) -> AwsProvider {
+        AwsProvider::connect_with(config, retries, None).await
+    }
+
+    /// [`AwsProvider::connect`] with static keys (`(access key id, secret)`) instead of the
+    /// standard chain when given: for servers that take any keys, such as test servers.
+    pub async fn connect_with(
+        config: ProviderConfig,
+        retries: Retries,
+        keys: Option<(&str, &str)>,
+    ) -> AwsProvider {
         let http = HttpBuilder::new().build_with_connector_fn(|conn, runtime| {
             let mut b = Connector::builder();
             if let Some(s) = conn {
@@ -91,6 +101,15 @@ impl AwsProvider {
                 .region(aws_config::Region::new(region.clone()));
             if let Some(url) = &config.endpoint_url {
                 loader = loader.endpoint_url(url);
+            }
+            if let Some((id, secret)) = keys {
+                loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                    id,
+                    secret,
+                    None,
+                    None,
+                    "perimeter-static",
+                ));
             }
             let sdk = loader.load().await;
             if route53.is_none() {

@@ -291,9 +291,12 @@ impl Store {
             for region in gone {
                 crate::private_ingress::retire_ingress_registrations(&mut tx, id, Some(region))
                     .await?;
+                // What a provider carries is deleted there first, by the reconciler.
+                crate::provider::retire_provider_resources(&mut tx, id, Some(region)).await?;
                 for table in ["ingress_endpoint_services", "ingress_endpoint_connections"] {
                     sqlx::query(&format!(
-                        "DELETE FROM {table} WHERE cluster_id = $1 AND region = $2"
+                        "DELETE FROM {table} WHERE cluster_id = $1 AND region = $2 AND {}",
+                        local_only(table)
                     ))
                     .bind(id)
                     .bind(region)
@@ -348,6 +351,9 @@ impl Store {
         .ctx("closing endpoint connections")?;
         // Its private endpoint services stop being `local` endpoint services.
         crate::private_ingress::retire_ingress_registrations(&mut tx, id, None).await?;
+        // What a provider carries is deleted there first, by the reconciler, which then
+        // removes the rows.
+        crate::provider::retire_provider_resources(&mut tx, id, None).await?;
         for table in [
             "egress_endpoints",
             "egress_rules",
@@ -360,11 +366,14 @@ impl Store {
             // Its gateways' tokens die with it, on every route at once.
             "gateways",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE cluster_id = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .ctx("deleting a cluster's resources")?;
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE cluster_id = $1 AND {}",
+                local_only(table)
+            ))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting a cluster's resources")?;
         }
         let now = crate::now();
         sqlx::query(
@@ -586,4 +595,14 @@ fn cluster_from_row(
         regions,
         credential_roles,
     })
+}
+
+/// The rows of `table` that a cluster's deletion removes at once: all, except egress private
+/// endpoints and private endpoint services that a provider carries (the reconciler deletes
+/// them there, then removes them).
+fn local_only(table: &str) -> &'static str {
+    match table {
+        "egress_endpoints" | "ingress_endpoint_services" => "provider = 'local'",
+        _ => "1 = 1",
+    }
 }

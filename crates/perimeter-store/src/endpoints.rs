@@ -66,8 +66,8 @@ impl Store {
         let now = crate::now();
         sqlx::query(
             "INSERT INTO egress_endpoints (id, cluster_id, region, target_service_identifier, target_service_type, endpoint_connection_id, \
-             endpoint_address, state, state_reason, domain_names, domain_names_state, created_at, updated_at, sort_key, lease_holder, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, '', '', 'PENDING', '', '[]', 'EMPTY', $6, $6, $7, NULL, NULL)",
+             endpoint_address, state, state_reason, domain_names, domain_names_state, created_at, updated_at, sort_key, lease_holder, lease_until, provider) \
+             VALUES ($1, $2, $3, $4, $5, '', '', 'PENDING', '', '[]', 'EMPTY', $6, $6, $7, NULL, NULL, $8)",
         )
         .bind(&id)
         .bind(cluster_id)
@@ -76,6 +76,7 @@ impl Store {
         .bind(target_type)
         .bind(&now)
         .bind(crate::time_sort_key(&now, &id))
+        .bind(self.provider)
         .execute(&mut *tx)
         .await
         .ctx("creating an egress private endpoint")?;
@@ -227,7 +228,7 @@ impl Store {
     /// `FAILED`) if they are still `PENDING` at `version`. False when they changed under us.
     pub async fn settle_domain_names(&self, id: &str, version: i64, to: &str) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE egress_endpoints SET domain_names_state = $1, updated_at = $2 \
+            "UPDATE egress_endpoints SET domain_names_state = $1, updated_at = $2, domain_changes = '[]' \
              WHERE id = $3 AND domain_names_state = 'PENDING' AND domain_names_version = $4",
         )
         .bind(to)
@@ -709,6 +710,10 @@ pub(crate) fn endpoint_from_row(r: &AnyRow) -> Result<EgressEndpoint> {
         routed_version: int(r, "routed_version")?,
         domain_names_version: int(r, "domain_names_version")?,
         bytes_processed: int(r, "bytes_processed")?,
+        provider: text(r, "provider")?,
+        dns_zone_id: text(r, "dns_zone_id")?,
+        applied_domain_names: json(r, "applied_domain_names")?,
+        domain_changes: json(r, "domain_changes")?,
     })
 }
 

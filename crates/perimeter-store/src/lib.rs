@@ -22,6 +22,7 @@ mod model;
 mod notify;
 mod page;
 mod private_ingress;
+mod provider;
 mod rules;
 mod schema;
 mod tls_inspection;
@@ -37,6 +38,7 @@ pub use notify::{CHANNEL as CHANGE_CHANNEL, Change, ChangeListener};
 pub use page::{
     Cursor, InvalidPageToken, MAX_PAGE_TOKEN_CHARS, Page, PageBinding, PageRequest, PageTokens,
 };
+pub use provider::IngressServiceWork;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -110,6 +112,11 @@ pub enum Durability {
     Normal,
 }
 
+/// The embedded default provider: private endpoints carried by the gateways themselves.
+pub const LOCAL_PROVIDER: &str = "local";
+/// Private endpoints carried by AWS PrivateLink.
+pub const AWS_PROVIDER: &str = "aws";
+
 /// The store: a read pool and a write pool (the same pool on PostgreSQL).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -117,6 +124,8 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     limits: Limits,
+    /// The provider new private endpoints and private endpoint services go to (`local`, `aws`).
+    provider: &'static str,
     /// The PostgreSQL URL, for connections of their own (change notifications).
     url: Option<String>,
     /// The page-token signer, read from the database on first use ([`Store::page_tokens`]).
@@ -214,6 +223,7 @@ impl Store {
             write: write.clone(),
             backend: Backend::Sqlite,
             limits: Limits::default(),
+            provider: LOCAL_PROVIDER,
             url: None,
             page_tokens: Default::default(),
         };
@@ -235,6 +245,7 @@ impl Store {
             write,
             backend: Backend::Sqlite,
             limits: Limits::default(),
+            provider: LOCAL_PROVIDER,
             url: None,
             page_tokens: Default::default(),
         })
@@ -276,6 +287,7 @@ impl Store {
             write: pool,
             backend: Backend::Postgres,
             limits: Limits::default(),
+            provider: LOCAL_PROVIDER,
             url: Some(url.to_string()),
             page_tokens: Default::default(),
         };
@@ -285,6 +297,18 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same store, sending new private endpoints and private endpoint services to
+    /// `provider` (`serve --provider`).
+    pub fn with_provider(mut self, provider: &'static str) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// The provider new private endpoints go to.
+    pub fn provider(&self) -> &'static str {
+        self.provider
     }
 
     /// The same store, holding to `limits`.

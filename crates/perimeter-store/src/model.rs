@@ -274,6 +274,14 @@ pub struct EgressEndpoint {
     pub domain_names_version: i64,
     /// Bytes relayed through the endpoint's forwarders, both directions, as gateways pushed them.
     pub bytes_processed: i64,
+    /// Who carries it (`local`, `aws`).
+    pub provider: String,
+    /// The provider's hosted zone of `endpoint_address` (alias records point into it).
+    pub dns_zone_id: String,
+    /// Domain names whose records exist at the provider.
+    pub applied_domain_names: Vec<String>,
+    /// The provider's DNS changes not yet in sync.
+    pub domain_changes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +320,11 @@ pub struct IngressService {
     pub status: String,
     /// The snapshot version that put it in front of the gateways.
     pub routed_version: i64,
+    /// Who carries it (`local`, `aws`), its state there (`""` on local), and the provider's last
+    /// error.
+    pub provider: String,
+    pub provider_state: String,
+    pub provider_reason: String,
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +338,9 @@ pub struct IngressConnection {
     pub owner_account: String,
     /// The snapshot version that admitted it; 0 while it is not admitted.
     pub admitted_version: i64,
+    /// Its state at the provider: `""` on local; AWS's `VpcEndpointState` on aws (`unseen`
+    /// until AWS shows it).
+    pub provider_state: String,
 }
 
 #[derive(Debug, Clone)]

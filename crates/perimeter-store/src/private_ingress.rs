@@ -37,10 +37,15 @@ impl Store {
         let cluster = lock_cluster(&mut tx, cluster_id).await?;
         for r in &cluster.regions {
             let hex = &crate::new_id().replace('-', "")[..17];
-            let (svc_id, name) = ingress_service_name(&cluster, &r.name, hex);
+            // A provider names the service when it creates it.
+            let (svc_id, name) = if self.provider == crate::LOCAL_PROVIDER {
+                ingress_service_name(&cluster, &r.name, hex)
+            } else {
+                (String::new(), String::new())
+            };
             sqlx::query(
-                "INSERT INTO ingress_endpoint_services (cluster_id, region, endpoint_service_id, service_name, status, created_at, routed_version, local_service_id) \
-                 VALUES ($1, $2, $3, $4, 'CREATING', $5, $6, '') ON CONFLICT DO NOTHING",
+                "INSERT INTO ingress_endpoint_services (cluster_id, region, endpoint_service_id, service_name, status, created_at, routed_version, local_service_id, provider, provider_pending) \
+                 VALUES ($1, $2, $3, $4, 'CREATING', $5, $6, '', $7, $8) ON CONFLICT DO NOTHING",
             )
             .bind(cluster_id)
             .bind(&r.name)
@@ -48,13 +53,15 @@ impl Store {
             .bind(&name)
             .bind(crate::now())
             .bind(cluster.policy_version)
+            .bind(self.provider)
+            .bind((self.provider != crate::LOCAL_PROVIDER) as i64)
             .execute(&mut *tx)
             .await
             .ctx("creating private endpoint services")?;
         }
         // Register every service that is not yet a `local` endpoint service.
         let unregistered = sqlx::query(
-            "SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 AND local_service_id = '' ORDER BY region",
+            "SELECT * FROM ingress_endpoint_services WHERE cluster_id = $1 AND local_service_id = '' AND provider = 'local' ORDER BY region",
         )
         .bind(cluster_id)
         .fetch_all(&mut *tx)
@@ -159,14 +166,23 @@ impl Store {
             .unwrap_or(&services[0])
             .clone();
         let owners = owner_ids(&mut tx, cluster_id).await?;
-        let (status, admitted) = if owner_trusted(&owners, &owner) {
-            ("STATUS_PENDING", cluster.policy_version)
+        // At a provider the owner is known once the provider shows the connection; it is judged
+        // then.
+        let (status, admitted) =
+            if svc.provider != crate::LOCAL_PROVIDER || owner_trusted(&owners, &owner) {
+                ("STATUS_PENDING", cluster.policy_version)
+            } else {
+                ("STATUS_REJECTED", 0)
+            };
+        // At a provider, the connection is seen (its owner, its state) once the provider shows it.
+        let provider_state = if svc.provider == crate::LOCAL_PROVIDER {
+            ""
         } else {
-            ("STATUS_REJECTED", 0)
+            "unseen"
         };
         let n = sqlx::query(
-            "INSERT INTO ingress_endpoint_connections (cluster_id, endpoint_id, region, endpoint_service_id, service_name, status, created_at, owner_account, admitted_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            "INSERT INTO ingress_endpoint_connections (cluster_id, endpoint_id, region, endpoint_service_id, service_name, status, created_at, owner_account, admitted_version, provider_state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(cluster_id)
         .bind(endpoint_id)
@@ -177,6 +193,7 @@ impl Store {
         .bind(crate::now())
         .bind(&owner)
         .bind(admitted)
+        .bind(provider_state)
         .execute(&mut *tx)
         .await
         .ctx("adding a private endpoint connection")?
@@ -189,6 +206,7 @@ impl Store {
                 ),
             });
         }
+        crate::provider::provider_work(&mut tx, cluster_id).await?;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -205,6 +223,7 @@ impl Store {
             status: status.into(),
             owner_account: owner,
             admitted_version: admitted,
+            provider_state: provider_state.into(),
         })
     }
 
@@ -243,7 +262,8 @@ impl Store {
         region: &str,
         version: i64,
     ) -> Result<bool> {
-        let n = sqlx::query("UPDATE ingress_endpoint_services SET status = 'AVAILABLE' WHERE cluster_id = $1 AND region = $2 AND routed_version = $3 AND status = 'CREATING'")
+        let n = sqlx::query("UPDATE ingress_endpoint_services SET status = 'AVAILABLE' WHERE cluster_id = $1 AND region = $2 AND routed_version = $3 AND status = 'CREATING' \
+            AND provider_state IN ('', 'Available')")
             .bind(cluster_id)
             .bind(region)
             .bind(version)
@@ -261,7 +281,8 @@ impl Store {
         endpoint_id: &str,
         version: i64,
     ) -> Result<bool> {
-        let n = sqlx::query("UPDATE ingress_endpoint_connections SET status = 'STATUS_AVAILABLE' WHERE cluster_id = $1 AND endpoint_id = $2 AND admitted_version = $3 AND status = 'STATUS_PENDING'")
+        let n = sqlx::query("UPDATE ingress_endpoint_connections SET status = 'STATUS_AVAILABLE' WHERE cluster_id = $1 AND endpoint_id = $2 AND admitted_version = $3 AND status = 'STATUS_PENDING' \
+            AND provider_state IN ('', 'available')")
             .bind(cluster_id)
             .bind(endpoint_id)
             .bind(version)
@@ -327,6 +348,8 @@ impl Store {
                 "private endpoint connection {endpoint_id} not found in cluster {cluster_id}"
             )));
         }
+        // At a provider, the connection is rejected there.
+        crate::provider::provider_work(&mut tx, cluster_id).await?;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -406,6 +429,7 @@ impl Store {
             .await
             .ctx("reading a trusted owner")?;
         reassess_connections(&mut tx, &cluster).await?;
+        crate::provider::provider_work(&mut tx, &cluster.id).await?;
         tx.commit().await.ctx("committing a trusted owner")?;
         owner_from_row(&row)
     }
@@ -436,6 +460,7 @@ impl Store {
             .await
             .ctx("removing a trusted owner")?;
         reassess_connections(&mut tx, &cluster).await?;
+        crate::provider::provider_work(&mut tx, &cluster.id).await?;
         record(
             &mut tx,
             &audit.clone().for_cluster(cluster_id, &cluster.name),
@@ -528,7 +553,10 @@ pub(crate) async fn retire_ingress_registrations(
 }
 
 /// The external ids of a cluster's trusted owners.
-async fn owner_ids(conn: &mut sqlx::AnyConnection, cluster_id: &str) -> Result<Vec<String>> {
+pub(crate) async fn owner_ids(
+    conn: &mut sqlx::AnyConnection,
+    cluster_id: &str,
+) -> Result<Vec<String>> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT external_owner_id FROM trusted_owners WHERE cluster_id = $1")
             .bind(cluster_id)
@@ -540,7 +568,7 @@ async fn owner_ids(conn: &mut sqlx::AnyConnection, cluster_id: &str) -> Result<V
 
 /// Whether an endpoint owned by `owner` (`""`: unknown) may connect: no trusted owners listed,
 /// `*` listed, or the owner listed. An unknown owner is trusted only where every owner is.
-fn owner_trusted(owners: &[String], owner: &str) -> bool {
+pub(crate) fn owner_trusted(owners: &[String], owner: &str) -> bool {
     owners.is_empty()
         || owners
             .iter()
@@ -560,6 +588,9 @@ async fn reassess_connections(conn: &mut sqlx::AnyConnection, cluster: &Cluster)
         .ctx("reading private endpoint connections")?;
     for row in &rows {
         let c = ingress_connection_from_row(row)?;
+        if c.provider_state == "unseen" {
+            continue;
+        }
         let trusted = owner_trusted(&owners, &c.owner_account);
         let (status, admitted) = match (trusted, c.status == "STATUS_REJECTED") {
             (true, true) => ("STATUS_PENDING", cluster.policy_version),
@@ -578,17 +609,20 @@ async fn reassess_connections(conn: &mut sqlx::AnyConnection, cluster: &Cluster)
     Ok(())
 }
 
-fn ingress_service_from_row(r: &AnyRow) -> Result<IngressService> {
+pub(crate) fn ingress_service_from_row(r: &AnyRow) -> Result<IngressService> {
     Ok(IngressService {
         region: text(r, "region")?,
         endpoint_service_id: text(r, "endpoint_service_id")?,
         service_name: text(r, "service_name")?,
         status: text(r, "status")?,
         routed_version: int(r, "routed_version")?,
+        provider: text(r, "provider")?,
+        provider_state: text(r, "provider_state")?,
+        provider_reason: text(r, "provider_reason")?,
     })
 }
 
-fn ingress_connection_from_row(r: &AnyRow) -> Result<IngressConnection> {
+pub(crate) fn ingress_connection_from_row(r: &AnyRow) -> Result<IngressConnection> {
     Ok(IngressConnection {
         endpoint_id: text(r, "endpoint_id")?,
         region: text(r, "region")?,
@@ -597,6 +631,7 @@ fn ingress_connection_from_row(r: &AnyRow) -> Result<IngressConnection> {
         status: text(r, "status")?,
         owner_account: text(r, "owner_account")?,
         admitted_version: int(r, "admitted_version")?,
+        provider_state: text(r, "provider_state")?,
     })
 }
 

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "control plane hardening",
         include_str!("../migrations/0010_control_plane_hardening.sql"),
     ),
+    (
+        11,
+        "aws provider",
+        include_str!("../migrations/0011_aws_provider.sql"),
+    ),
 ];
 
 /// Apply the migrations up to `last` (`i64::MAX`: all; the store's tests stop earlier to load

@@ -96,10 +96,29 @@ pub struct Moto {
     tls: Option<MotoTls>,
 }
 
+/// The launcher that runs moto with AWS PrivateLink's behaviour (endpoint acceptance, the
+/// endpoint lifecycle, ClientToken idempotency, connections of endpoint services) and test
+/// controls (throttling, states set as AWS's own clock would, a request log).
+pub fn privatelink_launcher() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/moto_privatelink.py")
+}
+
 impl Moto {
     /// moto on 127.0.0.1 at a free port.
     pub fn start() -> Moto {
         Moto::start_with(&[], "127.0.0.1", free_port("127.0.0.1"), &[])
+    }
+
+    /// moto with PrivateLink's behaviour ([`privatelink_launcher`]) on 127.0.0.1 at a free
+    /// port: what the `aws` provider's tests run against.
+    pub fn start_privatelink() -> Moto {
+        let launcher = privatelink_launcher();
+        let launcher = launcher.to_str().expect("UTF-8 path");
+        Moto::start_script(launcher, "127.0.0.1", free_port("127.0.0.1"))
+    }
+
+    fn start_script(script: &str, host: &str, port: u16) -> Moto {
+        Moto::launch(&[], Some(script), host, port, &[], None)
     }
 
     /// moto on `host:port`, its command line prefixed by `prefix` (`ip netns exec <ns>`), with
@@ -126,6 +145,18 @@ impl Moto {
         env: &[(&str, &str)],
         tls: Option<MotoTls>,
     ) -> Moto {
+        Moto::launch(prefix, None, host, port, env, tls)
+    }
+
+    /// moto's server (`script`, or `-m moto.server`) on `host:port`.
+    fn launch(
+        prefix: &[&str],
+        script: Option<&str>,
+        host: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        tls: Option<MotoTls>,
+    ) -> Moto {
         let python = venv_bin("python");
         let log = std::env::temp_dir().join(format!(
             "perimeter-moto-{}-{host}-{port}.log",
@@ -140,7 +171,11 @@ impl Moto {
             }
             None => Command::new(&python),
         };
-        cmd.args(["-m", "moto.server", "-H", host, "-p", &port.to_string()]);
+        match script {
+            Some(s) => cmd.arg(s),
+            None => cmd.args(["-m", "moto.server"]),
+        };
+        cmd.args(["-H", host, "-p", &port.to_string()]);
         if let Some(t) = &tls {
             cmd.arg("--ssl-cert")
                 .arg(&t.cert)
@@ -215,6 +250,85 @@ impl Moto {
             .env_remove("https_proxy")
             .output()
             .expect("run python")
+    }
+
+    /// One HTTP/1.1 exchange with the server (plain HTTP only): status and body.
+    fn exchange(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        assert!(
+            self.tls.is_none(),
+            "test controls are reached over plain HTTP"
+        );
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
+            .expect("connect to moto");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).expect("send to moto");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read moto's answer");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_string())
+    }
+
+    /// A test control of [`privatelink_launcher`] (`POST /perimeter-moto/<name>`): its JSON
+    /// answer, or a panic with the error.
+    pub fn control(&self, name: &str, body: &serde_json::Value) -> serde_json::Value {
+        let (status, text) = self.exchange(
+            "POST",
+            &format!("/perimeter-moto/{name}"),
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "moto control {name} {body}: {text}");
+        serde_json::from_str(&text).expect("a JSON answer")
+    }
+
+    /// Every EC2 and Route 53 request the server saw, in order:
+    /// `{"service", "action", "t" (seconds, monotonic), "throttled"}`.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        let (status, text) = self.exchange("GET", "/perimeter-moto/requests", "");
+        assert_eq!(status, 200, "moto request log: {text}");
+        serde_json::from_str(&text).expect("a JSON list")
+    }
+
+    /// A platform network in each region (VPC, subnet, security group, network load
+    /// balancer), and the `--provider-config` text that names it with this server as
+    /// `endpoint_url`.
+    pub fn aws_platform(&self, regions: &[&str]) -> String {
+        let script = format!(
+            r#"
+import boto3, json, os
+url = os.environ["MOTO_URL"]
+out = []
+for i, region in enumerate({regions:?}):
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=url)
+    elb = boto3.client("elbv2", region_name=region, endpoint_url=url)
+    vpc = ec2.create_vpc(CidrBlock=f"10.{{i}}.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.{{i}}.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="perimeter-endpoints", Description="interface endpoints", VpcId=vpc)["GroupId"]
+    nlb = elb.create_load_balancer(Name=f"ingress-{{i}}", Subnets=[subnet], Type="network", Scheme="internal")["LoadBalancers"][0]["LoadBalancerArn"]
+    out.append((region, vpc, subnet, sg, nlb))
+print(json.dumps(out))
+"#
+        );
+        let nets: Vec<(String, String, String, String, String)> =
+            serde_json::from_str(self.python(&script).trim()).expect("the platform network");
+        let mut toml = format!("endpoint_url = \"{}\"\n", self.url());
+        for (region, vpc, subnet, sg, nlb) in nets {
+            toml.push_str(&format!(
+                "[regions.{region}]\nvpc_id = \"{vpc}\"\nsubnet_ids = [\"{subnet}\"]\nsecurity_group_ids = [\"{sg}\"]\nnlb_arns = [\"{nlb}\"]\n"
+            ));
+        }
+        toml
     }
 
     /// Turn on moto's IAM checks (signatures and policies) for every later request.

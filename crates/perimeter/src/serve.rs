@@ -90,10 +90,61 @@ pub struct ServeArgs {
     /// are used by default; on a database without them (CockroachDB) this is automatic.
     #[arg(long)]
     pub no_store_notifications: bool,
+    /// Who carries private endpoints: `local` (the gateways themselves; nothing else needed)
+    /// or `aws` (interface VPC endpoints, Route 53 private hosted zones and VPC endpoint
+    /// services in the platform's VPCs, named by --provider-config; credentials from the
+    /// standard AWS chain).
+    #[arg(long, value_enum, default_value_t = ProviderArg::Local, env = "PERIMETER_PROVIDER")]
+    pub provider: ProviderArg,
+    /// The `aws` provider's configuration (TOML): the platform VPC, subnets, security groups
+    /// and ingress network load balancers of each region, and an optional `endpoint_url`.
+    #[arg(long, env = "PERIMETER_PROVIDER_CONFIG")]
+    pub provider_config: Option<PathBuf>,
+    /// How often the `aws` provider's resources on their way (pending, not yet in sync) are
+    /// described again, in milliseconds.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub provider_poll_ms: u64,
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
     pub gateway_limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Local,
+    Aws,
+}
+
+/// The `aws` provider from `--provider-config`, checked whole before anything starts; `None`
+/// on `local`.
+async fn provider(args: &ServeArgs) -> Result<Option<Arc<perimeter_aws::AwsProvider>>> {
+    match (args.provider, &args.provider_config) {
+        (ProviderArg::Local, None) => Ok(None),
+        (ProviderArg::Local, Some(_)) => anyhow::bail!(
+            "--provider-config is the aws provider's configuration: add --provider aws, or drop it"
+        ),
+        (ProviderArg::Aws, None) => anyhow::bail!(
+            "--provider aws needs --provider-config FILE: the platform VPC, subnets, security groups and network load balancers of each region"
+        ),
+        (ProviderArg::Aws, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--provider-config {}", path.display()))?;
+            let config = perimeter_aws::ProviderConfig::parse(&text).map_err(|e| {
+                let key = if e.key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" key {}:", e.key)
+                };
+                anyhow::anyhow!("--provider-config {}:{key} {}", path.display(), e.message)
+            })?;
+            tracing::info!(regions = ?config.regions.keys().collect::<Vec<_>>(), endpoint_url = ?config.endpoint_url, "aws provider configured");
+            Ok(Some(Arc::new(
+                perimeter_aws::AwsProvider::connect(config, perimeter_aws::Retries::default())
+                    .await,
+            )))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +155,7 @@ pub enum DurabilityArg {
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let log = init_tracing(args.log_format)?;
+    let aws = provider(&args).await?;
     // The database, the secrets key and the gateways' state: the data directory is its
     // owner's alone.
     perimeter_gateway::sync::private_dir(&args.data_dir)
@@ -139,6 +191,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         allowlist_per_cluster: args.max_allowlist_entries_per_cluster,
         clusters: args.max_clusters,
     });
+    let store = store.with_provider(match aws {
+        Some(_) => perimeter_store::AWS_PROVIDER,
+        None => perimeter_store::LOCAL_PROVIDER,
+    });
     let where_ = match &args.database_url {
         Some(_) => "PostgreSQL".to_string(),
         None => format!("SQLite at {}", args.data_dir.join("perimeter.db").display()),
@@ -170,9 +226,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             interval: Duration::from_millis(args.reconcile_interval_ms.max(10)),
             propagation_deadline: Duration::from_secs(args.propagation_deadline_seconds),
             provision_timeout: Duration::from_secs(args.provision_timeout_seconds),
+            provider_poll: Duration::from_millis(args.provider_poll_ms),
             ..Default::default()
         },
     );
+    let reconciler = match &aws {
+        Some(aws) => reconciler.with_aws(aws.clone()),
+        None => reconciler,
+    };
     let mut rx = stop_rx.clone();
     let reconcile_task = tokio::spawn(reconciler.run(async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod side;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,8 +27,28 @@ pub enum Backend {
     Postgres,
 }
 
+/// Who carries private endpoints on a test server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Local,
+    /// `aws`, against moto with PrivateLink's behaviour on loopback.
+    Aws,
+}
+
+/// The AWS side of a test server on the `aws` provider.
+pub struct AwsSide {
+    pub moto: perimeter_testkit::moto::Moto,
+    pub provider: std::sync::Arc<perimeter_aws::AwsProvider>,
+    /// The `--provider-config` text.
+    pub config: String,
+}
+
+/// The regions every `aws` test server's platform network covers.
+pub const AWS_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub aws: Option<AwsSide>,
     pub admin: String,
     pub store: Store,
     pub http: reqwest::Client,
@@ -89,7 +111,20 @@ pub fn org(role: &str) -> RoleBinding {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, Provider::Local).await
+    }
+
+    /// A server of `backend` whose private endpoints `provider` carries.
+    pub async fn start_with(backend: Backend, provider: Provider) -> TestServer {
         let (store, dir, pg_db) = open_store(backend).await;
+        let aws = match provider {
+            Provider::Local => None,
+            Provider::Aws => Some(start_aws().await),
+        };
+        let store = match aws {
+            Some(_) => store.with_provider(perimeter_store::AWS_PROVIDER),
+            None => store,
+        };
         let (id, secret) = generate_key();
         let roles = ["ORG_ADMIN", "CLUSTER_ADMIN", "PLATFORM_OPERATOR"].map(org);
         assert!(
@@ -108,9 +143,15 @@ impl TestServer {
             ReconcilerConfig {
                 interval: Duration::from_millis(50),
                 propagation_deadline: Duration::from_secs(1),
+                provider_poll: Duration::from_millis(100),
+                provider_backoff: Duration::from_millis(200),
                 ..Default::default()
             },
         );
+        let rec = match &aws {
+            Some(a) => rec.with_aws(a.provider.clone()),
+            None => rec,
+        };
         let mut r1 = rx.clone();
         tokio::spawn(rec.run(async move {
             let _ = r1.wait_for(|s| *s).await;
@@ -124,6 +165,7 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            aws,
             admin: secret,
             store,
             http: reqwest::Client::new(),
@@ -239,6 +281,31 @@ impl TestServer {
     }
 }
 
+/// moto with PrivateLink's behaviour, the platform network of [`AWS_REGIONS`] in it, and the
+/// aws provider configured for it (quick SDK retries: the tests inject throttling).
+pub async fn start_aws() -> AwsSide {
+    let moto = tokio::task::spawn_blocking(perimeter_testkit::moto::Moto::start_privatelink)
+        .await
+        .expect("start moto");
+    let config = moto.aws_platform(&AWS_REGIONS);
+    // `perimeter serve` takes credentials from the standard chain (its own tests give them in
+    // the environment); in-process, static keys stand in (moto does not check them).
+    let provider = perimeter_aws::AwsProvider::connect_with(
+        perimeter_aws::ProviderConfig::parse(&config).expect("a valid provider config"),
+        perimeter_aws::Retries {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+        },
+        Some(("AKIAIOSFODNN7EXAMPLE", "perimeter-test-secret")),
+    )
+    .await;
+    AwsSide {
+        moto,
+        provider: std::sync::Arc::new(provider),
+        config,
+    }
+}
+
 /// Generate, for each listed `async fn name(s: &TestServer)` of the calling file, a test
 /// `sqlite::name` and a test `postgres::name` running it on a fresh server of that backend.
 #[macro_export]
@@ -265,4 +332,42 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+pub fn field_of(v: &Value) -> String {
+    v["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .map(|d| {
+            d["field_violations"][0]["field"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Assert a 400 naming `field`, with `needle` in the message.
+pub async fn expect_invalid(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    body: Value,
+    field: &str,
+    needle: &str,
+) {
+    let (st, v) = s.admin(method.clone(), path, Some(body.clone())).await;
+    assert_eq!(st, 400, "{method} {path} {body} should be 400: {v}");
+    assert!(
+        v["code"] == 3 || v["code"] == 9,
+        "INVALID_ARGUMENT or FAILED_PRECONDITION: {v}"
+    );
+    assert_eq!(field_of(&v), field, "field of {v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should contain {needle:?}"
+    );
 }
