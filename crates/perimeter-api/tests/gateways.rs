@@ -6,62 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{Gw, TestServer, register, sync};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-struct Gw {
-    token: String,
-    id: String,
-    version: u64,
-}
-
-async fn register(s: &TestServer, cluster: &str, name: &str) -> Gw {
-    let v = s
-        .ok(
-            Method::POST,
-            &format!("/api/v1/clusters/{cluster}/gateways"),
-            Some(json!({"region": "us-east-1", "name": name})),
-        )
-        .await;
-    Gw {
-        token: v["token"].as_str().unwrap().to_string(),
-        id: v["gateway"]["id"].as_str().unwrap().to_string(),
-        version: 0,
-    }
-}
-
-/// Long-poll for a newer snapshot (bounded), apply it, acknowledge it.
-async fn sync(s: &TestServer, g: &mut Gw) -> Value {
-    let (st, v) = s
-        .call(
-            Method::GET,
-            &format!(
-                "/api/v1/gateway/snapshot?after_version={}&wait_seconds=5",
-                g.version
-            ),
-            Some(&g.token),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let doc = v["document"].clone();
-    assert!(doc.is_object(), "a newer snapshot was expected: {v}");
-    let version = doc["version"].as_u64().unwrap();
-    assert!(version > g.version);
-    let (st, a) = s
-        .call(
-            Method::POST,
-            "/api/v1/gateway/ack",
-            Some(&g.token),
-            Some(json!({"version": version, "applied": true})),
-        )
-        .await;
-    assert_eq!(st, 200, "{a}");
-    assert_eq!(a["applied_version"], version);
-    g.version = version;
-    doc
-}
 
 async fn rule_state(s: &TestServer, cluster: &str, id: &str) -> String {
     let (st, v) = s

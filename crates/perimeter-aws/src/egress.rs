@@ -83,13 +83,16 @@ fn read(v: &aws_sdk_ec2::types::VpcEndpoint) -> VpcEndpoint {
             .and_then(|d| d.hosted_zone_id())
             .unwrap_or_default()
             .to_string(),
-        last_error: v.last_error().map(|e| {
-            format!(
-                "{}{}",
-                e.code().map(|c| format!("{c}: ")).unwrap_or_default(),
-                e.message().unwrap_or_default()
-            )
-        }),
+        last_error: v
+            .last_error()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e.code().map(|c| format!("{c}: ")).unwrap_or_default(),
+                    e.message().unwrap_or_default()
+                )
+            })
+            .or_else(|| v.failure_reason().map(str::to_string)),
         endpoint_tag: tag_value(v.tags(), ENDPOINT_TAG).map(str::to_string),
     }
 }

@@ -116,6 +116,29 @@ impl TestServer {
 
     /// A server of `backend` whose private endpoints `provider` carries.
     pub async fn start_with(backend: Backend, provider: Provider) -> TestServer {
+        TestServer::start_inner(backend, provider, true).await
+    }
+
+    /// [`TestServer::start_with`] with no reconciler running: the test takes its steps.
+    pub async fn start_without_reconciler(backend: Backend, provider: Provider) -> TestServer {
+        TestServer::start_inner(backend, provider, false).await
+    }
+
+    /// A reconciler like the test servers run (quick intervals), on this server's store and
+    /// provider.
+    pub fn reconciler(&self, holder: &str) -> Reconciler {
+        let rec = Reconciler::new(
+            self.store.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+            test_reconciler_config(holder),
+        );
+        match &self.aws {
+            Some(a) => rec.with_aws(a.provider.clone()),
+            None => rec,
+        }
+    }
+
+    async fn start_inner(backend: Backend, provider: Provider, reconcile: bool) -> TestServer {
         let (store, dir, pg_db) = open_store(backend).await;
         let aws = match provider {
             Provider::Local => None,
@@ -137,25 +160,21 @@ impl TestServer {
             perimeter_api::secrets::SecretsKey::generate().unwrap(),
         ));
         let (stop, rx) = watch::channel(false);
-        let rec = Reconciler::new(
-            store.clone(),
-            state.reconcile.clone(),
-            ReconcilerConfig {
-                interval: Duration::from_millis(50),
-                propagation_deadline: Duration::from_secs(1),
-                provider_poll: Duration::from_millis(100),
-                provider_backoff: Duration::from_millis(200),
-                ..Default::default()
-            },
-        );
-        let rec = match &aws {
-            Some(a) => rec.with_aws(a.provider.clone()),
-            None => rec,
-        };
-        let mut r1 = rx.clone();
-        tokio::spawn(rec.run(async move {
-            let _ = r1.wait_for(|s| *s).await;
-        }));
+        if reconcile {
+            let rec = Reconciler::new(
+                store.clone(),
+                state.reconcile.clone(),
+                test_reconciler_config(&format!("test-{}", uuid::Uuid::new_v4())),
+            );
+            let rec = match &aws {
+                Some(a) => rec.with_aws(a.provider.clone()),
+                None => rec,
+            };
+            let mut r1 = rx.clone();
+            tokio::spawn(rec.run(async move {
+                let _ = r1.wait_for(|s| *s).await;
+            }));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         state.add_api_listener(addr);
@@ -281,6 +300,18 @@ impl TestServer {
     }
 }
 
+/// The test servers' reconciler settings: quick intervals and deadlines.
+pub fn test_reconciler_config(holder: &str) -> ReconcilerConfig {
+    ReconcilerConfig {
+        holder: holder.to_string(),
+        interval: Duration::from_millis(50),
+        propagation_deadline: Duration::from_secs(1),
+        provider_poll: Duration::from_millis(100),
+        provider_backoff: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
 /// moto with PrivateLink's behaviour, the platform network of [`AWS_REGIONS`] in it, and the
 /// aws provider configured for it (quick SDK retries: the tests inject throttling).
 pub async fn start_aws() -> AwsSide {
@@ -370,4 +401,64 @@ pub async fn expect_invalid(
         msg.contains(needle),
         "message {msg:?} should contain {needle:?}"
     );
+}
+
+/// A gateway played by an HTTP client speaking the gateway protocol.
+pub struct Gw {
+    pub token: String,
+    pub id: String,
+    pub version: u64,
+}
+
+/// Register a gateway of `cluster` in us-east-1.
+pub async fn register(s: &TestServer, cluster: &str, name: &str) -> Gw {
+    let v = s
+        .ok(
+            Method::POST,
+            &format!("/api/v1/clusters/{cluster}/gateways"),
+            Some(json!({"region": "us-east-1", "name": name})),
+        )
+        .await;
+    Gw {
+        token: v["token"].as_str().unwrap().to_string(),
+        id: v["gateway"]["id"].as_str().unwrap().to_string(),
+        version: 0,
+    }
+}
+
+/// Long-poll for a newer snapshot (bounded), apply it, acknowledge it.
+pub async fn sync(s: &TestServer, g: &mut Gw) -> Value {
+    sync_with(s, g, None).await
+}
+
+/// [`sync`], reporting where the gateway's private ingress listener is reached.
+pub async fn sync_with(s: &TestServer, g: &mut Gw, private_ingress: Option<&str>) -> Value {
+    let (st, v) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/api/v1/gateway/snapshot?after_version={}&wait_seconds=5",
+                g.version
+            ),
+            Some(&g.token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let doc = v["document"].clone();
+    assert!(doc.is_object(), "a newer snapshot was expected: {v}");
+    let version = doc["version"].as_u64().unwrap();
+    assert!(version > g.version);
+    let (st, a) = s
+        .call(
+            Method::POST,
+            "/api/v1/gateway/ack",
+            Some(&g.token),
+            Some(json!({"version": version, "applied": true, "private_ingress_address": private_ingress})),
+        )
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["applied_version"], version);
+    g.version = version;
+    doc
 }

@@ -57,7 +57,7 @@ impl TestServer {
     }
 
     /// Run a boto3 script against the test server's moto (off the async workers).
-    fn boto3(&self, script: &str) -> Value {
+    pub fn boto3(&self, script: &str) -> Value {
         let aws = self.aws.as_ref().expect("an aws test server");
         let out = tokio::task::block_in_place(|| aws.moto.python(script));
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
