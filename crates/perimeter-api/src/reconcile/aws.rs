@@ -142,10 +142,8 @@ pub async fn step_endpoint(
             return Ok(Action::Await);
         }
     };
-    let to = match our_state(&v.state) {
-        Some(s) => s,
-        None => "FAILED",
-    };
+    // Deleted at AWS while we were not deleting it: the endpoint failed.
+    let to = our_state(&v.state).unwrap_or("FAILED");
     if to != ep.state {
         let reason = if v.state == "deleted" {
             format!(
