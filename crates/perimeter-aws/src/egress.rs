@@ -200,23 +200,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(OP, e))?;
-        for item in out.unsuccessful() {
-            let code = item.error().and_then(|e| e.code()).unwrap_or_default();
-            if code.ends_with(".NotFound") {
-                continue;
-            }
-            return Err(AwsError {
-                operation: OP,
-                code: Some(code.to_string()).filter(|c| !c.is_empty()),
-                message: item
-                    .error()
-                    .and_then(|e| e.message())
-                    .unwrap_or("refused")
-                    .to_string(),
-                transient: crate::transient_code(code),
-            });
-        }
-        Ok(())
+        crate::unsuccessful(OP, out.unsuccessful(), true)
     }
 }
 

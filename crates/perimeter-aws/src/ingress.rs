@@ -177,23 +177,7 @@ impl AwsProvider {
                 };
             }
         };
-        for item in out.unsuccessful() {
-            let code = item.error().and_then(|e| e.code()).unwrap_or_default();
-            if code.ends_with(".NotFound") {
-                continue;
-            }
-            return Err(AwsError {
-                operation: OP,
-                code: Some(code.to_string()).filter(|c| !c.is_empty()),
-                message: item
-                    .error()
-                    .and_then(|e| e.message())
-                    .unwrap_or("refused")
-                    .to_string(),
-                transient: crate::transient_code(code),
-            });
-        }
-        Ok(())
+        crate::unsuccessful(OP, out.unsuccessful(), true)
     }
 
     /// Make the service's allowed principals exactly `principals` (`arn:aws:iam::<account>:root`
@@ -297,7 +281,7 @@ impl AwsProvider {
             return Ok(());
         }
         let ids = Some(endpoint_ids.to_vec());
-        let (op, unsuccessful) = if accept {
+        if accept {
             const OP: &str = "AcceptVpcEndpointConnections";
             let (ec2, _) = self.region(OP, region)?;
             let out = ec2
@@ -307,7 +291,7 @@ impl AwsProvider {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk(OP, e))?;
-            (OP, out.unsuccessful().to_vec())
+            crate::unsuccessful(OP, out.unsuccessful(), false)
         } else {
             const OP: &str = "RejectVpcEndpointConnections";
             let (ec2, _) = self.region(OP, region)?;
@@ -318,23 +302,7 @@ impl AwsProvider {
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk(OP, e))?;
-            (OP, out.unsuccessful().to_vec())
-        };
-        match unsuccessful.first() {
-            None => Ok(()),
-            Some(item) => {
-                let code = item.error().and_then(|e| e.code()).unwrap_or_default();
-                Err(AwsError {
-                    operation: op,
-                    code: Some(code.to_string()).filter(|c| !c.is_empty()),
-                    message: format!(
-                        "{}: {}",
-                        item.resource_id().unwrap_or_default(),
-                        item.error().and_then(|e| e.message()).unwrap_or("refused")
-                    ),
-                    transient: crate::transient_code(code),
-                })
-            }
+            crate::unsuccessful(OP, out.unsuccessful(), false)
         }
     }
 }

@@ -161,6 +161,32 @@ fn tag_value<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a s
         .and_then(|t| t.value())
 }
 
+/// The first item a bulk EC2 call could not do, as an error; with `gone_is_done`, an item
+/// that no longer exists (`*.NotFound`, a delete repeated) is not one.
+fn unsuccessful(
+    operation: &'static str,
+    items: &[aws_sdk_ec2::types::UnsuccessfulItem],
+    gone_is_done: bool,
+) -> Result<(), AwsError> {
+    for item in items {
+        let code = item.error().and_then(|e| e.code()).unwrap_or_default();
+        if gone_is_done && code.ends_with(".NotFound") {
+            continue;
+        }
+        return Err(AwsError {
+            operation,
+            code: Some(code.to_string()).filter(|c| !c.is_empty()),
+            message: format!(
+                "{}: {}",
+                item.resource_id().unwrap_or_default(),
+                item.error().and_then(|e| e.message()).unwrap_or("refused")
+            ),
+            transient: transient_code(code),
+        });
+    }
+    Ok(())
+}
+
 /// A `ClientToken` from an id of ours: at most 64 ASCII characters, the same on every retry.
 fn client_token(prefix: &str, id: &str) -> String {
     let mut t = format!("perimeter-{prefix}-{id}");

@@ -585,37 +585,21 @@ impl Store {
             } else {
                 ep.endpoint_address.clone()
             };
-        let n = if to == "GONE" {
-            sqlx::query(
-                "DELETE FROM egress_endpoints WHERE id = $1 AND state = $2 AND lease_holder = $3",
-            )
-            .bind(&ep.id)
-            .bind(&ep.state)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .ctx("removing an egress private endpoint")?
-            .rows_affected()
-        } else {
-            sqlx::query(
-                "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, updated_at = $4, \
-                 routed_version = $5, endpoint_address = $6 WHERE id = $7 AND state = $8 AND lease_holder = $9",
-            )
-            .bind(to)
-            .bind(reason)
-            .bind(&connection_id)
-            .bind(&now)
-            .bind(routed_version)
-            .bind(&endpoint_address)
-            .bind(&ep.id)
-            .bind(&ep.state)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .ctx("moving an egress private endpoint")?
-            .rows_affected()
-        };
-        if n != 1 {
+        let moved = move_endpoint(
+            &mut tx,
+            &Move {
+                holder,
+                ep,
+                to,
+                reason,
+                connection_id: &connection_id,
+                address: &endpoint_address,
+                zone_id: &ep.dns_zone_id,
+                routed_version,
+            },
+        )
+        .await?;
+        if !moved {
             tx.rollback().await.ctx("abandoning a stale transition")?;
             return Ok(false);
         }
@@ -628,19 +612,74 @@ impl Store {
                 .await
                 .ctx("updating an endpoint connection")?;
         }
-        let payload = serde_json::json!({
-            "egress_private_endpoint_id": ep.id, "from": ep.state, "to": to, "reason": reason, "driven_by": holder,
-        });
-        let audit = AuditEntry::internal(
-            "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT",
-            ENDPOINT_ACTOR,
-            payload.to_string(),
-        )
-        .for_cluster(&ep.cluster_id, "");
-        record(&mut tx, &audit).await?;
         tx.commit().await.ctx("committing an endpoint transition")?;
         Ok(true)
     }
+}
+
+/// Where a transition takes an egress private endpoint.
+pub(crate) struct Move<'a> {
+    pub holder: &'a str,
+    pub ep: &'a EgressEndpoint,
+    /// The new state; `GONE` removes the endpoint.
+    pub to: &'a str,
+    pub reason: &'a str,
+    pub connection_id: &'a str,
+    pub address: &'a str,
+    pub zone_id: &'a str,
+    pub routed_version: i64,
+}
+
+/// Write a transition if `holder` still holds the endpoint's lease and it is still in the state
+/// read, and audit it. False, with nothing written, when it changed under us.
+pub(crate) async fn move_endpoint(conn: &mut AnyConnection, m: &Move<'_>) -> Result<bool> {
+    let ep = m.ep;
+    let n = if m.to == "GONE" {
+        sqlx::query(
+            "DELETE FROM egress_endpoints WHERE id = $1 AND state = $2 AND lease_holder = $3",
+        )
+        .bind(&ep.id)
+        .bind(&ep.state)
+        .bind(m.holder)
+        .execute(&mut *conn)
+        .await
+        .ctx("removing an egress private endpoint")?
+        .rows_affected()
+    } else {
+        sqlx::query(
+            "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, endpoint_address = $4, \
+             dns_zone_id = $5, routed_version = $6, updated_at = $7 WHERE id = $8 AND state = $9 AND lease_holder = $10",
+        )
+        .bind(m.to)
+        .bind(m.reason)
+        .bind(m.connection_id)
+        .bind(m.address)
+        .bind(m.zone_id)
+        .bind(m.routed_version)
+        .bind(crate::now())
+        .bind(&ep.id)
+        .bind(&ep.state)
+        .bind(m.holder)
+        .execute(&mut *conn)
+        .await
+        .ctx("moving an egress private endpoint")?
+        .rows_affected()
+    };
+    if n != 1 {
+        return Ok(false);
+    }
+    let payload = serde_json::json!({
+        "egress_private_endpoint_id": ep.id, "from": ep.state, "to": m.to, "reason": m.reason,
+        "provider": ep.provider, "endpoint_connection_id": m.connection_id, "driven_by": m.holder,
+    });
+    let audit = AuditEntry::internal(
+        "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT",
+        ENDPOINT_ACTOR,
+        payload.to_string(),
+    )
+    .for_cluster(&ep.cluster_id, "");
+    record(conn, &audit).await?;
+    Ok(true)
 }
 
 /// Add bytes a gateway's forwarders relayed for endpoints of its cluster (`(endpoint id,

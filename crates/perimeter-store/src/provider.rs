@@ -32,8 +32,8 @@ pub struct IngressServiceWork {
 impl Store {
     /// Record what the provider reports of an endpoint: move it from the state read to `to`
     /// (`GONE` removes it) with its connection id, DNS name and DNS zone, if `holder` still
-    /// holds its lease and it is still in that state. A change of state is audited with
-    /// `reason`. False when the endpoint changed under us.
+    /// holds its lease and it is still in that state; audited with `reason`. False when the
+    /// endpoint changed under us.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_provider_endpoint(
         &self,
@@ -46,52 +46,23 @@ impl Store {
         zone_id: &str,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let n = if to == "GONE" {
-            sqlx::query(
-                "DELETE FROM egress_endpoints WHERE id = $1 AND state = $2 AND lease_holder = $3",
-            )
-            .bind(&ep.id)
-            .bind(&ep.state)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .ctx("removing an egress private endpoint")?
-            .rows_affected()
-        } else {
-            sqlx::query(
-                "UPDATE egress_endpoints SET state = $1, state_reason = $2, endpoint_connection_id = $3, endpoint_address = $4, \
-                 dns_zone_id = $5, updated_at = $6 WHERE id = $7 AND state = $8 AND lease_holder = $9",
-            )
-            .bind(to)
-            .bind(reason)
-            .bind(connection_id)
-            .bind(address)
-            .bind(zone_id)
-            .bind(crate::now())
-            .bind(&ep.id)
-            .bind(&ep.state)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await
-            .ctx("recording an egress private endpoint's provider state")?
-            .rows_affected()
-        };
-        if n != 1 {
+        let moved = crate::endpoints::move_endpoint(
+            &mut tx,
+            &crate::endpoints::Move {
+                holder,
+                ep,
+                to,
+                reason,
+                connection_id,
+                address,
+                zone_id,
+                routed_version: ep.routed_version,
+            },
+        )
+        .await?;
+        if !moved {
             tx.rollback().await.ctx("abandoning a stale transition")?;
             return Ok(false);
-        }
-        if to != ep.state {
-            let payload = serde_json::json!({
-                "egress_private_endpoint_id": ep.id, "from": ep.state, "to": to, "reason": reason,
-                "provider": ep.provider, "endpoint_connection_id": connection_id, "driven_by": holder,
-            });
-            let audit = AuditEntry::internal(
-                "AUDIT_LOG_ACTION_UPDATE_EGRESS_PRIVATE_ENDPOINT",
-                PROVIDER_ACTOR,
-                payload.to_string(),
-            )
-            .for_cluster(&ep.cluster_id, "");
-            record(&mut tx, &audit).await?;
         }
         tx.commit().await.ctx("committing an endpoint transition")?;
         Ok(true)
@@ -463,7 +434,7 @@ impl Store {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let n = sqlx::query(
-            "DELETE FROM ingress_endpoint_services WHERE cluster_id = $1 AND region = $2 AND status = 'DELETING' AND lease_holder = $3",
+            "DELETE FROM ingress_endpoint_services WHERE cluster_id = $1 AND region = $2 AND status IN ('DELETING', 'DELETE_FAILED') AND lease_holder = $3",
         )
         .bind(cluster_id)
         .bind(region)

@@ -361,25 +361,29 @@ pub async fn step_service(
     let holder = cfg.holder.as_str();
     let s = &w.service;
     let (cluster, region) = (w.cluster_id.as_str(), s.region.as_str());
-    if s.status == "DELETING" || w.cluster_deleted {
+    // A status and its reason, the service otherwise as recorded.
+    let note = |status: &'static str, reason: String| async move {
+        store
+            .record_ingress_service(
+                holder,
+                cluster,
+                region,
+                &s.endpoint_service_id,
+                &s.service_name,
+                &s.provider_state,
+                status,
+                &reason,
+            )
+            .await
+    };
+    if matches!(s.status.as_str(), "DELETING" | "DELETE_FAILED") || w.cluster_deleted {
         let id = if s.endpoint_service_id.is_empty() {
             answer(aws.find_service(region, cluster).await)?.map(|f| f.map(|f| f.id))
         } else {
             Ok(Some(s.endpoint_service_id.clone()))
         };
         let failed = |e: AwsError| async move {
-            store
-                .record_ingress_service(
-                    holder,
-                    cluster,
-                    region,
-                    &s.endpoint_service_id,
-                    &s.service_name,
-                    &s.provider_state,
-                    "DELETE_FAILED",
-                    &e.to_string(),
-                )
-                .await?;
+            note("DELETE_FAILED", e.to_string()).await?;
             Ok::<_, StepError>(false)
         };
         let id = match id {
@@ -440,18 +444,7 @@ pub async fn step_service(
         Ok(svc) => svc,
         Err(e) => {
             tracing::warn!(cluster, region, error = %e, "AWS refused a private endpoint service");
-            store
-                .record_ingress_service(
-                    holder,
-                    cluster,
-                    region,
-                    &s.endpoint_service_id,
-                    &s.service_name,
-                    &s.provider_state,
-                    "CREATE_FAILED",
-                    &e.to_string(),
-                )
-                .await?;
+            note("CREATE_FAILED", e.to_string()).await?;
             return Ok(true);
         }
     };
