@@ -96,9 +96,9 @@ pub struct Reconciler {
     clock: Arc<dyn Clock>,
     /// The `aws` provider, when `serve --provider aws` runs.
     aws: Option<Arc<AwsProvider>>,
-    /// Items a cloud provider carries, not to be looked at again before the time given:
-    /// (errors in a row, not before).
-    provider_waits: Mutex<HashMap<String, (u32, chrono::DateTime<chrono::Utc>)>>,
+    /// Items a cloud provider carries, not to be looked at again before the time given, while
+    /// they stay in the state they had: (state, errors in a row, not before).
+    provider_waits: Mutex<HashMap<String, ProviderWait>>,
 }
 
 impl Reconciler {
@@ -196,10 +196,13 @@ impl Reconciler {
         Ok(next)
     }
 
-    /// Whether a provider-carried item is due (not waiting out a poll or a backoff).
-    fn due(&self, key: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    /// Whether a provider-carried item in `state` is due (not waiting out a poll or a
+    /// backoff in that state).
+    fn due(&self, key: &str, state: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
         let waits = self.provider_waits.lock().expect("provider waits");
-        waits.get(key).is_none_or(|(_, at)| *at <= now)
+        waits
+            .get(key)
+            .is_none_or(|(s, _, at)| s != state || *at <= now)
     }
 
     /// Record how a provider step went: when to look again (`Await`: when something changes).
@@ -207,6 +210,7 @@ impl Reconciler {
     fn after(
         &self,
         key: &str,
+        state: &str,
         now: chrono::DateTime<chrono::Utc>,
         outcome: &Result<Action, aws::StepError>,
     ) -> Action {
@@ -218,18 +222,17 @@ impl Reconciler {
                 return Action::Await;
             }
             Err(_) => {
-                let failures = waits.get(key).map_or(0, |(f, _)| *f) + 1;
+                let failures = waits
+                    .get(key)
+                    .filter(|(s, _, _)| s == state)
+                    .map_or(0, |(_, f, _)| *f)
+                    + 1;
                 let wait = self.cfg.provider_backoff * (1u32 << (failures - 1).min(6));
                 (wait, failures)
             }
         };
-        waits.insert(
-            key.to_string(),
-            (
-                failures,
-                now + chrono::Duration::from_std(wait).unwrap_or_default(),
-            ),
-        );
+        let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        waits.insert(key.to_string(), (state.to_string(), failures, until));
         Action::Requeue(wait)
     }
 
@@ -255,11 +258,11 @@ impl Reconciler {
             return Ok(Action::Requeue(self.cfg.interval * 20));
         };
         let key = format!("endpoint/{}", ep.id);
-        if !self.due(&key, now) {
+        if !self.due(&key, &ep.state, now) {
             return Ok(Action::Requeue(self.cfg.interval));
         }
         let outcome = aws::step_endpoint(&self.store, &self.cfg, aws, work, now).await;
-        let action = self.after(&key, now, &outcome);
+        let action = self.after(&key, &ep.state, now, &outcome);
         match outcome {
             Ok(_) => Ok(action),
             Err(aws::StepError::Store(e)) => Err(e),
@@ -288,7 +291,7 @@ impl Reconciler {
         let Some(work) = self.store.ingress_service_work(cluster, region).await? else {
             return Ok(Action::Await);
         };
-        if !self.due(&key, now) {
+        if !self.due(&key, &work.service.status, now) {
             self.store
                 .finish_ingress_service(holder, cluster, region, work.generation, false)
                 .await?;
@@ -302,7 +305,7 @@ impl Reconciler {
             Err(aws::StepError::Transient(e)) => Err(aws::StepError::Transient(e.clone())),
             Err(aws::StepError::Store(_)) => Ok(Action::Requeue(self.cfg.provider_poll)),
         };
-        let action = self.after(&key, now, &as_action);
+        let action = self.after(&key, &work.service.status, now, &as_action);
         self.store
             .finish_ingress_service(holder, cluster, region, work.generation, done)
             .await?;
@@ -316,6 +319,10 @@ impl Reconciler {
         }
     }
 }
+
+/// An item a cloud provider carries that waits: in which state, after how many errors in a
+/// row, until when. A change of state (a deletion, say) ends the wait.
+type ProviderWait = (String, u32, chrono::DateTime<chrono::Utc>);
 
 /// Backoff after a failed pass: doubling from 250 ms to 30 s.
 pub fn error_policy(_e: &StoreError, failures: u32) -> Duration {

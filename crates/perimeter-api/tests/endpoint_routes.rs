@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestServer, expect_invalid};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Create, read, list, lock, domain names, delete, and the service side's view of it all.
 async fn endpoints_and_services(s: &TestServer) {
@@ -346,8 +346,119 @@ async fn ingress_private_endpoints(s: &TestServer) {
     assert_eq!(gone["trusted_owner"]["id"], oid.as_str());
 }
 
+/// Endpoint targets are checked before any provider sees them: the region inside the
+/// identifier must be `region`, and `region` the cluster's. A region that holds an endpoint
+/// cannot be removed.
+async fn endpoint_validation(s: &TestServer) {
+    let c = s
+        .create_cluster("valid-cluster", json!({"us-east-1": 3, "us-west-2": 1}))
+        .await;
+    let eps = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-west-2.vpce-svc-example", "target_service_type": "PRIVATE_SERVICE"}), "region", "us-west-2").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "projects/p/regions/us-east1/serviceAttachments/s", "target_service_type": "PRIVATE_SERVICE"}), "target_service_identifier", "").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "us-east-1", "target_service_identifier": "com.amazonaws.vpce.us-east-1.vpce-svc-x", "target_service_type": "TELEPATHY"}), "target_service_type", "PRIVATE_SERVICE").await;
+    expect_invalid(s, Method::POST, &eps, json!({"region": "eu-west-1", "target_service_identifier": "com.amazonaws.vpce.eu-west-1.vpce-svc-x", "target_service_type": "PRIVATE_SERVICE"}), "region", "has no region").await;
+    // Removing a region that holds an endpoint.
+    let ep = s.ok(Method::POST, &eps, Some(json!({"region": "us-west-2", "target_service_identifier": "com.amazonaws.us-west-2.logs", "target_service_type": "PRIVATE_SERVICE"}))).await;
+    let ep_id = ep["id"].as_str().unwrap().to_string();
+    s.wait_for(
+        &format!("{eps}/{ep_id}"),
+        10,
+        "FAILED (no such service)",
+        |v| v["state"] == "FAILED",
+    )
+    .await;
+    let (st, v) = s
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/clusters/{c}"),
+            Some(json!({"dedicated": {"region_nodes": {"us-east-1": 3}}})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains(&ep_id),
+        "names the endpoint: {v}"
+    );
+}
+
+/// Concurrent changes of one cluster: exactly one takes the lock; the others get 409 "lock".
+async fn lock_conflict(s: &TestServer) {
+    let c = s
+        .create_cluster("lock-cluster", json!({"us-east-1": 1}))
+        .await;
+    let path = format!("/api/v1/clusters/{c}/networking/egress-private-endpoints");
+    // The winning endpoint stays PENDING, holding the lock for the whole race.
+    let target = s.hold_pending().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let http = s.http.clone();
+        let url = s.url(&path);
+        let key = s.admin.clone();
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"region": "us-east-1", "target_service_identifier": target, "target_service_type": "PRIVATE_SERVICE"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            200 => ok += 1,
+            409 => {
+                assert_eq!(v["code"], 10, "{v}");
+                assert!(v["message"].as_str().unwrap().contains("lock"), "{v}");
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one concurrent create wins the lock");
+    s.release_pending();
+    // Deleting it ends the operation and frees the cluster.
+    let list = s.ok(Method::GET, &path, None).await;
+    let ep = list["egress_private_endpoints"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(Method::DELETE, &format!("{path}/{ep}"), None).await;
+    s.wait_for(&path, 10, "the endpoint to be gone", |v| {
+        v["egress_private_endpoints"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    })
+    .await;
+    s.ok(
+        Method::POST,
+        &format!("/api/v1/clusters/{c}/networking/allowlist"),
+        Some(json!({"cidr_ip": "10.0.0.0", "cidr_mask": 8, "sql": true, "ui": true})),
+    )
+    .await;
+    // Concurrent traffic-policy changes: one wins.
+    let p = format!("/api/v1/clusters/{c}/networking/egress-rules/egress-traffic-policy");
+    let (a, b) = tokio::join!(
+        s.admin(Method::POST, &p, Some(json!({"allow_all": false}))),
+        s.admin(
+            Method::POST,
+            &p,
+            Some(json!({"allow_all": false, "report_only": true}))
+        )
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+}
+
 on_every_backend_and_provider!(
     endpoints_and_services,
     endpoint_state_transitions,
     ingress_private_endpoints,
+    endpoint_validation,
+    lock_conflict,
 );

@@ -249,6 +249,32 @@ print(json.dumps(ec2.accept_vpc_endpoint_connections(ServiceId="{id}", VpcEndpoi
         }
     }
 
+    /// A service whose endpoints stay `PENDING` (holding the cluster lock) until
+    /// [`TestServer::release_pending`]: on `local` one that accepts at once (the test servers
+    /// run no forwarder); on `aws`, CloudWatch Logs while AWS throttles every create.
+    pub async fn hold_pending(&self) -> String {
+        match &self.aws {
+            None => self.offer("lock", false, None, false).await.name,
+            Some(aws) => {
+                aws.moto.control(
+                    "throttle",
+                    &json!({"Action": "CreateVpcEndpoint", "Count": 100000}),
+                );
+                "com.amazonaws.us-east-1.logs".into()
+            }
+        }
+    }
+
+    /// Let endpoints held by [`TestServer::hold_pending`] go on.
+    pub fn release_pending(&self) {
+        if let Some(aws) = &self.aws {
+            aws.moto.control(
+                "throttle",
+                &json!({"Action": "CreateVpcEndpoint", "Count": 0}),
+            );
+        }
+    }
+
     /// The service's owner withdraws it.
     pub async fn withdraw(&self, svc: &Offered) -> u16 {
         match self.provider() {
