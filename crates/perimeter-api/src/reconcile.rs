@@ -16,6 +16,11 @@
 //! The forwarder is part of the gateway; until a gateway reports one listening, an accepted
 //! endpoint honestly stays `PENDING`.
 //!
+//! What the `aws` provider carries (endpoints created while `serve --provider aws` ran, and
+//! that cluster's private endpoint services) follows AWS's answers instead: [`aws`]. Each such
+//! item is looked at again after `provider_poll` while it is on its way, and after a growing
+//! backoff when AWS throttles or fails transiently; a change of its state ends either wait.
+//!
 //! Propagation (rules, traffic policy, allowlist), from gateways' acknowledgements: every change
 //! carries the snapshot version it was made at. Among the cluster's *live* gateways (seen within
 //! the liveness window): all applied that version -> `ACTIVE` (a deleted rule is removed, the
@@ -71,6 +76,9 @@ pub struct ReconcilerConfig {
     /// The first wait after a provider error that may pass (throttling, 5xx); it doubles with
     /// each failure in a row, up to 64 times.
     pub provider_backoff: Duration,
+    /// How often a cloud provider's `AVAILABLE` endpoints are described again, so that a change
+    /// there (rejected by the service's owner, deleted outside Perimeter) shows.
+    pub provider_refresh: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -85,6 +93,7 @@ impl Default for ReconcilerConfig {
             provision_timeout: DEFAULT_PROVISION_TIMEOUT,
             provider_poll: Duration::from_secs(2),
             provider_backoff: Duration::from_secs(1),
+            provider_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -156,10 +165,25 @@ impl Reconciler {
         let until = perimeter_store::ts(
             now + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default(),
         );
-        let ids = self
+        let mut ids = self
             .store
             .claim_endpoints(&self.cfg.holder, &until, self.cfg.batch)
             .await?;
+        if self.aws.is_some() {
+            let checked_before = perimeter_store::ts(
+                now - chrono::Duration::from_std(self.cfg.provider_refresh).unwrap_or_default(),
+            );
+            ids.extend(
+                self.store
+                    .claim_provider_refreshes(
+                        &self.cfg.holder,
+                        &until,
+                        &checked_before,
+                        self.cfg.batch,
+                    )
+                    .await?,
+            );
+        }
         let mut next = self.cfg.interval;
         for cluster in self.store.clusters_propagating().await? {
             if let Action::Requeue(d) =

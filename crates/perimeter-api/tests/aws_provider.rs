@@ -110,6 +110,28 @@ async fn seed_examples(s: &TestServer) {
             .any(|e| e.to_string().contains("CreateVpcConnection")),
         "the documented reason is in the audit log: {reason:?}"
     );
+    // A region the provider is not configured for: FAILED with the reason, and deleting it
+    // does not hold the cluster's lock.
+    let c2 = s
+        .create_cluster("seed-unconfigured", json!({"us-west-2": 1}))
+        .await;
+    let p = format!("/api/v1/clusters/{c2}/networking/egress-private-endpoints");
+    let v = s
+        .ok(Method::POST, &p, Some(json!({"region": "us-west-2", "target_service_identifier": "com.amazonaws.us-west-2.logs", "target_service_type": "PRIVATE_SERVICE"})))
+        .await;
+    let p = format!("{p}/{}", v["id"].as_str().unwrap());
+    s.wait_for(&p, 20, "FAILED", |v| v["state"] == "FAILED")
+        .await;
+    assert!(
+        audit_of(s, id_of(&p))
+            .await
+            .iter()
+            .any(|e| e.to_string().contains("not in the provider configuration")),
+        "the reason names the configuration"
+    );
+    s.ok(Method::DELETE, &p, None).await;
+    let (st, v) = loop_until_gone(s, &p).await;
+    assert_eq!(st, 404, "{v}");
     // A name AWS does not know: AWS's code and message, in the state and the audit log.
     let unknown = create_endpoint(
         s,
@@ -205,7 +227,13 @@ async fn every_state(s: &TestServer) {
         "{:?}",
         trail(s, id_of(&eps[4])).await
     );
-    // An accepted connection and a user's delete, followed to the end at AWS.
+    // The owner rejects the available connection later: described again, it shows.
+    assert_eq!(s.decide(&svc, &vpce[0], false).await, "REJECTED");
+    s.wait_for(&eps[0], 20, "REJECTED after AVAILABLE", |v| {
+        v["state"] == "REJECTED"
+    })
+    .await;
+    // A user's delete, followed to the end at AWS.
     assert_eq!(s.ok(Method::DELETE, &eps[0], None).await, json!({}));
     let (st, _) = loop_until_gone(s, &eps[0]).await;
     assert_eq!(st, 404);
@@ -291,12 +319,12 @@ async fn domain_names(s: &TestServer) {
     .await;
     s.wait_for(&ep2, 20, "FAILED", |v| v["domain_names_state"] == "FAILED")
         .await;
+    let entries = audit_of(s, id_of(&ep2)).await;
     assert!(
-        audit_of(s, id_of(&ep2))
-            .await
+        entries
             .iter()
             .any(|e| e.to_string().contains(&format!("belongs to cluster {c}"))),
-        "the reason names the owner"
+        "the reason names the owner: {entries:?}"
     );
     // Removing a name removes its record, and its zone once empty.
     s.ok(
@@ -317,6 +345,32 @@ async fn domain_names(s: &TestServer) {
             .is_none(),
         "the empty zone is deleted"
     );
+    // No names at all: the last records and zone go, and the state reads EMPTY once they have.
+    let cleared = s
+        .ok(Method::PATCH, &ep, Some(json!({"domain_names": []})))
+        .await;
+    assert_eq!(cleared["domain_names_state"], "PENDING", "{cleared}");
+    s.wait_for(&ep, 20, "EMPTY", |v| v["domain_names_state"] == "EMPTY")
+        .await;
+    assert!(
+        aws.provider
+            .zone_records("us-east-1", &c, "kafka.example.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "the last zone is deleted"
+    );
+    // The same name again: a new zone (Route 53 wants a new caller reference per create).
+    s.ok(
+        Method::PATCH,
+        &ep,
+        Some(json!({"domain_names": ["kafka.example.com"]})),
+    )
+    .await;
+    s.wait_for(&ep, 20, "AVAILABLE again", |v| {
+        v["domain_names_state"] == "AVAILABLE"
+    })
+    .await;
     // Deleting the cluster deletes its endpoints at AWS, records and zones first.
     s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
         .await;
@@ -403,7 +457,15 @@ async fn crash_between_call_and_write(s: &TestServer) {
         None,
     )
     .await;
-    let svc = aws.provider.create_service("us-east-1", &c).await.unwrap();
+    // The crashed reconciler's call, named as it would have named it.
+    let nonce = s.store.list_ingress_services(&c).await.unwrap()[0]
+        .created_at
+        .clone();
+    let svc = aws
+        .provider
+        .create_service("us-east-1", &c, &nonce)
+        .await
+        .unwrap();
     for _ in 0..20 {
         rec.pass().await.unwrap();
         let v = s
@@ -502,13 +564,19 @@ async fn throttling_backoff(s: &TestServer) {
         v["domain_names_state"] == "AVAILABLE"
     })
     .await;
-    assert!(
-        aws.moto
-            .requests()
+    let changes: Vec<Value> = aws
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r["service"] == "route53")
+        .collect();
+    assert_eq!(
+        changes
             .iter()
             .filter(|r| r["action"] == "ChangeResourceRecordSets" && r["throttled"] == true)
-            .count()
-            == 4
+            .count(),
+        4,
+        "{changes:?}"
     );
 }
 

@@ -71,11 +71,19 @@ fn record(name: &str, target: DnsTarget<'_>) -> Result<ResourceRecordSet, AwsErr
     set.build().map_err(|e| bad_request(OP, e))
 }
 
-/// `CallerReference` of a cluster's zone: unique per cluster and zone, the same on retry.
+/// What every `CallerReference` of a cluster's zone begins with: how a zone created before a
+/// crash, not yet tagged, is recognised.
+fn reference_prefix(cluster_id: &str, zone: &str) -> String {
+    format!("perimeter-{}-", crate::digest(&[cluster_id, zone]))
+}
+
+/// A new `CallerReference` for a zone: Route 53 wants one per create (a zone deleted and made
+/// again needs another).
 fn caller_reference(cluster_id: &str, zone: &str) -> String {
-    let mut r = format!("perimeter-{cluster_id}-{zone}");
-    r.truncate(128);
-    r
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}{nanos}", reference_prefix(cluster_id, zone))
 }
 
 impl AwsProvider {
@@ -148,7 +156,7 @@ impl AwsProvider {
     ) -> Result<Option<String>, AwsError> {
         const OP: &str = "CreateHostedZone";
         let (_, net) = self.region(OP, region)?;
-        let reference = caller_reference(cluster_id, zone);
+        let prefix = reference_prefix(cluster_id, zone);
         for (id, name) in self.zones_in_vpc(region, &net.vpc_id).await? {
             if !same_name(&name, zone) {
                 continue;
@@ -167,7 +175,7 @@ impl AwsProvider {
                 None => {
                     // Created by us before a crash, not yet tagged: adopt it. Anyone else's
                     // zone is left alone.
-                    if self.zone_reference(&id).await? == reference {
+                    if self.zone_reference(&id).await?.starts_with(&prefix) {
                         self.tag_zone(&id, cluster_id).await?;
                         return Ok(Some(id));
                     }
@@ -188,7 +196,7 @@ impl AwsProvider {
             .route53
             .create_hosted_zone()
             .name(zone)
-            .caller_reference(&reference)
+            .caller_reference(caller_reference(cluster_id, zone))
             .vpc(
                 Vpc::builder()
                     .vpc_id(&net.vpc_id)
@@ -397,6 +405,18 @@ impl AwsProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_references_are_new_each_time_and_recognisable() {
+        let a = caller_reference("c1", "kafka.example.com");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let b = caller_reference("c1", "kafka.example.com");
+        assert_ne!(a, b);
+        let prefix = reference_prefix("c1", "kafka.example.com");
+        assert!(a.starts_with(&prefix) && b.starts_with(&prefix));
+        assert!(!caller_reference("c2", "kafka.example.com").starts_with(&prefix));
+        assert!(a.len() <= 128);
+    }
 
     #[test]
     fn zones_are_named_after_the_domain_without_its_wildcard() {

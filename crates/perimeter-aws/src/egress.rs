@@ -143,7 +143,11 @@ impl AwsProvider {
             .set_security_group_ids(
                 (!net.security_group_ids.is_empty()).then(|| net.security_group_ids.clone()),
             )
-            .client_token(client_token("ep", new.endpoint_id))
+            .client_token(client_token("ep", &[new.endpoint_id]))
+            // Private DNS would take the service's public name over for the whole platform VPC
+            // (and refuse a second cluster's endpoint to the same service): each cluster names
+            // its endpoint through its own domain names instead.
+            .private_dns_enabled(false)
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::VpcEndpoint)

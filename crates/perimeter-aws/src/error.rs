@@ -76,6 +76,15 @@ impl AwsError {
                     transient,
                 }
             }
+            // A request that never got an answer for a reason of the network may succeed
+            // later; one that could not be sent for a reason of ours (no credentials, no
+            // endpoint for the region) will not.
+            SdkError::DispatchFailure(d) if !(d.is_timeout() || d.is_io()) => AwsError {
+                operation,
+                code: None,
+                message: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+                transient: false,
+            },
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => AwsError {

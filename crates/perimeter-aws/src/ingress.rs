@@ -92,10 +92,12 @@ impl AwsProvider {
     }
 
     /// Create the endpoint service on the region's network load balancers, acceptance required.
+    /// `nonce` tells this service from an earlier one of the same cluster region.
     pub async fn create_service(
         &self,
         region: &str,
         cluster_id: &str,
+        nonce: &str,
     ) -> Result<EndpointService, AwsError> {
         const OP: &str = "CreateVpcEndpointServiceConfiguration";
         let (ec2, net) = self.region(OP, region)?;
@@ -111,7 +113,9 @@ impl AwsProvider {
             .create_vpc_endpoint_service_configuration()
             .acceptance_required(true)
             .set_network_load_balancer_arns(Some(net.nlb_arns.clone()))
-            .client_token(client_token("svc", &format!("{cluster_id}-{region}")))
+            // The nonce (when our record of the service was made) keeps a service made again,
+            // after its region was removed and added back, from getting the old one.
+            .client_token(client_token("svc", &[cluster_id, region, nonce]))
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::VpcEndpointService)

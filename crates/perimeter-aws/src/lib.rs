@@ -89,6 +89,13 @@ impl AwsProvider {
             b.tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
                 .build()
         });
+        // A call that stalls must not stall the reconciler: each attempt and each call (its
+        // retries included) has a bound.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(20))
+            .operation_timeout(Duration::from_secs(60))
+            .build();
         let retry = RetryConfig::standard()
             .with_max_attempts(retries.max_attempts.max(1))
             .with_initial_backoff(retries.initial_backoff);
@@ -98,6 +105,7 @@ impl AwsProvider {
             let mut loader = aws_config::defaults(BehaviorVersion::latest())
                 .http_client(http.clone())
                 .retry_config(retry.clone())
+                .timeout_config(timeouts.clone())
                 .region(aws_config::Region::new(region.clone()));
             if let Some(url) = &config.endpoint_url {
                 loader = loader.endpoint_url(url);
@@ -126,6 +134,11 @@ impl AwsProvider {
 
     pub fn config(&self) -> &ProviderConfig {
         &self.config
+    }
+
+    /// Whether the configuration names `region`.
+    pub fn serves_region(&self, region: &str) -> bool {
+        self.ec2.contains_key(region)
     }
 
     /// The region's EC2 client and networking, or why the region cannot be served.
@@ -187,9 +200,22 @@ fn unsuccessful(
     Ok(())
 }
 
-/// A `ClientToken` from an id of ours: at most 64 ASCII characters, the same on every retry.
-fn client_token(prefix: &str, id: &str) -> String {
-    let mut t = format!("perimeter-{prefix}-{id}");
-    t.truncate(64);
-    t
+/// A `ClientToken` from ids of ours: at most 64 ASCII characters, the same on every retry.
+fn client_token(prefix: &str, ids: &[&str]) -> String {
+    format!("perimeter-{prefix}-{}", digest(ids))
+}
+
+/// 40 hex digits of SHA-256 over `parts` (each length-prefixed): a stable name for them.
+fn digest(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -7,6 +7,10 @@ ALTER TABLE egress_endpoints ADD COLUMN dns_zone_id TEXT NOT NULL DEFAULT '';
 -- reached every name server yet.
 ALTER TABLE egress_endpoints ADD COLUMN applied_domain_names TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE egress_endpoints ADD COLUMN domain_changes TEXT NOT NULL DEFAULT '[]';
+-- When the provider last described the endpoint: an AVAILABLE one is described again now and
+-- then, so that a change at the provider (rejected by the service's owner, deleted outside
+-- Perimeter) shows.
+ALTER TABLE egress_endpoints ADD COLUMN provider_checked_at TEXT NOT NULL DEFAULT '';
 
 -- A private endpoint service's provider, its state there ('' on local; AWS's ServiceState),
 -- whether the provider has work to do for it (create, follow, principals, connections,

@@ -204,7 +204,12 @@ impl Store {
                 });
             }
         }
-        let state = if names.is_empty() { "EMPTY" } else { "PENDING" };
+        // A provider's records of the names removed go first: PENDING until they are gone.
+        let state = if names.is_empty() && ep.applied_domain_names.is_empty() {
+            "EMPTY"
+        } else {
+            "PENDING"
+        };
         sqlx::query("UPDATE egress_endpoints SET domain_names = $1, domain_names_state = $2, updated_at = $3, domain_names_version = $4 WHERE id = $5")
             .bind(to_json(&names))
             .bind(state)

@@ -325,6 +325,8 @@ pub struct IngressService {
     pub provider: String,
     pub provider_state: String,
     pub provider_reason: String,
+    /// When this record of the service was made (a provider's create is named after it).
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone)]

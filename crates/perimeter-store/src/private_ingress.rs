@@ -619,6 +619,7 @@ pub(crate) fn ingress_service_from_row(r: &AnyRow) -> Result<IngressService> {
         provider: text(r, "provider")?,
         provider_state: text(r, "provider_state")?,
         provider_reason: text(r, "provider_reason")?,
+        created_at: text(r, "created_at")?,
     })
 }
 

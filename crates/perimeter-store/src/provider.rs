@@ -64,8 +64,68 @@ impl Store {
             tx.rollback().await.ctx("abandoning a stale transition")?;
             return Ok(false);
         }
+        if to != "GONE" {
+            sqlx::query("UPDATE egress_endpoints SET provider_checked_at = $1 WHERE id = $2")
+                .bind(crate::now())
+                .bind(&ep.id)
+                .execute(&mut *tx)
+                .await
+                .ctx("noting a provider check")?;
+        }
         tx.commit().await.ctx("committing an endpoint transition")?;
         Ok(true)
+    }
+
+    /// Claim up to `limit` `AVAILABLE` endpoints a provider carries that it last described
+    /// before `checked_before`, to describe them again.
+    pub async fn claim_provider_refreshes(
+        &self,
+        holder: &str,
+        lease_until: &str,
+        checked_before: &str,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let now = crate::now();
+        let candidates: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM egress_endpoints WHERE provider <> 'local' AND state = 'AVAILABLE' AND domain_names_state <> 'PENDING' \
+             AND provider_checked_at < $1 AND (lease_until IS NULL OR lease_until < $2) ORDER BY provider_checked_at LIMIT $3",
+        )
+        .bind(checked_before)
+        .bind(&now)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .ctx("finding endpoints to describe again")?;
+        let mut claimed = Vec::new();
+        for (id,) in candidates {
+            let n = sqlx::query(
+                "UPDATE egress_endpoints SET lease_holder = $1, lease_until = $2 \
+                 WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
+            )
+            .bind(holder)
+            .bind(lease_until)
+            .bind(&id)
+            .bind(&now)
+            .execute(&self.write)
+            .await
+            .ctx("claiming an endpoint lease")?
+            .rows_affected();
+            if n == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The provider described the endpoint and nothing changed.
+    pub async fn note_provider_check(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE egress_endpoints SET provider_checked_at = $1 WHERE id = $2")
+            .bind(crate::now())
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .ctx("noting a provider check")?;
+        Ok(())
     }
 
     /// Note why an endpoint did not move (a provider error that may pass), without a state
@@ -234,13 +294,15 @@ impl Store {
 
     /// Record the service as the provider reports it: its id and name there, its state, and
     /// our status (`CREATING`, `CREATE_FAILED`, `DELETING`, `DELETE_FAILED`; `AVAILABLE` is
-    /// settled once the gateways serve it too). Status changes are audited with `reason`.
+    /// settled once the gateways serve it too), if it is still in the status `from` read (a
+    /// deletion that came meanwhile is never undone). Status changes are audited with `reason`.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_ingress_service(
         &self,
         holder: &str,
         cluster_id: &str,
         region: &str,
+        from: &str,
         service_id: &str,
         service_name: &str,
         provider_state: &str,
@@ -257,13 +319,13 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await
         .ctx("reading a private endpoint service")?;
-        let Some((before,)) = before else {
+        let Some((before,)) = before.filter(|(b,)| b == from) else {
             tx.rollback().await.ctx("ending a read")?;
             return Ok(false);
         };
         sqlx::query(
             "UPDATE ingress_endpoint_services SET endpoint_service_id = $1, service_name = $2, provider_state = $3, status = $4, \
-             provider_reason = $5 WHERE cluster_id = $6 AND region = $7 AND lease_holder = $8",
+             provider_reason = $5 WHERE cluster_id = $6 AND region = $7 AND lease_holder = $8 AND status = $9",
         )
         .bind(service_id)
         .bind(service_name)
@@ -273,6 +335,7 @@ impl Store {
         .bind(cluster_id)
         .bind(region)
         .bind(holder)
+        .bind(from)
         .execute(&mut *tx)
         .await
         .ctx("recording a private endpoint service")?;

@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// described again, in milliseconds.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub provider_poll_ms: u64,
+    /// How often the `aws` provider's AVAILABLE endpoints are described again, so that a
+    /// change at AWS (rejected by the service's owner, deleted outside Perimeter) shows, in
+    /// seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub provider_refresh_seconds: u64,
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
@@ -227,6 +232,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             propagation_deadline: Duration::from_secs(args.propagation_deadline_seconds),
             provision_timeout: Duration::from_secs(args.provision_timeout_seconds),
             provider_poll: Duration::from_millis(args.provider_poll_ms),
+            provider_refresh: Duration::from_secs(args.provider_refresh_seconds),
             ..Default::default()
         },
     );

@@ -9,7 +9,9 @@
 //!    `PENDING_ACCEPTANCE`, `pending` -> `PENDING`, `available` -> `AVAILABLE`, `rejected`,
 //!    `expired`, `failed` likewise, `deleting` -> `DELETING`, `deleted` -> gone).
 //! 3. `AVAILABLE` with domain names `PENDING`: Route 53 records (and zones) made and old ones
-//!    removed; `AVAILABLE` once every change is `INSYNC`.
+//!    removed; `AVAILABLE` once every change is `INSYNC`. An `AVAILABLE` endpoint is described
+//!    again every `provider_refresh`: a change at AWS (rejected by the service's owner, deleted
+//!    outside Perimeter) shows.
 //! 4. `DELETING`: records removed, `DeleteVpcEndpoints`, followed until AWS no longer has it.
 //!
 //! Private endpoint service (a VPC endpoint service, one per cluster region): created (or found
@@ -82,7 +84,7 @@ pub async fn step_endpoint(
         }
     };
     if ep.state == "DELETING" {
-        return delete_endpoint(store, cfg, aws, w).await;
+        return delete_endpoint(store, cfg, aws, w, now).await;
     }
     if !matches!(
         ep.state.as_str(),
@@ -145,6 +147,15 @@ pub async fn step_endpoint(
     // Deleted at AWS while we were not deleting it: the endpoint failed.
     let to = our_state(&v.state).unwrap_or("FAILED");
     if to != ep.state {
+        if ep.state == "AVAILABLE"
+            && ep.domain_names_state == "PENDING"
+            && store
+                .settle_domain_names(&ep.id, ep.domain_names_version, "FAILED")
+                .await?
+        {
+            let reason = format!("the endpoint left AVAILABLE: AWS reports it {}", v.state);
+            store.audit_domain_names(ep, "FAILED", &reason).await?;
+        }
         let reason = if v.state == "deleted" {
             format!(
                 "the interface endpoint {} was deleted at AWS outside Perimeter",
@@ -186,7 +197,11 @@ pub async fn step_endpoint(
         "AVAILABLE" if ep.domain_names_state == "PENDING" => {
             domain_names(store, cfg, aws, ep).await
         }
-        _ => Ok(Action::Await),
+        // Described again and unchanged.
+        _ => {
+            store.note_provider_check(&ep.id).await?;
+            Ok(Action::Await)
+        }
     }
 }
 
@@ -206,19 +221,35 @@ async fn domain_names(
     ep: &perimeter_store::EgressEndpoint,
 ) -> Result<Action, StepError> {
     let poll = Action::Requeue(cfg.provider_poll);
-    let same = |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|n| b.contains(n));
-    if ep.domain_changes.is_empty() && !same(&ep.applied_domain_names, &ep.domain_names) {
+    // No change to follow yet: make the records (UPSERTs and removals, safe to repeat after a
+    // failure), then follow the changes.
+    if ep.domain_changes.is_empty() {
         let target = DnsTarget {
             dns_name: &ep.endpoint_address,
             zone_id: &ep.dns_zone_id,
         };
+        // Every name about to be made counts as made until AWS says otherwise: a failure half
+        // way leaves nothing that a later removal would not clean up.
+        let mut attempted = ep.applied_domain_names.clone();
+        attempted.extend(
+            ep.domain_names
+                .iter()
+                .filter(|n| !ep.applied_domain_names.contains(n))
+                .cloned(),
+        );
+        if !store
+            .record_domain_changes(&ep.id, ep.domain_names_version, &attempted, &[])
+            .await?
+        {
+            return Ok(Action::Requeue(std::time::Duration::ZERO));
+        }
         match answer(
             aws.apply_domain_names(
                 &ep.region,
                 &ep.cluster_id,
                 target,
                 &ep.domain_names,
-                &ep.applied_domain_names,
+                &attempted,
             )
             .await,
         )? {
@@ -231,7 +262,10 @@ async fn domain_names(
                         &changes,
                     )
                     .await?;
-                return Ok(poll);
+                if !changes.is_empty() {
+                    return Ok(poll);
+                }
+                // Nothing was there to change: settled as it is.
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -262,16 +296,22 @@ async fn domain_names(
             }
         }
     }
+    // No names left: their records are gone, and the state says so.
+    let to = if ep.domain_names.is_empty() {
+        "EMPTY"
+    } else {
+        "AVAILABLE"
+    };
     if store
-        .settle_domain_names(&ep.id, ep.domain_names_version, "AVAILABLE")
+        .settle_domain_names(&ep.id, ep.domain_names_version, to)
         .await?
     {
         let reason = format!(
-            "Route 53 records of {} are INSYNC in the private hosted zones of the platform VPC",
+            "Route 53 records of [{}] are INSYNC in the private hosted zones of the platform VPC",
             ep.domain_names.join(", ")
         );
         tracing::info!(endpoint = %ep.id, cluster = %ep.cluster_id, "domain names INSYNC");
-        store.audit_domain_names(ep, "AVAILABLE", &reason).await?;
+        store.audit_domain_names(ep, to, &reason).await?;
     }
     Ok(Action::Await)
 }
@@ -282,17 +322,44 @@ async fn delete_endpoint(
     cfg: &ReconcilerConfig,
     aws: &AwsProvider,
     w: &EndpointWork,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Action, StepError> {
     let holder = cfg.holder.as_str();
     let ep = &w.endpoint;
     let poll = Action::Requeue(cfg.provider_poll);
+    let gone = |reason: String| async move {
+        store
+            .record_provider_endpoint(holder, ep, "GONE", &reason, "", "", "")
+            .await?;
+        Ok::<_, StepError>(Action::Await)
+    };
+    let since = chrono::DateTime::parse_from_rfc3339(&ep.updated_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or(now);
+    let past_deadline =
+        now - since >= chrono::Duration::from_std(cfg.provision_timeout).unwrap_or_default();
     let fail_delete = |e: AwsError| async move {
-        // The endpoint stays DELETING (the lock is the deletion's): AWS's answer is noted,
-        // and the deletion is tried again later.
         let reason = format!("AWS refused the deletion: {e}");
         tracing::warn!(endpoint = %ep.id, cluster = %ep.cluster_id, error = %e, "AWS refused a deletion");
+        if past_deadline {
+            // The lock is never held forever: FAILED, with the interface endpoint's id kept,
+            // so that deleting it again tries again.
+            store
+                .record_provider_endpoint(
+                    holder,
+                    ep,
+                    "FAILED",
+                    &reason,
+                    &ep.endpoint_connection_id,
+                    &ep.endpoint_address,
+                    &ep.dns_zone_id,
+                )
+                .await?;
+            return Ok::<_, StepError>(Action::Await);
+        }
+        // Otherwise the deletion is tried again later.
         store.note_endpoint_reason(&ep.id, &reason).await?;
-        Ok::<_, StepError>(Action::Requeue(cfg.provider_backoff * 8))
+        Ok(Action::Requeue(cfg.provider_backoff * 8))
     };
     if !ep.applied_domain_names.is_empty() {
         let target = DnsTarget {
@@ -317,16 +384,14 @@ async fn delete_endpoint(
     let vpce = if ep.endpoint_connection_id.is_empty() {
         match answer(aws.find_endpoint(&ep.region, &ep.id).await)? {
             Ok(found) => found.map(|v| v.id),
+            // A region the provider is not configured for: nothing was ever made there.
+            Err(e) if !aws.serves_region(&ep.region) => {
+                return gone(format!("deleted: {e}")).await;
+            }
             Err(e) => return fail_delete(e).await,
         }
     } else {
         Some(ep.endpoint_connection_id.clone())
-    };
-    let gone = |reason: String| async move {
-        store
-            .record_provider_endpoint(holder, ep, "GONE", &reason, "", "", "")
-            .await?;
-        Ok::<_, StepError>(Action::Await)
     };
     let Some(vpce) = vpce else {
         return gone("deleted: no interface endpoint was created at AWS".into()).await;
@@ -368,6 +433,7 @@ pub async fn step_service(
                 holder,
                 cluster,
                 region,
+                &s.status,
                 &s.endpoint_service_id,
                 &s.service_name,
                 &s.provider_state,
@@ -422,7 +488,7 @@ pub async fn step_service(
     let svc = if s.endpoint_service_id.is_empty() {
         match answer(aws.find_service(region, cluster).await)? {
             Ok(Some(svc)) => Ok(svc),
-            Ok(None) => answer(aws.create_service(region, cluster).await)?,
+            Ok(None) => answer(aws.create_service(region, cluster, &s.created_at).await)?,
             Err(e) => Err(e),
         }
     } else {
@@ -455,7 +521,7 @@ pub async fn step_service(
     let reason = format!("AWS reports {} {}", svc.id, svc.state);
     store
         .record_ingress_service(
-            holder, cluster, region, &svc.id, &svc.name, &svc.state, status, &reason,
+            holder, cluster, region, &s.status, &svc.id, &svc.name, &svc.state, status, &reason,
         )
         .await?;
     if svc.state != "Available" {
@@ -475,6 +541,7 @@ pub async fn step_service(
                 holder,
                 cluster,
                 region,
+                &s.status,
                 &svc.id,
                 &svc.name,
                 &svc.state,

@@ -308,6 +308,7 @@ pub fn test_reconciler_config(holder: &str) -> ReconcilerConfig {
         propagation_deadline: Duration::from_secs(1),
         provider_poll: Duration::from_millis(100),
         provider_backoff: Duration::from_millis(200),
+        provider_refresh: Duration::from_millis(300),
         ..Default::default()
     }
 }
