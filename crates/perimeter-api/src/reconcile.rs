@@ -287,6 +287,8 @@ impl Reconciler {
         }
         let outcome = aws::step_endpoint(&self.store, &self.cfg, aws, work, now).await;
         let action = self.after(&key, &ep.state, now, &outcome);
+        // Looked at: it goes to the back of the claim order.
+        self.store.note_provider_check(&ep.id).await?;
         match outcome {
             Ok(_) => Ok(action),
             Err(aws::StepError::Store(e)) => Err(e),

@@ -436,7 +436,9 @@ impl Store {
     // ---- reconciler primitives ---------------------------------------------------------------
 
     /// Claim up to `limit` endpoints that need driving (`PENDING`, `PENDING_ACCEPTANCE`,
-    /// `DELETING`, or domain names `PENDING`) and whose lease is free or expired. Each claim is one conditional update, so
+    /// `DELETING`, or domain names `PENDING`) and whose lease is free or expired; a provider's
+    /// endpoints least recently looked at first, so that many waiting (for acceptance, or out
+    /// a backoff) never crowd out a new one. Each claim is one conditional update, so
     /// two replicas never hold the same endpoint.
     pub async fn claim_endpoints(
         &self,
@@ -447,7 +449,8 @@ impl Store {
         let now = crate::now();
         let candidates: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM egress_endpoints WHERE (state IN ('PENDING', 'PENDING_ACCEPTANCE', 'DELETING') OR domain_names_state = 'PENDING') \
-             AND (lease_until IS NULL OR lease_until < $1 OR lease_holder = $2) ORDER BY updated_at LIMIT $3",
+             AND (lease_until IS NULL OR lease_until < $1 OR lease_holder = $2) \
+             ORDER BY CASE WHEN provider = 'local' THEN updated_at ELSE provider_checked_at END LIMIT $3",
         )
         .bind(&now)
         .bind(holder)
