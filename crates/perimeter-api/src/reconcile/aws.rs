@@ -183,8 +183,16 @@ pub async fn step_endpoint(
                 .unwrap_or(now);
             if now - since >= chrono::Duration::from_std(cfg.provision_timeout).unwrap_or_default()
             {
+                // Nobody follows a FAILED endpoint: one AWS finishes later would run (and be
+                // billed) unseen, so it is deleted now; deleting ours later finishes the job.
+                let deleted = match aws.delete_endpoint(&ep.region, &v.id).await {
+                    Ok(()) => "; the interface endpoint is being deleted at AWS".to_string(),
+                    Err(e) => format!(
+                        "; deleting it at AWS failed ({e}): delete the endpoint to try again"
+                    ),
+                };
                 let reason = format!(
-                    "AWS still reports the interface endpoint {} pending after {} s (serve --provision-timeout-seconds)",
+                    "AWS still reports the interface endpoint {} pending after {} s (serve --provision-timeout-seconds){deleted}",
                     v.id,
                     cfg.provision_timeout.as_secs()
                 );
