@@ -262,6 +262,16 @@ async fn loop_until_gone(s: &TestServer, path: &str) -> (u16, Value) {
     }
 }
 
+/// PATCH an endpoint's domain names and wait until they are AVAILABLE.
+async fn set_names(s: &TestServer, ep: &str, names: Value) {
+    s.ok(Method::PATCH, ep, Some(json!({"domain_names": names})))
+        .await;
+    s.wait_for(ep, 20, "domain names AVAILABLE", |v| {
+        v["domain_names_state"] == "AVAILABLE"
+    })
+    .await;
+}
+
 /// Domain names as Route 53 records in private hosted zones of the platform VPC: added,
 /// removed (with the zone once empty), refused for a second cluster, gone with the endpoint.
 async fn domain_names(s: &TestServer) {
@@ -273,12 +283,11 @@ async fn domain_names(s: &TestServer) {
         .wait_for(&ep, 20, "AVAILABLE", |v| v["state"] == "AVAILABLE")
         .await;
     let address = v["endpoint_address"].as_str().unwrap().to_string();
-    let names = json!(["*.us-east-1.aws.confluent.cloud", "kafka.example.com"]);
-    s.ok(Method::PATCH, &ep, Some(json!({"domain_names": names})))
-        .await;
-    s.wait_for(&ep, 20, "domain names AVAILABLE", |v| {
-        v["domain_names_state"] == "AVAILABLE"
-    })
+    set_names(
+        s,
+        &ep,
+        json!(["*.us-east-1.aws.confluent.cloud", "kafka.example.com"]),
+    )
     .await;
     let wild = aws
         .provider
@@ -327,16 +336,7 @@ async fn domain_names(s: &TestServer) {
         "the reason names the owner: {entries:?}"
     );
     // Removing a name removes its record, and its zone once empty.
-    s.ok(
-        Method::PATCH,
-        &ep,
-        Some(json!({"domain_names": ["kafka.example.com"]})),
-    )
-    .await;
-    s.wait_for(&ep, 20, "AVAILABLE", |v| {
-        v["domain_names_state"] == "AVAILABLE"
-    })
-    .await;
+    set_names(s, &ep, json!(["kafka.example.com"])).await;
     assert!(
         aws.provider
             .zone_records("us-east-1", &c, "us-east-1.aws.confluent.cloud")
@@ -361,16 +361,7 @@ async fn domain_names(s: &TestServer) {
         "the last zone is deleted"
     );
     // The same name again: a new zone (Route 53 wants a new caller reference per create).
-    s.ok(
-        Method::PATCH,
-        &ep,
-        Some(json!({"domain_names": ["kafka.example.com"]})),
-    )
-    .await;
-    s.wait_for(&ep, 20, "AVAILABLE again", |v| {
-        v["domain_names_state"] == "AVAILABLE"
-    })
-    .await;
+    set_names(s, &ep, json!(["kafka.example.com"])).await;
     // Deleting the cluster deletes its endpoints at AWS, records and zones first.
     s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
         .await;

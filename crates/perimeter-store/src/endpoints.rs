@@ -458,6 +458,18 @@ impl Store {
         .fetch_all(&self.read)
         .await
         .ctx("finding endpoint work")?;
+        self.claim_each(holder, lease_until, candidates).await
+    }
+
+    /// Take the lease of each candidate that is still free (or expired, or already
+    /// `holder`'s): one conditional update each, so two replicas never hold one endpoint.
+    pub(crate) async fn claim_each(
+        &self,
+        holder: &str,
+        lease_until: &str,
+        candidates: Vec<(String,)>,
+    ) -> Result<Vec<String>> {
+        let now = crate::now();
         let mut claimed = Vec::new();
         for (id,) in candidates {
             let n = sqlx::query(

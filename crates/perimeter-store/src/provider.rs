@@ -96,25 +96,7 @@ impl Store {
         .fetch_all(&self.read)
         .await
         .ctx("finding endpoints to describe again")?;
-        let mut claimed = Vec::new();
-        for (id,) in candidates {
-            let n = sqlx::query(
-                "UPDATE egress_endpoints SET lease_holder = $1, lease_until = $2 \
-                 WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4)",
-            )
-            .bind(holder)
-            .bind(lease_until)
-            .bind(&id)
-            .bind(&now)
-            .execute(&self.write)
-            .await
-            .ctx("claiming an endpoint lease")?
-            .rows_affected();
-            if n == 1 {
-                claimed.push(id);
-            }
-        }
-        Ok(claimed)
+        self.claim_each(holder, lease_until, candidates).await
     }
 
     /// The provider described the endpoint and nothing changed.
