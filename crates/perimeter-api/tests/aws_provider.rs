@@ -491,6 +491,44 @@ async fn crash_between_call_and_write(s: &TestServer) {
     );
 }
 
+/// An endpoint AWS never creates (throttled past the provisioning deadline) reads FAILED with
+/// the reason: the cluster lock is not held forever.
+async fn throttled_past_the_deadline(s: &TestServer) {
+    let aws = s.aws.as_ref().unwrap();
+    let c = s
+        .create_cluster("never-created", json!({"us-east-1": 1}))
+        .await;
+    aws.moto.control(
+        "throttle",
+        &json!({"Action": "CreateVpcEndpoint", "Count": 100000}),
+    );
+    let ep = create_endpoint(s, &c, "com.amazonaws.us-east-1.logs", "PRIVATE_SERVICE").await;
+    let rec = s.reconciler_with(perimeter_api::reconcile::ReconcilerConfig {
+        provision_timeout: Duration::from_secs(1),
+        ..common::test_reconciler_config("deadline")
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.ok(Method::GET, &ep, None).await["state"] != "FAILED" {
+        assert!(tokio::time::Instant::now() < deadline, "never FAILED");
+        rec.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entries = audit_of(s, id_of(&ep)).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.to_string().contains("not created at AWS within 1 s")
+                && e.to_string().contains("RequestLimitExceeded")),
+        "{entries:?}"
+    );
+    // The lock is free: another endpoint can be created.
+    aws.moto.control(
+        "throttle",
+        &json!({"Action": "CreateVpcEndpoint", "Count": 0}),
+    );
+    create_endpoint(s, &c, "com.amazonaws.us-east-1.logs", "PRIVATE_SERVICE").await;
+}
+
 fn count(aws: &common::AwsSide, action: &str) -> usize {
     aws.moto
         .requests()
@@ -821,7 +859,10 @@ macro_rules! on_both_backends_on_aws {
 }
 
 async fn run(backend: Backend, name: &str) {
-    let s = if name == "crash_between_call_and_write" {
+    let s = if matches!(
+        name,
+        "crash_between_call_and_write" | "throttled_past_the_deadline"
+    ) {
         TestServer::start_without_reconciler(backend, Provider::Aws).await
     } else {
         TestServer::start_with(backend, Provider::Aws).await
@@ -832,6 +873,7 @@ async fn run(backend: Backend, name: &str) {
         "domain_names" => domain_names(&s).await,
         "crash_between_call_and_write" => crash_between_call_and_write(&s).await,
         "throttling_backoff" => throttling_backoff(&s).await,
+        "throttled_past_the_deadline" => throttled_past_the_deadline(&s).await,
         "ingress_service" => ingress_service(&s).await,
         other => panic!("no test {other}"),
     }
@@ -844,5 +886,6 @@ on_both_backends_on_aws!(
     domain_names,
     crash_between_call_and_write,
     throttling_backoff,
+    throttled_past_the_deadline,
     ingress_service,
 );

@@ -56,6 +56,18 @@ fn answer<T>(r: Result<T, AwsError>) -> Result<Result<T, AwsError>, StepError> {
     }
 }
 
+/// Whether `timeout` has passed since the endpoint's last transition (`updated_at`).
+fn past_deadline(
+    updated_at: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    timeout: std::time::Duration,
+) -> bool {
+    let since = chrono::DateTime::parse_from_rfc3339(updated_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or(now);
+    now - since >= chrono::Duration::from_std(timeout).unwrap_or_default()
+}
+
 /// One step on an egress private endpoint carried by AWS.
 pub async fn step_endpoint(
     store: &Store,
@@ -98,19 +110,35 @@ pub async fn step_endpoint(
             record("FAILED", MSK_UNSUPPORTED, None).await?;
             return Ok(Action::Await);
         }
-        let found = answer(aws.find_endpoint(&ep.region, &ep.id).await)?;
-        let created = match found {
-            Ok(Some(v)) => Ok(v),
-            Ok(None) => answer(
-                aws.create_endpoint(&NewEndpoint {
-                    endpoint_id: &ep.id,
-                    cluster_id: &ep.cluster_id,
-                    region: &ep.region,
-                    service_name: &ep.target_service_identifier,
-                })
-                .await,
-            )?,
-            Err(e) => Err(e),
+        let attempt = async {
+            match answer(aws.find_endpoint(&ep.region, &ep.id).await)? {
+                Ok(Some(v)) => Ok(Ok(v)),
+                Ok(None) => answer(
+                    aws.create_endpoint(&NewEndpoint {
+                        endpoint_id: &ep.id,
+                        cluster_id: &ep.cluster_id,
+                        region: &ep.region,
+                        service_name: &ep.target_service_identifier,
+                    })
+                    .await,
+                ),
+                Err(e) => Ok(Err(e)),
+            }
+        };
+        let created = match attempt.await {
+            // AWS kept failing (throttling, timeouts) past the provisioning deadline: the lock
+            // is not held forever.
+            Err(StepError::Transient(e))
+                if past_deadline(&ep.updated_at, now, cfg.provision_timeout) =>
+            {
+                let reason = format!(
+                    "not created at AWS within {} s (serve --provision-timeout-seconds); the last error: {e}",
+                    cfg.provision_timeout.as_secs()
+                );
+                record("FAILED", &reason, None).await?;
+                return Ok(Action::Await);
+            }
+            other => other?,
         };
         let v = match created {
             Ok(v) => v,
@@ -178,11 +206,7 @@ pub async fn step_endpoint(
     match to {
         // AWS provisions in its own time; the lock is not held past the provisioning deadline.
         "PENDING" => {
-            let since = chrono::DateTime::parse_from_rfc3339(&ep.updated_at)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .unwrap_or(now);
-            if now - since >= chrono::Duration::from_std(cfg.provision_timeout).unwrap_or_default()
-            {
+            if past_deadline(&ep.updated_at, now, cfg.provision_timeout) {
                 // Nobody follows a FAILED endpoint: one AWS finishes later would run (and be
                 // billed) unseen, so it is deleted now; deleting ours later finishes the job.
                 let deleted = match aws.delete_endpoint(&ep.region, &v.id).await {
@@ -341,11 +365,7 @@ async fn delete_endpoint(
             .await?;
         Ok::<_, StepError>(Action::Await)
     };
-    let since = chrono::DateTime::parse_from_rfc3339(&ep.updated_at)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or(now);
-    let past_deadline =
-        now - since >= chrono::Duration::from_std(cfg.provision_timeout).unwrap_or_default();
+    let past_deadline = past_deadline(&ep.updated_at, now, cfg.provision_timeout);
     let fail_delete = |e: AwsError| async move {
         let reason = format!("AWS refused the deletion: {e}");
         tracing::warn!(endpoint = %ep.id, cluster = %ep.cluster_id, error = %e, "AWS refused a deletion");

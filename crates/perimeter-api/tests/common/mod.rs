@@ -127,10 +127,15 @@ impl TestServer {
     /// A reconciler like the test servers run (quick intervals), on this server's store and
     /// provider.
     pub fn reconciler(&self, holder: &str) -> Reconciler {
+        self.reconciler_with(test_reconciler_config(holder))
+    }
+
+    /// [`TestServer::reconciler`] with settings of the test's own.
+    pub fn reconciler_with(&self, cfg: ReconcilerConfig) -> Reconciler {
         let rec = Reconciler::new(
             self.store.clone(),
             std::sync::Arc::new(tokio::sync::Notify::new()),
-            test_reconciler_config(holder),
+            cfg,
         );
         match &self.aws {
             Some(a) => rec.with_aws(a.provider.clone()),
