@@ -250,6 +250,18 @@ async fn every_state(s: &TestServer) {
     assert!(deletes >= 1, "DeleteVpcEndpoints was called");
 }
 
+/// Poll what AWS shows until `cond` holds, or fail after 20 s naming `what`.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 20 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// GET `path` until it answers 404 (bounded).
 async fn loop_until_gone(s: &TestServer, path: &str) -> (u16, Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -365,14 +377,10 @@ async fn domain_names(s: &TestServer) {
     // Deleting the cluster deletes its endpoints at AWS, records and zones first.
     s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while vpc_endpoints_of(s, id_of(&ep)) != json!([]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cluster's endpoint was not deleted at AWS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the cluster's endpoint deleted at AWS", || {
+        vpc_endpoints_of(s, id_of(&ep)) == json!([])
+    })
+    .await;
     assert!(
         aws.provider
             .zone_records("us-east-1", &c, "kafka.example.com")
@@ -675,18 +683,10 @@ print(json.dumps(sorted(p["Principal"] for p in ec2.describe_vpc_endpoint_servic
         ))
     };
     let wait_principals = |want: Value| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = principals(s);
-            if got == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "principals {got} != {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(&format!("allowed principals {want}"), || {
+            principals(s) == want
+        })
+        .await
     };
     wait_principals(json!(["*"])).await;
     s.ok(
@@ -788,11 +788,10 @@ print(json.dumps(cs[0]["VpcEndpointState"] if cs else "gone"))
     // A deleted registration is rejected at AWS.
     s.ok(Method::DELETE, &format!("{conns_path}/{trusted}"), None)
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while state_at_aws(s, &trusted) != "rejected" {
-        assert!(tokio::time::Instant::now() < deadline, "not rejected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the deregistered connection rejected at AWS", || {
+        state_at_aws(s, &trusted) == "rejected"
+    })
+    .await;
     // The service goes with its cluster, its waiting connection rejected first.
     s.ok(Method::DELETE, &format!("/api/v1/clusters/{c}"), None)
         .await;
@@ -806,14 +805,7 @@ print(json.dumps("{svc_id}" not in ids))
 "#
         ))
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while gone(s) != json!(true) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service not deleted at AWS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the service deleted at AWS", || gone(s) == json!(true)).await;
     let calls: Vec<String> = aws
         .moto
         .requests()
