@@ -530,7 +530,135 @@ async fn cluster_creator_administers_its_clusters(s: &TestServer) {
     assert_eq!(st, 200, "the creator deletes its cluster: {v}");
 }
 
+/// `whoami` tells any valid key its own account and bindings, and nothing about anyone else;
+/// without a valid key it is a 401 like every other route.
+async fn whoami_answers_for_the_calling_key(s: &TestServer) {
+    let c = s.create_cluster("whoami-1", json!({"us-east-1": 1})).await;
+    let roles = json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "CLUSTER", "id": c}}]);
+    let (sa, key) = s.key_with("reader", roles.clone()).await;
+    let (st, v) = s
+        .call(Method::GET, "/api/v1/whoami", Some(&key), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["service_account_id"], sa.as_str(), "{v}");
+    assert_eq!(v["service_account_name"], "reader", "{v}");
+    assert_eq!(v["roles"], roles, "{v}");
+    assert!(key.starts_with(v["api_key_id"].as_str().unwrap()), "{v}");
+    let admin = s.ok(Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(admin["service_account_name"], "admin", "{admin}");
+    for bad in [None, Some("pk_nope_0000")] {
+        let (st, v) = s.call(Method::GET, "/api/v1/whoami", bad, None).await;
+        assert_eq!((st, v["code"].clone()), (401, json!(16)), "{v}");
+    }
+}
+
+/// `egress-rules/validate` answers what a create would, field and words, and the warnings,
+/// storing nothing; readers may ask, strangers may not.
+async fn rule_validation_stores_nothing(s: &TestServer) {
+    let c = s
+        .create_cluster("validate-1", json!({"us-east-1": 1}))
+        .await;
+    let path = format!("/api/v1/clusters/{c}/networking/egress-rules/validate");
+    let rules = format!("/api/v1/clusters/{c}/networking/egress-rules");
+    let v = s
+        .ok(
+            Method::POST,
+            &path,
+            Some(json!({"name": "docs", "type": "FQDN", "destination": "Example.COM."})),
+        )
+        .await;
+    assert_eq!(v["destination"], "example.com", "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("matches only example.com itself")
+            && warnings.contains("no ports listed"),
+        "{v}"
+    );
+    // The create's own 400s, field for field.
+    for (body, field) in [
+        (
+            json!({"type": "CIDR", "destination": "10.0.0.0/33", "ports": [443]}),
+            "destination",
+        ),
+        (
+            json!({"type": "FQDN", "destination": "a.example.com", "ports": [443, 0]}),
+            "ports[1]",
+        ),
+        (
+            json!({"type": "CIDR", "destination": "10.0.0.0/8", "paths": ["/x"]}),
+            "paths",
+        ),
+        (
+            json!({"type": "NOPE", "destination": "a.example.com"}),
+            "type",
+        ),
+        (
+            json!({"name": "bad/name", "type": "FQDN", "destination": "a.example.com"}),
+            "name",
+        ),
+        (
+            json!({"type": "FQDN", "destination": "a.example.com", "surprise": 1}),
+            "surprise",
+        ),
+    ] {
+        let (st, checked) = s.admin(Method::POST, &path, Some(body.clone())).await;
+        assert_eq!(
+            (st, common::field_of(&checked).as_str()),
+            (400, field),
+            "{body}: {checked}"
+        );
+        let mut create = body.clone();
+        create
+            .as_object_mut()
+            .unwrap()
+            .entry("name")
+            .or_insert(json!("same"));
+        let (st, created) = s.admin(Method::POST, &rules, Some(create)).await;
+        assert_eq!(st, 400, "{body}: {created}");
+        assert_eq!(
+            checked["message"], created["message"],
+            "the same words as a create"
+        );
+    }
+    assert_eq!(s.ok(Method::GET, &rules, None).await["rules"], json!([]));
+    // A reader of the cluster may validate; a key without a role on it may not.
+    let (_, dev) = s
+        .key_with(
+            "validator",
+            json!([{"name": "CLUSTER_DEVELOPER", "resource": {"type": "CLUSTER", "id": c}}]),
+        )
+        .await;
+    let body = json!({"type": "FQDN", "destination": "*.a.example.com", "ports": [443]});
+    let (st, v) = s
+        .call(Method::POST, &path, Some(&dev), Some(body.clone()))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    // An operator-managed rule is checked against the roles a create would need.
+    let mut operator = body.clone();
+    operator["crl_managed"] = json!(true);
+    let (st, v) = s
+        .call(Method::POST, &path, Some(&dev), Some(operator.clone()))
+        .await;
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(s.admin(Method::POST, &path, Some(operator)).await.0, 200);
+    let other = s
+        .create_cluster("validate-2", json!({"us-east-1": 1}))
+        .await;
+    let (st, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/clusters/{other}/networking/egress-rules/validate"),
+            Some(&dev),
+            Some(body),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+}
+
 on_both_backends!(
+    whoami_answers_for_the_calling_key,
+    rule_validation_stores_nothing,
     org_admin_cannot_become_platform_operator,
     audit_attribution_cannot_be_spoofed,
     bindings_are_read_strictly,

@@ -42,6 +42,8 @@ pub struct EmbeddedConfig {
     pub inspection: Arc<perimeter_gateway::listen::inspect::InspectionState>,
     /// Longest pause between scans for clusters and regions that came or went.
     pub scan_interval: Duration,
+    /// How often each gateway pushes its decision counts.
+    pub push_interval: Duration,
 }
 
 type Key = (String, String);
@@ -256,7 +258,7 @@ async fn start_one(state: &AppState, cfg: &EmbeddedConfig, key: &Key) -> Result<
             resolver: cfg.resolver.clone(),
             limits: cfg.limits.clone(),
             poll_wait: Duration::from_secs(25),
-            push_interval: Duration::from_secs(5),
+            push_interval: cfg.push_interval,
             inspection: cfg.inspection.clone(),
         },
         Listeners {

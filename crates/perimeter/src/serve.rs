@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// before it reads FAILED, in seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub provision_timeout_seconds: u64,
+    /// How often the embedded gateways push their decision counts (what `egress-decisions`
+    /// and the console's live decisions show), in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub decisions_push_ms: u64,
     /// Run no gateways in this process (deployments that run `perimeter gateway` processes).
     /// By default one gateway per region of every cluster listens on loopback; its address is
     /// the region's `egress_proxy_address`.
@@ -254,6 +258,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // The line that says all is up comes after every line logged before it.
     log.flush();
     eprintln!("perimeter: control plane listening on http://{addr}");
+    eprintln!("perimeter: the console is at http://{addr}/console (sign in with an API key)");
 
     // Embedded gateways stop before the API, so their last decision push still lands.
     let (embedded_stop, embedded_stop_rx) = watch::channel(false);
@@ -270,6 +275,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
                 limits: args.gateway_limits.limits(),
                 inspection: args.gateway_limits.inspection()?,
                 scan_interval: Duration::from_secs(1),
+                push_interval: Duration::from_millis(args.decisions_push_ms),
             },
             embedded_stop_rx,
         )))

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_rules, add_rule))
         .routes(routes!(get_rule, edit_rule, delete_rule))
         .routes(routes!(set_traffic_policy))
+        .routes(routes!(validate_rule_request))
         .routes(routes!(egress_check))
 }
 
@@ -191,6 +192,78 @@ fn require_for_rule(p: &Principal, cluster_id: &str, rule: &StoreRule) -> ApiRes
     } else {
         require(p, Need::WriteNetworking, Some(cluster_id))
     }
+}
+
+/// ext: a rule as it would be sent, checked without storing it.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateEgressRuleRequest {
+    /// Checked when given (an edit sends none: names cannot change).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `FQDN` or `CIDR`.
+    #[serde(rename = "type")]
+    pub rule_type: String,
+    pub destination: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub ports: Option<Vec<i64>>,
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Accepted and ignored, so a create's body can be checked as it is.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// An operator-managed rule: checked against the caller's roles as a create would be.
+    #[serde(default)]
+    pub crl_managed: Option<bool>,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+/// ext: what a create or edit with these fields would say, without storing anything.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidateEgressRuleResponse {
+    /// The destination as it would be stored (lower case, trailing dot removed).
+    pub destination: String,
+    /// The warnings a create or edit would answer with (apex-only name, every port).
+    pub warnings: Vec<String>,
+}
+
+/// ext: check a rule's fields without storing it: the same 400s, with the field named, and
+/// the same warnings as a create or edit, so a client can show them before saving. Name
+/// uniqueness and the cluster lock are not checked (they can change before the save).
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/egress-rules/validate", tag = "Egress rules",
+    params(("cluster_id" = String, Path)), request_body = ValidateEgressRuleRequest,
+    responses((status = 200, body = ValidateEgressRuleResponse), (status = "default", body = crate::error::Status)))]
+async fn validate_rule_request(
+    State(st): State<AppState>,
+    ClusterScope {
+        principal,
+        cluster_id,
+        ..
+    }: ClusterScope<access::ReadNetworking>,
+    AppJson(req): AppJson<ValidateEgressRuleRequest>,
+) -> ApiResult<Json<ValidateEgressRuleResponse>> {
+    agrees("cluster_id", &req.cluster_id, &cluster_id)?;
+    if req.crl_managed == Some(true) {
+        require(&principal, Need::OperatorRules, Some(&cluster_id))?;
+    }
+    if let Some(name) = &req.name {
+        validate_name(name)?;
+    }
+    validate_description(&req.description)?;
+    let v = validate_rule(&RuleInput {
+        rule_type: &req.rule_type,
+        destination: &req.destination,
+        ports: req.ports.as_deref(),
+        paths: req.paths.as_deref(),
+    })?;
+    st.store.get_live_cluster(&cluster_id).await?;
+    Ok(Json(ValidateEgressRuleResponse {
+        destination: v.destination.to_string(),
+        warnings: v.warnings,
+    }))
 }
 
 fn to_rule_response(rule: StoreRule, warnings: Vec<String>) -> RuleResponse {

@@ -31,6 +31,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_api_key, update_api_key, delete_api_key))
         .routes(routes!(get_roles, set_roles))
         .routes(routes!(list_audit_logs))
+        .routes(routes!(whoami))
+}
+
+/// ext: who the calling key is, and what it may do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmIResponse {
+    pub service_account_id: String,
+    pub service_account_name: String,
+    pub api_key_id: String,
+    /// The account's role bindings, as `GET /api/v1/roles/{user_id}` gives them.
+    pub roles: Vec<BuiltInRole>,
+}
+
+/// ext: the calling key's service account and roles. Any valid key may ask about itself, so a
+/// client (the console) can show what its key may change before it tries.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "Identity",
+    responses((status = 200, body = WhoAmIResponse), (status = "default", body = crate::error::Status)))]
+async fn whoami(Auth(p): Auth) -> Json<WhoAmIResponse> {
+    Json(WhoAmIResponse {
+        roles: p.roles.iter().map(BuiltInRole::from).collect(),
+        service_account_id: p.service_account_id,
+        service_account_name: p.service_account_name,
+        api_key_id: p.key_id,
+    })
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]

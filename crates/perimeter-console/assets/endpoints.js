@@ -1,0 +1,143 @@
+// Egress private endpoints of a cluster (create, state, address, domain names, delete), and
+// the endpoint services of the `local` provider with the connections waiting for acceptance.
+
+import { can, get, listAll, net, patch, post, del } from './api.js';
+import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, table, time } from './dom.js';
+
+const TYPES = ['PRIVATE_SERVICE', 'MSK_SASL_SCRAM', 'MSK_SASL_IAM', 'MSK_TLS'];
+const MOVING = new Set(['PENDING', 'DELETING']);
+
+export async function endpointsPage(ctx) {
+  const c = ctx.cluster;
+  const writable = can('writeNetworking', c.id);
+  const base = `${net(c.id)}/egress-private-endpoints`;
+  const err = errorSlot('endpoints-error');
+  const list = h('div', { id: 'endpoints' }, h('p', { class: 'muted' }, 'Loading endpoints…'));
+
+  const region = h('select', {}, c.regions.map((r) => h('option', { value: r.name }, r.name)));
+  const target = h('input', { type: 'text', required: true, autocomplete: 'off', placeholder: 'com.amazonaws.vpce.us-east-1.vpce-svc-0123456789abcdef0' });
+  const kind = h('select', {}, TYPES.map((t) => h('option', { value: t }, t)));
+  const formErr = errorSlot('endpoint-form-error');
+  const form = h('form', { class: 'card', id: 'endpoint-form', onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await post(base, { region: region.value, target_service_identifier: target.value.trim(), target_service_type: kind.value });
+      showFieldErrors(form, formErr, null);
+      target.value = '';
+      await refresh();
+    } catch (ex) {
+      showFieldErrors(form, formErr, ex);
+    }
+  } },
+  h('h2', {}, 'Create an endpoint'),
+  field('Region', 'region', region), field('Target service', 'target_service_identifier', target),
+  field('Target type', 'target_service_type', kind),
+  formErr, h('button', { type: 'submit', class: 'primary', id: 'endpoint-create' }, 'Create'));
+
+  const domainsEditor = (ep) => {
+    const input = h('textarea', { rows: 2, id: `domains-${ep.id}`, 'aria-label': `Domain names of ${ep.endpoint_address || ep.id}` }, ep.domain_names.join('\n'));
+    const slot = errorSlot(`domains-error-${ep.id}`);
+    const f = h('form', { class: 'domains', onsubmit: async (e) => {
+      e.preventDefault();
+      const names = input.value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+      try {
+        await patch(`${base}/${encodeURIComponent(ep.id)}`, { domain_names: names });
+        showError(slot, null);
+        await refresh();
+      } catch (ex) {
+        showError(slot, ex);
+      }
+    } }, input, h('button', { type: 'submit' }, 'Set domain names'), slot);
+    return f;
+  };
+
+  // Editors keep what is being typed across refreshes: rebuild only when the list changes.
+  let shown = '';
+  const refresh = async () => {
+    try {
+      const eps = await listAll(base, 'egress_private_endpoints');
+      if (!ctx.page.alive) return 2000;
+      showError(err, null);
+      const key = JSON.stringify(eps.map((e) => [e.id, e.state, e.domain_names, e.domain_names_state, e.endpoint_address, e.bytes_processed]));
+      if (key !== shown) {
+        shown = key;
+        put(list, table(null, ['Endpoint', 'Region', 'Target', 'State', 'Domain names', 'Bytes', ''],
+          eps.map((ep) => h('tr', { class: 'endpoint', 'data-endpoint': ep.id, 'data-state': ep.state, 'data-domains-state': ep.domain_names_state },
+            h('td', {}, h('div', { class: 'mono' }, ep.endpoint_address || '(no address yet)'), h('div', { class: 'muted mono small' }, ep.endpoint_connection_id || ep.id)),
+            h('td', {}, ep.region),
+            h('td', {}, h('div', { class: 'mono small' }, ep.target_service_identifier), h('div', { class: 'muted small' }, ep.target_service_type)),
+            h('td', {}, badge(ep.state)),
+            h('td', {}, h('div', {}, badge(ep.domain_names_state)),
+              h('div', { class: 'mono small domain-names' }, ep.domain_names.join(', ')),
+              writable && ep.state === 'AVAILABLE' && ep.domain_names_state !== 'PENDING' ? domainsEditor(ep) : null),
+            h('td', { class: 'num' }, bytes(ep.bytes_processed)),
+            h('td', {}, writable && ep.state !== 'DELETING' ? h('button', { type: 'button', class: 'danger', onclick: async () => {
+              if (!confirm(`Delete the endpoint to ${ep.target_service_identifier}?`)) return;
+              try { await del(`${base}/${encodeURIComponent(ep.id)}`); showError(err, null); } catch (ex) { showError(err, ex); }
+              await refresh();
+            } }, 'Delete') : ''))),
+          'No egress private endpoints.'));
+      }
+      return eps.some((e) => MOVING.has(e.state) || e.domain_names_state === 'PENDING') ? 500 : 5000;
+    } catch (e) {
+      showError(err, e);
+      return 5000;
+    }
+  };
+  put(ctx.main, h('h1', {}, 'Private endpoints'),
+    h('p', {}, 'Egress private endpoints carry this cluster\'s traffic to a customer\'s service without an egress rule. Domain names can be set once an endpoint is AVAILABLE.'),
+    err, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
+  await ctx.live(refresh, 5000);
+}
+
+function backendText(b) {
+  if (typeof b === 'string') return b;
+  return `${b.address} (${(b.server_names || []).join(', ')})`;
+}
+
+export async function servicesPage(ctx) {
+  const err = errorSlot('services-error');
+  const list = h('div', { id: 'services' }, h('p', { class: 'muted' }, 'Loading endpoint services…'));
+  const writable = can('endpointServices');
+  const act = (svc, conn, verb) => async () => {
+    try {
+      await post(`/api/v1/endpoint-services/${encodeURIComponent(svc.id)}/connections/${encodeURIComponent(conn.id)}/${verb}`);
+      showError(err, null);
+    } catch (ex) {
+      showError(err, ex);
+    }
+    await refresh();
+  };
+  const refresh = async () => {
+    try {
+      const services = await listAll('/api/v1/endpoint-services', 'endpoint_services');
+      const conns = await Promise.all(services.map((s) =>
+        get(`/api/v1/endpoint-services/${encodeURIComponent(s.id)}/connections`).then((r) => r.connections, (e) => e)));
+      if (!ctx.page.alive) return 3000;
+      showError(err, null);
+      put(list, services.length ? services.map((s, i) => h('section', { class: 'card service', 'data-service': s.id },
+        h('h2', { class: 'mono' }, s.service_name),
+        h('dl', { class: 'facts' },
+          h('dt', {}, 'Region'), h('dd', {}, s.region),
+          h('dt', {}, 'Backends'), h('dd', { class: 'mono small' }, s.backends.map(backendText).join(' · ')),
+          h('dt', {}, 'Acceptance'), h('dd', {}, s.acceptance_required ? 'required' : 'automatic'),
+          h('dt', {}, 'PROXY protocol'), h('dd', {}, s.proxy_protocol ? 'v2' : 'off')),
+        conns[i] instanceof Error ? h('p', { class: 'error' }, conns[i].summary())
+          : table('Connections', ['Connection', 'Cluster', 'Account', 'Status', 'Since', ''], conns[i].map((cn) => h('tr', { class: 'connection', 'data-status': cn.status },
+            h('td', { class: 'mono small' }, cn.id), h('td', { class: 'mono small' }, cn.cluster_id), h('td', { class: 'mono small' }, cn.account_id),
+            h('td', {}, badge(cn.status)), h('td', {}, time(cn.created_at)),
+            h('td', { class: 'row-actions' }, writable && cn.status === 'PENDING_ACCEPTANCE' ? [
+              h('button', { type: 'button', class: 'primary accept', onclick: act(s, cn, 'accept') }, 'Accept'),
+              h('button', { type: 'button', class: 'danger reject', onclick: act(s, cn, 'reject') }, 'Reject')] : ''))),
+          'No connections.'))) : h('p', { class: 'empty' }, 'No endpoint services are registered.'));
+      return 3000;
+    } catch (e) {
+      showError(err, e);
+      return 5000;
+    }
+  };
+  put(ctx.main, h('h1', {}, 'Endpoint services'),
+    h('p', {}, 'Services that clusters\' egress private endpoints connect to, and the connections waiting for their owner to accept them.'),
+    err, list);
+  await ctx.live(refresh, 3000);
+}
