@@ -2,7 +2,7 @@
 // the page is left). Pages live in pages.js, rules.js and endpoints.js.
 
 import { ApiError, get, me, session, whenSignedOut, cluster } from './api.js';
-import { h, put } from './dom.js';
+import { errorSlot, h, put, showError } from './dom.js';
 import * as pages from './pages.js';
 import { rulesPage } from './rules.js';
 import { endpointsPage, servicesPage } from './endpoints.js';
@@ -114,7 +114,18 @@ async function route() {
       const tick = async () => {
         if (!page.alive) return;
         let next;
-        try { next = await fn(); } catch (e) { /* each page shows its own errors */ }
+        try {
+          next = await fn();
+        } catch (e) {
+          // Pages show their own errors; anything else still reaches the screen.
+          if (!page.alive) return;
+          let banner = document.getElementById('page-error');
+          if (!banner) {
+            banner = errorSlot('page-error');
+            main.prepend(banner);
+          }
+          showError(banner, e);
+        }
         if (page.alive) page.timers.push(setTimeout(tick, typeof next === 'number' ? next : ms));
       };
       return tick();

@@ -96,13 +96,19 @@ export async function policyPage(ctx) {
   err, apply);
   put(ctx.main, h('h1', {}, 'Traffic policy'), status, form, gws);
   const refresh = async () => {
-    const now = await get(cluster(c.id));
-    const g = await get(`${cluster(c.id)}/gateways`).then((r) => r.gateways, () => null);
+    let now;
+    try {
+      now = await get(cluster(c.id));
+    } catch (e) {
+      showError(err, e);
+      return 3000;
+    }
+    const g = await get(`${cluster(c.id)}/gateways`).then((r) => r.gateways, (e) => e);
     if (!ctx.page.alive) return 3000;
     const updating = now.egress_traffic_policy === 'UPDATING';
     put(status, h('p', {}, 'Now: ', h('span', { id: 'policy-current' }, badge(now.egress_traffic_policy))),
       updating ? h('p', { class: 'muted' }, 'Waiting for every gateway of the cluster to apply the change…') : null);
-    if (g) put(gws, gatewaysTable(g));
+    put(gws, g instanceof Error ? h('p', { class: 'error' }, 'Gateways: ' + g.summary()) : gatewaysTable(g));
     return updating ? 500 : 3000;
   };
   await ctx.live(refresh, 3000);
