@@ -135,6 +135,54 @@ fn with_policy(mut resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(path: &str, if_none_match: Option<&str>) -> Response {
+        let mut req = Request::get(path);
+        if let Some(tag) = if_none_match {
+            req = req.header(header::IF_NONE_MATCH, tag);
+        }
+        router::<()>()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_page_its_files_and_their_headers() {
+        for (path, ty) in [
+            ("/console", "text/html; charset=utf-8"),
+            ("/console/", "text/html; charset=utf-8"),
+            ("/console/console.js", "text/javascript; charset=utf-8"),
+            ("/console/console.css", "text/css; charset=utf-8"),
+        ] {
+            let resp = get(path, None).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let h = resp.headers();
+            assert_eq!(h[header::CONTENT_TYPE], ty, "{path}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+            // Revalidated with its validator: a 304 carries no body.
+            let tag = h[header::ETAG].to_str().unwrap().to_string();
+            let again = get(path, Some(&tag)).await;
+            assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+            let stale = get(path, Some("\"0000\"")).await;
+            assert_eq!(stale.status(), StatusCode::OK, "{path}");
+        }
+        // Nothing but the embedded files: no traversal, no directory listing.
+        for path in [
+            "/console/nope.js",
+            "/console/..%2fCargo.toml",
+            "/console/%2e%2e",
+        ] {
+            let resp = get(path, None).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(resp.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        }
+    }
 
     #[test]
     fn every_asset_file_is_embedded() {
