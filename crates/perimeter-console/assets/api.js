@@ -36,7 +36,9 @@ export class ApiError extends Error {
   /** One line a person reads: status, gRPC code name, message, request id of a 5xx. */
   summary() {
     const head = [this.status || 'network', this.codeName].filter(Boolean).join(' ');
-    const rid = this.status >= 500 && this.requestId ? ` (request id ${this.requestId})` : '';
+    // A 5xx message names its request id already; say it only when it does not.
+    const rid = this.status >= 500 && this.requestId && !this.message.includes(this.requestId)
+      ? ` (request id ${this.requestId})` : '';
     return `${head}: ${this.message}${rid}`;
   }
 }
@@ -79,8 +81,11 @@ export const patch = (path, body) => api('PATCH', path, body);
 export const put = (path, body) => api('PUT', path, body);
 export const del = (path) => api('DELETE', path);
 
-/** Every item of a paged list (`items` under `key`), 500 a page, at most `max`. */
-export async function listAll(path, key, max = 20000) {
+/**
+ * Every item of a paged list (the array under `key`), 500 a page; `onPage(items, done)` sees
+ * what has arrived after each page, so a long list shows before it is whole.
+ */
+export async function listAll(path, key, onPage) {
   const out = [];
   let page = '';
   const sep = path.includes('?') ? '&' : '?';
@@ -89,7 +94,8 @@ export async function listAll(path, key, max = 20000) {
     const data = await get(`${path}${sep}${q}`);
     out.push(...(data[key] || []));
     page = data.pagination && data.pagination.next_page;
-    if (!page || out.length >= max) return out;
+    if (onPage) onPage(out, !page);
+    if (!page) return out;
   }
 }
 

@@ -33,7 +33,9 @@ let current = { alive: false };
 function parseRoute() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [path, qs] = raw.split('?');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = path.split('/').filter(Boolean).map((p) => {
+    try { return decodeURIComponent(p); } catch { return p; }
+  });
   return { parts, query: new URLSearchParams(qs || '') };
 }
 
@@ -41,7 +43,9 @@ function signInView(message) {
   nav.replaceChildren();
   who.replaceChildren();
   signOut.hidden = true;
-  const input = h('input', { type: 'password', id: 'api-key', autocomplete: 'off', spellcheck: 'false', required: true });
+  // Masked by style, not a password field: a browser's password manager would offer to keep
+  // the key beyond this tab.
+  const input = h('input', { type: 'text', class: 'secret', id: 'api-key', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false', required: true });
   const error = h('p', { class: 'error', id: 'sign-in-error', role: 'alert' }, message || '');
   if (!message) error.hidden = true;
   const form = h('form', { id: 'sign-in', class: 'card narrow', method: 'post', onsubmit: async (e) => {
@@ -98,7 +102,11 @@ async function route() {
   if (!session.key()) return signInView();
   if (!me.name) {
     try { await loadMe(); } catch (err) {
-      if (err instanceof ApiError && err.status === 401) return;
+      if (err instanceof ApiError && err.status === 401) {
+        // A key kept in this tab that no longer works (revoked, or another server).
+        session.clear();
+        return signInView('Signed out: ' + err.summary());
+      }
       put(main, h('p', { class: 'error', role: 'alert' }, err.summary ? err.summary() : String(err)));
       return;
     }
@@ -108,27 +116,50 @@ async function route() {
     main,
     query,
     page,
-    // Run `fn` now and every `ms` while this page is on screen (never two at once); `fn`
-    // may return another delay for the next run (quicker while something is in flight).
+    // Run `fn` now and every `ms` while this page is on screen, never two at once; `fn` may
+    // return another delay for the next run (quicker while something is in flight).
+    // `poke()` runs it again at once (after the run in flight, if any): what a page's own
+    // actions call, so that no two reads race and an older answer never paints over a newer.
     live(fn, ms) {
+      let timer = null;
+      let running = false;
+      let again = false;
       const tick = async () => {
+        timer = null;
         if (!page.alive) return;
+        if (running) {
+          again = true;
+          return;
+        }
+        running = true;
         let next;
         try {
           next = await fn();
         } catch (e) {
           // Pages show their own errors; anything else still reaches the screen.
-          if (!page.alive) return;
-          let banner = document.getElementById('page-error');
-          if (!banner) {
-            banner = errorSlot('page-error');
-            main.prepend(banner);
+          if (page.alive) {
+            let banner = document.getElementById('page-error');
+            if (!banner) {
+              banner = errorSlot('page-error');
+              main.prepend(banner);
+            }
+            showError(banner, e);
           }
-          showError(banner, e);
         }
-        if (page.alive) page.timers.push(setTimeout(tick, typeof next === 'number' ? next : ms));
+        running = false;
+        if (!page.alive) return;
+        if (again) {
+          again = false;
+          return tick();
+        }
+        timer = setTimeout(tick, typeof next === 'number' ? next : ms);
+        page.timers = [timer];
       };
-      return tick();
+      const poke = () => {
+        if (timer) clearTimeout(timer);
+        return tick();
+      };
+      return { first: tick(), poke };
     },
     go(hash) { location.hash = hash; },
   };
@@ -173,6 +204,8 @@ signOut.addEventListener('click', () => {
 });
 
 window.addEventListener('hashchange', () => {
+  // In-page anchors (the skip link's #main) are not routes.
+  if (location.hash && !location.hash.startsWith('#/')) return;
   current.alive = false;
   for (const t of current.timers || []) clearTimeout(t);
   route().then(() => main.focus({ preventScroll: true }));

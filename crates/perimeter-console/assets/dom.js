@@ -13,7 +13,9 @@ export function h(tag, attrs, ...children) {
     } else if (k === 'value') {
       el.value = v;
     } else if (k === 'checked') {
+      // The default too, so that a form's reset keeps it.
       el.checked = true;
+      el.defaultChecked = true;
     } else if (k === 'selected') {
       el.selected = true;
     } else {
@@ -35,6 +37,27 @@ function add(el, children) {
 export function put(el, ...children) {
   el.replaceChildren();
   add(el, children);
+  return el;
+}
+
+const FOCUSABLE = 'a[href], button, input, select, textarea, summary';
+
+/**
+ * Replace an element's children and keep the keyboard focus where it was: on the control of
+ * the same place in the row (or card) with the same `data-key`. Live pages redraw every few
+ * seconds; a keyboard user must not lose their place.
+ */
+export function swap(el, ...children) {
+  const active = document.activeElement;
+  const row = active && el.contains(active) ? active.closest('[data-key]') : null;
+  const key = row && row.dataset.key;
+  const index = row ? [...row.querySelectorAll(FOCUSABLE)].indexOf(active) : -1;
+  put(el, ...children);
+  if (key !== null && key !== undefined && index >= 0) {
+    const again = el.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    const target = again && again.querySelectorAll(FOCUSABLE)[index];
+    if (target) target.focus({ preventScroll: true });
+  }
   return el;
 }
 
@@ -112,16 +135,19 @@ export function showFieldErrors(form, formSlot, err) {
   for (const f of form.querySelectorAll('.field.invalid')) f.classList.remove('invalid');
   showError(formSlot, null);
   if (!err) return false;
-  let placed = false;
+  const unplaced = [];
   for (const [name, text] of Object.entries(err.fields || {})) {
     const base = name.replace(/\[.*$/, '').replace(/\..*$/, '');
     const slot = form.querySelector(`#err-${CSS.escape(base)}`);
     if (slot) {
       slot.append(slot.childNodes.length ? ' ' : '', text);
       slot.closest('.field').classList.add('invalid');
-      placed = true;
+    } else {
+      unplaced.push(`${name}: ${text}`);
     }
   }
-  if (!placed) showError(formSlot, err);
+  // Whatever no field shows is said above the buttons: nothing is swallowed.
+  if (!Object.keys(err.fields || {}).length) showError(formSlot, err);
+  else if (unplaced.length) showError(formSlot, { message: unplaced.join('; ') });
   return true;
 }

@@ -1,8 +1,8 @@
 // Egress private endpoints of a cluster (create, state, address, domain names, delete), and
 // the endpoint services of the `local` provider with the connections waiting for acceptance.
 
-import { can, get, listAll, net, patch, post, del } from './api.js';
-import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, table, time } from './dom.js';
+import { can, listAll, net, patch, post, del } from './api.js';
+import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
 
 const TYPES = ['PRIVATE_SERVICE', 'MSK_SASL_SCRAM', 'MSK_SASL_IAM', 'MSK_TLS'];
 const MOVING = new Set(['PENDING', 'DELETING']);
@@ -12,6 +12,9 @@ export async function endpointsPage(ctx) {
   const writable = can('writeNetworking', c.id);
   const base = `${net(c.id)}/egress-private-endpoints`;
   const err = errorSlot('endpoints-error');
+  // What a delete was refused with (the cluster lock, say): kept until the next action.
+  const actErr = errorSlot('endpoints-action-error');
+  let loop;
   const list = h('div', { id: 'endpoints' }, h('p', { class: 'muted' }, 'Loading endpoints…'));
 
   const region = h('select', {}, c.regions.map((r) => h('option', { value: r.name }, r.name)));
@@ -24,7 +27,7 @@ export async function endpointsPage(ctx) {
       await post(base, { region: region.value, target_service_identifier: target.value.trim(), target_service_type: kind.value });
       showFieldErrors(form, formErr, null);
       target.value = '';
-      await refresh();
+      await loop.poke();
     } catch (ex) {
       showFieldErrors(form, formErr, ex);
     }
@@ -43,7 +46,7 @@ export async function endpointsPage(ctx) {
       try {
         await patch(`${base}/${encodeURIComponent(ep.id)}`, { domain_names: names });
         showError(slot, null);
-        await refresh();
+        await loop.poke();
       } catch (ex) {
         showError(slot, ex);
       }
@@ -58,11 +61,12 @@ export async function endpointsPage(ctx) {
       const eps = await listAll(base, 'egress_private_endpoints');
       if (!ctx.page.alive) return 2000;
       showError(err, null);
-      const key = JSON.stringify(eps.map((e) => [e.id, e.state, e.domain_names, e.domain_names_state, e.endpoint_address, e.bytes_processed]));
+      // Not the byte counts: traffic must not wipe a domain name being typed.
+      const key = JSON.stringify(eps.map((e) => [e.id, e.state, e.domain_names, e.domain_names_state, e.endpoint_address]));
       if (key !== shown) {
         shown = key;
-        put(list, table(null, ['Endpoint', 'Region', 'Target', 'State', 'Domain names', 'Bytes', ''],
-          eps.map((ep) => h('tr', { class: 'endpoint', 'data-endpoint': ep.id, 'data-state': ep.state, 'data-domains-state': ep.domain_names_state },
+        swap(list, table(null, ['Endpoint', 'Region', 'Target', 'State', 'Domain names', 'Bytes', ''],
+          eps.map((ep) => h('tr', { class: 'endpoint', 'data-key': ep.id, 'data-endpoint': ep.id, 'data-state': ep.state, 'data-domains-state': ep.domain_names_state },
             h('td', {}, h('div', { class: 'mono' }, ep.endpoint_address || '(no address yet)'), h('div', { class: 'muted mono small' }, ep.endpoint_connection_id || ep.id)),
             h('td', {}, ep.region),
             h('td', {}, h('div', { class: 'mono small' }, ep.target_service_identifier), h('div', { class: 'muted small' }, ep.target_service_type)),
@@ -70,13 +74,18 @@ export async function endpointsPage(ctx) {
             h('td', {}, h('div', {}, badge(ep.domain_names_state)),
               h('div', { class: 'mono small domain-names' }, ep.domain_names.join(', ')),
               writable && ep.state === 'AVAILABLE' && ep.domain_names_state !== 'PENDING' ? domainsEditor(ep) : null),
-            h('td', { class: 'num' }, bytes(ep.bytes_processed)),
+            h('td', { class: 'num bytes' }, bytes(ep.bytes_processed)),
             h('td', {}, writable && ep.state !== 'DELETING' ? h('button', { type: 'button', class: 'danger', onclick: async () => {
               if (!confirm(`Delete the endpoint to ${ep.target_service_identifier}?`)) return;
-              try { await del(`${base}/${encodeURIComponent(ep.id)}`); showError(err, null); } catch (ex) { showError(err, ex); }
-              await refresh();
+              try { await del(`${base}/${encodeURIComponent(ep.id)}`); showError(actErr, null); } catch (ex) { showError(actErr, ex); }
+              await loop.poke();
             } }, 'Delete') : ''))),
           'No egress private endpoints.'));
+      }
+      // The byte counts, in place.
+      for (const ep of eps) {
+        const cell = list.querySelector(`tr[data-key="${CSS.escape(ep.id)}"] td.bytes`);
+        if (cell) put(cell, bytes(ep.bytes_processed));
       }
       return eps.some((e) => MOVING.has(e.state) || e.domain_names_state === 'PENDING') ? 500 : 5000;
     } catch (e) {
@@ -86,8 +95,9 @@ export async function endpointsPage(ctx) {
   };
   put(ctx.main, h('h1', {}, 'Private endpoints'),
     h('p', {}, 'Egress private endpoints carry this cluster\'s traffic to a customer\'s service without an egress rule. Domain names can be set once an endpoint is AVAILABLE.'),
-    err, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
-  await ctx.live(refresh, 5000);
+    err, actErr, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
+  loop = ctx.live(refresh, 5000);
+  await loop.first;
 }
 
 function backendText(b) {
@@ -99,23 +109,25 @@ export async function servicesPage(ctx) {
   const err = errorSlot('services-error');
   const list = h('div', { id: 'services' }, h('p', { class: 'muted' }, 'Loading endpoint services…'));
   const writable = can('endpointServices');
+  const actErr = errorSlot('services-action-error');
+  let loop;
   const act = (svc, conn, verb) => async () => {
     try {
       await post(`/api/v1/endpoint-services/${encodeURIComponent(svc.id)}/connections/${encodeURIComponent(conn.id)}/${verb}`);
-      showError(err, null);
+      showError(actErr, null);
     } catch (ex) {
-      showError(err, ex);
+      showError(actErr, ex);
     }
-    await refresh();
+    await loop.poke();
   };
   const refresh = async () => {
     try {
       const services = await listAll('/api/v1/endpoint-services', 'endpoint_services');
       const conns = await Promise.all(services.map((s) =>
-        get(`/api/v1/endpoint-services/${encodeURIComponent(s.id)}/connections`).then((r) => r.connections, (e) => e)));
+        listAll(`/api/v1/endpoint-services/${encodeURIComponent(s.id)}/connections`, 'connections').catch((e) => e)));
       if (!ctx.page.alive) return 3000;
       showError(err, null);
-      put(list, services.length ? services.map((s, i) => h('section', { class: 'card service', 'data-service': s.id },
+      swap(list, services.length ? services.map((s, i) => h('section', { class: 'card service', 'data-service': s.id },
         h('h2', { class: 'mono' }, s.service_name),
         h('dl', { class: 'facts' },
           h('dt', {}, 'Region'), h('dd', {}, s.region),
@@ -123,7 +135,7 @@ export async function servicesPage(ctx) {
           h('dt', {}, 'Acceptance'), h('dd', {}, s.acceptance_required ? 'required' : 'automatic'),
           h('dt', {}, 'PROXY protocol'), h('dd', {}, s.proxy_protocol ? 'v2' : 'off')),
         conns[i] instanceof Error ? h('p', { class: 'error' }, conns[i].summary())
-          : table('Connections', ['Connection', 'Cluster', 'Account', 'Status', 'Since', ''], conns[i].map((cn) => h('tr', { class: 'connection', 'data-status': cn.status },
+          : table('Connections', ['Connection', 'Cluster', 'Account', 'Status', 'Since', ''], conns[i].map((cn) => h('tr', { class: 'connection', 'data-status': cn.status, 'data-key': cn.id },
             h('td', { class: 'mono small' }, cn.id), h('td', { class: 'mono small' }, cn.cluster_id), h('td', { class: 'mono small' }, cn.account_id),
             h('td', {}, badge(cn.status)), h('td', {}, time(cn.created_at)),
             h('td', { class: 'row-actions' }, writable && cn.status === 'PENDING_ACCEPTANCE' ? [
@@ -138,6 +150,7 @@ export async function servicesPage(ctx) {
   };
   put(ctx.main, h('h1', {}, 'Endpoint services'),
     h('p', {}, 'Services that clusters\' egress private endpoints connect to, and the connections waiting for their owner to accept them.'),
-    err, list);
-  await ctx.live(refresh, 3000);
+    err, actErr, list);
+  loop = ctx.live(refresh, 3000);
+  await loop.first;
 }

@@ -2,7 +2,7 @@
 // allowlist and the audit log. Each renders from the REST API and refreshes itself.
 
 import { can, cluster, get, listAll, net, patch, post, del } from './api.js';
-import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, table, time } from './dom.js';
+import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
 
 const RULE_STATES = ['ACTIVE', 'PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'CREATION_FAILED',
   'UPDATE_FAILED', 'DELETION_FAILED', 'INCONSISTENT'];
@@ -32,6 +32,7 @@ export async function clustersPage(ctx) {
   const list = h('div', { id: 'clusters', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Loading clusters…'));
   put(ctx.main, h('h1', {}, 'Clusters'), err, list);
   await ctx.live(async () => {
+    const started = performance.now();
     try {
       const clusters = await listAll('/api/v1/clusters', 'clusters');
       const cards = await Promise.all(clusters.map(async (c) => {
@@ -40,7 +41,7 @@ export async function clustersPage(ctx) {
           listAll(`${net(c.id)}/egress-rules`, 'rules').catch((e) => e),
         ]);
         const base = `#/clusters/${encodeURIComponent(c.id)}`;
-        return h('section', { class: 'card cluster', 'data-cluster': c.id },
+        return h('section', { class: 'card cluster', 'data-cluster': c.id, 'data-key': c.id },
           h('h2', {}, h('a', { href: `${base}/rules` }, c.name)),
           h('dl', { class: 'facts' },
             h('dt', {}, 'State'), h('dd', {}, badge(c.state)),
@@ -52,11 +53,13 @@ export async function clustersPage(ctx) {
       }));
       if (!ctx.page.alive) return;
       showError(err, null);
-      put(list, cards.length ? cards : h('p', { class: 'empty' }, 'No clusters you may read.'));
+      swap(list, cards.length ? cards : h('p', { class: 'empty' }, 'No clusters you may read.'));
     } catch (e) {
       showError(err, e);
     }
-  }, 5000);
+    // Counting many rules takes reads: the more it takes, the less often.
+    return Math.max(5000, 5 * (performance.now() - started));
+  }, 5000).first;
 }
 
 const POLICIES = [
@@ -84,7 +87,7 @@ export async function policyPage(ctx) {
     try {
       await post(`${net(c.id)}/egress-rules/egress-traffic-policy`, body);
       showError(err, null);
-      await refresh();
+      await loop.poke();
     } catch (ex) {
       showError(err, ex);
     } finally {
@@ -100,7 +103,7 @@ export async function policyPage(ctx) {
     try {
       now = await get(cluster(c.id));
     } catch (e) {
-      showError(err, e);
+      put(status, h('p', { class: 'error', role: 'alert' }, e.summary()));
       return 3000;
     }
     const g = await get(`${cluster(c.id)}/gateways`).then((r) => r.gateways, (e) => e);
@@ -111,12 +114,13 @@ export async function policyPage(ctx) {
     put(gws, g instanceof Error ? h('p', { class: 'error' }, 'Gateways: ' + g.summary()) : gatewaysTable(g));
     return updating ? 500 : 3000;
   };
-  await ctx.live(refresh, 3000);
+  const loop = ctx.live(refresh, 3000);
+  await loop.first;
 }
 
-function ruleLink(ctx, d) {
+function ruleLink(ctx, d, from) {
   const ip = /^[0-9.]+$/.test(d.destination) || d.destination.includes(':');
-  const q = new URLSearchParams({ new: '1', destination: d.destination, port: String(d.port), type: ip ? 'CIDR' : 'FQDN' });
+  const q = new URLSearchParams({ new: '1', destination: d.destination, port: String(d.port), type: ip ? 'CIDR' : 'FQDN', from });
   return `#/clusters/${encodeURIComponent(ctx.cluster.id)}/rules?${q}`;
 }
 
@@ -136,23 +140,25 @@ export async function decisionsPage(ctx) {
   const stamp = h('span', { class: 'muted', id: 'decision-stamp', 'aria-live': 'off' });
   const err = errorSlot('decisions-error');
   const body = h('div', { id: 'decisions' });
-  filter.value = ctx.query.get('verdict') || 'refused';
+  const asked = ctx.query.get('verdict');
+  filter.value = FILTERS.some(([v]) => v === asked) ? asked : 'refused';
   const refresh = async () => {
     if (pause.checked) return;
-    const verdicts = FILTERS.find(([v]) => v === filter.value)[2];
+    const verdicts = (FILTERS.find(([v]) => v === filter.value) || FILTERS[0])[2];
     try {
       const lists = await Promise.all(verdicts.map((v) =>
         get(`${net(c.id)}/egress-decisions?limit=500${v ? '&verdict=' + v : ''}`).then((r) => r.decisions)));
       if (!ctx.page.alive) return;
       const rows = lists.flat().sort((a, b) => (b.last_seen || '').localeCompare(a.last_seen || ''));
       showError(err, null);
-      put(body, table(null, ['Last seen', 'Destination', 'Port', 'Verdict', 'Rule', 'Reason', 'Count', 'Bytes', ''],
-        rows.map((d) => h('tr', { class: 'decision', 'data-destination': d.destination, 'data-verdict': d.verdict },
+      swap(body, table(null, ['Last seen', 'Destination', 'Port', 'Verdict', 'Rule', 'Reason', 'Count', 'Bytes', ''],
+        rows.map((d) => h('tr', { class: 'decision', 'data-destination': d.destination, 'data-verdict': d.verdict,
+          'data-key': [d.destination, d.port, d.verdict, d.rule_name, d.reason].join(' ') },
           h('td', {}, time(d.last_seen)), h('td', { class: 'mono' }, d.destination), h('td', { class: 'num' }, d.port),
           h('td', {}, badge(d.verdict)), h('td', {}, d.rule_name || ''), h('td', {}, d.reason || ''),
           h('td', { class: 'num' }, d.count), h('td', { class: 'num' }, bytes(d.bytes)),
           h('td', {}, d.verdict !== 'ALLOWED' && writable
-            ? h('a', { class: 'button allow-from-decision', href: ruleLink(ctx, d) }, 'Allow with a rule…')
+            ? h('a', { class: 'button allow-from-decision', href: ruleLink(ctx, d, 'decision') }, 'Allow with a rule…')
             : ''))),
         'No decisions of this kind yet. Gateways push what they saw every few seconds.'));
       put(stamp, 'Updated ', new Date().toLocaleTimeString());
@@ -160,14 +166,15 @@ export async function decisionsPage(ctx) {
       showError(err, e);
     }
   };
-  filter.addEventListener('change', refresh);
+  filter.addEventListener('change', () => loop.poke());
   put(ctx.main, h('h1', {}, 'Live decisions'),
     h('p', {}, 'What the cluster\'s gateways decided, newest first, refreshing on its own. A denied or would-deny destination becomes a rule in one click.'),
     h('div', { class: 'toolbar' },
       h('label', { for: 'decision-filter' }, 'Show'), filter,
       h('span', { class: 'check' }, pause, h('label', { for: 'decision-pause' }, 'Pause')), stamp),
     err, body);
-  await ctx.live(refresh, 2000);
+  const loop = ctx.live(refresh, 2000);
+  await loop.first;
 }
 
 export async function whatIfPage(ctx) {
@@ -194,7 +201,7 @@ export async function whatIfPage(ctx) {
           h('dt', {}, 'Snapshot version'), h('dd', {}, r.snapshot_version)),
         (r.warnings || []).map((w) => h('p', { class: 'warning' }, w)),
         !r.would_allow_under_default_deny && can('writeNetworking', c.id)
-          ? h('a', { class: 'button', href: ruleLink(ctx, req) }, 'Allow with a rule…') : null));
+          ? h('a', { class: 'button', href: ruleLink(ctx, req, 'what-if') }, 'Allow with a rule…') : null));
     } catch (ex) {
       put(result);
       showFieldErrors(form, err, ex);
@@ -212,14 +219,26 @@ export async function allowlistPage(ctx) {
   const writable = can('writeNetworking', c.id);
   const base = `${net(c.id)}/allowlist`;
   const err = errorSlot('allowlist-error');
+  // What an action (toggle, delete) was refused with: kept until the next action.
+  const actErr = errorSlot('allowlist-action-error');
   const status = h('p', { id: 'allowlist-status', 'aria-live': 'polite' });
   const list = h('div', { id: 'allowlist' });
   const entryPath = (e) => `${base}/${encodeURIComponent(e.cidr_ip)}/${e.cidr_mask}`;
   const cidr = h('input', { type: 'text', placeholder: '203.0.113.0/24', required: true });
   const name = h('input', { type: 'text', placeholder: 'office' });
-  const sql = h('input', { type: 'checkbox', checked: true });
-  const ui = h('input', { type: 'checkbox' });
+  const sql = h('input', { type: 'checkbox', id: 'f-sql', checked: true });
+  const ui = h('input', { type: 'checkbox', id: 'f-ui' });
   const formErr = errorSlot('allowlist-form-error');
+  let loop;
+  const act = async (what) => {
+    try {
+      await what();
+      showError(actErr, null);
+    } catch (ex) {
+      showError(actErr, ex);
+    }
+    await loop.poke();
+  };
   const form = h('form', { class: 'card', id: 'allowlist-form', onsubmit: async (e) => {
     e.preventDefault();
     const [ip, mask] = cidr.value.trim().split('/');
@@ -229,10 +248,15 @@ export async function allowlistPage(ctx) {
       await post(base, body);
       showFieldErrors(form, formErr, null);
       form.reset();
-      await refresh();
+      await loop.poke();
     } catch (ex) {
       // cidr_ip and cidr_mask are one input here.
-      if (ex.fields) for (const k of ['cidr_ip', 'cidr_mask']) if (ex.fields[k]) { ex.fields.cidr = ex.fields[k]; delete ex.fields[k]; }
+      for (const k of ['cidr_ip', 'cidr_mask']) {
+        if (ex.fields && ex.fields[k]) {
+          ex.fields.cidr = ex.fields[k];
+          delete ex.fields[k];
+        }
+      }
       showFieldErrors(form, formErr, ex);
     }
   } },
@@ -241,43 +265,45 @@ export async function allowlistPage(ctx) {
   h('div', { class: 'field inline' }, sql, h('label', { for: 'f-sql' }, 'SQL')),
   h('div', { class: 'field inline' }, ui, h('label', { for: 'f-ui' }, 'UI')),
   formErr, h('button', { type: 'submit', class: 'primary', id: 'allowlist-add' }, 'Add'));
-  sql.id = 'f-sql';
-  ui.id = 'f-ui';
-  const toggle = (e, key) => async (ev) => {
-    try {
-      await patch(entryPath(e), { sql: key === 'sql' ? ev.target.checked : e.sql, ui: key === 'ui' ? ev.target.checked : e.ui });
-      showError(err, null);
-    } catch (ex) {
-      ev.target.checked = !ev.target.checked;
-      showError(err, ex);
-    }
-    await refresh();
-  };
+  // Only the flag that changed is sent: a quick second toggle cannot undo the first.
+  const toggle = (e, key) => (ev) => act(() => patch(entryPath(e), { [key]: ev.target.checked }));
   const refresh = async () => {
     try {
-      const r = await get(`${base}?pagination.limit=500`);
-      if (!ctx.page.alive) return;
-      put(status, r.propagating ? badge('PROPAGATING') : badge('APPLIED'), ' ',
-        r.propagating ? 'Not yet applied by every gateway of the cluster.' : 'Every live gateway applied this allowlist.',
-        r.allowlist.length ? '' : ' The allowlist is empty: the public SQL and UI listeners admit no one.');
-      put(list, table(null, ['CIDR', 'Name', 'SQL', 'UI', ''], r.allowlist.map((e) => h('tr', { 'data-cidr': `${e.cidr_ip}/${e.cidr_mask}` },
-        h('td', { class: 'mono' }, `${e.cidr_ip}/${e.cidr_mask}`), h('td', {}, e.name),
-        h('td', {}, h('input', { type: 'checkbox', checked: e.sql, disabled: !writable, 'aria-label': `SQL for ${e.cidr_ip}/${e.cidr_mask}`, onchange: toggle(e, 'sql') })),
-        h('td', {}, h('input', { type: 'checkbox', checked: e.ui, disabled: !writable, 'aria-label': `UI for ${e.cidr_ip}/${e.cidr_mask}`, onchange: toggle(e, 'ui') })),
-        h('td', {}, writable ? h('button', { type: 'button', class: 'danger', onclick: async () => {
-          if (!confirm(`Delete ${e.cidr_ip}/${e.cidr_mask} from the allowlist?`)) return;
-          try { await del(entryPath(e)); showError(err, null); } catch (ex) { showError(err, ex); }
-          await refresh();
-        } }, 'Delete') : ''))), 'No entries.'));
+      const entries = [];
+      let propagating = false;
+      let page = '';
+      for (;;) {
+        const r = await get(`${base}?pagination.limit=500${page ? '&pagination.page=' + encodeURIComponent(page) : ''}`);
+        entries.push(...r.allowlist);
+        propagating = propagating || r.propagating;
+        page = r.pagination && r.pagination.next_page;
+        if (!page) break;
+      }
+      if (!ctx.page.alive) return 3000;
+      put(status, propagating ? badge('PROPAGATING') : badge('APPLIED'), ' ',
+        propagating ? 'Not yet applied by every gateway of the cluster.' : 'Every live gateway applied this allowlist.',
+        entries.length ? '' : ' The allowlist is empty: the public SQL and UI listeners admit no one.');
+      swap(list, table(null, ['CIDR', 'Name', 'SQL', 'UI', ''], entries.map((e) => {
+        const where = `${e.cidr_ip}/${e.cidr_mask}`;
+        return h('tr', { 'data-cidr': where, 'data-key': where },
+          h('td', { class: 'mono' }, where), h('td', {}, e.name),
+          h('td', {}, h('input', { type: 'checkbox', checked: e.sql, disabled: !writable, 'aria-label': `SQL for ${where}`, onchange: toggle(e, 'sql') })),
+          h('td', {}, h('input', { type: 'checkbox', checked: e.ui, disabled: !writable, 'aria-label': `UI for ${where}`, onchange: toggle(e, 'ui') })),
+          h('td', {}, writable ? h('button', { type: 'button', class: 'danger', onclick: () => {
+            if (confirm(`Delete ${where} from the allowlist?`)) act(() => del(entryPath(e)));
+          } }, 'Delete') : ''));
+      }), 'No entries.'));
       showError(err, null);
-      return r.propagating ? 500 : 3000;
+      return propagating ? 500 : 3000;
     } catch (e) {
       showError(err, e);
       return 3000;
     }
   };
-  put(ctx.main, h('h1', {}, 'IP allowlist'), status, err, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
-  await ctx.live(refresh, 3000);
+  put(ctx.main, h('h1', {}, 'IP allowlist'), status, err, actErr, list,
+    writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
+  loop = ctx.live(refresh, 3000);
+  await loop.first;
 }
 
 export async function auditPage(ctx) {

@@ -2,8 +2,8 @@
 // screen well within a second), and a form that checks each edit with the API before saving,
 // showing its field errors and warnings in the API's own words.
 
-import { can, listAll, me, net, patch, post, del } from './api.js';
-import { badge, errorSlot, field, h, put, showError, showFieldErrors, table } from './dom.js';
+import { can, listAll, net, patch, post, del } from './api.js';
+import { badge, errorSlot, field, h, put, showError, showFieldErrors, swap, table } from './dom.js';
 
 const PAGE = 100;
 const PENDING = /^PENDING_/;
@@ -18,13 +18,14 @@ function parsePorts(text) {
   return splitList(text).map((p) => (/^\d+$/.test(p) ? Number(p) : p));
 }
 
-function isPlatform() {
-  return me.roles.some((b) => b.name === 'PLATFORM_OPERATOR' && b.resource.type === 'ORGANIZATION');
-}
 
 export async function rulesPage(ctx) {
   const c = ctx.cluster;
   const writable = can('writeNetworking', c.id);
+  // Operator-managed rules are the platform operator's alone; other rules, the writers'.
+  const operator = can('operatorRules', c.id);
+  const mayChange = (r) => (r.crl_managed ? operator : writable);
+  let loop;
   const base = `${net(c.id)}/egress-rules`;
   let rules = [];
   let shownPage = 0;
@@ -39,8 +40,10 @@ export async function rulesPage(ctx) {
   const next = h('button', { type: 'button', id: 'rule-next' }, 'Next →');
   const list = h('div', { id: 'rules' }, h('p', { class: 'muted' }, 'Loading rules…'));
   const listErr = errorSlot('rules-error');
+  // What a delete was refused with: kept until the next action, not cleared by a refresh.
+  const actErr = errorSlot('rules-action-error');
   const notice = h('div', { id: 'rule-notice', 'aria-live': 'polite' });
-  const addButton = h('button', { type: 'button', class: 'primary', id: 'rule-add', disabled: !writable }, 'Add rule');
+  const addButton = h('button', { type: 'button', class: 'primary', id: 'rule-add', disabled: !writable && !operator }, 'Add rule');
 
   // The form.
   const name = h('input', { type: 'text', maxlength: 128, required: true, autocomplete: 'off' });
@@ -49,13 +52,18 @@ export async function rulesPage(ctx) {
   const ports = h('input', { type: 'text', autocomplete: 'off', placeholder: '443, 8443' });
   const paths = h('input', { type: 'text', autocomplete: 'off', placeholder: '/v1/*' });
   const description = h('textarea', { rows: 2, maxlength: 1024 });
+  const managed = h('input', { type: 'checkbox', id: 'f-crl_managed' });
+  const managedField = operator
+    ? h('div', { class: 'field inline' }, managed, h('label', { for: 'f-crl_managed' }, 'Operator-managed (crl_managed): only a platform operator may change it'))
+    : null;
+  const origin = h('p', { class: 'hint', id: 'rule-origin' });
   const warnings = h('div', { id: 'rule-warnings', class: 'warnings', 'aria-live': 'polite' });
   const formErr = errorSlot('rule-form-error');
   const save = h('button', { type: 'submit', class: 'primary', id: 'rule-save' }, 'Save');
   const cancel = h('button', { type: 'button', id: 'rule-cancel' }, 'Cancel');
   const formTitle = h('h2', { id: 'rule-form-title' });
   const form = h('form', { class: 'card', id: 'rule-form', novalidate: true },
-    formTitle,
+    formTitle, origin,
     field('Name', 'name', name, 'Unique in the cluster; it cannot change later.'),
     field('Type', 'type', type),
     field('Destination', 'destination', destination),
@@ -64,6 +72,7 @@ export async function rulesPage(ctx) {
     field('Ports', 'ports', ports, 'Comma-separated. Empty allows every port.'),
     field('Paths', 'paths', paths, 'Optional, FQDN rules only: /exact or /prefix/*.'),
     field('Description', 'description', description),
+    managedField,
     formErr,
     h('div', { class: 'actions' }, save, cancel));
   form.hidden = true;
@@ -73,6 +82,7 @@ export async function rulesPage(ctx) {
     b.ports = parsePorts(ports.value);
     b.paths = type.value === 'FQDN' ? splitList(paths.value) : [];
     if (!editing) b.name = name.value.trim();
+    if (!editing && managed.checked) b.crl_managed = true;
     return b;
   };
 
@@ -100,12 +110,19 @@ export async function rulesPage(ctx) {
   };
   let timer = null;
   const soon = () => { clearTimeout(timer); timer = setTimeout(check, 250); };
+  // A check still to come, or in flight, must not paint over what follows (a save's answer,
+  // another form).
+  const forgetChecks = () => { clearTimeout(timer); ++checkSeq; };
   for (const el of [name, destination, ports, paths, description]) el.addEventListener('input', soon);
   type.addEventListener('change', check);
 
   const openForm = (rule, prefill) => {
+    forgetChecks();
     editing = rule;
     put(notice);
+    put(origin, prefill.from ? `Filled in from ${prefill.from}: check each field before saving.` : '');
+    managed.checked = false;
+    managed.disabled = !!rule;
     put(formTitle, rule ? `Edit rule ${rule.name}` : 'New egress rule');
     name.value = rule ? rule.name : (prefill.name || '');
     name.disabled = !!rule;
@@ -121,6 +138,7 @@ export async function rulesPage(ctx) {
     if (destination.value) check();
   };
   const closeForm = () => {
+    forgetChecks();
     form.hidden = true;
     editing = null;
     addButton.focus();
@@ -131,7 +149,7 @@ export async function rulesPage(ctx) {
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    ++checkSeq; // a late check must not overwrite what the save says
+    forgetChecks();
     save.disabled = true;
     try {
       const b = body();
@@ -141,7 +159,7 @@ export async function rulesPage(ctx) {
         (r.warnings || []).map((w) => h('p', { class: 'warning' }, '⚠ ', w))));
       closeForm();
       search.value = saved.name;
-      await refresh();
+      await loop.poke();
     } catch (ex) {
       showFieldErrors(form, formErr, ex);
     } finally {
@@ -156,7 +174,7 @@ export async function rulesPage(ctx) {
       r.description.toLowerCase().includes(q) || r.ports.some((p) => String(p) === q);
   };
 
-  const render = () => {
+  const render = (partial) => {
     const q = search.value.trim().toLowerCase();
     const st = stateFilter.value;
     const found = rules.filter((r) => matches(r, q, st));
@@ -167,14 +185,14 @@ export async function rulesPage(ctx) {
     put(count, found.length === rules.length
       ? `${rules.length} rule${rules.length === 1 ? '' : 's'}`
       : `${found.length} of ${rules.length} rules match`,
-    found.length > PAGE ? ` · showing ${from + 1}–${from + slice.length}` : '');
+    found.length > PAGE ? ` · showing ${from + 1}–${from + slice.length}` : '',
+    partial === true ? ' · loading more…' : '');
     prev.disabled = shownPage === 0;
     next.disabled = shownPage >= pages - 1;
-    const platform = isPlatform();
-    put(list, table(null, ['Name', 'Type', 'Destination', 'Ports', 'Paths', 'Description', 'State', ''],
+    swap(list, table(null, ['Name', 'Type', 'Destination', 'Ports', 'Paths', 'Description', 'State', ''],
       slice.map((r) => {
-        const mine = writable && (!r.crl_managed || platform);
-        return h('tr', { class: 'rule', 'data-rule': r.name, 'data-state': r.state },
+        const mine = mayChange(r);
+        return h('tr', { class: 'rule', 'data-rule': r.name, 'data-state': r.state, 'data-key': r.id },
           h('td', {}, r.name, r.crl_managed ? h('span', { class: 'tag', title: 'Managed by the platform operator' }, 'operator') : null),
           h('td', {}, r.type), h('td', { class: 'mono' }, r.destination),
           h('td', {}, r.ports.length ? r.ports.join(', ') : h('span', { class: 'muted' }, 'all')),
@@ -187,45 +205,57 @@ export async function rulesPage(ctx) {
               if (!confirm(`Delete rule ${r.name}?`)) return;
               try {
                 await del(`${base}/${encodeURIComponent(r.id)}`);
-                showError(listErr, null);
+                showError(actErr, null);
               } catch (ex) {
-                showError(listErr, ex);
+                showError(actErr, ex);
               }
-              await refresh();
+              await loop.poke();
             } }, 'Delete')] : null));
       }), rules.length ? 'No rule matches.' : 'No egress rules yet.'));
   };
 
+  let loaded = false;
   const refresh = async () => {
+    const started = performance.now();
     try {
-      const got = await listAll(base, 'rules');
+      const got = await listAll(base, 'rules', (sofar, done) => {
+        // The first load shows each page as it arrives; later ones swap the list whole.
+        if (loaded || done || !ctx.page.alive) return;
+        rules = sofar.slice();
+        render(true);
+      });
       if (!ctx.page.alive) return 2000;
       rules = got;
+      loaded = true;
       showError(listErr, null);
       render();
-      return rules.some((r) => PENDING.test(r.state)) ? 500 : 5000;
+      // A list that takes long to read is read less often.
+      const calm = Math.max(5000, 5 * (performance.now() - started));
+      return rules.some((r) => PENDING.test(r.state)) ? Math.max(500, calm / 10) : calm;
     } catch (e) {
       showError(listErr, e);
       return 5000;
     }
   };
 
-  search.addEventListener('input', () => { shownPage = 0; render(); });
+  // Typing, clearing (the search box's own ✕ or a WebDriver clear) and Enter all filter.
+  for (const ev of ['input', 'change', 'search']) search.addEventListener(ev, () => { shownPage = 0; render(); });
   stateFilter.addEventListener('change', () => { shownPage = 0; render(); });
   prev.addEventListener('click', () => { shownPage -= 1; render(); });
   next.addEventListener('click', () => { shownPage += 1; render(); });
 
   put(ctx.main,
     h('div', { class: 'heading' }, h('h1', {}, 'Egress rules'), addButton),
-    writable ? null : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'),
+    writable || operator ? null : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'),
     notice, form,
     h('div', { class: 'toolbar' },
       h('label', { for: 'rule-search' }, 'Search'), search,
       h('label', { for: 'rule-state' }, 'State'), stateFilter, count),
-    listErr, list,
+    listErr, actErr, list,
     h('div', { class: 'toolbar pager' }, prev, next));
 
   if (ctx.query.get('new') === '1' && writable) {
+    const from = ctx.query.get('from') === 'what-if' ? 'the what-if check' : 'a live decision';
     const d = ctx.query.get('destination') || '';
     const t = ctx.query.get('type') === 'CIDR' ? 'CIDR' : 'FQDN';
     const port = ctx.query.get('port') || '';
@@ -235,7 +265,9 @@ export async function rulesPage(ctx) {
       ports: port,
       name: `allow-${d.replace(/[^A-Za-z0-9.-]+/g, '-')}${port ? '-' + port : ''}`.slice(0, 128),
       description: 'Added from the console.',
+      from,
     });
   }
-  await ctx.live(refresh, 5000);
+  loop = ctx.live(refresh, 5000);
+  await loop.first;
 }

@@ -16,10 +16,12 @@ use axum::routing::get;
 
 /// The policy of every console answer: this origin's scripts, styles, images and API only; no
 /// inline script or style, no plugins, no framing, and no form may submit anywhere (the
-/// sign-in form is read by script, so a key can never land in a URL).
+/// sign-in form is read by script, so a key can never land in a URL). Trusted Types with no
+/// policy make every HTML-from-string sink (innerHTML, srcdoc, ...) throw: the page builds its
+/// DOM from text nodes only, and the browser holds it to that.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-    frame-ancestors 'none'";
+    frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
 
 /// One embedded file.
 pub struct Asset {

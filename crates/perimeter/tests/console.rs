@@ -133,6 +133,12 @@ async fn console_walkthrough_in_a_real_browser() {
     b.fill("#f-ports", "443").await;
     b.fill("#f-destination", "198.51.100.0/33").await;
     let said = b.wait_text("#err-destination", "198.51.100.0/33", 10).await;
+    // The save says it too (the preview's words are cleared first).
+    b.js(
+        "document.getElementById('err-destination').replaceChildren();",
+        vec![],
+    )
+    .await;
     b.click("#rule-save").await;
     b.wait_text("#err-destination", &said, 10).await;
     let (st, body) = api(
@@ -385,12 +391,12 @@ async fn console_walkthrough_in_a_real_browser() {
     );
     // The search works from the keyboard alone.
     b.fill("#rule-search", "markup").await;
-    b.wait_text("#rule-count", "1 of 3 rules match", 5).await;
+    b.wait_exact("#rule-count", "1 of 3 rules match", 5).await;
 
     // A narrow window: navigation above the content, nothing wider than the window.
     b.c.set_window_size(420, 800).await.unwrap();
     b.fill("#rule-search", "").await;
-    b.wait_text("#rule-count", "3 rules", 5).await;
+    b.wait_exact("#rule-count", "3 rules", 5).await;
     let layout = b
         .js(
             "const n = document.getElementById('nav').getBoundingClientRect();
@@ -560,6 +566,15 @@ async fn a_thousand_rules_any_on_screen_within_a_second() {
         .unwrap();
     assert_eq!(made, json!([]));
     assert_eq!(rule_count_all(&s, &key, &cid), 1000);
+    // Measured once the gateway has applied them all, not while it compiles.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rule_states(&s, &key, &cid).iter().any(|st| st != "ACTIVE") {
+        assert!(
+            Instant::now() < deadline,
+            "1,000 rules not ACTIVE within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Open the rules page afresh and find a rule far down the list: time from navigation
     // start, measured by the browser.
@@ -601,7 +616,8 @@ async fn a_thousand_rules_any_on_screen_within_a_second() {
     }
     // The list pages through 100 at a time.
     b.fill("#rule-search", "").await;
-    b.wait_text("#rule-count", "showing 1–100", 5).await;
+    b.wait_exact("#rule-count", "1000 rules · showing 1–100", 5)
+        .await;
     b.click("#rule-next").await;
     b.find("tr.rule[data-rule='rule-0100']", 5).await;
     b.shot("rules-thousand", &["1000 rules", "rule-0100"]).await;
@@ -610,7 +626,12 @@ async fn a_thousand_rules_any_on_screen_within_a_second() {
 
 /// Every rule, page by page (the API answers at most 500 at once).
 fn rule_count_all(s: &Server, key: &str, cid: &str) -> usize {
-    let mut n = 0;
+    rule_states(s, key, cid).len()
+}
+
+/// The state of every rule.
+fn rule_states(s: &Server, key: &str, cid: &str) -> Vec<String> {
+    let mut states = Vec::new();
     let mut page = String::new();
     loop {
         let q = if page.is_empty() {
@@ -625,10 +646,16 @@ fn rule_count_all(s: &Server, key: &str, cid: &str) -> usize {
             &format!("/api/v1/clusters/{cid}/networking/egress-rules?{q}"),
             None,
         );
-        n += r["rules"].as_array().unwrap().len();
+        states.extend(
+            r["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["state"].as_str().unwrap().to_string()),
+        );
         match r["pagination"]["next_page"].as_str() {
             Some(p) if !p.is_empty() => page = p.to_string(),
-            _ => return n,
+            _ => return states,
         }
     }
 }

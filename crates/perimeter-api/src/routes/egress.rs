@@ -231,24 +231,22 @@ pub struct ValidateEgressRuleResponse {
 }
 
 /// ext: check a rule's fields without storing it: the same 400s, with the field named, and
-/// the same warnings as a create or edit, so a client can show them before saving. Name
-/// uniqueness and the cluster lock are not checked (they can change before the save).
+/// the same warnings as a create or edit, so a client can show them before saving. Whoever may
+/// read the cluster's rules may ask (an operator-managed rule needs PLATFORM_OPERATOR, as its
+/// create does). Name uniqueness and the cluster lock are not checked (they can change before
+/// the save).
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster_id}/networking/egress-rules/validate", tag = "Egress rules",
     params(("cluster_id" = String, Path)), request_body = ValidateEgressRuleRequest,
     responses((status = 200, body = ValidateEgressRuleResponse), (status = "default", body = crate::error::Status)))]
 async fn validate_rule_request(
     State(st): State<AppState>,
-    ClusterScope {
-        principal,
-        cluster_id,
-        ..
-    }: ClusterScope<access::ReadNetworking>,
+    Auth(p): Auth,
+    Path(cluster_id): Path<String>,
     AppJson(req): AppJson<ValidateEgressRuleRequest>,
 ) -> ApiResult<Json<ValidateEgressRuleResponse>> {
+    // The order of a create: the request (400), then roles (403), then existence (404).
+    uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
-    if req.crl_managed == Some(true) {
-        require(&principal, Need::OperatorRules, Some(&cluster_id))?;
-    }
     if let Some(name) = &req.name {
         validate_name(name)?;
     }
@@ -259,6 +257,10 @@ async fn validate_rule_request(
         ports: req.ports.as_deref(),
         paths: req.paths.as_deref(),
     })?;
+    require(&p, Need::ReadNetworking, Some(&cluster_id))?;
+    if req.crl_managed == Some(true) {
+        require(&p, Need::OperatorRules, Some(&cluster_id))?;
+    }
     st.store.get_live_cluster(&cluster_id).await?;
     Ok(Json(ValidateEgressRuleResponse {
         destination: v.destination.to_string(),

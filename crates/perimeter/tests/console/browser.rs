@@ -176,8 +176,36 @@ impl Browser {
         }
     }
 
+    /// Click the element matching `css`. Live pages redraw their lists: an element replaced
+    /// between finding and clicking is found again (within 10 s).
     pub async fn click(&self, css: &str) {
-        self.find(css, 10).await.click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.find(css, 10).await.click().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("console test: clicking {css} again ({e})");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
+    }
+
+    /// Wait up to `secs` for the text of `css` to be exactly `want` (trimmed).
+    pub async fn wait_exact(&self, css: &str, want: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let t = self.text(css).await;
+            if t.trim() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} says {t:?}, not {want:?}, after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn select(&self, css: &str, value: &str) {
