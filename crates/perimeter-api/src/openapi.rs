@@ -43,8 +43,12 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts();
+    let router = if state.console {
+        router.merge(perimeter_console::router())
+    } else {
+        router
+    };
     let router = router
-        .merge(perimeter_console::router())
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -16,6 +16,9 @@ use crate::{auth, changes, model, publish, resolve};
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Whether the networking console is served at `/console` (`serve --no-console` turns it
+    /// off).
+    pub console: bool,
     /// Wakes the reconciler after a change that it should act on.
     pub reconcile: Arc<Notify>,
     /// Bumped on every networking change made through this process, and on every change the
@@ -200,6 +203,7 @@ impl AppState {
     pub fn new(store: Store) -> Self {
         AppState {
             store,
+            console: true,
             reconcile: Arc::new(Notify::new()),
             changes: Arc::new(tokio::sync::watch::channel(0).0),
             store_changes: Arc::default(),
@@ -262,6 +266,12 @@ impl AppState {
     pub fn changed(&self) {
         self.reconcile.notify_one();
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Serve the console at `/console`, or not.
+    pub fn with_console(mut self, on: bool) -> Self {
+        self.console = on;
+        self
     }
 
     pub fn with_rate_limit(mut self, per_second: Option<u32>) -> Self {

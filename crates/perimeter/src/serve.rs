@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// before it reads FAILED, in seconds.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub provision_timeout_seconds: u64,
+    /// Do not serve the networking console at `/console` (the REST API stays).
+    #[arg(long)]
+    pub no_console: bool,
     /// How often the embedded gateways push their decision counts (what `egress-decisions`
     /// and the console's live decisions show), in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
@@ -218,7 +221,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_rate_limit(Some(args.rate_limit_per_key))
         .with_metrics(metrics)
         .with_resolver(Arc::new(GatewayNames(resolver.clone())))
-        .with_secrets_key(Arc::new(secrets));
+        .with_secrets_key(Arc::new(secrets))
+        .with_console(!args.no_console);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Changes made through other replicas sharing PostgreSQL wake this one's long-polls.
@@ -258,7 +262,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     // The line that says all is up comes after every line logged before it.
     log.flush();
     eprintln!("perimeter: control plane listening on http://{addr}");
-    eprintln!("perimeter: the console is at http://{addr}/console (sign in with an API key)");
+    if !args.no_console {
+        eprintln!("perimeter: the console is at http://{addr}/console (sign in with an API key)");
+    }
 
     // Embedded gateways stop before the API, so their last decision push still lands.
     let (embedded_stop, embedded_stop_rx) = watch::channel(false);

@@ -20,17 +20,32 @@ fn browser_lock() -> std::os::unix::net::UnixListener {
     lock::lock_within("perimeter-console-browser", 600)
 }
 
+/// `perimeter serve` with quick decision pushes, a hosts file and a loopback DNS server that
+/// answers NXDOMAIN (the machine's resolver is never asked); its admin key.
 fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
-    let hosts = dir.join("hosts");
-    // The DNS listener answers allowed names from the gateway's own resolution; this one never
-    // gets a connection (a would-deny is recorded at the answer).
-    std::fs::write(&hosts, "203.0.113.9 report.example.test\n").unwrap();
+    let hosts = hosts_file(dir);
     let hosts = hosts.to_string_lossy().into_owned();
-    let mut args = vec!["--decisions-push-ms", "300", "--hosts-file", hosts.as_str()];
+    let dns = perimeter_testkit::dns::nxdomain_dns();
+    let mut args = vec![
+        "--decisions-push-ms",
+        "300",
+        "--hosts-file",
+        hosts.as_str(),
+        "--dns-server",
+        dns.as_str(),
+    ];
     args.extend_from_slice(extra);
     let s = Server::start(BIN, &dir.join("serve"), &args, &[]);
     let key = s.admin_key_file();
     (s, key)
+}
+
+/// The DNS listener answers allowed names from the gateway's own resolution; this one never
+/// gets a connection (a would-deny is recorded at the answer).
+fn hosts_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "203.0.113.9 report.example.test\n").unwrap();
+    hosts
 }
 
 async fn sign_in(b: &Browser, url: &str, key: &str) {
@@ -658,4 +673,86 @@ fn rule_states(s: &Server, key: &str, cid: &str) -> Vec<String> {
             _ => return states,
         }
     }
+}
+
+/// `--no-console`: the page and its files are gone (the API's 404), the API stays.
+#[test]
+fn the_console_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(BIN, dir.path(), &["--no-console"], &[]);
+    let key = s.admin_key_file();
+    for path in ["/console", "/console/console.js"] {
+        let (st, body) = curl(&[&format!("{}{path}", s.url)]);
+        assert_eq!(st, 404, "{path}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["code"],
+            5,
+            "{body}"
+        );
+    }
+    assert_eq!(
+        ok(&s, &key, "GET", "/api/v1/whoami", None)["service_account_name"],
+        "admin"
+    );
+    assert!(!s.log_text().contains("/console"), "{}", s.log_text());
+}
+
+/// The policy switch reads UPDATING, observed, for as long as one live gateway has not applied
+/// the change (a standalone gateway, paused), and settles once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_reads_updating_until_every_gateway_applied_it() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _lock = browser_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (s, key) = start(dir.path(), &[]);
+    let cid = create_cluster(&s, &key, "console-wait", &["us-east-1"]);
+    set_traffic_policy(&s, &key, &cid, "DEFAULT_DENY");
+    let token = perimeter_testkit::api::gateway_token(&s, &key, &cid, "us-east-1", "edge-1");
+    let gw = perimeter_testkit::Gateway::start(
+        BIN,
+        dir.path(),
+        &s.url,
+        &token,
+        "us-east-1",
+        &dir.path().join("edge-state"),
+        &hosts_file(dir.path()),
+        &perimeter_testkit::dns::nxdomain_dns(),
+    );
+    perimeter_testkit::api::wait_gateways_applied(&s, &key, &cid, 2);
+
+    let b = Browser::start().await;
+    sign_in(&b, &s.url, &key).await;
+    b.hash(&format!("#/clusters/{cid}/policy")).await;
+    b.wait_text("#policy-current", "DEFAULT_DENY", 10).await;
+    b.wait_text("#policy-gateways", "edge-1", 10).await;
+
+    let pid = Pid::from_raw(gw.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    b.click("#policy-REPORT_ONLY").await;
+    b.click("#policy-apply").await;
+    b.wait_text("#policy-current", "UPDATING", 10).await;
+    b.wait_text("#policy-status", "Waiting for every gateway", 5)
+        .await;
+    b.shot(
+        "policy-updating",
+        &["UPDATING", "Waiting for every gateway", "edge-1"],
+    )
+    .await;
+    // Still UPDATING while the gateway cannot apply it: the page shows what is observed.
+    let policy = || {
+        ok(&s, &key, "GET", &format!("/api/v1/clusters/{cid}"), None)["egress_traffic_policy"]
+            .clone()
+    };
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        assert_eq!(policy(), "UPDATING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.text("#policy-current").await.contains("UPDATING"));
+    kill(pid, Signal::SIGCONT).unwrap();
+    b.wait_text("#policy-current", "REPORT_ONLY", 30).await;
+    assert_eq!(policy(), "REPORT_ONLY");
+    b.close().await;
+    drop(gw);
 }
