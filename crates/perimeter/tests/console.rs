@@ -20,6 +20,30 @@ fn browser_lock() -> std::os::unix::net::UnixListener {
     lock::lock_within("perimeter-console-browser", 600)
 }
 
+/// What every browser test starts from: the browser lock, a scratch directory, a server and
+/// its admin key, and one cluster in us-east-1 named `name`.
+struct Scene {
+    _lock: std::os::unix::net::UnixListener,
+    dir: tempfile::TempDir,
+    s: Server,
+    key: String,
+    cid: String,
+}
+
+fn scene(name: &str) -> Scene {
+    let _lock = browser_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (s, key) = start(dir.path(), &[]);
+    let cid = create_cluster(&s, &key, name, &["us-east-1"]);
+    Scene {
+        _lock,
+        dir,
+        s,
+        key,
+        cid,
+    }
+}
+
 /// `perimeter serve` with quick decision pushes, a hosts file and a loopback DNS server that
 /// answers NXDOMAIN (the machine's resolver is never asked); its admin key.
 fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
@@ -70,10 +94,13 @@ fn rule_count(s: &Server, key: &str, cid: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_walkthrough_in_a_real_browser() {
-    let _lock = browser_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (s, key) = start(dir.path(), &[]);
-    let cid = create_cluster(&s, &key, "console-demo", &["us-east-1"]);
+    let Scene {
+        _lock,
+        dir: _dir,
+        s,
+        key,
+        cid,
+    } = scene("console-demo");
     set_traffic_policy(&s, &key, &cid, "DEFAULT_DENY");
     let cluster = ok(&s, &key, "GET", &format!("/api/v1/clusters/{cid}"), None);
     let proxy = cluster["regions"][0]["egress_proxy_address"]
@@ -444,10 +471,13 @@ async fn wait_field_clear(b: &Browser, css: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_developer_key_sees_and_cannot_change() {
-    let _lock = browser_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (s, key) = start(dir.path(), &[]);
-    let cid = create_cluster(&s, &key, "console-dev", &["us-east-1"]);
+    let Scene {
+        _lock,
+        dir: _dir,
+        s,
+        key,
+        cid,
+    } = scene("console-dev");
     ok(
         &s,
         &key,
@@ -549,10 +579,13 @@ async fn a_developer_key_sees_and_cannot_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_rules_any_on_screen_within_a_second() {
-    let _lock = browser_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (s, key) = start(dir.path(), &[]);
-    let cid = create_cluster(&s, &key, "console-many", &["us-east-1"]);
+    let Scene {
+        _lock,
+        dir: _dir,
+        s,
+        key,
+        cid,
+    } = scene("console-many");
     let b = Browser::start().await;
     sign_in(&b, &s.url, &key).await;
 
@@ -703,10 +736,13 @@ fn the_console_can_be_turned_off() {
 async fn the_policy_reads_updating_until_every_gateway_applied_it() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let _lock = browser_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (s, key) = start(dir.path(), &[]);
-    let cid = create_cluster(&s, &key, "console-wait", &["us-east-1"]);
+    let Scene {
+        _lock,
+        dir,
+        s,
+        key,
+        cid,
+    } = scene("console-wait");
     set_traffic_policy(&s, &key, &cid, "DEFAULT_DENY");
     let token = perimeter_testkit::api::gateway_token(&s, &key, &cid, "us-east-1", "edge-1");
     let gw = perimeter_testkit::Gateway::start(

@@ -127,6 +127,28 @@ fn validate_description(d: &str) -> ApiResult<()> {
 }
 
 /// Ports as validated, but in the order the client gave them (the docs echo `[443, 80]`).
+/// The checks of a new rule's fields, in the order a create makes them (name, description,
+/// then the rule itself): shared by the create and its dry run, so both say the same.
+fn checked_rule(
+    name: Option<&str>,
+    description: &str,
+    rule_type: &str,
+    destination: &str,
+    ports: Option<&[i64]>,
+    paths: Option<&[String]>,
+) -> ApiResult<perimeter_policy::ValidatedRule> {
+    if let Some(name) = name {
+        validate_name(name)?;
+    }
+    validate_description(description)?;
+    Ok(validate_rule(&RuleInput {
+        rule_type,
+        destination,
+        ports,
+        paths,
+    })?)
+}
+
 fn ordered_ports(given: Option<&[i64]>, validated: &[u16]) -> Vec<u16> {
     let mut out: Vec<u16> = Vec::with_capacity(validated.len());
     for p in given.unwrap_or_default() {
@@ -247,16 +269,14 @@ async fn validate_rule_request(
     // The order of a create: the request (400), then roles (403), then existence (404).
     uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
-    if let Some(name) = &req.name {
-        validate_name(name)?;
-    }
-    validate_description(&req.description)?;
-    let v = validate_rule(&RuleInput {
-        rule_type: &req.rule_type,
-        destination: &req.destination,
-        ports: req.ports.as_deref(),
-        paths: req.paths.as_deref(),
-    })?;
+    let v = checked_rule(
+        req.name.as_deref(),
+        &req.description,
+        &req.rule_type,
+        &req.destination,
+        req.ports.as_deref(),
+        req.paths.as_deref(),
+    )?;
     require(&p, Need::ReadNetworking, Some(&cluster_id))?;
     if req.crl_managed == Some(true) {
         require(&p, Need::OperatorRules, Some(&cluster_id))?;
@@ -287,14 +307,14 @@ async fn add_rule(
 ) -> ApiResult<Json<serde_json::Value>> {
     uuid_param("cluster_id", &cluster_id)?;
     agrees("cluster_id", &req.cluster_id, &cluster_id)?;
-    validate_name(&req.name)?;
-    validate_description(&req.description)?;
-    let v = validate_rule(&RuleInput {
-        rule_type: &req.rule_type,
-        destination: &req.destination,
-        ports: req.ports.as_deref(),
-        paths: req.paths.as_deref(),
-    })?;
+    let v = checked_rule(
+        Some(&req.name),
+        &req.description,
+        &req.rule_type,
+        &req.destination,
+        req.ports.as_deref(),
+        req.paths.as_deref(),
+    )?;
     let crl = req.crl_managed.unwrap_or(false);
     require(
         &p,
