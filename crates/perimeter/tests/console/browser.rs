@@ -82,7 +82,7 @@ impl Browser {
         c.set_window_size(1280, 800).await.unwrap();
         // Scripts that make many API calls (1,000 rules) run longer than WebDriver's 30 s default.
         let mut timeouts = fantoccini::wd::TimeoutConfiguration::default();
-        timeouts.set_script(Some(Duration::from_secs(120)));
+        timeouts.set_script(Some(Duration::from_secs(300)));
         c.update_timeouts(timeouts).await.unwrap();
         Browser {
             c,
