@@ -18,7 +18,6 @@ function parsePorts(text) {
   return splitList(text).map((p) => (/^\d+$/.test(p) ? Number(p) : p));
 }
 
-
 export async function rulesPage(ctx) {
   const c = ctx.cluster;
   const writable = can('writeNetworking', c.id);
