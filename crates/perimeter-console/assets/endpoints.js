@@ -1,7 +1,7 @@
 // Egress private endpoints of a cluster (create, state, address, domain names, delete), and
 // the endpoint services of the `local` provider with the connections waiting for acceptance.
 
-import { can, listAll, net, patch, post, del } from './api.js';
+import { can, get, listAll, net, patch, post, del } from './api.js';
 import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
 
 const TYPES = ['PRIVATE_SERVICE', 'MSK_SASL_SCRAM', 'MSK_SASL_IAM', 'MSK_TLS'];
@@ -93,9 +93,83 @@ export async function endpointsPage(ctx) {
       return 5000;
     }
   };
+  const ingress = h('section', { id: 'ingress-private' });
   put(ctx.main, h('h1', {}, 'Private endpoints'),
+    h('h2', {}, 'Egress: to customers\' services'),
     h('p', {}, 'Egress private endpoints carry this cluster\'s traffic to a customer\'s service without an egress rule. Domain names can be set once an endpoint is AVAILABLE.'),
-    err, actErr, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'));
+    err, actErr, list, writable ? form : h('p', { class: 'muted readonly' }, 'Read only: your key cannot change this cluster\'s networking.'),
+    ingress);
+  loop = ctx.live(refresh, 5000);
+  await Promise.all([loop.first, ingressSection(ctx, ingress, writable)]);
+}
+
+/**
+ * Ingress: the cluster's own private endpoint services (one per region) and the customers'
+ * endpoints connected to them, which the private ingress listener admits past the allowlist.
+ */
+async function ingressSection(ctx, el, writable) {
+  const base = net(ctx.cluster.id);
+  const err = errorSlot('ingress-error');
+  const actErr = errorSlot('ingress-action-error');
+  const body = h('div', { id: 'ingress-services' });
+  const endpointId = h('input', { type: 'text', autocomplete: 'off', placeholder: 'vpce-0123456789abcdef0' });
+  const formErr = errorSlot('ingress-form-error');
+  let loop;
+  const act = async (what) => {
+    try {
+      await what();
+      showError(actErr, null);
+    } catch (ex) {
+      showError(actErr, ex);
+    }
+    await loop.poke();
+  };
+  const form = h('form', { class: 'card', id: 'ingress-connection-form', onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await post(`${base}/private-endpoint-connections`, { endpoint_id: endpointId.value.trim() });
+      showFieldErrors(form, formErr, null);
+      endpointId.value = '';
+      await loop.poke();
+    } catch (ex) {
+      showFieldErrors(form, formErr, ex);
+    }
+  } },
+  h('h3', {}, 'Connect a customer endpoint'),
+  field('Endpoint id', 'endpoint_id', endpointId, 'The id of the customer\'s endpoint to this cluster\'s service, as their cloud names it.'),
+  formErr, h('button', { type: 'submit', class: 'primary', id: 'ingress-connect' }, 'Connect'));
+  const refresh = async () => {
+    try {
+      const [svc, conns] = await Promise.all([
+        get(`${base}/private-endpoint-services`),
+        get(`${base}/private-endpoint-connections`),
+      ]);
+      if (!ctx.page.alive) return 5000;
+      showError(err, null);
+      swap(body,
+        table('Private endpoint services', ['Region', 'Service name', 'Status'], svc.services.map((x) => h('tr', { class: 'ingress-service', 'data-key': x.region_name, 'data-status': x.status },
+          h('td', {}, x.region_name), h('td', { class: 'mono small' }, x.name), h('td', {}, badge(x.status)))),
+        'None yet: create them to take private connections.'),
+        !svc.services.length && writable
+          ? h('button', { type: 'button', id: 'ingress-create', onclick: () => act(() => post(`${base}/private-endpoint-services`)) }, 'Create private endpoint services')
+          : null,
+        table('Connected endpoints', ['Endpoint', 'Region', 'Status', ''], conns.connections.map((x) => h('tr', { class: 'ingress-connection', 'data-key': x.endpoint_id, 'data-status': x.status },
+          h('td', { class: 'mono small' }, x.endpoint_id), h('td', {}, x.region_name), h('td', {}, badge(x.status)),
+          h('td', {}, writable ? h('button', { type: 'button', class: 'danger', onclick: () => {
+            if (confirm(`Disconnect ${x.endpoint_id}?`)) act(() => del(`${base}/private-endpoint-connections/${encodeURIComponent(x.endpoint_id)}`));
+          } }, 'Disconnect') : ''))),
+        'No customer endpoint is connected.'));
+      const moving = svc.services.some((x) => !['AVAILABLE', 'CREATE_FAILED', 'DELETE_FAILED'].includes(x.status)) ||
+        conns.connections.some((x) => !['STATUS_AVAILABLE', 'STATUS_REJECTED'].includes(x.status));
+      return moving ? 1000 : 5000;
+    } catch (e) {
+      showError(err, e);
+      return 5000;
+    }
+  };
+  put(el, h('h2', {}, 'Ingress: private connections to this cluster'),
+    h('p', {}, 'Customers reach the cluster privately through these services; the private ingress listener admits their endpoints past the IP allowlist.'),
+    err, actErr, body, writable ? form : null);
   loop = ctx.live(refresh, 5000);
   await loop.first;
 }

@@ -322,6 +322,30 @@ async fn console_walkthrough_in_a_real_browser() {
     )
     .await;
 
+    // Ingress: the cluster's own private endpoint service, and a customer's endpoint admitted
+    // by the gateways' private ingress listeners.
+    b.click("#ingress-create").await;
+    b.find("tr.ingress-service[data-status='AVAILABLE']", 30)
+        .await;
+    b.fill("#f-endpoint_id", "vpce-0123456789abcdef0").await;
+    b.click("#ingress-connect").await;
+    b.find("tr.ingress-connection[data-status='STATUS_AVAILABLE']", 30)
+        .await;
+    b.js(
+        "document.getElementById('ingress-private').scrollIntoView();",
+        vec![],
+    )
+    .await;
+    b.shot(
+        "ingress-private",
+        &[
+            "Ingress: private connections",
+            "vpce-0123456789abcdef0",
+            "STATUS_AVAILABLE",
+        ],
+    )
+    .await;
+
     // The allowlist: a bad CIDR at its field, then an entry and its propagation.
     b.hash(&format!("#/clusters/{cid}/allowlist")).await;
     b.fill("#f-cidr", "203.0.113.0/99").await;
