@@ -4,6 +4,7 @@ mod allowlist;
 mod clusters;
 mod credential_roles;
 mod egress;
+mod egress_check;
 mod endpoints;
 mod gateways;
 mod identity;
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(clusters::router())
         .merge(allowlist::router())
         .merge(egress::router())
+        .merge(egress_check::router())
         .merge(endpoints::router())
         .merge(ingress::router())
         .merge(identity::router())
