@@ -151,3 +151,19 @@ export function showFieldErrors(form, formSlot, err) {
   else if (unplaced.length) showError(formSlot, { message: unplaced.join('; ') });
   return true;
 }
+
+/**
+ * What a page's buttons do: run `what`, say in `slot` why it was refused (kept until the next
+ * action, so a refresh never wipes it), then re-read the page through `reread()`.
+ */
+export function actions(slot, reread) {
+  return async (what) => {
+    try {
+      await what();
+      showError(slot, null);
+    } catch (ex) {
+      showError(slot, ex);
+    }
+    await reread();
+  };
+}

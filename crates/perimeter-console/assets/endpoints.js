@@ -2,7 +2,7 @@
 // the endpoint services of the `local` provider with the connections waiting for acceptance.
 
 import { can, get, listAll, net, patch, post, del } from './api.js';
-import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
+import { actions, badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
 
 const TYPES = ['PRIVATE_SERVICE', 'MSK_SASL_SCRAM', 'MSK_SASL_IAM', 'MSK_TLS'];
 const MOVING = new Set(['PENDING', 'DELETING']);
@@ -15,6 +15,7 @@ export async function endpointsPage(ctx) {
   // What a delete was refused with (the cluster lock, say): kept until the next action.
   const actErr = errorSlot('endpoints-action-error');
   let loop;
+  const act = actions(actErr, () => loop.poke());
   const list = h('div', { id: 'endpoints' }, h('p', { class: 'muted' }, 'Loading endpoints…'));
 
   const region = h('select', {}, c.regions.map((r) => h('option', { value: r.name }, r.name)));
@@ -77,8 +78,7 @@ export async function endpointsPage(ctx) {
             h('td', { class: 'num bytes' }, bytes(ep.bytes_processed)),
             h('td', {}, writable && ep.state !== 'DELETING' ? h('button', { type: 'button', class: 'danger', onclick: async () => {
               if (!confirm(`Delete the endpoint to ${ep.target_service_identifier}?`)) return;
-              try { await del(`${base}/${encodeURIComponent(ep.id)}`); showError(actErr, null); } catch (ex) { showError(actErr, ex); }
-              await loop.poke();
+              await act(() => del(`${base}/${encodeURIComponent(ep.id)}`));
             } }, 'Delete') : ''))),
           'No egress private endpoints.'));
       }
@@ -115,15 +115,7 @@ async function ingressSection(ctx, el, writable) {
   const endpointId = h('input', { type: 'text', autocomplete: 'off', placeholder: 'vpce-0123456789abcdef0' });
   const formErr = errorSlot('ingress-form-error');
   let loop;
-  const act = async (what) => {
-    try {
-      await what();
-      showError(actErr, null);
-    } catch (ex) {
-      showError(actErr, ex);
-    }
-    await loop.poke();
-  };
+  const act = actions(actErr, () => loop.poke());
   const form = h('form', { class: 'card', id: 'ingress-connection-form', onsubmit: async (e) => {
     e.preventDefault();
     try {
@@ -185,15 +177,9 @@ export async function servicesPage(ctx) {
   const writable = can('endpointServices');
   const actErr = errorSlot('services-action-error');
   let loop;
-  const act = (svc, conn, verb) => async () => {
-    try {
-      await post(`/api/v1/endpoint-services/${encodeURIComponent(svc.id)}/connections/${encodeURIComponent(conn.id)}/${verb}`);
-      showError(actErr, null);
-    } catch (ex) {
-      showError(actErr, ex);
-    }
-    await loop.poke();
-  };
+  const run = actions(actErr, () => loop.poke());
+  const act = (svc, conn, verb) => () =>
+    run(() => post(`/api/v1/endpoint-services/${encodeURIComponent(svc.id)}/connections/${encodeURIComponent(conn.id)}/${verb}`));
   const refresh = async () => {
     try {
       const services = await listAll('/api/v1/endpoint-services', 'endpoint_services');

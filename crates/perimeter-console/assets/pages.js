@@ -2,7 +2,7 @@
 // allowlist and the audit log. Each renders from the REST API and refreshes itself.
 
 import { can, cluster, get, listAll, net, patch, post, del } from './api.js';
-import { badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
+import { actions, badge, bytes, errorSlot, field, h, put, showError, showFieldErrors, swap, table, time } from './dom.js';
 
 const RULE_STATES = ['ACTIVE', 'PENDING_CREATION', 'PENDING_UPDATE', 'PENDING_DELETION', 'CREATION_FAILED',
   'UPDATE_FAILED', 'DELETION_FAILED', 'INCONSISTENT'];
@@ -230,15 +230,7 @@ export async function allowlistPage(ctx) {
   const ui = h('input', { type: 'checkbox', id: 'f-ui' });
   const formErr = errorSlot('allowlist-form-error');
   let loop;
-  const act = async (what) => {
-    try {
-      await what();
-      showError(actErr, null);
-    } catch (ex) {
-      showError(actErr, ex);
-    }
-    await loop.poke();
-  };
+  const act = actions(actErr, () => loop.poke());
   const form = h('form', { class: 'card', id: 'allowlist-form', onsubmit: async (e) => {
     e.preventDefault();
     const [ip, mask] = cidr.value.trim().split('/');

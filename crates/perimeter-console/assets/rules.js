@@ -3,7 +3,7 @@
 // showing its field errors and warnings in the API's own words.
 
 import { can, listAll, net, patch, post, del } from './api.js';
-import { badge, errorSlot, field, h, put, showError, showFieldErrors, swap, table } from './dom.js';
+import { actions, badge, errorSlot, field, h, put, showError, showFieldErrors, swap, table } from './dom.js';
 
 const PAGE = 100;
 const PENDING = /^PENDING_/;
@@ -41,6 +41,7 @@ export async function rulesPage(ctx) {
   const listErr = errorSlot('rules-error');
   // What a delete was refused with: kept until the next action, not cleared by a refresh.
   const actErr = errorSlot('rules-action-error');
+  const act = actions(actErr, () => loop.poke());
   const notice = h('div', { id: 'rule-notice', 'aria-live': 'polite' });
   const addButton = h('button', { type: 'button', class: 'primary', id: 'rule-add', disabled: !writable && !operator }, 'Add rule');
 
@@ -202,13 +203,7 @@ export async function rulesPage(ctx) {
             h('button', { type: 'button', class: 'edit', 'aria-label': `Edit ${r.name}`, onclick: () => openForm(r, {}) }, 'Edit'),
             h('button', { type: 'button', class: 'danger delete', 'aria-label': `Delete ${r.name}`, onclick: async () => {
               if (!confirm(`Delete rule ${r.name}?`)) return;
-              try {
-                await del(`${base}/${encodeURIComponent(r.id)}`);
-                showError(actErr, null);
-              } catch (ex) {
-                showError(actErr, ex);
-              }
-              await loop.poke();
+              await act(() => del(`${base}/${encodeURIComponent(r.id)}`));
             } }, 'Delete')] : null));
       }), rules.length ? 'No rule matches.' : 'No egress rules yet.'));
   };
