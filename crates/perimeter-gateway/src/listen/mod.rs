@@ -40,6 +40,7 @@ mod relay;
 mod requests;
 mod resolve;
 mod revoke;
+mod spread;
 mod target;
 pub mod transparent;
 mod tunnel;
@@ -129,11 +130,85 @@ pub struct ProxyContext {
     pub inspection: Arc<inspect::InspectionState>,
 }
 
-/// The accept step of both listeners: take connections until `shutdown`, each with a slot of
+/// The accept step of every listener: take connections until `shutdown`, each with a slot of
 /// `max_connections` held for its life; a connection over the limit goes to `overloaded`.
 /// Accept errors (EMFILE and friends) are logged and retried after a pause instead of spinning.
+///
+/// On a multi-thread runtime the listener is served by one accept loop per core, each on a
+/// thread of its own with the connections it accepted ([`spread`]); the sockets close when
+/// this returns.
 pub(crate) async fn serve_loop<Prep, Serve, Over>(
     listener: TcpListener,
+    ctx: ProxyContext,
+    what: &'static str,
+    shutdown: impl std::future::Future<Output = ()>,
+    prepare: Prep,
+    serve: Serve,
+    overloaded: Over,
+) -> std::io::Result<()>
+where
+    Prep: FnMut(&TcpStream) + Clone + Send + 'static,
+    Serve: FnMut(
+            ProxyContext,
+            TcpStream,
+            SocketAddr,
+            OwnedSemaphorePermit,
+        ) -> tokio::task::JoinHandle<()>
+        + Clone
+        + Send
+        + 'static,
+    Over: FnMut(TcpStream) + Clone + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    let Some(loops) = spread::Loops::for_current() else {
+        return accept_loop(
+            listener, slots, ctx, what, shutdown, prepare, serve, overloaded,
+        )
+        .await;
+    };
+    let sockets = spread::group(listener, loops.handles().len())?;
+    // Dropped when this returns (or is dropped): every loop stops and closes its socket.
+    let (stop, stopped) = watch::channel(());
+    let mut running = Vec::with_capacity(sockets.len());
+    for (socket, rt) in sockets.into_iter().zip(loops.handles()) {
+        let (ctx, slots, prepare, serve, overloaded) = (
+            ctx.clone(),
+            slots.clone(),
+            prepare.clone(),
+            serve.clone(),
+            overloaded.clone(),
+        );
+        let mut stopped = stopped.clone();
+        running.push(rt.spawn(async move {
+            // Registered with this loop's own reactor.
+            let listener = TcpListener::from_std(socket)?;
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            accept_loop(
+                listener, slots, ctx, what, shutdown, prepare, serve, overloaded,
+            )
+            .await
+        }));
+    }
+    shutdown.await;
+    drop(stop);
+    let mut result = Ok(());
+    for r in running {
+        match r.await {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Err(e) if result.is_ok() => result = Err(std::io::Error::other(e)),
+            _ => {}
+        }
+    }
+    result
+}
+
+/// One accept loop of [`serve_loop`].
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop<Prep, Serve, Over>(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
     ctx: ProxyContext,
     what: &'static str,
     shutdown: impl std::future::Future<Output = ()>,
@@ -151,7 +226,6 @@ where
     ) -> tokio::task::JoinHandle<()>,
     Over: FnMut(TcpStream),
 {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -94,6 +94,7 @@ async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
 
 /// TCP_NODELAY for accepted sockets: set once on the listener, and per socket only if the
 /// first accepted one did not inherit it.
+#[derive(Clone)]
 pub(super) struct NoDelay {
     inherited: Option<bool>,
 }
