@@ -91,10 +91,11 @@ pub struct GatewayArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PERIMETER_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Threads that serve connections (and everything else of the gateway). Default: one per
-    /// CPU. One thread serves thousands of tunnels; on a host the gateway shares with its
-    /// workloads, fewer threads leave them more of the machine. With 1, the gateway runs a
-    /// single-threaded runtime (no work-stealing scheduler). Log lines are written by a
-    /// thread of their own either way.
+    /// CPU. With more than 1, each listener is served by as many accept loops, one per thread
+    /// with the connections it accepted (an SO_REUSEPORT group of sockets). One thread serves
+    /// thousands of tunnels; on a host the gateway shares with its workloads, fewer threads
+    /// leave them more of the machine. With 1, the gateway runs a single-threaded runtime and
+    /// one accept loop per listener. Log lines are written by a thread of their own either way.
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }

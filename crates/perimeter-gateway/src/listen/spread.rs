@@ -93,6 +93,7 @@ impl Loops {
 pub(crate) fn group(listener: TcpListener, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let addr = listener.local_addr()?;
     let nodelay = getsockopt(&listener, sockopt::TcpNoDelay).unwrap_or(false);
+    let v6only = addr.is_ipv6() && getsockopt(&listener, sockopt::Ipv6V6Only).unwrap_or(false);
     let original = listener.into_std()?;
     let mut sockets = Vec::with_capacity(n);
     if let Err(e) = setsockopt(&original, sockopt::ReusePort, &true) {
@@ -102,7 +103,7 @@ pub(crate) fn group(listener: TcpListener, n: usize) -> io::Result<Vec<std::net:
     }
     sockets.push(original);
     while sockets.len() < n {
-        match sibling(addr, nodelay) {
+        match sibling(addr, nodelay, v6only) {
             Ok(s) => sockets.push(s),
             Err(e) => {
                 tracing::debug!(%addr, error = %e, loops = sockets.len(), "cannot bind another accept loop's socket");
@@ -113,8 +114,9 @@ pub(crate) fn group(listener: TcpListener, n: usize) -> io::Result<Vec<std::net:
     Ok(sockets)
 }
 
-/// A listening socket on `addr` that joins its `SO_REUSEPORT` group.
-fn sibling(addr: SocketAddr, nodelay: bool) -> io::Result<std::net::TcpListener> {
+/// A listening socket on `addr` that joins its `SO_REUSEPORT` group, with the original's
+/// `TCP_NODELAY` (inherited by accepted sockets) and `IPV6_V6ONLY`.
+fn sibling(addr: SocketAddr, nodelay: bool, v6only: bool) -> io::Result<std::net::TcpListener> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -130,12 +132,9 @@ fn sibling(addr: SocketAddr, nodelay: bool) -> io::Result<std::net::TcpListener>
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     setsockopt(&fd, sockopt::ReusePort, &true)?;
     if addr.is_ipv6() {
-        // std leaves IPV6_V6ONLY at the system's default; so do the siblings.
-        let v6only = getsockopt(&fd, sockopt::Ipv6V6Only).unwrap_or(false);
         setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
     }
     if nodelay {
-        // Accepted sockets inherit it, as from the original.
         let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
     }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
@@ -173,6 +172,22 @@ mod tests {
             }
         }
         assert_eq!(accepted, 16);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ipv6_group_keeps_the_original_v6only() {
+        // A host without IPv6 loopback has nothing to check.
+        let Ok(l) = TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let v6only = getsockopt(&l, sockopt::Ipv6V6Only).unwrap();
+        let addr = l.local_addr().unwrap();
+        let sockets = group(l, 2).unwrap();
+        assert_eq!(sockets.len(), 2);
+        for s in &sockets {
+            assert_eq!(s.local_addr().unwrap(), addr);
+            assert_eq!(getsockopt(s, sockopt::Ipv6V6Only).unwrap(), v6only);
+        }
     }
 
     #[test]
