@@ -58,9 +58,6 @@ pub async fn serve_ingress(
         ctx,
         what,
         shutdown,
-        |stream| {
-            let _ = stream.set_nodelay(true);
-        },
         move |ctx, stream, peer, permit| {
             tokio::spawn(serve_one(ctx, listener, stream, peer, permit))
         },

@@ -137,17 +137,15 @@ pub struct ProxyContext {
 /// On a multi-thread runtime the listener is served by one accept loop per core, each on a
 /// thread of its own with the connections it accepted ([`spread`]); the sockets close when
 /// this returns.
-pub(crate) async fn serve_loop<Prep, Serve, Over>(
+pub(crate) async fn serve_loop<Serve, Over>(
     listener: TcpListener,
     ctx: ProxyContext,
     what: &'static str,
     shutdown: impl std::future::Future<Output = ()>,
-    prepare: Prep,
     serve: Serve,
     overloaded: Over,
 ) -> std::io::Result<()>
 where
-    Prep: FnMut(&TcpStream) + Clone + Send + 'static,
     Serve: FnMut(
             ProxyContext,
             TcpStream,
@@ -160,9 +158,11 @@ where
     Over: FnMut(TcpStream) + Clone + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
+    // Set before the siblings are made: they copy it.
+    let nodelay = NoDelay::new(&listener);
     let Some(loops) = spread::Loops::for_current() else {
         return accept_loop(
-            listener, slots, ctx, what, shutdown, prepare, serve, overloaded,
+            listener, slots, ctx, what, shutdown, nodelay, serve, overloaded,
         )
         .await;
     };
@@ -171,10 +171,10 @@ where
     let (stop, stopped) = watch::channel(());
     let mut running = Vec::with_capacity(sockets.len());
     for (socket, rt) in sockets.into_iter().zip(loops.handles()) {
-        let (ctx, slots, prepare, serve, overloaded) = (
+        let (ctx, slots, nodelay, serve, overloaded) = (
             ctx.clone(),
             slots.clone(),
-            prepare.clone(),
+            nodelay.clone(),
             serve.clone(),
             overloaded.clone(),
         );
@@ -186,7 +186,7 @@ where
                 let _ = stopped.changed().await;
             };
             accept_loop(
-                listener, slots, ctx, what, shutdown, prepare, serve, overloaded,
+                listener, slots, ctx, what, shutdown, nodelay, serve, overloaded,
             )
             .await
         }));
@@ -206,18 +206,17 @@ where
 
 /// One accept loop of [`serve_loop`].
 #[allow(clippy::too_many_arguments)]
-async fn accept_loop<Prep, Serve, Over>(
+async fn accept_loop<Serve, Over>(
     listener: TcpListener,
     slots: Arc<Semaphore>,
     ctx: ProxyContext,
     what: &'static str,
     shutdown: impl std::future::Future<Output = ()>,
-    mut prepare: Prep,
+    mut nodelay: NoDelay,
     mut serve: Serve,
     mut overloaded: Over,
 ) -> std::io::Result<()>
 where
-    Prep: FnMut(&TcpStream),
     Serve: FnMut(
         ProxyContext,
         TcpStream,
@@ -239,7 +238,7 @@ where
                 }
             },
         };
-        prepare(&stream);
+        nodelay.apply(&stream);
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 serve(ctx.clone(), stream, peer, permit);
@@ -248,6 +247,33 @@ where
                 metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
                 overloaded(stream);
             }
+        }
+    }
+}
+
+/// TCP_NODELAY for accepted sockets (every listener wants it: relayed bytes are not held back):
+/// set once on the listener, which Linux passes on to the sockets it accepts, and per socket
+/// only if the first accepted one did not inherit it.
+#[derive(Clone)]
+pub(crate) struct NoDelay {
+    inherited: Option<bool>,
+}
+
+impl NoDelay {
+    pub(crate) fn new(listener: &TcpListener) -> Self {
+        let set =
+            nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        Self {
+            inherited: if set.is_ok() { None } else { Some(false) },
+        }
+    }
+
+    pub(crate) fn apply(&mut self, stream: &TcpStream) {
+        let inherited = *self
+            .inherited
+            .get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = stream.set_nodelay(true);
         }
     }
 }

@@ -42,9 +42,6 @@ pub async fn serve_private_ingress(
         ctx,
         "private ingress",
         shutdown,
-        |stream| {
-            let _ = stream.set_nodelay(true);
-        },
         |ctx, stream, peer, permit| tokio::spawn(serve_one(ctx, stream, peer, permit)),
         drop,
     )

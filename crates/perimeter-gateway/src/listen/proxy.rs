@@ -53,15 +53,11 @@ pub async fn serve(
     ctx: ProxyContext,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here
-    // instead of one per connection (checked on the first connection).
-    let mut nodelay = NoDelay::new(&listener);
     serve_loop(
         listener,
         ctx,
         "proxy",
         shutdown,
-        move |stream| nodelay.apply(stream),
         |ctx, stream, peer, permit| tokio::spawn(serve_connection(ctx, stream, peer, permit)),
         |stream| {
             tokio::spawn(overloaded(stream));
@@ -90,32 +86,6 @@ async fn answer_and_close(mut stream: TcpStream, answer: &[u8]) {
         Ok::<_, std::io::Error>(())
     })
     .await;
-}
-
-/// TCP_NODELAY for accepted sockets: set once on the listener, and per socket only if the
-/// first accepted one did not inherit it.
-#[derive(Clone)]
-pub(super) struct NoDelay {
-    inherited: Option<bool>,
-}
-
-impl NoDelay {
-    pub(super) fn new(listener: &TcpListener) -> Self {
-        let set =
-            nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::TcpNoDelay, &true);
-        Self {
-            inherited: if set.is_ok() { None } else { Some(false) },
-        }
-    }
-
-    pub(super) fn apply(&mut self, stream: &TcpStream) {
-        let inherited = *self
-            .inherited
-            .get_or_insert_with(|| stream.nodelay().unwrap_or(false));
-        if !inherited {
-            let _ = stream.set_nodelay(true);
-        }
-    }
 }
 
 pub(super) async fn serve_connection(

@@ -149,6 +149,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_shares_the_address_and_keeps_others_out() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        setsockopt(&l, sockopt::TcpNoDelay, &true).unwrap();
         let addr = l.local_addr().unwrap();
         let sockets = group(l, 3).unwrap();
         assert_eq!(sockets.len(), 3);
@@ -159,7 +160,8 @@ mod tests {
         // refused, as it was before the group.
         let err = std::net::TcpListener::bind(addr).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-        // Every connection lands on one of the group's sockets.
+        // Every connection lands on one of the group's sockets, with the original's
+        // TCP_NODELAY.
         let mut clients = Vec::new();
         for _ in 0..16 {
             clients.push(std::net::TcpStream::connect(addr).unwrap());
@@ -167,7 +169,8 @@ mod tests {
         let mut accepted = 0;
         for s in &sockets {
             s.set_nonblocking(true).unwrap();
-            while s.accept().is_ok() {
+            while let Ok((c, _)) = s.accept() {
+                assert!(c.nodelay().unwrap());
                 accepted += 1;
             }
         }

@@ -59,9 +59,6 @@ pub async fn serve_transparent(
         ctx,
         "transparent",
         shutdown,
-        |stream| {
-            let _ = stream.set_nodelay(true);
-        },
         |ctx, stream, peer, permit| tokio::spawn(serve_redirected(ctx, stream, peer, permit)),
         // No answer is possible without knowing the protocol: close at once.
         drop,

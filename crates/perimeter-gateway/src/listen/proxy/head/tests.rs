@@ -358,7 +358,7 @@ async fn a_head_that_never_completes_is_closed_after_the_header_timeout() {
 #[tokio::test]
 async fn accepted_sockets_inherit_nodelay_from_the_listener() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut nodelay = super::super::NoDelay::new(&l);
+    let mut nodelay = crate::listen::NoDelay::new(&l);
     let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (s, _) = l.accept().await.unwrap();
     nodelay.apply(&s);
