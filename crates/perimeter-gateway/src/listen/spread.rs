@@ -4,8 +4,10 @@
 //! polled them, and tokio wakes an idle worker to share the work each time a worker finds more
 //! than one task ready (and that one wakes another as it stops searching). For a gateway these
 //! are wake-ups of a sleeping thread per connection, each a context switch and, on a virtual
-//! machine, an inter-processor interrupt: the ingress bench measured about 75 µs more per
-//! connection setup on 2 workers than on 1.
+//! machine, an inter-processor interrupt (perf on the ingress bench: most of `serve`'s futex
+//! calls were `notify_parked_local` from `transition_worker_from_searching`). In interleaved
+//! runs of that bench, serving as below took `serve`'s CPU per connection setup from 242-254 µs
+//! to 194-216 µs, and the p50 the listener adds from +166..+211 µs to +159..+172 µs.
 //!
 //! So a listener is served by one accept loop per core instead: each loop runs on a
 //! current-thread runtime of its own thread ([`Loops`]) with a listening socket of its own,
