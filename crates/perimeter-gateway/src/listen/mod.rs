@@ -157,27 +157,22 @@ where
         + 'static,
     Over: FnMut(TcpStream) + Clone + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_connections.max(1)));
-    // Set before the siblings are made: they copy it.
-    let nodelay = NoDelay::new(&listener);
+    let accepting = Accepting {
+        slots: Arc::new(Semaphore::new(ctx.limits.max_connections.max(1))),
+        // Set before the siblings are made: they copy it.
+        nodelay: NoDelay::new(&listener),
+        ctx,
+        what,
+    };
     let Some(loops) = spread::Loops::for_current() else {
-        return accept_loop(
-            listener, slots, ctx, what, shutdown, nodelay, serve, overloaded,
-        )
-        .await;
+        return accept_loop(listener, accepting, shutdown, serve, overloaded).await;
     };
     let sockets = spread::group(listener, loops.handles().len())?;
     // Dropped when this returns (or is dropped): every loop stops and closes its socket.
     let (stop, stopped) = watch::channel(());
     let mut running = Vec::with_capacity(sockets.len());
     for (socket, rt) in sockets.into_iter().zip(loops.handles()) {
-        let (ctx, slots, nodelay, serve, overloaded) = (
-            ctx.clone(),
-            slots.clone(),
-            nodelay.clone(),
-            serve.clone(),
-            overloaded.clone(),
-        );
+        let (accepting, serve, overloaded) = (accepting.clone(), serve.clone(), overloaded.clone());
         let mut stopped = stopped.clone();
         running.push(rt.spawn(async move {
             // Registered with this loop's own reactor.
@@ -185,10 +180,7 @@ where
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
-            accept_loop(
-                listener, slots, ctx, what, shutdown, nodelay, serve, overloaded,
-            )
-            .await
+            accept_loop(listener, accepting, shutdown, serve, overloaded).await
         }));
     }
     shutdown.await;
@@ -204,15 +196,22 @@ where
     result
 }
 
+/// What the accept loops of one listener share (each loop has its own copy).
+#[derive(Clone)]
+struct Accepting {
+    ctx: ProxyContext,
+    /// The listener's connection limit, one across its loops.
+    slots: Arc<Semaphore>,
+    /// The listener's name, for logs.
+    what: &'static str,
+    nodelay: NoDelay,
+}
+
 /// One accept loop of [`serve_loop`].
-#[allow(clippy::too_many_arguments)]
 async fn accept_loop<Serve, Over>(
     listener: TcpListener,
-    slots: Arc<Semaphore>,
-    ctx: ProxyContext,
-    what: &'static str,
+    mut accepting: Accepting,
     shutdown: impl std::future::Future<Output = ()>,
-    mut nodelay: NoDelay,
     mut serve: Serve,
     mut overloaded: Over,
 ) -> std::io::Result<()>
@@ -232,16 +231,16 @@ where
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tracing::warn!(listener = accepting.what, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        nodelay.apply(&stream);
-        match slots.clone().try_acquire_owned() {
+        accepting.nodelay.apply(&stream);
+        match accepting.slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                serve(ctx.clone(), stream, peer, permit);
+                serve(accepting.ctx.clone(), stream, peer, permit);
             }
             Err(_) => {
                 metrics::counter!("perimeter_gateway_overloaded_total").increment(1);
