@@ -309,6 +309,23 @@ impl Report<'_> {
                 list(&f.name.cpu_us, 1)
             );
         }
+        let fw = &self.forwarder.bulk_same;
+        if !fw.mibs.is_empty() {
+            // Per round, as the ratio's median is taken: each against that round's direct run.
+            let vs_direct: Vec<f64> = fw
+                .mibs
+                .iter()
+                .zip(&direct.bulk_same.mibs)
+                .map(|(f, d)| f / d)
+                .collect();
+            println!(
+                "  {:<10} bulk MiB/s same cc [{}]  CPU s/GiB same cc [{}]  / direct [{}]",
+                "forwarder",
+                list(&fw.mibs, 0),
+                list(&fw.cpu_per_gib, 3),
+                list(&vs_direct, 2),
+            );
+        }
         self.ratios_and_targets(direct, per, sq);
     }
 
