@@ -20,9 +20,9 @@
 //! noisy neighbour from deciding a target.
 //!
 //! - **Tunnels**, on two paths: 32 clients, each looping on CONNECT, first bytes, the sink's
-//!   answer, close; tunnels per second and the proxy's CPU µs per tunnel (`/proc/<pid>/stat`
-//!   utime + stime). Clients bind 127.0.0.1-8 and the sinks listen on 127.0.0.1-8, so no address
-//!   pair runs out of ports.
+//!   answer, close; tunnels per second and the proxy's CPU µs per tunnel (its POSIX CPU-time
+//!   clock, user + system, to the nanosecond). Clients bind 127.0.0.1-8 and the sinks listen
+//!   on 127.0.0.1-8, so no address pair runs out of ports.
 //!   - *IP path*: `CONNECT 127.0.0.N:PORT` (the CIDR rule admits it), one small HTTP request
 //!     (`connection: close`) and reply. The gateway checks HTTP inside a tunnel request by
 //!     request, so it forwards this one as a request of its own.
@@ -40,9 +40,9 @@
 //!   ratio.
 //! - **Private endpoint forwarder**: the bulk sink registered as an endpoint service, the
 //!   cluster's endpoint to it AVAILABLE, and the same upload as `CONNECT
-//!   <endpoint_address>:PORT` through the gateway, in the same-cc runs beside the others: its
-//!   MiB/s against direct (target >= 0.9x) and its CPU per GiB against the egress path's
-//!   (target <= 1x).
+//!   <endpoint_address>:PORT` through the gateway, in the same-cc runs, taking its turn in the
+//!   order beside the others: its MiB/s against direct (target >= 0.9x) and its CPU per GiB
+//!   against the egress path's (target <= 1x).
 //! - **Idle tunnels**: `BENCH_IDLE_TUNNELS` (default 10,000) tunnels held open through the
 //!   gateway (name path: CONNECT, ClientHello, the sink's answer, then nothing), and the same
 //!   through Squid; memory per idle tunnel is the growth of the proxy's resident set
@@ -258,17 +258,21 @@ fn main() {
             // Same congestion control for all; then the host's, where the tweak engages.
             if bulk_setup.same().is_some() {
                 let set = bulk_setup.override_for_bulk();
-                for &i in &order {
+                // The forwarder takes its turn in the order too (slot `n`), so it is not
+                // always the last run of a round.
+                let slots = n + usize::from(forwarder.is_some());
+                for i in (0..slots).map(|i| (i + round) % slots) {
+                    if let (true, Some(target)) = (i == n, &forwarder) {
+                        eprint!(" bulk-same forwarder");
+                        let via = Via::Proxy(p.proxy);
+                        let b = bulk_to(via, sinks.bulk, target, bulk_bytes, Some(&p.gateway));
+                        forwarder_figs.bulk_same.add(&b);
+                        continue;
+                    }
                     let c = &mut cs[i];
                     eprint!(" bulk-same {}", c.name);
                     let b = bulk(c.via, sinks.bulk, bulk_bytes, c.proc_);
                     c.figs.bulk_same.add(&b);
-                }
-                if let Some(target) = &forwarder {
-                    eprint!(" bulk-same forwarder");
-                    let via = Via::Proxy(p.proxy);
-                    let b = bulk_to(via, sinks.bulk, target, bulk_bytes, Some(&p.gateway));
-                    forwarder_figs.bulk_same.add(&b);
                 }
                 drop(set);
             }

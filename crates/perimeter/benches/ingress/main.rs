@@ -19,7 +19,7 @@
 //!
 //! - **Bulk**: MiB/s for one connection uploading `BENCH_BULK_MIB` (default 2048) to the
 //!   workload, which discards it and answers the byte count; and `perimeter serve`'s CPU per
-//!   GiB (`/proc/<pid>/stat` utime + stime). One congestion control for both paths: the
+//!   GiB (its POSIX CPU-time clock, user + system). One congestion control for both paths: the
 //!   gateway alone switches its sockets sending to a loopback peer from `bbr` to `cubic`, so on
 //!   a `bbr` host the bench sets `net.ipv4.tcp_congestion_control` to `cubic` for these runs
 //!   and puts the host's back after them (on exit, on a panic and on SIGINT/SIGTERM too). Target:

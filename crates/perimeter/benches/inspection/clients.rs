@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::procs::{Proc, busy_since, machine_ticks};
+use crate::procs::{Proc, busy_since, cpu_seconds, machine_ticks};
 use crate::{PORT, REQUEST_PATH};
 
 /// Longest wait for one step (CONNECT answer, handshake, response) before it counts as failed.
@@ -207,23 +207,6 @@ async fn get_ok(s: &mut Session) -> std::io::Result<()> {
         200 => Ok(()),
         st => Err(err(format!("answered {st}, not 200"))),
     }
-}
-
-/// CPU seconds of a process so far, at nanosecond resolution: the sum over its threads of
-/// their time on a CPU (`/proc/<pid>/task/*/schedstat`, user and system). `/proc/<pid>/stat`
-/// counts 10 ms ticks, too coarse for a run of 200 setups. The gateway's threads live as long as
-/// it does (its runtime's, the log writer's), so none of its time leaves with an ended thread.
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    ns as f64 / 1e9
 }
 
 /// Quantile `q` (0..1) of nanosecond samples, in µs.

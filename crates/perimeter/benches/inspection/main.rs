@@ -32,7 +32,8 @@
 //!
 //! - **Load**: `BENCH_CLIENTS` (default 8) keep-alive sessions per path, `BENCH_SECS` (default 2)
 //!   counted after 0.3 s not counted: requests per second, their p50 and p99 under load, and the
-//!   gateway's CPU per request (`/proc/<pid>/task/*/schedstat`). Target: inspected at least 0.5x spliced.
+//!   gateway's CPU per request (its POSIX CPU-time clock). Target: inspected at least 0.5x
+//!   spliced.
 //! - **Latency**: one session, GETs one after the other for `BENCH_LATENCY_SECS` (default 1):
 //!   the request p50 and p99; the p50 inspection adds is inspected minus spliced. Target: at
 //!   most 1 ms added.
