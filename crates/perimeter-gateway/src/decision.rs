@@ -15,6 +15,8 @@ use perimeter_wire::{DecisionCount, EndpointBytes, PushDecisionsRequest, Verdict
 
 use crate::control_plane::{ControlPlane, ControlPlaneError};
 
+mod live;
+
 /// Tracing target of decision events.
 pub const DECISION_TARGET: &str = "perimeter::decision";
 
@@ -351,6 +353,8 @@ pub struct DecisionSink {
     pub aggregator: DecisionAggregator,
     /// Bytes relayed per private endpoint since the last push (both directions).
     endpoint_bytes: Mutex<HashMap<String, u64>>,
+    /// Connections to private endpoints, metered while they live.
+    live: live::LiveMeters,
 }
 
 impl DecisionSink {
@@ -361,6 +365,7 @@ impl DecisionSink {
             region: RwLock::new(Arc::from(region.into())),
             aggregator: DecisionAggregator::default(),
             endpoint_bytes: Mutex::default(),
+            live: live::LiveMeters::default(),
         })
     }
 
@@ -392,7 +397,8 @@ impl DecisionSink {
 
     /// Meter bytes a private endpoint's forwarder relayed: the metric
     /// `perimeter_private_endpoint_bytes_total{cluster,region,endpoint,direction}`, and the
-    /// endpoint's `bytes_processed` at the next push.
+    /// endpoint's `bytes_processed` at the next push. A connection that lives on is metered
+    /// through [`DecisionSink::meter_live`].
     pub fn meter_endpoint(&self, cluster: &str, endpoint: &str, up: u64, down: u64) {
         for (direction, n) in [("up", up), ("down", down)] {
             if n > 0 {
@@ -440,7 +446,8 @@ impl DecisionSink {
 }
 
 /// Push the aggregates every `interval` until `shutdown`, then once more (bounded by the
-/// client's push timeout).
+/// client's push timeout). Each push first meters what the live connections to private
+/// endpoints moved since the last ([`DecisionSink::sweep_meters`]).
 pub async fn push_loop(
     sink: Arc<DecisionSink>,
     control_plane: Arc<ControlPlane>,
@@ -455,6 +462,7 @@ pub async fn push_loop(
             _ = &mut shutdown => true,
             _ = tick.tick() => false,
         };
+        sink.sweep_meters();
         let push = PushDecisionsRequest {
             decisions: sink.aggregator.drain(),
             endpoint_bytes: sink.drain_endpoint_bytes(),

@@ -411,6 +411,15 @@ fn plain_service_lifecycle(args: &[&str]) {
     let (status, mut open) = connect_tunnel(&proxy, &format!("svc.internal.test:{port}"));
     assert_eq!(status, 200);
     assert_eq!(echo_through(&mut open, b"before"), b"before");
+    // Metered while it stays open: the push meters live connections too.
+    let sent = sent + 2 * b"before".len() as i64;
+    wait_until("bytes_processed to count the open tunnel", 30, || {
+        metered = endpoint(&s, &key, &cluster, &id)["bytes_processed"]
+            .as_i64()
+            .unwrap();
+        metered >= sent
+    });
+    assert_eq!(metered, sent, "the open tunnel's bytes, metered once");
     let connections = seen.lock().unwrap().connections;
     ok(
         &s,

@@ -341,31 +341,23 @@ pub(crate) async fn forward(
     let idle = ctx.limits.idle_timeout;
     let pending = buf.freeze();
     let counted = activity.clone();
-    let relayed = async {
-        match client {
-            TunnelClient::Socket(c) => {
-                Box::pin(relay(c, upstream, pending, counted, idle, revocation, None)).await
-            }
-            TunnelClient::Stream(c) => {
-                Box::pin(relay_stream(
-                    c, upstream, pending, counted, idle, revocation,
-                ))
-                .await
-            }
+    // Metered while it lives (connections to a broker last for days) by the sink's sweep, not
+    // by a timer of its own; the rest when it ends, before its event.
+    let metered = ctx
+        .sink
+        .meter_live(snap.cluster_id(), &endpoint_id, activity.clone());
+    let end = match client {
+        TunnelClient::Socket(c) => {
+            Box::pin(relay(c, upstream, pending, counted, idle, revocation, None)).await
+        }
+        TunnelClient::Stream(c) => {
+            Box::pin(relay_stream(
+                c, upstream, pending, counted, idle, revocation,
+            ))
+            .await
         }
     };
-    // Metered while it runs, not only at its end: connections to a broker live for days.
-    let mut meter = Meter::default();
-    let mut relayed = std::pin::pin!(relayed);
-    let mut tick = tokio::time::interval(METER_EVERY);
-    tick.tick().await;
-    let end = loop {
-        tokio::select! {
-            end = &mut relayed => break end,
-            _ = tick.tick() => meter.take(&ctx, &snap, &endpoint_id, &activity),
-        }
-    };
-    meter.take(&ctx, &snap, &endpoint_id, &activity);
+    drop(metered);
     let (up, down) = (activity.up(), activity.down());
     draft.rule = Some(format!("private-endpoint:{endpoint_id}"));
     match end {
@@ -401,29 +393,6 @@ pub(crate) async fn preamble(
 }
 
 /// How often the bytes of a connection in flight are metered.
-const METER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The bytes of a connection metered so far.
-#[derive(Default)]
-struct Meter {
-    up: u64,
-    down: u64,
-}
-
-impl Meter {
-    /// Meter what `activity` counted since the last call.
-    fn take(&mut self, ctx: &ProxyContext, snap: &Snapshot, endpoint: &str, activity: &Activity) {
-        let (up, down) = (activity.up(), activity.down());
-        ctx.sink.meter_endpoint(
-            snap.cluster_id(),
-            endpoint,
-            up.saturating_sub(self.up),
-            down.saturating_sub(self.down),
-        );
-        (self.up, self.down) = (up, down);
-    }
-}
-
 /// The client left before the connection was forwarded: the routing stands, nothing moved.
 pub(crate) fn abandon(mut draft: Draft) {
     draft.rule = None;
