@@ -78,6 +78,18 @@ fn endpoint(s: &Server, key: &str, cluster: &str, id: &str) -> Value {
     )
 }
 
+/// Wait until the endpoint's `bytes_processed` reads at least `at_least`; what it read.
+fn wait_metered(s: &Server, key: &str, cluster: &str, id: &str, what: &str, at_least: i64) -> i64 {
+    let mut metered = 0;
+    wait_until(&format!("bytes_processed to count {what}"), 30, || {
+        metered = endpoint(s, key, cluster, id)["bytes_processed"]
+            .as_i64()
+            .unwrap();
+        metered >= at_least
+    });
+    metered
+}
+
 fn wait_state(s: &Server, key: &str, cluster: &str, id: &str, field: &str, want: &str) -> Value {
     let mut last = Value::Null;
     wait_until(&format!("endpoint {id} {field} {want}"), 30, || {
@@ -398,13 +410,7 @@ fn plain_service_lifecycle(args: &[&str]) {
     }
     // Metering: what went through, both ways, pushed by the gateway.
     let sent = 2 * (b"hello endpoint".len() + payload.len()) as i64;
-    let mut metered = 0;
-    wait_until("bytes_processed to count the tunnels", 30, || {
-        metered = endpoint(&s, &key, &cluster, &id)["bytes_processed"]
-            .as_i64()
-            .unwrap();
-        metered >= sent
-    });
+    let metered = wait_metered(&s, &key, &cluster, &id, "the tunnels", sent);
     assert_eq!(metered, sent, "bytes metered equal the bytes sent");
 
     // DELETE cuts the open tunnel, and neither name reaches the backend afterwards.
@@ -413,12 +419,7 @@ fn plain_service_lifecycle(args: &[&str]) {
     assert_eq!(echo_through(&mut open, b"before"), b"before");
     // Metered while it stays open: the push meters live connections too.
     let sent = sent + 2 * b"before".len() as i64;
-    wait_until("bytes_processed to count the open tunnel", 30, || {
-        metered = endpoint(&s, &key, &cluster, &id)["bytes_processed"]
-            .as_i64()
-            .unwrap();
-        metered >= sent
-    });
+    let metered = wait_metered(&s, &key, &cluster, &id, "the open tunnel", sent);
     assert_eq!(metered, sent, "the open tunnel's bytes, metered once");
     let connections = seen.lock().unwrap().connections;
     ok(
@@ -762,13 +763,7 @@ fn plain_http_through_the_proxy_reaches_an_endpoint() {
     ]);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("upstream-ok /orders?id=7"), "{body}");
-    let mut metered = 0;
-    wait_until("bytes_processed to count the request", 30, || {
-        metered = endpoint(&s, &key, &cluster, &id)["bytes_processed"]
-            .as_i64()
-            .unwrap();
-        metered > 0
-    });
+    wait_metered(&s, &key, &cluster, &id, "the request", 1);
     // Another port of the endpoint's name is refused with the reason.
     let (code, body) = curl(&[
         "-sS",
