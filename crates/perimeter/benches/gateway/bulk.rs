@@ -33,6 +33,7 @@ pub(crate) fn connect_std(
     Ok(())
 }
 
+#[derive(Default)]
 pub(crate) struct Bulk {
     pub(crate) bytes: u64,
     pub(crate) secs: f64,
@@ -41,6 +42,43 @@ pub(crate) struct Bulk {
     pub(crate) bench_cpu: f64,
     /// Share of the machine's CPU time that was busy, 0..1.
     pub(crate) busy: f64,
+}
+
+impl Bulk {
+    /// Add `other`'s bytes, time and CPU to these (the busy share weighted by time).
+    fn merge(&mut self, other: &Bulk) {
+        let secs = self.secs + other.secs;
+        if secs > 0.0 {
+            self.busy = (self.busy * self.secs + other.busy * other.secs) / secs;
+        }
+        self.bytes += other.bytes;
+        self.secs = secs;
+        self.proxy_cpu += other.proxy_cpu;
+        self.bench_cpu += other.bench_cpu;
+    }
+}
+
+/// One round of bulk runs for the contenders in `order` (indexes into the result), `total`
+/// bytes each, in `segments` uploads of a connection each, interleaved (A B C, A B C, ...):
+/// a slow spell of a noisy neighbour then falls on all of them rather than on one. `run(i,
+/// bytes)` uploads `bytes` for contender `i`; each contender's result sums its segments.
+pub(crate) fn interleaved(
+    order: &[usize],
+    total: u64,
+    segments: u64,
+    mut run: impl FnMut(usize, u64) -> Bulk,
+) -> Vec<Bulk> {
+    let mut sums: Vec<Bulk> = order.iter().map(|_| Bulk::default()).collect();
+    let each = (total / segments).max(1);
+    let mut left = total;
+    while left > 0 {
+        let bytes = each.min(left);
+        for &i in order {
+            sums[i].merge(&run(i, bytes));
+        }
+        left -= bytes;
+    }
+    sums
 }
 
 /// Upload `total` bytes through `via` to the bulk sink.

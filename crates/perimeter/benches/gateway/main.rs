@@ -31,7 +31,10 @@
 //!     7-byte TLS alert back from the sink. The gateway checks the SNI against the name; the
 //!     bench makes sure a mismatch closes the tunnel before it measures.
 //! - **Bulk**: MiB/s through one tunnel (the client uploads, the sink discards) and the proxy's
-//!   CPU per GiB, with one congestion control for all three: the gateway alone switches its
+//!   CPU per GiB. A round's `BENCH_BULK_MIB` per contender goes in `BENCH_BULK_SEGMENTS`
+//!   (default 8) uploads of a connection each, interleaved across the contenders (A B C, A B C,
+//!   ...), so a neighbour's slow spell falls on all of them rather than on one; each
+//!   contender's round figure sums its segments. One congestion control for all three: the gateway alone switches its
 //!   sockets sending to a loopback peer from `bbr` to `cubic` (`unpaced_on_loopback` in the
 //!   relay), so on a `bbr` host the bench sets `net.ipv4.tcp_congestion_control` to `cubic` for
 //!   these runs (and puts the host's back after each, on exit, on a panic and on SIGINT/SIGTERM).
@@ -69,9 +72,9 @@
 //!
 //! `cargo bench -p perimeter --bench gateway` (as root: Squid's install, the congestion control,
 //! descriptors). Environment: `BENCH_ROUNDS` (default 5), `BENCH_TUNNEL_SECS` (default 3; 0
-//! skips tunnels), `BENCH_BULK_MIB` (default 4096; 0 skips bulk), `BENCH_RULES` (default
-//! 100000), `BENCH_IDLE_TUNNELS` (default 10000; 0 skips), `BENCH_SQUID_ACCESS_LOG=0` (Squid
-//! without its access log).
+//! skips tunnels), `BENCH_BULK_MIB` (default 4096; 0 skips bulk), `BENCH_BULK_SEGMENTS`
+//! (default 8), `BENCH_RULES` (default 100000), `BENCH_IDLE_TUNNELS` (default 10000; 0 skips),
+//! `BENCH_SQUID_ACCESS_LOG=0` (Squid without its access log).
 
 mod api;
 mod bulk;
@@ -92,7 +95,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bulk::{bulk, bulk_to};
+use crate::bulk::{bulk, bulk_to, interleaved};
 use crate::cc::BulkSetup;
 use crate::cleanup::{CLEANUP, cleanup_on_signal, raise_nofile};
 use crate::clients::{PathKind, Via, dests, tunnels};
@@ -154,6 +157,7 @@ fn main() {
         return;
     }
     let bulk_bytes = env_u64("BENCH_BULK_MIB", 4096) * 1024 * 1024;
+    let segments = env_u64("BENCH_BULK_SEGMENTS", 8).max(1);
     let tunnel_secs = env_u64("BENCH_TUNNEL_SECS", 3) as f64;
     let rounds = env_u64("BENCH_ROUNDS", 5).max(1) as usize;
     let rules = env_u64("BENCH_RULES", 100_000).max(1);
@@ -258,30 +262,34 @@ fn main() {
             // Same congestion control for all; then the host's, where the tweak engages.
             if bulk_setup.same().is_some() {
                 let set = bulk_setup.override_for_bulk();
-                // The forwarder takes its turn in the order too (slot `n`), so it is not
-                // always the last run of a round.
+                // The forwarder takes its turn in the order too (slot `n`).
                 let slots = n + usize::from(forwarder.is_some());
-                for i in (0..slots).map(|i| (i + round) % slots) {
-                    if let (true, Some(target)) = (i == n, &forwarder) {
-                        eprint!(" bulk-same forwarder");
-                        let via = Via::Proxy(p.proxy);
-                        let b = bulk_to(via, sinks.bulk, target, bulk_bytes, Some(&p.gateway));
-                        forwarder_figs.bulk_same.add(&b);
-                        continue;
+                let order: Vec<usize> = (0..slots).map(|i| (i + round) % slots).collect();
+                eprint!(" bulk-same");
+                let sums = interleaved(&order, bulk_bytes, segments, |i, bytes| {
+                    match (i == n, &forwarder) {
+                        (true, Some(target)) => {
+                            let via = Via::Proxy(p.proxy);
+                            bulk_to(via, sinks.bulk, target, bytes, Some(&p.gateway))
+                        }
+                        _ => bulk(cs[i].via, sinks.bulk, bytes, cs[i].proc_),
                     }
-                    let c = &mut cs[i];
-                    eprint!(" bulk-same {}", c.name);
-                    let b = bulk(c.via, sinks.bulk, bulk_bytes, c.proc_);
-                    c.figs.bulk_same.add(&b);
+                });
+                for (i, b) in sums.iter().enumerate() {
+                    match cs.get_mut(i) {
+                        Some(c) => c.figs.bulk_same.add(b),
+                        None => forwarder_figs.bulk_same.add(b),
+                    }
                 }
                 drop(set);
             }
             if bulk_setup.set_cc.is_some() || bulk_setup.same().is_none() {
-                for &i in &order {
-                    let c = &mut cs[i];
-                    eprint!(" bulk-host {}", c.name);
-                    let b = bulk(c.via, sinks.bulk, bulk_bytes, c.proc_);
-                    c.figs.bulk_host.add(&b);
+                eprint!(" bulk-host");
+                let sums = interleaved(&order, bulk_bytes, segments, |i, bytes| {
+                    bulk(cs[i].via, sinks.bulk, bytes, cs[i].proc_)
+                });
+                for (c, b) in cs.iter_mut().zip(&sums) {
+                    c.figs.bulk_host.add(b);
                 }
             }
         }
@@ -327,6 +335,7 @@ fn main() {
             rules_load: p.rules_load,
             ready,
             bulk_mib: bulk_bytes >> 20,
+            bulk_segments: segments,
             tunnel_secs,
             rounds,
             bulk: bulk_setup,

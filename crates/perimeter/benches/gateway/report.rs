@@ -68,6 +68,8 @@ pub(crate) struct Setting {
     pub(crate) rules_load: Duration,
     pub(crate) ready: Duration,
     pub(crate) bulk_mib: u64,
+    /// Interleaved uploads a contender's bulk run is made of.
+    pub(crate) bulk_segments: u64,
     pub(crate) tunnel_secs: f64,
     pub(crate) rounds: usize,
     pub(crate) bulk: BulkSetup,
@@ -121,8 +123,8 @@ impl Report<'_> {
             "gateway bench: {} cores; {} FQDN rules (one names the sinks) + 1 CIDR rule \
              (127.0.0.0/8), DEFAULT_DENY; gateway --worker-threads 1 and Squid workers 1, \
              decision log and access log on; {CLIENTS} clients x {} s per tunnel run; bulk {} \
-             MiB per run; medians of {} rounds",
-            s.cores, s.rules, s.tunnel_secs, s.bulk_mib, s.rounds
+             MiB per run, in {} interleaved uploads; medians of {} rounds",
+            s.cores, s.rules, s.tunnel_secs, s.bulk_mib, s.bulk_segments, s.rounds
         );
         println!(
             "rules loaded through the API in {:.1} s ({:.0} rules/s, {RULE_CONCURRENCY} \
