@@ -82,7 +82,8 @@ pub struct GatewayArgs {
     /// Longest long-poll wait asked of the control plane, in seconds.
     #[arg(long, default_value_t = 25)]
     pub poll_wait_seconds: u64,
-    /// How often decision counts are pushed to the control plane, in milliseconds.
+    /// How often decision counts are pushed to the control plane, in milliseconds; the bytes of
+    /// open private endpoint connections are metered at each push.
     #[arg(long, default_value_t = 5000)]
     pub decisions_push_ms: u64,
     #[command(flatten)]

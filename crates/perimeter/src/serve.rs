@@ -83,7 +83,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_console: bool,
     /// How often the embedded gateways push their decision counts (what `egress-decisions`
-    /// and the console's live decisions show), in milliseconds.
+    /// and the console's live decisions show), in milliseconds; the bytes of open private
+    /// endpoint connections are metered at each push.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub decisions_push_ms: u64,
     /// Run no gateways in this process (deployments that run `perimeter gateway` processes).

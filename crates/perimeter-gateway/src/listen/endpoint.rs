@@ -392,7 +392,6 @@ pub(crate) async fn preamble(
     }
 }
 
-/// How often the bytes of a connection in flight are metered.
 /// The client left before the connection was forwarded: the routing stands, nothing moved.
 pub(crate) fn abandon(mut draft: Draft) {
     draft.rule = None;

@@ -69,14 +69,14 @@ pub(crate) fn interleaved(
     mut run: impl FnMut(usize, u64) -> Bulk,
 ) -> Vec<Bulk> {
     let mut sums: Vec<Bulk> = order.iter().map(|_| Bulk::default()).collect();
-    let each = (total / segments).max(1);
-    let mut left = total;
-    while left > 0 {
-        let bytes = each.min(left);
+    // Exactly `segments` uploads (at most one per byte), their sizes within a byte of each other.
+    let segments = segments.clamp(1, total.max(1));
+    let upto = |k: u64| (u128::from(total) * u128::from(k) / u128::from(segments)) as u64;
+    for k in 0..segments {
+        let bytes = upto(k + 1) - upto(k);
         for &i in order {
             sums[i].merge(&run(i, bytes));
         }
-        left -= bytes;
     }
     sums
 }

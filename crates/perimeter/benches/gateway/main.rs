@@ -34,10 +34,10 @@
 //!   CPU per GiB. A round's `BENCH_BULK_MIB` per contender goes in `BENCH_BULK_SEGMENTS`
 //!   (default 8) uploads of a connection each, interleaved across the contenders (A B C, A B C,
 //!   ...), so a neighbour's slow spell falls on all of them rather than on one; each
-//!   contender's round figure sums its segments. One congestion control for all three: the gateway alone switches its
-//!   sockets sending to a loopback peer from `bbr` to `cubic` (`unpaced_on_loopback` in the
-//!   relay), so on a `bbr` host the bench sets `net.ipv4.tcp_congestion_control` to `cubic` for
-//!   these runs (and puts the host's back after each, on exit, on a panic and on SIGINT/SIGTERM).
+//!   contender's round figure sums its segments. One congestion control for all three: the
+//!   gateway alone switches its sockets sending to a loopback peer from `bbr` to `cubic`
+//!   (`unpaced_on_loopback` in the relay), so on a `bbr` host the bench sets
+//!   `net.ipv4.tcp_congestion_control` to `cubic` for these runs (and puts the host's back after each, on exit, on a panic and on SIGINT/SIGTERM).
 //!   Every socket then runs `cubic` and the tweak has nothing to do. The same runs under the
 //!   host's own setting show the tweak's effect, printed on a line of its own and never in the
 //!   ratio.
