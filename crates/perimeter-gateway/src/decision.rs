@@ -17,6 +17,8 @@ use crate::control_plane::{ControlPlane, ControlPlaneError};
 
 mod live;
 
+pub(crate) use live::ByteCounters;
+
 /// Tracing target of decision events.
 pub const DECISION_TARGET: &str = "perimeter::decision";
 
@@ -421,6 +423,29 @@ impl DecisionSink {
         }
     }
 
+    /// Meter the bytes `counters` count for `endpoint` of `cluster`: at every sweep
+    /// ([`DecisionSink::sweep_meters`]) while the returned guard lives, and the rest when it is
+    /// dropped.
+    pub(crate) fn meter_live(
+        self: &Arc<Self>,
+        cluster: &str,
+        endpoint: &str,
+        counters: Arc<dyn ByteCounters>,
+    ) -> Metered {
+        let id = self.live.register(cluster, endpoint, counters);
+        Metered {
+            sink: self.clone(),
+            id,
+        }
+    }
+
+    /// Meter what every live connection moved since the last sweep.
+    pub fn sweep_meters(&self) {
+        for m in self.live.sweep() {
+            self.meter_endpoint(&m.cluster, &m.endpoint, m.up, m.down);
+        }
+    }
+
     /// Take the endpoint bytes metered since the last call.
     pub fn drain_endpoint_bytes(&self) -> Vec<EndpointBytes> {
         let mut bytes = self
@@ -441,6 +466,23 @@ impl DecisionSink {
             .unwrap_or_else(|p| p.into_inner());
         for b in back {
             *bytes.entry(b.endpoint_id).or_default() += b.bytes;
+        }
+    }
+}
+
+/// A connection metered while it lives ([`DecisionSink::meter_live`]); dropped, it meters what
+/// is left and leaves the sweep.
+#[must_use = "dropping it ends the metering"]
+pub(crate) struct Metered {
+    sink: Arc<DecisionSink>,
+    id: u64,
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(m) = self.sink.live.end(self.id) {
+            self.sink
+                .meter_endpoint(&m.cluster, &m.endpoint, m.up, m.down);
         }
     }
 }

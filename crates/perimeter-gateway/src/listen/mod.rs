@@ -61,9 +61,6 @@ pub use own::OwnAddresses;
 pub use private_ingress::serve_private_ingress;
 pub use proxy::serve;
 pub use refusal::{Party, Refusal, Why};
-pub(crate) use relay::Activity;
-#[cfg(test)]
-pub(crate) use relay::Direction;
 pub use target::{Target, TargetHost};
 pub use transparent::serve_transparent;
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Stop;
+use crate::decision::ByteCounters;
 use crate::listen::revoke::{Revocation, Revoked};
 
 /// Bytes each way and the time of the last byte, shared by both halves of a relay.
@@ -74,6 +75,17 @@ impl Activity {
     pub(crate) fn idle_for(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// What the decision sink reads of a connection to a private endpoint while it lives.
+impl ByteCounters for Activity {
+    fn up(&self) -> u64 {
+        Activity::up(self)
+    }
+
+    fn down(&self) -> u64 {
+        Activity::down(self)
     }
 }
 
