@@ -13,7 +13,8 @@ use crate::workload::BULK;
 pub(crate) struct Bulk {
     pub(crate) bytes: u64,
     pub(crate) secs: f64,
-    /// CPU seconds of `perimeter serve` (its embedded gateway relays the ingress run).
+    /// CPU seconds of the relay's process (`perimeter serve`, whose embedded gateway relays
+    /// the ingress run, or HAProxy).
     pub(crate) gateway_cpu: f64,
     /// This process (client and workload).
     pub(crate) bench_cpu: f64,
@@ -46,7 +47,8 @@ pub(crate) fn bulk(to: SocketAddr, total: u64, gateway: &Proc) -> Bulk {
         let log = gateway.log_text();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
         panic!(
-            "the workload's byte count after {sent} bytes to {to}: {e}; serve's log ends:\n{tail:#?}"
+            "the workload's byte count after {sent} bytes to {to}: {e}; {}'s log ends:\n{tail:#?}",
+            gateway.name
         );
     }
     let secs = start.elapsed().as_secs_f64();

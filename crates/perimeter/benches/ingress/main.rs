@@ -30,17 +30,25 @@
 //!   behind other clients); p50 and p99, and the p50 the ingress listener adds. Target: at most
 //!   50 µs added at p50.
 //!
+//! **The reference relay.** HAProxy, the best-known TCP proxy, runs beside them as a third
+//! path (`haproxy.rs`): the same allowlist as an ACL checked on every connection, one thread per
+//! core (as the gateway's accept loops), `splice(2)` with 1 MiB pipes (as the gateway), a log
+//! line per connection. Its figures and the ingress listener's against them are printed on
+//! their own lines, never in a target: they show what any relay adds on this machine. Installed
+//! with apt-get when missing (as root); `BENCH_HAPROXY=0`, or no way to run it, leaves it out.
+//!
 //! Every process started here is killed on exit; traffic stays on loopback; every wait is
 //! bounded (a setup run by `BENCH_SETUP_SECS`, default 60).
 //!
-//! Modules: `serve` starts and sets up `perimeter serve`, `workload` answers, `bulk` and
-//! `connects` measure, `report` prints figures, comparisons and targets. `api`, `cc`,
+//! Modules: `serve` starts and sets up `perimeter serve`, `haproxy` the reference, `workload`
+//! answers, `bulk` and `connects` measure, `report` prints figures, comparisons and targets. `api`, `cc`,
 //! `cleanup`, `procs` and `stats` are the gateway bench's (`benches/gateway`).
 //!
 //! `cargo bench -p perimeter --bench ingress` (as root, for the congestion control).
 //! Environment: `BENCH_ROUNDS` (default 5), `BENCH_BULK_MIB` (default 2048; 0 skips bulk),
 //! `BENCH_SETUPS` (default 5000; 0 skips setups), `BENCH_SETUP_CLIENTS` (default 1),
-//! `BENCH_SETUP_SECS` (default 60), `BENCH_ALLOWLIST` (default 1000, at most 65,537).
+//! `BENCH_SETUP_SECS` (default 60), `BENCH_ALLOWLIST` (default 1000, at most 65,537),
+//! `BENCH_HAPROXY` (0 leaves the reference out).
 
 // Shared with the gateway bench, which uses all of each; this one leaves some of it unused.
 #[allow(dead_code)]
@@ -60,6 +68,7 @@ mod stats;
 
 mod bulk;
 mod connects;
+mod haproxy;
 mod report;
 mod serve;
 mod workload;
@@ -71,6 +80,8 @@ use crate::bulk::bulk;
 use crate::cc::BulkSetup;
 use crate::cleanup::{CLEANUP, cleanup_on_signal};
 use crate::connects::{setup_once, setups};
+use crate::haproxy::{haproxy_binary, start_haproxy};
+use crate::procs::Proc;
 use crate::report::{Figures, Setting};
 use crate::serve::start_ingress;
 use crate::workload::start_workload;
@@ -83,13 +94,14 @@ const ALLOWLIST_CONCURRENCY: usize = 32;
 const SOURCES: u8 = 8;
 /// Setups made before each timed run, not timed.
 const WARM_UP: u64 = 200;
-const ENV: [&str; 6] = [
+const ENV: [&str; 7] = [
     "BENCH_ROUNDS",
     "BENCH_BULK_MIB",
     "BENCH_SETUPS",
     "BENCH_SETUP_CLIENTS",
     "BENCH_SETUP_SECS",
     "BENCH_ALLOWLIST",
+    "BENCH_HAPROXY",
 ];
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -164,38 +176,63 @@ fn main() {
     wait_echoed("the workload", workload, &serve_log);
     wait_echoed("the sql ingress listener", ing.sql, &serve_log);
 
+    // The reference relay, unless BENCH_HAPROXY=0 or it cannot run here.
+    let haproxy = if std::env::var("BENCH_HAPROXY").as_deref() == Ok("0") {
+        Err("BENCH_HAPROXY=0".to_string())
+    } else {
+        let threads = cores.max(1);
+        haproxy_binary()
+            .and_then(|bin| start_haproxy(dir, &bin, workload, entries, threads))
+            .inspect(|(p, addr)| wait_echoed("haproxy", *addr, &|| p.log_text()))
+    };
+    if let Err(e) = &haproxy {
+        eprintln!("bench: haproxy: SKIPPED: {e}");
+    }
+
     let bulk_setup = BulkSetup::new();
-    let paths = [("direct", workload), ("ingress", ing.sql)];
-    let mut figs = [Figures::default(), Figures::default()];
+    // Each path and the process whose CPU time is counted for it (on the direct path, serve's:
+    // what it spends idle beside the run).
+    let mut paths: Vec<(&str, SocketAddr, &Proc)> = vec![
+        ("direct", workload, &ing.serve),
+        ("ingress", ing.sql, &ing.serve),
+    ];
+    if let Ok((proc, addr)) = &haproxy {
+        paths.push(("haproxy", *addr, proc));
+    }
+    let mut figs: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for round in 0..rounds {
         eprint!("bench: round {}/{rounds}:", round + 1);
-        // The order turns each round, so neither path always runs first.
-        let order = [round % 2, (round + 1) % 2];
+        // The order turns each round, so no path always runs first.
+        let order: Vec<usize> = (0..paths.len())
+            .map(|k| (round + k) % paths.len())
+            .collect();
         if bulk_bytes > 0 {
-            // Both on one congestion control where it can be set (restored when dropped).
+            // All on one congestion control where it can be set (restored when dropped).
             let set = bulk_setup
                 .same()
                 .and_then(|_| bulk_setup.override_for_bulk());
             for &i in &order {
-                let (name, to) = paths[i];
+                let (name, to, proc) = paths[i];
                 eprint!(" bulk {name}");
-                figs[i].bulk.add(&bulk(to, bulk_bytes, &ing.serve));
+                figs[i].bulk.add(&bulk(to, bulk_bytes, proc));
             }
             drop(set);
         }
         if count > 0 {
             for &i in &order {
-                let (name, to) = paths[i];
+                let (name, to, proc) = paths[i];
                 eprint!(" setups {name}");
                 let _ = setups(to, WARM_UP.min(count), clients, setup_secs, None);
                 figs[i]
                     .setups
-                    .add(setups(to, count, clients, setup_secs, Some(&ing.serve)));
+                    .add(setups(to, count, clients, setup_secs, Some(proc)));
             }
         }
         eprintln!();
     }
-    let [direct, ingress] = figs;
+    let mut figs = figs.into_iter();
+    let (direct, ingress) = (figs.next().unwrap(), figs.next().unwrap());
+    let reference = figs.next();
     report::print(
         &Setting {
             command,
@@ -211,7 +248,9 @@ fn main() {
         },
         &direct,
         &ingress,
+        reference.as_ref(),
     );
+    drop(haproxy);
     drop(ing);
     drop(rt);
     drop(tmp);

@@ -80,7 +80,10 @@ const SETUP_TARGET_US: f64 = 50.0;
 /// Smallest bulk rate through the ingress listener, as a share of direct.
 const BULK_TARGET: f64 = 0.9;
 
-pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
+/// Print the run: `direct` and `ingress` always, and HAProxy's column (`reference`) when it
+/// ran. Targets compare the ingress listener with direct; HAProxy's figures are reported beside
+/// them, never folded into a target.
+pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference: Option<&Figures>) {
     let med = |v: &Vec<f64>| median(v.clone());
     let cell = |v: &Vec<f64>, prec: usize| {
         if v.is_empty() {
@@ -89,8 +92,12 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
             format!("{:>12.*}", prec, med(v))
         }
     };
-    let row = |label: &str, d: String, i: String, r: String| {
-        println!("{label:<36}{d}{i}  {r}");
+    // The reference's cell of a figure (`pick` chooses it), or nothing without HAProxy.
+    let third = |pick: &dyn Fn(&Figures) -> &Vec<f64>, prec: usize| {
+        reference.map(|r| cell(pick(r), prec)).unwrap_or_default()
+    };
+    let row = |label: &str, d: String, i: String, h: String, r: String| {
+        println!("{label:<36}{d}{i}{h}  {r}");
     };
     let b = &s.bulk;
     let bulk_cc = b.same().map(str::to_string);
@@ -129,8 +136,15 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
     );
     println!();
     println!(
-        "{:<36}{:>12}{:>12}  median of per-round ingress vs direct",
-        "", "direct", "ingress"
+        "{:<36}{:>12}{:>12}{}  median of per-round ingress vs direct",
+        "",
+        "direct",
+        "ingress",
+        if reference.is_some() {
+            format!("{:>12}", "haproxy")
+        } else {
+            String::new()
+        }
     );
     let have_bulk = !direct.bulk.mibs.is_empty();
     let bulk_ratio = ratio(&ingress.bulk.mibs, &direct.bulk.mibs);
@@ -141,24 +155,28 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
             "  MiB/s",
             cell(&direct.bulk.mibs, 0),
             cell(&ingress.bulk.mibs, 0),
+            third(&|f| &f.bulk.mibs, 0),
             format!("{bulk_ratio:.2}x direct"),
         );
         row(
-            "  perimeter serve CPU s per GiB",
+            "  relay process CPU s per GiB",
             cell(&direct.bulk.gateway_cpu_per_gib, 3),
             cell(&ingress.bulk.gateway_cpu_per_gib, 3),
+            third(&|f| &f.bulk.gateway_cpu_per_gib, 3),
             "(direct: serve idle beside the run)".into(),
         );
         row(
             "  client+workload CPU s per GiB",
             cell(&direct.bulk.bench_cpu_per_gib, 3),
             cell(&ingress.bulk.bench_cpu_per_gib, 3),
+            third(&|f| &f.bulk.bench_cpu_per_gib, 3),
             String::new(),
         );
         row(
             "  machine busy %",
             cell(&direct.bulk.busy, 0),
             cell(&ingress.bulk.busy, 0),
+            third(&|f| &f.bulk.busy, 0),
             String::new(),
         );
     }
@@ -183,43 +201,54 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
             "  p50 µs",
             cell(&direct.setups.p50_us, 1),
             cell(&ingress.setups.p50_us, 1),
+            third(&|f| &f.setups.p50_us, 1),
             format!("{:+.1} µs", med(&p50_added)),
         );
         row(
             "  p99 µs",
             cell(&direct.setups.p99_us, 1),
             cell(&ingress.setups.p99_us, 1),
+            third(&|f| &f.setups.p99_us, 1),
             format!("{:+.1} µs", med(&p99_added)),
         );
         row(
-            "  perimeter serve CPU µs per setup",
+            "  relay process CPU µs per setup",
             cell(&direct.setups.gateway_us, 1),
             cell(&ingress.setups.gateway_us, 1),
+            third(&|f| &f.setups.gateway_us, 1),
             "(direct: serve idle beside the run)".into(),
         );
         row(
             "  client+workload CPU µs per setup",
             cell(&direct.setups.bench_us, 1),
             cell(&ingress.setups.bench_us, 1),
+            third(&|f| &f.setups.bench_us, 1),
             String::new(),
         );
         row(
             "  machine busy %",
             cell(&direct.setups.busy, 0),
             cell(&ingress.setups.busy, 0),
+            third(&|f| &f.setups.busy, 0),
             String::new(),
         );
         row(
             "  setups measured per run",
             cell(&direct.setups.done, 0),
             cell(&ingress.setups.done, 0),
+            third(&|f| &f.setups.done, 0),
             String::new(),
         );
         println!(
-            "{:<36}{:>12}{:>12}",
-            "  setup errors", direct.setups.errors, ingress.setups.errors
+            "{:<36}{:>12}{:>12}{}",
+            "  setup errors",
+            direct.setups.errors,
+            ingress.setups.errors,
+            reference
+                .map(|r| format!("{:>12}", r.setups.errors))
+                .unwrap_or_default()
         );
-        for (name, f) in [("direct", direct), ("ingress", ingress)] {
+        for (name, f) in named(direct, ingress, reference) {
             if let Some(e) = &f.setups.first_error {
                 println!("  first {name} setup error: {e}");
             }
@@ -233,7 +262,7 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
             .join(" ")
     };
     println!("per round:");
-    for (name, f) in [("direct", direct), ("ingress", ingress)] {
+    for (name, f) in named(direct, ingress, reference) {
         println!(
             "  {name:<8} bulk MiB/s [{}]  serve CPU s/GiB [{}]  setup p50 µs [{}]  p99 µs [{}]",
             list(&f.bulk.mibs, 0),
@@ -256,6 +285,47 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
         ),
         list(&p50_added, 1)
     );
+    if let Some(h) = reference {
+        println!(
+            "  haproxy/direct bulk [{}]  setup p50 added µs [{}]",
+            list(&per_round(&h.bulk.mibs, &direct.bulk.mibs, |h, d| h / d), 2),
+            list(
+                &per_round(&h.setups.p50_us, &direct.setups.p50_us, |h, d| h - d),
+                1
+            )
+        );
+    }
+
+    if let Some(h) = reference {
+        println!();
+        println!(
+            "reference, not a target: HAProxy (same allowlist as an ACL, one thread per core, \
+             splice, a log line per connection)"
+        );
+        if have_bulk {
+            println!(
+                "  bulk: haproxy {:.2}x direct; ingress {:.2}x haproxy; relay CPU per GiB, \
+                 ingress vs haproxy: {:.2}x",
+                ratio(&h.bulk.mibs, &direct.bulk.mibs),
+                ratio(&ingress.bulk.mibs, &h.bulk.mibs),
+                ratio(
+                    &ingress.bulk.gateway_cpu_per_gib,
+                    &h.bulk.gateway_cpu_per_gib
+                ),
+            );
+        }
+        if have_setups {
+            let h_added = per_round(&h.setups.p50_us, &direct.setups.p50_us, |h, d| h - d);
+            let vs = per_round(&ingress.setups.p50_us, &h.setups.p50_us, |i, h| i - h);
+            println!(
+                "  setup: haproxy adds {:+.1} µs at p50; ingress {:+.1} µs vs haproxy; relay CPU \
+                 per setup, ingress vs haproxy: {:.2}x",
+                med(&h_added),
+                med(&vs),
+                ratio(&ingress.setups.gateway_us, &h.setups.gateway_us),
+            );
+        }
+    }
 
     println!();
     println!("targets:");
@@ -289,4 +359,20 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures) {
             ),
         );
     }
+}
+
+/// The paths that ran, by name.
+fn named<'a>(
+    direct: &'a Figures,
+    ingress: &'a Figures,
+    reference: Option<&'a Figures>,
+) -> Vec<(&'static str, &'a Figures)> {
+    let mut v = vec![("direct", direct), ("ingress", ingress)];
+    v.extend(reference.map(|r| ("haproxy", r)));
+    v
+}
+
+/// `f` of each round's pair of figures.
+fn per_round(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect()
 }

@@ -24,15 +24,25 @@ pub(crate) struct Ingress {
     pub(crate) propagated: Duration,
 }
 
-/// The allowlist entry `i` of `n`: `10.x.y.0/24` for all but the last, which is `127.0.0.0/8`
-/// (the bench's clients). All of them open the `sql` listener.
-fn entry(i: u64, n: u64) -> Value {
+/// The network of allowlist entry `i` of `n` (address, mask): `10.x.y.0/24` for all but the
+/// last, which is `127.0.0.0/8` (the bench's clients). HAProxy's ACL file lists the same.
+pub(crate) fn entry_cidr(i: u64, n: u64) -> (String, u8) {
     if i + 1 == n {
-        return json!({"cidr_ip": "127.0.0.0", "cidr_mask": 8, "name": "bench clients",
+        ("127.0.0.0".into(), 8)
+    } else {
+        (format!("10.{}.{}.0", i / 256, i % 256), 24)
+    }
+}
+
+/// The allowlist entry `i` of `n` ([`entry_cidr`]). All of them open the `sql` listener.
+fn entry(i: u64, n: u64) -> Value {
+    let (ip, mask) = entry_cidr(i, n);
+    if i + 1 == n {
+        return json!({"cidr_ip": ip, "cidr_mask": mask, "name": "bench clients",
             "sql": true, "ui": false});
     }
-    json!({"cidr_ip": format!("10.{}.{}.0", i / 256, i % 256), "cidr_mask": 24,
-        "name": format!("office-{i:05}"), "sql": true, "ui": i.is_multiple_of(2)})
+    json!({"cidr_ip": ip, "cidr_mask": mask, "name": format!("office-{i:05}"), "sql": true,
+        "ui": i.is_multiple_of(2)})
 }
 
 /// Poll `what` every 50 ms until it returns `Some`, for `secs` at most.
