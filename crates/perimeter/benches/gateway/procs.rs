@@ -158,3 +158,28 @@ pub(crate) fn is_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
+
+/// The program `bin`, installed from Debian's `package` (`apt-get install`) when it is missing
+/// and this runs as root.
+pub(crate) fn installed(bin: &str, package: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(bin);
+    if path.exists() {
+        return Ok(path);
+    }
+    if !is_root() {
+        return Err(format!(
+            "{bin} is missing and this is not root: apt-get install {package}"
+        ));
+    }
+    eprintln!("bench: installing {package} (apt-get install -y {package}) ...");
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match st {
+        Ok(s) if s.success() && path.exists() => Ok(path),
+        _ => Err(format!("apt-get install {package} failed")),
+    }
+}

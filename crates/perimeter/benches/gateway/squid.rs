@@ -2,32 +2,13 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::procs::{Proc, free_port, is_root};
+use crate::procs::{Proc, free_port, installed};
 
 pub(crate) fn squid_binary() -> Result<PathBuf, String> {
-    let bin = PathBuf::from("/usr/sbin/squid");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    if !is_root() {
-        return Err(
-            "/usr/sbin/squid is missing and this is not root: apt-get install squid".into(),
-        );
-    }
-    eprintln!("bench: installing squid (apt-get install -y squid) ...");
-    let st = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "squid"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match st {
-        Ok(s) if s.success() && bin.exists() => Ok(bin),
-        _ => Err("apt-get install squid failed".into()),
-    }
+    installed("/usr/sbin/squid", "squid")
 }
 
 pub(crate) fn start_squid(

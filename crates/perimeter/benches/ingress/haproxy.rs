@@ -11,36 +11,15 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::procs::{Proc, free_port, is_root};
+use crate::procs::{Proc, free_port, installed};
 use crate::serve::entry_cidr;
-
-const BINARY: &str = "/usr/sbin/haproxy";
 
 /// HAProxy's binary, installed (`apt-get install haproxy`) when missing and this is root.
 pub(crate) fn haproxy_binary() -> Result<PathBuf, String> {
-    let bin = PathBuf::from(BINARY);
-    if bin.exists() {
-        return Ok(bin);
-    }
-    if !is_root() {
-        return Err(format!(
-            "{BINARY} is missing and this is not root: apt-get install haproxy"
-        ));
-    }
-    eprintln!("bench: installing haproxy (apt-get install -y haproxy) ...");
-    let st = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "haproxy"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match st {
-        Ok(s) if s.success() && bin.exists() => Ok(bin),
-        _ => Err("apt-get install haproxy failed".into()),
-    }
+    installed("/usr/sbin/haproxy", "haproxy")
 }
 
 /// Start HAProxy in the foreground with `threads` threads, admitting the `entries` networks of

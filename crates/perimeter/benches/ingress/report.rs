@@ -264,7 +264,7 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference:
     println!("per round:");
     for (name, f) in named(direct, ingress, reference) {
         println!(
-            "  {name:<8} bulk MiB/s [{}]  serve CPU s/GiB [{}]  setup p50 µs [{}]  p99 µs [{}]",
+            "  {name:<8} bulk MiB/s [{}]  relay CPU s/GiB [{}]  setup p50 µs [{}]  p99 µs [{}]",
             list(&f.bulk.mibs, 0),
             list(&f.bulk.gateway_cpu_per_gib, 3),
             list(&f.setups.p50_us, 1),
