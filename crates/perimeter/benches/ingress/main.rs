@@ -41,8 +41,8 @@
 //! bounded (a setup run by `BENCH_SETUP_SECS`, default 60).
 //!
 //! Modules: `serve` starts and sets up `perimeter serve`, `haproxy` the reference, `workload`
-//! answers, `bulk` and `connects` measure, `report` prints figures, comparisons and targets. `api`, `cc`,
-//! `cleanup`, `procs` and `stats` are the gateway bench's (`benches/gateway`).
+//! answers, `bulk` and `connects` measure, `report` prints figures, comparisons and targets.
+//! `api`, `cc`, `cleanup`, `procs` and `stats` are the gateway bench's (`benches/gateway`).
 //!
 //! `cargo bench -p perimeter --bench ingress` (as root, for the congestion control).
 //! Environment: `BENCH_ROUNDS` (default 5), `BENCH_BULK_MIB` (default 2048; 0 skips bulk),
