@@ -6,6 +6,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicU8;
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::libc;
+use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
+use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -27,7 +30,7 @@ const LOOPBACK_CONGESTION_CONTROL: &str = "cubic";
 /// bench). Any other congestion control, and every peer off the host, is left as the host set
 /// it. Best effort: a host without `cubic` keeps its own.
 pub(super) fn unpaced_on_loopback(dst: &TcpStream) {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt::TcpCongestion};
+    use nix::sys::socket::sockopt::TcpCongestion;
     if !dst
         .peer_addr()
         .is_ok_and(|a| a.ip().to_canonical().is_loopback())
@@ -101,6 +104,7 @@ impl Pipe {
             if let Some(r) = revocation.as_deref_mut() {
                 r.check().map_err(Stop::Revoked)?;
             }
+            let mut quiet = Quiet::default();
             while in_pipe > 0 {
                 dst.writable().await.map_err(err)?;
                 match dst.try_io(Interest::WRITABLE, || {
@@ -110,11 +114,71 @@ impl Pipe {
                         activity.add(dir, n as u64);
                         in_pipe -= n;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The destination is full: its reader sets the pace now.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => quiet.hush(src),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(err(e)),
                 }
             }
+            quiet.restore(src);
+        }
+    }
+}
+
+// `SO_RCVLOWAT`, which nix does not name: declared with nix's own macro for options it lacks.
+sockopt_impl!(RcvLowWat, Both, libc::SOL_SOCKET, libc::SO_RCVLOWAT, i32);
+
+/// A source told to wake the relay only once a good part of its receive buffer waits, while
+/// the relay waits for room at the destination.
+///
+/// Each segment arriving at a socket wakes an edge-triggered poller, whether or not anyone
+/// waits to read it. A relay whose destination is full waits for room there, not for the
+/// source, so every segment its source receives meanwhile wakes the thread for nothing (and
+/// costs the sender's kernel a wakeup of it). HAProxy stops polling a source it cannot drain
+/// (`epoll_ctl`); tokio's registration cannot drop one interest, so the source's
+/// `SO_RCVLOWAT` is raised instead, to 3/8 of its receive buffer, and set back to 1 before the
+/// source is read again. Lowering it wakes the poller at once if bytes wait, so nothing stalls
+/// below the mark; the peer's end of stream and a nearly closed window wake it regardless.
+///
+/// Measured in the ingress bench under `strace -f`, 8 GiB to a slower workload: the relaying
+/// thread's `epoll_wait` returns went from 10,016 to 2,481 (HAProxy's: 2,322). A mark of 1/8
+/// or 1/4 of the buffer did little (10,016 and 6,656): that much was usually queued already.
+///
+/// What Linux does with the mark: it caps it at half of `tcp_rmem`'s maximum, and where the
+/// window the mark needs would not fit the buffer (segments whose payload is under 3/8 of
+/// their memory) it grows the buffer to fit and clamps the window at the mark. That happens
+/// only when the mark is above the largest window the buffer allowed, so the clamp is no
+/// smaller than what the socket could advertise before.
+#[derive(Default)]
+struct Quiet {
+    /// Whether the low-water mark was tried (once per wait), and whether it was raised.
+    tried: bool,
+    raised: bool,
+}
+
+impl Quiet {
+    fn hush(&mut self, src: &TcpStream) {
+        if std::mem::replace(&mut self.tried, true) {
+            return;
+        }
+        let Ok(buffer) = getsockopt(src, RcvBuf) else {
+            return;
+        };
+        let lowat = i32::try_from(buffer / 8 * 3).unwrap_or(i32::MAX);
+        if lowat <= 1 {
+            return;
+        }
+        match setsockopt(src, RcvLowWat, &lowat) {
+            Ok(()) => self.raised = true,
+            Err(e) => tracing::debug!(error = %e, "cannot quiet a relay's source"),
+        }
+    }
+
+    fn restore(self, src: &TcpStream) {
+        if self.raised
+            && let Err(e) = setsockopt(src, RcvLowWat, &1)
+        {
+            tracing::debug!(error = %e, "cannot restore a relay's source");
         }
     }
 }

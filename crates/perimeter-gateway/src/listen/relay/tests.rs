@@ -521,3 +521,71 @@ async fn a_relay_holds_little_state() {
     let size = std::mem::size_of_val(&f);
     assert!(size <= 3 * 1024, "the relay's future grew to {size} bytes");
 }
+
+/// While the destination is full, the source's segments do not wake the relay (its low-water
+/// mark is raised); once the relay reads the source again, a few bytes get through at once.
+#[tokio::test]
+async fn a_source_is_quiet_while_its_destination_is_full_and_heard_after() {
+    use super::splice::RcvLowWat;
+    use nix::sys::socket::getsockopt;
+
+    let (client, client_peer) = pair().await;
+    let (upstream, mut upstream_peer) = pair().await;
+    // A second descriptor of the relay's client socket, to read its low-water mark.
+    let client = client.into_std().unwrap();
+    let watched = client.try_clone().unwrap();
+    let client = TcpStream::from_std(client).unwrap();
+    let relayed = tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        Duration::from_secs(30),
+        never(),
+        None,
+    ));
+    let bulk = data(8 * 1024 * 1024, 5);
+    let (mut client_read, mut client_write) = client_peer.into_split();
+    let sent = bulk.clone();
+    let writer = tokio::spawn(async move {
+        client_write.write_all(&sent).await.unwrap();
+        client_write
+    });
+    assert_eq!(getsockopt(&watched, RcvLowWat).unwrap(), 1);
+    // The upstream reads nothing yet: the relay fills it and waits for room, its source quiet.
+    within("the source to be quieted", async {
+        while getsockopt(&watched, RcvLowWat).unwrap() <= 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let mut got = vec![0u8; bulk.len()];
+    within("the bulk upstream", upstream_peer.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert!(got == bulk, "upstream got other bytes");
+    // Four bytes, far below the raised mark: they arrive only if the relay hears its source again.
+    let mut client_write = within("the client's writes", writer).await.unwrap();
+    client_write.write_all(b"tail").await.unwrap();
+    let mut tail = [0u8; 4];
+    within(
+        "the bytes after the bulk",
+        upstream_peer.read_exact(&mut tail),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&tail, b"tail");
+    assert_eq!(getsockopt(&watched, RcvLowWat).unwrap(), 1);
+    // The relay's last end of stream goes out when it closes the socket: no other descriptor
+    // of it may stay open.
+    drop(watched);
+    drop(client_write);
+    drop(upstream_peer);
+    let mut rest = Vec::new();
+    within("the client's end", client_read.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "the upstream sent nothing");
+    let end = within("the relay to end", relayed).await.unwrap();
+    assert!(matches!(end, RelayEnd::Closed), "{end:?}");
+}
