@@ -140,9 +140,10 @@ sockopt_impl!(RcvLowWat, Both, libc::SOL_SOCKET, libc::SO_RCVLOWAT, i32);
 /// source is read again. Lowering it wakes the poller at once if bytes wait, so nothing stalls
 /// below the mark; the peer's end of stream and a nearly closed window wake it regardless.
 ///
-/// Measured in the ingress bench under `strace -f`, 8 GiB to a slower workload: the relaying
-/// thread's `epoll_wait` returns went from 10,016 to 2,481 (HAProxy's: 2,322). A mark of 1/8
-/// or 1/4 of the buffer did little (10,016 and 6,656): that much was usually queued already.
+/// Measured in the ingress bench under `strace -f`, 8 GiB to a slower workload, on the
+/// relaying thread: 8,792 `epoll_wait` returns without the mark (HAProxy's thread in the same
+/// run: 1,297), 2,481 with it. Marks of 1/8 and 1/4 of the buffer did little (10,016 and
+/// 6,656): that much was usually queued already.
 ///
 /// What Linux does with the mark: it caps it at half of `tcp_rmem`'s maximum, and where the
 /// window the mark needs would not fit the buffer (segments whose payload is under 3/8 of
