@@ -73,7 +73,8 @@ pub(crate) struct Setups {
     pub(crate) ns: Vec<u64>,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
-    /// CPU seconds of the process the connections went through (the ingress run's gateway).
+    /// CPU seconds of the process the connections went through (`perimeter serve`, whose
+    /// embedded gateway serves the ingress listener, or HAProxy).
     pub(crate) gateway_cpu: f64,
     /// CPU seconds of this process (clients and workload).
     pub(crate) bench_cpu: f64,

@@ -19,7 +19,7 @@
 //!
 //! - **Bulk**: MiB/s for one connection uploading `BENCH_BULK_MIB` (default 2048) to the
 //!   workload, which discards it and answers the byte count; and `perimeter serve`'s CPU per
-//!   GiB (its POSIX CPU-time clock, user + system). One congestion control for both paths: the
+//!   GiB (its POSIX CPU-time clock, user + system). One congestion control for all paths: the
 //!   gateway alone switches its sockets sending to a loopback peer from `bbr` to `cubic`, so on
 //!   a `bbr` host the bench sets `net.ipv4.tcp_congestion_control` to `cubic` for these runs
 //!   and puts the host's back after them (on exit, on a panic and on SIGINT/SIGTERM too). Target:
@@ -32,10 +32,12 @@
 //!
 //! **The reference relay.** HAProxy, the best-known TCP proxy, runs beside them as a third
 //! path (`haproxy.rs`): the same allowlist as an ACL checked on every connection, one thread per
-//! core (as the gateway's accept loops), `splice(2)` with 1 MiB pipes (as the gateway), a log
-//! line per connection. Its figures and the ingress listener's against them are printed on
-//! their own lines, never in a target: they show what any relay adds on this machine. Installed
-//! with apt-get when missing (as root); `BENCH_HAPROXY=0`, or no way to run it, leaves it out.
+//! core (as the gateway's accept loops), 1 MiB pipes for `splice(2)` (as the gateway), a log
+//! line per connection, and its better splice setting for each measurement (always for bulk,
+//! `splice-auto` for setups: two instances). Its figures and the ingress listener's against
+//! them are printed on their own lines, never in a target: they show what a well-known relay
+//! adds on this machine. Installed with apt-get when missing (as root); `BENCH_HAPROXY=0`, or
+//! no way to run it, leaves it out.
 //!
 //! Every process started here is killed on exit; traffic stays on loopback; every wait is
 //! bounded (a setup run by `BENCH_SETUP_SECS`, default 60).
@@ -80,7 +82,7 @@ use crate::bulk::bulk;
 use crate::cc::BulkSetup;
 use crate::cleanup::{CLEANUP, cleanup_on_signal};
 use crate::connects::{setup_once, setups};
-use crate::haproxy::{haproxy_binary, start_haproxy};
+use crate::haproxy::{Splice, haproxy_binary, haproxy_version, start_haproxy};
 use crate::procs::Proc;
 use crate::report::{Figures, Setting};
 use crate::serve::start_ingress;
@@ -109,6 +111,25 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A path to the workload: its bulk and its setups go to the same address through the same
+/// process, except HAProxy's (an instance for each).
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    name: &'static str,
+    bulk: (SocketAddr, &'a Proc),
+    setups: (SocketAddr, &'a Proc),
+}
+
+impl<'a> Path<'a> {
+    fn one(name: &'static str, to: SocketAddr, proc: &'a Proc) -> Self {
+        Path {
+            name,
+            bulk: (to, proc),
+            setups: (to, proc),
+        }
+    }
 }
 
 /// The client source address `i` (mod [`SOURCES`]): 127.0.0.2-9.
@@ -176,28 +197,38 @@ fn main() {
     wait_echoed("the workload", workload, &serve_log);
     wait_echoed("the sql ingress listener", ing.sql, &serve_log);
 
-    // The reference relay, unless BENCH_HAPROXY=0 or it cannot run here.
+    // The reference relay, unless BENCH_HAPROXY=0 or it cannot run here: one instance for bulk,
+    // one for setups (`haproxy.rs` says why).
     let haproxy = if std::env::var("BENCH_HAPROXY").as_deref() == Ok("0") {
         Err("BENCH_HAPROXY=0".to_string())
     } else {
         let threads = cores.max(1);
-        haproxy_binary()
-            .and_then(|bin| start_haproxy(dir, &bin, workload, entries, threads))
-            .inspect(|(p, addr)| wait_echoed("haproxy", *addr, &|| p.log_text()))
+        haproxy_binary().and_then(|bin| {
+            let start = |splice| start_haproxy(dir, &bin, workload, entries, threads, splice);
+            Ok((
+                start(Splice::Always)?,
+                start(Splice::Auto)?,
+                haproxy_version(&bin),
+            ))
+        })
     };
     if let Err(e) = &haproxy {
         eprintln!("bench: haproxy: SKIPPED: {e}");
     }
 
     let bulk_setup = BulkSetup::new();
-    // Each path and the process whose CPU time is counted for it (on the direct path, serve's:
-    // what it spends idle beside the run).
-    let mut paths: Vec<(&str, SocketAddr, &Proc)> = vec![
-        ("direct", workload, &ing.serve),
-        ("ingress", ing.sql, &ing.serve),
+    // Each path: where its bulk and its setups go, with the process whose CPU time is counted
+    // for them (on the direct path, serve's: what it spends idle beside the run).
+    let mut paths: Vec<Path> = vec![
+        Path::one("direct", workload, &ing.serve),
+        Path::one("ingress", ing.sql, &ing.serve),
     ];
-    if let Ok((proc, addr)) = &haproxy {
-        paths.push(("haproxy", *addr, proc));
+    if let Ok(((bulk_proc, bulk_addr), (setup_proc, setup_addr), _)) = &haproxy {
+        paths.push(Path {
+            name: "haproxy",
+            bulk: (*bulk_addr, bulk_proc),
+            setups: (*setup_addr, setup_proc),
+        });
     }
     let mut figs: Vec<Figures> = paths.iter().map(|_| Figures::default()).collect();
     for round in 0..rounds {
@@ -212,7 +243,11 @@ fn main() {
                 .same()
                 .and_then(|_| bulk_setup.override_for_bulk());
             for &i in &order {
-                let (name, to, proc) = paths[i];
+                let Path {
+                    name,
+                    bulk: (to, proc),
+                    ..
+                } = paths[i];
                 eprint!(" bulk {name}");
                 figs[i].bulk.add(&bulk(to, bulk_bytes, proc));
             }
@@ -220,7 +255,11 @@ fn main() {
         }
         if count > 0 {
             for &i in &order {
-                let (name, to, proc) = paths[i];
+                let Path {
+                    name,
+                    setups: (to, proc),
+                    ..
+                } = paths[i];
                 eprint!(" setups {name}");
                 let _ = setups(to, WARM_UP.min(count), clients, setup_secs, None);
                 figs[i]
@@ -245,6 +284,7 @@ fn main() {
             clients,
             rounds,
             bulk: bulk_setup,
+            haproxy: haproxy.as_ref().ok().map(|(_, _, v)| v.clone()),
         },
         &direct,
         &ingress,

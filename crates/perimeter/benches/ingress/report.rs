@@ -9,8 +9,8 @@ use crate::stats::{check, median, ratio};
 #[derive(Default)]
 pub(crate) struct BulkFigs {
     pub(crate) mibs: Vec<f64>,
-    /// `perimeter serve`'s CPU seconds per GiB (on the direct path: what it spends meanwhile
-    /// without relaying anything).
+    /// The relay's CPU seconds per GiB: `perimeter serve`'s or HAProxy's (on the direct path,
+    /// serve's: what it spends meanwhile without relaying anything).
     pub(crate) gateway_cpu_per_gib: Vec<f64>,
     pub(crate) bench_cpu_per_gib: Vec<f64>,
     pub(crate) busy: Vec<f64>,
@@ -55,7 +55,7 @@ impl SetupFigs {
     }
 }
 
-/// A path's figures: direct to the workload, or through the ingress listener.
+/// A path's figures: direct to the workload, through the ingress listener, or through HAProxy.
 #[derive(Default)]
 pub(crate) struct Figures {
     pub(crate) bulk: BulkFigs,
@@ -73,6 +73,8 @@ pub(crate) struct Setting {
     pub(crate) clients: usize,
     pub(crate) rounds: usize,
     pub(crate) bulk: BulkSetup,
+    /// HAProxy's version line, when it ran.
+    pub(crate) haproxy: Option<String>,
 }
 
 /// Largest p50 added by the ingress listener to a connection's setup, in µs.
@@ -107,7 +109,7 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference:
         "ingress bench: {} cores; perimeter serve (SQLite, embedded gateway) in front of a \
          loopback workload; IP allowlist of {} entries ({} x 10.x.y.0/24 + 127.0.0.0/8, the \
          clients'), loaded through the API in {:.1} s, applied by the gateway {:.1} s later; \
-         bulk {} MiB per run; {} setups per run, {} client thread(s); medians of {} rounds",
+         bulk {} MiB per run; {} setups per run, {} client thread(s); medians of {} rounds{}",
         s.cores,
         s.entries,
         s.entries.saturating_sub(1),
@@ -116,7 +118,11 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference:
         s.bulk_mib,
         s.setups,
         s.clients,
-        s.rounds
+        s.rounds,
+        s.haproxy
+            .as_deref()
+            .map(|v| format!("; reference: {v}"))
+            .unwrap_or_default()
     );
     println!(
         "host TCP congestion control: {} (available: {}); bulk runs on: {}",
@@ -124,8 +130,8 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference:
         b.available.join(" "),
         match (&bulk_cc, &b.unset_why) {
             (Some(cc), _) if b.set_cc.is_some() =>
-                format!("{cc} for both paths (set for those runs, then restored)"),
-            (Some(cc), _) => format!("{cc} for both paths (the host's)"),
+                format!("{cc} for all paths (set for those runs, then restored)"),
+            (Some(cc), _) => format!("{cc} for all paths (the host's)"),
             (None, why) => format!(
                 "the host's {} ({}): the gateway alone sends to loopback on cubic, so no \
                  target is judged on it",
@@ -300,9 +306,16 @@ pub(crate) fn print(s: &Setting, direct: &Figures, ingress: &Figures, reference:
         println!();
         println!(
             "reference, not a target: HAProxy (same allowlist as an ACL, one thread per core, \
-             splice, a log line per connection)"
+             1 MiB pipes, a log line per connection; splicing always for bulk, splice-auto for \
+             setups)"
         );
-        if have_bulk {
+        if have_bulk && bulk_cc.is_none() {
+            println!(
+                "  bulk: not compared (the gateway sends to loopback on cubic, HAProxy on the \
+                 host's {})",
+                b.host_cc
+            );
+        } else if have_bulk {
             println!(
                 "  bulk: haproxy {:.2}x direct; ingress {:.2}x haproxy; relay CPU per GiB, \
                  ingress vs haproxy: {:.2}x",

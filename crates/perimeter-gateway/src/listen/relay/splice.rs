@@ -84,6 +84,7 @@ impl Pipe {
     ) -> Result<(), Stop> {
         let err = |e| Stop::Io(dir, e);
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        let mut quiet = Quiet::default();
         loop {
             let mut in_pipe = loop {
                 src.readable().await.map_err(err)?;
@@ -104,7 +105,6 @@ impl Pipe {
             if let Some(r) = revocation.as_deref_mut() {
                 r.check().map_err(Stop::Revoked)?;
             }
-            let mut quiet = Quiet::default();
             while in_pipe > 0 {
                 dst.writable().await.map_err(err)?;
                 match dst.try_io(Interest::WRITABLE, || {
@@ -145,38 +145,45 @@ sockopt_impl!(RcvLowWat, Both, libc::SOL_SOCKET, libc::SO_RCVLOWAT, i32);
 /// run: 1,297), 2,481 with it. Marks of 1/8 and 1/4 of the buffer did little (10,016 and
 /// 6,656): that much was usually queued already.
 ///
-/// What Linux does with the mark: it caps it at half of `tcp_rmem`'s maximum, and where the
-/// window the mark needs would not fit the buffer (segments whose payload is under 3/8 of
-/// their memory) it grows the buffer to fit and clamps the window at the mark. That happens
-/// only when the mark is above the largest window the buffer allowed, so the clamp is no
-/// smaller than what the socket could advertise before.
+/// What Linux does with the mark: it caps it at half of `tcp_rmem`'s maximum (at half the
+/// buffer, and grows nothing, if the buffer was set by hand), and where the window the mark
+/// needs would not fit the buffer (segments whose payload is under 3/8 of their memory, as on
+/// some NICs) it grows the buffer to fit and clamps the window at the mark. That happens only
+/// when the mark is above the largest window the buffer allowed, so the clamp is no smaller
+/// than what the socket could advertise then; both outlast the wait. So the mark is computed
+/// once per pipe, from the buffer before any wait: a later wait sets the same mark, which then
+/// fits, and the buffer cannot ratchet up wait after wait.
 #[derive(Default)]
 struct Quiet {
-    /// Whether the low-water mark was tried (once per wait), and whether it was raised.
-    tried: bool,
+    /// The mark, computed at the first wait (`None` before it, `Some(None)` when the buffer
+    /// could not be read or is too small to bother).
+    mark: Option<Option<i32>>,
+    /// Raised for the wait in progress.
     raised: bool,
 }
 
 impl Quiet {
+    /// The destination is full: raise the source's mark for this wait (once).
     fn hush(&mut self, src: &TcpStream) {
-        if std::mem::replace(&mut self.tried, true) {
+        if self.raised {
             return;
         }
-        let Ok(buffer) = getsockopt(src, RcvBuf) else {
+        let mark = *self.mark.get_or_insert_with(|| {
+            let buffer = getsockopt(src, RcvBuf).ok()?;
+            i32::try_from(buffer / 8 * 3).ok().filter(|m| *m > 1)
+        });
+        let Some(mark) = mark else {
             return;
         };
-        let lowat = i32::try_from(buffer / 8 * 3).unwrap_or(i32::MAX);
-        if lowat <= 1 {
-            return;
-        }
-        match setsockopt(src, RcvLowWat, &lowat) {
+        match setsockopt(src, RcvLowWat, &mark) {
             Ok(()) => self.raised = true,
             Err(e) => tracing::debug!(error = %e, "cannot quiet a relay's source"),
         }
     }
 
-    fn restore(self, src: &TcpStream) {
-        if self.raised
+    /// The wait is over: the source's mark back to 1, before it is read again.
+    fn restore(&mut self, src: &TcpStream) {
+        if std::mem::take(&mut self.raised)
             && let Err(e) = setsockopt(src, RcvLowWat, &1)
         {
             tracing::debug!(error = %e, "cannot restore a relay's source");

@@ -544,7 +544,10 @@ async fn a_source_is_quiet_while_its_destination_is_full_and_heard_after() {
         never(),
         None,
     ));
-    let bulk = data(8 * 1024 * 1024, 5);
+    // More than the destination and its peer can hold unread on any usual host (the sender
+    // keeps at most tcp_wmem's maximum, 4 MiB by default, beside a window its unread peer
+    // never grows).
+    let bulk = data(32 * 1024 * 1024, 5);
     let (mut client_read, mut client_write) = client_peer.into_split();
     let sent = bulk.clone();
     let writer = tokio::spawn(async move {
