@@ -119,6 +119,20 @@ impl Policy {
 }
 
 /// A revocation that never fires: its policy is gone, so the snapshot in hand stands.
+/// A relay of `client` and `upstream` with nothing pending, no revocation and a 30 s idle
+/// timeout, on its own task.
+fn spawn_plain(client: TcpStream, upstream: TcpStream) -> JoinHandle<RelayEnd> {
+    tokio::spawn(relay(
+        client,
+        upstream,
+        Bytes::new(),
+        Activity::new(),
+        Duration::from_secs(30),
+        never(),
+        None,
+    ))
+}
+
 fn never() -> Revocation {
     Policy::new().revocation()
 }
@@ -411,15 +425,7 @@ async fn bytes_in_flight_when_revoked_are_dropped_on_every_path() {
 async fn a_reset_is_a_failure() {
     let (client, client_peer) = pair().await;
     let (upstream, _upstream_peer) = pair().await;
-    let relayed = tokio::spawn(relay(
-        client,
-        upstream,
-        Bytes::new(),
-        Activity::new(),
-        Duration::from_secs(30),
-        never(),
-        None,
-    ));
+    let relayed = spawn_plain(client, upstream);
     // SO_LINGER 0: close sends a reset.
     let std = client_peer.into_std().unwrap();
     socket_linger_zero(&std);
@@ -535,15 +541,7 @@ async fn a_source_is_quiet_while_its_destination_is_full_and_heard_after() {
     let client = client.into_std().unwrap();
     let watched = client.try_clone().unwrap();
     let client = TcpStream::from_std(client).unwrap();
-    let relayed = tokio::spawn(relay(
-        client,
-        upstream,
-        Bytes::new(),
-        Activity::new(),
-        Duration::from_secs(30),
-        never(),
-        None,
-    ));
+    let relayed = spawn_plain(client, upstream);
     // More than the destination and its peer can hold unread on any usual host (the sender
     // keeps at most tcp_wmem's maximum, 4 MiB by default, beside a window its unread peer
     // never grows).
