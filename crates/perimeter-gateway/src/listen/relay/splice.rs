@@ -152,7 +152,9 @@ sockopt_impl!(RcvLowWat, Both, libc::SOL_SOCKET, libc::SO_RCVLOWAT, i32);
 /// when the mark is above the largest window the buffer allowed, so the clamp is no smaller
 /// than what the socket could advertise then; both outlast the wait. So the mark is computed
 /// once per pipe, from the buffer before any wait: a later wait sets the same mark, which then
-/// fits, and the buffer cannot ratchet up wait after wait.
+/// fits, and the buffer cannot ratchet up wait after wait. While fewer bytes than the mark
+/// wait, Linux also acknowledges each arrival of more than one segment at once rather than
+/// delaying it, so the sender sees a few more ACKs during the wait.
 #[derive(Default)]
 struct Quiet {
     /// The mark, computed at the first wait (`None` before it, `Some(None)` when the buffer
